@@ -1,0 +1,19 @@
+/* Program-level logging. Library code (fs/, lib/) returns errors and does not log;
+ * daemon and tool code logs and returns in one step. Never pass a token to these. */
+#ifndef REEF_LOG_H
+#define REEF_LOG_H
+
+enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+void log_set_level(enum log_level lvl);
+void log_set_ident(const char *ident);
+void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Logs at error level and returns r (a negative errno), for `return log_err(r, ...)`. */
+int log_ret(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_LVL_WARN, __VA_ARGS__)
+#define log_info(...)  log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,55 @@
+/* The local object store (fs/odb.c): verified git objects in a per-server cache dir.
+ * Trees and small blobs live in a libgit2 object database (cache/git, a bare repo);
+ * blobs at or above ODB_RAW_THRESHOLD live raw and content-addressed in cache/raw/xx/…
+ * so a read at any offset is a pread. Nothing becomes visible before it is verified
+ * against its id. No HTTP here. Functions return 0 or a negative errno. */
+#ifndef REEF_ODB_H
+#define REEF_ODB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "reef/tree.h"
+
+#define ODB_RAW_THRESHOLD ((uint64_t)1 << 20)
+
+struct odb;
+struct odb_writer;
+struct odb_blob;
+
+int odb_open(struct odb **out, const char *cache_dir);
+void odb_close(struct odb *o);
+
+bool odb_blob_has(struct odb *o, const char *oid);
+
+/* Streaming blob download: bytes are hashed as they arrive ("blob <size>\0" + data);
+ * commit checks size and id (-EIO on mismatch, nothing stored) and makes it visible.
+ * size must be the exact blob size (the writer rejects more bytes than that). */
+int odb_writer_new(struct odb_writer **out, struct odb *o, const char *oid, uint64_t size);
+int odb_writer_write(struct odb_writer *w, const void *data, size_t len);
+int odb_writer_commit(struct odb_writer *w); /* frees w */
+void odb_writer_abort(struct odb_writer *w); /* frees w; accepts NULL */
+/* Verifies and stores a whole blob held in memory. */
+int odb_blob_put(struct odb *o, const char *oid, const void *data, size_t len);
+
+/* Opens a stored blob for reading; -ENOENT when absent. Thread-safe. */
+int odb_blob_open(struct odb *o, const char *oid, struct odb_blob **out);
+uint64_t odb_blob_size(const struct odb_blob *b);
+/* Like pread(2): bytes read (0 at end) or a negative errno. */
+ssize_t odb_blob_pread(struct odb_blob *b, void *buf, size_t n, uint64_t off);
+/* The raw file's descriptor for zero-copy replies, or -1 for blobs held in memory. */
+int odb_blob_fd(const struct odb_blob *b);
+void odb_blob_close(struct odb_blob *b); /* accepts NULL */
+
+/* Builds the git tree object from entries (any order; sorted git's way here), hashes it
+ * and compares it with expected_oid when given (-EIO on mismatch). Stores it in the
+ * ODB and writes its id to out_oid. */
+int odb_tree_put(struct odb *o, const char *expected_oid, const struct tree_entry *e, size_t n,
+                 char out_oid[41]);
+
+/* Bytes and objects held (raw files + ODB), for status. */
+int odb_usage(struct odb *o, uint64_t *bytes, uint64_t *objects);
+
+#endif

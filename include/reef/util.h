@@ -1,0 +1,22 @@
+/* Small string utilities shared by the daemon and the hub. */
+#ifndef REEF_UTIL_H
+#define REEF_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "reef/buf.h"
+
+/* Percent-encodes everything but unreserved characters (RFC 3986), so '/' becomes %2F
+ * as GitLab wants for :id and :file_path. */
+int url_encode(struct buf *out, const char *s);
+/* Decodes %XX (and '+' as space only when plus_is_space). Returns the decoded length, or
+ * -EINVAL for a bad escape or an encoded NUL. In place is allowed (out == in). */
+int url_decode(char *out, const char *in, bool plus_is_space);
+/* A relative path inside a repository or data directory: non-empty, no NUL, not absolute,
+ * no empty, '.' or '..' segment, at most max_len bytes, each segment at most 255 bytes. */
+bool path_is_safe(const char *p, size_t max_len);
+/* Maps an HTTP status to a negative errno (2xx -> 0). */
+int err_from_http(long status);
+
+#endif

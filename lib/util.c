@@ -1,0 +1,102 @@
+#include "reef/util.h"
+
+#include <errno.h>
+#include <string.h>
+
+int url_encode(struct buf *out, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	int r = 0;
+
+	for (; *s && r == 0; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '_' || c == '.' || c == '~') {
+			r = buf_append(out, s, 1);
+		} else {
+			char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+
+			r = buf_append(out, e, 3);
+		}
+	}
+	return r;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int url_decode(char *out, const char *in, bool plus_is_space)
+{
+	size_t o = 0;
+
+	while (*in) {
+		if (*in == '%') {
+			int hi = hexval(in[1]), lo = hi < 0 ? -1 : hexval(in[2]);
+
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+				return -EINVAL;
+			out[o++] = (char)(hi * 16 + lo);
+			in += 3;
+		} else if (*in == '+' && plus_is_space) {
+			out[o++] = ' ';
+			in++;
+		} else {
+			out[o++] = *in++;
+		}
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+bool path_is_safe(const char *p, size_t max_len)
+{
+	size_t len = strlen(p);
+	const char *seg = p;
+
+	if (len == 0 || len > max_len || p[0] == '/')
+		return false;
+	while (seg) {
+		const char *end = strchr(seg, '/');
+		size_t n = end ? (size_t)(end - seg) : strlen(seg);
+
+		if (n == 0 || n > 255 || (n == 1 && seg[0] == '.') ||
+		    (n == 2 && seg[0] == '.' && seg[1] == '.'))
+			return false;
+		seg = end ? end + 1 : NULL;
+	}
+	return true;
+}
+
+int err_from_http(long status)
+{
+	if (status >= 200 && status < 300)
+		return 0;
+	switch (status) {
+	case 400:
+	case 422:
+		return -EINVAL;
+	case 401:
+	case 403:
+		return -EACCES;
+	case 404:
+	case 410:
+		return -ENOENT;
+	case 409:
+		return -EEXIST;
+	case 413:
+		return -EFBIG;
+	case 429:
+		return -EAGAIN;
+	default:
+		return -EIO;
+	}
+}

@@ -1,0 +1,113 @@
+/* Unit tests of the shared library: buffers, hashing, URL coding, path checks, JSON caps. */
+#include <errno.h>
+#include <string.h>
+
+#include "../check.h"
+#include "reef/buf.h"
+#include "reef/hash.h"
+#include "reef/jsonx.h"
+#include "reef/util.h"
+
+static void test_buf(void)
+{
+	struct buf b = BUF_INIT(8);
+
+	CHECK_EQ_INT(buf_puts(&b, "abcd"), 0);
+	CHECK_EQ_INT(buf_printf(&b, "%d", 123), 0);
+	CHECK_EQ_STR(b.data, "abcd123");
+	/* one more byte fits, two do not, and a refused append leaves the buffer intact */
+	CHECK_EQ_INT(buf_puts(&b, "xy"), -EFBIG);
+	CHECK_EQ_STR(b.data, "abcd123");
+	CHECK_EQ_INT(buf_puts(&b, "x"), 0);
+	CHECK_EQ_INT(b.len, 8);
+	buf_free(&b);
+}
+
+static void test_hash(void)
+{
+	uint8_t d[32];
+	char hex[65];
+	struct hash_ctx *h;
+
+	CHECK_EQ_INT(hash_buf(HASH_SHA256, "abc", 3, d), 0);
+	hash_hex(hex, d, 32);
+	CHECK_EQ_STR(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	/* git's id of the blob "hello\n" */
+	CHECK_EQ_INT(hash_git_begin(&h, "blob", 6), 0);
+	CHECK_EQ_INT(hash_update(h, "hello\n", 6), 0);
+	CHECK_EQ_INT(hash_final(h, d), 0);
+	hash_free(h);
+	hash_hex(hex, d, 20);
+	CHECK_EQ_STR(hex, "ce013625030ba8dba906f756967f9e9ca394464a");
+	CHECK(hash_is_hex(hex, 40));
+	CHECK(!hash_is_hex("CE01", 4));
+	CHECK(!hash_is_hex("ce0", 4));
+}
+
+static void test_url(void)
+{
+	struct buf b = BUF_INIT(0);
+	char s[64];
+
+	CHECK_EQ_INT(url_encode(&b, "acme/cats dir/é"), 0);
+	CHECK_EQ_STR(b.data, "acme%2Fcats%20dir%2F%C3%A9");
+	CHECK_EQ_INT(url_decode(s, b.data, false), (int)strlen("acme/cats dir/é"));
+	CHECK_EQ_STR(s, "acme/cats dir/é");
+	CHECK_EQ_INT(url_decode(s, "a%00b", false), -EINVAL);
+	CHECK_EQ_INT(url_decode(s, "a%zz", false), -EINVAL);
+	CHECK_EQ_INT(url_decode(s, "a%2", false), -EINVAL);
+	CHECK_EQ_INT(url_decode(s, "a+b", true), 3);
+	CHECK_EQ_STR(s, "a b");
+	buf_free(&b);
+}
+
+static void test_path(void)
+{
+	CHECK(path_is_safe("a/b/c.txt", 4096));
+	CHECK(path_is_safe("dir with space/ü.csv", 4096));
+	CHECK(!path_is_safe("", 4096));
+	CHECK(!path_is_safe("/etc/passwd", 4096));
+	CHECK(!path_is_safe("a/../b", 4096));
+	CHECK(!path_is_safe("..", 4096));
+	CHECK(!path_is_safe("a//b", 4096));
+	CHECK(!path_is_safe("a/./b", 4096));
+	CHECK(!path_is_safe("a/", 4096));
+	CHECK(!path_is_safe("abcdef", 5));
+}
+
+static void test_json(void)
+{
+	json_t *v;
+	char deep[200];
+
+	CHECK_EQ_INT(jsonx_parse(&v, "{\"a\":\"x\",\"n\":3,\"b\":true}", 24, 0, 0), 0);
+	CHECK_EQ_STR(jsonx_str(v, "a"), "x");
+	CHECK_EQ_INT(jsonx_int(v, "n", -1), 3);
+	CHECK(jsonx_bool(v, "b", false));
+	CHECK_EQ_INT(jsonx_int(v, "missing", -1), -1);
+	json_decref(v);
+	memset(deep, '[', 100);
+	memset(deep + 100, ']', 100);
+	CHECK_EQ_INT(jsonx_parse(&v, deep, 200, 64, 0), -EINVAL);
+	CHECK_EQ_INT(jsonx_parse(&v, deep + 40, 120, 64, 0), 0); /* 60 deep is fine */
+	json_decref(v);
+	/* brackets inside strings do not count */
+	CHECK_EQ_INT(jsonx_parse(&v, "[\"[[[[\"]", 8, 2, 0), 0);
+	json_decref(v);
+	CHECK_EQ_INT(jsonx_parse(&v, "{\"a\":", 5, 0, 0), -EINVAL);
+	CHECK_EQ_INT(jsonx_parse(&v, "[1,2]", 5, 0, 4), -EFBIG);
+	CHECK_EQ_INT(err_from_http(404), -ENOENT);
+	CHECK_EQ_INT(err_from_http(401), -EACCES);
+	CHECK_EQ_INT(err_from_http(200), 0);
+	CHECK_EQ_INT(err_from_http(502), -EIO);
+}
+
+int main(void)
+{
+	test_buf();
+	test_hash();
+	test_url();
+	test_path();
+	test_json();
+	return 0;
+}
