@@ -1,0 +1,100 @@
+#!/bin/sh
+# The reef demo: installs what is missing, builds, starts reef-hub with demo data in
+# ./.demo, mounts it with reefd at ./.demo/mnt and reads the dataset through the mount.
+#   scripts/demo.sh        set up (or reuse) and show
+#   scripts/demo.sh stop   unmount and stop the hub
+set -eu
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DEMO="$ROOT/.demo"
+HUB="$ROOT/build/tools/hub/reef-hub"
+REEFD="$ROOT/build/daemon/reefd"
+MNT="$DEMO/mnt"
+PORT=${REEF_DEMO_PORT:-18080}
+URL="http://127.0.0.1:$PORT"
+
+stop() {
+	if grep -qs " $MNT " /proc/mounts; then
+		fusermount3 -u "$MNT" || true
+	fi
+	for f in reefd hub; do
+		if [ -f "$DEMO/$f.pid" ]; then
+			kill "$(cat "$DEMO/$f.pid")" 2>/dev/null || true
+			rm -f "$DEMO/$f.pid"
+		fi
+	done
+}
+
+if [ "${1:-}" = stop ]; then
+	stop
+	echo "demo stopped (data kept in $DEMO; remove it to start afresh)"
+	exit 0
+fi
+
+./scripts/install-deps.sh
+[ -d build ] || meson setup build >/dev/null
+ninja -C build >/dev/null
+
+stop
+mkdir -p "$DEMO"
+if [ ! -d "$DEMO/hub" ]; then
+	"$HUB" init "$DEMO/hub"
+	"$HUB" user add "$DEMO/hub" demo --name "Demo Scientist" --email demo@reef.invalid
+	(umask 077 && "$HUB" token create "$DEMO/hub" demo >"$DEMO/token")
+	"$HUB" project create "$DEMO/hub" acme/iris --visibility private --owner demo >/dev/null
+	SEED=1
+fi
+
+"$HUB" serve "$DEMO/hub" --listen "127.0.0.1:$PORT" >"$DEMO/hub.out" 2>"$DEMO/hub.log" &
+echo $! >"$DEMO/hub.pid"
+for _ in $(seq 50); do
+	grep -q "listening on" "$DEMO/hub.out" 2>/dev/null && break
+	sleep 0.1
+done
+grep -q "listening on" "$DEMO/hub.out" || { cat "$DEMO/hub.log"; exit 1; }
+
+if [ "${SEED:-0}" = 1 ]; then
+	# The dataset: Fisher's iris measurements as shipped by scikit-learn, with named columns.
+	work="$DEMO/seed"
+	rm -rf "$work" && mkdir -p "$work/data"
+	src=/usr/lib/python3/dist-packages/sklearn/datasets/data/iris.csv
+	{
+		echo "sepal_length,sepal_width,petal_length,petal_width,species"
+		tail -n +2 "$src" | awk -F, 'BEGIN{n[0]="setosa";n[1]="versicolor";n[2]="virginica"}
+			{print $1","$2","$3","$4","n[$5]}'
+	} >"$work/data/iris.csv"
+	printf '# iris\n\nFisher'"'"'s iris dataset (150 flowers, 4 measurements, 3 species).\n' >"$work/README.md"
+	git -C "$work" init -q -b main
+	git -C "$work" -c user.name=Demo -c user.email=demo@reef.invalid add -A
+	git -C "$work" -c user.name=Demo -c user.email=demo@reef.invalid commit -qm "Add the iris dataset"
+	git -C "$work" push -q "http://demo:$(cat "$DEMO/token")@127.0.0.1:$PORT/acme/iris.git" main
+	rm -rf "$work"
+fi
+
+mkdir -p "$MNT"
+"$REEFD" -o "server=$URL,token_file=$DEMO/token,cache=$DEMO/cache" "$MNT" 2>"$DEMO/reefd.log"
+for _ in $(seq 50); do
+	grep -qs " $MNT " /proc/mounts && break
+	sleep 0.1
+done
+pgrep -n -f "reefd .*$MNT" >"$DEMO/reefd.pid" || true
+
+echo "== reef-hub at $URL, mounted at $MNT"
+echo "\$ ls $MNT/acme/iris/branches/main/data"
+ls -l "$MNT/acme/iris/branches/main/data"
+echo "\$ head -5 $MNT/acme/iris/HEAD/data/iris.csv"
+head -5 "$MNT/acme/iris/HEAD/data/iris.csv"
+echo "\$ python3: read the dataset through the mount"
+/usr/bin/python3 - "$MNT/acme/iris/HEAD/data/iris.csv" <<'PY'
+import csv, sys, collections
+rows = list(csv.DictReader(open(sys.argv[1])))
+by = collections.Counter(r["species"] for r in rows)
+print(f"{len(rows)} rows; species: {dict(by)}")
+print("mean petal length:", round(sum(float(r["petal_length"]) for r in rows) / len(rows), 3))
+PY
+cat <<TXT
+
+Explore: ls $MNT/acme/iris/{branches,tags,commits}; cat $MNT/.reef/status
+Pin a commit: ls $MNT/acme/iris/commits/\$(git ls-remote http://127.0.0.1:$PORT/acme/iris.git main | cut -c1-12)
+Stop:    scripts/demo.sh stop
+TXT
