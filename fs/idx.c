@@ -1,1 +1,529 @@
-/* placeholder: being written */
+/* The LMDB index: see include/reef/idx.h and docs/cache.md for the record formats.
+ * Object ids are keys in binary (20 bytes); integers are little-endian. Every value
+ * starts with a format version byte so a later reef can tell old records apart. */
+#include "reef/idx.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "reef/hash.h"
+
+#define IDX_VERSION  1
+#define IDX_KEY_MAX  511 /* LMDB's default maximum key size */
+#define IDX_ENTRY_HD (4 + 20 + 8 + 2)
+
+enum { IDX_DB_TREES, IDX_DB_COMMITS, IDX_DB_REFS, IDX_DB_PROJECTS, IDX_DB_SIZES, IDX_DB_N };
+
+static const char *const idx_db_names[IDX_DB_N] = {"trees", "commits", "refs", "projects", "sizes"};
+
+struct idx {
+	MDB_env *env;
+	MDB_dbi dbi[IDX_DB_N];
+};
+
+/* The one table from LMDB's codes to errno. */
+static int idx_err(int rc)
+{
+	switch (rc) {
+	case MDB_SUCCESS:
+		return 0;
+	case MDB_NOTFOUND:
+		return -ENOENT;
+	case MDB_MAP_FULL:
+	case MDB_TXN_FULL:
+	case MDB_PAGE_FULL:
+		return -ENOSPC;
+	case MDB_READERS_FULL:
+		return -EAGAIN;
+	case MDB_BAD_VALSIZE:
+		return -EINVAL;
+	default:
+		return rc > 0 ? -rc : -EIO; /* LMDB passes system errors through as errno */
+	}
+}
+
+static void put_u16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get_u16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+	uint32_t v = 0;
+
+	for (int i = 3; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static int hexval(char c)
+{
+	return c <= '9' ? c - '0' : c - 'a' + 10;
+}
+
+static int oid_to_bin(const char *hex, uint8_t bin[20])
+{
+	if (!hex || !hash_is_hex(hex, HASH_SHA1_HEX))
+		return -EINVAL;
+	for (int i = 0; i < 20; i++)
+		bin[i] = (uint8_t)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
+	return 0;
+}
+
+int idx_open(struct idx **out, const char *path, size_t map_size)
+{
+	struct idx *x;
+	MDB_txn *txn = NULL;
+	int rc;
+
+	*out = NULL;
+	x = calloc(1, sizeof(*x));
+	if (!x)
+		return -ENOMEM;
+	rc = mdb_env_create(&x->env);
+	if (rc)
+		goto out;
+	rc = mdb_env_set_maxdbs(x->env, IDX_DB_N);
+	if (!rc)
+		rc = mdb_env_set_mapsize(x->env, map_size ? map_size : IDX_MAP_SIZE_DEFAULT);
+	if (!rc)
+		rc = mdb_env_set_maxreaders(x->env, 256);
+	/* FUSE serves a request on whichever thread is free: read transactions must not be
+	 * bound to threads. NOSUBDIR keeps the index one file beside the object store. */
+	if (!rc)
+		rc = mdb_env_open(x->env, path, MDB_NOTLS | MDB_NOSUBDIR, 0600);
+	if (!rc)
+		rc = mdb_txn_begin(x->env, NULL, 0, &txn);
+	for (int i = 0; !rc && i < IDX_DB_N; i++)
+		rc = mdb_dbi_open(txn, idx_db_names[i], MDB_CREATE, &x->dbi[i]);
+	if (!rc) {
+		rc = mdb_txn_commit(txn);
+		txn = NULL;
+	}
+out:
+	if (txn)
+		mdb_txn_abort(txn);
+	if (rc) {
+		idx_close(x);
+		return idx_err(rc);
+	}
+	*out = x;
+	return 0;
+}
+
+void idx_close(struct idx *x)
+{
+	if (!x)
+		return;
+	if (x->env)
+		mdb_env_close(x->env);
+	free(x);
+}
+
+static int idx_put(struct idx *x, int db, const void *key, size_t klen, const void *val,
+                   size_t vlen)
+{
+	MDB_val k = {.mv_size = klen, .mv_data = (void *)(uintptr_t)key};
+	MDB_val v = {.mv_size = vlen, .mv_data = (void *)(uintptr_t)val};
+	MDB_txn *txn;
+	int rc;
+
+	if (klen == 0 || klen > IDX_KEY_MAX)
+		return -EINVAL;
+	rc = mdb_txn_begin(x->env, NULL, 0, &txn);
+	if (rc)
+		return idx_err(rc);
+	rc = mdb_put(txn, x->dbi[db], &k, &v, 0);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return idx_err(rc);
+	}
+	return idx_err(mdb_txn_commit(txn));
+}
+
+/* Copies the value out of the read transaction into a malloc'ed buffer. */
+static int idx_get(struct idx *x, int db, const void *key, size_t klen, uint8_t **val, size_t *vlen)
+{
+	MDB_val k = {.mv_size = klen, .mv_data = (void *)(uintptr_t)key}, v;
+	MDB_txn *txn;
+	int rc;
+
+	*val = NULL;
+	if (klen == 0 || klen > IDX_KEY_MAX)
+		return -EINVAL;
+	rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return idx_err(rc);
+	rc = mdb_get(txn, x->dbi[db], &k, &v);
+	if (rc == 0) {
+		*val = malloc(v.mv_size ? v.mv_size : 1);
+		if (*val) {
+			memcpy(*val, v.mv_data, v.mv_size);
+			*vlen = v.mv_size;
+		}
+	}
+	mdb_txn_abort(txn);
+	if (rc)
+		return idx_err(rc);
+	return *val ? 0 : -ENOMEM;
+}
+
+static int idx_del(struct idx *x, int db, const void *key, size_t klen)
+{
+	MDB_val k = {.mv_size = klen, .mv_data = (void *)(uintptr_t)key};
+	MDB_txn *txn;
+	int rc;
+
+	if (klen == 0 || klen > IDX_KEY_MAX)
+		return -EINVAL;
+	rc = mdb_txn_begin(x->env, NULL, 0, &txn);
+	if (rc)
+		return idx_err(rc);
+	rc = mdb_del(txn, x->dbi[db], &k, NULL);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return idx_err(rc);
+	}
+	return idx_err(mdb_txn_commit(txn));
+}
+
+/* Tree listing: version, u32 count, then per entry u32 mode, 20-byte id, i64 size,
+ * u16 name length, name bytes. */
+int idx_tree_put(struct idx *x, const char *tree_oid, const struct tree_entry *e, size_t n)
+{
+	uint8_t key[20], *val, *p;
+	size_t len = 5;
+	int r;
+
+	if (n > IDX_TREE_MAX)
+		return -EINVAL;
+	r = oid_to_bin(tree_oid, key);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		size_t nl = strnlen(e[i].name, TREE_NAME_MAX + 1);
+
+		if (nl == 0 || nl > TREE_NAME_MAX)
+			return -EINVAL;
+		len += IDX_ENTRY_HD + nl;
+	}
+	val = malloc(len);
+	if (!val)
+		return -ENOMEM;
+	val[0] = IDX_VERSION;
+	put_u32(val + 1, (uint32_t)n);
+	p = val + 5;
+	for (size_t i = 0; i < n; i++) {
+		size_t nl = strlen(e[i].name);
+
+		put_u32(p, e[i].mode);
+		r = oid_to_bin(e[i].oid, p + 4);
+		if (r < 0)
+			goto out;
+		put_u64(p + 24, (uint64_t)e[i].size);
+		put_u16(p + 32, (uint16_t)nl);
+		memcpy(p + IDX_ENTRY_HD, e[i].name, nl);
+		p += IDX_ENTRY_HD + nl;
+	}
+	r = idx_put(x, IDX_DB_TREES, key, 20, val, len);
+out:
+	free(val);
+	return r;
+}
+
+int idx_tree_get(struct idx *x, const char *tree_oid, struct tree_entry **out, size_t *n)
+{
+	struct tree_entry *e = NULL;
+	uint8_t key[20], *val = NULL;
+	size_t len = 0, count, off = 5;
+	int r;
+
+	*out = NULL;
+	*n = 0;
+	r = oid_to_bin(tree_oid, key);
+	if (r < 0)
+		return r;
+	r = idx_get(x, IDX_DB_TREES, key, 20, &val, &len);
+	if (r < 0)
+		return r;
+	if (len < 5 || val[0] != IDX_VERSION || (count = get_u32(val + 1)) > IDX_TREE_MAX) {
+		r = -EIO;
+		goto out;
+	}
+	e = calloc(count ? count : 1, sizeof(*e));
+	if (!e) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < count; i++) {
+		size_t nl;
+
+		if (len - off < IDX_ENTRY_HD) {
+			r = -EIO;
+			goto out;
+		}
+		nl = get_u16(val + off + 32);
+		if (nl == 0 || nl > TREE_NAME_MAX || len - off - IDX_ENTRY_HD < nl) {
+			r = -EIO;
+			goto out;
+		}
+		e[i].mode = get_u32(val + off);
+		hash_hex(e[i].oid, val + off + 4, 20);
+		e[i].size = (int64_t)get_u64(val + off + 24);
+		memcpy(e[i].name, val + off + IDX_ENTRY_HD, nl);
+		e[i].name[nl] = '\0';
+		off += IDX_ENTRY_HD + nl;
+	}
+	if (off != len) {
+		r = -EIO;
+		goto out;
+	}
+	*out = e;
+	*n = count;
+	e = NULL;
+out:
+	free(e);
+	free(val);
+	return r;
+}
+
+int idx_commit_put(struct idx *x, const char *commit, const char *tree_oid)
+{
+	uint8_t key[20], val[21];
+	int r = oid_to_bin(commit, key);
+
+	if (r == 0)
+		r = oid_to_bin(tree_oid, val + 1);
+	if (r < 0)
+		return r;
+	val[0] = IDX_VERSION;
+	return idx_put(x, IDX_DB_COMMITS, key, 20, val, sizeof(val));
+}
+
+int idx_commit_get(struct idx *x, const char *commit, char tree_oid[41])
+{
+	uint8_t key[20], *val;
+	size_t len;
+	int r = oid_to_bin(commit, key);
+
+	if (r < 0)
+		return r;
+	r = idx_get(x, IDX_DB_COMMITS, key, 20, &val, &len);
+	if (r < 0)
+		return r;
+	if (len == 21 && val[0] == IDX_VERSION)
+		hash_hex(tree_oid, val + 1, 20);
+	else
+		r = -EIO;
+	free(val);
+	return r;
+}
+
+/* Ref keys: 8-byte project id, then the ref text. */
+static int idx_ref_key(uint8_t *key, int64_t project_id, const char *ref, size_t *klen)
+{
+	size_t rl = strlen(ref);
+
+	if (rl == 0 || rl + 8 > IDX_KEY_MAX)
+		return -EINVAL;
+	put_u64(key, (uint64_t)project_id);
+	memcpy(key + 8, ref, rl);
+	*klen = rl + 8;
+	return 0;
+}
+
+int idx_ref_put(struct idx *x, int64_t project_id, const char *ref, const char *commit,
+                int64_t fetched_at)
+{
+	uint8_t key[IDX_KEY_MAX], val[29];
+	size_t klen;
+	int r = idx_ref_key(key, project_id, ref, &klen);
+
+	if (r == 0)
+		r = oid_to_bin(commit, val + 1);
+	if (r < 0)
+		return r;
+	val[0] = IDX_VERSION;
+	put_u64(val + 21, (uint64_t)fetched_at);
+	return idx_put(x, IDX_DB_REFS, key, klen, val, sizeof(val));
+}
+
+int idx_ref_get(struct idx *x, int64_t project_id, const char *ref, char commit[41],
+                int64_t *fetched_at)
+{
+	uint8_t key[IDX_KEY_MAX], *val;
+	size_t klen, len;
+	int r = idx_ref_key(key, project_id, ref, &klen);
+
+	if (r < 0)
+		return r;
+	r = idx_get(x, IDX_DB_REFS, key, klen, &val, &len);
+	if (r < 0)
+		return r;
+	if (len == 29 && val[0] == IDX_VERSION) {
+		hash_hex(commit, val + 1, 20);
+		if (fetched_at)
+			*fetched_at = (int64_t)get_u64(val + 21);
+	} else {
+		r = -EIO;
+	}
+	free(val);
+	return r;
+}
+
+/* Project value: version, i64 id, i64 fetched_at, default branch bytes. */
+int idx_project_put(struct idx *x, const char *path, int64_t id, const char *default_branch,
+                    int64_t fetched_at)
+{
+	size_t pl = strlen(path), dl = default_branch ? strlen(default_branch) : 0;
+	uint8_t *val;
+	int r;
+
+	if (pl == 0 || pl > IDX_KEY_MAX || dl > 4096)
+		return -EINVAL;
+	val = malloc(17 + dl);
+	if (!val)
+		return -ENOMEM;
+	val[0] = IDX_VERSION;
+	put_u64(val + 1, (uint64_t)id);
+	put_u64(val + 9, (uint64_t)fetched_at);
+	if (dl)
+		memcpy(val + 17, default_branch, dl);
+	r = idx_put(x, IDX_DB_PROJECTS, path, pl, val, 17 + dl);
+	free(val);
+	return r;
+}
+
+int idx_project_get(struct idx *x, const char *path, int64_t *id, char *default_branch,
+                    size_t db_len, int64_t *fetched_at)
+{
+	size_t pl = strlen(path), len;
+	uint8_t *val;
+	int r;
+
+	if (pl == 0 || pl > IDX_KEY_MAX)
+		return -EINVAL;
+	r = idx_get(x, IDX_DB_PROJECTS, path, pl, &val, &len);
+	if (r < 0)
+		return r;
+	if (len < 17 || val[0] != IDX_VERSION) {
+		r = -EIO;
+		goto out;
+	}
+	if (default_branch) {
+		if (db_len < len - 17 + 1) {
+			r = -ENOBUFS;
+			goto out;
+		}
+		memcpy(default_branch, val + 17, len - 17);
+		default_branch[len - 17] = '\0';
+	}
+	*id = (int64_t)get_u64(val + 1);
+	if (fetched_at)
+		*fetched_at = (int64_t)get_u64(val + 9);
+out:
+	free(val);
+	return r;
+}
+
+int idx_project_del(struct idx *x, const char *path)
+{
+	return idx_del(x, IDX_DB_PROJECTS, path, strlen(path));
+}
+
+int idx_size_put(struct idx *x, const char *oid, uint64_t size)
+{
+	uint8_t key[20], val[9];
+	int r = oid_to_bin(oid, key);
+
+	if (r < 0)
+		return r;
+	val[0] = IDX_VERSION;
+	put_u64(val + 1, size);
+	return idx_put(x, IDX_DB_SIZES, key, 20, val, sizeof(val));
+}
+
+static int idx_size_decode(const MDB_val *v, uint64_t *size)
+{
+	const uint8_t *p = v->mv_data;
+
+	if (v->mv_size != 9 || p[0] != IDX_VERSION)
+		return -EIO;
+	*size = get_u64(p + 1);
+	return 0;
+}
+
+int idx_size_get(struct idx *x, const char *oid, uint64_t *size)
+{
+	uint8_t key[20];
+	MDB_val k = {.mv_size = 20, .mv_data = key}, v;
+	MDB_txn *txn;
+	int r = oid_to_bin(oid, key), rc;
+
+	if (r < 0)
+		return r;
+	rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return idx_err(rc);
+	rc = mdb_get(txn, x->dbi[IDX_DB_SIZES], &k, &v);
+	r = rc ? idx_err(rc) : idx_size_decode(&v, size);
+	mdb_txn_abort(txn);
+	return r;
+}
+
+int idx_sizes_fill(struct idx *x, struct tree_entry *e, size_t n)
+{
+	MDB_txn *txn;
+	int rc;
+
+	rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return idx_err(rc);
+	for (size_t i = 0; i < n; i++) {
+		uint8_t key[20];
+		MDB_val k = {.mv_size = 20, .mv_data = key}, v;
+		uint64_t size;
+
+		/* symlinks are blobs too: their size is the target's length */
+		if (e[i].size >= 0 ||
+		    (e[i].mode != TREE_MODE_FILE && e[i].mode != TREE_MODE_EXEC &&
+		     e[i].mode != TREE_MODE_LINK) ||
+		    oid_to_bin(e[i].oid, key) < 0)
+			continue;
+		if (mdb_get(txn, x->dbi[IDX_DB_SIZES], &k, &v) == 0 &&
+		    idx_size_decode(&v, &size) == 0)
+			e[i].size = (int64_t)size;
+	}
+	mdb_txn_abort(txn);
+	return 0;
+}

@@ -1,7 +1,10 @@
 /* The LMDB index (fs/idx.c): fast lookups beside the object store. One environment
- * (cache/index.lmdb) with named databases: tree listings by tree id (with sizes), commit
- * → root tree id, ref → commit with fetch time, project path → id, blob id → size.
- * Thread-safe. Functions return 0, -ENOENT when the key is absent, or a negative errno. */
+ * (cache/index.lmdb, a single file plus its -lock file) with named databases: tree
+ * listings by tree id (with sizes), commit → root tree id, ref → commit with fetch time,
+ * project path → id with fetch time, blob id → size. Values are a compact versioned
+ * binary encoding (docs/cache.md). Thread-safe (MDB_NOTLS: any thread may call).
+ * Functions return 0, -ENOENT when the key is absent, or a negative errno (-ENOSPC when
+ * the map is full, -EINVAL for a malformed id or name). */
 #ifndef REEF_IDX_H
 #define REEF_IDX_H
 
@@ -10,29 +13,39 @@
 
 #include "reef/tree.h"
 
+#define IDX_MAP_SIZE_DEFAULT ((size_t)1 << 30)
+#define IDX_TREE_MAX         ((size_t)1 << 20) /* entries in one stored listing */
+
 struct idx;
 
+/* map_size 0 means IDX_MAP_SIZE_DEFAULT. */
 int idx_open(struct idx **out, const char *path, size_t map_size);
-void idx_close(struct idx *x);
+void idx_close(struct idx *x); /* accepts NULL */
 
 int idx_tree_put(struct idx *x, const char *tree_oid, const struct tree_entry *e, size_t n);
-/* *out is malloc'ed (free()); entries in git order. */
+/* *out is malloc'ed (free()); entries in the order they were put (cache: git order). */
 int idx_tree_get(struct idx *x, const char *tree_oid, struct tree_entry **out, size_t *n);
 
 int idx_commit_put(struct idx *x, const char *commit, const char *tree_oid);
 int idx_commit_get(struct idx *x, const char *commit, char tree_oid[41]);
 
-/* ref is e.g. "branch:main", "tag:v1" */
+/* ref is e.g. "branch:main", "tag:v1", "commit:3f2a" */
 int idx_ref_put(struct idx *x, int64_t project_id, const char *ref, const char *commit,
                 int64_t fetched_at);
 int idx_ref_get(struct idx *x, int64_t project_id, const char *ref, char commit[41],
                 int64_t *fetched_at);
 
-int idx_project_put(struct idx *x, const char *path, int64_t id, const char *default_branch);
+int idx_project_put(struct idx *x, const char *path, int64_t id, const char *default_branch,
+                    int64_t fetched_at);
+/* default_branch may be NULL; fetched_at may be NULL. -ENOBUFS when db_len is too small. */
 int idx_project_get(struct idx *x, const char *path, int64_t *id, char *default_branch,
-                    size_t db_len);
+                    size_t db_len, int64_t *fetched_at);
+int idx_project_del(struct idx *x, const char *path);
 
 int idx_size_put(struct idx *x, const char *oid, uint64_t size);
 int idx_size_get(struct idx *x, const char *oid, uint64_t *size);
+/* Fills the size of every blob entry whose size is -1 from the sizes database, in one
+ * read transaction. */
+int idx_sizes_fill(struct idx *x, struct tree_entry *e, size_t n);
 
 #endif

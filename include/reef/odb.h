@@ -14,6 +14,10 @@
 #include "reef/tree.h"
 
 #define ODB_RAW_THRESHOLD ((uint64_t)1 << 20)
+/* odb_writer_new's size when the server did not say: the bytes are hashed at commit. */
+#define ODB_SIZE_UNKNOWN UINT64_MAX
+/* The largest blob the store accepts. */
+#define ODB_BLOB_MAX ((uint64_t)1 << 40)
 
 struct odb;
 struct odb_writer;
@@ -26,7 +30,9 @@ bool odb_blob_has(struct odb *o, const char *oid);
 
 /* Streaming blob download: bytes are hashed as they arrive ("blob <size>\0" + data);
  * commit checks size and id (-EIO on mismatch, nothing stored) and makes it visible.
- * size must be the exact blob size (the writer rejects more bytes than that). */
+ * size must be the exact blob size (the writer rejects more bytes than that with -EIO),
+ * or ODB_SIZE_UNKNOWN: then the bytes go to a temp file and are hashed at commit.
+ * Large blobs are written to <cache>/tmp and renamed into raw/ only once verified. */
 int odb_writer_new(struct odb_writer **out, struct odb *o, const char *oid, uint64_t size);
 int odb_writer_write(struct odb_writer *w, const void *data, size_t len);
 int odb_writer_commit(struct odb_writer *w); /* frees w */
@@ -34,7 +40,9 @@ void odb_writer_abort(struct odb_writer *w); /* frees w; accepts NULL */
 /* Verifies and stores a whole blob held in memory. */
 int odb_blob_put(struct odb *o, const char *oid, const void *data, size_t len);
 
-/* Opens a stored blob for reading; -ENOENT when absent. Thread-safe. */
+/* Opens a stored blob for reading; -ENOENT when absent. Thread-safe. Small blobs are
+ * read into memory and re-hashed; a raw file modified since it was verified is re-hashed.
+ * An object found damaged is deleted and reported -ENOENT, so the caller fetches it. */
 int odb_blob_open(struct odb *o, const char *oid, struct odb_blob **out);
 uint64_t odb_blob_size(const struct odb_blob *b);
 /* Like pread(2): bytes read (0 at end) or a negative errno. */

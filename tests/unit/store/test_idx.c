@@ -1,0 +1,200 @@
+/* Unit tests of the LMDB index: round trips of every record kind, -ENOENT for absent
+ * keys, malformed keys refused, persistence across reopen, concurrent use from threads. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../check.h"
+#include "reef/idx.h"
+
+static const char *T1 = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+static const char *C1 = "0123456789abcdef0123456789abcdef01234567";
+static const char *B1 = "ce013625030ba8dba906f756967f9e9ca394464a";
+
+static void test_trees(struct idx *x)
+{
+	struct tree_entry in[3], *out;
+	size_t n;
+
+	memset(in, 0, sizeof(in));
+	strcpy(in[0].name, "data");
+	in[0].mode = TREE_MODE_DIR;
+	strcpy(in[0].oid, T1);
+	in[0].size = -1;
+	strcpy(in[1].name, "\xc3\xa9t\xc3\xa9 file.csv");
+	in[1].mode = TREE_MODE_EXEC;
+	strcpy(in[1].oid, B1);
+	in[1].size = 123456789012LL;
+	memset(in[2].name, 'n', TREE_NAME_MAX);
+	in[2].mode = TREE_MODE_LINK;
+	strcpy(in[2].oid, C1);
+	in[2].size = 0;
+
+	CHECK_EQ_INT(idx_tree_get(x, C1, &out, &n), -ENOENT);
+	CHECK_EQ_INT(idx_tree_put(x, C1, in, 3), 0);
+	CHECK_EQ_INT(idx_tree_get(x, C1, &out, &n), 0);
+	CHECK_EQ_INT(n, 3);
+	for (size_t i = 0; i < 3; i++) {
+		CHECK_EQ_STR(out[i].name, in[i].name);
+		CHECK_EQ_STR(out[i].oid, in[i].oid);
+		CHECK_EQ_INT(out[i].mode, in[i].mode);
+		CHECK_EQ_INT(out[i].size, in[i].size);
+	}
+	free(out);
+	/* the empty listing */
+	CHECK_EQ_INT(idx_tree_put(x, T1, in, 0), 0);
+	CHECK_EQ_INT(idx_tree_get(x, T1, &out, &n), 0);
+	CHECK_EQ_INT(n, 0);
+	free(out);
+	/* malformed */
+	CHECK_EQ_INT(idx_tree_get(x, "nothex", &out, &n), -EINVAL);
+	strcpy(in[0].oid, "zz");
+	CHECK_EQ_INT(idx_tree_put(x, B1, in, 1), -EINVAL);
+	CHECK_EQ_INT(idx_tree_get(x, B1, &out, &n), -ENOENT);
+}
+
+static void test_records(struct idx *x)
+{
+	char oid[41], db[64];
+	int64_t at, id;
+	uint64_t size;
+
+	CHECK_EQ_INT(idx_commit_get(x, C1, oid), -ENOENT);
+	CHECK_EQ_INT(idx_commit_put(x, C1, T1), 0);
+	CHECK_EQ_INT(idx_commit_get(x, C1, oid), 0);
+	CHECK_EQ_STR(oid, T1);
+	CHECK_EQ_INT(idx_commit_put(x, "abc", T1), -EINVAL);
+
+	CHECK_EQ_INT(idx_ref_get(x, 7, "branch:main", oid, &at), -ENOENT);
+	CHECK_EQ_INT(idx_ref_put(x, 7, "branch:main", C1, 1700000000123LL), 0);
+	CHECK_EQ_INT(idx_ref_get(x, 7, "branch:main", oid, &at), 0);
+	CHECK_EQ_STR(oid, C1);
+	CHECK_EQ_INT(at, 1700000000123LL);
+	/* per project */
+	CHECK_EQ_INT(idx_ref_get(x, 8, "branch:main", oid, &at), -ENOENT);
+	CHECK_EQ_INT(idx_ref_get(x, 7, "tag:main", oid, &at), -ENOENT);
+	/* overwrite */
+	CHECK_EQ_INT(idx_ref_put(x, 7, "branch:main", B1, 5), 0);
+	CHECK_EQ_INT(idx_ref_get(x, 7, "branch:main", oid, NULL), 0);
+	CHECK_EQ_STR(oid, B1);
+	CHECK_EQ_INT(idx_ref_put(x, 7, "", B1, 5), -EINVAL);
+
+	CHECK_EQ_INT(idx_project_get(x, "acme/cats", &id, db, sizeof(db), &at), -ENOENT);
+	CHECK_EQ_INT(idx_project_put(x, "acme/cats", 42, "master", 99), 0);
+	CHECK_EQ_INT(idx_project_get(x, "acme/cats", &id, db, sizeof(db), &at), 0);
+	CHECK_EQ_INT(id, 42);
+	CHECK_EQ_STR(db, "master");
+	CHECK_EQ_INT(at, 99);
+	CHECK_EQ_INT(idx_project_get(x, "acme/cats", &id, db, 3, &at), -ENOBUFS);
+	CHECK_EQ_INT(idx_project_put(x, "acme/empty", 43, "", 1), 0);
+	CHECK_EQ_INT(idx_project_get(x, "acme/empty", &id, db, sizeof(db), NULL), 0);
+	CHECK_EQ_STR(db, "");
+	CHECK_EQ_INT(idx_project_del(x, "acme/empty"), 0);
+	CHECK_EQ_INT(idx_project_get(x, "acme/empty", &id, NULL, 0, NULL), -ENOENT);
+	CHECK_EQ_INT(idx_project_del(x, "acme/empty"), -ENOENT);
+
+	CHECK_EQ_INT(idx_size_get(x, B1, &size), -ENOENT);
+	CHECK_EQ_INT(idx_size_put(x, B1, 1ULL << 40), 0);
+	CHECK_EQ_INT(idx_size_get(x, B1, &size), 0);
+	CHECK_EQ_INT(size, 1ULL << 40);
+	CHECK_EQ_INT(idx_size_get(x, "B1", &size), -EINVAL);
+}
+
+static void test_fill(struct idx *x)
+{
+	struct tree_entry e[3];
+
+	memset(e, 0, sizeof(e));
+	strcpy(e[0].oid, B1); /* size known in the index */
+	e[0].mode = TREE_MODE_FILE;
+	e[0].size = -1;
+	strcpy(e[1].oid, C1); /* unknown */
+	e[1].mode = TREE_MODE_FILE;
+	e[1].size = -1;
+	strcpy(e[2].oid, B1); /* a directory never gets a blob size */
+	e[2].mode = TREE_MODE_DIR;
+	e[2].size = -1;
+	CHECK_EQ_INT(idx_sizes_fill(x, e, 3), 0);
+	CHECK_EQ_INT(e[0].size, 1LL << 40);
+	CHECK_EQ_INT(e[1].size, -1);
+	CHECK_EQ_INT(e[2].size, -1);
+}
+
+struct worker {
+	struct idx *x;
+	int n;
+	int fails;
+};
+
+static void *worker_run(void *arg)
+{
+	struct worker *w = arg;
+	char oid[41], tree[41];
+
+	for (int i = 0; i < 200; i++) {
+		snprintf(oid, sizeof(oid), "%08x%032d", (unsigned)w->n, i);
+		if (idx_commit_put(w->x, oid, T1) < 0 || idx_commit_get(w->x, oid, tree) < 0 ||
+		    strcmp(tree, T1) != 0)
+			w->fails++;
+	}
+	return NULL;
+}
+
+int main(void)
+{
+	char dir[] = "/tmp/reef-test-idx-XXXXXX", path[4096], oid[41];
+	struct idx *x;
+	pthread_t th[4];
+	struct worker w[4];
+	uint64_t size;
+
+	CHECK(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/index.lmdb", dir);
+	CHECK_EQ_INT(idx_open(&x, path, 0), 0);
+	test_trees(x);
+	test_records(x);
+	test_fill(x);
+	for (int i = 0; i < 4; i++) {
+		w[i] = (struct worker){.x = x, .n = i};
+		CHECK_EQ_INT(pthread_create(&th[i], NULL, worker_run, &w[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		CHECK_EQ_INT(w[i].fails, 0);
+	}
+	idx_close(x);
+	idx_close(NULL);
+
+	/* everything persists */
+	CHECK_EQ_INT(idx_open(&x, path, 0), 0);
+	CHECK_EQ_INT(idx_commit_get(x, C1, oid), 0);
+	CHECK_EQ_STR(oid, T1);
+	CHECK_EQ_INT(idx_size_get(x, B1, &size), 0);
+	idx_close(x);
+
+	/* a tiny map fills up: -ENOSPC, not a crash */
+	snprintf(path, sizeof(path), "%s/small.lmdb", dir);
+	CHECK_EQ_INT(idx_open(&x, path, 64 * 1024), 0);
+	{
+		int r = 0;
+		struct tree_entry *big = calloc(2000, sizeof(*big));
+
+		CHECK(big);
+		for (int i = 0; i < 2000; i++) {
+			snprintf(big[i].name, sizeof(big[i].name), "file-%d-%0200d", i, 0);
+			big[i].mode = TREE_MODE_FILE;
+			strcpy(big[i].oid, B1);
+		}
+		r = idx_tree_put(x, T1, big, 2000);
+		CHECK_EQ_INT(r, -ENOSPC);
+		free(big);
+	}
+	idx_close(x);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	CHECK_EQ_INT(system(path), 0);
+	printf("idx: ok\n");
+	return 0;
+}
