@@ -1,1 +1,737 @@
-/* placeholder: being written */
+#include "node.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct node_table {
+	pthread_mutex_t lock;
+	struct node **by_ino;
+	struct node **by_key;
+	size_t nbuckets; /* power of two, for both tables */
+	size_t count;
+	uint64_t next_ino;
+	struct node *root;
+	struct node *ctl;
+};
+
+/* FNV-1a: short keys, no adversary beyond the kernel, and stable across runs. */
+static uint64_t hash_bytes(uint64_t h, const char *s)
+{
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+static uint64_t hash_key(uint64_t parent, const char *name, const char *oid)
+{
+	uint64_t h = 14695981039346656037ULL ^ parent;
+
+	h *= 1099511628211ULL;
+	h = hash_bytes(h, name);
+	h ^= '/';
+	h *= 1099511628211ULL;
+	return hash_bytes(h, oid);
+}
+
+static size_t ino_bucket(const struct node_table *t, uint64_t ino)
+{
+	return (size_t)((ino * 11400714819323198485ULL) >> 20) & (t->nbuckets - 1);
+}
+
+static size_t key_bucket(const struct node_table *t, uint64_t parent, const char *name,
+                         const char *oid)
+{
+	return (size_t)hash_key(parent, name, oid) & (t->nbuckets - 1);
+}
+
+static uint64_t parent_ino(const struct node *n)
+{
+	return n->parent ? n->parent->ino : 0;
+}
+
+static void table_link(struct node_table *t, struct node *n)
+{
+	size_t bi = ino_bucket(t, n->ino);
+	size_t bk = key_bucket(t, parent_ino(n), n->name, n->oid);
+
+	n->next_ino = t->by_ino[bi];
+	t->by_ino[bi] = n;
+	n->next_key = t->by_key[bk];
+	t->by_key[bk] = n;
+}
+
+static void table_unlink(struct node_table *t, struct node *n)
+{
+	struct node **p;
+
+	for (p = &t->by_ino[ino_bucket(t, n->ino)]; *p; p = &(*p)->next_ino) {
+		if (*p == n) {
+			*p = n->next_ino;
+			break;
+		}
+	}
+	for (p = &t->by_key[key_bucket(t, parent_ino(n), n->name, n->oid)]; *p;
+	     p = &(*p)->next_key) {
+		if (*p == n) {
+			*p = n->next_key;
+			break;
+		}
+	}
+}
+
+/* Doubles the buckets when the load passes 1; on allocation failure the table keeps
+ * working with longer chains. */
+static void table_grow(struct node_table *t)
+{
+	size_t old = t->nbuckets, i;
+	struct node **oi = t->by_ino, **ok = t->by_key, **ni, **nk;
+
+	if (t->count < old || old > ((size_t)1 << 40))
+		return;
+	ni = calloc(old * 2, sizeof(*ni));
+	nk = calloc(old * 2, sizeof(*nk));
+	if (!ni || !nk) {
+		free(ni);
+		free(nk);
+		return;
+	}
+	t->by_ino = ni;
+	t->by_key = nk;
+	t->nbuckets = old * 2;
+	for (i = 0; i < old; i++) {
+		struct node *n = oi[i], *next;
+
+		for (; n; n = next) {
+			next = n->next_ino;
+			size_t b = ino_bucket(t, n->ino);
+			n->next_ino = ni[b];
+			ni[b] = n;
+		}
+		for (n = ok[i]; n; n = next) {
+			next = n->next_key;
+			size_t b = key_bucket(t, parent_ino(n), n->name, n->oid);
+			n->next_key = nk[b];
+			nk[b] = n;
+		}
+	}
+	free(oi);
+	free(ok);
+}
+
+static struct node *find_ino_locked(struct node_table *t, uint64_t ino)
+{
+	struct node *n;
+
+	for (n = t->by_ino[ino_bucket(t, ino)]; n; n = n->next_ino)
+		if (n->ino == ino)
+			return n;
+	return NULL;
+}
+
+static struct node *find_key_locked(struct node_table *t, uint64_t parent, const char *name,
+                                    const char *oid)
+{
+	struct node *n;
+
+	for (n = t->by_key[key_bucket(t, parent, name, oid)]; n; n = n->next_key)
+		if (parent_ino(n) == parent && strcmp(n->name, name) == 0 &&
+		    strcmp(n->oid, oid) == 0)
+			return n;
+	return NULL;
+}
+
+static void node_destroy(struct node *n)
+{
+	if (!n)
+		return;
+	node_listing_free(n->listing);
+	free(n->name);
+	free(n->oid);
+	free(n->path);
+	free(n);
+}
+
+/* Drops one reference; frees the node and, in turn, parents left without references. */
+static void unref_locked(struct node_table *t, struct node *n, uint64_t count)
+{
+	while (n) {
+		struct node *parent;
+
+		n->refs = n->refs > count ? n->refs - count : 0;
+		if (n->refs > 0)
+			return;
+		parent = n->parent;
+		table_unlink(t, n);
+		t->count--;
+		node_destroy(n);
+		n = parent;
+		count = 1;
+	}
+}
+
+static struct node *node_alloc(uint64_t ino, enum node_kind kind, const char *name, const char *oid,
+                               const char *path)
+{
+	struct node *n = calloc(1, sizeof(*n));
+
+	if (!n)
+		return NULL;
+	n->ino = ino;
+	n->kind = kind;
+	n->name = strdup(name);
+	n->oid = strdup(oid ? oid : "");
+	n->path = strdup(path ? path : "");
+	if (!n->name || !n->oid || !n->path) {
+		node_destroy(n);
+		return NULL;
+	}
+	return n;
+}
+
+int node_table_new(struct node_table **out)
+{
+	struct node_table *t = calloc(1, sizeof(*t));
+
+	*out = NULL;
+	if (!t)
+		return -ENOMEM;
+	pthread_mutex_init(&t->lock, NULL);
+	t->nbuckets = 1024;
+	t->by_ino = calloc(t->nbuckets, sizeof(*t->by_ino));
+	t->by_key = calloc(t->nbuckets, sizeof(*t->by_key));
+	t->root = node_alloc(NODE_ROOT_INO, NODE_ROOT, "", "", "");
+	t->ctl = node_alloc(NODE_CTL_INO, NODE_CTL_DIR, ".reef", "", "");
+	if (!t->by_ino || !t->by_key || !t->root || !t->ctl) {
+		node_destroy(t->root);
+		node_destroy(t->ctl);
+		t->root = t->ctl = NULL;
+		node_table_free(t);
+		return -ENOMEM;
+	}
+	/* Permanent: the extra reference is never dropped. .reef also holds the root. */
+	t->root->refs = 2;
+	t->ctl->refs = 1;
+	t->ctl->parent = t->root;
+	table_link(t, t->root);
+	table_link(t, t->ctl);
+	t->count = 2;
+	t->next_ino = NODE_CTL_INO + 1;
+	*out = t;
+	return 0;
+}
+
+void node_table_free(struct node_table *t)
+{
+	size_t i;
+
+	if (!t)
+		return;
+	for (i = 0; t->by_ino && i < t->nbuckets; i++) {
+		struct node *n = t->by_ino[i], *next;
+
+		for (; n; n = next) {
+			next = n->next_ino;
+			node_destroy(n);
+		}
+	}
+	free(t->by_ino);
+	free(t->by_key);
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}
+
+struct node *node_get(struct node_table *t, uint64_t ino)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&t->lock);
+	n = find_ino_locked(t, ino);
+	if (n)
+		n->refs++;
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
+void node_pin(struct node_table *t, struct node *n)
+{
+	pthread_mutex_lock(&t->lock);
+	n->refs++;
+	pthread_mutex_unlock(&t->lock);
+}
+
+void node_put(struct node_table *t, struct node *n)
+{
+	if (!n)
+		return;
+	pthread_mutex_lock(&t->lock);
+	unref_locked(t, n, 1);
+	pthread_mutex_unlock(&t->lock);
+}
+
+int node_lookup(struct node_table *t, struct node *parent, const char *name,
+                const struct node_attrs *a, struct node **out)
+{
+	const char *oid = a->oid ? a->oid : "";
+	struct node *n;
+	int r = 0;
+
+	*out = NULL;
+	if (!node_name_is_entry(name))
+		return -EINVAL;
+	pthread_mutex_lock(&t->lock);
+	n = find_key_locked(t, parent->ino, name, oid);
+	if (!n) {
+		n = node_alloc(t->next_ino, a->kind, name, oid, a->path);
+		if (!n) {
+			r = -ENOMEM;
+			goto out;
+		}
+		t->next_ino++;
+		n->parent = parent;
+		parent->refs++;
+		n->project_id = a->project_id ? a->project_id : parent->project_id;
+		n->ref_kind = a->kind == NODE_REFS ? a->ref_kind : parent->ref_kind;
+		snprintf(n->commit, sizeof(n->commit), "%s",
+		         a->commit ? a->commit : parent->commit);
+		snprintf(n->tree, sizeof(n->tree), "%s", a->tree ? a->tree : "");
+		n->git_mode = a->git_mode;
+		n->size = a->size;
+		table_link(t, n);
+		t->count++;
+		table_grow(t);
+	}
+	n->nlookup++;
+	n->refs++;
+	*out = n;
+out:
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+void node_forget(struct node_table *t, uint64_t ino, uint64_t nlookup)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&t->lock);
+	n = find_ino_locked(t, ino);
+	if (n && n != t->root && n != t->ctl) {
+		if (nlookup > n->nlookup)
+			nlookup = n->nlookup;
+		n->nlookup -= nlookup;
+		if (nlookup)
+			unref_locked(t, n, nlookup);
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+uint64_t node_find_ino(struct node_table *t, uint64_t parent, const char *name, const char *oid)
+{
+	struct node *n;
+	uint64_t ino;
+
+	pthread_mutex_lock(&t->lock);
+	n = find_key_locked(t, parent, name, oid ? oid : "");
+	ino = n ? n->ino : 0;
+	pthread_mutex_unlock(&t->lock);
+	return ino;
+}
+
+size_t node_table_count(struct node_table *t)
+{
+	size_t c;
+
+	pthread_mutex_lock(&t->lock);
+	c = t->count;
+	pthread_mutex_unlock(&t->lock);
+	return c;
+}
+
+const struct node_listing *node_listing_get(struct node_table *t, struct node *n)
+{
+	const struct node_listing *l;
+
+	pthread_mutex_lock(&t->lock);
+	l = n->listing;
+	pthread_mutex_unlock(&t->lock);
+	return l;
+}
+
+const struct node_listing *node_listing_set(struct node_table *t, struct node *n,
+                                            struct node_listing *l)
+{
+	const struct node_listing *cur;
+
+	pthread_mutex_lock(&t->lock);
+	if (!n->listing)
+		n->listing = l;
+	else
+		node_listing_free(l);
+	cur = n->listing;
+	pthread_mutex_unlock(&t->lock);
+	return cur;
+}
+
+static int dirent_cmp(const void *a, const void *b)
+{
+	const struct node_dirent *x = a, *y = b;
+
+	return strcmp(x->name, y->name);
+}
+
+int node_listing_new(struct node_listing **out, const struct tree_entry *e, size_t n)
+{
+	struct node_listing *l;
+	size_t pool = 0, off = 0, i;
+
+	*out = NULL;
+	if (n > NODE_DIR_ENTRIES)
+		return -E2BIG;
+	for (i = 0; i < n; i++) {
+		if (!node_name_is_entry(e[i].name))
+			return -EINVAL;
+		pool += strlen(e[i].name) + 1;
+	}
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->e = calloc(n ? n : 1, sizeof(*l->e));
+	l->pool = malloc(pool ? pool : 1);
+	if (!l->e || !l->pool) {
+		node_listing_free(l);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		size_t len = strlen(e[i].name) + 1;
+
+		memcpy(l->pool + off, e[i].name, len);
+		l->e[i].name = l->pool + off;
+		off += len;
+		l->e[i].mode = e[i].mode;
+		l->e[i].size = e[i].size;
+		snprintf(l->e[i].oid, sizeof(l->e[i].oid), "%s", e[i].oid);
+	}
+	l->n = n;
+	if (n)
+		qsort(l->e, n, sizeof(*l->e), dirent_cmp);
+	for (i = 1; i < n; i++) {
+		if (strcmp(l->e[i - 1].name, l->e[i].name) == 0) {
+			node_listing_free(l);
+			return -EINVAL;
+		}
+	}
+	*out = l;
+	return 0;
+}
+
+void node_listing_free(struct node_listing *l)
+{
+	if (!l)
+		return;
+	free(l->e);
+	free(l->pool);
+	free(l);
+}
+
+const struct node_dirent *node_listing_find(const struct node_listing *l, const char *name)
+{
+	struct node_dirent key = {.name = name};
+
+	if (!l || l->n == 0)
+		return NULL;
+	return bsearch(&key, l->e, l->n, sizeof(*l->e), dirent_cmp);
+}
+
+/* ---- path grammar ---- */
+
+int node_child_kind(const struct node *parent, const char *name, enum node_ref_kind *ref_kind)
+{
+	switch (parent->kind) {
+	case NODE_ROOT:
+		if (strcmp(name, ".reef") == 0)
+			return NODE_CTL_DIR;
+		return node_name_is_gitlab_path(name) ? NODE_NAMESPACE : -ENOENT;
+	case NODE_CTL_DIR:
+		return strcmp(name, "status") == 0 ? NODE_STATUS : -ENOENT;
+	case NODE_NAMESPACE:
+		return node_name_is_gitlab_path(name) ? NODE_NAMESPACE : -ENOENT;
+	case NODE_PROJECT:
+		if (strcmp(name, "HEAD") == 0)
+			return NODE_HEAD;
+		if (strcmp(name, "branches") == 0)
+			*ref_kind = NODE_REF_BRANCH;
+		else if (strcmp(name, "tags") == 0)
+			*ref_kind = NODE_REF_TAG;
+		else if (strcmp(name, "commits") == 0)
+			*ref_kind = NODE_REF_COMMIT;
+		else
+			return -ENOENT;
+		return NODE_REFS;
+	case NODE_REFS:
+		if (parent->ref_kind == NODE_REF_COMMIT)
+			return node_name_is_sha(name) ? NODE_REV : -ENOENT;
+		/* fallthrough */
+	case NODE_REF_PREFIX:
+		return node_name_is_ref_component(name) ? NODE_REV : -ENOENT;
+	case NODE_REV:
+	case NODE_TREE:
+		return node_name_is_entry(name) ? NODE_TREE : -ENOENT;
+	case NODE_SUBMODULE:
+		return -ENOENT;
+	case NODE_STATUS:
+	case NODE_HEAD:
+	case NODE_FILE:
+	case NODE_SYMLINK:
+		return -ENOTDIR;
+	}
+	return -ENOENT;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+
+	return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+bool node_name_is_gitlab_path(const char *name)
+{
+	size_t len = strlen(name), i;
+
+	if (len == 0 || len > TREE_NAME_MAX || name[0] == '.' || name[0] == '-')
+		return false;
+	for (i = 0; i < len; i++) {
+		char c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-' || c == '.'))
+			return false;
+	}
+	return !ends_with(name, ".git") && !ends_with(name, ".atom");
+}
+
+bool node_name_is_ref_component(const char *name)
+{
+	size_t len = strlen(name), i;
+
+	if (len == 0 || len > TREE_NAME_MAX || name[0] == '.' || ends_with(name, ".lock") ||
+	    strcmp(name, "@") == 0 || strstr(name, "..") || strstr(name, "@{"))
+		return false;
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (c < 0x20 || c == 0x7f || strchr(" ~^:?*[\\/", c))
+			return false;
+	}
+	return true;
+}
+
+bool node_name_is_sha(const char *name)
+{
+	size_t len = strlen(name), i;
+
+	if (len < NODE_SHA_MIN || len > 40)
+		return false;
+	for (i = 0; i < len; i++)
+		if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+			return false;
+	return true;
+}
+
+bool node_name_is_entry(const char *name)
+{
+	size_t len = strlen(name);
+
+	return len > 0 && len <= TREE_NAME_MAX && !strchr(name, '/') && strcmp(name, ".") != 0 &&
+	       strcmp(name, "..") != 0;
+}
+
+int node_path_join(char *out, size_t cap, const char *prefix, const char *name)
+{
+	int r;
+
+	if (prefix[0])
+		r = snprintf(out, cap, "%s/%s", prefix, name);
+	else
+		r = snprintf(out, cap, "%s", name);
+	if (r < 0 || (size_t)r >= cap)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* The component of p right below prefix, as [*start, *start + *len); whether more
+ * follows in *more. False when p is not strictly below prefix. */
+static bool below(const char *p, const char *prefix, const char **start, size_t *len, bool *more)
+{
+	size_t pl = strlen(prefix);
+	const char *slash;
+
+	if (pl) {
+		if (strncmp(p, prefix, pl) != 0 || p[pl] != '/')
+			return false;
+		p += pl + 1;
+	}
+	if (!*p)
+		return false;
+	slash = strchr(p, '/');
+	*start = p;
+	*len = slash ? (size_t)(slash - p) : strlen(p);
+	*more = slash != NULL;
+	return *len > 0;
+}
+
+static int child_cmp(const void *a, const void *b)
+{
+	const struct node_child *x = a, *y = b;
+
+	return strcmp(x->name, y->name);
+}
+
+int node_children(const char *const *paths, size_t n, const char *prefix, struct node_child **out,
+                  size_t *nout)
+{
+	struct node_child *c = NULL;
+	size_t count = 0, i, j;
+
+	*out = NULL;
+	*nout = 0;
+	if (n)
+		c = calloc(n, sizeof(*c));
+	if (n && !c)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		const char *s;
+		size_t len;
+		bool more;
+
+		if (!below(paths[i], prefix, &s, &len, &more))
+			continue;
+		c[count].name = strndup(s, len);
+		if (!c[count].name) {
+			node_children_free(c, count);
+			return -ENOMEM;
+		}
+		c[count].leaf = !more;
+		c[count].inner = more;
+		count++;
+	}
+	if (count)
+		qsort(c, count, sizeof(*c), child_cmp);
+	/* merge duplicates: one entry per name, flags or'ed */
+	for (i = 0, j = 0; i < count; i++) {
+		if (j > 0 && strcmp(c[j - 1].name, c[i].name) == 0) {
+			c[j - 1].leaf |= c[i].leaf;
+			c[j - 1].inner |= c[i].inner;
+			free(c[i].name);
+			continue;
+		}
+		c[j++] = c[i];
+	}
+	if (j == 0) {
+		free(c);
+		c = NULL;
+	}
+	*out = c;
+	*nout = j;
+	return 0;
+}
+
+void node_children_free(struct node_child *c, size_t n)
+{
+	size_t i;
+
+	if (!c)
+		return;
+	for (i = 0; i < n; i++)
+		free(c[i].name);
+	free(c);
+}
+
+int node_path_classify(const char *const *paths, size_t n, const char *prefix, const char *name)
+{
+	int r = 0;
+	size_t i, nl = strlen(name);
+
+	if (nl == 0)
+		return 0;
+	for (i = 0; i < n; i++) {
+		const char *s;
+		size_t len;
+		bool more;
+
+		if (!below(paths[i], prefix, &s, &len, &more) || len != nl ||
+		    memcmp(s, name, nl) != 0)
+			continue;
+		r |= more ? 2 : 1;
+	}
+	return r;
+}
+
+mode_t node_st_mode(const struct node *n)
+{
+	switch (n->kind) {
+	case NODE_STATUS:
+		return S_IFREG | 0444;
+	case NODE_HEAD:
+		return S_IFLNK | 0777;
+	case NODE_FILE:
+		return S_IFREG | (n->git_mode == TREE_MODE_EXEC ? 0755 : 0644);
+	case NODE_SYMLINK:
+		return S_IFLNK | 0777;
+	case NODE_ROOT:
+	case NODE_CTL_DIR:
+	case NODE_NAMESPACE:
+	case NODE_PROJECT:
+	case NODE_REFS:
+	case NODE_REF_PREFIX:
+	case NODE_REV:
+	case NODE_TREE:
+	case NODE_SUBMODULE:
+		break;
+	}
+	return S_IFDIR | 0755;
+}
+
+int node_kind_from_git_mode(uint32_t mode)
+{
+	switch (mode) {
+	case TREE_MODE_DIR:
+		return NODE_TREE;
+	case TREE_MODE_FILE:
+	case TREE_MODE_EXEC:
+		return NODE_FILE;
+	case TREE_MODE_LINK:
+		return NODE_SYMLINK;
+	case TREE_MODE_SUBMODULE:
+		return NODE_SUBMODULE;
+	}
+	return -EINVAL;
+}
+
+bool node_entry_is_immutable(const struct node *parent)
+{
+	switch (parent->kind) {
+	case NODE_CTL_DIR:
+	case NODE_REV:
+	case NODE_TREE:
+	case NODE_SUBMODULE:
+		return true;
+	case NODE_REFS:
+	case NODE_REF_PREFIX:
+		return parent->ref_kind != NODE_REF_BRANCH;
+	case NODE_ROOT:
+	case NODE_NAMESPACE:
+	case NODE_PROJECT:
+	case NODE_STATUS:
+	case NODE_HEAD:
+	case NODE_FILE:
+	case NODE_SYMLINK:
+		break;
+	}
+	return false;
+}
