@@ -1,6 +1,441 @@
-/* placeholder: being written */
-int main(void);
-int main(void)
+/* reefd: mounts a GitLab instance read-only (see docs/layout.md).
+ *   reefd [-f] [-d] -o server=URL,token_file=PATH,cache=DIR[,branch_ttl=SECONDS] MOUNTPOINT
+ * Exit status: 0 after a clean unmount or SIGTERM/SIGINT/SIGHUP, 1 on a runtime failure,
+ * 2 on a usage error. */
+#include "ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "reef/log.h"
+
+#ifndef REEF_VERSION
+#define REEF_VERSION "unknown"
+#endif
+
+#define TOKEN_MAX          4096
+#define DEFAULT_BRANCH_TTL 5.0
+
+struct reefd_opts {
+	char *server;
+	char *token_file;
+	char *cache;
+	char *branch_ttl;
+};
+
+static const struct fuse_opt reefd_spec[] = {
+    {"server=%s", offsetof(struct reefd_opts, server), 0},
+    {"token_file=%s", offsetof(struct reefd_opts, token_file), 0},
+    {"cache=%s", offsetof(struct reefd_opts, cache), 0},
+    {"branch_ttl=%s", offsetof(struct reefd_opts, branch_ttl), 0},
+    FUSE_OPT_END,
+};
+
+static void usage(FILE *f, const char *prog)
 {
-	return 1;
+	fprintf(
+	    f,
+	    "usage: %s [-f] [-d] -o server=URL[,token_file=PATH][,cache=DIR][,branch_ttl=SECONDS] "
+	    "MOUNTPOINT\n"
+	    "\n"
+	    "Mounts the GitLab instance at URL read-only on MOUNTPOINT.\n"
+	    "  -f                  stay in the foreground (logs go to stderr)\n"
+	    "  -d                  debug: log every FUSE request (implies -f)\n"
+	    "  -o server=URL       base URL of the GitLab or reef-hub server\n"
+	    "  -o token_file=PATH  file holding a personal access token (mode 0600);\n"
+	    "                      without it the token is read from $REEF_TOKEN\n"
+	    "  -o cache=DIR        object cache (default ~/.cache/reef/<host_port>)\n"
+	    "  -o branch_ttl=S     seconds a branch head is trusted (default 5)\n"
+	    "Unmount with: fusermount3 -u MOUNTPOINT\n",
+	    prog);
+}
+
+/* Reads the token, refusing a file others can read or write, like ssh does with keys. */
+static int token_read(const char *path, char **out)
+{
+	char buf[TOKEN_MAX + 1];
+	struct stat st;
+	ssize_t n;
+	size_t len = 0, i;
+	int fd;
+
+	*out = NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return log_ret(-errno, "cannot open token file %s: %s", path, strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return log_ret(-EINVAL, "token file %s is not a regular file", path);
+	}
+	if (st.st_mode & 077) {
+		close(fd);
+		return log_ret(-EPERM,
+		               "token file %s is accessible by group or others (mode %04o); "
+		               "refusing to use it: run chmod 600 %s",
+		               path, (unsigned)(st.st_mode & 07777), path);
+	}
+	if (st.st_uid != getuid()) {
+		close(fd);
+		return log_ret(-EPERM, "token file %s is not owned by the mounting user", path);
+	}
+	while (len < sizeof(buf)) {
+		n = read(fd, buf + len, sizeof(buf) - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			close(fd);
+			return log_ret(-errno, "cannot read token file %s: %s", path,
+			               strerror(errno));
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	if (len > TOKEN_MAX)
+		return log_ret(-EINVAL, "token file %s is larger than %d bytes", path, TOKEN_MAX);
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' ' ||
+	                   buf[len - 1] == '\t'))
+		len--;
+	buf[len] = 0;
+	for (i = 0; i < len; i++)
+		if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f)
+			return log_ret(-EINVAL, "token file %s holds more than one printable token",
+			               path);
+	if (len == 0)
+		return log_ret(-EINVAL, "token file %s is empty", path);
+	*out = strdup(buf);
+	explicit_bzero(buf, sizeof(buf));
+	return *out ? 0 : -ENOMEM;
+}
+
+static int token_check(const char *t)
+{
+	size_t i, len = strlen(t);
+
+	if (len == 0 || len > TOKEN_MAX)
+		return -EINVAL;
+	for (i = 0; i < len; i++)
+		if ((unsigned char)t[i] <= 0x20 || (unsigned char)t[i] >= 0x7f)
+			return -EINVAL;
+	return 0;
+}
+
+/* mkdir -p with mode 0700 for what it creates. */
+static int mkdir_p(const char *path)
+{
+	char tmp[PATH_MAX];
+	size_t i, len = strlen(path);
+
+	if (len == 0 || len >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	memcpy(tmp, path, len + 1);
+	for (i = 1; i <= len; i++) {
+		if (tmp[i] != '/' && tmp[i] != 0)
+			continue;
+		tmp[i] = 0;
+		if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		tmp[i] = path[i];
+	}
+	return 0;
+}
+
+/* ~/.cache/reef/<host_port> (XDG_CACHE_HOME honoured); host_port from the URL with
+ * anything outside [A-Za-z0-9.-] turned into '_'. */
+static int default_cache_dir(const char *server, char *out, size_t cap)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	const char *p = strstr(server, "://");
+	char hp[256];
+	size_t i = 0;
+	int r;
+
+	p = p ? p + 3 : server;
+	if (strchr(p, '@') && (!strchr(p, '/') || strchr(p, '@') < strchr(p, '/')))
+		p = strchr(p, '@') + 1; /* drop any user info */
+	for (; *p && *p != '/' && *p != '?' && *p != '#' && i + 1 < sizeof(hp); p++) {
+		char c = *p;
+
+		if (c == '[' || c == ']')
+			continue;
+		hp[i++] = ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		           (c >= '0' && c <= '9') || c == '.' || c == '-')
+		              ? c
+		              : '_';
+	}
+	hp[i] = 0;
+	if (i == 0 || strcmp(hp, ".") == 0 || strcmp(hp, "..") == 0)
+		return -EINVAL;
+	if (xdg && xdg[0] == '/')
+		r = snprintf(out, cap, "%s/reef/%s", xdg, hp);
+	else if (home && home[0] == '/')
+		r = snprintf(out, cap, "%s/.cache/reef/%s", home, hp);
+	else
+		return -ENOENT;
+	return r < 0 || (size_t)r >= cap ? -ENAMETOOLONG : 0;
+}
+
+static int absolute(const char *path, char *out, size_t cap)
+{
+	char cwd[PATH_MAX];
+	int r;
+
+	if (path[0] == '/')
+		r = snprintf(out, cap, "%s", path);
+	else if (!getcwd(cwd, sizeof(cwd)))
+		return -errno;
+	else
+		r = snprintf(out, cap, "%s/%s", cwd, path);
+	return r < 0 || (size_t)r >= cap ? -ENAMETOOLONG : 0;
+}
+
+/* Background mode: the parent waits for the child to report that the mount is up (or why
+ * it failed) and exits with that status, so `reefd … && ls MNT` works. */
+static int daemon_start(int *notify_fd)
+{
+	int p[2];
+	pid_t pid;
+	char status = 1;
+
+	if (pipe(p) < 0)
+		return log_ret(-errno, "pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0)
+		return log_ret(-errno, "fork: %s", strerror(errno));
+	if (pid > 0) {
+		close(p[1]);
+		if (read(p[0], &status, 1) != 1)
+			status = 1;
+		_exit(status);
+	}
+	close(p[0]);
+	if (setsid() < 0)
+		log_warn("setsid: %s", strerror(errno));
+	*notify_fd = p[1];
+	return 0;
+}
+
+static void daemon_ready(int *notify_fd, char status)
+{
+	int null;
+
+	if (*notify_fd < 0)
+		return;
+	if (status == 0) {
+		if (chdir("/") < 0)
+			log_warn("chdir /: %s", strerror(errno));
+		null = open("/dev/null", O_RDWR);
+		if (null >= 0) {
+			dup2(null, STDIN_FILENO);
+			dup2(null, STDOUT_FILENO);
+			dup2(null, STDERR_FILENO);
+			if (null > STDERR_FILENO)
+				close(null);
+		}
+	}
+	if (write(*notify_fd, &status, 1) != 1)
+		log_warn("cannot notify the parent process: %s", strerror(errno));
+	close(*notify_fd);
+	*notify_fd = -1;
+}
+
+int main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts cmd = {0};
+	struct reefd_opts o = {0};
+	struct fuse_session *se = NULL;
+	struct fuse_loop_config *lcfg = NULL;
+	struct ops_ctx *ctx = NULL;
+	struct cache *cache = NULL;
+	struct cache_opts co = {0};
+	struct ops_opts oo = {0};
+	char cache_dir[PATH_MAX], mnt[PATH_MAX];
+	char *token = NULL;
+	double ttl = DEFAULT_BRANCH_TTL;
+	int notify_fd = -1, ret = 1, r;
+	json_t *user = NULL;
+
+	log_set_ident("reefd");
+	if (fuse_opt_parse(&args, &o, reefd_spec, NULL) != 0) {
+		usage(stderr, argv[0]);
+		ret = 2;
+		goto out;
+	}
+	if (fuse_parse_cmdline(&args, &cmd) != 0) {
+		usage(stderr, argv[0]);
+		ret = 2;
+		goto out;
+	}
+	if (cmd.show_help) {
+		usage(stdout, argv[0]);
+		ret = 0;
+		goto out;
+	}
+	if (cmd.show_version) {
+		printf("reefd %s (libfuse %s)\n", REEF_VERSION, fuse_pkgversion());
+		ret = 0;
+		goto out;
+	}
+	if (cmd.debug)
+		log_set_level(LOG_LVL_DEBUG);
+	if (!o.server || !o.server[0] || !cmd.mountpoint) {
+		fprintf(stderr, "reefd: %s\n",
+		        !cmd.mountpoint ? "missing MOUNTPOINT" : "missing -o server=URL");
+		usage(stderr, argv[0]);
+		ret = 2;
+		goto out;
+	}
+	if (strncmp(o.server, "http://", 7) != 0 && strncmp(o.server, "https://", 8) != 0) {
+		fprintf(stderr, "reefd: server must be an http:// or https:// URL\n");
+		ret = 2;
+		goto out;
+	}
+	if (o.branch_ttl) {
+		char *end;
+
+		errno = 0;
+		ttl = strtod(o.branch_ttl, &end);
+		if (errno || end == o.branch_ttl || *end || !isfinite(ttl) || ttl < 0 ||
+		    ttl > 86400) {
+			fprintf(stderr,
+			        "reefd: branch_ttl must be a number of seconds (0-86400)\n");
+			ret = 2;
+			goto out;
+		}
+	}
+	if (o.token_file) {
+		if (token_read(o.token_file, &token) < 0)
+			goto out;
+	} else if (getenv("REEF_TOKEN")) {
+		if (token_check(getenv("REEF_TOKEN")) < 0) {
+			log_error("REEF_TOKEN does not hold a printable token");
+			goto out;
+		}
+		token = strdup(getenv("REEF_TOKEN"));
+		if (!token)
+			goto out;
+	} else {
+		fprintf(stderr, "reefd: no token: give -o token_file=PATH or set REEF_TOKEN\n");
+		usage(stderr, argv[0]);
+		ret = 2;
+		goto out;
+	}
+	if (!realpath(cmd.mountpoint, mnt)) {
+		log_error("mount point %s: %s", cmd.mountpoint, strerror(errno));
+		goto out;
+	}
+	r = o.cache ? absolute(o.cache, cache_dir, sizeof(cache_dir))
+	            : default_cache_dir(o.server, cache_dir, sizeof(cache_dir));
+	if (r < 0) {
+		log_error("cannot choose a cache directory: %s", strerror(-r));
+		goto out;
+	}
+
+	/* Fork before opening LMDB, libgit2 and curl: none of them survives a fork. */
+	if (!cmd.foreground && daemon_start(&notify_fd) < 0)
+		goto out;
+
+	r = mkdir_p(cache_dir);
+	if (r < 0) {
+		log_error("cannot create cache directory %s: %s", cache_dir, strerror(-r));
+		goto out;
+	}
+	co.dir = cache_dir;
+	co.server = o.server;
+	co.token = token;
+	co.branch_ttl_ms = (unsigned)(ttl * 1000);
+	co.list_ttl_ms = co.branch_ttl_ms;
+	r = cache_new(&cache, &co);
+	if (r < 0) {
+		log_error("cannot open the cache in %s: %s", cache_dir, strerror(-r));
+		goto out;
+	}
+	r = cache_user(cache, &user);
+	if (r == -EACCES) {
+		log_error("%s refused the token (401/403); not mounting", o.server);
+		goto out;
+	} else if (r < 0) {
+		log_warn("%s: cannot identify the user (%s); serving what is cached", o.server,
+		         strerror(-r));
+	} else {
+		log_info("connected to %s as %s", o.server,
+		         json_string_value(json_object_get(user, "username"))
+		             ? json_string_value(json_object_get(user, "username"))
+		             : "?");
+	}
+
+	oo.server = o.server;
+	oo.branch_timeout_s = ttl < 1.0 ? ttl : 1.0;
+	r = ops_ctx_new(&ctx, &oo);
+	if (r < 0) {
+		log_error("cannot set up the filesystem: %s", strerror(-r));
+		goto out;
+	}
+	ops_ctx_set_cache(ctx, cache);
+
+	if (fuse_opt_add_arg(&args, "-ofsname=reef,subtype=reef,default_permissions") != 0)
+		goto out;
+	se = fuse_session_new(&args, ops_table(), sizeof(*ops_table()), ctx);
+	if (!se) {
+		ret = 2; /* libfuse printed which option it did not know */
+		goto out;
+	}
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out;
+	if (fuse_session_mount(se, mnt) != 0) {
+		log_error("cannot mount on %s", mnt);
+		fuse_remove_signal_handlers(se);
+		goto out;
+	}
+	log_info("mounted %s on %s (cache %s, branch ttl %.3gs)", o.server, mnt, cache_dir, ttl);
+	daemon_ready(&notify_fd, 0);
+
+	lcfg = fuse_loop_cfg_create();
+	if (!lcfg) {
+		r = -ENOMEM;
+	} else {
+		fuse_loop_cfg_set_clone_fd(lcfg, (unsigned)cmd.clone_fd);
+		if (cmd.max_idle_threads != UINT_MAX)
+			fuse_loop_cfg_set_idle_threads(lcfg, cmd.max_idle_threads);
+		fuse_loop_cfg_set_max_threads(lcfg, cmd.max_threads ? cmd.max_threads : 10);
+		r = cmd.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lcfg);
+	}
+	fuse_session_unmount(se);
+	fuse_remove_signal_handlers(se);
+	if (r < 0)
+		log_error("session ended with an error: %s", strerror(-r));
+	else
+		log_info("unmounted %s%s", mnt, r > 0 ? " (signal)" : "");
+	ret = r < 0 ? 1 : 0;
+out:
+	daemon_ready(&notify_fd, (char)(ret ? ret : 1));
+	if (lcfg)
+		fuse_loop_cfg_destroy(lcfg);
+	if (se)
+		fuse_session_destroy(se);
+	ops_ctx_free(ctx);
+	json_decref(user);
+	cache_free(cache);
+	if (token) {
+		explicit_bzero(token, strlen(token));
+		free(token);
+	}
+	free(o.server);
+	free(o.token_file);
+	free(o.cache);
+	free(o.branch_ttl);
+	free(cmd.mountpoint);
+	fuse_opt_free_args(&args);
+	return ret;
 }
