@@ -1,1 +1,765 @@
-/* placeholder: being written */
+/* The caching layer of reefd: see daemon/cache.h and docs/cache.md.
+ *
+ * GitLab lists trees by (ref, path), not by tree id, and its commit JSON carries no tree
+ * id. So the root tree of a commit is the listing of (commit, ""), rebuilt into a git
+ * tree object whose id we compute (and remember as commit -> tree); a subtree is the
+ * listing of (commit, path), accepted only when the tree object rebuilt from it hashes
+ * to the id its parent listing gave, and then cached by that id for ever. */
+#include "cache.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "gl.h"
+#include "reef/hash.h"
+#include "reef/idx.h"
+#include "reef/jsonx.h"
+#include "reef/log.h"
+#include "reef/util.h"
+
+#define CACHE_REFLISTS_MAX 64 /* (project, kind) ref listings kept in memory */
+#define CACHE_PATH_MAX     4096
+#define CACHE_REF_MAX      1024
+
+struct cache_reflist {
+	int64_t project_id;
+	enum cache_ref_kind kind;
+	char **names;
+	size_t n;
+	int64_t at;
+	struct cache_reflist *next;
+};
+
+struct cache_inflight {
+	char oid[41];
+	unsigned refs;
+	bool done;
+	int result;
+	struct cache_inflight *next;
+};
+
+struct cache {
+	unsigned branch_ttl_ms, list_ttl_ms;
+	struct odb *odb;
+	struct idx *idx;
+	struct gl *gl;
+	pthread_mutex_t lock; /* guards everything below */
+	pthread_cond_t done;  /* an in-flight download finished */
+	json_t *user;
+	struct cache_project *projects;
+	size_t nprojects;
+	int64_t projects_at;
+	bool have_projects;
+	struct cache_reflist *reflists;
+	size_t nreflists;
+	struct cache_inflight *inflight;
+	uint64_t hits, misses; /* __atomic */
+};
+
+static int64_t cache_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool cache_fresh(int64_t at, unsigned ttl_ms)
+{
+	int64_t now = cache_now_ms();
+
+	return now >= at && now - at < (int64_t)ttl_ms;
+}
+
+static bool cache_oid_valid(const char *oid)
+{
+	return oid && hash_is_hex(oid, HASH_SHA1_HEX);
+}
+
+int cache_new(struct cache **out, const struct cache_opts *o)
+{
+	struct cache *c;
+	char path[CACHE_PATH_MAX];
+	int r;
+
+	*out = NULL;
+	if (!o || !o->dir || !*o->dir || !o->server)
+		return -EINVAL;
+	if (strlen(o->dir) > CACHE_PATH_MAX - 64)
+		return -ENAMETOOLONG;
+	if (mkdir(o->dir, 0700) < 0 && errno != EEXIST)
+		return log_ret(-errno, "cache: cannot create %s: %s", o->dir, strerror(errno));
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->done, NULL);
+	c->branch_ttl_ms = o->branch_ttl_ms;
+	c->list_ttl_ms = o->list_ttl_ms;
+	r = odb_open(&c->odb, o->dir);
+	if (r < 0) {
+		log_error("cache: cannot open the object store in %s: %s", o->dir, strerror(-r));
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/index.lmdb", o->dir);
+	r = idx_open(&c->idx, path, 0);
+	if (r < 0) {
+		log_error("cache: cannot open the index %s: %s", path, strerror(-r));
+		goto fail;
+	}
+	r = gl_new(&c->gl, o->server, o->token);
+	if (r < 0) {
+		log_error("cache: bad server URL");
+		goto fail;
+	}
+	*out = c;
+	return 0;
+fail:
+	cache_free(c);
+	return r;
+}
+
+static void cache_reflist_free(struct cache_reflist *l)
+{
+	if (!l)
+		return;
+	cache_names_free(l->names, l->n);
+	free(l);
+}
+
+void cache_free(struct cache *c)
+{
+	if (!c)
+		return;
+	while (c->reflists) {
+		struct cache_reflist *l = c->reflists;
+
+		c->reflists = l->next;
+		cache_reflist_free(l);
+	}
+	/* no download may be in flight when the cache goes away */
+	json_decref(c->user);
+	free(c->projects);
+	gl_free(c->gl);
+	idx_close(c->idx);
+	odb_close(c->odb);
+	pthread_cond_destroy(&c->done);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+int cache_user(struct cache *c, json_t **out)
+{
+	json_t *u = NULL;
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->user)
+		u = json_incref(c->user);
+	pthread_mutex_unlock(&c->lock);
+	if (u) {
+		*out = u;
+		return 0;
+	}
+	r = gl_user(c->gl, &u);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	if (!c->user)
+		c->user = json_incref(u);
+	pthread_mutex_unlock(&c->lock);
+	*out = u;
+	return 0;
+}
+
+/* Fills p from a project JSON object; -EIO when it lacks what we need. */
+static int cache_project_parse(const json_t *j, struct cache_project *p)
+{
+	const char *path = jsonx_str(j, "path_with_namespace");
+	const char *db = jsonx_str(j, "default_branch");
+
+	memset(p, 0, sizeof(*p));
+	p->id = jsonx_int(j, "id", -1);
+	if (p->id < 0 || !path || strlen(path) >= sizeof(p->path) ||
+	    (db && strlen(db) >= sizeof(p->default_branch)))
+		return -EIO;
+	strcpy(p->path, path);
+	if (db)
+		strcpy(p->default_branch, db);
+	return 0;
+}
+
+static int cache_projects_copy(const struct cache_project *src, size_t n,
+                               struct cache_project **out, size_t *nout)
+{
+	*out = malloc((n ? n : 1) * sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	if (n)
+		memcpy(*out, src, n * sizeof(**out));
+	*nout = n;
+	return 0;
+}
+
+int cache_projects_list(struct cache *c, struct cache_project **out, size_t *n)
+{
+	struct cache_project *list = NULL;
+	json_t *arr = NULL, *it;
+	size_t i, count = 0;
+	int64_t now;
+	int r;
+
+	*out = NULL;
+	*n = 0;
+	pthread_mutex_lock(&c->lock);
+	if (c->have_projects && cache_fresh(c->projects_at, c->list_ttl_ms)) {
+		r = cache_projects_copy(c->projects, c->nprojects, out, n);
+		pthread_mutex_unlock(&c->lock);
+		return r;
+	}
+	pthread_mutex_unlock(&c->lock);
+
+	r = gl_projects_list(c->gl, &arr);
+	if (r == 0) {
+		list = calloc(json_array_size(arr) + 1, sizeof(*list));
+		if (!list)
+			r = -ENOMEM;
+	}
+	if (r == 0) {
+		json_array_foreach(arr, i, it)
+		{
+			/* skip what we cannot show rather than lose the whole listing */
+			if (cache_project_parse(it, &list[count]) == 0 &&
+			    path_is_safe(list[count].path, sizeof(list[count].path) - 1))
+				count++;
+		}
+	}
+	json_decref(arr);
+	now = cache_now_ms();
+	pthread_mutex_lock(&c->lock);
+	if (r == 0) {
+		free(c->projects);
+		c->projects = list;
+		c->nprojects = count;
+		c->projects_at = now;
+		c->have_projects = true;
+		list = NULL;
+	}
+	if (r == 0 || (r == -EIO && c->have_projects))
+		r = cache_projects_copy(c->projects, c->nprojects, out, n);
+	pthread_mutex_unlock(&c->lock);
+	free(list);
+	for (i = 0; r == 0 && i < *n; i++)
+		idx_project_put(c->idx, (*out)[i].path, (*out)[i].id, (*out)[i].default_branch,
+		                now);
+	return r;
+}
+
+int cache_project_get(struct cache *c, const char *path, struct cache_project *out)
+{
+	struct cache_project p;
+	int64_t at = 0;
+	json_t *j = NULL;
+	bool have;
+	int r;
+
+	if (!path || !path_is_safe(path, sizeof(out->path) - 1))
+		return -EINVAL;
+	memset(&p, 0, sizeof(p));
+	have = idx_project_get(c->idx, path, &p.id, p.default_branch, sizeof(p.default_branch),
+	                       &at) == 0;
+	if (have) {
+		strcpy(p.path, path);
+		if (cache_fresh(at, c->list_ttl_ms)) {
+			*out = p;
+			return 0;
+		}
+	}
+	r = gl_project_get(c->gl, path, &j);
+	if (r == 0) {
+		r = cache_project_parse(j, out);
+		/* GitLab resolves paths case-insensitively; a filesystem must not show one
+		 * project under several names */
+		if (r == 0 && strcmp(out->path, path) != 0)
+			r = -ENOENT;
+		if (r == 0)
+			idx_project_put(c->idx, path, out->id, out->default_branch, cache_now_ms());
+	}
+	json_decref(j);
+	if (r == -EIO && have) {
+		log_info("cache: server unavailable, using the cached project %s", path);
+		*out = p;
+		return 0;
+	}
+	if ((r == -ENOENT || r == -EACCES) && have)
+		idx_project_del(c->idx, path);
+	return r;
+}
+
+void cache_names_free(char **names, size_t n)
+{
+	if (!names)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+static int cache_names_copy(char **src, size_t n, char ***out)
+{
+	char **names = calloc(n + 1, sizeof(*names));
+
+	if (!names)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		names[i] = strdup(src[i]);
+		if (!names[i]) {
+			cache_names_free(names, i);
+			return -ENOMEM;
+		}
+	}
+	*out = names;
+	return 0;
+}
+
+static struct cache_reflist *cache_reflist_find(struct cache *c, int64_t pid,
+                                                enum cache_ref_kind kind)
+{
+	for (struct cache_reflist *l = c->reflists; l; l = l->next)
+		if (l->project_id == pid && l->kind == kind)
+			return l;
+	return NULL;
+}
+
+/* Keeps the newest listing for (pid, kind); drops the oldest when there are too many. */
+static void cache_reflist_store(struct cache *c, struct cache_reflist *nl)
+{
+	struct cache_reflist **pp, *oldest = NULL, **oldest_pp = NULL;
+
+	for (pp = &c->reflists; *pp; pp = &(*pp)->next) {
+		if ((*pp)->project_id == nl->project_id && (*pp)->kind == nl->kind) {
+			struct cache_reflist *old = *pp;
+
+			nl->next = old->next;
+			*pp = nl;
+			cache_reflist_free(old);
+			return;
+		}
+		if (!oldest || (*pp)->at < oldest->at) {
+			oldest = *pp;
+			oldest_pp = pp;
+		}
+	}
+	if (c->nreflists >= CACHE_REFLISTS_MAX && oldest_pp) {
+		*oldest_pp = oldest->next;
+		cache_reflist_free(oldest);
+		c->nreflists--;
+	}
+	nl->next = c->reflists;
+	c->reflists = nl;
+	c->nreflists++;
+}
+
+int cache_refs_list(struct cache *c, int64_t project_id, enum cache_ref_kind kind, char ***names,
+                    size_t *n)
+{
+	struct cache_reflist *l, *nl = NULL;
+	json_t *arr = NULL, *it;
+	size_t i;
+	int r;
+
+	*names = NULL;
+	*n = 0;
+	if (kind != CACHE_REF_BRANCH && kind != CACHE_REF_TAG)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	l = cache_reflist_find(c, project_id, kind);
+	if (l && cache_fresh(l->at, c->list_ttl_ms)) {
+		r = cache_names_copy(l->names, l->n, names);
+		if (r == 0)
+			*n = l->n;
+		pthread_mutex_unlock(&c->lock);
+		return r;
+	}
+	pthread_mutex_unlock(&c->lock);
+
+	r = kind == CACHE_REF_BRANCH ? gl_branches_list(c->gl, project_id, &arr)
+	                             : gl_tags_list(c->gl, project_id, &arr);
+	if (r == 0) {
+		nl = calloc(1, sizeof(*nl));
+		if (nl)
+			nl->names = calloc(json_array_size(arr) + 1, sizeof(char *));
+		if (!nl || !nl->names)
+			r = -ENOMEM;
+	}
+	if (r == 0) {
+		nl->project_id = project_id;
+		nl->kind = kind;
+		nl->at = cache_now_ms();
+		json_array_foreach(arr, i, it)
+		{
+			const char *name = jsonx_str(it, "name");
+
+			if (!name || !*name || strlen(name) > CACHE_REF_MAX)
+				continue;
+			nl->names[nl->n] = strdup(name);
+			if (!nl->names[nl->n]) {
+				r = -ENOMEM;
+				break;
+			}
+			nl->n++;
+		}
+	}
+	json_decref(arr);
+	pthread_mutex_lock(&c->lock);
+	if (r == 0) {
+		cache_reflist_store(c, nl);
+		nl = NULL;
+	}
+	l = cache_reflist_find(c, project_id, kind);
+	if (l && (r == 0 || r == -EIO)) {
+		r = cache_names_copy(l->names, l->n, names);
+		if (r == 0)
+			*n = l->n;
+	}
+	pthread_mutex_unlock(&c->lock);
+	cache_reflist_free(nl);
+	return r;
+}
+
+static int cache_ref_from_json(const json_t *j, enum cache_ref_kind kind, char commit[41])
+{
+	const char *id = kind == CACHE_REF_COMMIT ? jsonx_str(j, "id")
+	                                          : jsonx_str(json_object_get(j, "commit"), "id");
+
+	if (!cache_oid_valid(id))
+		return -EIO;
+	memcpy(commit, id, 41);
+	return 0;
+}
+
+int cache_ref_resolve(struct cache *c, int64_t project_id, enum cache_ref_kind kind,
+                      const char *name, char commit[41])
+{
+	static const char *const prefix[] = {"branch:", "tag:", "commit:"};
+	char key[CACHE_REF_MAX + 16], old[41];
+	int64_t at = 0;
+	json_t *j = NULL;
+	bool have;
+	size_t len;
+	int r;
+
+	if (!name || (unsigned)kind > CACHE_REF_COMMIT)
+		return -EINVAL;
+	len = strlen(name);
+	if (len == 0 || len > CACHE_REF_MAX)
+		return -EINVAL;
+	if (kind == CACHE_REF_COMMIT) {
+		/* only hex: the commits endpoint would also resolve branch and tag names */
+		for (size_t i = 0; i < len; i++)
+			if (!((name[i] >= '0' && name[i] <= '9') ||
+			      (name[i] >= 'a' && name[i] <= 'f')))
+				return -ENOENT;
+		if (len < 4 || len > 40)
+			return -ENOENT;
+	}
+	snprintf(key, sizeof(key), "%s%s", prefix[kind], name);
+	have = idx_ref_get(c->idx, project_id, key, old, &at) == 0;
+	if (have && (kind != CACHE_REF_BRANCH || cache_fresh(at, c->branch_ttl_ms))) {
+		memcpy(commit, old, 41);
+		return 0;
+	}
+	switch (kind) {
+	case CACHE_REF_BRANCH:
+		r = gl_branch_get(c->gl, project_id, name, &j);
+		break;
+	case CACHE_REF_TAG:
+		r = gl_tag_get(c->gl, project_id, name, &j);
+		break;
+	default:
+		r = gl_commit_get(c->gl, project_id, name, &j);
+		break;
+	}
+	if (r == 0)
+		r = cache_ref_from_json(j, kind, commit);
+	json_decref(j);
+	if (r == 0 && kind == CACHE_REF_COMMIT && strncmp(commit, name, len) != 0) {
+		log_warn("cache: server resolved commit %s to %s", name, commit);
+		r = -EIO;
+	}
+	if (r == 0) {
+		idx_ref_put(c->idx, project_id, key, commit, cache_now_ms());
+		return 0;
+	}
+	if (r == -EIO && have) {
+		/* offline: the last known head keeps serving */
+		log_info("cache: server unavailable, branch %s stays at %.12s", name, old);
+		memcpy(commit, old, 41);
+		return 0;
+	}
+	return r;
+}
+
+static int cache_path_ok(const char *path)
+{
+	return path && (*path == '\0' || path_is_safe(path, CACHE_PATH_MAX - 1));
+}
+
+/* Lists (commit, path) from the server and stores it as a verified tree object. */
+static int cache_tree_fetch(struct cache *c, int64_t pid, const char *commit, const char *path,
+                            const char *expected, char tree_oid[41], struct tree_entry **out,
+                            size_t *n)
+{
+	struct tree_entry *e = NULL;
+	size_t count = 0;
+	int r;
+
+	__atomic_add_fetch(&c->misses, 1, __ATOMIC_RELAXED);
+	r = gl_tree_list(c->gl, pid, commit, path, &e, &count);
+	if (r < 0)
+		return r;
+	r = odb_tree_put(c->odb, expected, e, count, tree_oid);
+	if (r == -EIO || r == -EINVAL) {
+		log_error("cache: listing of %.12s:/%s does not match tree %s", commit, path,
+		          expected ? expected : "(root)");
+		r = -EIO;
+	}
+	if (r == 0) {
+		r = idx_tree_put(c->idx, tree_oid, e, count);
+		if (r < 0)
+			log_warn("cache: cannot index tree %s: %s", tree_oid, strerror(-r));
+		r = 0; /* the listing is good; the index only saves a request next time */
+	}
+	if (r < 0) {
+		free(e);
+		return r;
+	}
+	*out = e;
+	*n = count;
+	return 0;
+}
+
+static int cache_tree_lookup(struct cache *c, const char *tree_oid, struct tree_entry **out,
+                             size_t *n)
+{
+	int r = idx_tree_get(c->idx, tree_oid, out, n);
+
+	if (r == 0) {
+		__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
+		idx_sizes_fill(c->idx, *out, *n);
+	}
+	return r;
+}
+
+int cache_root_tree(struct cache *c, int64_t project_id, const char *commit, char tree_oid[41],
+                    struct tree_entry **out, size_t *n)
+{
+	int r;
+
+	*out = NULL;
+	*n = 0;
+	if (!cache_oid_valid(commit))
+		return -EINVAL;
+	if (idx_commit_get(c->idx, commit, tree_oid) == 0 &&
+	    cache_tree_lookup(c, tree_oid, out, n) == 0)
+		return 0;
+	r = cache_tree_fetch(c, project_id, commit, "", NULL, tree_oid, out, n);
+	if (r < 0)
+		return r;
+	r = idx_commit_put(c->idx, commit, tree_oid);
+	if (r < 0)
+		log_warn("cache: cannot index commit %s: %s", commit, strerror(-r));
+	return 0;
+}
+
+int cache_tree(struct cache *c, int64_t project_id, const char *commit, const char *path,
+               const char *tree_oid, struct tree_entry **out, size_t *n)
+{
+	char got[41];
+
+	*out = NULL;
+	*n = 0;
+	if (!cache_oid_valid(commit) || !cache_oid_valid(tree_oid) || !cache_path_ok(path))
+		return -EINVAL;
+	if (cache_tree_lookup(c, tree_oid, out, n) == 0)
+		return 0;
+	return cache_tree_fetch(c, project_id, commit, path, tree_oid, got, out, n);
+}
+
+struct cache_dl {
+	struct cache *c;
+	const char *oid;
+	int64_t known; /* size from the index, or -1 */
+	struct odb_writer *w;
+};
+
+static int cache_dl_begin(void *arg, int64_t content_length)
+{
+	struct cache_dl *d = arg;
+	uint64_t size = ODB_SIZE_UNKNOWN;
+
+	if (d->known >= 0 && content_length >= 0 && d->known != content_length) {
+		log_error("cache: blob %s: server sends %" PRId64 " bytes, expected %" PRId64,
+		          d->oid, content_length, d->known);
+		return -EIO;
+	}
+	if (d->known >= 0)
+		size = (uint64_t)d->known;
+	else if (content_length >= 0)
+		size = (uint64_t)content_length;
+	return odb_writer_new(&d->w, d->c->odb, d->oid, size);
+}
+
+static int cache_dl_data(void *arg, const void *data, size_t len)
+{
+	struct cache_dl *d = arg;
+
+	return d->w ? odb_writer_write(d->w, data, len) : -EIO;
+}
+
+/* Downloads one blob into the object store; verified before it becomes visible. */
+static int cache_download(struct cache *c, int64_t pid, const char *oid)
+{
+	struct cache_dl d = {.c = c, .oid = oid, .known = -1};
+	const struct gl_sink sink = {cache_dl_begin, cache_dl_data, &d};
+	uint64_t size;
+	int r;
+
+	if (idx_size_get(c->idx, oid, &size) == 0 && size <= ODB_BLOB_MAX)
+		d.known = (int64_t)size;
+	__atomic_add_fetch(&c->misses, 1, __ATOMIC_RELAXED);
+	r = gl_blob_raw(c->gl, pid, oid, d.known >= 0 ? (uint64_t)d.known : ODB_BLOB_MAX, &sink);
+	if (r == 0 && !d.w)
+		r = -EIO;
+	if (r < 0) {
+		odb_writer_abort(d.w);
+		return r;
+	}
+	r = odb_writer_commit(d.w);
+	if (r == -EIO)
+		log_error("cache: blob %s from the server does not match its id; not cached", oid);
+	return r;
+}
+
+int cache_blob_open(struct cache *c, int64_t project_id, const char *oid, struct odb_blob **out)
+{
+	struct cache_inflight *f, **pp;
+	bool owner = false;
+	int r;
+
+	*out = NULL;
+	if (!cache_oid_valid(oid))
+		return -EINVAL;
+	r = odb_blob_open(c->odb, oid, out);
+	if (r != -ENOENT) {
+		if (r == 0)
+			__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
+		return r;
+	}
+	pthread_mutex_lock(&c->lock);
+	for (f = c->inflight; f; f = f->next)
+		if (strcmp(f->oid, oid) == 0)
+			break;
+	if (!f) {
+		f = calloc(1, sizeof(*f));
+		if (!f) {
+			pthread_mutex_unlock(&c->lock);
+			return -ENOMEM;
+		}
+		memcpy(f->oid, oid, 41);
+		f->next = c->inflight;
+		c->inflight = f;
+		owner = true;
+	}
+	f->refs++;
+	if (owner) {
+		pthread_mutex_unlock(&c->lock);
+		r = cache_download(c, project_id, oid);
+		pthread_mutex_lock(&c->lock);
+		f->done = true;
+		f->result = r;
+		pthread_cond_broadcast(&c->done);
+	} else {
+		while (!f->done)
+			pthread_cond_wait(&c->done, &c->lock);
+		r = f->result;
+	}
+	if (--f->refs == 0) {
+		for (pp = &c->inflight; *pp != f; pp = &(*pp)->next)
+			;
+		*pp = f->next;
+		free(f);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (r < 0)
+		return r;
+	r = odb_blob_open(c->odb, oid, out);
+	if (r == 0)
+		idx_size_put(c->idx, oid, odb_blob_size(*out));
+	return r == -ENOENT ? -EIO : r;
+}
+
+int cache_blob_size(struct cache *c, int64_t project_id, const char *commit, const char *path,
+                    const char *oid, uint64_t *size)
+{
+	struct odb_blob *b;
+	char got[41];
+	int r;
+
+	if (!cache_oid_valid(oid))
+		return -EINVAL;
+	if (idx_size_get(c->idx, oid, size) == 0)
+		return 0;
+	if (odb_blob_has(c->odb, oid) && odb_blob_open(c->odb, oid, &b) == 0) {
+		*size = odb_blob_size(b);
+		odb_blob_close(b);
+		idx_size_put(c->idx, oid, *size);
+		return 0;
+	}
+	if (commit && cache_oid_valid(commit) && path && path_is_safe(path, CACHE_PATH_MAX - 1)) {
+		r = gl_file_head(c->gl, project_id, commit, path, got, size);
+		if (r == 0 && strcmp(got, oid) != 0) {
+			log_error("cache: %.12s:/%s is blob %s on the server, %s in its tree",
+			          commit, path, got, oid);
+			return -EIO;
+		}
+		if (r == 0) {
+			idx_size_put(c->idx, oid, *size);
+			return 0;
+		}
+		if (r == -EIO || r == -EACCES || r == -ENOMEM)
+			return r;
+	}
+	/* no way to ask: fetch the blob itself (bounded memory: it streams to disk) */
+	r = cache_blob_open(c, project_id, oid, &b);
+	if (r < 0)
+		return r;
+	*size = odb_blob_size(b);
+	odb_blob_close(b);
+	return 0;
+}
+
+int cache_stats(struct cache *c, json_t **out)
+{
+	uint64_t bytes = 0, objects = 0, requests, errors;
+	json_t *j;
+
+	odb_usage(c->odb, &bytes, &objects);
+	gl_counters(c->gl, &requests, &errors);
+	j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "bytes", (json_int_t)bytes, "objects",
+	              (json_int_t)objects, "hits",
+	              (json_int_t)__atomic_load_n(&c->hits, __ATOMIC_RELAXED), "misses",
+	              (json_int_t)__atomic_load_n(&c->misses, __ATOMIC_RELAXED), "requests",
+	              (json_int_t)requests, "errors", (json_int_t)errors);
+	if (!j)
+		return -ENOMEM;
+	*out = j;
+	return 0;
+}

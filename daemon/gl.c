@@ -1,1 +1,893 @@
-/* placeholder: being written */
+/* The GitLab REST v4 client: see daemon/gl.h. */
+#include "gl.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "reef/buf.h"
+#include "reef/hash.h"
+#include "reef/jsonx.h"
+#include "reef/log.h"
+#include "reef/util.h"
+
+#define GL_POOL_MAX      8
+#define GL_REDIRECTS_MAX 5
+#define GL_ERRBODY_MAX   ((size_t)4096)
+#define GL_JSON_TIMEOUT  120L /* seconds for a whole JSON exchange */
+#define GL_URL_MAX       ((size_t)16384)
+
+struct gl {
+	char *server; /* no trailing '/' */
+	char *api;    /* server + "/api/v4" */
+	char *token_hdr;
+	pthread_mutex_t lock;
+	CURL *pool[GL_POOL_MAX];
+	size_t npool;
+	uint64_t requests, errors; /* __atomic */
+};
+
+struct gl_req {
+	const char *method; /* "GET" or "HEAD" */
+	const char *url;
+	const struct gl_sink *sink; /* streaming instead of body */
+	uint64_t max;
+	/* results */
+	long status;
+	struct buf body;
+	struct buf errbody;
+	int cb_err; /* why a callback aborted the transfer */
+	bool begun;
+	uint64_t got;
+	char location[2048];
+	char link_next[2048];
+	char next_page[24];
+	char retry_after[24];
+	char blob_id[48];
+	char size[24];
+	CURL *h;
+};
+
+static pthread_once_t gl_curl_once = PTHREAD_ONCE_INIT;
+static int gl_curl_ok;
+
+static void gl_curl_init(void)
+{
+	gl_curl_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+}
+
+/* The one table from CURLcode to errno; HTTP statuses go through err_from_http. */
+static int gl_err_from_curl(CURLcode c)
+{
+	switch (c) {
+	case CURLE_OK:
+		return 0;
+	case CURLE_OUT_OF_MEMORY:
+		return -ENOMEM;
+	case CURLE_URL_MALFORMAT:
+	case CURLE_UNSUPPORTED_PROTOCOL:
+		return -EINVAL;
+	default: /* unreachable, refused, reset, timed out, TLS, truncated, ... */
+		return -EIO;
+	}
+}
+
+static int gl_err_from_status(long status)
+{
+	if (status == 429 || (status >= 300 && status < 400) || status < 200)
+		return -EIO; /* retries exhausted, a redirect not followed, or no answer */
+	return err_from_http(status);
+}
+
+int gl_new(struct gl **out, const char *server, const char *token)
+{
+	struct gl *g;
+	size_t len;
+
+	*out = NULL;
+	pthread_once(&gl_curl_once, gl_curl_init);
+	if (!gl_curl_ok)
+		return -ENOMEM;
+	if (!server || (strncmp(server, "http://", 7) != 0 && strncmp(server, "https://", 8) != 0))
+		return -EINVAL;
+	if (token && (strpbrk(token, "\r\n") || strlen(token) > 1024))
+		return -EINVAL;
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	pthread_mutex_init(&g->lock, NULL);
+	g->server = strdup(server);
+	if (!g->server)
+		goto nomem;
+	len = strlen(g->server);
+	while (len && g->server[len - 1] == '/')
+		g->server[--len] = '\0';
+	if (asprintf(&g->api, "%s/api/v4", g->server) < 0) {
+		g->api = NULL;
+		goto nomem;
+	}
+	if (token && *token && asprintf(&g->token_hdr, "PRIVATE-TOKEN: %s", token) < 0) {
+		g->token_hdr = NULL;
+		goto nomem;
+	}
+	*out = g;
+	return 0;
+nomem:
+	gl_free(g);
+	return -ENOMEM;
+}
+
+void gl_free(struct gl *g)
+{
+	if (!g)
+		return;
+	for (size_t i = 0; i < g->npool; i++)
+		curl_easy_cleanup(g->pool[i]);
+	if (g->token_hdr) {
+		explicit_bzero(g->token_hdr, strlen(g->token_hdr));
+		free(g->token_hdr);
+	}
+	pthread_mutex_destroy(&g->lock);
+	free(g->server);
+	free(g->api);
+	free(g);
+}
+
+void gl_counters(struct gl *g, uint64_t *requests, uint64_t *errors)
+{
+	*requests = __atomic_load_n(&g->requests, __ATOMIC_RELAXED);
+	*errors = __atomic_load_n(&g->errors, __ATOMIC_RELAXED);
+}
+
+static CURL *gl_handle_get(struct gl *g)
+{
+	CURL *h = NULL;
+
+	pthread_mutex_lock(&g->lock);
+	if (g->npool)
+		h = g->pool[--g->npool];
+	pthread_mutex_unlock(&g->lock);
+	return h ? h : curl_easy_init();
+}
+
+/* Handles keep their connections: returning one lets the next call reuse them. */
+static void gl_handle_put(struct gl *g, CURL *h)
+{
+	pthread_mutex_lock(&g->lock);
+	if (g->npool < GL_POOL_MAX) {
+		g->pool[g->npool++] = h;
+		h = NULL;
+	}
+	pthread_mutex_unlock(&g->lock);
+	if (h)
+		curl_easy_cleanup(h);
+}
+
+/* The token only goes to URLs under our own server (redirects may point elsewhere). */
+static bool gl_same_origin(const struct gl *g, const char *url)
+{
+	size_t n = strlen(g->server);
+
+	return strncmp(url, g->server, n) == 0 && (url[n] == '/' || url[n] == '?' || !url[n]);
+}
+
+static void gl_copy_value(char *dst, size_t len, const char *v, size_t vlen)
+{
+	while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+		vlen--;
+	while (vlen && *v == ' ') {
+		v++;
+		vlen--;
+	}
+	if (vlen >= len) {
+		dst[0] = '\0'; /* too long to be a value we trust */
+		return;
+	}
+	memcpy(dst, v, vlen);
+	dst[vlen] = '\0';
+}
+
+/* Finds the rel="next" URL in a Link header. */
+static void gl_parse_link(char *dst, size_t len, const char *v, size_t vlen)
+{
+	const char *end = v + vlen;
+
+	while (v < end) {
+		const char *lt = memchr(v, '<', (size_t)(end - v)), *gt, *comma;
+
+		if (!lt || !(gt = memchr(lt, '>', (size_t)(end - lt))))
+			return;
+		comma = memchr(gt, ',', (size_t)(end - gt));
+		if (!comma)
+			comma = end;
+		for (const char *p = gt; p + 8 <= comma; p++) {
+			if (strncasecmp(p, "rel=\"next\"", 10) == 0 ||
+			    strncasecmp(p, "rel=next", 8) == 0) {
+				gl_copy_value(dst, len, lt + 1, (size_t)(gt - lt - 1));
+				return;
+			}
+		}
+		v = comma + 1;
+	}
+}
+
+static size_t gl_on_header(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct gl_req *rq = arg;
+	size_t len = size * nmemb;
+	const char *colon = memchr(data, ':', len);
+	struct {
+		const char *name;
+		char *dst;
+		size_t dlen;
+	} const want[] = {
+	    {"location", rq->location, sizeof(rq->location)},
+	    {"x-next-page", rq->next_page, sizeof(rq->next_page)},
+	    {"retry-after", rq->retry_after, sizeof(rq->retry_after)},
+	    {"x-gitlab-blob-id", rq->blob_id, sizeof(rq->blob_id)},
+	    {"x-gitlab-size", rq->size, sizeof(rq->size)},
+	};
+
+	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+		/* a new response (after a 100 or a redirect): forget the previous headers */
+		rq->location[0] = rq->link_next[0] = rq->next_page[0] = '\0';
+		rq->retry_after[0] = rq->blob_id[0] = rq->size[0] = '\0';
+		return len;
+	}
+	if (!colon)
+		return len;
+	size_t nl = (size_t)(colon - data), vl = len - nl - 1;
+
+	if (nl == 4 && strncasecmp(data, "link", 4) == 0) {
+		gl_parse_link(rq->link_next, sizeof(rq->link_next), colon + 1, vl);
+		return len;
+	}
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		if (strlen(want[i].name) == nl && strncasecmp(data, want[i].name, nl) == 0)
+			gl_copy_value(want[i].dst, want[i].dlen, colon + 1, vl);
+	return len;
+}
+
+static size_t gl_on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct gl_req *rq = arg;
+	size_t len = size * nmemb;
+	long status = 0;
+	int r;
+
+	curl_easy_getinfo(rq->h, CURLINFO_RESPONSE_CODE, &status);
+	if (status < 200 || status >= 300) {
+		/* an error body: keep the start for the log, drop the rest */
+		size_t room = GL_ERRBODY_MAX - rq->errbody.len;
+
+		buf_append(&rq->errbody, data, len < room ? len : room);
+		return len;
+	}
+	if (!rq->sink) {
+		r = buf_append(&rq->body, data, len);
+		if (r < 0) {
+			rq->cb_err = r == -EFBIG ? -EIO : r;
+			return 0;
+		}
+		return len;
+	}
+	if (!rq->begun) {
+		curl_off_t cl = -1;
+
+		rq->begun = true;
+		curl_easy_getinfo(rq->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+		if (cl >= 0 && (uint64_t)cl > rq->max) {
+			rq->cb_err = -EIO;
+			return 0;
+		}
+		r = rq->sink->begin ? rq->sink->begin(rq->sink->arg, cl >= 0 ? (int64_t)cl : -1)
+		                    : 0;
+		if (r < 0) {
+			rq->cb_err = r;
+			return 0;
+		}
+	}
+	if (len > rq->max - rq->got) {
+		rq->cb_err = -EIO;
+		return 0;
+	}
+	rq->got += len;
+	r = rq->sink->data(rq->sink->arg, data, len);
+	if (r < 0) {
+		rq->cb_err = r;
+		return 0;
+	}
+	return len;
+}
+
+/* An empty body for a 2xx stream still has to begin (the empty blob). */
+static int gl_finish_stream(struct gl_req *rq)
+{
+	if (rq->sink && !rq->begun && rq->sink->begin) {
+		curl_off_t cl = -1;
+
+		rq->begun = true;
+		curl_easy_getinfo(rq->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+		return rq->sink->begin(rq->sink->arg, cl >= 0 ? (int64_t)cl : -1);
+	}
+	return 0;
+}
+
+static unsigned gl_retry_wait(const struct gl_req *rq, unsigned attempt)
+{
+	char *end;
+	long s = strtol(rq->retry_after, &end, 10);
+
+	if (rq->retry_after[0] == '\0' || *end || s < 0)
+		s = 1L << attempt; /* no (or an HTTP-date) Retry-After: back off exponentially */
+	return s > GL_RETRY_WAIT_S ? GL_RETRY_WAIT_S : (unsigned)s;
+}
+
+/* One exchange, following redirects (GET) and retrying 429s. */
+static int gl_perform(struct gl *g, struct gl_req *rq)
+{
+	char *url = strdup(rq->url);
+	unsigned redirects = 0, retries = 0;
+	int r = 0;
+
+	if (!url)
+		return -ENOMEM;
+	rq->h = gl_handle_get(g);
+	if (!rq->h) {
+		free(url);
+		return -ENOMEM;
+	}
+	for (;;) {
+		struct curl_slist *hdrs = NULL, *tmp;
+		bool head = strcmp(rq->method, "HEAD") == 0;
+		CURLcode c;
+		CURL *h = rq->h;
+
+		curl_easy_reset(h);
+		buf_reset(&rq->body);
+		buf_reset(&rq->errbody);
+		rq->cb_err = 0;
+		rq->status = 0;
+		tmp =
+		    curl_slist_append(hdrs, rq->sink ? "Accept: */*" : "Accept: application/json");
+		if (tmp)
+			hdrs = tmp;
+		if (tmp && g->token_hdr && gl_same_origin(g, url)) {
+			tmp = curl_slist_append(hdrs, g->token_hdr);
+			if (tmp)
+				hdrs = tmp;
+		}
+		if (!tmp) {
+			curl_slist_free_all(hdrs);
+			r = -ENOMEM;
+			break;
+		}
+		curl_easy_setopt(h, CURLOPT_URL, url);
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+		curl_easy_setopt(h, CURLOPT_USERAGENT, "reefd/0.1");
+		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)GL_CONNECT_MS);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)GL_STALL_S);
+		if (!rq->sink) {
+			curl_easy_setopt(h, CURLOPT_TIMEOUT, GL_JSON_TIMEOUT);
+			curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+		}
+		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, gl_on_header);
+		curl_easy_setopt(h, CURLOPT_HEADERDATA, rq);
+		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, gl_on_body);
+		curl_easy_setopt(h, CURLOPT_WRITEDATA, rq);
+		if (head)
+			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+		__atomic_add_fetch(&g->requests, 1, __ATOMIC_RELAXED);
+		c = curl_easy_perform(h);
+		curl_slist_free_all(hdrs);
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &rq->status);
+		if (c != CURLE_OK) {
+			r = rq->cb_err ? rq->cb_err : gl_err_from_curl(c);
+			if (!rq->cb_err)
+				log_warn("%s %s: %s", rq->method, rq->url, curl_easy_strerror(c));
+			break;
+		}
+		if (rq->status >= 300 && rq->status < 400 && !head && rq->location[0] &&
+		    redirects < GL_REDIRECTS_MAX) {
+			char *next = NULL;
+
+			redirects++;
+			if (curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &next) != CURLE_OK ||
+			    !next ||
+			    (strncmp(next, "http://", 7) != 0 &&
+			     strncmp(next, "https://", 8) != 0)) {
+				r = -EIO;
+				break;
+			}
+			free(url);
+			url = strdup(next);
+			if (!url) {
+				r = -ENOMEM;
+				break;
+			}
+			continue;
+		}
+		if (rq->status == 429 && retries < GL_RETRY_MAX) {
+			unsigned s = gl_retry_wait(rq, retries++);
+
+			log_info("%s %s: 429, retrying in %u s", rq->method, rq->url, s);
+			sleep(s);
+			continue;
+		}
+		r = gl_err_from_status(rq->status);
+		if (r == 0)
+			r = gl_finish_stream(rq);
+		else if (r != -ENOENT)
+			log_warn("%s %s: HTTP %ld %.200s", rq->method, rq->url, rq->status,
+			         rq->errbody.data ? rq->errbody.data : "");
+		break;
+	}
+	if (r < 0)
+		__atomic_add_fetch(&g->errors, 1, __ATOMIC_RELAXED);
+	gl_handle_put(g, rq->h);
+	rq->h = NULL;
+	free(url);
+	return r;
+}
+
+static void gl_req_init(struct gl_req *rq, const char *method, const char *url)
+{
+	memset(rq, 0, sizeof(*rq));
+	rq->method = method;
+	rq->url = url;
+	buf_init(&rq->body, GL_JSON_MAX);
+	buf_init(&rq->errbody, GL_ERRBODY_MAX + 1);
+}
+
+static void gl_req_free(struct gl_req *rq)
+{
+	buf_free(&rq->body);
+	buf_free(&rq->errbody);
+}
+
+static int gl_parse(struct gl_req *rq, json_t **out)
+{
+	int r = jsonx_parse(out, rq->body.data ? rq->body.data : "", rq->body.len, 0, GL_JSON_MAX);
+
+	if (r < 0) {
+		log_warn("GET %s: malformed JSON (%zu bytes)", rq->url, rq->body.len);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Builds api + "/" + path; the caller frees. */
+static int gl_url(struct gl *g, char **out, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int gl_url(struct gl *g, char **out, const char *fmt, ...)
+{
+	struct buf b = BUF_INIT(GL_URL_MAX);
+	va_list ap;
+	int r;
+
+	r = buf_printf(&b, "%s/", g->api);
+	if (r == 0) {
+		va_start(ap, fmt);
+		r = buf_vprintf(&b, fmt, ap);
+		va_end(ap);
+	}
+	if (r < 0) {
+		buf_free(&b);
+		return r == -EFBIG ? -ENAMETOOLONG : r;
+	}
+	*out = buf_steal(&b);
+	return 0;
+}
+
+/* URL-encodes s into a new string. */
+static char *gl_enc(const char *s)
+{
+	struct buf b = BUF_INIT(GL_URL_MAX);
+
+	if (url_encode(&b, s) < 0) {
+		buf_free(&b);
+		return NULL;
+	}
+	if (!b.data)
+		return strdup("");
+	return buf_steal(&b);
+}
+
+static int gl_get_json(struct gl *g, const char *url, json_t **out)
+{
+	struct gl_req rq;
+	int r;
+
+	*out = NULL;
+	gl_req_init(&rq, "GET", url);
+	r = gl_perform(g, &rq);
+	if (r == 0)
+		r = gl_parse(&rq, out);
+	gl_req_free(&rq);
+	return r;
+}
+
+/* The next page's URL: Link rel="next" re-based onto our server (the token must not go
+ * to an external base URL the server was configured with), else X-Next-Page. */
+static char *gl_next_url(struct gl *g, const struct gl_req *rq, const char *first)
+{
+	char *next = NULL;
+
+	if (rq->link_next[0]) {
+		const char *p = strstr(rq->link_next, "/api/v4/");
+
+		if (p && asprintf(&next, "%s%s", g->api, p + 7) < 0)
+			next = NULL;
+		return next;
+	}
+	if (rq->next_page[0]) {
+		char *end;
+		long page = strtol(rq->next_page, &end, 10);
+
+		if (*end || page < 2)
+			return NULL;
+		if (asprintf(&next, "%s%cpage=%ld", first, strchr(first, '?') ? '&' : '?', page) <
+		    0)
+			next = NULL;
+	}
+	return next;
+}
+
+/* Calls on_page for each page's array; stops after max_items items or max_pages. */
+static int gl_get_pages(struct gl *g, const char *first, size_t max_items,
+                        int (*on_page)(void *arg, json_t *arr), void *arg)
+{
+	char *url = strdup(first);
+	size_t items = 0, pages = 0, max_pages = max_items / 20 + 2;
+	int r = 0;
+
+	if (!url)
+		return -ENOMEM;
+	while (url) {
+		struct gl_req rq;
+		json_t *arr = NULL;
+		char *next;
+
+		gl_req_init(&rq, "GET", url);
+		r = gl_perform(g, &rq);
+		if (r == 0)
+			r = gl_parse(&rq, &arr);
+		if (r == 0 && !json_is_array(arr))
+			r = -EIO;
+		if (r == 0) {
+			items += json_array_size(arr);
+			if (items > max_items) {
+				log_warn("GET %s: more than %zu items", first, max_items);
+				r = -EIO;
+			}
+		}
+		if (r == 0)
+			r = on_page(arg, arr);
+		next = r == 0 && json_array_size(arr) ? gl_next_url(g, &rq, first) : NULL;
+		json_decref(arr);
+		gl_req_free(&rq);
+		free(url);
+		url = next;
+		if (url && ++pages >= max_pages) {
+			free(url);
+			return -EIO;
+		}
+	}
+	return r;
+}
+
+static int gl_collect(void *arg, json_t *arr)
+{
+	return json_array_extend(arg, arr) == 0 ? 0 : -ENOMEM;
+}
+
+static int gl_get_list(struct gl *g, const char *url, json_t **out)
+{
+	json_t *all = json_array();
+	int r;
+
+	*out = NULL;
+	if (!all)
+		return -ENOMEM;
+	r = gl_get_pages(g, url, GL_LIST_MAX, gl_collect, all);
+	if (r < 0) {
+		json_decref(all);
+		return r;
+	}
+	*out = all;
+	return 0;
+}
+
+int gl_user(struct gl *g, json_t **out)
+{
+	char *url;
+	int r = gl_url(g, &url, "user");
+
+	if (r < 0)
+		return r;
+	r = gl_get_json(g, url, out);
+	free(url);
+	if (r == 0 && !json_is_object(*out)) {
+		json_decref(*out);
+		*out = NULL;
+		r = -EIO;
+	}
+	return r;
+}
+
+int gl_projects_list(struct gl *g, json_t **out)
+{
+	char *url;
+	int r = gl_url(g, &url, "projects?membership=true&simple=true&per_page=100");
+
+	if (r < 0)
+		return r;
+	r = gl_get_list(g, url, out);
+	free(url);
+	return r;
+}
+
+static int gl_get_object(struct gl *g, char *url, json_t **out)
+{
+	int r = gl_get_json(g, url, out);
+
+	free(url);
+	if (r == 0 && !json_is_object(*out)) {
+		json_decref(*out);
+		*out = NULL;
+		r = -EIO;
+	}
+	return r;
+}
+
+int gl_project_get(struct gl *g, const char *path_or_id, json_t **out)
+{
+	char *enc, *url;
+	int r;
+
+	*out = NULL;
+	if (!path_or_id || !*path_or_id)
+		return -EINVAL;
+	enc = gl_enc(path_or_id);
+	if (!enc)
+		return -ENAMETOOLONG;
+	r = gl_url(g, &url, "projects/%s", enc);
+	free(enc);
+	return r < 0 ? r : gl_get_object(g, url, out);
+}
+
+static int gl_repo_list(struct gl *g, int64_t pid, const char *what, json_t **out)
+{
+	char *url;
+	int r = gl_url(g, &url, "projects/%" PRId64 "/repository/%s?per_page=100", pid, what);
+
+	if (r < 0)
+		return r;
+	r = gl_get_list(g, url, out);
+	free(url);
+	return r;
+}
+
+static int gl_repo_get(struct gl *g, int64_t pid, const char *what, const char *name, json_t **out)
+{
+	char *enc, *url;
+	int r;
+
+	*out = NULL;
+	if (!name || !*name)
+		return -EINVAL;
+	enc = gl_enc(name);
+	if (!enc)
+		return -ENAMETOOLONG;
+	r = gl_url(g, &url, "projects/%" PRId64 "/repository/%s/%s", pid, what, enc);
+	free(enc);
+	return r < 0 ? r : gl_get_object(g, url, out);
+}
+
+int gl_branches_list(struct gl *g, int64_t project_id, json_t **out)
+{
+	return gl_repo_list(g, project_id, "branches", out);
+}
+
+int gl_branch_get(struct gl *g, int64_t project_id, const char *name, json_t **out)
+{
+	return gl_repo_get(g, project_id, "branches", name, out);
+}
+
+int gl_tags_list(struct gl *g, int64_t project_id, json_t **out)
+{
+	return gl_repo_list(g, project_id, "tags", out);
+}
+
+int gl_tag_get(struct gl *g, int64_t project_id, const char *name, json_t **out)
+{
+	return gl_repo_get(g, project_id, "tags", name, out);
+}
+
+int gl_commit_get(struct gl *g, int64_t project_id, const char *ref, json_t **out)
+{
+	return gl_repo_get(g, project_id, "commits", ref, out);
+}
+
+struct gl_tree_acc {
+	struct tree_entry *e;
+	size_t n, alloc;
+};
+
+static int gl_tree_mode(const char *mode, const char *type, uint32_t *out)
+{
+	static const struct {
+		const char *mode, *type;
+		uint32_t value;
+	} modes[] = {
+	    {"040000", "tree", TREE_MODE_DIR},         {"100644", "blob", TREE_MODE_FILE},
+	    {"100755", "blob", TREE_MODE_EXEC},        {"120000", "blob", TREE_MODE_LINK},
+	    {"160000", "commit", TREE_MODE_SUBMODULE}, {"100664", "blob", TREE_MODE_FILE},
+	};
+
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+		if (strcmp(mode, modes[i].mode) == 0) {
+			if (strcmp(type, modes[i].type) != 0)
+				return -EIO;
+			*out = modes[i].value;
+			return 0;
+		}
+	return -EIO;
+}
+
+static int gl_tree_page(void *arg, json_t *arr)
+{
+	struct gl_tree_acc *acc = arg;
+	size_t i;
+	json_t *it;
+
+	json_array_foreach(arr, i, it)
+	{
+		json_t *jname = json_object_get(it, "name"), *jsize = json_object_get(it, "size");
+		const char *name = json_string_value(jname), *id = jsonx_str(it, "id");
+		const char *mode = jsonx_str(it, "mode"), *type = jsonx_str(it, "type");
+		struct tree_entry *e;
+		size_t nl;
+
+		if (!name || !id || !mode || !type)
+			return -EIO;
+		nl = json_string_length(jname);
+		if (nl == 0 || nl > TREE_NAME_MAX || strlen(name) != nl || strchr(name, '/') ||
+		    strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+		    !hash_is_hex(id, HASH_SHA1_HEX))
+			return -EIO;
+		if (acc->n == acc->alloc) {
+			size_t na = acc->alloc ? acc->alloc * 2 : 128;
+			struct tree_entry *ne;
+
+			if (acc->n >= GL_TREE_MAX)
+				return -EIO;
+			ne = realloc(acc->e, na * sizeof(*ne));
+			if (!ne)
+				return -ENOMEM;
+			acc->e = ne;
+			acc->alloc = na;
+		}
+		e = &acc->e[acc->n];
+		memset(e, 0, sizeof(*e));
+		if (gl_tree_mode(mode, type, &e->mode) < 0)
+			return -EIO;
+		memcpy(e->name, name, nl + 1);
+		memcpy(e->oid, id, 41);
+		e->size = -1;
+		if (json_is_integer(jsize) && json_integer_value(jsize) >= 0 &&
+		    strcmp(type, "blob") == 0)
+			e->size = (int64_t)json_integer_value(jsize);
+		acc->n++;
+	}
+	return 0;
+}
+
+int gl_tree_list(struct gl *g, int64_t project_id, const char *ref, const char *path,
+                 struct tree_entry **out, size_t *n)
+{
+	struct gl_tree_acc acc = {0};
+	char *eref = NULL, *epath = NULL, *url = NULL;
+	int r;
+
+	*out = NULL;
+	*n = 0;
+	if (!ref || !*ref || !path)
+		return -EINVAL;
+	eref = gl_enc(ref);
+	epath = gl_enc(path);
+	if (!eref || !epath) {
+		r = -ENAMETOOLONG;
+		goto out;
+	}
+	r = gl_url(g, &url,
+	           "projects/%" PRId64 "/repository/tree?ref=%s%s%s&per_page=100&pagination=keyset",
+	           project_id, eref, *path ? "&path=" : "", epath);
+	if (r < 0)
+		goto out;
+	r = gl_get_pages(g, url, GL_TREE_MAX, gl_tree_page, &acc);
+	if (r < 0)
+		goto out;
+	*out = acc.e;
+	*n = acc.n;
+	acc.e = NULL;
+out:
+	free(acc.e);
+	free(eref);
+	free(epath);
+	free(url);
+	return r;
+}
+
+int gl_file_head(struct gl *g, int64_t project_id, const char *ref, const char *path,
+                 char blob_id[41], uint64_t *size)
+{
+	char *eref = NULL, *epath = NULL, *url = NULL, *end;
+	struct gl_req rq;
+	unsigned long long sz;
+	int r;
+
+	if (!ref || !*ref || !path || !*path)
+		return -EINVAL;
+	eref = gl_enc(ref);
+	epath = gl_enc(path);
+	if (!eref || !epath) {
+		r = -ENAMETOOLONG;
+		goto out;
+	}
+	r = gl_url(g, &url, "projects/%" PRId64 "/repository/files/%s?ref=%s", project_id, epath,
+	           eref);
+	if (r < 0)
+		goto out;
+	gl_req_init(&rq, "HEAD", url);
+	r = gl_perform(g, &rq);
+	if (r == 0) {
+		errno = 0;
+		sz = strtoull(rq.size, &end, 10);
+		if (!hash_is_hex(rq.blob_id, HASH_SHA1_HEX) || !rq.size[0] || *end || errno ||
+		    rq.size[0] == '-') {
+			log_warn("HEAD %s: no valid X-Gitlab-Blob-Id / X-Gitlab-Size", url);
+			r = -EIO;
+		} else {
+			memcpy(blob_id, rq.blob_id, 41);
+			*size = sz;
+		}
+	}
+	gl_req_free(&rq);
+out:
+	free(eref);
+	free(epath);
+	free(url);
+	return r;
+}
+
+int gl_blob_raw(struct gl *g, int64_t project_id, const char *sha, uint64_t max,
+                const struct gl_sink *sink)
+{
+	struct gl_req rq;
+	char *url;
+	int r;
+
+	if (!sha || !hash_is_hex(sha, HASH_SHA1_HEX) || !sink || !sink->data)
+		return -EINVAL;
+	r = gl_url(g, &url, "projects/%" PRId64 "/repository/blobs/%s/raw", project_id, sha);
+	if (r < 0)
+		return r;
+	gl_req_init(&rq, "GET", url);
+	rq.sink = sink;
+	rq.max = max;
+	r = gl_perform(g, &rq);
+	gl_req_free(&rq);
+	free(url);
+	return r;
+}
