@@ -1,6 +1,379 @@
-/* placeholder: being written */
-int main(void);
-int main(void)
+/* reef-hub: command line. `serve` runs the server; the other commands administer the
+ * data directory directly (SQLite in WAL mode, so they work while `serve` runs). */
+#include "core.h"
+
+#include <errno.h>
+#include <git2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reef/log.h"
+
+static const char usage_text[] =
+    "Usage: reef-hub COMMAND ...\n"
+    "\n"
+    "A one-binary server speaking a GitLab REST v4 subset and git over smart HTTP.\n"
+    "Everything lives in one data directory DIR: hub.db (SQLite, WAL) and repos/.\n"
+    "\n"
+    "Commands:\n"
+    "  init DIR\n"
+    "      Create DIR (mode 0700) with an empty database and repos/.\n"
+    "  serve DIR --listen HOST:PORT [--base-url URL] [--allow-remote] [--verbose]\n"
+    "      Serve the API under /api/v4 and git at /<namespace>/<project>.git.\n"
+    "      HOST must be a loopback address unless --allow-remote; PORT 0 picks a free\n"
+    "      port. Prints 'listening on http://HOST:PORT' once ready. --base-url sets the\n"
+    "      external URL used in web_url, http_url_to_repo and Link headers\n"
+    "      (default http://HOST:PORT). SIGTERM or SIGINT stop it (exit 0).\n"
+    "  user add DIR NAME [--admin] [--email E] [--name N]\n"
+    "      Create a user (and its personal namespace NAME).\n"
+    "  token create DIR USER [--name N] [--expires-at YYYY-MM-DD] [--scopes S,...]\n"
+    "      Create a personal access token and print it once; only its SHA-256 is kept.\n"
+    "      Scopes: api (default), read_api, read_user, read_repository,\n"
+    "      write_repository, sudo, admin_mode.\n"
+    "  project create DIR GROUP[/SUBGROUP...]/NAME --visibility private|internal|public\n"
+    "                 --owner USER\n"
+    "      Create a project with an empty bare repository (default branch main).\n"
+    "      Missing groups are created and USER owns the first new one; a first path\n"
+    "      segment equal to a user name puts the project in that user's namespace.\n"
+    "      USER becomes the project's owner. Prints the project id.\n"
+    "  member add DIR PROJECT USER LEVEL\n"
+    "      Give USER access to PROJECT (id or full path). LEVEL: guest, reporter,\n"
+    "      developer, maintainer, owner or 10, 20, 30, 40, 50.\n"
+    "  --help\n"
+    "      Show this text.\n";
+
+static int usage(int code)
 {
-	return 1;
+	fputs(usage_text, code ? stderr : stdout);
+	return code;
+}
+
+/* Finds "--name value" among args (and removes nothing: callers check positionals). */
+static const char *opt_value(int argc, char **argv, const char *name)
+{
+	for (int i = 0; i < argc - 1; i++)
+		if (strcmp(argv[i], name) == 0)
+			return argv[i + 1];
+	return NULL;
+}
+
+static bool opt_flag(int argc, char **argv, const char *name)
+{
+	for (int i = 0; i < argc; i++)
+		if (strcmp(argv[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* Every argument starting with "--" must be known; value options take the next one. */
+static int opts_check(int argc, char **argv, int first, const char *const *values,
+                      const char *const *flags)
+{
+	for (int i = first; i < argc; i++) {
+		bool ok = false;
+
+		if (strncmp(argv[i], "--", 2) != 0)
+			continue;
+		for (size_t k = 0; values && values[k]; k++) {
+			if (strcmp(argv[i], values[k]) == 0) {
+				if (i + 1 >= argc) {
+					fprintf(stderr, "reef-hub: %s needs a value\n", argv[i]);
+					return -EINVAL;
+				}
+				i++;
+				ok = true;
+				break;
+			}
+		}
+		for (size_t k = 0; !ok && flags && flags[k]; k++)
+			ok = strcmp(argv[i], flags[k]) == 0;
+		if (!ok) {
+			fprintf(stderr, "reef-hub: unknown option %s\n", argv[i]);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int cmd_init(const char *dir)
+{
+	struct hub hub = {0};
+	char sub[PATH_MAX];
+	int r;
+
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "reef-hub: cannot create %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	chmod(dir, 0700);
+	if (hub_pathf(sub, sizeof(sub), "%s/repos", dir) < 0)
+		return 1;
+	if (mkdir(sub, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "reef-hub: cannot create %s: %s\n", sub, strerror(errno));
+		return 1;
+	}
+	if (hub_pathf(sub, sizeof(sub), "%s/tmp", dir) < 0)
+		return 1;
+	if (mkdir(sub, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "reef-hub: cannot create %s: %s\n", sub, strerror(errno));
+		return 1;
+	}
+	r = hub_db_open(&hub, dir, true);
+	hub_db_close(&hub);
+	return r < 0 ? 1 : 0;
+}
+
+static int open_existing(struct hub *hub, const char *dir)
+{
+	char db[PATH_MAX];
+
+	if (hub_pathf(db, sizeof(db), "%s/hub.db", dir) < 0)
+		return -ENAMETOOLONG;
+	if (access(db, F_OK) < 0) {
+		fprintf(stderr, "reef-hub: %s is not a hub directory (run reef-hub init %s)\n", dir,
+		        dir);
+		return -ENOENT;
+	}
+	return hub_db_open(hub, dir, false);
+}
+
+static int cmd_user_add(int argc, char **argv)
+{
+	static const char *const values[] = {"--email", "--name", NULL};
+	static const char *const flags[] = {"--admin", NULL};
+	struct hub hub = {0};
+	int64_t id;
+	int r;
+
+	if (argc < 5 || argv[3][0] == '-' || argv[4][0] == '-' ||
+	    opts_check(argc, argv, 5, values, flags) < 0)
+		return usage(2);
+	if (open_existing(&hub, argv[3]) < 0)
+		return 1;
+	r = hub_user_add(&hub, argv[4], opt_value(argc, argv, "--name"),
+	                 opt_value(argc, argv, "--email"), opt_flag(argc, argv, "--admin"), &id);
+	hub_db_close(&hub);
+	if (r == -EINVAL)
+		fprintf(stderr, "reef-hub: invalid user name %s\n", argv[4]);
+	else if (r == -EEXIST)
+		fprintf(stderr, "reef-hub: user or namespace %s already exists\n", argv[4]);
+	else if (r < 0)
+		fprintf(stderr, "reef-hub: cannot add user %s: %s\n", argv[4], strerror(-r));
+	return r < 0 ? 1 : 0;
+}
+
+static bool date_valid(const char *s)
+{
+	struct tm tm = {0};
+	const char *end;
+
+	if (strlen(s) != 10)
+		return false;
+	end = strptime(s, "%Y-%m-%d", &tm);
+	return end && !*end;
+}
+
+static int cmd_token_create(int argc, char **argv)
+{
+	static const char *const values[] = {"--name", "--expires-at", "--scopes", NULL};
+	struct hub hub = {0};
+	struct hub_user u;
+	const char *exp = opt_value(argc, argv, "--expires-at");
+	const char *sc = opt_value(argc, argv, "--scopes");
+	unsigned scopes = HUB_SCOPE_API;
+	char tok[64];
+	int r;
+
+	if (argc < 5 || argv[3][0] == '-' || argv[4][0] == '-' ||
+	    opts_check(argc, argv, 5, values, NULL) < 0)
+		return usage(2);
+	if (exp && !date_valid(exp)) {
+		fprintf(stderr, "reef-hub: --expires-at wants YYYY-MM-DD\n");
+		return 2;
+	}
+	if (sc && hub_scopes_parse(sc, &scopes) < 0) {
+		fprintf(stderr, "reef-hub: unknown scope in %s\n", sc);
+		return 2;
+	}
+	if (open_existing(&hub, argv[3]) < 0)
+		return 1;
+	r = hub_user_by_name(&hub, argv[4], &u);
+	if (r < 0) {
+		fprintf(stderr, "reef-hub: no user %s\n", argv[4]);
+		hub_db_close(&hub);
+		return 1;
+	}
+	r = hub_token_create(&hub, u.id, opt_value(argc, argv, "--name"), exp, scopes, tok);
+	hub_db_close(&hub);
+	if (r < 0) {
+		fprintf(stderr, "reef-hub: cannot create a token: %s\n", strerror(-r));
+		return 1;
+	}
+	printf("%s\n", tok);
+	explicit_bzero(tok, sizeof(tok));
+	return 0;
+}
+
+static int cmd_project_create(int argc, char **argv)
+{
+	static const char *const values[] = {"--visibility", "--owner", "--description", NULL};
+	const char *vis = opt_value(argc, argv, "--visibility");
+	const char *owner = opt_value(argc, argv, "--owner");
+	struct hub hub = {0};
+	struct hub_user u;
+	char nspath[1024];
+	const char *full, *slash;
+	int64_t ns, id;
+	int r;
+
+	if (argc < 5 || argv[3][0] == '-' || argv[4][0] == '-' ||
+	    opts_check(argc, argv, 5, values, NULL) < 0 || !owner)
+		return usage(2);
+	if (!vis)
+		vis = "private";
+	full = argv[4];
+	slash = strrchr(full, '/');
+	if (!slash || slash == full || strlen(full) >= sizeof(nspath) ||
+	    !hub_path_valid(slash + 1)) {
+		fprintf(stderr,
+		        "reef-hub: project path must be GROUP[/SUBGROUP...]/NAME with GitLab "
+		        "path characters\n");
+		return 2;
+	}
+	if (strcmp(vis, "private") && strcmp(vis, "internal") && strcmp(vis, "public")) {
+		fprintf(stderr, "reef-hub: --visibility must be private, internal or public\n");
+		return 2;
+	}
+	memcpy(nspath, full, (size_t)(slash - full));
+	nspath[slash - full] = '\0';
+	if (open_existing(&hub, argv[3]) < 0)
+		return 1;
+	r = hub_user_by_name(&hub, owner, &u);
+	if (r < 0) {
+		fprintf(stderr, "reef-hub: no user %s\n", owner);
+		goto out;
+	}
+	r = hub_namespace_ensure(&hub, nspath, u.id, &ns);
+	if (r < 0) {
+		fprintf(stderr, "reef-hub: cannot create namespace %s: %s\n", nspath,
+		        r == -EINVAL ? "invalid path (no subgroups in a user namespace)"
+		                     : strerror(-r));
+		goto out;
+	}
+	r = hub_project_create(&hub, ns, slash + 1, slash + 1,
+	                       opt_value(argc, argv, "--description"), vis, u.id, &id);
+	if (r == -EEXIST)
+		fprintf(stderr, "reef-hub: project %s already exists\n", full);
+	else if (r < 0)
+		fprintf(stderr, "reef-hub: cannot create project %s: %s\n", full, strerror(-r));
+	else
+		printf("%lld\n", (long long)id);
+out:
+	hub_db_close(&hub);
+	return r < 0 ? 1 : 0;
+}
+
+static int cmd_member_add(int argc, char **argv)
+{
+	struct hub hub = {0};
+	struct hub_project p;
+	struct hub_user u;
+	int level, r;
+
+	if (argc != 7)
+		return usage(2);
+	level = hub_access_parse(argv[6]);
+	if (level < 0) {
+		fprintf(stderr, "reef-hub: bad access level %s\n", argv[6]);
+		return 2;
+	}
+	if (open_existing(&hub, argv[3]) < 0)
+		return 1;
+	r = hub_project_load(&hub, argv[4], &p);
+	if (r < 0) {
+		fprintf(stderr, "reef-hub: no project %s\n", argv[4]);
+		goto out;
+	}
+	r = hub_user_by_name(&hub, argv[5], &u);
+	if (r < 0) {
+		fprintf(stderr, "reef-hub: no user %s\n", argv[5]);
+		goto out;
+	}
+	r = hub_member_set(&hub, p.id, u.id, level);
+	if (r < 0)
+		fprintf(stderr, "reef-hub: cannot add member: %s\n", strerror(-r));
+out:
+	hub_db_close(&hub);
+	return r < 0 ? 1 : 0;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+	static const char *const values[] = {"--listen", "--base-url", NULL};
+	static const char *const flags[] = {"--allow-remote", "--verbose", NULL};
+	const char *listen_at = opt_value(argc, argv, "--listen");
+	const char *base = opt_value(argc, argv, "--base-url");
+	struct hub hub = {0};
+	char tmp[PATH_MAX];
+	int r;
+
+	if (argc < 3 || argv[2][0] == '-' || opts_check(argc, argv, 3, values, flags) < 0)
+		return usage(2);
+	if (!listen_at)
+		listen_at = "127.0.0.1:8080";
+	if (base) {
+		size_t n = strlen(base);
+
+		if (n >= sizeof(hub.base_url) ||
+		    (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0)) {
+			fprintf(stderr, "reef-hub: --base-url must be an http(s) URL\n");
+			return 2;
+		}
+		while (n > 0 && base[n - 1] == '/')
+			n--;
+		memcpy(hub.base_url, base, n);
+		hub.base_url[n] = '\0';
+	}
+	if (opt_flag(argc, argv, "--verbose"))
+		log_set_level(LOG_LVL_DEBUG);
+	if (open_existing(&hub, argv[2]) < 0)
+		return 1;
+	if (hub_pathf(tmp, sizeof(tmp), "%s/tmp", argv[2]) == 0)
+		mkdir(tmp, 0700);
+	r = hub_serve(&hub, listen_at, opt_flag(argc, argv, "--allow-remote"));
+	hub_db_close(&hub);
+	return r < 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	int code;
+
+	log_set_ident("reef-hub");
+	if (argc < 2)
+		return usage(2);
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0)
+		return usage(0);
+	git_libgit2_init();
+	if (strcmp(argv[1], "init") == 0 && argc == 3)
+		code = cmd_init(argv[2]);
+	else if (strcmp(argv[1], "serve") == 0)
+		code = cmd_serve(argc, argv);
+	else if (argc >= 3 && strcmp(argv[1], "user") == 0 && strcmp(argv[2], "add") == 0)
+		code = cmd_user_add(argc, argv);
+	else if (argc >= 3 && strcmp(argv[1], "token") == 0 && strcmp(argv[2], "create") == 0)
+		code = cmd_token_create(argc, argv);
+	else if (argc >= 3 && strcmp(argv[1], "project") == 0 && strcmp(argv[2], "create") == 0)
+		code = cmd_project_create(argc, argv);
+	else if (argc >= 3 && strcmp(argv[1], "member") == 0 && strcmp(argv[2], "add") == 0)
+		code = cmd_member_add(argc, argv);
+	else
+		code = usage(2);
+	git_libgit2_shutdown();
+	return code;
 }

@@ -1,0 +1,875 @@
+/* The HTTP server: libmicrohttpd with a thread per connection, request contexts,
+ * authentication, the hub_req/hub_resp helpers of hub.h, request logging and dispatch
+ * to the API (api.c) and to git over smart HTTP (git.c). */
+#include "core.h"
+#include "git.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reef/jsonx.h"
+#include "reef/log.h"
+#include "reef/util.h"
+
+#define HUB_MAX_QUERY_PARAMS 64
+#define HUB_MAX_URI          (16 * 1024)
+
+struct hub_param {
+	char *key;
+	char *value;
+};
+
+/* One per HTTP request; req must stay the first member (hub_req -> context). */
+struct hub_ctx {
+	struct hub_req req;
+	struct hub_resp resp;
+	char *path;  /* raw path, percent-encoded */
+	char *query; /* raw query string after '?', or NULL */
+	struct hub_param params[HUB_MAX_QUERY_PARAMS];
+	size_t n_params;
+	struct timespec start;
+	struct hub_user user;
+	unsigned scopes;
+	int status; /* what was sent, for the log */
+	bool started;
+	bool too_big;
+	bool bad_uri;
+	bool is_git;
+	struct hub_git *git;
+};
+
+static struct hub_ctx *ctx_of(const struct hub_req *req)
+{
+	return (struct hub_ctx *)(uintptr_t)req;
+}
+
+/* --- request accessors --- */
+
+static void ctx_parse_query(struct hub_ctx *c)
+{
+	char *q = c->query;
+
+	while (q && *q && c->n_params < HUB_MAX_QUERY_PARAMS) {
+		size_t n = strcspn(q, "&");
+		char *pair = strndup(q, n), *eq;
+		struct hub_param *pp;
+
+		if (!pair)
+			return;
+		eq = strchr(pair, '=');
+		if (eq)
+			*eq++ = '\0';
+		if (url_decode(pair, pair, true) < 0 || (eq && url_decode(eq, eq, true) < 0)) {
+			/* A malformed escape makes the parameter absent, as GitLab would reject
+			 * it; an encoded NUL never reaches a handler. */
+			free(pair);
+		} else {
+			pp = &c->params[c->n_params++];
+			pp->key = pair;
+			pp->value = eq ? eq : pair + strlen(pair);
+		}
+		q += n;
+		if (*q == '&')
+			q++;
+	}
+}
+
+const char *hub_req_query(const struct hub_req *req, const char *key)
+{
+	const struct hub_ctx *c = ctx_of(req);
+
+	for (size_t i = 0; i < c->n_params; i++)
+		if (strcmp(c->params[i].key, key) == 0)
+			return c->params[i].value;
+	return NULL;
+}
+
+const char *hub_req_header(const struct hub_req *req, const char *name)
+{
+	if (!req->conn)
+		return NULL;
+	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+static int form_parse(json_t *obj, const char *s, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		size_t n = 0;
+		char *pair, *eq;
+
+		while (i + n < len && s[i + n] != '&')
+			n++;
+		pair = strndup(s + i, n);
+		if (!pair)
+			return -ENOMEM;
+		eq = strchr(pair, '=');
+		if (eq)
+			*eq++ = '\0';
+		if (url_decode(pair, pair, true) < 0 || (eq && url_decode(eq, eq, true) < 0)) {
+			free(pair);
+			return -EINVAL;
+		}
+		if (*pair)
+			json_object_set_new(obj, pair, json_string(eq ? eq : ""));
+		free(pair);
+		i += n + 1;
+	}
+	return 0;
+}
+
+int hub_req_params(const struct hub_req *req, json_t **out)
+{
+	const struct hub_ctx *c = ctx_of(req);
+	const char *ct = hub_req_header(req, "Content-Type");
+	json_t *obj = json_object();
+	int r = 0;
+
+	if (!obj)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n_params; i++)
+		json_object_set_new(obj, c->params[i].key, json_string(c->params[i].value));
+	if (req->body.len && ct && strncasecmp(ct, "application/json", 16) == 0) {
+		json_t *body = NULL;
+
+		r = jsonx_parse(&body, req->body.data, req->body.len, 0, HUB_MAX_BODY);
+		if (r == 0 && !json_is_object(body))
+			r = -EINVAL;
+		if (r == 0)
+			json_object_update(obj, body);
+		json_decref(body);
+	} else if (req->body.len) {
+		r = form_parse(obj, req->body.data, req->body.len);
+	}
+	if (r < 0) {
+		json_decref(obj);
+		return -EINVAL;
+	}
+	*out = obj;
+	return 0;
+}
+
+int hub_req_link(const struct hub_req *req, const char *key, const char *value, struct buf *out)
+{
+	const struct hub_ctx *c = ctx_of(req);
+	const char *q = c->query;
+	bool first = true;
+	size_t klen = strlen(key);
+	int r;
+
+	r = buf_printf(out, "%s%s", req->hub->base_url, c->path);
+	while (r == 0 && q && *q) {
+		size_t n = strcspn(q, "&");
+		size_t kn = strcspn(q, "=&");
+		char k[256];
+
+		/* Compare the decoded key so page and p%61ge are the same parameter. */
+		if (kn < sizeof(k)) {
+			memcpy(k, q, kn);
+			k[kn] = '\0';
+			if (url_decode(k, k, true) < 0)
+				k[0] = '\0';
+		} else {
+			k[0] = '\0';
+		}
+		if (n > 0 && !(strlen(k) == klen && strcmp(k, key) == 0)) {
+			r = buf_puts(out, first ? "?" : "&");
+			if (r == 0)
+				r = buf_append(out, q, n);
+			first = false;
+		}
+		q += n;
+		if (*q == '&')
+			q++;
+	}
+	if (r == 0 && value) {
+		r = buf_puts(out, first ? "?" : "&");
+		if (r == 0)
+			r = url_encode(out, key);
+		if (r == 0)
+			r = buf_puts(out, "=");
+		if (r == 0)
+			r = url_encode(out, value);
+	}
+	return r;
+}
+
+/* --- responses --- */
+
+static void resp_clear_body(struct hub_resp *resp)
+{
+	buf_reset(&resp->body);
+	if (resp->fd >= 0)
+		close(resp->fd);
+	resp->fd = -1;
+}
+
+void hub_resp_raw(struct hub_resp *resp, int status, const char *ctype, const void *data,
+                  size_t len)
+{
+	resp_clear_body(resp);
+	resp->status = status;
+	snprintf(resp->content_type, sizeof(resp->content_type), "%s", ctype ? ctype : "");
+	if (len && buf_append(&resp->body, data, len) < 0) {
+		resp->status = 500;
+		snprintf(resp->content_type, sizeof(resp->content_type), "application/json");
+		buf_reset(&resp->body);
+		buf_puts(&resp->body, "{\"message\":\"500 Internal Server Error\"}");
+	}
+}
+
+void hub_resp_json(struct hub_resp *resp, int status, json_t *v)
+{
+	char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
+
+	if (!s) {
+		json_decref(v);
+		hub_resp_raw(resp, 500, "application/json",
+		             "{\"message\":\"500 Internal Server Error\"}", 38);
+		return;
+	}
+	hub_resp_raw(resp, status, "application/json", s, strlen(s));
+	free(s);
+	json_decref(v);
+}
+
+void hub_resp_error(struct hub_resp *resp, int status, const char *msg)
+{
+	hub_resp_json(resp, status, json_pack("{s:s}", "message", msg));
+}
+
+void hub_resp_missing(struct hub_resp *resp, const char *param)
+{
+	char msg[300];
+
+	snprintf(msg, sizeof(msg), "400 (Bad request) \"%s\" not given", param);
+	hub_resp_error(resp, 400, msg);
+}
+
+void hub_resp_not_found(struct hub_resp *resp)
+{
+	hub_resp_json(resp, 404, json_pack("{s:s}", "error", "404 Not Found"));
+}
+
+void hub_resp_header(struct hub_resp *resp, const char *name, const char *value)
+{
+	struct hub_header *h;
+
+	for (size_t i = 0; i < resp->n_headers; i++) {
+		if (strcasecmp(resp->headers[i].name, name) == 0) {
+			char *v = strdup(value);
+
+			if (v) {
+				free(resp->headers[i].value);
+				resp->headers[i].value = v;
+			}
+			return;
+		}
+	}
+	if (resp->n_headers >= sizeof(resp->headers) / sizeof(resp->headers[0])) {
+		log_warn("response header %s dropped: too many headers", name);
+		return;
+	}
+	h = &resp->headers[resp->n_headers];
+	h->name = strdup(name);
+	h->value = strdup(value);
+	if (!h->name || !h->value) {
+		free(h->name);
+		free(h->value);
+		return;
+	}
+	resp->n_headers++;
+}
+
+static void resp_free(struct hub_resp *resp)
+{
+	for (size_t i = 0; i < resp->n_headers; i++) {
+		free(resp->headers[i].name);
+		free(resp->headers[i].value);
+	}
+	resp->n_headers = 0;
+	buf_free(&resp->body);
+	if (resp->fd >= 0)
+		close(resp->fd);
+	resp->fd = -1;
+}
+
+static size_t query_size(const struct hub_req *req, const char *key, size_t def, size_t max)
+{
+	const char *s = hub_req_query(req, key);
+	char *end;
+	long long v;
+
+	if (!s || !*s)
+		return def;
+	v = strtoll(s, &end, 10);
+	if (*end || v < 1)
+		return def;
+	if ((unsigned long long)v > max)
+		return max;
+	return (size_t)v;
+}
+
+static void link_add(const struct hub_req *req, struct buf *links, const char *rel, size_t page)
+{
+	struct buf u = BUF_INIT(HUB_MAX_URI * 2);
+	char num[32];
+
+	snprintf(num, sizeof(num), "%zu", page);
+	if (hub_req_link(req, "page", num, &u) == 0)
+		buf_printf(links, "%s<%s>; rel=\"%s\"", links->len ? ", " : "", u.data, rel);
+	buf_free(&u);
+}
+
+void hub_paginate(const struct hub_req *req, struct hub_resp *resp, size_t total, size_t *offset,
+                  size_t *limit)
+{
+	size_t per_page = query_size(req, "per_page", 20, HUB_MAX_PER_PAGE);
+	size_t page = query_size(req, "page", 1, (size_t)1 << 30);
+	size_t pages = total ? (total + per_page - 1) / per_page : 1;
+	struct buf links = BUF_INIT(HUB_MAX_URI * 8);
+	char num[32];
+
+	snprintf(num, sizeof(num), "%zu", page);
+	hub_resp_header(resp, "X-Page", num);
+	snprintf(num, sizeof(num), "%zu", per_page);
+	hub_resp_header(resp, "X-Per-Page", num);
+	snprintf(num, sizeof(num), "%zu", total);
+	hub_resp_header(resp, "X-Total", num);
+	snprintf(num, sizeof(num), "%zu", pages);
+	hub_resp_header(resp, "X-Total-Pages", num);
+	if (page < pages)
+		snprintf(num, sizeof(num), "%zu", page + 1);
+	else
+		num[0] = '\0';
+	hub_resp_header(resp, "X-Next-Page", num);
+	if (page > 1)
+		snprintf(num, sizeof(num), "%zu", page - 1);
+	else
+		num[0] = '\0';
+	hub_resp_header(resp, "X-Prev-Page", num);
+	if (page > 1)
+		link_add(req, &links, "prev", page - 1 < pages ? page - 1 : pages);
+	if (page < pages)
+		link_add(req, &links, "next", page + 1);
+	link_add(req, &links, "first", 1);
+	link_add(req, &links, "last", pages);
+	if (links.len)
+		hub_resp_header(resp, "Link", links.data);
+	buf_free(&links);
+	if ((page - 1) > total / per_page) {
+		*offset = total;
+		*limit = 0;
+		return;
+	}
+	*offset = (page - 1) * per_page;
+	*limit = total - *offset < per_page ? total - *offset : per_page;
+}
+
+/* --- time --- */
+
+void hub_time_iso(int64_t unix_seconds, char out[32])
+{
+	time_t t = (time_t)unix_seconds;
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+}
+
+void hub_time_git(int64_t unix_seconds, int offset_minutes, char out[40])
+{
+	time_t t = (time_t)(unix_seconds + (int64_t)offset_minutes * 60);
+	/* Real offsets stay within a day; clamping keeps the output in bounds. */
+	unsigned off = (unsigned)(offset_minutes < 0 ? -offset_minutes : offset_minutes) % 1440;
+	struct tm tm;
+	char base[24];
+
+	gmtime_r(&t, &tm);
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, 40, "%.20s.000%c%02u:%02u", base, offset_minutes < 0 ? '-' : '+', off / 60,
+	         off % 60);
+}
+
+/* --- authentication --- */
+
+/* Resolves the API caller: 0 (req->user set or NULL for anonymous) or -EACCES for a
+ * token that was given but is not valid. */
+static int auth_api(struct hub_ctx *c)
+{
+	const char *tok = hub_req_header(&c->req, "PRIVATE-TOKEN");
+	const char *authz = hub_req_header(&c->req, "Authorization");
+	int r;
+
+	if (!tok && authz && strncasecmp(authz, "Bearer ", 7) == 0)
+		tok = authz + 7;
+	if (!tok)
+		tok = hub_req_query(&c->req, "private_token");
+	if (!tok)
+		tok = hub_req_query(&c->req, "access_token");
+	/* Job tokens exist only while a job runs; none do yet, so any is invalid. */
+	if (!tok && (hub_req_header(&c->req, "JOB-TOKEN") || hub_req_query(&c->req, "job_token")))
+		return -EACCES;
+	if (!tok)
+		return 0;
+	while (*tok == ' ')
+		tok++;
+	r = hub_user_by_token(c->req.hub, tok, &c->user, &c->scopes);
+	if (r < 0)
+		return -EACCES;
+	c->req.user = &c->user;
+	return 0;
+}
+
+static int b64val(char ch)
+{
+	if (ch >= 'A' && ch <= 'Z')
+		return ch - 'A';
+	if (ch >= 'a' && ch <= 'z')
+		return ch - 'a' + 26;
+	if (ch >= '0' && ch <= '9')
+		return ch - '0' + 52;
+	if (ch == '+' || ch == '-')
+		return 62;
+	if (ch == '/' || ch == '_')
+		return 63;
+	return -1;
+}
+
+/* Decodes base64 into out (NUL-terminated); -EINVAL on bad input or overflow. */
+static int b64_decode(const char *in, char *out, size_t cap)
+{
+	unsigned acc = 0;
+	int bits = 0;
+	size_t o = 0;
+
+	for (; *in && *in != '='; in++) {
+		int v = b64val(*in);
+
+		if (v < 0)
+			return -EINVAL;
+		acc = (acc << 6) | (unsigned)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (o + 1 >= cap)
+				return -EINVAL;
+			out[o++] = (char)((acc >> bits) & 0xff);
+		}
+	}
+	out[o] = '\0';
+	if (memchr(out, '\0', o))
+		return -EINVAL;
+	return (int)o;
+}
+
+int hub_auth_basic(struct hub_req *req, struct hub_user *user, unsigned *scopes)
+{
+	const char *authz = hub_req_header(req, "Authorization");
+	char dec[768], *colon;
+	int r;
+
+	if (!authz)
+		return 0;
+	if (strncasecmp(authz, "Basic ", 6) != 0) {
+		if (strncasecmp(authz, "Bearer ", 7) != 0)
+			return -EACCES;
+		r = hub_user_by_token(req->hub, authz + 7, user, scopes);
+		return r < 0 ? -EACCES : 1;
+	}
+	if (strlen(authz + 6) > 1000 || b64_decode(authz + 6, dec, sizeof(dec)) < 0)
+		return -EACCES;
+	colon = strchr(dec, ':');
+	if (!colon)
+		return -EACCES;
+	/* The user name is ignored for personal tokens (gitlab-ci-token, oauth2 or any). */
+	r = hub_user_by_token(req->hub, colon + 1, user, scopes);
+	explicit_bzero(dec, sizeof(dec));
+	return r < 0 ? -EACCES : 1;
+}
+
+/* --- MHD glue --- */
+
+static struct hub *g_hub;
+
+static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	struct hub_ctx *c = calloc(1, sizeof(*c));
+	const char *q;
+
+	if (!c)
+		return NULL;
+	clock_gettime(CLOCK_MONOTONIC, &c->start);
+	c->req.hub = cls;
+	c->req.conn = conn;
+	c->resp.fd = -1;
+	buf_init(&c->req.body, HUB_MAX_BODY);
+	buf_init(&c->resp.body, BUF_DEFAULT_CAP);
+	if (!uri || uri[0] != '/' || strlen(uri) > HUB_MAX_URI) {
+		c->bad_uri = true;
+		c->path = strdup("/");
+		return c;
+	}
+	q = strchr(uri, '?');
+	c->path = q ? strndup(uri, (size_t)(q - uri)) : strdup(uri);
+	if (q)
+		c->query = strdup(q + 1);
+	/* Cut a fragment; clients never send one, but it must not reach a route. */
+	if (c->path && strchr(c->path, '#'))
+		*strchr(c->path, '#') = '\0';
+	if (!c->path || (q && !c->query))
+		c->bad_uri = true;
+	ctx_parse_query(c);
+	c->req.url = c->path ? c->path : "/";
+	return c;
+}
+
+static size_t unescape_noop(void *cls, struct MHD_Connection *conn, char *s)
+{
+	return strlen(s);
+}
+
+static void ctx_free(struct hub_ctx *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n_params; i++)
+		free(c->params[i].key);
+	free(c->path);
+	free(c->query);
+	buf_free(&c->req.body);
+	resp_free(&c->resp);
+	hub_git_free(c->git);
+	free(c);
+}
+
+static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+	struct hub_ctx *c = *con_cls;
+	struct timespec now;
+	double ms;
+
+	if (!c)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (double)(now.tv_sec - c->start.tv_sec) * 1e3 +
+	     (double)(now.tv_nsec - c->start.tv_nsec) / 1e6;
+	/* The path only: a query string may carry a token. */
+	log_info("%s %.512s %d %.1fms%s", c->req.method ? c->req.method : "-",
+	         c->path ? c->path : "-", c->status, ms,
+	         toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (aborted)");
+	ctx_free(c);
+	*con_cls = NULL;
+}
+
+static enum MHD_Result queue(struct hub_ctx *c, struct MHD_Connection *conn)
+{
+	struct hub_resp *resp = &c->resp;
+	struct MHD_Response *mr;
+	enum MHD_Result ret;
+
+	if (resp->status == 0)
+		hub_resp_not_found(resp);
+	if (resp->fd >= 0) {
+		mr = MHD_create_response_from_fd_at_offset64(resp->fd_len, resp->fd,
+		                                             resp->fd_offset);
+		if (mr)
+			resp->fd = -1; /* MHD closes it */
+	} else {
+		size_t len = resp->body.len;
+		char *data = buf_steal(&resp->body);
+
+		mr = MHD_create_response_from_buffer(len, data ? data : (char *)"",
+		                                     data ? MHD_RESPMEM_MUST_FREE
+		                                          : MHD_RESPMEM_PERSISTENT);
+		if (!mr)
+			free(data);
+	}
+	if (!mr)
+		return MHD_NO;
+	if (resp->content_type[0])
+		MHD_add_response_header(mr, "Content-Type", resp->content_type);
+	for (size_t i = 0; i < resp->n_headers; i++)
+		MHD_add_response_header(mr, resp->headers[i].name, resp->headers[i].value);
+	c->status = resp->status;
+	ret = MHD_queue_response(conn, (unsigned)resp->status, mr);
+	MHD_destroy_response(mr);
+	return ret;
+}
+
+static bool is_api(const char *path)
+{
+	return strcmp(path, "/api/v4") == 0 || strncmp(path, "/api/v4/", 8) == 0;
+}
+
+static bool scope_allows(const struct hub_ctx *c, const char *rest)
+{
+	bool read = strcmp(c->req.method, "GET") == 0 || strcmp(c->req.method, "HEAD") == 0;
+
+	if (!c->req.user || (c->scopes & HUB_SCOPE_API))
+		return true;
+	if (read && (c->scopes & HUB_SCOPE_READ_API))
+		return true;
+	if (read && (c->scopes & HUB_SCOPE_READ_USER) && strcmp(rest, "/user") == 0)
+		return true;
+	return false;
+}
+
+static void handle_api(struct hub_ctx *c)
+{
+	const char *rest = c->path + 7;
+
+	if (auth_api(c) < 0) {
+		hub_resp_error(&c->resp, 401, "401 Unauthorized");
+		return;
+	}
+	if (!scope_allows(c, rest)) {
+		hub_resp_json(&c->resp, 403,
+		              json_pack("{s:s,s:s,s:s}", "error", "insufficient_scope",
+		                        "error_description",
+		                        "The request requires higher privileges than provided by "
+		                        "the access token.",
+		                        "scope", "api"));
+		return;
+	}
+	hub_api_route(&c->req, &c->resp, rest);
+}
+
+static uint64_t content_length(struct MHD_Connection *conn, bool *given)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+
+	*given = cl != NULL;
+	return cl ? strtoull(cl, NULL, 10) : 0;
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
+{
+	struct hub_ctx *c = *con_cls;
+	bool given;
+
+	if (!c)
+		return MHD_NO;
+	if (!c->started) {
+		c->started = true;
+		c->req.method = method;
+		c->req.conn = conn;
+		if (c->bad_uri) {
+			hub_resp_error(&c->resp, 400, "400 Bad request");
+			return queue(c, conn);
+		}
+		if (is_api(c->path)) {
+			if (content_length(conn, &given) > HUB_MAX_BODY) {
+				hub_resp_error(&c->resp, 413, "413 Request Entity Too Large");
+				return queue(c, conn);
+			}
+			return MHD_YES;
+		}
+		if (hub_git_match(c->path)) {
+			c->is_git = true;
+			if (content_length(conn, &given) > HUB_MAX_SPOOL) {
+				hub_resp_error(&c->resp, 413, "413 Request Entity Too Large");
+				return queue(c, conn);
+			}
+			if (hub_git_start(&c->req, &c->resp, c->path, c->query, &c->git) != 0)
+				return queue(c, conn);
+			return MHD_YES;
+		}
+		hub_resp_not_found(&c->resp);
+		return queue(c, conn);
+	}
+	if (*upload_data_size) {
+		size_t n = *upload_data_size;
+
+		*upload_data_size = 0;
+		if (c->too_big)
+			return MHD_YES;
+		if (c->is_git) {
+			int r = hub_git_body(c->git, upload_data, n);
+
+			if (r == -EFBIG)
+				c->too_big = true;
+			else if (r < 0)
+				return MHD_NO;
+		} else if (buf_append(&c->req.body, upload_data, n) < 0) {
+			c->too_big = true;
+		}
+		return MHD_YES;
+	}
+	if (c->too_big) {
+		hub_resp_error(&c->resp, 413, "413 Request Entity Too Large");
+		return queue(c, conn);
+	}
+	if (c->is_git) {
+		struct MHD_Response *mr = NULL;
+		enum MHD_Result ret;
+		int status = 0;
+
+		/* The response takes the git state over (and frees it when done). */
+		if (hub_git_finish(&c->req, &c->resp, &c->git, &mr, &status) < 0 || !mr)
+			return queue(c, conn);
+		c->status = status;
+		ret = MHD_queue_response(conn, (unsigned)status, mr);
+		MHD_destroy_response(mr);
+		return ret;
+	}
+	handle_api(c);
+	return queue(c, conn);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	msg[strcspn(msg, "\n")] = '\0';
+	log_warn("http: %s", msg);
+}
+
+static bool addr_is_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+
+		return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+	}
+	return false;
+}
+
+/* Parses HOST:PORT or [V6]:PORT and returns a listening socket. */
+static int listen_open(const char *listen_at, bool allow_remote, char *shown, size_t shown_len)
+{
+	char host[256], port[16];
+	const char *colon;
+	struct addrinfo hints = {0}, *ai = NULL;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int fd = -1, one = 1, rc;
+
+	if (listen_at[0] == '[') {
+		const char *end = strchr(listen_at, ']');
+
+		if (!end || end[1] != ':' || (size_t)(end - listen_at - 1) >= sizeof(host))
+			return log_ret(-EINVAL, "bad --listen address %s", listen_at);
+		memcpy(host, listen_at + 1, (size_t)(end - listen_at - 1));
+		host[end - listen_at - 1] = '\0';
+		colon = end + 1;
+	} else {
+		colon = strrchr(listen_at, ':');
+		if (!colon || (size_t)(colon - listen_at) >= sizeof(host))
+			return log_ret(-EINVAL, "bad --listen address %s (want HOST:PORT)",
+			               listen_at);
+		memcpy(host, listen_at, (size_t)(colon - listen_at));
+		host[colon - listen_at] = '\0';
+	}
+	if (strlen(colon + 1) >= sizeof(port) || !colon[1])
+		return log_ret(-EINVAL, "bad --listen port in %s", listen_at);
+	snprintf(port, sizeof(port), "%s", colon + 1);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if (strcmp(host, "localhost") != 0)
+		hints.ai_flags |= AI_NUMERICHOST;
+	rc = getaddrinfo(host, port, &hints, &ai);
+	if (rc != 0)
+		return log_ret(-EINVAL, "bad --listen address %s: %s", listen_at, gai_strerror(rc));
+	if (!allow_remote && !addr_is_loopback(ai->ai_addr)) {
+		freeaddrinfo(ai);
+		return log_ret(-EPERM,
+		               "refusing to listen on non-loopback %s without --allow-remote",
+		               listen_at);
+	}
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		rc = -errno;
+		freeaddrinfo(ai);
+		return log_ret(rc, "socket: %s", strerror(-rc));
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
+		rc = -errno;
+		close(fd);
+		freeaddrinfo(ai);
+		return log_ret(rc, "cannot listen on %s: %s", listen_at, strerror(-rc));
+	}
+	freeaddrinfo(ai);
+	if (ss.ss_family == AF_INET6) {
+		char a[INET6_ADDRSTRLEN];
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, a, sizeof(a));
+		snprintf(shown, shown_len, "[%s]:%u", a, ntohs(in6->sin6_port));
+	} else {
+		char a[INET_ADDRSTRLEN];
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+
+		inet_ntop(AF_INET, &in->sin_addr, a, sizeof(a));
+		snprintf(shown, shown_len, "%s:%u", a, ntohs(in->sin_port));
+	}
+	return fd;
+}
+
+int hub_serve(struct hub *hub, const char *listen_at, bool allow_remote)
+{
+	struct MHD_Daemon *d;
+	char shown[300];
+	sigset_t set;
+	int fd, sig = 0;
+
+	g_hub = hub;
+	fd = listen_open(listen_at, allow_remote, shown, sizeof(shown));
+	if (fd < 0)
+		return fd;
+	if (!hub->base_url[0] &&
+	    hub_pathf(hub->base_url, sizeof(hub->base_url), "http://%s", shown) < 0) {
+		close(fd);
+		return log_ret(-ENAMETOOLONG, "listen address too long");
+	}
+	/* Block the stop signals in every thread; the main thread waits for them. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	d = MHD_start_daemon(
+	    MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
+	        MHD_USE_ERROR_LOG,
+	    0, NULL, NULL, access_cb, hub, MHD_OPTION_LISTEN_SOCKET, fd,
+	    MHD_OPTION_URI_LOG_CALLBACK, uri_log_cb, hub, MHD_OPTION_NOTIFY_COMPLETED, completed_cb,
+	    hub, MHD_OPTION_UNESCAPE_CALLBACK, unescape_noop, hub, MHD_OPTION_EXTERNAL_LOGGER,
+	    mhd_log, hub, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
+	    MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_END);
+	if (!d) {
+		close(fd);
+		return log_ret(-EIO, "cannot start the HTTP server on %s", shown);
+	}
+	printf("listening on http://%s\n", shown);
+	fflush(stdout);
+	log_info("serving %s on http://%s (base URL %s)", hub->dir, shown, hub->base_url);
+	while (sigwait(&set, &sig) != 0)
+		;
+	log_info("signal %d: stopping", sig);
+	MHD_stop_daemon(d);
+	return 0;
+}
