@@ -132,15 +132,6 @@ int hub_git_start(struct hub_req *req, struct hub_resp *resp, const char *path, 
 		hub_resp_not_found(resp);
 		return 1;
 	}
-	service = hub_req_query(req, "service");
-	if (ep == GIT_INFO_REFS && (!service || (strcmp(service, "git-upload-pack") != 0 &&
-	                                         strcmp(service, "git-receive-pack") != 0))) {
-		/* GitLab serves no dumb protocol. */
-		deny_text(resp, 403, "Only smart HTTP is supported\n");
-		return 1;
-	}
-	write = ep == GIT_RECEIVE_PACK ||
-	        (ep == GIT_INFO_REFS && strcmp(service, "git-receive-pack") == 0);
 	proj = strndup(path + 1, plen);
 	if (!proj) {
 		hub_resp_error(resp, 500, "500 Internal Server Error");
@@ -151,6 +142,16 @@ int hub_git_start(struct hub_req *req, struct hub_resp *resp, const char *path, 
 		hub_resp_error(resp, 400, "400 Bad request");
 		return 1;
 	}
+	service = hub_req_query(req, "service");
+	if (ep == GIT_INFO_REFS && (!service || (strcmp(service, "git-upload-pack") != 0 &&
+	                                         strcmp(service, "git-receive-pack") != 0))) {
+		/* GitLab serves no dumb protocol. */
+		deny_text(resp, 403, "Only smart HTTP is supported\n");
+		free(proj);
+		return 1;
+	}
+	write = ep == GIT_RECEIVE_PACK ||
+	        (ep == GIT_INFO_REFS && strcmp(service, "git-receive-pack") == 0);
 	r = hub_auth_basic(req, &user, &scopes);
 	if (r < 0) {
 		free(proj);

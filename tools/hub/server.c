@@ -602,8 +602,13 @@ static enum MHD_Result queue(struct hub_ctx *c, struct MHD_Connection *conn)
 		return MHD_NO;
 	if (resp->content_type[0])
 		MHD_add_response_header(mr, "Content-Type", resp->content_type);
-	for (size_t i = 0; i < resp->n_headers; i++)
-		MHD_add_response_header(mr, resp->headers[i].name, resp->headers[i].value);
+	for (size_t i = 0; i < resp->n_headers; i++) {
+		const char *v = resp->headers[i].value;
+
+		/* MHD refuses empty values; GitLab sends e.g. an empty X-Prev-Page, and a
+		 * lone space is read back as empty by every HTTP client. */
+		MHD_add_response_header(mr, resp->headers[i].name, *v ? v : " ");
+	}
 	c->status = resp->status;
 	ret = MHD_queue_response(conn, (unsigned)resp->status, mr);
 	MHD_destroy_response(mr);
