@@ -555,9 +555,11 @@ static int odb_small_open(struct odb *o, const char *oid, struct odb_blob **out)
 	r = git_odb_read(&obj, o->gitodb, &id);
 	if (r == GIT_ENOTFOUND)
 		return -ENOENT;
-	if (r < 0 || git_odb_object_type(obj) != GIT_OBJECT_BLOB) {
-		r = -EIO;
+	if (r < 0)
 		goto corrupt;
+	if (git_odb_object_type(obj) != GIT_OBJECT_BLOB) {
+		r = -ENOENT; /* a tree's id: there is no blob by that name */
+		goto out;
 	}
 	len = git_odb_object_size(obj);
 	r = hash_git_begin(&h, "blob", len);

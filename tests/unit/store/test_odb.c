@@ -350,6 +350,8 @@ static void test_tree(struct odb *o)
 		CHECK_EQ_STR(out, "tree");
 		/* a tree is not a blob */
 		CHECK_EQ_INT(odb_blob_open(o, want, &b), -ENOENT);
+		run(gitdir, cmd, "", 0, out, sizeof(out)); /* and asking did not delete it */
+		CHECK_EQ_STR(out, "tree");
 	}
 	/* the empty tree */
 	CHECK_EQ_INT(odb_tree_put(o, "4b825dc642cb6eb9a060e54bf8d69288fbee4904", e, 0, oid), 0);

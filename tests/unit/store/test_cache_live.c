@@ -1,0 +1,390 @@
+/* Drives the cache layer (daemon/cache.c over daemon/gl.c) against a live server, one
+ * command per stdin line (fields separated by tabs, so paths may hold spaces), one
+ * answer per stdout line, so that
+ * tests/integration/test_cache_layer.py can compare what it returns with a git checkout.
+ *
+ *   test_cache_live SERVER CACHE_DIR BRANCH_TTL_MS      (token in $REEF_TOKEN)
+ *
+ * Commands (answers are "err <errno-name>" on failure):
+ *   user                           -> ok <username>
+ *   projects                       -> ok <path> <path> ...
+ *   project PATH                   -> ok <id> <default branch or ->
+ *   refs PID branch|tag            -> ok <name> <name> ...
+ *   resolve PID branch|tag|commit NAME -> ok <commit>
+ *   root PID COMMIT                -> ok <root tree id>
+ *   ls PID COMMIT PATH             -> ok <n>, then n lines "<mode> <oid> <size> <name>"
+ *                                     (PATH "/" for the root; walks from the root tree)
+ *   stat PID COMMIT PATH           -> ok <mode> <oid> <size>   (size via cache_blob_size)
+ *   cat PID COMMIT PATH OUTFILE    -> ok <size>                (content written to OUTFILE)
+ *   catn PID COMMIT PATH N         -> ok <size>  (N threads open the blob at once; all must
+ *                                     read the same bytes)
+ *   stats                          -> ok <json>
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "reef/hash.h"
+#include "reef/jsonx.h"
+#include "reef/log.h"
+
+static struct cache *cache;
+
+static void reply_err(int r)
+{
+	const char *name = "EOTHER";
+
+	switch (-r) {
+	case ENOENT:
+		name = "ENOENT";
+		break;
+	case EACCES:
+		name = "EACCES";
+		break;
+	case EIO:
+		name = "EIO";
+		break;
+	case EINVAL:
+		name = "EINVAL";
+		break;
+	case ENOMEM:
+		name = "ENOMEM";
+		break;
+	default:
+		break;
+	}
+	printf("err %s %d\n", name, r);
+}
+
+static const char *ref_kind_name(enum cache_ref_kind k)
+{
+	return k == CACHE_REF_BRANCH ? "branch" : k == CACHE_REF_TAG ? "tag" : "commit";
+}
+
+static int ref_kind(const char *s, enum cache_ref_kind *k)
+{
+	for (int i = CACHE_REF_BRANCH; i <= CACHE_REF_COMMIT; i++)
+		if (strcmp(s, ref_kind_name((enum cache_ref_kind)i)) == 0) {
+			*k = (enum cache_ref_kind)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+/* Resolves PATH ("/" = root) in commit to its entry by walking trees from the root, the
+ * way the FUSE side does. For the root, *e is a synthetic directory entry. Returns the
+ * listing of the directory when want_list (PATH must be a directory). */
+static int walk(int64_t pid, const char *commit, const char *path, struct tree_entry *found,
+                struct tree_entry **list, size_t *nlist)
+{
+	char tree[41], sub[4096] = "";
+	struct tree_entry *e = NULL;
+	size_t n = 0;
+	char *copy, *save = NULL, *comp;
+	int r;
+
+	r = cache_root_tree(cache, pid, commit, tree, &e, &n);
+	if (r < 0)
+		return r;
+	memset(found, 0, sizeof(*found));
+	found->mode = TREE_MODE_DIR;
+	memcpy(found->oid, tree, 41);
+	copy = strdup(path);
+	if (!copy) {
+		free(e);
+		return -ENOMEM;
+	}
+	for (comp = strtok_r(copy, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
+		size_t i;
+
+		if (found->mode != TREE_MODE_DIR) {
+			r = -ENOTDIR;
+			goto out;
+		}
+		for (i = 0; i < n; i++)
+			if (strcmp(e[i].name, comp) == 0)
+				break;
+		if (i == n) {
+			r = -ENOENT;
+			goto out;
+		}
+		*found = e[i];
+		snprintf(sub + strlen(sub), sizeof(sub) - strlen(sub), "%s%s", sub[0] ? "/" : "",
+		         comp);
+		if (found->mode == TREE_MODE_DIR) {
+			free(e);
+			e = NULL;
+			r = cache_tree(cache, pid, commit, sub, found->oid, &e, &n);
+			if (r < 0)
+				goto out;
+		}
+	}
+	r = 0;
+	if (list) {
+		if (found->mode != TREE_MODE_DIR) {
+			r = -ENOTDIR;
+			goto out;
+		}
+		*list = e;
+		*nlist = n;
+		e = NULL;
+	}
+out:
+	free(copy);
+	free(e);
+	return r;
+}
+
+static int read_all(struct odb_blob *b, FILE *out, uint8_t digest[20])
+{
+	struct hash_ctx *h;
+	uint64_t off = 0, size = odb_blob_size(b);
+	char *chunk = malloc(1 << 16);
+	int r = chunk ? hash_git_begin(&h, "blob", size) : -ENOMEM;
+
+	if (r < 0) {
+		free(chunk);
+		return r;
+	}
+	while (off < size) {
+		ssize_t got = odb_blob_pread(b, chunk, 1 << 16, off);
+
+		if (got <= 0) {
+			r = got < 0 ? (int)got : -EIO;
+			break;
+		}
+		hash_update(h, chunk, (size_t)got);
+		if (out && fwrite(chunk, 1, (size_t)got, out) != (size_t)got) {
+			r = -EIO;
+			break;
+		}
+		off += (uint64_t)got;
+	}
+	if (r == 0)
+		r = hash_final(h, digest);
+	hash_free(h);
+	free(chunk);
+	return r;
+}
+
+struct catn_arg {
+	int64_t pid;
+	const char *oid;
+	int r;
+	uint8_t digest[20];
+};
+
+static void *catn_run(void *p)
+{
+	struct catn_arg *a = p;
+	struct odb_blob *b;
+
+	a->r = cache_blob_open(cache, a->pid, a->oid, &b);
+	if (a->r == 0) {
+		a->r = read_all(b, NULL, a->digest);
+		odb_blob_close(b);
+	}
+	return NULL;
+}
+
+static void command(char *line)
+{
+	char *argv[8];
+	int argc = 0, r;
+	char *save = NULL, *tok;
+
+	for (tok = strtok_r(line, "\t\n", &save); tok && argc < 8;
+	     tok = strtok_r(NULL, "\t\n", &save))
+		argv[argc++] = tok;
+	if (argc == 0)
+		return;
+	if (strcmp(argv[0], "user") == 0) {
+		json_t *u;
+
+		r = cache_user(cache, &u);
+		if (r < 0)
+			return reply_err(r);
+		printf("ok %s\n", jsonx_str(u, "username") ? jsonx_str(u, "username") : "?");
+		json_decref(u);
+	} else if (strcmp(argv[0], "projects") == 0) {
+		struct cache_project *p;
+		size_t n;
+
+		r = cache_projects_list(cache, &p, &n);
+		if (r < 0)
+			return reply_err(r);
+		printf("ok");
+		for (size_t i = 0; i < n; i++)
+			printf(" %s", p[i].path);
+		printf("\n");
+		free(p);
+	} else if (strcmp(argv[0], "project") == 0 && argc == 2) {
+		struct cache_project p;
+
+		r = cache_project_get(cache, argv[1], &p);
+		if (r < 0)
+			return reply_err(r);
+		printf("ok %" PRId64 " %s\n", p.id, p.default_branch[0] ? p.default_branch : "-");
+	} else if (strcmp(argv[0], "refs") == 0 && argc == 3) {
+		enum cache_ref_kind k;
+		char **names;
+		size_t n;
+
+		r = ref_kind(argv[2], &k);
+		if (r == 0)
+			r = cache_refs_list(cache, strtoll(argv[1], NULL, 10), k, &names, &n);
+		if (r < 0)
+			return reply_err(r);
+		printf("ok");
+		for (size_t i = 0; i < n; i++)
+			printf(" %s", names[i]);
+		printf("\n");
+		cache_names_free(names, n);
+	} else if (strcmp(argv[0], "resolve") == 0 && argc == 4) {
+		enum cache_ref_kind k;
+		char commit[41];
+
+		r = ref_kind(argv[2], &k);
+		if (r == 0)
+			r = cache_ref_resolve(cache, strtoll(argv[1], NULL, 10), k, argv[3],
+			                      commit);
+		if (r < 0)
+			return reply_err(r);
+		printf("ok %s\n", commit);
+	} else if (strcmp(argv[0], "root") == 0 && argc == 3) {
+		struct tree_entry *list = NULL;
+		char tree[41];
+		size_t n = 0;
+
+		r = cache_root_tree(cache, strtoll(argv[1], NULL, 10), argv[2], tree, &list, &n);
+		if (r < 0)
+			return reply_err(r);
+		free(list);
+		printf("ok %s\n", tree);
+	} else if (strcmp(argv[0], "ls") == 0 && argc == 4) {
+		struct tree_entry e, *list = NULL;
+		size_t n = 0;
+
+		r = walk(strtoll(argv[1], NULL, 10), argv[2], argv[3], &e, &list, &n);
+		if (r < 0)
+			return reply_err(r);
+		printf("ok %zu\n", n);
+		for (size_t i = 0; i < n; i++)
+			printf("%06o %s %" PRId64 " %s\n", list[i].mode, list[i].oid, list[i].size,
+			       list[i].name);
+		free(list);
+	} else if (strcmp(argv[0], "stat") == 0 && argc == 4) {
+		int64_t pid = strtoll(argv[1], NULL, 10);
+		struct tree_entry e;
+		uint64_t size = 0;
+
+		r = walk(pid, argv[2], argv[3], &e, NULL, NULL);
+		if (r == 0 && e.mode != TREE_MODE_DIR && e.mode != TREE_MODE_SUBMODULE)
+			r = cache_blob_size(cache, pid, argv[2],
+			                    argv[3][0] == '/' ? argv[3] + 1 : argv[3], e.oid,
+			                    &size);
+		if (r < 0)
+			return reply_err(r);
+		printf("ok %06o %s %" PRIu64 "\n", e.mode, e.oid, size);
+	} else if (strcmp(argv[0], "cat") == 0 && argc == 5) {
+		int64_t pid = strtoll(argv[1], NULL, 10);
+		struct tree_entry e;
+		struct odb_blob *b;
+		uint8_t d[20];
+		char hex[41];
+		FILE *out;
+
+		r = walk(pid, argv[2], argv[3], &e, NULL, NULL);
+		if (r == 0)
+			r = cache_blob_open(cache, pid, e.oid, &b);
+		if (r < 0)
+			return reply_err(r);
+		out = fopen(argv[4], "wb");
+		r = out ? read_all(b, out, d) : -errno;
+		if (out && fclose(out) != 0 && r == 0)
+			r = -EIO;
+		if (r == 0) {
+			hash_hex(hex, d, 20);
+			if (strcmp(hex, e.oid) != 0)
+				r = -EBADMSG; /* the cache handed out unverified bytes */
+		}
+		if (r == 0)
+			printf("ok %" PRIu64 "\n", odb_blob_size(b));
+		else
+			reply_err(r);
+		odb_blob_close(b);
+	} else if (strcmp(argv[0], "catn") == 0 && argc == 5) {
+		int64_t pid = strtoll(argv[1], NULL, 10);
+		int n = atoi(argv[4]);
+		struct catn_arg args[16];
+		pthread_t th[16];
+		struct tree_entry e;
+		char hex[41];
+
+		if (n < 1 || n > 16)
+			return reply_err(-EINVAL);
+		r = walk(pid, argv[2], argv[3], &e, NULL, NULL);
+		if (r < 0)
+			return reply_err(r);
+		for (int i = 0; i < n; i++) {
+			args[i] = (struct catn_arg){.pid = pid, .oid = e.oid};
+			pthread_create(&th[i], NULL, catn_run, &args[i]);
+		}
+		for (int i = 0; i < n; i++) {
+			pthread_join(th[i], NULL);
+			if (r == 0 && args[i].r < 0)
+				r = args[i].r;
+			hash_hex(hex, args[i].digest, 20);
+			if (r == 0 && strcmp(hex, e.oid) != 0)
+				r = -EBADMSG;
+		}
+		if (r < 0)
+			return reply_err(r);
+		printf("ok\n");
+	} else if (strcmp(argv[0], "stats") == 0) {
+		json_t *j;
+		char *s;
+
+		r = cache_stats(cache, &j);
+		if (r < 0)
+			return reply_err(r);
+		s = jsonx_dump(j);
+		printf("ok %s\n", s ? s : "{}");
+		free(s);
+		json_decref(j);
+	} else {
+		printf("err EBADCMD\n");
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct cache_opts o = {0};
+	char line[8192];
+	int r;
+
+	if (argc != 4) {
+		fprintf(stderr, "usage: %s SERVER CACHE_DIR BRANCH_TTL_MS\n", argv[0]);
+		return 2;
+	}
+	log_set_ident("test_cache_live");
+	o.server = argv[1];
+	o.dir = argv[2];
+	o.token = getenv("REEF_TOKEN");
+	o.branch_ttl_ms = (unsigned)atoi(argv[3]);
+	o.list_ttl_ms = o.branch_ttl_ms;
+	r = cache_new(&cache, &o);
+	if (r < 0) {
+		fprintf(stderr, "cache_new: %s\n", strerror(-r));
+		return 1;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	while (fgets(line, sizeof(line), stdin))
+		command(line);
+	cache_free(cache);
+	return 0;
+}
