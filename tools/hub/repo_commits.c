@@ -143,7 +143,171 @@ out:
 	return r;
 }
 
-static int push_all_refs(git_revwalk *walk, git_repository *repo)
+/* git log's default order: newest committer date first, ties in the order commits were
+ * reached (a child before its parents), streamed without walking the whole graph first
+ * (libgit2's time sort orders ties differently; its topological sort is used for
+ * order=topo only). */
+struct log_item {
+	git_commit *commit;
+	int64_t time;
+	uint64_t seq;
+};
+
+struct log_walk {
+	git_repository *repo;
+	git_revwalk *topo; /* order=topo: libgit2 does the walk */
+	bool first_parent;
+	struct log_item *heap;
+	size_t n, alloc;
+	uint64_t seq;
+	git_oid *seen; /* open addressing set; zero oid = empty slot */
+	size_t seen_n, seen_alloc;
+};
+
+static bool log_before(const struct log_item *a, const struct log_item *b)
+{
+	return a->time > b->time || (a->time == b->time && a->seq < b->seq);
+}
+
+static size_t oid_slot(const git_oid *id, size_t alloc)
+{
+	size_t h;
+
+	memcpy(&h, id->id, sizeof h);
+	return h & (alloc - 1);
+}
+
+/* Adds id to the seen set; false when it was there already. */
+static int log_mark(struct log_walk *w, const git_oid *id)
+{
+	size_t i;
+
+	if ((w->seen_n + 1) * 2 > w->seen_alloc) {
+		size_t na = w->seen_alloc ? w->seen_alloc * 2 : 1024;
+		git_oid *ns = calloc(na, sizeof *ns);
+
+		if (!ns)
+			return -ENOMEM;
+		for (size_t k = 0; k < w->seen_alloc; k++) {
+			if (git_oid_is_zero(&w->seen[k]))
+				continue;
+			for (i = oid_slot(&w->seen[k], na); !git_oid_is_zero(&ns[i]);
+			     i = (i + 1) & (na - 1))
+				;
+			ns[i] = w->seen[k];
+		}
+		free(w->seen);
+		w->seen = ns;
+		w->seen_alloc = na;
+	}
+	for (i = oid_slot(id, w->seen_alloc); !git_oid_is_zero(&w->seen[i]);
+	     i = (i + 1) & (w->seen_alloc - 1))
+		if (git_oid_equal(&w->seen[i], id))
+			return 0;
+	w->seen[i] = *id;
+	w->seen_n++;
+	return 1;
+}
+
+static int log_push(struct log_walk *w, const git_oid *id)
+{
+	struct log_item it;
+	size_t i;
+	int r;
+
+	if (w->topo)
+		return git_revwalk_push(w->topo, id) < 0 ? -EIO : 0;
+	if ((r = log_mark(w, id)) <= 0)
+		return r;
+	if (w->n == w->alloc) {
+		size_t na = w->alloc ? w->alloc * 2 : 64;
+		struct log_item *nh = realloc(w->heap, na * sizeof *nh);
+
+		if (!nh)
+			return -ENOMEM;
+		w->heap = nh;
+		w->alloc = na;
+	}
+	if (git_commit_lookup(&it.commit, w->repo, id) < 0)
+		return -EIO;
+	it.time = git_commit_time(it.commit);
+	it.seq = w->seq++;
+	for (i = w->n++; i > 0 && log_before(&it, &w->heap[(i - 1) / 2]); i = (i - 1) / 2)
+		w->heap[i] = w->heap[(i - 1) / 2];
+	w->heap[i] = it;
+	return 0;
+}
+
+/* The next commit (the caller frees it): 1, 0 at the end, or a negative errno. */
+static int log_next(struct log_walk *w, git_commit **out)
+{
+	struct log_item top, last;
+	size_t i = 0, n;
+	int r;
+
+	if (w->topo) {
+		git_oid id;
+
+		r = git_revwalk_next(&id, w->topo);
+		if (r == GIT_ITEROVER)
+			return 0;
+		return r < 0 || git_commit_lookup(out, w->repo, &id) < 0 ? -EIO : 1;
+	}
+	if (w->n == 0)
+		return 0;
+	top = w->heap[0];
+	last = w->heap[--w->n];
+	for (;;) {
+		size_t child = 2 * i + 1;
+
+		if (child >= w->n)
+			break;
+		if (child + 1 < w->n && log_before(&w->heap[child + 1], &w->heap[child]))
+			child++;
+		if (!log_before(&w->heap[child], &last))
+			break;
+		w->heap[i] = w->heap[child];
+		i = child;
+	}
+	if (w->n)
+		w->heap[i] = last;
+	n = w->first_parent ? (git_commit_parentcount(top.commit) > 0)
+	                    : git_commit_parentcount(top.commit);
+	for (unsigned k = 0; k < n; k++) {
+		if ((r = log_push(w, git_commit_parent_id(top.commit, k))) < 0) {
+			git_commit_free(top.commit);
+			return r;
+		}
+	}
+	*out = top.commit;
+	return 1;
+}
+
+static int log_init(struct log_walk *w, git_repository *repo, bool topo, bool first_parent)
+{
+	memset(w, 0, sizeof *w);
+	w->repo = repo;
+	w->first_parent = first_parent;
+	if (!topo)
+		return 0;
+	if (git_revwalk_new(&w->topo, repo) < 0)
+		return -EIO;
+	git_revwalk_sorting(w->topo, GIT_SORT_TOPOLOGICAL | GIT_SORT_TIME);
+	if (first_parent)
+		git_revwalk_simplify_first_parent(w->topo);
+	return 0;
+}
+
+static void log_free(struct log_walk *w)
+{
+	for (size_t i = 0; i < w->n; i++)
+		git_commit_free(w->heap[i].commit);
+	free(w->heap);
+	free(w->seen);
+	git_revwalk_free(w->topo);
+}
+
+static int push_all_refs(struct log_walk *walk, git_repository *repo)
 {
 	git_reference_iterator *it = NULL;
 	git_reference *ref;
@@ -155,9 +319,8 @@ static int push_all_refs(git_revwalk *walk, git_repository *repo)
 		git_object *obj = NULL;
 
 		/* refs to trees or blobs have no history */
-		if (git_reference_peel(&obj, ref, GIT_OBJECT_COMMIT) == 0 &&
-		    git_revwalk_push(walk, git_object_id(obj)) < 0)
-			r = -EIO;
+		if (git_reference_peel(&obj, ref, GIT_OBJECT_COMMIT) == 0)
+			r = log_push(walk, git_object_id(obj));
 		git_object_free(obj);
 		git_reference_free(ref);
 	}
@@ -177,14 +340,14 @@ static void commits_list(struct repo_ctx *c)
 	bool first_parent = repo_bool(hub_req_query(c->req, "first_parent"));
 	int64_t since = INT64_MIN, until = INT64_MAX;
 	size_t page, per_page, skip, walked = 0, matched = 0;
-	git_revwalk *walk = NULL;
-	git_commit *start = NULL;
+	struct log_walk walk;
+	git_commit *start = NULL, *cm = NULL;
 	char *def = NULL, *path = NULL;
 	bool has_next = false;
 	json_t *arr = json_array();
-	git_oid id;
 	int r;
 
+	memset(&walk, 0, sizeof walk);
 	repo_page_params(c->req, &page, &per_page);
 	skip = (page - 1) * per_page;
 	if ((since_s && *since_s && parse_iso8601(since_s, &since) < 0) ||
@@ -212,15 +375,10 @@ static void commits_list(struct repo_ctx *c)
 			goto out;
 		}
 	}
-	if (git_revwalk_new(&walk, c->repo) < 0)
+	if (log_init(&walk, c->repo, order && !strcmp(order, "topo"), first_parent) < 0)
 		goto fail;
-	git_revwalk_sorting(walk, order && !strcmp(order, "topo")
-	                              ? GIT_SORT_TOPOLOGICAL | GIT_SORT_TIME
-	                              : GIT_SORT_TIME);
-	if (first_parent)
-		git_revwalk_simplify_first_parent(walk);
 	if (all) {
-		if (push_all_refs(walk, c->repo) < 0)
+		if (push_all_refs(&walk, c->repo) < 0)
 			goto fail;
 	} else {
 		if (!ref || !*ref) {
@@ -230,38 +388,33 @@ static void commits_list(struct repo_ctx *c)
 		/* GitLab lists nothing for a ref that does not exist */
 		if (!ref || repo_resolve_commit(c->repo, ref, &start) < 0)
 			goto done;
-		if (git_revwalk_push(walk, git_commit_id(start)) < 0)
+		if (log_push(&walk, git_commit_id(start)) < 0)
 			goto fail;
 	}
-	while (walked++ < REPO_MAX_LOG_WALK && (r = git_revwalk_next(&id, walk)) == 0) {
-		git_commit *cm = NULL;
-		bool keep = true;
+	while (walked++ < REPO_MAX_LOG_WALK && (r = log_next(&walk, &cm)) != 0) {
+		bool keep;
 		int64_t t;
 
-		if (git_commit_lookup(&cm, c->repo, &id) < 0)
+		if (r < 0)
 			goto fail;
 		t = git_commit_time(cm);
 		keep = t >= since && t <= until;
-		if (keep && path && *path && commit_touches(cm, path, &keep) < 0) {
-			git_commit_free(cm);
+		if (keep && path && *path && commit_touches(cm, path, &keep) < 0)
 			goto fail;
-		}
 		if (keep && matched++ >= skip) {
+			json_t *j;
+
 			if (json_array_size(arr) == per_page) {
 				has_next = true;
-				git_commit_free(cm);
 				break;
 			}
-			json_t *j =
-			    with_stats ? commit_detail(c, cm, true) : repo_commit_json(c, cm);
-
-			if (!j) {
-				git_commit_free(cm);
+			j = with_stats ? commit_detail(c, cm, true) : repo_commit_json(c, cm);
+			if (!j)
 				goto fail;
-			}
 			json_array_append_new(arr, j);
 		}
 		git_commit_free(cm);
+		cm = NULL;
 	}
 done:
 	repo_page_headers(c, page, per_page, has_next);
@@ -272,7 +425,8 @@ fail:
 	repo_fail(c, "listing commits");
 out:
 	json_decref(arr);
-	git_revwalk_free(walk);
+	log_free(&walk);
+	git_commit_free(cm);
 	git_commit_free(start);
 	free(path);
 	free(def);
