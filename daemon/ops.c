@@ -399,7 +399,8 @@ static int lookup_tree_child(struct ops_ctx *ctx, struct node *parent, const cha
 	kind = node_kind_from_git_mode(d->mode);
 	if (kind < 0)
 		return log_ret(-EIO, "tree entry %s has unknown mode %o", name, d->mode);
-	r = node_path_join(path, sizeof(path), parent->path, name);
+	/* a revision root's path is its ref name; paths inside the revision start below it */
+	r = node_path_join(path, sizeof(path), parent->kind == NODE_REV ? "" : parent->path, name);
 	if (r < 0)
 		return r;
 	a.kind = (enum node_kind)kind;
@@ -793,8 +794,10 @@ static int dir_add(struct ops_dir *d, size_t *cap, const char *name, uint64_t in
 	return 0;
 }
 
+/* Lists only names a lookup accepts, so readdir never shows what stat calls ENOENT. */
 static int dir_add_children(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap,
-                            const char *const *paths, size_t n, const char *prefix)
+                            const char *const *paths, size_t n, const char *prefix,
+                            bool (*valid)(const char *))
 {
 	struct node_child *c;
 	size_t nc, i;
@@ -806,6 +809,8 @@ static int dir_add_children(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap,
 	for (i = 0; i < nc && r == 0; i++) {
 		uint64_t ino = node_find_ino(ctx->nodes, d->node->ino, c[i].name, "");
 
+		if (!valid(c[i].name))
+			continue;
 		r = dir_add(d, cap, c[i].name, ino ? ino : synthetic_ino(d->node->ino, c[i].name),
 		            S_IFDIR);
 	}
@@ -834,7 +839,8 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 			break;
 		r = project_paths(list, cnt, &paths);
 		if (r == 0)
-			r = dir_add_children(ctx, d, &cap, paths, cnt, n->path);
+			r = dir_add_children(ctx, d, &cap, paths, cnt, n->path,
+			                     node_name_is_gitlab_path);
 		break;
 	case NODE_CTL_DIR:
 		r = dir_add(d, &cap, "status", synthetic_ino(n->ino, "status"), S_IFREG);
@@ -859,7 +865,8 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 		                    &names, &cnt);
 		if (r == 0)
 			r = dir_add_children(ctx, d, &cap, (const char *const *)names, cnt,
-			                     n->kind == NODE_REF_PREFIX ? n->path : "");
+			                     n->kind == NODE_REF_PREFIX ? n->path : "",
+			                     node_name_is_ref_component);
 		cache_names_free(names, cnt);
 		break;
 	case NODE_REV:
