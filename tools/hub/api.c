@@ -1,6 +1,7 @@
 /* GitLab REST v4 routes of the core: version, users, projects (list, get, create),
  * namespaces and groups; /projects/:id/repository/... is handed to repo.c. */
 #include "core.h"
+#include "hub_ci.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -779,7 +780,8 @@ static int project_resolve(struct hub_req *req, struct hub_resp *resp, const cha
 		return -EINVAL;
 	}
 	if (!path_is_safe(id, HUB_MAX_PATH) || hub_project_load(req->hub, id, p) < 0 ||
-	    !hub_project_visible(req->hub, p, req->user)) {
+	    !hub_project_visible(req->hub, p, req->user) ||
+	    (req->job_project_id > 0 && p->id != req->job_project_id)) {
 		hub_resp_error(resp, 404, "404 Project Not Found");
 		return -ENOENT;
 	}
@@ -790,7 +792,7 @@ static int project_resolve(struct hub_req *req, struct hub_resp *resp, const cha
 void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 {
 	char *seg[API_MAX_SEGMENTS] = {NULL};
-	const char *repo_rest = NULL;
+	const char *repo_rest = NULL, *ci_rest = NULL;
 	size_t n = 0;
 	char *copy = strdup(*rest == '/' ? rest + 1 : rest), *s, *save = NULL;
 	struct hub_project p;
@@ -808,6 +810,22 @@ void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 		    memchr(copy + 9, '/', (size_t)(r - copy - 9)) == NULL) {
 			repo_rest = rest + 1 + (r - copy) + (r[11] == '/' ? 12 : 11);
 			*r = '\0';
+		}
+	}
+	/* CI routes (hub_ci.h) take the rest after the project id, which may hold a path. */
+	if (!repo_rest && strncmp(copy, "projects/", 9) == 0) {
+		char *sl = strchr(copy + 9, '/');
+		static const char *const ci_segs[] = {"pipeline", "pipelines", "jobs", "trigger"};
+
+		for (size_t i = 0; sl && i < sizeof(ci_segs) / sizeof(ci_segs[0]); i++) {
+			size_t len = strlen(ci_segs[i]);
+
+			if (strncmp(sl + 1, ci_segs[i], len) == 0 &&
+			    (sl[1 + len] == '/' || sl[1 + len] == '\0')) {
+				ci_rest = rest + (*rest == '/') + (sl + 1 - copy);
+				*sl = '\0';
+				break;
+			}
 		}
 	}
 	for (s = strtok_r(copy, "/", &save); s && n < API_MAX_SEGMENTS;
@@ -832,7 +850,8 @@ void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 		route_projects_list(req, resp);
 	} else if (n == 1 && strcmp(seg[0], "projects") == 0 && strcmp(req->method, "POST") == 0) {
 		route_projects_create(req, resp);
-	} else if (n == 2 && strcmp(seg[0], "projects") == 0 && is_get(req) && !repo_rest) {
+	} else if (n == 2 && strcmp(seg[0], "projects") == 0 && is_get(req) && !repo_rest &&
+	           !ci_rest) {
 		if (project_resolve(req, resp, seg[1], &p) == 0)
 			hub_resp_json(resp, 200, hub_project_json(req, &p, false));
 	} else if (n == 2 && strcmp(seg[0], "projects") == 0 && repo_rest) {
@@ -844,6 +863,22 @@ void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 			goto out;
 		}
 		hub_repo_route(req, resp, &p, repo_rest);
+	} else if (n == 2 && strcmp(seg[0], "projects") == 0 && ci_rest) {
+		char id[HUB_MAX_PATH + 1];
+
+		/* a trigger authenticates by its token parameter, not by the caller */
+		if (hub_ci_route_is_trigger(req->method, ci_rest) && !req->user) {
+			if (strlen(seg[1]) >= sizeof(id) || url_decode(id, seg[1], false) < 0 ||
+			    !path_is_safe(id, HUB_MAX_PATH) ||
+			    hub_project_load(req->hub, id, &p) < 0) {
+				hub_resp_error(resp, 404, "404 Project Not Found");
+				goto out;
+			}
+			p.access = HUB_ACCESS_NONE;
+			hub_ci_project_route(req, resp, &p, ci_rest);
+		} else if (project_resolve(req, resp, seg[1], &p) == 0) {
+			hub_ci_project_route(req, resp, &p, ci_rest);
+		}
 	} else if (n <= 2 && strcmp(seg[0], "namespaces") == 0 && is_get(req)) {
 		char id[1100];
 

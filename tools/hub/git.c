@@ -162,7 +162,8 @@ int hub_git_start(struct hub_req *req, struct hub_resp *resp, const char *path, 
 	req->user = anon ? NULL : &user;
 	r = hub_project_load(req->hub, proj, &p);
 	free(proj);
-	if (r < 0 || !hub_project_visible(req->hub, &p, req->user)) {
+	if (r < 0 || !hub_project_visible(req->hub, &p, req->user) ||
+	    (req->job_project_id > 0 && p.id != req->job_project_id)) {
 		/* Anonymous callers get a challenge so git retries with credentials. */
 		if (anon)
 			deny_basic(resp);

@@ -25,5 +25,9 @@ void hub_git_free(struct hub_git *g);
 /* Basic (password = token, user name ignored) or Bearer credentials of a git request:
  * 0 anonymous, 1 authenticated, -EACCES for credentials that are not valid. */
 int hub_auth_basic(struct hub_req *req, struct hub_user *user, unsigned *scopes);
+/* A CI job token: 1 with the pipeline's user (req->user, req->job_project_id set), or
+ * -EACCES when no running job has it. */
+int hub_auth_job_token(struct hub_req *req, const char *token, struct hub_user *user,
+                       unsigned *scopes);
 
 #endif

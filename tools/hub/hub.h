@@ -61,6 +61,8 @@ struct hub_req {
 	const char *url;             /* path as received, still percent-encoded, no query */
 	struct buf body;             /* request body, capped */
 	const struct hub_user *user; /* NULL when anonymous */
+	int64_t job_project_id;      /* > 0: authenticated by a CI job token, valid for this
+	                                project only (hub_ci.h) */
 };
 
 struct hub_header {

@@ -1,0 +1,1739 @@
+/* The pipeline store and the embedded shell-executor runner. State lives in SQLite on
+ * the module's own connection; every multi-step transition (claim a job, finish it,
+ * advance the pipeline) runs under one mutex so two workers never race on a pipeline.
+ * Jobs run through posix_spawn in their own process group with a clean environment and
+ * no inherited descriptors, so a killed hub leaves no listening socket in a job. */
+#include "runner.h"
+
+#include <errno.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <git2.h>
+#include <glob.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zip.h>
+
+#include "core.h"
+#include "reef/buf.h"
+#include "reef/hash.h"
+#include "reef/jsonx.h"
+#include "reef/log.h"
+#include "reef/util.h"
+
+#define RN_MAX_WORKERS   64
+#define RN_KILL_GRACE    3.0 /* seconds between SIGTERM and SIGKILL */
+#define RN_AFTER_TIMEOUT 300 /* after_script budget, as GitLab's default */
+#define RN_MAX_ARTIFACT  ((uint64_t)2 << 30)
+#define RN_MAX_ART_FILES 100000
+#define RN_MAX_ART_DEPTH 64
+#define RN_MAX_FILE_VAR  ((size_t)1 << 20)
+
+struct rn_slot {
+	int64_t job_id;
+	pid_t pid;
+	int cancel; /* set by API threads, read by the worker (atomics) */
+	pthread_t thread;
+};
+
+static struct {
+	struct hub *h;
+	sqlite3 *db;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int stopping;
+	int n_workers;
+	struct rn_slot *slots;
+	int timeout;
+	char epf_dir[PATH_MAX];
+	char dir[PATH_MAX]; /* the data directory, absolute: jobs run elsewhere */
+	ci_pipeline_hook_fn hook;
+	bool started;
+} rn = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static const char rn_schema[] =
+    "CREATE TABLE IF NOT EXISTS ci_pipelines("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, iid INTEGER NOT NULL,"
+    " project_id INTEGER NOT NULL, ref TEXT NOT NULL, sha TEXT NOT NULL,"
+    " tag INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, source TEXT NOT NULL,"
+    " user_id INTEGER, yaml_errors TEXT, ci_path TEXT NOT NULL,"
+    " variables TEXT NOT NULL DEFAULT '[]', cancel_requested INTEGER NOT NULL DEFAULT 0,"
+    " created_at REAL NOT NULL, updated_at REAL NOT NULL, started_at REAL, finished_at REAL);"
+    "CREATE INDEX IF NOT EXISTS ci_pipelines_project ON ci_pipelines(project_id, id);"
+    "CREATE TABLE IF NOT EXISTS ci_jobs("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, pipeline_id INTEGER NOT NULL,"
+    " project_id INTEGER NOT NULL, name TEXT NOT NULL, stage TEXT NOT NULL,"
+    " stage_idx INTEGER NOT NULL, status TEXT NOT NULL, spec TEXT NOT NULL,"
+    " allow_failure INTEGER NOT NULL DEFAULT 0, run_when TEXT NOT NULL DEFAULT 'on_success',"
+    " retried INTEGER NOT NULL DEFAULT 0, failure_reason TEXT, token_hash TEXT,"
+    " user_id INTEGER, created_at REAL NOT NULL, queued_at REAL, started_at REAL,"
+    " finished_at REAL, artifacts_size INTEGER, artifacts_name TEXT);"
+    "CREATE INDEX IF NOT EXISTS ci_jobs_pipeline ON ci_jobs(pipeline_id, id);"
+    "CREATE INDEX IF NOT EXISTS ci_jobs_project ON ci_jobs(project_id, id);"
+    "CREATE INDEX IF NOT EXISTS ci_jobs_token ON ci_jobs(token_hash);"
+    "CREATE INDEX IF NOT EXISTS ci_jobs_status ON ci_jobs(status);"
+    "CREATE TABLE IF NOT EXISTS ci_settings(project_id INTEGER PRIMARY KEY,"
+    " ci_config_path TEXT NOT NULL);";
+
+/* ---- database helpers ---- */
+
+sqlite3 *ci_db(void)
+{
+	return rn.db;
+}
+
+void ci_lock(void)
+{
+	pthread_mutex_lock(&rn.lock);
+}
+
+void ci_unlock(void)
+{
+	pthread_mutex_unlock(&rn.lock);
+}
+
+double ci_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static sqlite3_stmt *rn_vprep(const char *sql, const char *types, va_list ap)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(rn.db, sql, -1, &st, NULL);
+
+	if (rc != SQLITE_OK) {
+		log_error("ci: sql prepare: %s", sqlite3_errmsg(rn.db));
+		return NULL;
+	}
+	for (int i = 0; types && types[i]; i++) {
+		switch (types[i]) {
+		case 'i':
+			sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+			break;
+		case 'd':
+			sqlite3_bind_double(st, i + 1, va_arg(ap, double));
+			break;
+		default: {
+			const char *s = va_arg(ap, const char *);
+
+			if (s)
+				sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT);
+			else
+				sqlite3_bind_null(st, i + 1);
+		}
+		}
+	}
+	return st;
+}
+
+sqlite3_stmt *ci_db_prep(const char *sql, const char *types, ...)
+{
+	va_list ap;
+	sqlite3_stmt *st;
+
+	va_start(ap, types);
+	st = rn_vprep(sql, types, ap);
+	va_end(ap);
+	return st;
+}
+
+int ci_db_exec(int64_t *id, const char *sql, const char *types, ...)
+{
+	va_list ap;
+	sqlite3_stmt *st;
+	int rc;
+
+	va_start(ap, types);
+	st = rn_vprep(sql, types, ap);
+	va_end(ap);
+	if (!st)
+		return -EIO;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		;
+	if (id)
+		*id = sqlite3_last_insert_rowid(rn.db);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		log_error("ci: sql: %s", sqlite3_errmsg(rn.db));
+		return hub_db_err(rc);
+	}
+	return 0;
+}
+
+static int64_t rn_int(const char *sql, const char *types, ...)
+{
+	va_list ap;
+	sqlite3_stmt *st;
+	int64_t v = -1;
+
+	va_start(ap, types);
+	st = rn_vprep(sql, types, ap);
+	va_end(ap);
+	if (st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+static void rn_col(char *dst, size_t n, sqlite3_stmt *st, int col)
+{
+	const unsigned char *s = sqlite3_column_text(st, col);
+
+	snprintf(dst, n, "%s", s ? (const char *)s : "");
+}
+
+/* ---- small utilities ---- */
+
+int ci_random_hex(char *out, size_t nbytes)
+{
+	uint8_t raw[64];
+
+	if (nbytes > sizeof(raw))
+		return -EINVAL;
+	if (getrandom(raw, nbytes, 0) != (ssize_t)nbytes)
+		return -EIO;
+	hash_hex(out, raw, nbytes);
+	return 0;
+}
+
+void ci_token_hash(const char *token, char out[65])
+{
+	uint8_t d[HASH_SHA256_LEN];
+
+	hash_buf(HASH_SHA256, token, strlen(token), d);
+	hash_hex(out, d, sizeof(d));
+}
+
+bool ci_status_finished(const char *s)
+{
+	return !strcmp(s, "success") || !strcmp(s, "failed") || !strcmp(s, "canceled") ||
+	       !strcmp(s, "skipped");
+}
+
+void ci_trace_path(int64_t job_id, char out[PATH_MAX])
+{
+	hub_pathf(out, PATH_MAX, "%s/traces/%lld.log", rn.dir, (long long)job_id);
+}
+
+void ci_artifacts_path(int64_t job_id, char out[PATH_MAX])
+{
+	hub_pathf(out, PATH_MAX, "%s/artifacts/%lld.zip", rn.dir, (long long)job_id);
+}
+
+void ci_pipeline_hook_set(ci_pipeline_hook_fn fn)
+{
+	rn.hook = fn;
+}
+
+void ci_config_path_get(int64_t project_id, char out[HUB_MAX_PATH])
+{
+	sqlite3_stmt *st = ci_db_prep("SELECT ci_config_path FROM ci_settings WHERE project_id=?",
+	                              "i", project_id);
+
+	out[0] = '\0';
+	if (st && sqlite3_step(st) == SQLITE_ROW)
+		rn_col(out, HUB_MAX_PATH, st, 0);
+	sqlite3_finalize(st);
+}
+
+int ci_config_path_set(int64_t project_id, const char *path)
+{
+	if (!path || !*path)
+		return ci_db_exec(NULL, "DELETE FROM ci_settings WHERE project_id=?", "i",
+		                  project_id);
+	if (!path_is_safe(path, HUB_MAX_PATH))
+		return -EINVAL;
+	return ci_db_exec(
+	    NULL,
+	    "INSERT INTO ci_settings(project_id, ci_config_path) VALUES(?,?)"
+	    " ON CONFLICT(project_id) DO UPDATE SET ci_config_path=excluded.ci_config_path",
+	    "it", project_id, path);
+}
+
+static int rn_rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)ftw;
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+static void rn_rmtree(const char *path)
+{
+	nftw(path, rn_rm_cb, 32, FTW_DEPTH | FTW_PHYS);
+}
+
+static int rn_mkdirs(const char *dir)
+{
+	char sub[PATH_MAX];
+	static const char *const names[] = {"builds",      "traces", "artifacts",
+	                                    "runner-home", "tmp",    NULL};
+
+	for (const char *const *n = names; *n; n++) {
+		hub_pathf(sub, sizeof(sub), "%s/%s", dir, *n);
+		if (mkdir(sub, 0700) < 0 && errno != EEXIST)
+			return log_ret(-errno, "ci: mkdir %s: %s", sub, strerror(errno));
+	}
+	return 0;
+}
+
+/* ---- pipeline status machine ---- */
+
+struct rn_jobrow {
+	int64_t id;
+	int stage_idx;
+	char status[24];
+	char when[16];
+	bool allow_failure;
+};
+
+#define RN_MAX_JOBROWS 1024
+
+static size_t rn_load_jobs(int64_t pid, struct rn_jobrow *rows)
+{
+	sqlite3_stmt *st = ci_db_prep("SELECT id, stage_idx, status, run_when, allow_failure FROM"
+	                              " ci_jobs WHERE pipeline_id=? AND retried=0"
+	                              " ORDER BY stage_idx, id",
+	                              "i", pid);
+	size_t n = 0;
+
+	while (st && n < RN_MAX_JOBROWS && sqlite3_step(st) == SQLITE_ROW) {
+		rows[n].id = sqlite3_column_int64(st, 0);
+		rows[n].stage_idx = sqlite3_column_int(st, 1);
+		rn_col(rows[n].status, sizeof(rows[n].status), st, 2);
+		rn_col(rows[n].when, sizeof(rows[n].when), st, 3);
+		rows[n].allow_failure = sqlite3_column_int(st, 4) != 0;
+		n++;
+	}
+	sqlite3_finalize(st);
+	return n;
+}
+
+static void rn_set_job_status(struct rn_jobrow *row, const char *status, double now)
+{
+	snprintf(row->status, sizeof(row->status), "%s", status);
+	if (!strcmp(status, "pending"))
+		ci_db_exec(NULL, "UPDATE ci_jobs SET status='pending', queued_at=? WHERE id=?",
+		           "di", now, row->id);
+	else
+		ci_db_exec(NULL, "UPDATE ci_jobs SET status=?, finished_at=? WHERE id=?", "tdi",
+		           status, now, row->id);
+}
+
+/* Moves created jobs of the next stage to pending (or skipped, per `when`) once every
+ * earlier stage has finished, then recomputes the pipeline's status. Lock held. */
+static void rn_advance_locked(int64_t pid)
+{
+	struct rn_jobrow *rows = calloc(RN_MAX_JOBROWS, sizeof(*rows));
+	sqlite3_stmt *st;
+	char old[24] = "", status[24];
+	double now = ci_now();
+	bool cancel = false, any_active = false, any_started = false, any_canceled = false;
+	bool any_failed = false, all_skipped = true, woke = false;
+	size_t n;
+
+	if (!rows)
+		return;
+	st = ci_db_prep("SELECT status, cancel_requested FROM ci_pipelines WHERE id=?", "i", pid);
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		rn_col(old, sizeof(old), st, 0);
+		cancel = sqlite3_column_int(st, 1) != 0;
+	}
+	sqlite3_finalize(st);
+	n = rn_load_jobs(pid, rows);
+	for (;;) {
+		size_t first = n;
+		bool earlier_failed = false, blocked = false;
+
+		for (size_t i = 0; i < n; i++)
+			if (!strcmp(rows[i].status, "created")) {
+				first = i;
+				break;
+			}
+		if (first == n)
+			break;
+		for (size_t i = 0; i < n; i++) {
+			if (rows[i].stage_idx >= rows[first].stage_idx)
+				continue;
+			if (!ci_status_finished(rows[i].status))
+				blocked = true;
+			if ((!strcmp(rows[i].status, "failed") && !rows[i].allow_failure) ||
+			    !strcmp(rows[i].status, "canceled"))
+				earlier_failed = true;
+		}
+		if (blocked)
+			break;
+		for (size_t i = first; i < n && rows[i].stage_idx == rows[first].stage_idx; i++) {
+			bool run;
+
+			if (strcmp(rows[i].status, "created"))
+				continue;
+			if (cancel) {
+				rn_set_job_status(&rows[i], "canceled", now);
+				continue;
+			}
+			if (!strcmp(rows[i].when, "always"))
+				run = true;
+			else if (!strcmp(rows[i].when, "on_failure"))
+				run = earlier_failed;
+			else
+				run = !earlier_failed;
+			rn_set_job_status(&rows[i], run ? "pending" : "skipped", now);
+			woke |= run;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *s = rows[i].status;
+
+		if (!ci_status_finished(s))
+			any_active = true;
+		if (strcmp(s, "created") && strcmp(s, "pending") && strcmp(s, "skipped"))
+			any_started = true;
+		if (!strcmp(s, "canceled"))
+			any_canceled = true;
+		if (!strcmp(s, "failed") && !rows[i].allow_failure)
+			any_failed = true;
+		if (strcmp(s, "skipped"))
+			all_skipped = false;
+	}
+	free(rows);
+	if (!strcmp(old, "failed") && n == 0)
+		return; /* a yaml error pipeline has no jobs */
+	if (any_active)
+		snprintf(status, sizeof(status), "%s", any_started ? "running" : "pending");
+	else if (any_canceled || cancel)
+		snprintf(status, sizeof(status), "canceled");
+	else if (any_failed)
+		snprintf(status, sizeof(status), "failed");
+	else if (all_skipped)
+		snprintf(status, sizeof(status), "skipped");
+	else
+		snprintf(status, sizeof(status), "success");
+	if (woke)
+		pthread_cond_broadcast(&rn.cond);
+	if (!strcmp(status, old))
+		return;
+	ci_db_exec(
+	    NULL,
+	    "UPDATE ci_pipelines SET status=?1, updated_at=?2,"
+	    " started_at=CASE WHEN ?1='running' AND started_at IS NULL THEN ?2 ELSE started_at END,"
+	    " finished_at=CASE WHEN ?1 IN ('success','failed','canceled','skipped') THEN ?2"
+	    " ELSE NULL END WHERE id=?3",
+	    "tdi", status, now, pid);
+	if (rn.hook)
+		rn.hook(pid, status);
+}
+
+/* ---- reading the CI file from the repository ---- */
+
+static int rn_resolve(git_repository *repo, const char *ref, git_commit **commit, bool *is_tag)
+{
+	char name[HUB_MAX_PATH + 16];
+	git_object *obj = NULL;
+	git_oid oid;
+
+	*is_tag = false;
+	snprintf(name, sizeof(name), "refs/heads/%s", ref);
+	if (git_revparse_single(&obj, repo, name) != 0) {
+		snprintf(name, sizeof(name), "refs/tags/%s", ref);
+		if (git_revparse_single(&obj, repo, name) == 0)
+			*is_tag = true;
+		else if (hash_is_hex(ref, 40) && git_oid_fromstr(&oid, ref) == 0 &&
+		         git_object_lookup(&obj, repo, &oid, GIT_OBJECT_ANY) == 0)
+			;
+		else
+			return -ENOENT;
+	}
+	if (git_object_peel((git_object **)commit, obj, GIT_OBJECT_COMMIT) != 0) {
+		git_object_free(obj);
+		return -ENOENT;
+	}
+	git_object_free(obj);
+	return 0;
+}
+
+static int rn_read_ci(const char *repo_path, const char *ref, const char *path, char sha[41],
+                      bool *is_tag, struct buf *content)
+{
+	git_repository *repo = NULL;
+	git_commit *commit = NULL;
+	git_tree *tree = NULL;
+	git_tree_entry *entry = NULL;
+	git_blob *blob = NULL;
+	int r;
+
+	if (git_repository_open_bare(&repo, repo_path) != 0)
+		return -EIO;
+	if ((r = rn_resolve(repo, ref, &commit, is_tag)) < 0)
+		goto out;
+	git_oid_tostr(sha, 41, git_commit_id(commit));
+	r = -ENODATA;
+	if (git_commit_tree(&tree, commit) != 0)
+		goto out;
+	if (git_tree_entry_bypath(&entry, tree, path) != 0 ||
+	    git_tree_entry_type(entry) != GIT_OBJECT_BLOB)
+		goto out;
+	if (git_blob_lookup(&blob, repo, git_tree_entry_id(entry)) != 0)
+		goto out;
+	if ((uint64_t)git_blob_rawsize(blob) > CI_MAX_FILE) {
+		r = -EFBIG;
+		goto out;
+	}
+	r = buf_append(content, git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob));
+	if (r == 0)
+		r = buf_puts(content, "");
+out:
+	git_blob_free(blob);
+	git_tree_entry_free(entry);
+	git_tree_free(tree);
+	git_commit_free(commit);
+	git_repository_free(repo);
+	return r;
+}
+
+/* ---- pipeline creation and control ---- */
+
+int ci_pipeline_create(const struct ci_pipeline_new *o, int64_t *id, char err[CI_MAX_ERR])
+{
+	char path[HUB_MAX_PATH], sha[41] = "", *vars = NULL;
+	struct buf content = BUF_INIT(CI_MAX_FILE + 1);
+	json_t *cfg = NULL, *jobs, *job;
+	bool is_tag = false;
+	double now = ci_now();
+	int64_t pid = 0, iid;
+	size_t i, matched = 0;
+	int r;
+
+	*id = 0;
+	err[0] = '\0';
+	if (o->ci_path && *o->ci_path)
+		snprintf(path, sizeof(path), "%s", o->ci_path);
+	else
+		ci_config_path_get(o->project->id, path);
+	if (!path[0])
+		snprintf(path, sizeof(path), "%s", CI_DEFAULT_CONFIG + 1);
+	r = rn_read_ci(o->project->repo_path, o->ref, path, sha, &is_tag, &content);
+	if (r == -ENOENT) {
+		snprintf(err, CI_MAX_ERR, "Reference not found");
+		goto out;
+	}
+	if (r == -ENODATA) {
+		snprintf(err, CI_MAX_ERR, "Missing CI config file");
+		goto out;
+	}
+	if (r == -EFBIG) {
+		snprintf(err, CI_MAX_ERR, "config is larger than %zu bytes", CI_MAX_FILE);
+		r = -EINVAL;
+	} else if (r < 0) {
+		snprintf(err, CI_MAX_ERR, "repository could not be read");
+		goto out;
+	} else {
+		r = ci_parse(content.data, content.len, &cfg, err);
+		if (r == -EFBIG)
+			r = -EINVAL;
+	}
+	vars = jsonx_dump(o->variables ? o->variables : json_array());
+	ci_lock();
+	iid = rn_int("SELECT COALESCE(MAX(iid),0)+1 FROM ci_pipelines WHERE project_id=?", "i",
+	             o->project->id);
+	if (r < 0) {
+		/* stored, so the error is visible in the pipeline list like GitLab's */
+		r = ci_db_exec(
+		    &pid,
+		    "INSERT INTO ci_pipelines(iid, project_id, ref, sha, tag, status,"
+		    " source, user_id, yaml_errors, ci_path, variables, created_at,"
+		    " updated_at, finished_at) VALUES(?,?,?,?,?,'failed',?,?,?,?,?,?,?,?)",
+		    "iittititttddd", iid, o->project->id, o->ref, sha, (int64_t)is_tag, o->source,
+		    o->user_id, err, path, vars, now, now, now);
+		ci_unlock();
+		*id = pid;
+		r = r < 0 ? r : -EINVAL;
+		goto out;
+	}
+	jobs = json_object_get(cfg, "jobs");
+	json_array_foreach(jobs, i, job) if (ci_job_matches_ref(job, o->ref, is_tag)) matched++;
+	if (matched == 0) {
+		ci_unlock();
+		snprintf(err, CI_MAX_ERR, "No stages / jobs for this pipeline.");
+		r = -ENOMSG;
+		goto out;
+	}
+	r = ci_db_exec(&pid,
+	               "INSERT INTO ci_pipelines(iid, project_id, ref, sha, tag, status, source,"
+	               " user_id, ci_path, variables, created_at, updated_at)"
+	               " VALUES(?,?,?,?,?,'created',?,?,?,?,?,?)",
+	               "iittitittdd", iid, o->project->id, o->ref, sha, (int64_t)is_tag, o->source,
+	               o->user_id, path, vars, now, now);
+	json_array_foreach(jobs, i, job)
+	{
+		char *spec;
+
+		if (r < 0 || !ci_job_matches_ref(job, o->ref, is_tag))
+			continue;
+		spec = jsonx_dump(job);
+		r = ci_db_exec(
+		    NULL,
+		    "INSERT INTO ci_jobs(pipeline_id, project_id, name, stage, stage_idx,"
+		    " status, spec, allow_failure, run_when, user_id, created_at)"
+		    " VALUES(?,?,?,?,?,'created',?,?,?,?,?)",
+		    "iittititid", pid, o->project->id, jsonx_str(job, "name"),
+		    jsonx_str(job, "stage"), jsonx_int(job, "stage_idx", 0), spec,
+		    (int64_t)json_is_true(json_object_get(job, "allow_failure")),
+		    jsonx_str(job, "when"), o->user_id, now);
+		free(spec);
+	}
+	if (r == 0)
+		rn_advance_locked(pid);
+	ci_unlock();
+	if (r == 0)
+		*id = pid;
+	else
+		snprintf(err, CI_MAX_ERR, "pipeline could not be stored");
+out:
+	free(vars);
+	json_decref(cfg);
+	buf_free(&content);
+	return r;
+}
+
+static struct rn_slot *rn_slot_of(int64_t job_id)
+{
+	for (int i = 0; i < rn.n_workers; i++)
+		if (rn.slots[i].job_id == job_id)
+			return &rn.slots[i];
+	return NULL;
+}
+
+/* Lock held. Pending/created jobs end at once; running ones are signalled and end
+ * when their worker has reaped the process group. */
+static int rn_job_cancel_locked(int64_t job_id, const char *status)
+{
+	struct rn_slot *slot;
+
+	if (!strcmp(status, "created") || !strcmp(status, "pending")) {
+		return ci_db_exec(NULL,
+		                  "UPDATE ci_jobs SET status='canceled', finished_at=? WHERE id=?",
+		                  "di", ci_now(), job_id);
+	}
+	if (!strcmp(status, "running")) {
+		if ((slot = rn_slot_of(job_id)))
+			__atomic_store_n(&slot->cancel, 1, __ATOMIC_SEQ_CST);
+		return 0;
+	}
+	return -EALREADY;
+}
+
+int ci_pipeline_cancel(int64_t pid)
+{
+	sqlite3_stmt *st;
+	int r = 0;
+
+	ci_lock();
+	if (ci_db_exec(NULL,
+	               "UPDATE ci_pipelines SET cancel_requested=1 WHERE id=? AND status NOT IN"
+	               " ('success','failed','canceled','skipped')",
+	               "i", pid) < 0)
+		r = -EIO;
+	st = ci_db_prep("SELECT id, status FROM ci_jobs WHERE pipeline_id=? AND retried=0", "i",
+	                pid);
+	while (st && sqlite3_step(st) == SQLITE_ROW) {
+		char status[24];
+
+		rn_col(status, sizeof(status), st, 1);
+		rn_job_cancel_locked(sqlite3_column_int64(st, 0), status);
+	}
+	sqlite3_finalize(st);
+	rn_advance_locked(pid);
+	ci_unlock();
+	return r;
+}
+
+/* Lock held: copies a job as a new created/pending job and hides the old one. */
+static int rn_job_clone_locked(int64_t job_id, const char *status, int64_t *new_id)
+{
+	int r = ci_db_exec(new_id,
+	                   "INSERT INTO ci_jobs(pipeline_id, project_id, name, stage, stage_idx,"
+	                   " status, spec, allow_failure, run_when, user_id, created_at)"
+	                   " SELECT pipeline_id, project_id, name, stage, stage_idx, ?, spec,"
+	                   " allow_failure, run_when, user_id, ? FROM ci_jobs WHERE id=?",
+	                   "tdi", status, ci_now(), job_id);
+
+	if (r == 0)
+		r = ci_db_exec(NULL, "UPDATE ci_jobs SET retried=1 WHERE id=?", "i", job_id);
+	return r;
+}
+
+static int rn_reopen_pipeline_locked(int64_t pid)
+{
+	return ci_db_exec(NULL,
+	                  "UPDATE ci_pipelines SET cancel_requested=0, finished_at=NULL,"
+	                  " updated_at=? WHERE id=?",
+	                  "di", ci_now(), pid);
+}
+
+int ci_pipeline_retry(int64_t pid)
+{
+	struct rn_jobrow *rows;
+	size_t n;
+	int r = 0;
+
+	if (!(rows = calloc(RN_MAX_JOBROWS, sizeof(*rows))))
+		return -ENOMEM;
+	ci_lock();
+	if (rn_int("SELECT COUNT(*) FROM ci_jobs WHERE pipeline_id=?", "i", pid) <= 0) {
+		r = -EINVAL; /* a yaml error pipeline has nothing to retry */
+		goto out;
+	}
+	n = rn_load_jobs(pid, rows);
+	rn_reopen_pipeline_locked(pid);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		int64_t nid;
+
+		if (!strcmp(rows[i].status, "failed") || !strcmp(rows[i].status, "canceled") ||
+		    !strcmp(rows[i].status, "skipped"))
+			r = rn_job_clone_locked(rows[i].id, "created", &nid);
+	}
+	rn_advance_locked(pid);
+out:
+	ci_unlock();
+	free(rows);
+	return r;
+}
+
+int ci_job_cancel(int64_t job_id)
+{
+	char status[24] = "";
+	int64_t pid = -1;
+	sqlite3_stmt *st;
+	int r = -ENOENT;
+
+	ci_lock();
+	st = ci_db_prep("SELECT status, pipeline_id FROM ci_jobs WHERE id=?", "i", job_id);
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		rn_col(status, sizeof(status), st, 0);
+		pid = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	if (pid > 0) {
+		r = rn_job_cancel_locked(job_id, status);
+		rn_advance_locked(pid);
+	}
+	ci_unlock();
+	return r;
+}
+
+int ci_job_retry(int64_t job_id, int64_t *new_id)
+{
+	char status[24] = "";
+	int64_t pid = -1;
+	sqlite3_stmt *st;
+	int r = -ENOENT;
+
+	ci_lock();
+	st = ci_db_prep("SELECT status, pipeline_id FROM ci_jobs WHERE id=? AND retried=0", "i",
+	                job_id);
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		rn_col(status, sizeof(status), st, 0);
+		pid = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	if (pid > 0 && !ci_status_finished(status)) {
+		r = -EBUSY;
+	} else if (pid > 0) {
+		int stage = (int)rn_int("SELECT stage_idx FROM ci_jobs WHERE id=?", "i", job_id);
+		struct rn_jobrow *rows = calloc(RN_MAX_JOBROWS, sizeof(*rows));
+		size_t n = rows ? rn_load_jobs(pid, rows) : 0;
+
+		rn_reopen_pipeline_locked(pid);
+		r = rn_job_clone_locked(job_id, "pending", new_id);
+		if (r == 0)
+			ci_db_exec(NULL, "UPDATE ci_jobs SET queued_at=? WHERE id=?", "di",
+			           ci_now(), *new_id);
+		/* later stages that never ran because of this job get their chance again */
+		for (size_t i = 0; i < n && r == 0; i++) {
+			int64_t nid;
+
+			if (rows[i].stage_idx > stage && (!strcmp(rows[i].status, "skipped") ||
+			                                  !strcmp(rows[i].status, "canceled")))
+				r = rn_job_clone_locked(rows[i].id, "created", &nid);
+		}
+		free(rows);
+		rn_advance_locked(pid);
+		pthread_cond_broadcast(&rn.cond);
+	}
+	ci_unlock();
+	return r;
+}
+
+int64_t ci_job_token_lookup(const char *token, int64_t *user_id)
+{
+	char hash[65];
+	sqlite3_stmt *st;
+	int64_t pid = -1;
+
+	if (!rn.db || !token || strlen(token) < 20 || strlen(token) > 128)
+		return -1;
+	ci_token_hash(token, hash);
+	st = ci_db_prep("SELECT project_id, user_id FROM ci_jobs WHERE token_hash=? AND"
+	                " status='running'",
+	                "t", hash);
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		pid = sqlite3_column_int64(st, 0);
+		if (user_id)
+			*user_id = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	return pid;
+}
+
+/* ---- running one job ---- */
+
+struct rn_job {
+	int64_t id, pipeline_id, pipeline_iid, project_id, user_id;
+	char name[CI_MAX_NAME + 1];
+	char stage[CI_MAX_NAME + 1];
+	char ref[HUB_MAX_PATH];
+	char sha[41];
+	char source[32];
+	bool tag;
+	json_t *spec;
+	json_t *variables; /* pipeline variables */
+	char token[64];
+};
+
+struct rn_env {
+	char **v;
+	size_t n, cap;
+};
+
+static void rn_env_set(struct rn_env *e, const char *k, const char *val)
+{
+	size_t klen = strlen(k);
+	char *kv;
+
+	if (asprintf(&kv, "%s=%s", k, val ? val : "") < 0)
+		return;
+	for (size_t i = 0; i < e->n; i++) {
+		if (!strncmp(e->v[i], k, klen) && e->v[i][klen] == '=') {
+			free(e->v[i]);
+			e->v[i] = kv;
+			return;
+		}
+	}
+	if (e->n + 2 > e->cap) {
+		size_t cap = e->cap ? e->cap * 2 : 64;
+		char **nv = realloc(e->v, cap * sizeof(*nv));
+
+		if (!nv) {
+			free(kv);
+			return;
+		}
+		e->v = nv;
+		e->cap = cap;
+	}
+	e->v[e->n++] = kv;
+	e->v[e->n] = NULL;
+}
+
+static void rn_env_setf(struct rn_env *e, const char *k, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void rn_env_setf(struct rn_env *e, const char *k, const char *fmt, ...)
+{
+	char val[PATH_MAX + 512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(val, sizeof(val), fmt, ap);
+	va_end(ap);
+	rn_env_set(e, k, val);
+}
+
+static void rn_env_free(struct rn_env *e)
+{
+	for (size_t i = 0; i < e->n; i++)
+		free(e->v[i]);
+	free(e->v);
+	e->v = NULL;
+	e->n = e->cap = 0;
+}
+
+/* A JSON view of the environment, for $VAR expansion of variable values. */
+static json_t *rn_env_json(const struct rn_env *e)
+{
+	json_t *o = json_object();
+
+	for (size_t i = 0; i < e->n; i++) {
+		char *eq = strchr(e->v[i], '=');
+		char *k = strndup(e->v[i], (size_t)(eq - e->v[i]));
+
+		if (k)
+			json_object_set_new(o, k, json_string(eq + 1));
+		free(k);
+	}
+	return o;
+}
+
+static void rn_slug(const char *in, char *out, size_t n)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; in[i] && j + 1 < n && j < 63; i++) {
+		char c = in[i];
+
+		if (c >= 'A' && c <= 'Z')
+			c = (char)(c - 'A' + 'a');
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
+			c = '-';
+		out[j++] = c;
+	}
+	while (j > 0 && out[j - 1] == '-')
+		j--;
+	out[j] = '\0';
+}
+
+static void rn_auth_url(const char *base, const char *token, const char *path, char *out, size_t n)
+{
+	const char *host = strstr(base, "://");
+
+	if (!host) {
+		snprintf(out, n, "%s/%s.git", base, path);
+		return;
+	}
+	snprintf(out, n, "%.*sgitlab-ci-token:%s@%s/%s.git", (int)(host + 3 - base), base, token,
+	         host + 3, path);
+}
+
+static int rn_job_env(const struct rn_job *j, const struct hub_project *p, const char *ws,
+                      struct rn_env *e)
+{
+	const struct hub *h = rn.h;
+	char repo_url[PATH_MAX], slug[64], tmp[PATH_MAX];
+	const char *host = strstr(h->base_url, "://"), *port;
+	const char *ns_end = strrchr(p->path_with_namespace, '/');
+	struct hub_user u;
+	json_t *vars, *envj, *v;
+	const char *k;
+	size_t i;
+
+	host = host ? host + 3 : h->base_url;
+	port = strrchr(host, ':');
+	const char *path = getenv("REEF_HUB_JOB_PATH");
+
+	/* a clean PATH (reef-epf first), not the hub's: jobs see the system's tools */
+	path = path && *path ? path : "/usr/local/bin:/usr/bin:/bin";
+	rn_env_setf(e, "PATH", "%s%s%s", rn.epf_dir, rn.epf_dir[0] ? ":" : "", path);
+	rn_env_setf(e, "HOME", "%s/runner-home", rn.dir);
+	rn_env_set(e, "LANG", "C.UTF-8");
+	rn_env_set(e, "SHELL", "/bin/sh");
+	rn_env_set(e, "GIT_TERMINAL_PROMPT", "0");
+	rn_env_set(e, "GIT_CONFIG_NOSYSTEM", "1");
+	rn_env_set(e, "PYTHONDONTWRITEBYTECODE", "1");
+	rn_env_setf(e, "TMPDIR", "%s/tmp", rn.dir);
+	rn_env_set(e, "CI", "true");
+	rn_env_set(e, "GITLAB_CI", "true");
+	rn_env_set(e, "CI_SERVER", "yes");
+	rn_env_set(e, "CI_SERVER_NAME", "reef-hub");
+	rn_env_set(e, "CI_SERVER_URL", h->base_url);
+	rn_env_setf(e, "CI_SERVER_HOST", "%.*s", (int)(port ? (size_t)(port - host) : strlen(host)),
+	            host);
+	rn_env_set(e, "CI_SERVER_PORT", port ? port + 1 : "80");
+	rn_env_setf(
+	    e, "CI_SERVER_PROTOCOL", "%.*s",
+	    (int)(strstr(h->base_url, "://") ? strstr(h->base_url, "://") - h->base_url : 4),
+	    h->base_url);
+	rn_env_setf(e, "CI_API_V4_URL", "%s/api/v4", h->base_url);
+	rn_env_set(e, "CI_PROJECT_PATH", p->path_with_namespace);
+	rn_env_set(e, "CI_PROJECT_NAME", p->path);
+	rn_env_set(e, "CI_PROJECT_TITLE", p->name);
+	rn_env_setf(e, "CI_PROJECT_NAMESPACE", "%.*s",
+	            (int)(ns_end ? (size_t)(ns_end - p->path_with_namespace) : 0),
+	            p->path_with_namespace);
+	rn_env_setf(e, "CI_PROJECT_URL", "%s/%s", h->base_url, p->path_with_namespace);
+	rn_env_set(e, "CI_PROJECT_VISIBILITY", p->visibility);
+	rn_env_set(e, "CI_COMMIT_SHA", j->sha);
+	rn_env_setf(e, "CI_COMMIT_SHORT_SHA", "%.8s", j->sha);
+	rn_env_set(e, "CI_COMMIT_REF_NAME", j->ref);
+	rn_slug(j->ref, slug, sizeof(slug));
+	rn_env_set(e, "CI_COMMIT_REF_SLUG", slug);
+	rn_env_set(e, j->tag ? "CI_COMMIT_TAG" : "CI_COMMIT_BRANCH", j->ref);
+	rn_env_setf(e, "CI_PIPELINE_IID", "%lld", (long long)j->pipeline_iid);
+	rn_env_set(e, "CI_PIPELINE_SOURCE", j->source);
+	rn_env_setf(e, "CI_PIPELINE_URL", "%s/%s/-/pipelines/%lld", h->base_url,
+	            p->path_with_namespace, (long long)j->pipeline_id);
+	rn_env_setf(e, "CI_JOB_URL", "%s/%s/-/jobs/%lld", h->base_url, p->path_with_namespace,
+	            (long long)j->id);
+	rn_env_set(e, "CI_JOB_NAME", j->name);
+	rn_env_set(e, "CI_JOB_STAGE", j->stage);
+	rn_env_setf(e, "CI_BUILDS_DIR", "%s/builds", rn.dir);
+	rn_env_set(e, "CI_RUNNER_DESCRIPTION", "reef-hub embedded shell runner");
+	rn_env_set(e, "CI_RUNNER_EXECUTABLE_ARCH", "linux");
+	if (j->user_id > 0 && hub_user_by_id(rn.h, j->user_id, &u) == 0) {
+		rn_env_setf(e, "GITLAB_USER_ID", "%lld", (long long)u.id);
+		rn_env_set(e, "GITLAB_USER_LOGIN", u.username);
+		rn_env_set(e, "GITLAB_USER_NAME", u.name);
+		rn_env_set(e, "GITLAB_USER_EMAIL", u.email);
+	}
+	/* yaml variables, expanded against what is defined so far */
+	vars = json_object_get(j->spec, "variables");
+	json_object_foreach(vars, k, v)
+	{
+		char *val;
+
+		envj = rn_env_json(e);
+		val = ci_expand(json_string_value(v), envj);
+		json_decref(envj);
+		rn_env_set(e, k, val ? val : "");
+		free(val);
+	}
+	/* pipeline (API / trigger) variables win over the file's */
+	json_array_foreach(j->variables, i, v)
+	{
+		const char *key = jsonx_str(v, "key"), *val = jsonx_str(v, "value");
+		const char *type = jsonx_str(v, "variable_type");
+
+		if (!key || !val)
+			continue;
+		if (type && !strcmp(type, "file")) {
+			int fd;
+
+			hub_pathf(tmp, sizeof(tmp), "%s.vars", ws);
+			mkdir(tmp, 0700);
+			hub_pathf(tmp, sizeof(tmp), "%s.vars/%s", ws, key);
+			fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+			if (fd < 0 || write(fd, val, strlen(val)) != (ssize_t)strlen(val)) {
+				if (fd >= 0)
+					close(fd);
+				return -EIO;
+			}
+			close(fd);
+			rn_env_set(e, key, tmp);
+		} else {
+			rn_env_set(e, key, val);
+		}
+	}
+	/* identity of the job: never overridable by variables */
+	rn_env_set(e, "CI_JOB_TOKEN", j->token);
+	rn_env_setf(e, "CI_JOB_ID", "%lld", (long long)j->id);
+	rn_env_setf(e, "CI_PIPELINE_ID", "%lld", (long long)j->pipeline_id);
+	rn_env_setf(e, "CI_PROJECT_ID", "%lld", (long long)p->id);
+	rn_env_set(e, "CI_PROJECT_DIR", ws);
+	rn_auth_url(h->base_url, j->token, p->path_with_namespace, repo_url, sizeof(repo_url));
+	rn_env_set(e, "CI_REPOSITORY_URL", repo_url);
+	return 0;
+}
+
+static void rn_trace(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void rn_trace(int fd, const char *fmt, ...)
+{
+	char line[2048];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n > 0 && write(fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0)
+		log_warn("ci: trace write: %s", strerror(errno));
+}
+
+static int rn_spawn(char *const argv[], char *const envp[], const char *cwd, int out_fd, pid_t *pid)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t mask, def;
+	int r;
+
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&at);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+	posix_spawn_file_actions_adddup2(&fa, out_fd, 2);
+	if (cwd)
+		posix_spawn_file_actions_addchdir_np(&fa, cwd);
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+	sigemptyset(&mask);
+	sigfillset(&def);
+	posix_spawnattr_setsigmask(&at, &mask);
+	posix_spawnattr_setsigdefault(&at, &def);
+	posix_spawnattr_setpgroup(&at, 0);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+	                                  POSIX_SPAWN_SETSIGDEF);
+	r = posix_spawnp(pid, argv[0], &fa, &at, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&at);
+	return -r;
+}
+
+enum rn_end { RN_EXITED, RN_CANCELED, RN_TIMEOUT, RN_STOPPED };
+
+/* Waits for the process (group leader) while watching cancel, hub stop and the
+ * deadline: SIGTERM to the group, SIGKILL after a grace period. Leftover members of the
+ * group are killed once the leader is gone. */
+static enum rn_end rn_wait(struct rn_slot *slot, pid_t pid, double deadline, int *status)
+{
+	enum rn_end why = RN_EXITED;
+	double term_at = 0;
+
+	*status = 0;
+	slot->pid = pid;
+	for (;;) {
+		pid_t w = waitpid(pid, status, WNOHANG);
+		double now = ci_now();
+
+		if (w == pid || (w < 0 && errno != EINTR))
+			break;
+		if (why == RN_EXITED) {
+			if (__atomic_load_n(&slot->cancel, __ATOMIC_SEQ_CST))
+				why = RN_CANCELED;
+			else if (__atomic_load_n(&rn.stopping, __ATOMIC_SEQ_CST))
+				why = RN_STOPPED;
+			else if (now > deadline)
+				why = RN_TIMEOUT;
+			if (why != RN_EXITED) {
+				kill(-pid, SIGTERM);
+				term_at = now;
+			}
+		} else if (term_at > 0 && now - term_at > RN_KILL_GRACE) {
+			kill(-pid, SIGKILL);
+			term_at = -1;
+		}
+		usleep(20000);
+	}
+	kill(-pid, SIGKILL);
+	slot->pid = 0;
+	return why;
+}
+
+static int rn_run(struct rn_slot *slot, char *const argv[], char *const envp[], const char *cwd,
+                  int trace_fd, double deadline, enum rn_end *why)
+{
+	pid_t pid;
+	int st, r;
+
+	if ((r = rn_spawn(argv, envp, cwd, trace_fd, &pid)) < 0) {
+		rn_trace(trace_fd, "ERROR: could not start %s: %s\n", argv[0], strerror(-r));
+		*why = RN_EXITED;
+		return 127;
+	}
+	*why = rn_wait(slot, pid, deadline, &st);
+	if (WIFEXITED(st))
+		return WEXITSTATUS(st);
+	return 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+static void rn_shquote(struct buf *b, const char *s)
+{
+	buf_puts(b, "'");
+	for (; *s; s++) {
+		if (*s == '\'')
+			buf_puts(b, "'\\''");
+		else
+			buf_append(b, s, 1);
+	}
+	buf_puts(b, "'");
+}
+
+/* A script file in GitLab's shell-executor style: each command echoed as "$ cmd". */
+static int rn_write_script(const char *path, const json_t *sections[], size_t n)
+{
+	struct buf b = BUF_INIT((size_t)16 << 20);
+	int fd, r = 0;
+
+	buf_puts(&b, "#!/bin/sh\n");
+	for (size_t s = 0; s < n; s++) {
+		size_t i;
+		json_t *v;
+
+		json_array_foreach(sections[s], i, v)
+		{
+			const char *cmd = json_string_value(v);
+			const char *nl = strchr(cmd, '\n');
+			char *first = strndup(cmd, nl ? (size_t)(nl - cmd) : strlen(cmd));
+			struct buf shown = BUF_INIT(0);
+
+			buf_printf(&shown, "$ %s%s", first ? first : "",
+			           nl ? " # collapsed multi-line command" : "");
+			buf_puts(&b, "printf '%s\\n' ");
+			rn_shquote(&b, shown.data ? shown.data : "$");
+			buf_puts(&b, "\n");
+			buf_puts(&b, cmd);
+			r = buf_puts(&b, "\n");
+			buf_free(&shown);
+			free(first);
+		}
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0700);
+	if (fd < 0 || r < 0 || write(fd, b.data, b.len) != (ssize_t)b.len)
+		r = -EIO;
+	if (fd >= 0)
+		close(fd);
+	buf_free(&b);
+	return r;
+}
+
+/* ---- artifacts ---- */
+
+struct rn_zip {
+	zip_t *za;
+	const char *ws; /* workspace, canonical */
+	size_t ws_len;
+	int trace;
+	uint64_t bytes;
+	size_t files;
+	int err;
+};
+
+/* True when the real location of path is inside the workspace. */
+static bool rn_inside(const struct rn_zip *z, const char *path)
+{
+	char real[PATH_MAX];
+
+	if (!realpath(path, real))
+		return false;
+	return !strncmp(real, z->ws, z->ws_len) && (real[z->ws_len] == '/' || !real[z->ws_len]);
+}
+
+static void rn_zip_add(struct rn_zip *z, const char *abs, int depth)
+{
+	const char *rel = strlen(abs) > z->ws_len ? abs + z->ws_len + 1 : "";
+	struct stat st;
+	bool link, root = !*rel || !strcmp(rel, ".");
+
+	if (z->err || depth > RN_MAX_ART_DEPTH)
+		return;
+	if (lstat(abs, &st) < 0)
+		return;
+	link = S_ISLNK(st.st_mode);
+	if (!rn_inside(z, abs)) {
+		rn_trace(z->trace, "WARNING: %s: leaves the project directory, not archived\n",
+		         rel);
+		return;
+	}
+	if (S_ISLNK(st.st_mode) && stat(abs, &st) < 0)
+		return;
+	if (S_ISDIR(st.st_mode)) {
+		DIR *d;
+		struct dirent *de;
+
+		if (!strcmp(rel, ".git"))
+			return;
+		if (!root && zip_dir_add(z->za, rel, ZIP_FL_ENC_UTF_8) < 0 &&
+		    zip_error_code_zip(zip_get_error(z->za)) != ZIP_ER_EXISTS) {
+			z->err = -EIO;
+			return;
+		}
+		if (link || !(d = opendir(abs)))
+			return;
+		while ((de = readdir(d))) {
+			char child[PATH_MAX];
+
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+				continue;
+			if (hub_pathf(child, sizeof(child), "%s/%s", abs, de->d_name) < 0)
+				continue;
+			rn_zip_add(z, child, depth + 1);
+		}
+		closedir(d);
+		return;
+	}
+	if (!S_ISREG(st.st_mode))
+		return;
+	if (++z->files > RN_MAX_ART_FILES || (z->bytes += (uint64_t)st.st_size) > RN_MAX_ARTIFACT) {
+		rn_trace(z->trace, "ERROR: artifacts exceed %llu bytes or %d files\n",
+		         (unsigned long long)RN_MAX_ARTIFACT, RN_MAX_ART_FILES);
+		z->err = -EFBIG;
+		return;
+	}
+	{
+		zip_source_t *src = zip_source_file(z->za, abs, 0, -1);
+
+		if (!src ||
+		    zip_file_add(z->za, rel, src, ZIP_FL_ENC_UTF_8 | ZIP_FL_OVERWRITE) < 0) {
+			zip_source_free(src);
+			z->err = -EIO;
+		}
+	}
+}
+
+/* Zips the job's artifacts:paths (globs) into DIR/artifacts/<id>.zip. 0, -ENOENT when
+ * nothing matched, other negative errno on failure. */
+static int rn_artifacts(const struct rn_job *j, const char *ws, int trace, uint64_t *size)
+{
+	json_t *paths = json_object_get(json_object_get(j->spec, "artifacts"), "paths");
+	char real_ws[PATH_MAX], zpath[PATH_MAX], tmp[PATH_MAX + 8];
+	struct rn_zip z = {.trace = trace};
+	struct stat st;
+	int zerr = 0;
+	size_t i;
+	json_t *p;
+
+	if (!realpath(ws, real_ws))
+		return -EIO;
+	z.ws = real_ws;
+	z.ws_len = strlen(real_ws);
+	ci_artifacts_path(j->id, zpath);
+	hub_pathf(tmp, sizeof(tmp), "%s.tmp", zpath);
+	unlink(tmp);
+	if (!(z.za = zip_open(tmp, ZIP_CREATE | ZIP_TRUNCATE, &zerr)))
+		return -EIO;
+	json_array_foreach(paths, i, p)
+	{
+		char pat[PATH_MAX];
+		glob_t g;
+
+		hub_pathf(pat, sizeof(pat), "%s/%s", real_ws, json_string_value(p));
+		if (glob(pat, GLOB_NOSORT, NULL, &g) != 0) {
+			rn_trace(trace, "WARNING: %s: no matching files\n", json_string_value(p));
+			continue;
+		}
+		for (size_t k = 0; k < g.gl_pathc; k++) {
+			size_t len = strlen(g.gl_pathv[k]);
+
+			while (len > z.ws_len + 1 && g.gl_pathv[k][len - 1] == '/')
+				g.gl_pathv[k][--len] = '\0';
+			rn_zip_add(&z, g.gl_pathv[k], 0);
+		}
+		globfree(&g);
+	}
+	if (z.err || zip_get_num_entries(z.za, 0) == 0) {
+		zip_discard(z.za);
+		unlink(tmp);
+		return z.err ? z.err : -ENOENT;
+	}
+	rn_trace(trace, "artifacts: found %zu matching files\n", z.files);
+	if (zip_close(z.za) < 0) {
+		rn_trace(trace, "ERROR: %s\n", zip_strerror(z.za));
+		zip_discard(z.za);
+		unlink(tmp);
+		return -EIO;
+	}
+	if (rename(tmp, zpath) < 0 || stat(zpath, &st) < 0)
+		return -errno;
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+/* ---- the worker ---- */
+
+static bool rn_has_lfs(void)
+{
+	static int have = -1;
+
+	if (have < 0)
+		have = access("/usr/bin/git-lfs", X_OK) == 0 ||
+		       access("/usr/local/bin/git-lfs", X_OK) == 0;
+	return have == 1;
+}
+
+static void rn_job_run(struct rn_slot *slot, struct rn_job *j, char status[24], char reason[64],
+                       uint64_t *art_size)
+{
+	struct hub *h = rn.h;
+	struct hub_project p;
+	char ws[PATH_MAX], script[PATH_MAX + 16], after[PATH_MAX + 16], trace_path[PATH_MAX];
+	char url[PATH_MAX], tmp[PATH_MAX + 16], idstr[32];
+	struct rn_env env = {0};
+	enum rn_end why = RN_EXITED;
+	double deadline = ci_now() + rn.timeout;
+	const json_t *main_sections[2];
+	int trace, code = 0;
+	bool ok = false, ran = false;
+
+	snprintf(status, 24, "failed");
+	snprintf(reason, 64, "runner_system_failure");
+	*art_size = 0;
+	ci_trace_path(j->id, trace_path);
+	trace = open(trace_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (trace < 0) {
+		log_error("ci: job %lld: trace %s: %s", (long long)j->id, trace_path,
+		          strerror(errno));
+		return;
+	}
+	snprintf(idstr, sizeof(idstr), "%lld", (long long)j->project_id);
+	rn_trace(trace, "Running with reef-hub embedded runner (shell executor)\n");
+	if (hub_project_load(h, idstr, &p) < 0) {
+		rn_trace(trace, "ERROR: Job failed (system failure): project %s is gone\n", idstr);
+		close(trace);
+		return;
+	}
+	hub_pathf(ws, sizeof(ws), "%s/builds/%lld", rn.dir, (long long)j->id);
+	hub_pathf(script, sizeof(script), "%s.sh", ws);
+	hub_pathf(after, sizeof(after), "%s.after.sh", ws);
+	rn_rmtree(ws);
+	rn_trace(trace, "Preparing environment\nRunning on %s/builds\n", rn.dir);
+	if (rn_job_env(j, &p, ws, &env) < 0)
+		goto out;
+	rn_trace(trace, "Getting source from Git repository\nChecking out %.8s as %s...\n", j->sha,
+	         j->ref);
+	rn_auth_url(h->base_url, j->token, p.path_with_namespace, url, sizeof(url));
+	{
+		char *clone[] = {"git", "clone", "-q", "--no-checkout", p.repo_path, ws, NULL};
+		char *seturl[] = {"git", "-C", ws, "remote", "set-url", "origin", url, NULL};
+		char *co_lfs[] = {"git",
+		                  "-C",
+		                  ws,
+		                  "-c",
+		                  "advice.detachedHead=false",
+		                  "-c",
+		                  "filter.lfs.process=git-lfs filter-process",
+		                  "-c",
+		                  "filter.lfs.required=true",
+		                  "-c",
+		                  "filter.lfs.smudge=git-lfs smudge -- %f",
+		                  "-c",
+		                  "filter.lfs.clean=git-lfs clean -- %f",
+		                  "checkout",
+		                  "-q",
+		                  "--detach",
+		                  j->sha,
+		                  NULL};
+		char *co[] = {"git",      "-C", ws,         "-c",   "advice.detachedHead=false",
+		              "checkout", "-q", "--detach", j->sha, NULL};
+
+		if (rn_run(slot, clone, env.v, NULL, trace, deadline, &why) != 0 ||
+		    why != RN_EXITED ||
+		    rn_run(slot, seturl, env.v, NULL, trace, deadline, &why) != 0 ||
+		    why != RN_EXITED ||
+		    rn_run(slot, rn_has_lfs() ? co_lfs : co, env.v, NULL, trace, deadline, &why) !=
+		        0) {
+			if (why == RN_EXITED)
+				rn_trace(trace, "ERROR: Job failed: could not check out %s\n",
+				         j->sha);
+			goto ended;
+		}
+	}
+	main_sections[0] = json_object_get(j->spec, "before_script");
+	main_sections[1] = json_object_get(j->spec, "script");
+	if (rn_write_script(script, main_sections, 2) < 0)
+		goto out;
+	rn_trace(trace, "Executing \"step_script\" stage of the job script\n");
+	{
+		char *argv[] = {"/bin/sh", "-e", script, NULL};
+
+		code = rn_run(slot, argv, env.v, ws, trace, deadline, &why);
+		ran = true;
+	}
+	ok = why == RN_EXITED && code == 0;
+	if (why == RN_EXITED && json_array_size(json_object_get(j->spec, "after_script"))) {
+		const json_t *sect[1] = {json_object_get(j->spec, "after_script")};
+		char *argv[] = {"/bin/sh", "-e", after, NULL};
+		enum rn_end awhy;
+
+		rn_env_set(&env, "CI_JOB_STATUS", ok ? "success" : "failed");
+		rn_trace(trace, "Running after_script\n");
+		if (rn_write_script(after, sect, 1) == 0 &&
+		    rn_run(slot, argv, env.v, ws, trace,
+		           ci_now() + RN_AFTER_TIMEOUT < deadline + RN_AFTER_TIMEOUT
+		               ? ci_now() + RN_AFTER_TIMEOUT
+		               : deadline,
+		           &awhy) != 0)
+			rn_trace(trace, "WARNING: after_script failed, ignored\n");
+	}
+	if (why == RN_EXITED && json_is_object(json_object_get(j->spec, "artifacts"))) {
+		const char *when = json_string_value(
+		    json_object_get(json_object_get(j->spec, "artifacts"), "when"));
+
+		if (!when || !strcmp(when, "always") || (ok && !strcmp(when, "on_success")) ||
+		    (!ok && !strcmp(when, "on_failure"))) {
+			int r;
+
+			rn_trace(trace, "Uploading artifacts...\n");
+			r = rn_artifacts(j, ws, trace, art_size);
+			if (r == -ENOENT) {
+				rn_trace(trace, "WARNING: no files to upload\n");
+			} else if (r < 0) {
+				rn_trace(trace, "ERROR: Uploading artifacts failed: %s\n",
+				         strerror(-r));
+				if (ok) {
+					ok = false;
+					code = -1;
+				}
+			}
+		}
+	}
+ended:
+	switch (why) {
+	case RN_CANCELED:
+		rn_trace(trace, "ERROR: Job failed: canceled\n");
+		snprintf(status, 24, "canceled");
+		reason[0] = '\0';
+		break;
+	case RN_TIMEOUT:
+		rn_trace(trace, "ERROR: Job failed: execution took longer than %ds seconds\n",
+		         rn.timeout);
+		snprintf(reason, 64, "job_execution_timeout");
+		break;
+	case RN_STOPPED:
+		rn_trace(trace, "ERROR: Job failed (system failure): the hub stopped\n");
+		break;
+	case RN_EXITED:
+		if (ran && ok) {
+			rn_trace(trace, "Cleaning up project directory and file based variables\n"
+			                "Job succeeded\n");
+			snprintf(status, 24, "success");
+			reason[0] = '\0';
+		} else if (ran) {
+			if (code > 0)
+				rn_trace(trace, "ERROR: Job failed: exit code %d\n", code);
+			snprintf(reason, 64, code > 0 ? "script_failure" : "unknown_failure");
+		}
+		break;
+	}
+out:
+	rn_env_free(&env);
+	close(trace);
+	unlink(script);
+	unlink(after);
+	rn_rmtree(ws);
+	hub_pathf(tmp, sizeof(tmp), "%s.vars", ws);
+	rn_rmtree(tmp);
+}
+
+/* Lock held: takes the oldest pending job, makes it running with a fresh token. */
+static int rn_claim_locked(struct rn_job *j)
+{
+	sqlite3_stmt *st;
+	char hash[65];
+	int r = -ENOENT;
+
+	memset(j, 0, sizeof(*j));
+	st = ci_db_prep("SELECT j.id, j.pipeline_id, j.project_id, j.name, j.stage, j.spec,"
+	                " p.ref, p.sha, p.tag, p.source, p.variables, p.iid, p.user_id"
+	                " FROM ci_jobs j JOIN ci_pipelines p ON p.id=j.pipeline_id"
+	                " WHERE j.status='pending' ORDER BY j.id LIMIT 1",
+	                NULL);
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		const char *spec = (const char *)sqlite3_column_text(st, 5);
+		const char *vars = (const char *)sqlite3_column_text(st, 10);
+
+		j->id = sqlite3_column_int64(st, 0);
+		j->pipeline_id = sqlite3_column_int64(st, 1);
+		j->project_id = sqlite3_column_int64(st, 2);
+		rn_col(j->name, sizeof(j->name), st, 3);
+		rn_col(j->stage, sizeof(j->stage), st, 4);
+		rn_col(j->ref, sizeof(j->ref), st, 6);
+		rn_col(j->sha, sizeof(j->sha), st, 7);
+		j->tag = sqlite3_column_int(st, 8) != 0;
+		rn_col(j->source, sizeof(j->source), st, 9);
+		j->pipeline_iid = sqlite3_column_int64(st, 11);
+		j->user_id = sqlite3_column_int64(st, 12);
+		jsonx_parse(&j->spec, spec, strlen(spec), 0, 0);
+		jsonx_parse(&j->variables, vars, strlen(vars), 0, 0);
+		r = 0;
+	}
+	sqlite3_finalize(st);
+	if (r < 0)
+		return r;
+	if (!j->spec || ci_random_hex(j->token, 20) < 0) {
+		json_decref(j->spec);
+		json_decref(j->variables);
+		ci_db_exec(
+		    NULL,
+		    "UPDATE ci_jobs SET status='failed', failure_reason='runner_system_failure',"
+		    " finished_at=? WHERE id=?",
+		    "di", ci_now(), j->id);
+		rn_advance_locked(j->pipeline_id);
+		return -EIO;
+	}
+	ci_token_hash(j->token, hash);
+	ci_db_exec(NULL,
+	           "UPDATE ci_jobs SET status='running', started_at=?, token_hash=? WHERE id=?",
+	           "dti", ci_now(), hash, j->id);
+	rn_advance_locked(j->pipeline_id);
+	return 0;
+}
+
+static void *rn_worker(void *arg)
+{
+	struct rn_slot *slot = arg;
+
+	ci_lock();
+	while (!__atomic_load_n(&rn.stopping, __ATOMIC_SEQ_CST)) {
+		struct rn_job j;
+		char status[24], reason[64];
+		uint64_t art = 0;
+
+		if (rn_claim_locked(&j) < 0) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&rn.cond, &rn.lock, &ts);
+			continue;
+		}
+		slot->job_id = j.id;
+		__atomic_store_n(&slot->cancel, 0, __ATOMIC_SEQ_CST);
+		ci_unlock();
+		rn_job_run(slot, &j, status, reason, &art);
+		ci_lock();
+		if (!strcmp(status, "failed") && !strcmp(reason, "runner_system_failure") &&
+		    __atomic_load_n(&slot->cancel, __ATOMIC_SEQ_CST))
+			snprintf(status, sizeof(status), "canceled");
+		ci_db_exec(NULL,
+		           "UPDATE ci_jobs SET status=?, failure_reason=?, finished_at=?,"
+		           " token_hash=NULL, artifacts_size=? WHERE id=?",
+		           "ttdii", status, reason[0] ? reason : NULL, ci_now(),
+		           (int64_t)(art ? art : 0), j.id);
+		if (!art)
+			ci_db_exec(NULL, "UPDATE ci_jobs SET artifacts_size=NULL WHERE id=?", "i",
+			           j.id);
+		slot->job_id = 0;
+		rn_advance_locked(j.pipeline_id);
+		json_decref(j.spec);
+		json_decref(j.variables);
+	}
+	ci_unlock();
+	return NULL;
+}
+
+/* reef-epf next to reef-hub (installed) or in the build tree (tools/epf). */
+static void rn_find_epf(void)
+{
+	char exe[PATH_MAX], cand[PATH_MAX + 32];
+	const char *env = getenv("REEF_EPF");
+	ssize_t n;
+	char *slash;
+
+	rn.epf_dir[0] = '\0';
+	if (env && *env && access(env, X_OK) == 0) {
+		snprintf(cand, sizeof(cand), "%s", env);
+		if ((slash = strrchr(cand, '/'))) {
+			*slash = '\0';
+			hub_pathf(rn.epf_dir, sizeof(rn.epf_dir), "%s", cand);
+		}
+		return;
+	}
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return;
+	exe[n] = '\0';
+	if ((slash = strrchr(exe, '/')))
+		*slash = '\0';
+	hub_pathf(cand, sizeof(cand), "%s/reef-epf", exe);
+	if (access(cand, X_OK) == 0) {
+		hub_pathf(rn.epf_dir, sizeof(rn.epf_dir), "%s", exe);
+		return;
+	}
+	hub_pathf(cand, sizeof(cand), "%s/../epf/reef-epf", exe);
+	if (access(cand, X_OK) == 0 && realpath(cand, exe)) {
+		if ((slash = strrchr(exe, '/')))
+			*slash = '\0';
+		hub_pathf(rn.epf_dir, sizeof(rn.epf_dir), "%s", exe);
+	}
+}
+
+int ci_runner_start(struct hub *h)
+{
+	char path[PATH_MAX + 16];
+	const char *s;
+	sqlite3_stmt *st;
+	char *errmsg = NULL;
+	int rc, r;
+
+	rn.h = h;
+	if (!realpath(h->dir, rn.dir))
+		return log_ret(-errno, "ci: %s: %s", h->dir, strerror(errno));
+	if ((r = rn_mkdirs(rn.dir)) < 0)
+		return r;
+	hub_pathf(path, sizeof(path), "%s/hub.db", rn.dir);
+	rc = sqlite3_open_v2(path, &rn.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
+	if (rc != SQLITE_OK)
+		return log_ret(hub_db_err(rc), "ci: open %s: %s", path, sqlite3_errstr(rc));
+	sqlite3_busy_timeout(rn.db, 10000);
+	if (sqlite3_exec(rn.db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
+	                 &errmsg) != SQLITE_OK ||
+	    sqlite3_exec(rn.db, rn_schema, NULL, NULL, &errmsg) != SQLITE_OK) {
+		log_error("ci: schema: %s", errmsg ? errmsg : "?");
+		sqlite3_free(errmsg);
+		return -EIO;
+	}
+	git_libgit2_init();
+	/* a job the previous hub left running cannot be resumed: fail it visibly */
+	ci_lock();
+	st = ci_db_prep("SELECT id, pipeline_id FROM ci_jobs WHERE status='running'", NULL);
+	while (st && sqlite3_step(st) == SQLITE_ROW) {
+		int64_t jid = sqlite3_column_int64(st, 0), pid = sqlite3_column_int64(st, 1);
+		char tp[PATH_MAX];
+		int fd;
+
+		ci_trace_path(jid, tp);
+		if ((fd = open(tp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) >= 0) {
+			rn_trace(fd,
+			         "ERROR: Job failed (system failure): the hub restarted while the"
+			         " job ran\n");
+			close(fd);
+		}
+		ci_db_exec(
+		    NULL,
+		    "UPDATE ci_jobs SET status='failed', failure_reason='runner_system_failure',"
+		    " finished_at=?, token_hash=NULL WHERE id=?",
+		    "di", ci_now(), jid);
+		rn_advance_locked(pid);
+		log_warn("ci: job %lld was running when the hub stopped: marked failed",
+		         (long long)jid);
+	}
+	sqlite3_finalize(st);
+	ci_db_exec(NULL, "UPDATE ci_jobs SET token_hash=NULL WHERE status!='running'", NULL);
+	ci_unlock();
+	rn_find_epf();
+	rn.timeout = 3600;
+	if ((s = getenv("REEF_HUB_JOB_TIMEOUT")) && atoi(s) > 0)
+		rn.timeout = atoi(s);
+	rn.n_workers = 4;
+	if ((s = getenv("REEF_HUB_CONCURRENT")) && atoi(s) > 0)
+		rn.n_workers = atoi(s) > RN_MAX_WORKERS ? RN_MAX_WORKERS : atoi(s);
+	rn.slots = calloc((size_t)rn.n_workers, sizeof(*rn.slots));
+	if (!rn.slots)
+		return -ENOMEM;
+	__atomic_store_n(&rn.stopping, 0, __ATOMIC_SEQ_CST);
+	for (int i = 0; i < rn.n_workers; i++) {
+		if ((rc = pthread_create(&rn.slots[i].thread, NULL, rn_worker, &rn.slots[i])) !=
+		    0) {
+			rn.n_workers = i;
+			ci_runner_stop();
+			return -rc;
+		}
+	}
+	rn.started = true;
+	log_info("ci: runner started with %d concurrent jobs%s%s", rn.n_workers,
+	         rn.epf_dir[0] ? ", reef-epf in " : " (reef-epf not found)", rn.epf_dir);
+	return 0;
+}
+
+void ci_runner_stop(void)
+{
+	__atomic_store_n(&rn.stopping, 1, __ATOMIC_SEQ_CST);
+	ci_lock();
+	pthread_cond_broadcast(&rn.cond);
+	ci_unlock();
+	for (int i = 0; i < rn.n_workers; i++)
+		pthread_join(rn.slots[i].thread, NULL);
+	free(rn.slots);
+	rn.slots = NULL;
+	rn.n_workers = 0;
+	rn.started = false;
+	if (rn.db)
+		sqlite3_close(rn.db);
+	rn.db = NULL;
+}
