@@ -111,6 +111,10 @@ def make_repo(work: Path):
     (work / "foo" / "x").write_text("x\n")
     (work / "foo.c").write_text("int x;\n")
     (work / "foo-bar").write_text("-\n")
+    # more entries than one page of the tree API (per_page=100): keyset pagination
+    (work / "many").mkdir()
+    for i in range(250):
+        (work / "many" / f"f{i:03d}.txt").write_text(f"{i}\n")
     big = bytes((i * 131 + (i >> 13)) & 0xFF for i in range(BIG))
     (work / "big.bin").write_bytes(big)
     (work / "at-threshold.bin").write_bytes(big[:THRESHOLD])
@@ -194,7 +198,8 @@ def test_cache_matches_git(hub, repo, live_factory, tmp_path):
     assert live.ok("resolve", pid, "commit", head) == head
 
     n = compare_commit(live, pid, work, head, tmp_path)
-    assert n == 12
+    assert n == 12 + 250
+    assert len(live.ok("ls", pid, head, "many")) == 250
     compare_commit(live, pid, work, v1, tmp_path)
 
     # the on-disk layout: big blobs raw, small ones in the git ODB, nothing left in tmp
@@ -390,6 +395,7 @@ class Fake:
         self.sub_entries = [("100644", "inner.txt", self.ids["sub/inner.txt"])]
         self.sub_id = tree_id(self.sub_entries)
         self.behaviour = {}  # route key -> what to do
+        self.tokens_seen = []
         self.hits = {}
         fake = self
 
@@ -462,9 +468,18 @@ class Fake:
             else:
                 entries = [("100644", p, i) for p, i in self.ids.items() if "/" not in p]
                 entries.append(("40000", "sub", self.sub_id))
-            return self.json(h, [{"id": i, "name": n, "path": n,
-                                  "type": "tree" if m == "40000" else "blob",
-                                  "mode": m.rjust(6, "0")} for m, n, i in entries])
+            items = [{"id": i, "name": n, "path": n, "type": "tree" if m == "40000" else "blob",
+                      "mode": m.rjust(6, "0")} for m, n, i in entries]
+            if how == "paged" and not sub:
+                # two pages; the next link names an external base URL, as a GitLab
+                # behind a proxy does: the client must come back to us, token and all
+                if "page_token=second" in query:
+                    return self.json(h, items[2:])
+                self.tokens_seen.append(h.headers.get("PRIVATE-TOKEN"))
+                link = ("<http://external.invalid/api/v4/projects/5/repository/tree?"
+                        f"{query}&page_token=second>; rel=\"next\"")
+                return self.json(h, items[:2], headers={"Link": link})
+            return self.json(h, items)
         for p, i in self.ids.items():
             if path == f"/api/v4/projects/5/repository/blobs/{i}/raw":
                 data = self.files[p]
@@ -548,4 +563,16 @@ def test_fake_server_silence_is_bounded(fake, live_factory, tmp_path):
     t0 = time.monotonic()
     assert live.cmd("user") == ("err", "EIO")
     assert time.monotonic() - t0 < 40
+    live.close()
+
+
+def test_fake_server_pagination_stays_on_our_server(fake, live_factory, tmp_path):
+    token = "fake-token-abcdefghijklmnop"
+    live = live_factory(fake.url, tmp_path / "cache", token)
+    fake.behaviour["/api/v4/projects/5/repository/tree"] = "paged"
+    c = live.ok("resolve", 5, "branch", "main")
+    names = sorted(e[3] for e in live.ok("ls", 5, c, "/"))
+    assert names == ["bad.txt", "good.txt", "short.txt", "sub"]
+    assert fake.hits["/api/v4/projects/5/repository/tree"] == 2
+    assert fake.tokens_seen == [token]
     live.close()
