@@ -82,8 +82,14 @@ void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 
 /* --- server.c --- */
 
-/* Resolves the Content-Type-exact JSON error for an unknown route. */
+/* GitLab's body for an unknown route: 404 {"error":"404 Not Found"}. */
 void hub_resp_not_found(struct hub_resp *resp);
+/* A request outside any connection (no headers), for a raw request-target such as
+ * "/api/v4/projects?page=2"; its response is hub_req_resp(). Used by tests and
+ * internal callers. */
+struct hub_req *hub_req_new(struct hub *hub, const char *method, const char *uri);
+struct hub_resp *hub_req_resp(struct hub_req *req);
+void hub_req_free(struct hub_req *req);
 int hub_serve(struct hub *hub, const char *listen, bool allow_remote);
 
 #endif

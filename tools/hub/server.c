@@ -504,7 +504,8 @@ int hub_auth_basic(struct hub_req *req, struct hub_user *user, unsigned *scopes)
 
 static struct hub *g_hub;
 
-static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
+/* A request context for a raw request-target ("/path?query"), as received. */
+static struct hub_ctx *ctx_new(struct hub *hub, struct MHD_Connection *conn, const char *uri)
 {
 	struct hub_ctx *c = calloc(1, sizeof(*c));
 	const char *q;
@@ -512,14 +513,16 @@ static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 	if (!c)
 		return NULL;
 	clock_gettime(CLOCK_MONOTONIC, &c->start);
-	c->req.hub = cls;
+	c->req.hub = hub;
 	c->req.conn = conn;
+	c->req.method = "GET";
 	c->resp.fd = -1;
 	buf_init(&c->req.body, HUB_MAX_BODY);
 	buf_init(&c->resp.body, BUF_DEFAULT_CAP);
 	if (!uri || uri[0] != '/' || strlen(uri) > HUB_MAX_URI) {
 		c->bad_uri = true;
 		c->path = strdup("/");
+		c->req.url = c->path ? c->path : "/";
 		return c;
 	}
 	q = strchr(uri, '?');
@@ -534,6 +537,11 @@ static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 	ctx_parse_query(c);
 	c->req.url = c->path ? c->path : "/";
 	return c;
+}
+
+static void *uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	return ctx_new(cls, conn, uri);
 }
 
 static size_t unescape_noop(void *cls, struct MHD_Connection *conn, char *s)
@@ -553,6 +561,26 @@ static void ctx_free(struct hub_ctx *c)
 	resp_free(&c->resp);
 	hub_git_free(c->git);
 	free(c);
+}
+
+struct hub_req *hub_req_new(struct hub *hub, const char *method, const char *uri)
+{
+	struct hub_ctx *c = ctx_new(hub, NULL, uri);
+
+	if (c && method)
+		c->req.method = method;
+	return c ? &c->req : NULL;
+}
+
+struct hub_resp *hub_req_resp(struct hub_req *req)
+{
+	return &ctx_of(req)->resp;
+}
+
+void hub_req_free(struct hub_req *req)
+{
+	if (req)
+		ctx_free(ctx_of(req));
 }
 
 static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
