@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,8 +33,17 @@
 #define XATTR_OID    "user.reef.oid"
 #define XATTR_COMMIT "user.reef.commit"
 
+/* Open files and directories, so those the kernel never released (a signal ended the
+ * session) are freed with the context. */
+struct ops_handle {
+	struct ops_handle *prev, *next;
+	bool is_dir;
+};
+
 struct ops_ctx {
 	struct cache *cache;
+	pthread_mutex_t hlock;
+	struct ops_handle handles; /* list head */
 	struct node_table *nodes;
 	char *server;
 	double dyn_timeout;
@@ -44,6 +54,7 @@ struct ops_ctx {
 
 /* An open file: a cached blob, or the bytes of .reef/status generated at open. */
 struct ops_file {
+	struct ops_handle h;
 	struct odb_blob *blob;
 	char *data;
 	size_t len;
@@ -58,6 +69,7 @@ struct ops_dirent {
 /* A directory snapshot taken at opendir, so offsets stay valid however the remote side
  * changes meanwhile. Revision directories share the node's immutable listing. */
 struct ops_dir {
+	struct ops_handle h;
 	struct node *node; /* pinned */
 	const struct node_listing *listing;
 	struct ops_dirent *v;
@@ -93,6 +105,8 @@ int ops_ctx_new(struct ops_ctx **out, const struct ops_opts *o)
 		free(ctx);
 		return r;
 	}
+	pthread_mutex_init(&ctx->hlock, NULL);
+	ctx->handles.prev = ctx->handles.next = &ctx->handles;
 	ctx->dyn_timeout = o->branch_timeout_s;
 	ctx->uid = getuid();
 	ctx->gid = getgid();
@@ -106,10 +120,53 @@ void ops_ctx_set_cache(struct ops_ctx *ctx, struct cache *c)
 	ctx->cache = c;
 }
 
+static void handle_track(struct ops_ctx *ctx, struct ops_handle *h, bool is_dir)
+{
+	h->is_dir = is_dir;
+	pthread_mutex_lock(&ctx->hlock);
+	h->next = ctx->handles.next;
+	h->prev = &ctx->handles;
+	h->next->prev = h;
+	ctx->handles.next = h;
+	pthread_mutex_unlock(&ctx->hlock);
+}
+
+static void handle_untrack(struct ops_ctx *ctx, struct ops_handle *h)
+{
+	pthread_mutex_lock(&ctx->hlock);
+	if (h->next) {
+		h->prev->next = h->next;
+		h->next->prev = h->prev;
+		h->prev = h->next = NULL;
+	}
+	pthread_mutex_unlock(&ctx->hlock);
+}
+
+static void file_free(struct ops_ctx *ctx, struct ops_file *f)
+{
+	if (!f)
+		return;
+	handle_untrack(ctx, &f->h);
+	odb_blob_close(f->blob);
+	free(f->data);
+	free(f);
+}
+
+static void dir_free(struct ops_ctx *ctx, struct ops_dir *d);
+
 void ops_ctx_free(struct ops_ctx *ctx)
 {
 	if (!ctx)
 		return;
+	while (ctx->handles.next != &ctx->handles) {
+		struct ops_handle *h = ctx->handles.next;
+
+		if (h->is_dir)
+			dir_free(ctx, (struct ops_dir *)h);
+		else
+			file_free(ctx, (struct ops_file *)h);
+	}
+	pthread_mutex_destroy(&ctx->hlock);
 	node_table_free(ctx->nodes);
 	free(ctx->server);
 	free(ctx);
@@ -683,20 +740,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->keep_cache = 1;
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
-	if (fuse_reply_open(req, fi) != 0) {
-		odb_blob_close(f->blob);
-		free(f->data);
-		free(f);
-	}
+	handle_track(ctx, &f->h, false);
+	if (fuse_reply_open(req, fi) != 0)
+		file_free(ctx, f);
 	f = NULL;
 	r = 0;
 out:
 	if (r < 0) {
-		if (f) {
-			odb_blob_close(f->blob);
-			free(f->data);
-			free(f);
-		}
+		file_free(ctx, f);
 		fuse_reply_err(req, -r);
 	}
 	node_put(ctx->nodes, n);
@@ -750,13 +801,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct ops_file *f = (struct ops_file *)(uintptr_t)fi->fh;
-
-	if (f) {
-		odb_blob_close(f->blob);
-		free(f->data);
-		free(f);
-	}
+	file_free(ctx_of(req), (struct ops_file *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -889,6 +934,7 @@ static void dir_free(struct ops_ctx *ctx, struct ops_dir *d)
 
 	if (!d)
 		return;
+	handle_untrack(ctx, &d->h);
 	for (i = 0; i < d->n; i++)
 		free(d->v[i].name);
 	free(d->v);
@@ -925,6 +971,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fi->keep_cache = 1;
 	}
 	fi->fh = (uint64_t)(uintptr_t)d;
+	handle_track(ctx, &d->h, true);
 	if (fuse_reply_open(req, fi) != 0)
 		dir_free(ctx, d);
 }
