@@ -103,6 +103,7 @@ def world(tmp_path_factory):
         w.bob = hub.user("bob")
         hub.project(PROJECT, "alice", "private")
         hub.project("bob/secret", "bob", "private")
+        hub.project("acme/empty", "alice", "private")
         w.src = base / "src"
         w.commits = make_repo(w.src)
         url = hub.git_url(PROJECT, token=w.alice)
@@ -174,7 +175,7 @@ def compare(mnt_root: Path, ref_root: Path):
 def test_namespaces_and_project_layout(world):
     m = world.m.mnt
     assert sorted(os.listdir(m)) == [".reef", "acme"]
-    assert os.listdir(m / "acme") == ["vision"]
+    assert sorted(os.listdir(m / "acme")) == ["empty", "vision"]
     assert os.listdir(m / "acme/vision") == ["cats"]
     assert sorted(os.listdir(world.proj)) == ["HEAD", "branches", "commits", "tags"]
     assert os.readlink(world.proj / "HEAD") == "branches/main"
@@ -524,3 +525,28 @@ def test_sigterm_exits_zero(world, tmp_path):
     finally:
         code = m.stop()
     assert code == 0
+
+
+def test_empty_project_has_no_head(world):
+    p = world.m.mnt / "acme/empty"
+    assert sorted(os.listdir(p)) == ["branches", "commits", "tags"]
+    expect_errno(errno.ENOENT, os.lstat, p / "HEAD")
+    assert os.listdir(p / "branches") == [] and os.listdir(p / "tags") == []
+
+
+def test_concurrent_reads(world):
+    """Many threads through the multithreaded loop at once, on paths never read before:
+    every byte must match git's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rev = world.commits[8]
+    root = world.proj / "commits" / rev
+    co = checkout(world, rev)
+    names = [f"many/f{i:04d}.txt" for i in range(0, MANY, 5)] + ["data/big.bin"] * 4
+
+    def check(name):
+        return (root / name).read_bytes() == (co / name).read_bytes()
+
+    with ThreadPoolExecutor(max_workers=16) as ex:
+        results = list(ex.map(check, names))
+    assert all(results)
