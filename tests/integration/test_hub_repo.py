@@ -77,7 +77,10 @@ class Repo:
 
 @pytest.fixture
 def repo(hub, tmp_path):
-    return Repo(hub, tmp_path)
+    yield Repo(hub, tmp_path)
+    # every request answered without a server-side failure (500s are logged as errors)
+    log = hub.log_path.read_text()
+    assert "reef-hub error" not in log and " 500 " not in log, log
 
 
 def member(hub, name, level):
@@ -522,6 +525,29 @@ def test_files_raw(repo):
     r = api(hub, "GET", "/files/nope/raw?ref=main", t)
     assert r.status_code == 404 and r.json() == {"message": "404 File Not Found"}
     assert api(hub, "GET", "/files/README.md/blame?ref=main", t).status_code == 404
+
+
+def test_files_last_commit_bound(repo):
+    """GET follows a long history to the true last commit; HEAD stops early (it is what
+    reefd sends to stat a file) and then names the requested commit itself."""
+    w = repo.work
+    stream = []
+    for i in range(150):
+        data = f"v{i}\n".encode()
+        stream.append(b"commit refs/heads/main\ncommitter T <t@x> %d +0000\ndata 1\nc\n"
+                      % (1800000000 + i))
+        if i == 0:
+            stream.append(b"from refs/heads/main^0\n")
+        stream.append(b"M 100644 inline churn.txt\ndata %d\n%s\n" % (len(data), data))
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=w, input=b"".join(stream), check=True)
+    git("push", "-q", repo.url, "main", cwd=w)
+    tip, old = repo.rev("main"), repo.rev("main~151")  # "second: readme"
+    f = repo.project.files.get("README.md", ref="main")
+    assert f.last_commit_id == old and f.commit_id == tip
+    h = api(repo.hub, "HEAD", "/files/README.md?ref=main", repo.token).headers
+    assert h["X-Gitlab-Last-Commit-Id"] == tip
+    h = api(repo.hub, "HEAD", "/files/churn.txt?ref=main", repo.token).headers
+    assert h["X-Gitlab-Last-Commit-Id"] == tip
 
 
 # --- blobs ----------------------------------------------------------------------------

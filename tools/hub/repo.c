@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "reef/jsonx.h"
 #include "reef/log.h"
@@ -24,18 +25,106 @@ static pthread_once_t repo_git_once = PTHREAD_ONCE_INIT;
 static void repo_git_init(void)
 {
 	git_libgit2_init();
+	/* libgit2 caches no tree above 4 KiB by default: a directory of a hundred entries
+	 * was parsed again on every step of a history walk or tree listing. */
+	git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_TREE, (size_t)1 << 20);
+	git_libgit2_opts(GIT_OPT_SET_CACHE_OBJECT_LIMIT, GIT_OBJECT_COMMIT, (size_t)64 << 10);
 }
 
-int repo_open(const struct hub_project *p, git_repository **out)
+/* Open repositories are pooled: a fresh handle has cold object, delta-base and pack
+ * caches, which made every tree or history request pay to inflate the same objects
+ * again. A handle serves one request at a time (libgit2 objects are not for concurrent
+ * use); staleness is not a concern because libgit2 re-reads refs from disk and rescans
+ * packs when an object is missing. A slot remembers the directory's device and inode
+ * so a project recreated at the same path gets a new handle. */
+#define REPO_POOL_SIZE 16
+
+struct repo_slot {
+	git_repository *repo;
+	char path[PATH_MAX];
+	dev_t dev;
+	ino_t ino;
+	bool busy;
+	uint64_t used;
+};
+
+static struct repo_slot repo_pool[REPO_POOL_SIZE];
+static pthread_mutex_t repo_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t repo_pool_clock;
+
+int repo_open(const struct hub_project *p, git_repository **out, int *slot)
 {
-	int r;
+	struct repo_slot *victim = NULL;
+	git_repository *stale = NULL;
+	struct stat st;
+	int r, i;
 
 	pthread_once(&repo_git_once, repo_git_init);
+	*out = NULL;
+	*slot = -1;
+	if (stat(p->repo_path, &st) < 0)
+		return -errno;
+	pthread_mutex_lock(&repo_pool_lock);
+	for (i = 0; i < REPO_POOL_SIZE; i++) {
+		struct repo_slot *s = &repo_pool[i];
+
+		if (s->repo && !s->busy && s->dev == st.st_dev && s->ino == st.st_ino &&
+		    !strcmp(s->path, p->repo_path)) {
+			s->busy = true;
+			s->used = ++repo_pool_clock;
+			*out = s->repo;
+			*slot = i;
+			pthread_mutex_unlock(&repo_pool_lock);
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&repo_pool_lock);
+
 	r = git_repository_open_ext(out, p->repo_path,
 	                            GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL);
-	if (r == GIT_ENOTFOUND)
-		return -ENOENT;
-	return r < 0 ? -EIO : 0;
+	if (r < 0)
+		return r == GIT_ENOTFOUND ? -ENOENT : -EIO;
+
+	/* Keep it in a free slot, or in place of the least recently used idle one. */
+	pthread_mutex_lock(&repo_pool_lock);
+	for (i = 0; i < REPO_POOL_SIZE; i++) {
+		struct repo_slot *s = &repo_pool[i];
+
+		if (s->busy)
+			continue;
+		if (!s->repo) {
+			victim = s;
+			break;
+		}
+		if (!victim || s->used < victim->used)
+			victim = s;
+	}
+	if (victim && strlen(p->repo_path) < sizeof victim->path) {
+		stale = victim->repo;
+		victim->repo = *out;
+		snprintf(victim->path, sizeof victim->path, "%s", p->repo_path);
+		victim->dev = st.st_dev;
+		victim->ino = st.st_ino;
+		victim->busy = true;
+		victim->used = ++repo_pool_clock;
+		*slot = (int)(victim - repo_pool);
+	}
+	pthread_mutex_unlock(&repo_pool_lock);
+	git_repository_free(stale);
+	return 0;
+}
+
+void repo_release(git_repository *repo, int slot)
+{
+	if (!repo)
+		return;
+	if (slot < 0) {
+		git_repository_free(repo);
+		return;
+	}
+	pthread_mutex_lock(&repo_pool_lock);
+	repo_pool[slot].busy = false;
+	pthread_mutex_unlock(&repo_pool_lock);
 }
 
 void repo_fail(struct repo_ctx *c, const char *what)
@@ -440,13 +529,15 @@ int repo_path_entry(const git_tree *tree, const char *path, git_oid *oid, uint32
 	return 0;
 }
 
-int repo_last_commit(git_repository *repo, const git_commit *start, const char *path, git_oid *out)
+int repo_last_commit(git_repository *repo, const git_commit *start, const char *path,
+                     unsigned max_steps, git_oid *out)
 {
 	git_commit *cm = NULL, *parent = NULL;
 	git_tree *tree = NULL;
 	git_oid id, pid;
 	uint32_t mode, pmode;
-	int r = 0, steps;
+	unsigned steps;
+	int r = 0;
 
 	git_oid_cpy(out, git_commit_id(start));
 	if (git_commit_lookup(&cm, repo, git_commit_id(start)) < 0)
@@ -455,7 +546,7 @@ int repo_last_commit(git_repository *repo, const git_commit *start, const char *
 		r = -EIO;
 		goto out;
 	}
-	for (steps = 0; steps < REPO_MAX_LAST_COMMIT_WALK; steps++) {
+	for (steps = 0; steps < max_steps; steps++) {
 		unsigned n = git_commit_parentcount(cm), i;
 		bool same = false;
 
@@ -1027,9 +1118,9 @@ void hub_repo_route(struct hub_req *req, struct hub_resp *resp, const struct hub
 	struct repo_ctx c = {.req = req, .resp = resp, .p = p, .repo = NULL};
 	size_t n = strcspn(rest, "/");
 	const char *sub = rest[n] == '/' && rest[n + 1] ? rest + n + 1 : NULL;
-	int r;
+	int r, slot;
 
-	r = repo_open(p, &c.repo);
+	r = repo_open(p, &c.repo, &slot);
 	if (r < 0) {
 		repo_fail(&c, "opening");
 		return;
@@ -1048,7 +1139,7 @@ void hub_repo_route(struct hub_req *req, struct hub_resp *resp, const struct hub
 		repo_blobs_route(&c, sub);
 	else
 		hub_resp_error(resp, 404, "404 Not Found");
-	git_repository_free(c.repo);
+	repo_release(c.repo, slot);
 }
 
 void hub_repo_project_fields(const struct hub_project *p, json_t *project_json)
@@ -1058,8 +1149,9 @@ void hub_repo_project_fields(const struct hub_project *p, json_t *project_json)
 	git_reference *ref = NULL;
 	char *def = NULL;
 	bool empty = true;
+	int slot;
 
-	if (repo_open(p, &repo) == 0) {
+	if (repo_open(p, &repo, &slot) == 0) {
 		repo_default_branch(repo, &def);
 		if (git_reference_iterator_new(&it, repo) == 0 && git_reference_next(&ref, it) == 0)
 			empty = false;
@@ -1069,5 +1161,5 @@ void hub_repo_project_fields(const struct hub_project *p, json_t *project_json)
 	free(def);
 	git_reference_free(ref);
 	git_reference_iterator_free(it);
-	git_repository_free(repo);
+	repo_release(repo, slot);
 }

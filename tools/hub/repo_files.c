@@ -3,8 +3,9 @@
  * JSON answers carry the content in base64 and are capped at REPO_MAX_JSON_BLOB (413
  * beyond: use /raw). Raw answers honour a single HTTP byte range (206 + Content-Range).
  * HEAD on a file answers GitLab's X-Gitlab-* headers only. last_commit_id follows the
- * path's simplified history at most REPO_MAX_LAST_COMMIT_WALK commits (see
- * repo_last_commit), so HEAD and GET stay bounded on long histories. */
+ * path's simplified history (see repo_last_commit) at most REPO_MAX_LAST_COMMIT_WALK
+ * commits for GET and REPO_MAX_LAST_COMMIT_HEAD for HEAD, then reports the requested
+ * commit itself: HEAD and GET stay bounded on long histories. */
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -255,7 +256,9 @@ static void file_get(struct repo_ctx *c, const char *path, bool head)
 	}
 	if (blob)
 		sha256_hex(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob), sha);
-	if (repo_last_commit(c->repo, h.commit, path, &last) < 0) {
+	if (repo_last_commit(c->repo, h.commit, path,
+	                     head ? REPO_MAX_LAST_COMMIT_HEAD : REPO_MAX_LAST_COMMIT_WALK,
+	                     &last) < 0) {
 		repo_fail(c, "finding a path's last commit");
 		goto out;
 	}

@@ -15,8 +15,11 @@
 #define REPO_MAX_RAW_BLOB ((size_t)2 << 30)
 /* A recursive tree listing visits at most this many entries. */
 #define REPO_MAX_TREE_ENTRIES 1000000
-/* last_commit_id follows the simplified history of a path this many commits at most. */
+/* last_commit_id follows the simplified history of a path this many commits at most:
+ * fewer for HEAD, which reefd sends for every file it stats and which must stay cheap
+ * on a cold cache (each step parses the commit's root tree). */
 #define REPO_MAX_LAST_COMMIT_WALK 10000
+#define REPO_MAX_LAST_COMMIT_HEAD 100
 /* Commit listings walk at most this many commits per request. */
 #define REPO_MAX_LOG_WALK 200000
 /* Diffs for commit stats treat blobs above this size as binary. */
@@ -31,8 +34,10 @@ struct repo_ctx {
 
 /* --- repo.c: shared helpers --- */
 
-/* Opens the project's bare repository. 0 or a negative errno. */
-int repo_open(const struct hub_project *p, git_repository **out);
+/* Takes a handle on the project's bare repository from the pool (or opens one); hand it
+ * back with repo_release(*out, *slot). 0 or a negative errno. */
+int repo_open(const struct hub_project *p, git_repository **out, int *slot);
+void repo_release(git_repository *repo, int slot);
 /* Answers 500 and logs libgit2's last error. */
 void repo_fail(struct repo_ctx *c, const char *what);
 /* Lets the response body hold len more bytes than the core's default cap, which is
@@ -68,8 +73,9 @@ int repo_resolve_commit(git_repository *repo, const char *name, git_commit **out
  * tree itself. 0 or a negative errno (absence is not an error). */
 int repo_path_entry(const git_tree *tree, const char *path, git_oid *oid, uint32_t *mode);
 /* The id of the newest commit that changed path, following git's simplified history
- * from cm (at most REPO_MAX_LAST_COMMIT_WALK steps; past that, cm's own id). */
-int repo_last_commit(git_repository *repo, const git_commit *cm, const char *path, git_oid *out);
+ * from cm (at most max_steps commits; past that, cm's own id). */
+int repo_last_commit(git_repository *repo, const git_commit *cm, const char *path,
+                     unsigned max_steps, git_oid *out);
 
 /* GitLab's commit JSON (Entities::Commit). */
 json_t *repo_commit_json(struct repo_ctx *c, const git_commit *cm);
