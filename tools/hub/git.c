@@ -360,26 +360,34 @@ static void touch_activity(struct hub_git *g)
 	sqlite3_finalize(st);
 }
 
+/* Reaps http-backend; after a successful push, fixes HEAD before the client sees the
+ * end of the response, so whatever it does next sees the new default branch. */
+static void child_finish(struct hub_git *g)
+{
+	int st = 0;
+
+	if (g->pid <= 0)
+		return;
+	while (waitpid(g->pid, &st, 0) < 0 && errno == EINTR)
+		;
+	g->pid = -1;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		log_warn("git http-backend for project %lld exited with status %d",
+		         (long long)g->project_id, st);
+	} else if (g->endpoint == GIT_RECEIVE_PACK) {
+		head_fix(g);
+		touch_activity(g);
+	}
+}
+
 static void response_done(void *cls)
 {
 	struct hub_git *g = cls;
-	int st = 0;
 
 	if (g->out >= 0)
 		close(g->out);
 	g->out = -1;
-	if (g->pid > 0) {
-		while (waitpid(g->pid, &st, 0) < 0 && errno == EINTR)
-			;
-		g->pid = -1;
-		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-			log_warn("git http-backend for project %lld exited with status %d",
-			         (long long)g->project_id, st);
-		else if (g->endpoint == GIT_RECEIVE_PACK) {
-			head_fix(g);
-			touch_activity(g);
-		}
-	}
+	child_finish(g);
 	hub_git_free(g);
 }
 
@@ -400,8 +408,10 @@ static ssize_t response_read(void *cls, uint64_t pos, char *buf, size_t max)
 	do {
 		n = read(g->out, buf, max);
 	} while (n < 0 && errno == EINTR);
-	if (n == 0)
+	if (n == 0) {
+		child_finish(g);
 		return MHD_CONTENT_READER_END_OF_STREAM;
+	}
 	if (n < 0)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
 	return n;
