@@ -292,3 +292,27 @@ def test_namespaces_and_groups(hub):
     assert hub.api("GET", "/users/1", token=bob).json()["username"] == "alice"
     assert [u["username"] for u in
             hub.api("GET", "/users", token=bob, params={"username": "alice"}).json()] == ["alice"]
+
+
+def test_concurrent_creates_and_reads(hub):
+    """Server threads share one SQLite connection: concurrent writers must not mix their
+    transactions, and readers keep working meanwhile."""
+    import concurrent.futures
+
+    tok = hub.user("alice")
+
+    def create(i):
+        r = requests.post(hub.url + "/api/v4/projects", headers={"PRIVATE-TOKEN": tok},
+                          json={"name": f"c{i:02d}"}, timeout=60)
+        listed = hub.api("GET", "/projects", token=tok, params={"per_page": 5})
+        return r.status_code, r.json().get("id"), r.json().get("path"), listed.status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(create, range(40)))
+    assert all(st == 201 and lst == 200 for st, _, _, lst in results), results
+    assert len({pid for _, pid, _, _ in results}) == 40
+    for _, pid, path, _ in results:
+        assert hub.api("GET", f"/projects/{pid}", token=tok).json()["path"] == path
+    assert hub.api("GET", "/projects", token=tok).headers["X-Total"] == "40"
+    repos = sorted(p.name for p in (hub.dir / "repos").iterdir())
+    assert len(repos) == 40

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <git2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,18 +288,32 @@ static int exec_insert(struct hub *hub, sqlite3_stmt *st, int64_t *id)
 	return 0;
 }
 
+/* Server threads share one connection, and a transaction belongs to the connection,
+ * not to a thread: writers take turns, or one thread's BEGIN would swallow another's
+ * statements (and last_insert_rowid would race). */
+static pthread_mutex_t tx_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static int begin(struct hub *hub)
 {
-	return hub_db_err(sqlite3_exec(hub->db, "BEGIN IMMEDIATE", NULL, NULL, NULL));
+	int r;
+
+	pthread_mutex_lock(&tx_lock);
+	r = hub_db_err(sqlite3_exec(hub->db, "BEGIN IMMEDIATE", NULL, NULL, NULL));
+	if (r < 0)
+		pthread_mutex_unlock(&tx_lock);
+	return r;
 }
 
 static int finish(struct hub *hub, int r)
 {
-	if (r < 0) {
+	if (r < 0)
 		sqlite3_exec(hub->db, "ROLLBACK", NULL, NULL, NULL);
-		return r;
-	}
-	return hub_db_err(sqlite3_exec(hub->db, "COMMIT", NULL, NULL, NULL));
+	else
+		r = hub_db_err(sqlite3_exec(hub->db, "COMMIT", NULL, NULL, NULL));
+	if (r < 0 && !sqlite3_get_autocommit(hub->db))
+		sqlite3_exec(hub->db, "ROLLBACK", NULL, NULL, NULL);
+	pthread_mutex_unlock(&tx_lock);
+	return r;
 }
 
 bool hub_path_valid(const char *s)
