@@ -3,6 +3,7 @@
  * to the API (api.c) and to git over smart HTTP (git.c). */
 #include "core.h"
 #include "git.h"
+#include "hub_ci.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -419,9 +420,14 @@ static int auth_api(struct hub_ctx *c)
 		tok = hub_req_query(&c->req, "private_token");
 	if (!tok)
 		tok = hub_req_query(&c->req, "access_token");
-	/* Job tokens exist only while a job runs; none do yet, so any is invalid. */
-	if (!tok && (hub_req_header(&c->req, "JOB-TOKEN") || hub_req_query(&c->req, "job_token")))
-		return -EACCES;
+	if (!tok) {
+		const char *jt = hub_req_header(&c->req, "JOB-TOKEN");
+
+		if (!jt)
+			jt = hub_req_query(&c->req, "job_token");
+		if (jt)
+			return hub_auth_job_token(&c->req, jt, &c->user, &c->scopes);
+	}
 	if (!tok)
 		return 0;
 	while (*tok == ' ')
@@ -475,6 +481,21 @@ static int b64_decode(const char *in, char *out, size_t cap)
 	return (int)o;
 }
 
+/* A CI job token (hub_ci.h): the pipeline's user, on the job's project only, while the
+ * job runs. */
+int hub_auth_job_token(struct hub_req *req, const char *token, struct hub_user *user,
+                       unsigned *scopes)
+{
+	int64_t uid = 0, pid = hub_ci_job_token_lookup(req->hub, token, &uid);
+
+	if (pid <= 0 || hub_user_by_id(req->hub, uid, user) < 0)
+		return -EACCES;
+	*scopes = HUB_SCOPE_API;
+	req->user = user;
+	req->job_project_id = pid;
+	return 1;
+}
+
 int hub_auth_basic(struct hub_req *req, struct hub_user *user, unsigned *scopes)
 {
 	const char *authz = hub_req_header(req, "Authorization");
@@ -494,8 +515,15 @@ int hub_auth_basic(struct hub_req *req, struct hub_user *user, unsigned *scopes)
 	colon = strchr(dec, ':');
 	if (!colon)
 		return -EACCES;
-	/* The user name is ignored for personal tokens (gitlab-ci-token, oauth2 or any). */
-	r = hub_user_by_token(req->hub, colon + 1, user, scopes);
+	/* The user name is ignored for personal tokens (oauth2 or any); gitlab-ci-token
+	 * names a job token. */
+	*colon = '\0';
+	r = -EACCES;
+	if (strcmp(dec, "gitlab-ci-token") == 0)
+		r = hub_auth_job_token(req, colon + 1, user, scopes);
+	/* GitLab also takes a personal token under that name. */
+	if (r < 0)
+		r = hub_user_by_token(req->hub, colon + 1, user, scopes);
 	explicit_bzero(dec, sizeof(dec));
 	return r < 0 ? -EACCES : 1;
 }
@@ -645,7 +673,8 @@ static enum MHD_Result queue(struct hub_ctx *c, struct MHD_Connection *conn)
 
 static bool is_api(const char *path)
 {
-	return strcmp(path, "/api/v4") == 0 || strncmp(path, "/api/v4/", 8) == 0;
+	return strcmp(path, "/api/v4") == 0 || strncmp(path, "/api/v4/", 8) == 0 ||
+	       strncmp(path, "/api/v1/", 8) == 0;
 }
 
 static bool scope_allows(const struct hub_ctx *c, const char *rest)
@@ -678,7 +707,15 @@ static void handle_api(struct hub_ctx *c)
 		                        "scope", "api"));
 		return;
 	}
-	hub_api_route(&c->req, &c->resp, rest);
+	if (c->req.job_project_id > 0 && strncmp(rest, "/projects/", 10) != 0) {
+		/* a job token reaches its own project's routes only */
+		hub_resp_error(&c->resp, 403, "403 Forbidden");
+		return;
+	}
+	if (strncmp(c->path, "/api/v1/", 8) == 0)
+		hub_mgmt_route(&c->req, &c->resp, rest + 1);
+	else
+		hub_api_route(&c->req, &c->resp, rest);
 }
 
 static uint64_t content_length(struct MHD_Connection *conn, bool *given)
@@ -885,6 +922,11 @@ int hub_serve(struct hub *hub, const char *listen_at, bool allow_remote)
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* after the mask: the runner's threads inherit it */
+	if (hub_ci_init(hub) < 0) {
+		close(fd);
+		return log_ret(-EIO, "cannot start the CI runner");
+	}
 	d = MHD_start_daemon(
 	    MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
 	        MHD_USE_ERROR_LOG,
@@ -895,6 +937,7 @@ int hub_serve(struct hub *hub, const char *listen_at, bool allow_remote)
 	    MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_END);
 	if (!d) {
 		close(fd);
+		hub_ci_shutdown(hub);
 		return log_ret(-EIO, "cannot start the HTTP server on %s", shown);
 	}
 	printf("listening on http://%s\n", shown);
@@ -904,5 +947,6 @@ int hub_serve(struct hub *hub, const char *listen_at, bool allow_remote)
 		;
 	log_info("signal %d: stopping", sig);
 	MHD_stop_daemon(d);
+	hub_ci_shutdown(hub);
 	return 0;
 }
