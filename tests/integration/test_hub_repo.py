@@ -527,6 +527,40 @@ def test_files_raw(repo):
     assert api(hub, "GET", "/files/README.md/blame?ref=main", t).status_code == 404
 
 
+def test_files_write(repo):
+    p, hub, t = repo.project, repo.hub, repo.token
+    f = p.files.create({"file_path": "docs/new file.md", "branch": "main", "content": "one\n",
+                        "commit_message": "add a doc"})
+    assert f.file_path == "docs/new file.md" and f.branch == "main"
+    got = p.files.get("docs/new file.md", ref="main")
+    assert got.decode() == b"one\n"
+    got.content = "two\n"
+    got.save(branch="main", commit_message="edit the doc")
+    assert p.files.raw("docs/new file.md", ref="main") == b"two\n"
+    assert p.commits.get("main").title == "edit the doc"
+    p.files.create({"file_path": "tool", "branch": "main", "encoding": "base64",
+                    "content": base64.b64encode(b"\x00bin").decode(), "execute_filemode": True,
+                    "commit_message": "bin"})
+    assert api(hub, "HEAD", "/files/tool?ref=main", t).headers["X-Gitlab-Execute-Filemode"] == "true"
+    assert p.files.raw("tool", ref="main") == b"\x00bin"
+    p.files.delete("docs/new file.md", branch="main", commit_message="drop the doc")
+    r = api(hub, "GET", "/files/docs%2Fnew%20file.md?ref=main", t)
+    assert r.status_code == 404 and r.json() == {"message": "404 File Not Found"}
+    r = api(hub, "POST", "/files/README.md", t,
+            json={"branch": "main", "content": "x", "commit_message": "dup"})
+    assert r.status_code == 400 and r.json() == {"message": "A file with this name already exists"}
+    r = api(hub, "PUT", "/files/missing.md", t,
+            json={"branch": "main", "content": "x", "commit_message": "m"})
+    assert r.status_code == 400 and r.json() == {"message": "A file with this name doesn't exist"}
+    r = api(hub, "POST", "/files/x.md", t, json={"branch": "main"})
+    assert r.status_code == 400
+    assert r.json() == {"error": "commit_message is missing, content is missing"}
+    r = api(hub, "POST", "/files/x.md/raw", t, json={})
+    assert r.status_code == 405
+    repo.fetch()
+    assert git("log", "-1", "--format=%s", "hub/main", cwd=repo.work).stdout.strip() == "drop the doc"
+
+
 def test_files_last_commit_bound(repo):
     """GET follows a long history to the true last commit; HEAD stops early (it is what
     reefd sends to stat a file) and then names the requested commit itself."""

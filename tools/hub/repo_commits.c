@@ -560,7 +560,7 @@ static int add_entry(struct commit_job *j, const char *path, const git_oid *id, 
 	char which[HUB_MAX_PATH + 1];
 
 	if (index_has_dir(j->index, path))
-		return job_fail(j, "A directory with this name already exists: %.1200s", path);
+		return job_fail(j, "A directory with this name already exists");
 	if (index_parent_is_file(j->index, path, which, sizeof which))
 		return job_fail(j, "A file with this name already exists: %.1200s", which);
 	memset(&e, 0, sizeof e);
@@ -621,7 +621,7 @@ static int action_apply(struct commit_job *j, const json_t *a, size_t i)
 
 	if (!strcmp(action, "create")) {
 		if (cur || index_has_dir(j->index, path))
-			return job_fail(j, "A file with this name already exists: %.1200s", path);
+			return job_fail(j, "A file with this name already exists");
 		if ((r = action_blob(j, a, i, &id, &size)) < 0)
 			return r;
 		return add_entry(j, path, &id, exec_mode(a, GIT_FILEMODE_BLOB), size);
@@ -631,9 +631,9 @@ static int action_apply(struct commit_job *j, const json_t *a, size_t i)
 		bool has_content = json_is_string(json_object_get(a, "content"));
 
 		if (!old)
-			return job_fail(j, "A file with this name doesn't exist: %.1200s", prev);
+			return job_fail(j, "A file with this name doesn't exist");
 		if (cur || index_has_dir(j->index, path))
-			return job_fail(j, "A file with this name already exists: %.1200s", path);
+			return job_fail(j, "A file with this name already exists");
 		git_oid_cpy(&id, &old->id);
 		mode = exec_mode(a, old->mode);
 		size = old->file_size;
@@ -644,7 +644,7 @@ static int action_apply(struct commit_job *j, const json_t *a, size_t i)
 		return add_entry(j, path, &id, mode, size);
 	}
 	if (!cur)
-		return job_fail(j, "A file with this name doesn't exist: %.1200s", path);
+		return job_fail(j, "A file with this name doesn't exist");
 	if (!strcmp(action, "delete"))
 		return git_index_remove(j->index, path, 0) < 0 ? -EIO : 0;
 	mode = exec_mode(a, cur->mode);
@@ -737,58 +737,29 @@ static bool has_branches(git_repository *repo)
 	return any;
 }
 
-static void commit_create(struct repo_ctx *c)
+/* Commits actions (already validated) on params' branch: the shared half of the commits
+ * and files APIs. 0 with *made set, or a negative errno after answering the error. */
+static int commit_apply(struct repo_ctx *c, const json_t *params, const json_t *actions,
+                        git_commit **made)
 {
-	json_t *params = NULL, *actions, *a, *j;
-	const char *branch, *message, *start_branch, *start_sha;
+	const char *branch = jsonx_str(params, "branch");
+	const char *message = jsonx_str(params, "commit_message");
+	const char *start_branch = jsonx_str(params, "start_branch");
+	const char *start_sha = jsonx_str(params, "start_sha");
 	git_reference *existing = NULL, *ref = NULL;
-	git_commit *base = NULL, *made = NULL;
+	git_commit *base = NULL;
 	const git_commit *parents[1];
 	git_tree *tree = NULL;
 	git_signature *author = NULL, *committer = NULL;
 	struct commit_job job = {.c = c};
-	char full[1024], msg[1400], missing[128] = "";
+	char full[1024], msg[1400];
 	bool was_empty;
 	git_oid tree_id, commit_id;
+	const json_t *a;
 	size_t i;
-	int r, valid = 0;
+	int r, valid = 0, ret = -EINVAL;
 
-	if (!repo_can_write(c))
-		return;
-	if (hub_req_params(c->req, &params) < 0 || !json_is_object(params)) {
-		repo_bad_param(c, "The request body is not valid");
-		goto out;
-	}
-	branch = jsonx_str(params, "branch");
-	message = jsonx_str(params, "commit_message");
-	actions = json_object_get(params, "actions");
-	start_branch = jsonx_str(params, "start_branch");
-	start_sha = jsonx_str(params, "start_sha");
-	if (!branch)
-		strcat(missing, "branch is missing, ");
-	if (!message)
-		strcat(missing, "commit_message is missing, ");
-	if (!actions)
-		strcat(missing, "actions is missing, ");
-	if (*missing) {
-		missing[strlen(missing) - 2] = '\0';
-		repo_bad_param(c, missing);
-		goto out;
-	}
-	if (!*message) {
-		repo_bad_param(c, "commit_message is empty");
-		goto out;
-	}
-	if (!json_is_array(actions)) {
-		repo_bad_param(c, "actions is invalid");
-		goto out;
-	}
-	if (json_array_size(actions) == 0) {
-		repo_bad_param(c, "actions is empty");
-		goto out;
-	}
-	if (!actions_valid(c, actions))
-		goto out;
+	*made = NULL;
 	if (strlen(branch) > 900 ||
 	    snprintf(full, sizeof full, "refs/heads/%s", branch) >= (int)sizeof full ||
 	    git_reference_name_is_valid(&valid, full) < 0 || !valid || branch[0] == '-') {
@@ -892,24 +863,138 @@ static void commit_create(struct repo_ctx *c)
 	/* GitLab makes the first branch of an empty project its default. */
 	if (was_empty)
 		git_repository_set_head(c->repo, full);
-	if (git_commit_lookup(&made, c->repo, &commit_id) < 0)
+	if (git_commit_lookup(made, c->repo, &commit_id) < 0)
 		goto fail;
-	j = commit_detail(c, made, true);
-	if (!j)
-		goto fail;
-	hub_resp_json(c->resp, 201, j);
+	ret = 0;
 	goto out;
 fail:
 	repo_fail(c, "creating a commit");
+	ret = -EIO;
 out:
 	git_signature_free(author);
 	git_signature_free(committer);
 	git_index_free(job.index);
 	git_tree_free(tree);
-	git_commit_free(made);
 	git_commit_free(base);
 	git_reference_free(ref);
 	git_reference_free(existing);
+	return ret;
+}
+
+static void commit_create(struct repo_ctx *c)
+{
+	json_t *params = NULL, *actions, *j;
+	const char *branch, *message;
+	git_commit *made = NULL;
+	char missing[128] = "";
+
+	if (!repo_can_write(c))
+		return;
+	if (hub_req_params(c->req, &params) < 0 || !json_is_object(params)) {
+		repo_bad_param(c, "The request body is not valid");
+		goto out;
+	}
+	branch = jsonx_str(params, "branch");
+	message = jsonx_str(params, "commit_message");
+	actions = json_object_get(params, "actions");
+	if (!branch)
+		strcat(missing, "branch is missing, ");
+	if (!message)
+		strcat(missing, "commit_message is missing, ");
+	if (!actions)
+		strcat(missing, "actions is missing, ");
+	if (*missing) {
+		missing[strlen(missing) - 2] = '\0';
+		repo_bad_param(c, missing);
+		goto out;
+	}
+	if (!*message) {
+		repo_bad_param(c, "commit_message is empty");
+		goto out;
+	}
+	if (!json_is_array(actions)) {
+		repo_bad_param(c, "actions is invalid");
+		goto out;
+	}
+	if (json_array_size(actions) == 0) {
+		repo_bad_param(c, "actions is empty");
+		goto out;
+	}
+	if (!actions_valid(c, actions) || commit_apply(c, params, actions, &made) < 0)
+		goto out;
+	j = commit_detail(c, made, true);
+	if (j)
+		hub_resp_json(c->resp, 201, j);
+	else
+		repo_fail(c, "computing commit stats");
+out:
+	git_commit_free(made);
+	json_decref(params);
+}
+
+/* POST|PUT|DELETE /repository/files/:file_path: commits of one action, as GitLab's
+ * files API. */
+void repo_files_write(struct repo_ctx *c, const char *path)
+{
+	const char *m = c->req->method;
+	bool create = !strcmp(m, "POST"), del = !strcmp(m, "DELETE");
+	json_t *params = NULL, *actions = NULL, *a;
+	git_commit *made = NULL;
+	char missing[128] = "";
+	static const char *const copied[] = {"content", "encoding", "execute_filemode"};
+
+	if (!repo_can_write(c))
+		return;
+	if (hub_req_params(c->req, &params) < 0 || !json_is_object(params)) {
+		repo_bad_param(c, "The request body is not valid");
+		goto out;
+	}
+	if (!jsonx_str(params, "branch"))
+		strcat(missing, "branch is missing, ");
+	if (!jsonx_str(params, "commit_message"))
+		strcat(missing, "commit_message is missing, ");
+	if (!del && !jsonx_str(params, "content"))
+		strcat(missing, "content is missing, ");
+	if (*missing) {
+		missing[strlen(missing) - 2] = '\0';
+		repo_bad_param(c, missing);
+		goto out;
+	}
+	if (!*jsonx_str(params, "commit_message")) {
+		repo_bad_param(c, "commit_message is empty");
+		goto out;
+	}
+	a = json_pack("{s:s, s:s}", "action",
+	              create ? "create"
+	              : del  ? "delete"
+	                     : "update",
+	              "file_path", path);
+	actions = json_array();
+	if (!a || !actions || json_array_append_new(actions, a) < 0) {
+		hub_resp_error(c->resp, 500, "500 Internal Server Error");
+		goto out;
+	}
+	for (size_t k = 0; !del && k < sizeof copied / sizeof *copied; k++) {
+		json_t *v = json_object_get(params, copied[k]);
+
+		/* form posts carry execute_filemode as text */
+		if (v && !strcmp(copied[k], "execute_filemode") && json_is_string(v))
+			json_object_set_new(a, copied[k],
+			                    json_boolean(repo_bool(json_string_value(v))));
+		else if (v)
+			json_object_set(a, copied[k], v);
+	}
+	if (!actions_valid(c, actions) || commit_apply(c, params, actions, &made) < 0)
+		goto out;
+	if (del)
+		hub_resp_raw(c->resp, 204, "application/json", "", 0);
+	else
+		hub_resp_json(c->resp, create ? 201 : 200,
+		              json_pack("{s:o, s:o}", "file_path", repo_jstr(path), "branch",
+		                        repo_jstr(jsonx_str(params, "branch"))));
+out:
+	git_commit_free(made);
+	json_decref(actions);
 	json_decref(params);
 }
 

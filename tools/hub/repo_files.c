@@ -339,7 +339,9 @@ void repo_files_route(struct repo_ctx *c, const char *rest)
 		hub_resp_error(c->resp, 404, "404 Not Found");
 		return;
 	}
-	if (!get && !head) {
+	if (!get && !head &&
+	    (*tail || (strcmp(c->req->method, "POST") && strcmp(c->req->method, "PUT") &&
+	               strcmp(c->req->method, "DELETE")))) {
 		hub_resp_error(c->resp, 405, "405 Method Not Allowed");
 		return;
 	}
@@ -351,8 +353,10 @@ void repo_files_route(struct repo_ctx *c, const char *rest)
 	}
 	if (*tail)
 		file_raw(c, path);
-	else
+	else if (get || head)
 		file_get(c, path, head);
+	else
+		repo_files_write(c, path);
 	free(path);
 }
 

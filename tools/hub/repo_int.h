@@ -88,6 +88,7 @@ json_t *repo_web_url(struct repo_ctx *c, const char *kind, const char *name);
 
 void repo_tree_route(struct repo_ctx *c);
 void repo_files_route(struct repo_ctx *c, const char *rest);
+void repo_files_write(struct repo_ctx *c, const char *path);
 void repo_blobs_route(struct repo_ctx *c, const char *rest);
 void repo_commits_route(struct repo_ctx *c, const char *rest);
 
