@@ -81,6 +81,12 @@ int ci_random_hex(char *out, size_t nbytes);
 /* sha256 hex of a token, as stored. */
 void ci_token_hash(const char *token, char out[65]);
 
+/* Runs a helper command (its own process group, output discarded, 10 minute limit):
+ * its exit code, 128+signal, or a negative errno. */
+int ci_exec(char *const argv[], char *const envp[]);
+/* The hub's data directory, absolute. */
+const char *ci_data_dir(void);
+
 /* True for statuses that will not change any more. */
 bool ci_status_finished(const char *status);
 
