@@ -95,6 +95,6 @@ PY
 cat <<TXT
 
 Explore: ls $MNT/acme/iris/{branches,tags,commits}; cat $MNT/.reef/status
-Pin a commit: ls $MNT/acme/iris/commits/\$(git ls-remote http://127.0.0.1:$PORT/acme/iris.git main | cut -c1-12)
+Pin a commit: ls $MNT/acme/iris/commits/\$(getfattr --only-values -n user.reef.commit $MNT/acme/iris/HEAD/)
 Stop:    scripts/demo.sh stop
 TXT
