@@ -23,6 +23,12 @@ def api(hub, method, route, token, **kw):
     return hub.api(method, f"/projects/{ENC}/repository{route}", token=token, **kw)
 
 
+def day(n):
+    """Distinct dates, so date orders are deterministic."""
+    d = f"2024-01-0{n}T12:00:00+01:00"
+    return {"GIT_AUTHOR_DATE": d, "GIT_COMMITTER_DATE": d}
+
+
 class Repo:
     """alice/cats pushed from a local work tree, plus a bare clone to compare against."""
 
@@ -58,13 +64,14 @@ class Repo:
         # A submodule entry: the tree lists it as type "commit", mode 160000.
         git("update-index", "--add", "--cacheinfo",
             "160000,1111111111111111111111111111111111111111,sub", cwd=w)
-        git("commit", "-q", "-m", "first commit", cwd=w)
+        git("commit", "-q", "-m", "first commit", cwd=w, env=day(1))
         (w / "README.md").write_text("# cats\n\nsecond\n")
-        git("commit", "-q", "-m", "second: readme", "README.md", cwd=w)
+        git("commit", "-q", "-m", "second: readme", "README.md", cwd=w, env=day(2))
         (w / "data" / "d03" / "f04.txt").write_text("changed\n")
-        git("commit", "-q", "-m", "third: data", "data/d03/f04.txt", cwd=w)
-        git("tag", "-a", "v1.0", "-m", "release one", "HEAD~1", cwd=w)
+        git("commit", "-q", "-m", "third: data", "data/d03/f04.txt", cwd=w, env=day(3))
+        git("tag", "-a", "v1.0", "-m", "release one", "HEAD~1", cwd=w, env=day(4))
         git("tag", "light", "HEAD~2", cwd=w)
+        git("tag", "release/2.0", "HEAD", cwd=w)
         git("branch", "feature/deep/x", "HEAD~1", cwd=w)
         git("push", "-q", self.url, "main", "feature/deep/x", "--tags", cwd=w)
 
@@ -156,18 +163,22 @@ def test_branch_pagination(repo):
 def test_tags(repo):
     p, hub, t = repo.project, repo.hub, repo.token
     tags = {x.name: x for x in p.tags.list(get_all=True)}
-    assert set(tags) == {"v1.0", "light"}
+    assert set(tags) == {"v1.0", "light", "release/2.0"}
+    assert p.tags.get("release/2.0").commit["id"] == repo.rev("HEAD")
     # default order: updated (commit date) descending; ties broken by name
     v1 = p.tags.get("v1.0")
     assert v1.message == "release one\n"
     assert v1.target == repo.rev("v1.0") and v1.target != repo.rev("v1.0^{commit}")
     assert v1.commit["id"] == repo.rev("HEAD~1")
-    assert v1.created_at is not None and v1.release is None and v1.protected is False
+    assert v1.created_at == "2024-01-04T12:00:00.000+01:00"
+    assert v1.release is None and v1.protected is False
     light = p.tags.get("light")
     assert light.target == repo.rev("HEAD~2") and light.commit["id"] == repo.rev("HEAD~2")
     assert light.message == "" and light.created_at is None
     names = [x["name"] for x in api(hub, "GET", "/tags?order_by=name&sort=asc", t).json()]
-    assert names == ["light", "v1.0"]
+    assert names == ["light", "release/2.0", "v1.0"]
+    names = [x["name"] for x in api(hub, "GET", "/tags", t).json()]
+    assert names[0] == "release/2.0"  # newest commit first
     r = api(hub, "GET", "/tags/nope", t)
     assert r.status_code == 404 and r.json() == {"message": "404 Tag Not Found"}
 
@@ -188,10 +199,11 @@ def test_commit_get(repo):
     assert c.short_id == head[:8]
     assert c.title == "third: data" and c.message == "third: data\n"
     assert c.author_email == "test@reef.invalid" and c.committer_name == "Reef Test"
+    assert c.authored_date == "2024-01-03T12:00:00.000+01:00" == c.committed_date == c.created_at
     assert c.parent_ids == [repo.rev("HEAD~1")]
     assert c.stats == {"additions": 1, "deletions": 1, "total": 2}
     assert c.web_url.endswith(f"/{PROJECT}/-/commit/{head}")
-    for bad in ["0000000", "nope", "zz", repo.rev("HEAD:README.md")]:
+    for bad in ["0000000", "nope", "zz", repo.rev("HEAD:README.md"), "main^{tree}", "main~9"]:
         r = api(hub, "GET", f"/commits/{bad}", t)
         assert r.status_code == 404 and r.json() == {"message": "404 Commit Not Found"}, bad
 
@@ -220,8 +232,14 @@ def test_commit_list(repo):
     assert r.status_code == 200 and r.json() == []
     r = api(hub, "GET", "/commits?until=2000-01-01", t)
     assert r.json() == []
+    r = api(hub, "GET", "/commits?since=2024-01-02T11:00:00Z&until=2024-01-02T11:00:00.000Z", t)
+    assert [c["id"] for c in r.json()] == [repo.rev("HEAD~1")]
+    r = api(hub, "GET", "/commits?since=2024-01-02T12:00:00%2B01:00", t)
+    assert [c["id"] for c in r.json()] == log("main")[:2]
     assert api(hub, "GET", "/commits?since=yesterday", t).status_code == 400
     assert len(api(hub, "GET", "/commits?all=true", t).json()) == 3
+    r = api(hub, "GET", "/commits?ref_name=v1.0&order=topo", t)
+    assert [c["id"] for c in r.json()] == log("v1.0")
     assert api(hub, "GET", "/commits?ref_name=nope", t).json() == []
 
 

@@ -470,6 +470,11 @@ int repo_resolve_commit(git_repository *repo, const char *name, git_commit **out
 		unsigned long n = 1;
 		char *end;
 
+		if (op != '~' && op != '^') {
+			r = -ENOENT; /* e.g. main^{tree}: not a commit name */
+			break;
+		}
+
 		if (isdigit((unsigned char)*suffix)) {
 			n = strtoul(suffix, &end, 10);
 			suffix = end;
@@ -1030,15 +1035,19 @@ static void tags_list(struct repo_ctx *c)
 		repo_bad_param(c, "sort does not have a valid value");
 		return;
 	}
-	if (git_reference_iterator_glob_new(&it, c->repo, "refs/tags/*") < 0) {
+	/* A plain iterator and a prefix test: nested tags (release/1.0) must be listed
+	 * whatever the glob's treatment of '/'. */
+	if (git_reference_iterator_new(&it, c->repo) < 0) {
 		repo_fail(c, "listing tags");
 		return;
 	}
 	while (n < REPO_MAX_REFS && git_reference_next(&ref, it) == 0) {
-		const char *name = git_reference_name(ref) + 10;
+		const char *full = git_reference_name(ref);
+		bool is_tag = !strncmp(full, "refs/tags/", 10);
+		const char *name = is_tag ? full + 10 : full;
 		git_object *obj = NULL;
 
-		if (name_matches(name, search)) {
+		if (is_tag && name_matches(name, search)) {
 			if (n == alloc) {
 				size_t na = alloc ? alloc * 2 : 64;
 				struct tag_item *ni = realloc(items, na * sizeof *items);
