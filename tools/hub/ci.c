@@ -562,6 +562,8 @@ static int ci_job(struct ci_ctx *c, const char *name, yaml_node_t *n, const json
 		const char *k = ci_key(c, ps, i);
 		yaml_node_t *val = ci_val(c, ps, i);
 
+		if (!k)
+			continue; /* ci_pairs_collect admits scalar keys only */
 		snprintf(sub, sizeof(sub), "%s:%s", where, k);
 		if (!strcmp(k, "script") || !strcmp(k, "before_script") ||
 		    !strcmp(k, "after_script")) {
