@@ -472,6 +472,32 @@ def test_tree_keyset(repo):
     assert r.status_code == 400
 
 
+def test_bytes_that_are_not_utf8(repo):
+    """git stores bytes: names and messages that are not UTF-8 come out with U+FFFD,
+    never as broken JSON; long subjects are cut as GitLab's Commit#title does."""
+    stream = (b"commit refs/heads/latin1\ncommitter T <t@x> 1700000000 +0000\n"
+              b"data 12\ncaf\xe9 commit\nfrom refs/heads/main^0\n"
+              b"M 100644 inline caf\xe9.txt\ndata 3\nl1\n\n")
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=repo.work, input=stream, check=True)
+    git("push", "-q", repo.url, "latin1", cwd=repo.work)
+    top = repo.project.repository_tree(ref="latin1", get_all=True)
+    assert "caf\ufffd.txt" in [e["name"] for e in top]
+    c = repo.project.commits.get("latin1")
+    assert c.title == "caf\ufffd commit"
+
+    subject = " ".join(f"word{i}" for i in range(30))  # 179 characters
+    c = repo.project.commits.create({"branch": "main", "commit_message": subject + "\n\nbody",
+                                     "actions": [{"action": "create", "file_path": "t",
+                                                  "content": ""}]})
+    cut = subject.rindex(" ", 0, 81)  # Rails: truncate(81, separator: " ", omission: "…")
+    assert c.title == subject[:cut] + "\u2026"
+    short = "x" * 99
+    c = repo.project.commits.create({"branch": "main", "commit_message": short,
+                                     "actions": [{"action": "create", "file_path": "u",
+                                                  "content": ""}]})
+    assert c.title == short
+
+
 # --- files ----------------------------------------------------------------------------
 
 
