@@ -12,8 +12,10 @@
 #define REEF_CACHE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "reef/odb.h"
 #include "reef/tree.h"
@@ -26,7 +28,17 @@ struct cache_opts {
 	const char *token;      /* personal access token; never logged */
 	unsigned branch_ttl_ms; /* how long a branch head is trusted before re-asking */
 	unsigned list_ttl_ms;   /* how long project and ref listings are trusted */
+	/* Fields below may be left 0 for their defaults. */
+	uint64_t limit;   /* hard cache size in bytes; 0: CACHE_LIMIT_DEFAULT_PCT of the free
+	                   * disk at start, at least CACHE_LIMIT_MIN */
+	unsigned poll_ms; /* interval between polls of branches in use (default 5000) */
+	unsigned workers; /* download worker threads for prefetch (default: 2 per CPU, 2..8) */
+	unsigned stall_s; /* abort a transfer that moves nothing for this long (default 15) */
 };
+
+#define CACHE_LIMIT_MIN         ((uint64_t)1 << 30)
+#define CACHE_LIMIT_DEFAULT_PCT 10
+#define CACHE_POLL_MS_DEFAULT   5000
 
 struct cache_project {
 	int64_t id;
@@ -66,14 +78,90 @@ int cache_root_tree(struct cache *c, int64_t project_id, const char *commit, cha
 int cache_tree(struct cache *c, int64_t project_id, const char *commit, const char *path,
                const char *tree_oid, struct tree_entry **out, size_t *n);
 
-/* The size of a blob without downloading it where the server can say (HEAD on the files
+/* The size of the git blob itself (an LFS pointer's own size: see cache_blob_info for what
+ * a file shows) without downloading it where the server can say (HEAD on the files
  * endpoint), else by fetching it. */
 int cache_blob_size(struct cache *c, int64_t project_id, const char *commit, const char *path,
                     const char *oid, uint64_t *size);
-/* Opens a blob's verified content, downloading it first when not cached. */
+/* Opens a blob's verified content, downloading it first when not cached (the git blob
+ * itself: an LFS pointer is returned as the pointer). Waits for the whole blob; new
+ * code reads through cache_obj_open. */
 int cache_blob_open(struct cache *c, int64_t project_id, const char *oid, struct odb_blob **out);
 
-/* Counters for .reef/status: cache bytes, objects, hits, misses, requests, errors. */
+/* What a file shows for a blob: an LFS pointer (a small blob in git-lfs's format) is
+ * shown as the object it points to. Sizes come from the pointer, the index, the listing
+ * (listed_size, -1 when unknown) or a HEAD on the files endpoint; a blob is downloaded
+ * only when it is small enough to be a pointer (CACHE_LFS_CANDIDATE) and not cached. */
+struct cache_blob_info {
+	uint64_t size;      /* the size the file shows (the LFS object's for a pointer) */
+	uint64_t blob_size; /* the git blob's own size (the pointer's for LFS) */
+	bool lfs;           /* the blob is a valid LFS pointer */
+	char lfs_oid[65];   /* its sha256 (hex) when lfs; "" otherwise */
+};
+int cache_blob_info(struct cache *c, int64_t project_id, const char *commit, const char *path,
+                    const char *oid, int64_t listed_size, struct cache_blob_info *info);
+/* Whether a blob of this size could be an LFS pointer at all (callers may skip
+ * cache_blob_info for listed sizes outside it; -1 means unknown: it could). */
+#define CACHE_LFS_CANDIDATE(size) ((size) < 0 || ((size) >= 100 && (size) < 1024))
+
+/* An open object (a blob's content, or the LFS object its pointer names), shared with
+ * any concurrent reader and with the download that fills it. A read of part of it waits
+ * only until that range has arrived: a large object (>= ODB_RAW_THRESHOLD, or LFS) is
+ * served while it streams, ranges far ahead of the stream are fetched with HTTP Range
+ * where the server offers it. It is verified when complete; a mismatch, a truncated or
+ * stalled transfer makes every read of it -EIO from then on (never cached, logged).
+ * An open object is never evicted. */
+struct cache_obj;
+
+/* path/commit name the file (for LFS: the project's batch API; for sizes: HEAD); commit
+ * and path may be NULL for a plain blob. */
+int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, const char *path,
+                   const char *oid, struct cache_obj **out);
+/* The size of the content (the LFS object's for a pointer). */
+uint64_t cache_obj_size(const struct cache_obj *o);
+/* Like pread(2): bytes read (short only at the end), 0 at the end, or a negative errno
+ * (-EIO: the download failed or the object did not verify). Blocks until the range has
+ * arrived or the download failed (bounded by the stall timeout). */
+ssize_t cache_obj_pread(struct cache_obj *o, void *buf, size_t n, uint64_t off);
+/* A descriptor holding the complete, verified content (for splice replies), or -1 while
+ * it streams or when it is held in memory: use cache_obj_pread then. Valid until close. */
+int cache_obj_fd(struct cache_obj *o);
+/* The LFS oid when the object is an LFS object, else NULL. */
+const char *cache_obj_lfs_oid(const struct cache_obj *o);
+void cache_obj_close(struct cache_obj *o); /* accepts NULL */
+
+/* Downloads everything under the tree tree_oid (at path in commit) into the cache in
+ * the background, on a bounded worker pool; LFS objects included. Returns at once;
+ * 0, or -EAGAIN when the queue is full. */
+int cache_prefetch(struct cache *c, int64_t project_id, const char *commit, const char *path,
+                   const char *tree_oid);
+/* Drops cached objects: every blob (and LFS object) under tree tree_oid as far as its
+ * listings are cached, or the one blob oid when is_tree is false. Objects open by a
+ * reader stay. Returns the number of objects dropped or a negative errno. */
+int cache_forget(struct cache *c, int64_t project_id, const char *oid, bool is_tree);
+/* Expires every branch head and listing now: the next lookup asks the server. */
+void cache_refresh(struct cache *c);
+/* Changes the hard size limit (0: the default); evicts at once when above it. */
+int cache_set_limit(struct cache *c, uint64_t limit);
+/* Parses BYTES or N{K,M,G,T} (powers of 1024) as the cache_limit option. */
+int cache_limit_parse(const char *s, uint64_t *out);
+
+/* Branches that move. The cache calls fn (from its poller thread, or the thread whose
+ * lookup noticed) when it learns a branch head moved; old is "" when unknown. One
+ * callback; registering again replaces it; fn NULL removes it. */
+typedef void (*cache_branch_moved_fn)(void *arg, int64_t project_id, const char *branch,
+                                      const char *old_commit, const char *new_commit);
+void cache_on_branch_moved(struct cache *c, cache_branch_moved_fn fn, void *arg);
+/* Marks a branch as in use (e.g. at every lookup under it): the poller re-asks its head
+ * every poll_ms while it was touched in the last CACHE_BRANCH_IDLE_MS, at most
+ * CACHE_POLL_BATCH requests per interval, backing off on errors and 429 (Retry-After). */
+void cache_branch_touch(struct cache *c, int64_t project_id, const char *branch);
+#define CACHE_BRANCH_IDLE_MS (10 * 60 * 1000)
+#define CACHE_POLL_BATCH     16
+
+/* Counters for .reef/status: bytes, objects, limit, hits, misses, hit_ratio, requests,
+ * errors, in_flight (downloads), bytes_fetched, last_errors ([{time, message}], newest
+ * last). */
 int cache_stats(struct cache *c, json_t **out);
 
 #endif
