@@ -93,7 +93,10 @@ struct ci_pairs {
 
 static const char *ci_key(struct ci_ctx *c, const struct ci_pairs *ps, size_t i)
 {
-	return ci_scalar(ci_node(c, ps->key[i]));
+	/* ci_pairs_new admits only scalar keys; "" keeps callers free of NULL checks */
+	const char *k = ci_scalar(ci_node(c, ps->key[i]));
+
+	return k ? k : "";
 }
 
 static yaml_node_t *ci_val(struct ci_ctx *c, const struct ci_pairs *ps, size_t i)
