@@ -13,7 +13,6 @@ struct node_table {
 	struct node **by_key;
 	size_t nbuckets; /* power of two, for both tables */
 	size_t count;
-	uint64_t next_ino;
 	struct node *root;
 	struct node *ctl;
 };
@@ -37,6 +36,28 @@ static uint64_t hash_key(uint64_t parent, const char *name, const char *oid)
 	h ^= '/';
 	h *= 1099511628211ULL;
 	return hash_bytes(h, oid);
+}
+
+/* A node's inode number derives from its key, so a directory listing can name the number
+ * a later lookup will give without creating the node (readdir's d_ino agrees with stat's
+ * st_ino). splitmix64's finalizer spreads FNV's weak low bits; 63 bits keep the number
+ * positive for programs that hold it signed. */
+static uint64_t ino_start(uint64_t parent, const char *name, const char *oid)
+{
+	uint64_t h = hash_key(parent, name, oid);
+
+	h ^= h >> 30;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	h ^= h >> 27;
+	h *= 0x94d049bb133111ebULL;
+	h ^= h >> 31;
+	h &= (1ULL << 63) - 1;
+	return h < NODE_INO_MIN ? h + NODE_INO_MIN : h;
+}
+
+static uint64_t ino_next(uint64_t ino)
+{
+	return ino + 1 >= (1ULL << 63) ? NODE_INO_MIN : ino + 1;
 }
 
 static size_t ino_bucket(const struct node_table *t, uint64_t ino)
@@ -146,6 +167,21 @@ static struct node *find_key_locked(struct node_table *t, uint64_t parent, const
 	return NULL;
 }
 
+/* The number a node with this key gets: its own when it exists, else the first free one
+ * of the key's probe sequence (a collision of 63-bit hashes among live nodes). */
+static uint64_t ino_for_key_locked(struct node_table *t, uint64_t parent, const char *name,
+                                   const char *oid)
+{
+	struct node *n = find_key_locked(t, parent, name, oid);
+	uint64_t ino;
+
+	if (n)
+		return n->ino;
+	for (ino = ino_start(parent, name, oid); find_ino_locked(t, ino); ino = ino_next(ino))
+		;
+	return ino;
+}
+
 static void node_destroy(struct node *n)
 {
 	if (!n)
@@ -221,7 +257,6 @@ int node_table_new(struct node_table **out)
 	table_link(t, t->root);
 	table_link(t, t->ctl);
 	t->count = 2;
-	t->next_ino = NODE_CTL_INO + 1;
 	*out = t;
 	return 0;
 }
@@ -287,12 +322,12 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 	pthread_mutex_lock(&t->lock);
 	n = find_key_locked(t, parent->ino, name, oid);
 	if (!n) {
-		n = node_alloc(t->next_ino, a->kind, name, oid, a->path);
+		n = node_alloc(ino_for_key_locked(t, parent->ino, name, oid), a->kind, name, oid,
+		               a->path);
 		if (!n) {
 			r = -ENOMEM;
 			goto out;
 		}
-		t->next_ino++;
 		n->parent = parent;
 		parent->refs++;
 		n->project_id = a->project_id ? a->project_id : parent->project_id;
@@ -340,6 +375,62 @@ uint64_t node_find_ino(struct node_table *t, uint64_t parent, const char *name, 
 	ino = n ? n->ino : 0;
 	pthread_mutex_unlock(&t->lock);
 	return ino;
+}
+
+uint64_t node_ino_predict(struct node_table *t, uint64_t parent, const char *name, const char *oid)
+{
+	uint64_t ino;
+
+	pthread_mutex_lock(&t->lock);
+	ino = ino_for_key_locked(t, parent, name, oid ? oid : "");
+	pthread_mutex_unlock(&t->lock);
+	return ino;
+}
+
+int node_branch_revs(struct node_table *t, int64_t project_id, const char *branch,
+                     struct node_rev **out, size_t *nout)
+{
+	struct node_rev *v = NULL;
+	size_t n = 0, cap = 0, i;
+	int r = 0;
+
+	*out = NULL;
+	*nout = 0;
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; i < t->nbuckets && r == 0; i++) {
+		struct node *x;
+
+		for (x = t->by_ino[i]; x; x = x->next_ino) {
+			if (x->kind != NODE_REV || x->ref_kind != NODE_REF_BRANCH ||
+			    x->project_id != project_id || strcmp(x->path, branch) != 0 ||
+			    !x->parent)
+				continue;
+			if (n == cap) {
+				size_t nc = cap ? cap * 2 : 4;
+				struct node_rev *nv = realloc(v, nc * sizeof(*nv));
+
+				if (!nv) {
+					r = -ENOMEM;
+					break;
+				}
+				v = nv;
+				cap = nc;
+			}
+			v[n].ino = x->ino;
+			v[n].parent = x->parent->ino;
+			snprintf(v[n].name, sizeof(v[n].name), "%s", x->name);
+			snprintf(v[n].commit, sizeof(v[n].commit), "%s", x->commit);
+			n++;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (r < 0) {
+		free(v);
+		return r;
+	}
+	*out = v;
+	*nout = n;
+	return 0;
 }
 
 size_t node_table_count(struct node_table *t)

@@ -16,7 +16,10 @@
  * Identity: a node is keyed by (parent inode, name, oid) where oid is the object the node
  * shows (commit for a revision root, tree or blob id below it, project id for a project).
  * When a branch moves, the same name yields a new inode, so nothing cached by the kernel
- * for the old content is ever shown for the new one. Inode numbers are never reused.
+ * for the old content is ever shown for the new one. The inode number is a hash of the
+ * key (probing past the rare collision among live nodes), so a directory listing can
+ * name the number a later lookup gives (node_ino_predict), and a node recreated after
+ * the kernel forgot it gets its old number back: same key, same content.
  *
  * Reference counting: refs = kernel lookups (nlookup) + pins held by operations in flight
  * + one per child node present in the table. A node is freed when refs reaches zero. The
@@ -34,6 +37,7 @@
 
 #define NODE_ROOT_INO    1
 #define NODE_CTL_INO     2
+#define NODE_INO_MIN     16      /* numbers below are reserved for permanent nodes */
 #define NODE_PATH_MAX    4096    /* a path inside a revision, a namespace path or a ref name */
 #define NODE_SHA_MIN     4       /* shortest abbreviated sha accepted under commits/ */
 #define NODE_DIR_ENTRIES 1000000 /* cap on a directory listing held in memory */
@@ -133,7 +137,19 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 void node_forget(struct node_table *t, uint64_t ino, uint64_t nlookup);
 /* The inode of an existing child, or 0; does not create or count anything. */
 uint64_t node_find_ino(struct node_table *t, uint64_t parent, const char *name, const char *oid);
+/* The inode number the child (parent, name, oid) has or would get if looked up now. */
+uint64_t node_ino_predict(struct node_table *t, uint64_t parent, const char *name, const char *oid);
 size_t node_table_count(struct node_table *t);
+
+/* A revision root of a branch held in the table (the kernel may still know it). */
+struct node_rev {
+	uint64_t ino, parent;
+	char name[256]; /* its name in parent: the last component of the branch name */
+	char commit[41];
+};
+/* Every revision root of branch (full name) of the project in the table; *out malloc'ed. */
+int node_branch_revs(struct node_table *t, int64_t project_id, const char *branch,
+                     struct node_rev **out, size_t *n);
 
 /* The listing of a directory node, set once: the first caller's listing wins and the
  * loser's is freed. node_listing_get returns NULL when none has been set. */

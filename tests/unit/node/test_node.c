@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -321,9 +322,40 @@ static void test_table(void)
 	CHECK(exists(t, NODE_ROOT_INO));
 	CHECK(exists(t, NODE_CTL_INO));
 
-	/* inode numbers are not reused */
-	rev = make_rev(t, OID_A);
-	CHECK(rev->ino > max_seen);
+	/* a node recreated after the kernel forgot it gets its number back (same key, same
+	 * content); another object under the same name gets another number */
+	rev = make_rev(t, OID_B);
+	CHECK_EQ_INT(rev->ino, max_seen);
+	CHECK(rev_ino != max_seen);
+
+	/* what readdir predicts is what the lookup gives, and nothing is created by asking */
+	size_t count = node_table_count(t);
+	uint64_t want = node_ino_predict(t, rev->ino, "later", OID_A);
+	CHECK(want >= NODE_INO_MIN);
+	CHECK_EQ_INT(node_table_count(t), count);
+	CHECK_EQ_INT(node_ino_predict(t, rev->ino, "later", OID_A), want);
+	CHECK(node_ino_predict(t, rev->ino, "later", OID_B) != want);
+	a = (struct node_attrs){.kind = NODE_FILE, .oid = OID_A, .git_mode = 0100644};
+	CHECK_EQ_INT(node_lookup(t, rev, "later", &a, &f), 0);
+	CHECK_EQ_INT(f->ino, want);
+	CHECK_EQ_INT(node_ino_predict(t, rev->ino, "later", OID_A), want);
+
+	/* the revision roots of a branch, for invalidation when it moves */
+	struct node_rev *revs;
+	size_t nrevs;
+	struct node *other = make_rev(t, OID_A);
+	CHECK_EQ_INT(node_branch_revs(t, 7, "master", &revs, &nrevs), 0);
+	CHECK_EQ_INT(nrevs, 2);
+	for (size_t i = 0; i < nrevs; i++) {
+		CHECK_EQ_STR(revs[i].name, "master");
+		CHECK_EQ_INT(revs[i].parent, rev->parent->ino);
+		CHECK(revs[i].ino == rev->ino || revs[i].ino == other->ino);
+		CHECK_EQ_STR(revs[i].commit, revs[i].ino == rev->ino ? OID_B : OID_A);
+	}
+	free(revs);
+	CHECK_EQ_INT(node_branch_revs(t, 8, "master", &revs, &nrevs), 0);
+	CHECK_EQ_INT(nrevs, 0);
+	free(revs);
 
 	node_table_free(t);
 }
