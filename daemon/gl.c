@@ -23,11 +23,17 @@
 #define GL_ERRBODY_MAX   ((size_t)4096)
 #define GL_JSON_TIMEOUT  120L /* seconds for a whole JSON exchange */
 #define GL_URL_MAX       ((size_t)16384)
+#define GL_LFS_HEADERS   16
+#define GL_HDR_MAX       ((size_t)8192) /* one header line from a batch response */
+#define GL_LFS_JSON_MAX  ((size_t)1 << 20)
 
 struct gl {
 	char *server; /* no trailing '/' */
 	char *api;    /* server + "/api/v4" */
 	char *token_hdr;
+	char *basic_hdr; /* "Authorization: Basic …" for git-over-HTTP routes (LFS) */
+	long stall_s;
+	int64_t retry_until; /* ms, CLOCK_REALTIME: the last 429's Retry-After; __atomic */
 	pthread_mutex_t lock;
 	CURL *pool[GL_POOL_MAX];
 	size_t npool;
@@ -35,10 +41,16 @@ struct gl {
 };
 
 struct gl_req {
-	const char *method; /* "GET" or "HEAD" */
+	const char *method; /* "GET", "HEAD" or "POST" */
 	const char *url;
 	const struct gl_sink *sink; /* streaming instead of body */
+	const struct gl_stream_sink *ssink;
 	uint64_t max;
+	uint64_t off;                   /* Range start of a stream (0: no Range header) */
+	const struct gl_target *target; /* extra headers and auth of a stream */
+	const char *post;               /* POST body (JSON) */
+	const char *content_type;       /* POST and Accept for post */
+	bool basic;                     /* Basic auth instead of PRIVATE-TOKEN */
 	/* results */
 	long status;
 	struct buf body;
@@ -52,6 +64,7 @@ struct gl_req {
 	char retry_after[24];
 	char blob_id[48];
 	char size[24];
+	char content_range[96];
 	CURL *h;
 };
 
@@ -86,6 +99,55 @@ static int gl_err_from_status(long status)
 	return err_from_http(status);
 }
 
+static const char gl_b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* "Authorization: Basic base64(oauth2:token)": GitLab takes a personal token as the
+ * password of any user name on its git-over-HTTP routes. */
+static int gl_basic_make(char **out, const char *token)
+{
+	size_t n = strlen(token) + 7, i, o = 0;
+	char *plain = malloc(n + 1), *hdr;
+	static const char prefix[] = "Authorization: Basic ";
+
+	*out = NULL;
+	if (!plain)
+		return -ENOMEM;
+	snprintf(plain, n + 1, "oauth2:%s", token);
+	hdr = malloc(sizeof(prefix) + (n + 2) / 3 * 4 + 1);
+	if (!hdr) {
+		explicit_bzero(plain, n);
+		free(plain);
+		return -ENOMEM;
+	}
+	memcpy(hdr, prefix, sizeof(prefix) - 1);
+	o = sizeof(prefix) - 1;
+	for (i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)(unsigned char)plain[i] << 16;
+
+		if (i + 1 < n)
+			v |= (uint32_t)(unsigned char)plain[i + 1] << 8;
+		if (i + 2 < n)
+			v |= (unsigned char)plain[i + 2];
+		hdr[o++] = gl_b64[(v >> 18) & 63];
+		hdr[o++] = gl_b64[(v >> 12) & 63];
+		hdr[o++] = i + 1 < n ? gl_b64[(v >> 6) & 63] : '=';
+		hdr[o++] = i + 2 < n ? gl_b64[v & 63] : '=';
+	}
+	hdr[o] = '\0';
+	explicit_bzero(plain, n);
+	free(plain);
+	*out = hdr;
+	return 0;
+}
+
+static int64_t gl_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int gl_new(struct gl **out, const char *server, const char *token)
 {
 	struct gl *g;
@@ -117,6 +179,9 @@ int gl_new(struct gl **out, const char *server, const char *token)
 		g->token_hdr = NULL;
 		goto nomem;
 	}
+	if (token && *token && gl_basic_make(&g->basic_hdr, token) < 0)
+		goto nomem;
+	g->stall_s = GL_STALL_S;
 	*out = g;
 	return 0;
 nomem:
@@ -134,10 +199,24 @@ void gl_free(struct gl *g)
 		explicit_bzero(g->token_hdr, strlen(g->token_hdr));
 		free(g->token_hdr);
 	}
+	if (g->basic_hdr) {
+		explicit_bzero(g->basic_hdr, strlen(g->basic_hdr));
+		free(g->basic_hdr);
+	}
 	pthread_mutex_destroy(&g->lock);
 	free(g->server);
 	free(g->api);
 	free(g);
+}
+
+void gl_set_stall(struct gl *g, unsigned stall_s)
+{
+	g->stall_s = stall_s ? (long)stall_s : GL_STALL_S;
+}
+
+int64_t gl_retry_until(struct gl *g)
+{
+	return __atomic_load_n(&g->retry_until, __ATOMIC_RELAXED);
 }
 
 void gl_counters(struct gl *g, uint64_t *requests, uint64_t *errors)
@@ -233,12 +312,13 @@ static size_t gl_on_header(char *data, size_t size, size_t nmemb, void *arg)
 	    {"retry-after", rq->retry_after, sizeof(rq->retry_after)},
 	    {"x-gitlab-blob-id", rq->blob_id, sizeof(rq->blob_id)},
 	    {"x-gitlab-size", rq->size, sizeof(rq->size)},
+	    {"content-range", rq->content_range, sizeof(rq->content_range)},
 	};
 
 	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
 		/* a new response (after a 100 or a redirect): forget the previous headers */
 		rq->location[0] = rq->link_next[0] = rq->next_page[0] = '\0';
-		rq->retry_after[0] = rq->blob_id[0] = rq->size[0] = '\0';
+		rq->retry_after[0] = rq->blob_id[0] = rq->size[0] = rq->content_range[0] = '\0';
 		return len;
 	}
 	if (!colon)
@@ -252,6 +332,83 @@ static size_t gl_on_header(char *data, size_t size, size_t nmemb, void *arg)
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		if (strlen(want[i].name) == nl && strncasecmp(data, want[i].name, nl) == 0)
 			gl_copy_value(want[i].dst, want[i].dlen, colon + 1, vl);
+	return len;
+}
+
+/* "bytes a-b/total" (total may be "*"); -EIO when malformed. */
+static int gl_parse_content_range(const char *v, uint64_t *first, int64_t *total)
+{
+	unsigned long long a, b;
+	char tot[32];
+
+	if (sscanf(v, "bytes %llu-%llu/%31s", &a, &b, tot) != 3 || b < a)
+		return -EIO;
+	*first = a;
+	*total = -1;
+	if (strcmp(tot, "*") != 0) {
+		char *end;
+		unsigned long long t = strtoull(tot, &end, 10);
+
+		if (*end || t <= b)
+			return -EIO;
+		*total = (int64_t)t;
+	}
+	return 0;
+}
+
+/* Begins a stream from the response headers: where its first byte sits and how big the
+ * whole object is. A 200 to a ranged request is the whole object from byte 0: servers
+ * that ignore Range (GitLab's raw routes) still work, from the start. */
+static int gl_stream_begin(struct gl_req *rq, long status)
+{
+	curl_off_t cl = -1;
+	uint64_t first = 0;
+	int64_t total = -1;
+
+	curl_easy_getinfo(rq->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+	if (status == 206) {
+		if (gl_parse_content_range(rq->content_range, &first, &total) < 0 ||
+		    first != rq->off) {
+			log_warn("GET %s: bad Content-Range \"%.60s\" for offset %" PRIu64, rq->url,
+			         rq->content_range, rq->off);
+			return -EIO;
+		}
+	} else {
+		total = cl >= 0 ? (int64_t)cl : -1;
+	}
+	if (total >= 0 && (uint64_t)total > rq->max)
+		return -EIO;
+	return rq->ssink->begin ? rq->ssink->begin(rq->ssink->arg, first, total) : 0;
+}
+
+static size_t gl_on_stream(struct gl_req *rq, char *data, size_t len, long status)
+{
+	int r;
+
+	if (status != 200 && status != 206) {
+		size_t room = GL_ERRBODY_MAX - rq->errbody.len;
+
+		buf_append(&rq->errbody, data, len < room ? len : room);
+		return len;
+	}
+	if (!rq->begun) {
+		rq->begun = true;
+		r = gl_stream_begin(rq, status);
+		if (r < 0) {
+			rq->cb_err = r;
+			return 0;
+		}
+	}
+	if (len > rq->max - rq->got) {
+		rq->cb_err = -EIO;
+		return 0;
+	}
+	rq->got += len;
+	r = rq->ssink->data(rq->ssink->arg, data, len);
+	if (r < 0) {
+		rq->cb_err = r;
+		return 0;
+	}
 	return len;
 }
 
@@ -270,6 +427,8 @@ static size_t gl_on_body(char *data, size_t size, size_t nmemb, void *arg)
 		buf_append(&rq->errbody, data, len < room ? len : room);
 		return len;
 	}
+	if (rq->ssink)
+		return gl_on_stream(rq, data, len, status);
 	if (!rq->sink) {
 		r = buf_append(&rq->body, data, len);
 		if (r < 0) {
@@ -310,6 +469,12 @@ static size_t gl_on_body(char *data, size_t size, size_t nmemb, void *arg)
 /* An empty body for a 2xx stream still has to begin (the empty blob). */
 static int gl_finish_stream(struct gl_req *rq)
 {
+	if (rq->ssink) {
+		if (rq->begun)
+			return 0;
+		rq->begun = true;
+		return gl_stream_begin(rq, rq->status);
+	}
 	if (rq->sink && !rq->begun && rq->sink->begin) {
 		curl_off_t cl = -1;
 
@@ -328,6 +493,68 @@ static unsigned gl_retry_wait(const struct gl_req *rq, unsigned attempt)
 	if (rq->retry_after[0] == '\0' || *end || s < 0)
 		s = 1L << attempt; /* no (or an HTTP-date) Retry-After: back off exponentially */
 	return s > GL_RETRY_WAIT_S ? GL_RETRY_WAIT_S : (unsigned)s;
+}
+
+/* Remembers how long the server asked us to stay away (for pollers that can wait). */
+static void gl_note_retry(struct gl *g, const struct gl_req *rq)
+{
+	char *end;
+	long s = strtol(rq->retry_after, &end, 10);
+
+	if (rq->retry_after[0] == '\0' || *end || s < 0)
+		s = 1;
+	if (s > 3600)
+		s = 3600;
+	__atomic_store_n(&g->retry_until, gl_now_ms() + s * 1000, __ATOMIC_RELAXED);
+}
+
+/* The request's headers beyond Accept: the token (PRIVATE-TOKEN, or Basic for git
+ * routes) only to our own server, a stream's Range and its target's headers (an LFS
+ * href's, which carry their own authorization). Returns NULL when out of memory. */
+static struct curl_slist *gl_add_headers(struct gl *g, const struct gl_req *rq, const char *url,
+                                         struct curl_slist **hdrs)
+{
+	bool own = gl_same_origin(g, url), target_auth = false;
+	struct curl_slist *tmp = *hdrs;
+	char range[64];
+
+	if (!tmp)
+		return NULL;
+	if (rq->target) {
+		for (size_t i = 0; tmp && i < rq->target->nheaders; i++) {
+			if (strncasecmp(rq->target->headers[i], "authorization:", 14) == 0)
+				target_auth = true;
+			tmp = curl_slist_append(*hdrs, rq->target->headers[i]);
+			if (tmp)
+				*hdrs = tmp;
+		}
+	}
+	if (tmp && own && !target_auth) {
+		const char *auth =
+		    rq->basic || (rq->target && rq->target->basic) ? g->basic_hdr : g->token_hdr;
+
+		if (auth) {
+			tmp = curl_slist_append(*hdrs, auth);
+			if (tmp)
+				*hdrs = tmp;
+		}
+	}
+	if (tmp && rq->post && rq->content_type) {
+		char ct[128];
+
+		/* rq->content_type is "Accept: <type>"; the body has the same type */
+		snprintf(ct, sizeof(ct), "Content-Type:%s", rq->content_type + 7);
+		tmp = curl_slist_append(*hdrs, ct);
+		if (tmp)
+			*hdrs = tmp;
+	}
+	if (tmp && rq->ssink && rq->off) {
+		snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-", rq->off);
+		tmp = curl_slist_append(*hdrs, range);
+		if (tmp)
+			*hdrs = tmp;
+	}
+	return tmp;
 }
 
 /* One exchange, following redirects (GET) and retrying 429s. */
@@ -355,15 +582,12 @@ static int gl_perform(struct gl *g, struct gl_req *rq)
 		buf_reset(&rq->errbody);
 		rq->cb_err = 0;
 		rq->status = 0;
-		tmp =
-		    curl_slist_append(hdrs, rq->sink ? "Accept: */*" : "Accept: application/json");
+		tmp = curl_slist_append(hdrs, rq->sink || rq->ssink ? "Accept: */*"
+		                              : rq->content_type    ? rq->content_type
+		                                                    : "Accept: application/json");
 		if (tmp)
 			hdrs = tmp;
-		if (tmp && g->token_hdr && gl_same_origin(g, url)) {
-			tmp = curl_slist_append(hdrs, g->token_hdr);
-			if (tmp)
-				hdrs = tmp;
-		}
+		tmp = gl_add_headers(g, rq, url, &hdrs);
 		if (!tmp) {
 			curl_slist_free_all(hdrs);
 			r = -ENOMEM;
@@ -377,9 +601,14 @@ static int gl_perform(struct gl *g, struct gl_req *rq)
 		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)GL_CONNECT_MS);
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)GL_STALL_S);
-		if (!rq->sink) {
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, g->stall_s);
+		if (!rq->sink && !rq->ssink) {
 			curl_easy_setopt(h, CURLOPT_TIMEOUT, GL_JSON_TIMEOUT);
 			curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+		}
+		if (rq->post) {
+			curl_easy_setopt(h, CURLOPT_POSTFIELDS, rq->post);
+			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(rq->post));
 		}
 		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, gl_on_header);
 		curl_easy_setopt(h, CURLOPT_HEADERDATA, rq);
@@ -397,8 +626,10 @@ static int gl_perform(struct gl *g, struct gl_req *rq)
 				log_warn("%s %s: %s", rq->method, rq->url, curl_easy_strerror(c));
 			break;
 		}
-		if (rq->status >= 300 && rq->status < 400 && !head && rq->location[0] &&
-		    redirects < GL_REDIRECTS_MAX) {
+		if (rq->status == 429)
+			gl_note_retry(g, rq);
+		if (rq->status >= 300 && rq->status < 400 && !head && !rq->post &&
+		    rq->location[0] && redirects < GL_REDIRECTS_MAX) {
 			char *next = NULL;
 
 			redirects++;
@@ -432,7 +663,7 @@ static int gl_perform(struct gl *g, struct gl_req *rq)
 			         rq->errbody.data ? rq->errbody.data : "");
 		break;
 	}
-	if (r < 0)
+	if (r < 0 && r != -ECANCELED)
 		__atomic_add_fetch(&g->errors, 1, __ATOMIC_RELAXED);
 	gl_handle_put(g, rq->h);
 	rq->h = NULL;
@@ -889,5 +1120,196 @@ int gl_blob_raw(struct gl *g, int64_t project_id, const char *sha, uint64_t max,
 	r = gl_perform(g, &rq);
 	gl_req_free(&rq);
 	free(url);
+	return r;
+}
+
+void gl_target_free(struct gl_target *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < t->nheaders; i++) {
+		explicit_bzero(t->headers[i], strlen(t->headers[i]));
+		free(t->headers[i]);
+	}
+	free(t->headers);
+	free(t->url);
+	memset(t, 0, sizeof(*t));
+}
+
+int gl_blob_target(struct gl *g, int64_t project_id, const char *sha, struct gl_target *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!sha || !hash_is_hex(sha, HASH_SHA1_HEX))
+		return -EINVAL;
+	return gl_url(g, &out->url, "projects/%" PRId64 "/repository/blobs/%s/raw", project_id,
+	              sha);
+}
+
+int gl_stream(struct gl *g, const struct gl_target *t, uint64_t off, uint64_t max,
+              const struct gl_stream_sink *sink)
+{
+	struct gl_req rq;
+	int r;
+
+	if (!t || !t->url || !sink || !sink->data)
+		return -EINVAL;
+	gl_req_init(&rq, "GET", t->url);
+	rq.ssink = sink;
+	rq.max = max;
+	rq.off = off;
+	rq.target = t;
+	r = gl_perform(g, &rq);
+	gl_req_free(&rq);
+	return r;
+}
+
+/* A header from a batch response: a token name and a value without line breaks. */
+static int gl_lfs_header(const char *name, const char *value, char **out)
+{
+	size_t nl = strlen(name);
+
+	if (nl == 0 || nl > 128 || strlen(value) > GL_HDR_MAX)
+		return -EIO;
+	for (size_t i = 0; i < nl; i++)
+		if (!(name[i] == '-' || name[i] == '_' || (name[i] >= '0' && name[i] <= '9') ||
+		      ((name[i] | 0x20) >= 'a' && (name[i] | 0x20) <= 'z')))
+			return -EIO;
+	if (strpbrk(value, "\r\n"))
+		return -EIO;
+	return asprintf(out, "%s: %s", name, value) < 0 ? -ENOMEM : 0;
+}
+
+/* Project path segments encoded one by one: the slashes between them stay. */
+static char *gl_path_enc(const char *path)
+{
+	struct buf b = BUF_INIT(GL_URL_MAX);
+	const char *p = path;
+	char seg[256];
+
+	while (*p) {
+		const char *slash = strchr(p, '/');
+		size_t n = slash ? (size_t)(slash - p) : strlen(p);
+
+		if (n == 0 || n >= sizeof(seg))
+			goto fail;
+		memcpy(seg, p, n);
+		seg[n] = '\0';
+		if (url_encode(&b, seg) < 0 || (slash && buf_append(&b, "/", 1) < 0))
+			goto fail;
+		p += n + (slash ? 1 : 0);
+	}
+	return b.data ? buf_steal(&b) : NULL;
+fail:
+	buf_free(&b);
+	return NULL;
+}
+
+int gl_lfs_target(struct gl *g, const char *project_path, const char *oid, uint64_t size,
+                  struct gl_target *out)
+{
+	char *enc = NULL, *url = NULL, *body = NULL;
+	json_t *resp = NULL, *obj, *err, *dl, *hdrs;
+	const char *href, *key;
+	json_t *val;
+	struct gl_req rq;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (!project_path || !path_is_safe(project_path, 1024) || !oid ||
+	    !hash_is_hex(oid, HASH_SHA256_HEX))
+		return -EINVAL;
+	enc = gl_path_enc(project_path);
+	if (!enc)
+		return -ENAMETOOLONG;
+	if (asprintf(&url, "%s/%s.git/info/lfs/objects/batch", g->server, enc) < 0 ||
+	    asprintf(&body,
+	             "{\"operation\":\"download\",\"transfers\":[\"basic\"],"
+	             "\"objects\":[{\"oid\":\"%s\",\"size\":%" PRIu64 "}]}",
+	             oid, size) < 0) {
+		url = body = NULL;
+		free(enc);
+		return -ENOMEM;
+	}
+	free(enc);
+	gl_req_init(&rq, "POST", url);
+	buf_init(&rq.body, GL_LFS_JSON_MAX);
+	rq.post = body;
+	rq.content_type = "Accept: application/vnd.git-lfs+json";
+	rq.basic = true;
+	r = gl_perform(g, &rq);
+	if (r == 0)
+		r = gl_parse(&rq, &resp);
+	gl_req_free(&rq);
+	if (r < 0)
+		goto out;
+	obj = json_array_get(json_object_get(resp, "objects"), 0);
+	if (!json_is_object(obj) || !jsonx_str(obj, "oid") || strcmp(jsonx_str(obj, "oid"), oid)) {
+		log_warn("LFS batch for %.12s: no entry for the object asked", oid);
+		r = -EIO;
+		goto out;
+	}
+	err = json_object_get(obj, "error");
+	if (err) {
+		long code = (long)jsonx_int(err, "code", 500);
+
+		r = code == 404 || code == 410 ? -ENOENT : err_from_http(code);
+		if (r == 0)
+			r = -EIO;
+		log_warn("LFS object %.12s: server error %ld: %.200s", oid, code,
+		         jsonx_str(err, "message") ? jsonx_str(err, "message") : "");
+		goto out;
+	}
+	dl = json_object_get(json_object_get(obj, "actions"), "download");
+	href = jsonx_str(dl, "href");
+	if (!href || strlen(href) > GL_URL_MAX ||
+	    (strncmp(href, "http://", 7) != 0 && strncmp(href, "https://", 8) != 0)) {
+		log_warn("LFS object %.12s: no usable download href", oid);
+		r = -EIO;
+		goto out;
+	}
+	/* an href elsewhere (object storage) would get headers meant for our server:
+	 * only our own server's hrefs are followed */
+	if (!gl_same_origin(g, href)) {
+		log_warn("LFS object %.12s: download href on another server refused", oid);
+		r = -EIO;
+		goto out;
+	}
+	out->url = strdup(href);
+	if (!out->url) {
+		r = -ENOMEM;
+		goto out;
+	}
+	hdrs = json_object_get(dl, "header");
+	if (json_is_object(hdrs) && json_object_size(hdrs)) {
+		if (json_object_size(hdrs) > GL_LFS_HEADERS) {
+			r = -EIO;
+			goto out;
+		}
+		out->headers = calloc(json_object_size(hdrs), sizeof(char *));
+		if (!out->headers) {
+			r = -ENOMEM;
+			goto out;
+		}
+		json_object_foreach(hdrs, key, val)
+		{
+			if (!json_is_string(val)) {
+				r = -EIO;
+				goto out;
+			}
+			r = gl_lfs_header(key, json_string_value(val),
+			                  &out->headers[out->nheaders]);
+			if (r < 0)
+				goto out;
+			out->nheaders++;
+		}
+	}
+	out->basic = true;
+	r = 0;
+out:
+	if (r < 0)
+		gl_target_free(out);
+	json_decref(resp);
+	free(url);
+	free(body);
 	return r;
 }

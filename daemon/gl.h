@@ -15,6 +15,7 @@
 #define REEF_GL_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,5 +71,42 @@ struct gl_sink {
 };
 int gl_blob_raw(struct gl *g, int64_t project_id, const char *sha, uint64_t max,
                 const struct gl_sink *sink);
+
+/* Transfers that move nothing for stall_s seconds are aborted (0: GL_STALL_S). */
+void gl_set_stall(struct gl *g, unsigned stall_s);
+/* Until when (ms since the epoch) the last 429's Retry-After asks us to wait. */
+int64_t gl_retry_until(struct gl *g);
+
+/* What a streaming GET fetches: a URL on our server, extra headers (an LFS action's,
+ * already validated: no line breaks) and which credentials go with it. */
+struct gl_target {
+	char *url;
+	char **headers; /* "Name: value" lines */
+	size_t nheaders;
+	bool basic; /* git-over-HTTP auth (Basic, token as password) unless headers carry one */
+};
+void gl_target_free(struct gl_target *t); /* accepts an emptied target */
+/* …/repository/blobs/:sha/raw */
+int gl_blob_target(struct gl *g, int64_t project_id, const char *sha, struct gl_target *out);
+/* Asks the LFS batch API (POST <server>/<project>.git/info/lfs/objects/batch, Basic auth
+ * with the token as password) for the download action of one object. Only an href on
+ * our own server is accepted (-EIO otherwise, logged); -ENOENT when the server has no
+ * such object. Headers are never logged. */
+int gl_lfs_target(struct gl *g, const char *project_path, const char *oid, uint64_t size,
+                  struct gl_target *out);
+
+/* A streaming GET from offset off (a Range request when off > 0). begin is called once,
+ * before the first byte, with the offset of the first byte the server sends: off when
+ * it honoured the range (206), 0 when it sent the whole object (200), and the object's
+ * total size when known (-1 otherwise). A negative return from a callback aborts the
+ * transfer and is returned (-ECANCELED stops it without counting an error). More than
+ * max bytes is -EIO. */
+struct gl_stream_sink {
+	int (*begin)(void *arg, uint64_t first, int64_t total);
+	int (*data)(void *arg, const void *data, size_t len);
+	void *arg;
+};
+int gl_stream(struct gl *g, const struct gl_target *t, uint64_t off, uint64_t max,
+              const struct gl_stream_sink *sink);
 
 #endif

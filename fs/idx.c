@@ -15,9 +15,19 @@
 #define IDX_KEY_MAX  511 /* LMDB's default maximum key size */
 #define IDX_ENTRY_HD (4 + 20 + 8 + 2)
 
-enum { IDX_DB_TREES, IDX_DB_COMMITS, IDX_DB_REFS, IDX_DB_PROJECTS, IDX_DB_SIZES, IDX_DB_N };
+enum {
+	IDX_DB_TREES,
+	IDX_DB_COMMITS,
+	IDX_DB_REFS,
+	IDX_DB_PROJECTS,
+	IDX_DB_SIZES,
+	IDX_DB_LFS,
+	IDX_DB_OBJECTS,
+	IDX_DB_N
+};
 
-static const char *const idx_db_names[IDX_DB_N] = {"trees", "commits", "refs", "projects", "sizes"};
+static const char *const idx_db_names[IDX_DB_N] = {"trees", "commits", "refs",   "projects",
+                                                   "sizes", "lfs",     "objects"};
 
 struct idx {
 	MDB_env *env;
@@ -91,13 +101,18 @@ static int hexval(char c)
 	return c <= '9' ? c - '0' : c - 'a' + 10;
 }
 
-static int oid_to_bin(const char *hex, uint8_t bin[20])
+static int hex_to_bin(const char *hex, uint8_t *bin, size_t n)
 {
-	if (!hex || !hash_is_hex(hex, HASH_SHA1_HEX))
+	if (!hex || !hash_is_hex(hex, 2 * n))
 		return -EINVAL;
-	for (int i = 0; i < 20; i++)
+	for (size_t i = 0; i < n; i++)
 		bin[i] = (uint8_t)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
 	return 0;
+}
+
+static int oid_to_bin(const char *hex, uint8_t bin[20])
+{
+	return hex_to_bin(hex, bin, 20);
 }
 
 int idx_open(struct idx **out, const char *path, size_t map_size)
@@ -525,5 +540,214 @@ int idx_sizes_fill(struct idx *x, struct tree_entry *e, size_t n)
 			e[i].size = (int64_t)size;
 	}
 	mdb_txn_abort(txn);
+	return 0;
+}
+
+/* LFS verdict of a blob: version, u8 is-pointer, 32-byte sha256, u64 object size. */
+int idx_lfs_put(struct idx *x, const char *blob_oid, const struct idx_lfs *l)
+{
+	uint8_t key[20], val[1 + 1 + 32 + 8] = {IDX_VERSION};
+	int r = oid_to_bin(blob_oid, key);
+
+	if (r < 0)
+		return r;
+	val[1] = l->lfs ? 1 : 0;
+	if (l->lfs) {
+		r = hex_to_bin(l->oid, val + 2, 32);
+		if (r < 0)
+			return r;
+	}
+	put_u64(val + 34, l->size);
+	return idx_put(x, IDX_DB_LFS, key, 20, val, sizeof(val));
+}
+
+int idx_lfs_get(struct idx *x, const char *blob_oid, struct idx_lfs *l)
+{
+	uint8_t key[20], *val;
+	size_t vlen;
+	int r = oid_to_bin(blob_oid, key);
+
+	if (r < 0)
+		return r;
+	r = idx_get(x, IDX_DB_LFS, key, 20, &val, &vlen);
+	if (r < 0)
+		return r;
+	if (vlen != 42 || val[0] != IDX_VERSION || val[1] > 1) {
+		free(val);
+		return -EIO;
+	}
+	memset(l, 0, sizeof(*l));
+	l->lfs = val[1] == 1;
+	if (l->lfs)
+		hash_hex(l->oid, val + 2, 32);
+	l->size = get_u64(val + 34);
+	free(val);
+	return 0;
+}
+
+/* Object records: key u8 kind + binary id (20 or 32 bytes); value version, u64 size,
+ * i64 last access (ms since the epoch). */
+static int idx_obj_key(enum idx_obj_kind kind, const char *oid, uint8_t key[33], size_t *klen)
+{
+	size_t n = kind == IDX_OBJ_LFS ? 32 : 20;
+
+	if (kind != IDX_OBJ_BLOB && kind != IDX_OBJ_LFS)
+		return -EINVAL;
+	key[0] = (uint8_t)kind;
+	*klen = 1 + n;
+	return hex_to_bin(oid, key + 1, n);
+}
+
+int idx_obj_put(struct idx *x, enum idx_obj_kind kind, const char *oid, uint64_t size,
+                int64_t atime)
+{
+	uint8_t key[33], val[17] = {IDX_VERSION};
+	size_t klen;
+	int r = idx_obj_key(kind, oid, key, &klen);
+
+	if (r < 0)
+		return r;
+	put_u64(val + 1, size);
+	put_u64(val + 9, (uint64_t)atime);
+	return idx_put(x, IDX_DB_OBJECTS, key, klen, val, sizeof(val));
+}
+
+int idx_obj_get(struct idx *x, enum idx_obj_kind kind, const char *oid, struct idx_obj *out)
+{
+	uint8_t key[33], *val;
+	size_t klen, vlen;
+	int r = idx_obj_key(kind, oid, key, &klen);
+
+	if (r < 0)
+		return r;
+	r = idx_get(x, IDX_DB_OBJECTS, key, klen, &val, &vlen);
+	if (r < 0)
+		return r;
+	if (vlen != 17 || val[0] != IDX_VERSION) {
+		free(val);
+		return -EIO;
+	}
+	out->kind = kind;
+	strcpy(out->oid, oid);
+	out->size = get_u64(val + 1);
+	out->atime = (int64_t)get_u64(val + 9);
+	free(val);
+	return 0;
+}
+
+int idx_obj_del(struct idx *x, enum idx_obj_kind kind, const char *oid)
+{
+	uint8_t key[33];
+	size_t klen;
+	int r = idx_obj_key(kind, oid, key, &klen);
+
+	return r < 0 ? r : idx_del(x, IDX_DB_OBJECTS, key, klen);
+}
+
+/* Last-access updates come in batches (one write transaction for many reads); records
+ * that are gone (evicted meanwhile) are not re-created. */
+int idx_obj_touch(struct idx *x, const struct idx_obj *o, size_t n)
+{
+	MDB_txn *txn;
+	int rc;
+
+	if (n == 0)
+		return 0;
+	rc = mdb_txn_begin(x->env, NULL, 0, &txn);
+	if (rc)
+		return idx_err(rc);
+	for (size_t i = 0; i < n && !rc; i++) {
+		uint8_t key[33], val[17];
+		MDB_val k = {.mv_data = key}, v;
+		size_t klen;
+
+		if (idx_obj_key(o[i].kind, o[i].oid, key, &klen) < 0)
+			continue;
+		k.mv_size = klen;
+		rc = mdb_get(txn, x->dbi[IDX_DB_OBJECTS], &k, &v);
+		if (rc == MDB_NOTFOUND) {
+			rc = 0;
+			continue;
+		}
+		if (rc || v.mv_size != 17)
+			break;
+		memcpy(val, v.mv_data, 17);
+		if ((int64_t)get_u64(val + 9) >= o[i].atime)
+			continue;
+		put_u64(val + 9, (uint64_t)o[i].atime);
+		v.mv_data = val;
+		rc = mdb_put(txn, x->dbi[IDX_DB_OBJECTS], &k, &v, 0);
+	}
+	if (rc) {
+		mdb_txn_abort(txn);
+		return idx_err(rc);
+	}
+	return idx_err(mdb_txn_commit(txn));
+}
+
+static int idx_obj_cmp(const void *pa, const void *pb)
+{
+	const struct idx_obj *a = pa, *b = pb;
+
+	if (a->atime != b->atime)
+		return a->atime < b->atime ? -1 : 1;
+	return strcmp(a->oid, b->oid);
+}
+
+int idx_obj_list(struct idx *x, struct idx_obj **out, size_t *n)
+{
+	struct idx_obj *list = NULL;
+	size_t count = 0, alloc = 0;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return idx_err(rc);
+	rc = mdb_cursor_open(txn, x->dbi[IDX_DB_OBJECTS], &cur);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return idx_err(rc);
+	}
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		const uint8_t *kp = k.mv_data, *vp = v.mv_data;
+		struct idx_obj *o;
+
+		if (k.mv_size < 21 || v.mv_size != 17 || vp[0] != IDX_VERSION ||
+		    (kp[0] != IDX_OBJ_BLOB && kp[0] != IDX_OBJ_LFS) ||
+		    k.mv_size != (kp[0] == IDX_OBJ_LFS ? 33u : 21u))
+			continue;
+		if (count == alloc) {
+			size_t na = alloc ? alloc * 2 : 256;
+			struct idx_obj *nl = realloc(list, na * sizeof(*nl));
+
+			if (!nl) {
+				rc = ENOMEM;
+				break;
+			}
+			list = nl;
+			alloc = na;
+		}
+		o = &list[count++];
+		o->kind = (enum idx_obj_kind)kp[0];
+		hash_hex(o->oid, kp + 1, k.mv_size - 1);
+		o->size = get_u64(vp + 1);
+		o->atime = (int64_t)get_u64(vp + 9);
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	if (rc != MDB_NOTFOUND) {
+		free(list);
+		return rc == ENOMEM ? -ENOMEM : idx_err(rc);
+	}
+	if (count)
+		qsort(list, count, sizeof(*list), idx_obj_cmp);
+	*out = list;
+	*n = count;
 	return 0;
 }

@@ -3,7 +3,9 @@
  * Layout under the cache directory:
  *   git/      a bare repository; its object database holds trees and small blobs
  *   raw/ab/cdef…  blobs of at least ODB_RAW_THRESHOLD bytes, stored as plain files
- *   tmp/      downloads in progress, named <pid>-<seq>; renamed into raw/ only once verified
+ *   lfs/ab/cdef…  Git LFS objects by sha256, stored the same way as raw blobs
+ *   tmp/      downloads in progress, named <pid>-<seq>; renamed into raw/ or lfs/ only
+ *             once verified
  *
  * A raw file carries a fixed modification time (ODB_RAW_STAMP) set after verification.
  * Any write to the file changes its mtime, so odb_blob_open re-hashes a raw file whose
@@ -98,6 +100,13 @@ static int odb_raw_path(const struct odb *o, const char *oid, char *out, size_t 
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
+static int odb_lfs_path(const struct odb *o, const char *oid, char *out, size_t len)
+{
+	int n = snprintf(out, len, "%s/lfs/%.2s/%s", o->dir, oid, oid + 2);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
 static int odb_loose_path(const struct odb *o, const char *oid, char *out, size_t len)
 {
 	int n = snprintf(out, len, "%s/git/objects/%.2s/%s", o->dir, oid, oid + 2);
@@ -161,8 +170,8 @@ int odb_open(struct odb **out, const char *cache_dir)
 		goto out;
 	}
 	r = odb_mkdir(cache_dir);
-	static const char *const subdirs[] = {"raw", "tmp"};
-	for (size_t i = 0; r == 0 && i < 2; i++) {
+	static const char *const subdirs[] = {"raw", "tmp", "lfs"};
+	for (size_t i = 0; r == 0 && i < 3; i++) {
 		snprintf(path, sizeof(path), "%s/%s", cache_dir, subdirs[i]);
 		r = odb_mkdir(path);
 	}
@@ -211,18 +220,18 @@ bool odb_blob_has(struct odb *o, const char *oid)
 	return git_odb_exists(o->gitodb, &id) == 1;
 }
 
-/* Hashes a whole file as a git blob. */
-static int odb_hash_fd(int fd, uint64_t size, char hex[41])
+/* Hashes a whole file as a git blob (lfs false) or as an LFS object (plain SHA-256). */
+static int odb_hash_fd_kind(int fd, uint64_t size, bool lfs, char *hex)
 {
 	struct hash_ctx *h = NULL;
-	uint8_t bin[HASH_SHA1_LEN];
+	uint8_t bin[HASH_SHA256_LEN];
 	char *chunk = malloc(ODB_IO_CHUNK);
 	uint64_t off = 0;
 	int r;
 
 	if (!chunk)
 		return -ENOMEM;
-	r = hash_git_begin(&h, "blob", size);
+	r = lfs ? hash_new(&h, HASH_SHA256) : hash_git_begin(&h, "blob", size);
 	while (r == 0 && off < size) {
 		size_t want = size - off < ODB_IO_CHUNK ? (size_t)(size - off) : ODB_IO_CHUNK;
 		ssize_t got = pread(fd, chunk, want, (off_t)off);
@@ -239,10 +248,15 @@ static int odb_hash_fd(int fd, uint64_t size, char hex[41])
 	if (r == 0)
 		r = hash_final(h, bin);
 	if (r == 0)
-		hash_hex(hex, bin, HASH_SHA1_LEN);
+		hash_hex(hex, bin, lfs ? HASH_SHA256_LEN : HASH_SHA1_LEN);
 	hash_free(h);
 	free(chunk);
 	return r;
+}
+
+static int odb_hash_fd(int fd, uint64_t size, char hex[41])
+{
+	return odb_hash_fd_kind(fd, size, false, hex);
 }
 
 int odb_writer_new(struct odb_writer **out, struct odb *o, const char *oid, uint64_t size)
@@ -359,17 +373,19 @@ static int odb_gitodb_put(struct odb *o, const char *oid, const void *data, size
 	return 0;
 }
 
-/* Makes the verified temp file the raw object. */
-static int odb_raw_publish(struct odb *o, int fd, const char *tmp, const char *oid, uint64_t size)
+/* Makes the verified temp file the raw (or LFS) object. */
+static int odb_file_publish(struct odb *o, bool lfs, int fd, const char *tmp, const char *oid,
+                            uint64_t size)
 {
 	struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = ODB_RAW_STAMP}};
 	char path[4096], dir[4096];
 	int r;
 
-	r = odb_raw_path(o, oid, path, sizeof(path));
+	r = lfs ? odb_lfs_path(o, oid, path, sizeof(path))
+	        : odb_raw_path(o, oid, path, sizeof(path));
 	if (r < 0)
 		return r;
-	snprintf(dir, sizeof(dir), "%s/raw/%.2s", o->dir, oid);
+	snprintf(dir, sizeof(dir), "%s/%s/%.2s", o->dir, lfs ? "lfs" : "raw", oid);
 	r = odb_mkdir(dir);
 	if (r < 0)
 		return r;
@@ -383,6 +399,11 @@ static int odb_raw_publish(struct odb *o, int fd, const char *tmp, const char *o
 		return -errno;
 	odb_count(o, size);
 	return 0;
+}
+
+static int odb_raw_publish(struct odb *o, int fd, const char *tmp, const char *oid, uint64_t size)
+{
+	return odb_file_publish(o, false, fd, tmp, oid, size);
 }
 
 static int odb_read_fd(int fd, char *out, size_t len)
@@ -492,14 +513,15 @@ int odb_blob_put(struct odb *o, const char *oid, const void *data, size_t len)
 
 /* Opens a raw object, re-verifying it when its stamp shows it changed since it was
  * verified. A damaged file is removed: -ENOENT, so the caller fetches it again. */
-static int odb_raw_open(struct odb *o, const char *oid, struct odb_blob **out)
+static int odb_file_open(struct odb *o, bool lfs, const char *oid, struct odb_blob **out)
 {
-	char path[4096], hex[41];
+	char path[4096], hex[65];
 	struct odb_blob *b;
 	struct stat st;
 	int fd, r;
 
-	r = odb_raw_path(o, oid, path, sizeof(path));
+	r = lfs ? odb_lfs_path(o, oid, path, sizeof(path))
+	        : odb_raw_path(o, oid, path, sizeof(path));
 	if (r < 0)
 		return r;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -514,7 +536,7 @@ static int odb_raw_open(struct odb *o, const char *oid, struct odb_blob **out)
 		goto fail;
 	}
 	if (st.st_mtim.tv_sec != ODB_RAW_STAMP || st.st_mtim.tv_nsec != 0) {
-		r = odb_hash_fd(fd, (uint64_t)st.st_size, hex);
+		r = odb_hash_fd_kind(fd, (uint64_t)st.st_size, lfs, hex);
 		if (r < 0 || strcmp(hex, oid) != 0) {
 			if (unlink(path) == 0)
 				odb_uncount(o, (uint64_t)st.st_size);
@@ -536,6 +558,11 @@ static int odb_raw_open(struct odb *o, const char *oid, struct odb_blob **out)
 fail:
 	close(fd);
 	return r;
+}
+
+static int odb_raw_open(struct odb *o, const char *oid, struct odb_blob **out)
+{
+	return odb_file_open(o, false, oid, out);
 }
 
 static int odb_small_open(struct odb *o, const char *oid, struct odb_blob **out)
@@ -810,6 +837,8 @@ int odb_usage(struct odb *o, uint64_t *bytes, uint64_t *objects)
 		odb_walk(path, &b, &n);
 		snprintf(path, sizeof(path), "%s/git/objects", o->dir);
 		odb_walk(path, &b, &n);
+		snprintf(path, sizeof(path), "%s/lfs", o->dir);
+		odb_walk(path, &b, &n);
 		/* objects stored since open were counted live and are on disk too */
 		o->bytes = b;
 		o->objects = n;
@@ -819,4 +848,189 @@ int odb_usage(struct odb *o, uint64_t *bytes, uint64_t *objects)
 	*objects = o->objects;
 	pthread_mutex_unlock(&o->lock);
 	return 0;
+}
+
+static bool odb_lfs_oid_valid(const char *oid)
+{
+	return oid && hash_is_hex(oid, HASH_SHA256_HEX);
+}
+
+bool odb_lfs_has(struct odb *o, const char *oid)
+{
+	char path[4096];
+
+	return odb_lfs_oid_valid(oid) && odb_lfs_path(o, oid, path, sizeof(path)) == 0 &&
+	       access(path, F_OK) == 0;
+}
+
+int odb_lfs_open(struct odb *o, const char *oid, struct odb_blob **out)
+{
+	*out = NULL;
+	if (!odb_lfs_oid_valid(oid))
+		return -EINVAL;
+	return odb_file_open(o, true, oid, out);
+}
+
+int odb_tmp_new(struct odb *o, char *path, size_t len, int *fd)
+{
+	uint64_t seq;
+	int n;
+
+	pthread_mutex_lock(&o->lock);
+	seq = ++o->seq;
+	pthread_mutex_unlock(&o->lock);
+	n = snprintf(path, len, "%s/tmp/%ld-%" PRIu64, o->dir, (long)getpid(), seq);
+	if (n < 0 || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	*fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (*fd < 0) {
+		path[0] = '\0';
+		return -errno;
+	}
+	return 0;
+}
+
+int odb_publish(struct odb *o, enum odb_kind kind, const char *oid, int fd, const char *tmp,
+                uint64_t size)
+{
+	struct stat st;
+
+	if (kind == ODB_KIND_LFS ? !odb_lfs_oid_valid(oid) : !odb_oid_valid(oid))
+		return -EINVAL;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if ((uint64_t)st.st_size != size)
+		return -EIO;
+	return odb_file_publish(o, kind == ODB_KIND_LFS, fd, tmp, oid, size);
+}
+
+int odb_remove(struct odb *o, enum odb_kind kind, const char *oid, uint64_t *freed)
+{
+	char path[4096];
+	struct stat st;
+	int r = -ENOENT;
+
+	*freed = 0;
+	if (kind == ODB_KIND_LFS) {
+		if (!odb_lfs_oid_valid(oid))
+			return -EINVAL;
+		if (odb_lfs_path(o, oid, path, sizeof(path)) == 0 && stat(path, &st) == 0 &&
+		    unlink(path) == 0) {
+			*freed = (uint64_t)st.st_size;
+			odb_uncount(o, *freed);
+			r = 0;
+		}
+		return r;
+	}
+	if (!odb_oid_valid(oid))
+		return -EINVAL;
+	if (odb_raw_path(o, oid, path, sizeof(path)) == 0 && stat(path, &st) == 0 &&
+	    unlink(path) == 0) {
+		*freed += (uint64_t)st.st_size;
+		odb_uncount(o, (uint64_t)st.st_size);
+		r = 0;
+	}
+	/* only a loose object: objects in packs (none are written here) stay */
+	if (odb_loose_path(o, oid, path, sizeof(path)) == 0 && stat(path, &st) == 0 &&
+	    unlink(path) == 0) {
+		*freed += (uint64_t)st.st_size;
+		odb_uncount(o, (uint64_t)st.st_size);
+		r = 0;
+	}
+	return r;
+}
+
+int odb_disk_size(struct odb *o, enum odb_kind kind, const char *oid, uint64_t *bytes)
+{
+	char path[4096];
+	struct stat st;
+
+	if (kind == ODB_KIND_LFS) {
+		if (!odb_lfs_oid_valid(oid) || odb_lfs_path(o, oid, path, sizeof(path)) < 0)
+			return -EINVAL;
+	} else {
+		if (!odb_oid_valid(oid) || odb_raw_path(o, oid, path, sizeof(path)) < 0)
+			return -EINVAL;
+		if (stat(path, &st) == 0) {
+			*bytes = (uint64_t)st.st_size;
+			return 0;
+		}
+		odb_loose_path(o, oid, path, sizeof(path));
+	}
+	if (stat(path, &st) < 0)
+		return -errno;
+	*bytes = (uint64_t)st.st_size;
+	return 0;
+}
+
+/* Visits every file of one fan-out directory; blobs_only asks libgit2 for the type of
+ * each loose object (a header read) and skips trees. */
+static int odb_visit(struct odb *o, const char *top, enum odb_kind kind, bool loose,
+                     int (*fn)(void *arg, enum odb_kind kind, const char *oid, uint64_t bytes),
+                     void *arg)
+{
+	DIR *d = opendir(top);
+	struct dirent *de;
+	int r = 0;
+
+	if (!d)
+		return 0;
+	while (r == 0 && (de = readdir(d))) {
+		DIR *sub;
+		struct dirent *f;
+		int fd;
+
+		if (strlen(de->d_name) != 2 || !hash_is_hex(de->d_name, 2))
+			continue;
+		fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 || !(sub = fdopendir(fd))) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		while (r == 0 && (f = readdir(sub))) {
+			size_t want = kind == ODB_KIND_LFS ? HASH_SHA256_HEX : HASH_SHA1_HEX;
+			char oid[65];
+			struct stat st;
+
+			if (strlen(f->d_name) != want - 2 || !hash_is_hex(f->d_name, want - 2) ||
+			    fstatat(dirfd(sub), f->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode))
+				continue;
+			snprintf(oid, sizeof(oid), "%s%s", de->d_name, f->d_name);
+			if (loose) {
+				git_oid id;
+				size_t len;
+				git_object_t type;
+
+				if (git_oid_fromstr(&id, oid) < 0 ||
+				    git_odb_read_header(&len, &type, o->gitodb, &id) < 0 ||
+				    type != GIT_OBJECT_BLOB)
+					continue;
+			}
+			r = fn(arg, kind, oid, (uint64_t)st.st_size);
+		}
+		closedir(sub);
+	}
+	closedir(d);
+	return r;
+}
+
+int odb_foreach(struct odb *o,
+                int (*fn)(void *arg, enum odb_kind kind, const char *oid, uint64_t bytes),
+                void *arg)
+{
+	char path[4096];
+	int r;
+
+	snprintf(path, sizeof(path), "%s/raw", o->dir);
+	r = odb_visit(o, path, ODB_KIND_BLOB, false, fn, arg);
+	if (r == 0) {
+		snprintf(path, sizeof(path), "%s/lfs", o->dir);
+		r = odb_visit(o, path, ODB_KIND_LFS, false, fn, arg);
+	}
+	if (r == 0) {
+		snprintf(path, sizeof(path), "%s/git/objects", o->dir);
+		r = odb_visit(o, path, ODB_KIND_BLOB, true, fn, arg);
+	}
+	return r;
 }

@@ -1,13 +1,15 @@
 /* The LMDB index (fs/idx.c): fast lookups beside the object store. One environment
  * (cache/index.lmdb, a single file plus its -lock file) with named databases: tree
  * listings by tree id (with sizes), commit → root tree id, ref → commit with fetch time,
- * project path → id with fetch time, blob id → size. Values are a compact versioned
+ * project path → id with fetch time, blob id → size, blob id → LFS verdict, cached object
+ * → size and last access. Values are a compact versioned
  * binary encoding (docs/cache.md). Thread-safe (MDB_NOTLS: any thread may call).
  * Functions return 0, -ENOENT when the key is absent, or a negative errno (-ENOSPC when
  * the map is full, -EINVAL for a malformed id or name). */
 #ifndef REEF_IDX_H
 #define REEF_IDX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,5 +49,32 @@ int idx_size_get(struct idx *x, const char *oid, uint64_t *size);
 /* Fills the size of every blob entry whose size is -1 from the sizes database, in one
  * read transaction. */
 int idx_sizes_fill(struct idx *x, struct tree_entry *e, size_t n);
+
+/* Whether a blob is an LFS pointer (a verdict that never changes for a blob id). */
+struct idx_lfs {
+	bool lfs;
+	char oid[65];  /* the LFS object's sha256 when lfs */
+	uint64_t size; /* the LFS object's size when lfs, else the blob's */
+};
+int idx_lfs_put(struct idx *x, const char *blob_oid, const struct idx_lfs *l);
+int idx_lfs_get(struct idx *x, const char *blob_oid, struct idx_lfs *l);
+
+/* Cached objects for the size limit: size and last access, for LRU eviction. */
+enum idx_obj_kind { IDX_OBJ_BLOB = 0, IDX_OBJ_LFS = 1 };
+struct idx_obj {
+	enum idx_obj_kind kind;
+	char oid[65]; /* sha1 hex for blobs, sha256 hex for LFS objects */
+	uint64_t size;
+	int64_t atime; /* ms since the epoch */
+};
+int idx_obj_put(struct idx *x, enum idx_obj_kind kind, const char *oid, uint64_t size,
+                int64_t atime);
+int idx_obj_get(struct idx *x, enum idx_obj_kind kind, const char *oid, struct idx_obj *out);
+int idx_obj_del(struct idx *x, enum idx_obj_kind kind, const char *oid);
+/* Raises the last access of each listed object that still has a record, in one write
+ * transaction (a later time only). */
+int idx_obj_touch(struct idx *x, const struct idx_obj *o, size_t n);
+/* Every record, least recently used first. *out malloc'ed (free()). */
+int idx_obj_list(struct idx *x, struct idx_obj **out, size_t *n);
 
 #endif

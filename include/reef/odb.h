@@ -1,6 +1,7 @@
 /* The local object store (fs/odb.c): verified git objects in a per-server cache dir.
  * Trees and small blobs live in a libgit2 object database (cache/git, a bare repo);
  * blobs at or above ODB_RAW_THRESHOLD live raw and content-addressed in cache/raw/xx/…
+ * (LFS objects likewise in cache/lfs/xx/…, by sha256)
  * so a read at any offset is a pread. Nothing becomes visible before it is verified
  * against its id. No HTTP here. Functions return 0 or a negative errno. */
 #ifndef REEF_ODB_H
@@ -57,7 +58,30 @@ void odb_blob_close(struct odb_blob *b); /* accepts NULL */
 int odb_tree_put(struct odb *o, const char *expected_oid, const struct tree_entry *e, size_t n,
                  char out_oid[41]);
 
-/* Bytes and objects held (raw files + ODB), for status. */
+/* Git LFS objects, by sha256 (hex), raw under cache/lfs/xx/…, verified like raw blobs. */
+enum odb_kind { ODB_KIND_BLOB, ODB_KIND_LFS };
+bool odb_lfs_has(struct odb *o, const char *oid);
+int odb_lfs_open(struct odb *o, const char *oid, struct odb_blob **out);
+
+/* A new temp file in cache/tmp for a download whose bytes the caller hashes itself (it
+ * is removed at the next odb_open once this process is gone). path receives its name. */
+int odb_tmp_new(struct odb *o, char *path, size_t len, int *fd);
+/* Makes a temp file whose content the caller verified against oid the stored object
+ * (raw for blobs, lfs/ for LFS objects); size must be the file's size. The file keeps
+ * its descriptor; it is renamed, so tmp is gone afterwards. */
+int odb_publish(struct odb *o, enum odb_kind kind, const char *oid, int fd, const char *tmp,
+                uint64_t size);
+/* Deletes a stored blob (raw file and/or loose object) or LFS object. *freed: bytes. */
+int odb_remove(struct odb *o, enum odb_kind kind, const char *oid, uint64_t *freed);
+/* Bytes an object takes on disk (the loose object's compressed size for small blobs). */
+int odb_disk_size(struct odb *o, enum odb_kind kind, const char *oid, uint64_t *bytes);
+/* Calls fn for every stored blob (raw and loose) and LFS object; a non-zero return
+ * stops the walk and is returned. */
+int odb_foreach(struct odb *o,
+                int (*fn)(void *arg, enum odb_kind kind, const char *oid, uint64_t bytes),
+                void *arg);
+
+/* Bytes and objects held (raw files, LFS objects + ODB), for status. */
 int odb_usage(struct odb *o, uint64_t *bytes, uint64_t *objects);
 
 #endif
