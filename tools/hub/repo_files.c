@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "reef/hash.h"
+#include "lfs.h"
 #include "reef/util.h"
 #include "repo_int.h"
 
@@ -319,7 +320,11 @@ static void file_raw(struct repo_ctx *c, const char *path)
 	else if (r < 0)
 		repo_fail(c, "reading a blob");
 	else {
-		serve_raw(c, blob);
+		/* lfs=true: a pointer whose object is stored answers the object itself */
+		if (!repo_bool(hub_req_query(c->req, "lfs")) ||
+		    !hub_lfs_serve_pointer(c->req, c->resp, c->p, git_blob_rawcontent(blob),
+		                           (size_t)git_blob_rawsize(blob)))
+			serve_raw(c, blob);
 		git_oid_tostr(cid, sizeof cid, git_commit_id(h.commit));
 		hub_resp_header(c->resp, "X-Gitlab-Commit-Id", cid);
 	}

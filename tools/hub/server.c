@@ -4,6 +4,7 @@
 #include "core.h"
 #include "git.h"
 #include "hub_ci.h"
+#include "lfs.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -48,6 +49,8 @@ struct hub_ctx {
 	bool bad_uri;
 	bool is_git;
 	struct hub_git *git;
+	bool is_lfs;
+	struct hub_lfs *lfs;
 };
 
 static struct hub_ctx *ctx_of(const struct hub_req *req)
@@ -588,6 +591,7 @@ static void ctx_free(struct hub_ctx *c)
 	buf_free(&c->req.body);
 	resp_free(&c->resp);
 	hub_git_free(c->git);
+	hub_lfs_free(c->lfs);
 	free(c);
 }
 
@@ -750,6 +754,14 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 			}
 			return MHD_YES;
 		}
+		if (hub_lfs_match(c->path)) {
+			/* LFS bodies stream to disk (uploads of any size) or are capped
+			 * JSON; lfs.c checks Content-Length per route. */
+			c->is_lfs = true;
+			if (hub_lfs_start(&c->req, &c->resp, c->path, &c->lfs) != 0)
+				return queue(c, conn);
+			return MHD_YES;
+		}
 		if (hub_git_match(c->path)) {
 			c->is_git = true;
 			if (content_length(conn, &given) > HUB_MAX_SPOOL) {
@@ -769,7 +781,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		*upload_data_size = 0;
 		if (c->too_big)
 			return MHD_YES;
-		if (c->is_git) {
+		if (c->is_lfs) {
+			if (hub_lfs_body(c->lfs, upload_data, n) < 0)
+				return MHD_NO;
+		} else if (c->is_git) {
 			int r = hub_git_body(c->git, upload_data, n);
 
 			if (r == -EFBIG)
@@ -783,6 +798,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 	}
 	if (c->too_big) {
 		hub_resp_error(&c->resp, 413, "413 Request Entity Too Large");
+		return queue(c, conn);
+	}
+	if (c->is_lfs) {
+		hub_lfs_finish(&c->req, &c->resp, c->lfs);
 		return queue(c, conn);
 	}
 	if (c->is_git) {
@@ -923,8 +942,13 @@ int hub_serve(struct hub *hub, const char *listen_at, bool allow_remote)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	/* after the mask: the runner's threads inherit it */
+	if (hub_lfs_init(hub) < 0) {
+		close(fd);
+		return log_ret(-EIO, "cannot prepare the LFS store");
+	}
 	if (hub_ci_init(hub) < 0) {
 		close(fd);
+		hub_lfs_shutdown();
 		return log_ret(-EIO, "cannot start the CI runner");
 	}
 	d = MHD_start_daemon(
@@ -938,6 +962,7 @@ int hub_serve(struct hub *hub, const char *listen_at, bool allow_remote)
 	if (!d) {
 		close(fd);
 		hub_ci_shutdown(hub);
+		hub_lfs_shutdown();
 		return log_ret(-EIO, "cannot start the HTTP server on %s", shown);
 	}
 	printf("listening on http://%s\n", shown);
@@ -948,5 +973,6 @@ int hub_serve(struct hub *hub, const char *listen_at, bool allow_remote)
 	log_info("signal %d: stopping", sig);
 	MHD_stop_daemon(d);
 	hub_ci_shutdown(hub);
+	hub_lfs_shutdown();
 	return 0;
 }
