@@ -1,0 +1,594 @@
+"""reef's benchmark suite: workloads B1-B8 of DESIGN.md, side by side with their contenders.
+
+Run it through scripts/bench.sh (which installs the contenders and builds a release build).
+Every workload interleaves reef and its contenders run by run, so a ratio compares numbers
+taken under the same machine conditions; the table shows medians and the ratio of medians.
+Raw numbers go to bench/results/<timestamp>.json.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import gen
+import harness as H
+from proxy import CountingProxy
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {
+    "full": {"runs": 5, "tree_files": 100_000, "tree_commits": 500, "ds_files": 900,
+             "ds_mbytes": 80, "big_mib": 1024},
+    "quick": {"runs": 3, "tree_files": 10_000, "tree_commits": 50, "ds_files": 90,
+              "ds_mbytes": 8, "big_mib": 128},
+}
+MIB = 1 << 20
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def sh(cmd, **kw):
+    """Runs a shell command, returns its wall time in seconds."""
+    t = time.perf_counter()
+    subprocess.run(cmd, shell=True, check=True, **kw)
+    return time.perf_counter() - t
+
+
+def cat_cmd(path):
+    return f"cat '{path}' > /dev/null"
+
+
+def read_tree_cmd(d, prune_git=False):
+    prune = f"-path '{d}/.git' -prune -o " if prune_git else ""
+    return f"find '{d}' {prune}-type f -print0 | xargs -0 -r cat > /dev/null"
+
+
+def stat_tree_cmd(d):
+    # find stats every entry to print its size, mode and mtime: one lstat per entry.
+    return f"find '{d}' -printf '%s %m %T@\\n' > /dev/null"
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+class Suite:
+    def __init__(self, args):
+        self.args = args
+        self.sz = dict(SIZES["quick" if args.quick else "full"])
+        if args.runs:
+            self.sz["runs"] = args.runs
+        self.runs = self.sz["runs"]
+        self.work = Path(args.workdir)
+        self.data_root = self.work / "data"
+        self.home = self.work / "home"
+        self.run_dir = self.work / "run"
+        self.build = Path(args.build)
+        self.hub_bin = self.build / "tools" / "hub" / "reef-hub"
+        self.reefd_bin = self.build / "daemon" / "reefd"
+        self.results = {}
+        self.hwm = {}
+        self.notes = []
+        self.reg = None
+
+    # ---- setup ---------------------------------------------------------------------------
+
+    def prepare(self):
+        for d in (self.data_root, self.home):
+            d.mkdir(parents=True, exist_ok=True)
+        if self.run_dir.exists():
+            with open("/proc/self/mountinfo") as f:
+                stale = [line.split()[4] for line in f
+                         if line.split()[4].startswith(str(self.run_dir) + "/")]
+            for m in stale:
+                subprocess.run(["fusermount3", "-uz", m], check=False)
+            shutil.rmtree(self.run_dir)
+        self.run_dir.mkdir(parents=True)
+        self.reg = H.Registry(self.run_dir)
+        t = time.perf_counter()
+        log("generating data (reused when already generated)")
+        sz = self.sz
+        self.tree = gen.gen_tree(self.data_root, self.home, sz["tree_files"], sz["tree_commits"])
+        self.ds = gen.gen_dataset(self.data_root, self.home, sz["ds_files"], sz["ds_mbytes"])
+        self.big = gen.gen_big(self.data_root, self.home, sz["big_mib"])
+        log(f"data ready in {time.perf_counter() - t:.1f} s")
+
+    def start_hub(self):
+        t = time.perf_counter()
+        self.hub = H.Hub(self.hub_bin, self.run_dir, self.reg).start()
+        self.token = self.hub.user("bench")
+        self.header_file = self.run_dir / "auth.hdr"
+        self.header_file.write_text(f"PRIVATE-TOKEN: {self.token}\n")
+        self.header_file.chmod(0o600)
+        for name, meta in (("tree", self.tree), ("dataset", self.ds), ("big", self.big)):
+            self.hub.project(f"bench/{name}", "bench")
+            H.git(["-C", meta["repo"], "push", "-q", self.hub.git_url(f"bench/{name}", self.token),
+                   "main"], self.home)
+        log(f"hub up at {self.hub.url}, pushed tree, dataset and big in "
+            f"{time.perf_counter() - t:.1f} s")
+
+    def api(self, route, method="GET", body=None, headers=None):
+        h = {"PRIVATE-TOKEN": self.token}
+        h.update(headers or {})
+        req = urllib.request.Request(self.hub.url + route, data=body, headers=h, method=method)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers, r.read()
+
+    def mount(self, name, server=None, cache=None):
+        base = self.run_dir / name
+        if base.exists():
+            shutil.rmtree(base)
+        return H.Reefd(self.reefd_bin, base, server or self.hub.url, self.token, self.reg,
+                       cache=cache).start()
+
+    def unmount(self, m, workload, keep=False):
+        m.stop()
+        self.hwm.setdefault(workload, []).append(m.hwm_kib)
+        if not keep:
+            shutil.rmtree(m.base, ignore_errors=True)
+
+    def record(self, wid, **kw):
+        self.results[wid] = kw
+        return kw
+
+    # ---- workloads -----------------------------------------------------------------------
+
+    def b4(self):
+        """Cold cat of one small file vs git clone, through the byte-counting proxy."""
+        log(f"B4: cold cat of one file of {self.tree['files']} vs git clone ({self.runs} runs)")
+        proxy = CountingProxy(self.hub.port)
+        path = self.tree["small_path"]
+        want = subprocess.run(["git", "-C", self.tree["repo"], "cat-file", "blob", f"main:{path}"],
+                              check=True, capture_output=True).stdout
+        url = self.hub.git_url("bench/tree", self.token, proxy.url)
+        clone_t, clone_b, cat_t, cat_b, mount_t, first_b = [], [], [], [], [], []
+        base = self.run_dir / "b4"
+        base.mkdir()
+        try:
+            for i in range(self.runs):
+                dst = base / f"clone{i}"
+                proxy.reset()
+                t = time.perf_counter()
+                H.git(["clone", "-q", url, str(dst)], self.home)
+                clone_t.append(time.perf_counter() - t)
+                clone_b.append(proxy.snapshot()["total"])
+                if i:
+                    shutil.rmtree(base / f"clone{i - 1}")
+                proxy.reset()
+                m = self.mount(f"b4-reefd{i}", server=proxy.url)
+                mount_t.append(m.mount_s)
+                first_b.append(proxy.snapshot()["total"])
+                f = m / f"bench/tree/branches/main/{path}"
+                t = time.perf_counter()
+                got = subprocess.run(["cat", str(f)], check=True, capture_output=True).stdout
+                cat_t.append(time.perf_counter() - t)
+                cat_b.append(proxy.snapshot()["total"])
+                if got != want:
+                    raise RuntimeError(f"B4: {f} read wrong bytes")
+                self.unmount(m, "B4")
+        finally:
+            proxy.close()
+        self.native_checkout = base / f"clone{self.runs - 1}"
+        r_t = med(cat_t) / med(clone_t)
+        r_b = med(cat_b) / med(clone_b)
+        return self.record(
+            "B4", workload=f"cold cat of one {len(want)} B file, repo of {self.tree['files']} "
+            f"files and {self.tree['commits']} commits",
+            reef_s=cat_t, clone_s=clone_t, reef_bytes=cat_b, clone_bytes=clone_b,
+            mount_s=mount_t, mount_bytes=first_b,
+            ratios={"time (reef/clone)": r_t, "bytes (reef/clone)": r_b},
+            targets={"time (reef/clone)": ("<=", 0.05), "bytes (reef/clone)": ("<=", 0.01)},
+            note="reef bytes include reefd's start-up request (GET /user); times exclude "
+            "mounting (median %.3f s)" % med(mount_t))
+
+    def b3(self):
+        """find + stat over the tree: caches dropped ("warm"), then again at once ("repeat")."""
+        native = self.native_checkout / "lib"
+        log(f"B3: find + stat over {self.tree['files']} files ({self.runs} runs)")
+        m = self.mount("b3-reefd")
+        reef = m / "bench/tree/branches/main/lib"
+        t = time.perf_counter()
+        n_reef = len(subprocess.run(["find", str(reef)], check=True, capture_output=True)
+                     .stdout.splitlines())
+        prime_s = time.perf_counter() - t
+        n_native = len(subprocess.run(["find", str(native)], check=True, capture_output=True)
+                       .stdout.splitlines())
+        if n_reef != n_native:
+            raise RuntimeError(f"B3: reefd shows {n_reef} entries, the checkout {n_native}")
+        nw, nr, rw, rr = [], [], [], []
+        for i in range(self.runs):
+            for d, warm, rep in ((native, nw, nr), (reef, rw, rr))[:: 1 if i % 2 == 0 else -1]:
+                H.drop_caches()
+                warm.append(sh(stat_tree_cmd(d)))
+                rep.append(sh(stat_tree_cmd(d)))
+        self.unmount(m, "B3")
+        return self.record(
+            "B3", workload=f"find + stat over {n_reef} entries", entries=n_reef,
+            reef_cold_from_hub_s=prime_s, native_warm_s=nw, reef_warm_s=rw, native_repeat_s=nr,
+            reef_repeat_s=rr,
+            ratios={"warm (native/reef)": med(nw) / med(rw),
+                    "repeat (native/reef)": med(nr) / med(rr)},
+            targets={"warm (native/reef)": (">=", 0.5), "repeat (native/reef)": (">=", 0.9)},
+            note="warm: reefd's cache holds every listing, page cache, dentries and inodes "
+            "dropped before the run on both sides; repeat: the same command again at once")
+
+    def b5(self):
+        """Cold read of every file of the CSV dataset vs clone --depth 1 + read, vs rclone."""
+        log(f"B5: cold read of {self.ds['files']} files, {self.ds['bytes'] / 1e6:.0f} MB "
+            f"({self.runs} runs)")
+        base = self.run_dir / "b5"
+        base.mkdir()
+        rc_conf = base / "rclone.conf"
+        rc_conf.write_text("")
+        port = free_port()
+        serve = H.Fg(["rclone", "serve", "http", self.ds["tree"], "--addr", f"127.0.0.1:{port}",
+                      "--read-only", "--config", rc_conf], self.reg, base / "rclone-serve.log")
+        serve.start()
+        H.wait_http(f"http://127.0.0.1:{port}/", serve.proc)
+        url = self.hub.git_url("bench/dataset", self.token)
+        clone_t, read_t, reef_t, rclone_t = [], [], [], []
+        sums = None
+        for i in range(self.runs):
+            dst = base / "clone"
+            t = time.perf_counter()
+            H.git(["clone", "-q", "--depth", "1", url, str(dst)], self.home)
+            clone_t.append(time.perf_counter() - t)
+            read_t.append(sh(read_tree_cmd(dst, prune_git=True)))
+            if sums is None:
+                sums = tree_sums(dst, prune_git=True)
+            shutil.rmtree(dst)
+
+            m = self.mount(f"b5-reefd{i}")
+            d = m / "bench/dataset/branches/main"
+            reef_t.append(sh(read_tree_cmd(d)))
+            if i == 0 and tree_sums(d) != sums:
+                raise RuntimeError("B5: reefd's dataset differs from the clone")
+            self.unmount(m, "B5")
+
+            rmnt = base / "rclone-mnt"
+            rc = H.Fg(["rclone", "mount", ":http:", rmnt, "--http-url", f"http://127.0.0.1:{port}/",
+                       "--read-only", "--config", rc_conf, "--cache-dir", base / "rclone-cache"],
+                      self.reg, base / "rclone-mount.log", mnt=rmnt).start()
+            rclone_t.append(sh(read_tree_cmd(rmnt)))
+            if i == 0 and tree_sums(rmnt) != sums:
+                raise RuntimeError("B5: the rclone mount differs from the clone")
+            rc.stop()
+            shutil.rmtree(base / "rclone-cache", ignore_errors=True)
+        serve.stop()
+        clone_total = [a + b for a, b in zip(clone_t, read_t)]
+        return self.record(
+            "B5", workload=f"cold read of {self.ds['files']} files, {self.ds['bytes'] / 1e6:.0f} MB",
+            reef_s=reef_t, clone_s=clone_t, clone_read_s=read_t, clone_total_s=clone_total,
+            rclone_s=rclone_t,
+            ratios={"reef/(clone --depth 1 + read)": med(reef_t) / med(clone_total),
+                    "rclone/reef": med(rclone_t) / med(reef_t)},
+            targets={"reef/(clone --depth 1 + read)": ("<=", 1.5), "rclone/reef": (">=", 1.0)},
+            note="each side lists and reads the tree with find | xargs cat; mount start-up "
+            "excluded for reefd and rclone (serve http from the same files)")
+
+    def big_cold(self, wid, project, path, size, curl_args, note):
+        """Cold reads of a large file through fresh reefd caches vs curl of the same bytes.
+        The last mount is kept (its cache holds the object) and returned."""
+        log(f"{wid}: cold read of {size // MIB} MiB {path} vs curl ({self.runs} runs)")
+        reef_t, curl_t = [], []
+        m = None
+        for i in range(self.runs):
+            curl_t.append(sh("curl -sS -f -o /dev/null " + curl_args))
+            if m:
+                self.unmount(m, wid)
+            m = self.mount(f"{wid.lower()}-reefd{i}")
+            f = m / f"bench/{project}/branches/main/{path}"
+            try:
+                shown = os.stat(f).st_size
+            except OSError as e:
+                shown = f"stat failing ({e.strerror})"
+            if shown != size:
+                self.unmount(m, wid)
+                return None, f"reefd shows {path} with {shown} bytes, not {size}"
+            reef_t.append(sh(cat_cmd(f)))
+        res = self.record(wid, workload=f"cold read of a {size // MIB} MiB {note}",
+                          reef_s=reef_t, curl_s=curl_t,
+                          ratios={"curl/reef": med(curl_t) / med(reef_t)},
+                          targets={"curl/reef": (">=", 0.8)} if wid == "B6" else {},
+                          note="fresh reefd cache each run; curl writes to /dev/null, reefd "
+                          "stores and verifies the object")
+        return m, res
+
+    def b1_b2(self, m):
+        """Sequential read of the cached object: reefd, the cache file itself, bindfs over it."""
+        size = self.big["size"]
+        reef = m / "bench/big/branches/main/big.bin"
+        cands = [p for p in m.cache.rglob("*") if p.is_file() and p.stat().st_size == size]
+        if len(cands) != 1:
+            raise RuntimeError(f"B1: no single {size} B file in {m.cache}: {cands}")
+        native = cands[0]
+        bmnt = self.run_dir / "b1-bindfs"
+        bind = H.Fg(["bindfs", "-f", "-r", native.parent, bmnt], self.reg,
+                    self.run_dir / "bindfs.log", mnt=bmnt).start()
+        viab = bmnt / native.name
+        log(f"B1: read of the cached {size // MIB} MiB object, page cache dropped ({self.runs} runs)")
+        order = [("native", native), ("reef", reef), ("bindfs", viab)]
+        t = {k: [] for k, _ in order}
+        for i in range(self.runs):
+            for k, p in order[i % 3:] + order[: i % 3]:
+                H.drop_caches()
+                t[k].append(sh(cat_cmd(p)))
+        self.record("B1", workload=f"sequential read of a cached {size // MIB} MiB object, "
+                    "page cache dropped", reef_s=t["reef"], native_s=t["native"],
+                    bindfs_s=t["bindfs"],
+                    ratios={"native/reef": med(t["native"]) / med(t["reef"]),
+                            "bindfs/reef": med(t["bindfs"]) / med(t["reef"])},
+                    targets={"native/reef": (">=", 0.6), "bindfs/reef": (">=", 1.0)},
+                    note=f"native = reefd's cache file {native.relative_to(m.cache)}; bindfs -r "
+                    "over its directory; reads with cat")
+        log(f"B2: re-read, kernel cache kept ({self.runs} runs)")
+        for _, p in order:
+            sh(cat_cmd(p))
+        t = {k: [] for k, _ in order}
+        for i in range(self.runs):
+            for k, p in order[i % 3:] + order[: i % 3]:
+                t[k].append(sh(cat_cmd(p)))
+        bind.stop()
+        self.record("B2", workload="re-read of the same file, kernel cache kept",
+                    reef_s=t["reef"], native_s=t["native"], bindfs_s=t["bindfs"],
+                    ratios={"native/reef": med(t["native"]) / med(t["reef"])},
+                    targets={"native/reef": (">=", 0.9)})
+
+    def lfs_ready(self):
+        """Whether the hub answers the LFS batch API (pushes the LFS data set if so)."""
+        self.hub.project("bench/lfs", "bench")
+        body = json.dumps({"operation": "download", "transfers": ["basic"],
+                           "objects": [{"oid": "0" * 64, "size": 1}]}).encode()
+        try:
+            self.lfs_batch(body)
+        except urllib.error.HTTPError as e:
+            return False, f"the hub's LFS batch API answers {e.code}"
+        return True, ""
+
+    def lfs_batch(self, body):
+        import base64
+        auth = base64.b64encode(f"bench:{self.token}".encode()).decode()
+        req = urllib.request.Request(
+            self.hub.url + "/bench/lfs.git/info/lfs/objects/batch", data=body, method="POST",
+            headers={"Accept": "application/vnd.git-lfs+json",
+                     "Content-Type": "application/vnd.git-lfs+json",
+                     "Authorization": f"Basic {auth}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def b6(self):
+        ok, why = self.lfs_ready()
+        if not ok:
+            self.record("B6", workload=f"cold read of a {self.sz['big_mib']} MiB LFS object", missing=why)
+            log(f"B6: not measurable: {why}")
+            return
+        lfs = gen.gen_lfs(self.data_root, self.home, self.sz["big_mib"])
+        url = self.hub.git_url("bench/lfs", self.token)
+        H.git(["-C", lfs["repo"], "push", "-q", url, "main"], self.home)
+        H.git(["-C", lfs["repo"], "lfs", "push", "--all", url, "main"], self.home)
+        obj = self.lfs_batch(json.dumps({
+            "operation": "download", "transfers": ["basic"],
+            "objects": [{"oid": lfs["sha256"], "size": lfs["size"]}]}).encode())["objects"][0]
+        dl = obj["actions"]["download"]
+        hdr = self.run_dir / "lfs.hdr"
+        hdr.write_text("".join(f"{k}: {v}\n" for k, v in dl.get("header", {}).items()))
+        hdr.chmod(0o600)
+        self.big_lfs = lfs
+        m, res = self.big_cold("B6", "lfs", lfs["path"], lfs["size"], f"-H @{hdr} '{dl['href']}'",
+                               "LFS object")
+        if m is None:
+            self.record("B6", workload=f"cold read of a {self.sz['big_mib']} MiB LFS object", missing=res)
+            log(f"B6: not measurable: {res}")
+            return
+        self.unmount(m, "B6")
+
+    def b8(self):
+        m = self.mount("b8-reefd")
+        launch = m / "bench/dataset/experiments/launch"
+        present = os.path.exists(launch)
+        self.unmount(m, "B8")
+        if not present:
+            self.record("B8", workload="write to experiments/launch -> job running",
+                        missing="reefd has no experiments/launch control file yet")
+            log("B8: not measurable: no experiments/launch in the mount")
+            return
+        self.record("B8", workload="write to experiments/launch -> job running",
+                    missing="experiments/launch exists; its measurement is not written yet")
+
+    def b7(self):
+        per = {w: max(v for v in vs if v is not None) for w, vs in self.hwm.items()
+               if any(v is not None for v in vs)}
+        peak = max(per.values()) if per else None
+        self.record("B7", workload="reefd peak resident memory (VmHWM) through B1-B6",
+                    per_workload_kib=per, peak_kib=peak,
+                    ratios={"peak MiB": peak / 1024 if peak else None},
+                    targets={"peak MiB": ("<=", 64)})
+
+    # ---- driver --------------------------------------------------------------------------
+
+    def run(self):
+        only = set(self.args.only.split(",")) if self.args.only else None
+        want = (lambda w: only is None or w in only)
+        t0 = time.perf_counter()
+        try:
+            self.prepare()
+            self.start_hub()
+            if want("B4") or want("B3"):
+                self.guard("B4", self.b4)
+                if want("B3"):
+                    self.guard("B3", self.b3)
+            if want("B5"):
+                self.guard("B5", self.b5)
+            if want("B1") or want("B2") or want("B6"):
+                def big():
+                    m, res = self.big_cold(
+                        "B6-blob", "big", "big.bin", self.big["size"],
+                        f"-H @{self.header_file} '{self.hub.url}/api/v4/projects/"
+                        f"bench%2Fbig/repository/blobs/{self.big['oid']}/raw'",
+                        "ordinary git blob")
+                    if m is None:
+                        raise RuntimeError(res)
+                    self.guard("B1", lambda: self.b1_b2(m))
+                    self.unmount(m, "B1/B2")
+                self.guard("B6-blob", big)
+                self.guard("B6", self.b6)
+            if want("B8"):
+                self.guard("B8", self.b8)
+            self.b7()
+        finally:
+            if self.reg:
+                self.reg.close_all()
+        self.elapsed = time.perf_counter() - t0
+
+    def guard(self, wid, fn):
+        try:
+            fn()
+        except Exception as e:
+            traceback.print_exc()
+            self.results.setdefault(wid, {})["error"] = f"{type(e).__name__}: {e}"
+            self.notes.append(f"{wid} failed: {e}")
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def tree_sums(d, prune_git=False):
+    out = {}
+    for dirpath, dirs, files in os.walk(d):
+        if prune_git and ".git" in dirs and Path(dirpath) == Path(d):
+            dirs.remove(".git")
+        for f in files:
+            p = Path(dirpath) / f
+            out[str(p.relative_to(d))] = hashlib.sha1(p.read_bytes()).hexdigest()
+    return out
+
+
+def machine():
+    def first(cmd):
+        try:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return ""
+    mem = first("awk '/MemTotal/ {print $2}' /proc/meminfo")
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": first("awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo"),
+        "memory_gib": round(int(mem) / 1024 / 1024, 1) if mem else None,
+        "kernel": platform.release(),
+        "os": first(". /etc/os-release && echo $PRETTY_NAME"),
+        "disk": first("lsblk -ndo NAME,SIZE,ROTA,MODEL $(findmnt -no SOURCE /var/tmp "
+                      "| sed 's|/dev/||') 2>/dev/null"),
+        "fs": first("findmnt -no FSTYPE,SOURCE -T /var/tmp"),
+        "versions": {k: first(c) for k, c in {
+            "git": "git --version", "rclone": "rclone version | head -1",
+            "bindfs": "bindfs --version | head -1", "curl": "curl --version | head -1",
+            "libfuse": "fusermount3 --version", "python": f"{sys.executable} --version"}.items()},
+        "reef_commit": os.environ.get("REEF_BENCH_REV") or first(f"git -C {ROOT} rev-parse HEAD"),
+        "reef_dirty": False if os.environ.get("REEF_BENCH_REV") else
+        bool(first(f"git -C {ROOT} status --porcelain -- daemon fs lib tools include")),
+        "build": os.environ.get("REEF_BUILD"),
+    }
+
+
+def verdict(ratio, target):
+    if ratio is None or target is None:
+        return ""
+    op, val = target
+    ok = ratio <= val if op == "<=" else ratio >= val
+    return "met" if ok else "MISSED"
+
+
+def fmt_s(xs):
+    return f"{med(xs):.3f} s" if xs else "-"
+
+
+def table(suite):
+    rows = []
+    for wid in ("B1", "B2", "B3", "B4", "B5", "B6", "B6-blob", "B7", "B8"):
+        r = suite.results.get(wid)
+        if r is None:
+            continue
+        if "missing" in r or "error" in r:
+            why = r.get("missing") or r.get("error")
+            rows.append((wid, r.get("workload", ""), "not measurable", "", "",
+                         why if len(why) < 90 else why[:87] + "..."))
+            continue
+        for name, ratio in r.get("ratios", {}).items():
+            tgt = r.get("targets", {}).get(name)
+            rows.append((wid, r["workload"], name,
+                         f"{ratio:.3f}" if isinstance(ratio, float) else str(ratio),
+                         f"{tgt[0]} {tgt[1]}" if tgt else "(info)", verdict(ratio, tgt)))
+    w = [max(len(str(row[i])) for row in rows + [("id", "workload", "ratio", "value",
+                                                  "target", "")]) for i in range(6)]
+    lines = ["  ".join(str(c).ljust(w[i]) for i, c in enumerate(("id", "workload", "ratio",
+                                                               "value", "target", "")))]
+    lines += ["  ".join(str(c).ljust(w[i]) for i, c in enumerate(row)) for row in rows]
+    return "\n".join(lines)
+
+
+def medians(suite):
+    out = []
+    for wid, r in suite.results.items():
+        for k, v in r.items():
+            if k.endswith("_s") and isinstance(v, list) and v:
+                out.append(f"{wid:8} {k:24} median {med(v):8.3f} s  (runs: "
+                           + ", ".join(f"{x:.3f}" for x in v) + ")")
+            elif k.endswith("_bytes") and isinstance(v, list) and v:
+                out.append(f"{wid:8} {k:24} median {med(v):12.0f} B")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer runs, smaller data")
+    ap.add_argument("--runs", type=int, help="runs per measurement (default 5, quick 3)")
+    ap.add_argument("--only", help="comma-separated workloads, e.g. B1,B3")
+    ap.add_argument("--workdir", default=os.environ.get("REEF_BENCH_DIR", "/var/tmp/reef-bench"))
+    ap.add_argument("--build", default=os.environ.get("REEF_BUILD", str(ROOT / "build-bench")))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (B1 and B3 drop the page cache)")
+    suite = Suite(args)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    try:
+        suite.run()
+    finally:
+        out = {"started": started.isoformat(timespec="seconds"),
+               "command": " ".join(sys.argv), "mode": "quick" if args.quick else "full",
+               "sizes": suite.sz, "machine": machine(),
+               "elapsed_s": getattr(suite, "elapsed", None), "results": suite.results,
+               "notes": suite.notes}
+        res_dir = ROOT / "bench" / "results"
+        res_dir.mkdir(exist_ok=True)
+        path = res_dir / (started.strftime("%Y%m%dT%H%M%SZ") + ".json")
+        path.write_text(json.dumps(out, indent=1, default=str))
+        if suite.results:
+            print()
+            print(medians(suite))
+            print()
+            print(table(suite))
+        print(f"\nraw results: {path}  (total {out['elapsed_s'] or 0:.0f} s)")
+    sys.exit(1 if suite.notes else 0)
+
+
+if __name__ == "__main__":
+    main()
