@@ -378,7 +378,7 @@ static int gl_stream_begin(struct gl_req *rq, long status)
 	}
 	if (total >= 0 && (uint64_t)total > rq->max)
 		return -EIO;
-	return rq->ssink->begin ? rq->ssink->begin(rq->ssink->arg, first, total) : 0;
+	return rq->ssink->begin ? rq->ssink->begin(rq->ssink->arg, status == 206, first, total) : 0;
 }
 
 static size_t gl_on_stream(struct gl_req *rq, char *data, size_t len, long status)
@@ -548,7 +548,9 @@ static struct curl_slist *gl_add_headers(struct gl *g, const struct gl_req *rq, 
 		if (tmp)
 			*hdrs = tmp;
 	}
-	if (tmp && rq->ssink && rq->off) {
+	/* always ranged, even from 0: a 206 or a 200 to the first request tells whether the
+	 * server can serve a later read far ahead without sending what lies before it */
+	if (tmp && rq->ssink) {
 		snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-", rq->off);
 		tmp = curl_slist_append(*hdrs, range);
 		if (tmp)
@@ -1311,5 +1313,50 @@ out:
 	json_decref(resp);
 	free(url);
 	free(body);
+	return r;
+}
+
+int gl_call(struct gl *g, const char *method, const char *path, const char *body,
+            const char *header, long *status, char **out, size_t *out_len)
+{
+	struct gl_target t = {0};
+	struct gl_req rq;
+	char hdr[512], *hv[1] = {hdr}, *url = NULL;
+	const struct buf *b;
+	int r;
+
+	*status = 0;
+	if (out)
+		*out = NULL;
+	if (out_len)
+		*out_len = 0;
+	if ((strcmp(method, "GET") && strcmp(method, "POST")) || path[0] != '/' ||
+	    (header && (strlen(header) >= sizeof(hdr) || strpbrk(header, "\r\n"))))
+		return -EINVAL;
+	if (strlen(path) > GL_URL_MAX || asprintf(&url, "%s%s", g->server, path) < 0)
+		return url ? -ENAMETOOLONG : -ENOMEM;
+	if (header) {
+		snprintf(hdr, sizeof(hdr), "%s", header);
+		t.headers = hv;
+		t.nheaders = 1;
+	}
+	gl_req_init(&rq, method, url);
+	rq.target = &t;
+	if (!strcmp(method, "POST")) {
+		rq.post = body ? body : "{}";
+		rq.content_type = "Accept: application/json";
+	}
+	r = gl_perform(g, &rq);
+	*status = rq.status;
+	b = r == 0 ? &rq.body : &rq.errbody;
+	if (out && rq.status > 0) {
+		*out = b->len ? strndup(b->data, b->len) : strdup("");
+		if (!*out)
+			r = -ENOMEM;
+		else if (out_len)
+			*out_len = b->len;
+	}
+	gl_req_free(&rq);
+	free(url);
 	return r;
 }

@@ -95,18 +95,28 @@ int gl_blob_target(struct gl *g, int64_t project_id, const char *sha, struct gl_
 int gl_lfs_target(struct gl *g, const char *project_path, const char *oid, uint64_t size,
                   struct gl_target *out);
 
-/* A streaming GET from offset off (a Range request when off > 0). begin is called once,
+/* A streaming GET from offset off (always with "Range: bytes=off-"). begin is called once,
  * before the first byte, with the offset of the first byte the server sends: off when
- * it honoured the range (206), 0 when it sent the whole object (200), and the object's
+ * it honoured the range (206, partial true), 0 when it sent the whole object (200), and
+ * the object's
  * total size when known (-1 otherwise). A negative return from a callback aborts the
  * transfer and is returned (-ECANCELED stops it without counting an error). More than
  * max bytes is -EIO. */
 struct gl_stream_sink {
-	int (*begin)(void *arg, uint64_t first, int64_t total);
+	int (*begin)(void *arg, bool partial, uint64_t first, int64_t total);
 	int (*data)(void *arg, const void *data, size_t len);
 	void *arg;
 };
 int gl_stream(struct gl *g, const struct gl_target *t, uint64_t off, uint64_t max,
               const struct gl_stream_sink *sink);
+
+/* Any JSON or text route under the server, for callers beyond the repository (the
+ * management API, pipelines and jobs): path starts at the server root ("/api/v1/…",
+ * "/api/v4/…"); method is GET or POST (body: JSON, "{}" when NULL); header is one extra
+ * "Name: value" line or NULL. *status gets the HTTP status (0: no answer); *out (may be
+ * NULL) a malloc'ed NUL-terminated copy of the body — for an error status its first
+ * 4 KiB, so callers can show the server's message. Returns 0 for 2xx, else as above. */
+int gl_call(struct gl *g, const char *method, const char *path, const char *body,
+            const char *header, long *status, char **out, size_t *out_len);
 
 #endif
