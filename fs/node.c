@@ -190,6 +190,7 @@ static void node_destroy(struct node *n)
 	free(n->name);
 	free(n->oid);
 	free(n->path);
+	free(n->lfs_oid);
 	free(n);
 }
 
@@ -337,6 +338,15 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 		snprintf(n->tree, sizeof(n->tree), "%s", a->tree ? a->tree : "");
 		n->git_mode = a->git_mode;
 		n->size = a->size;
+		if (a->lfs_oid) {
+			n->lfs_oid = strdup(a->lfs_oid);
+			if (!n->lfs_oid) {
+				parent->refs--;
+				node_destroy(n);
+				r = -ENOMEM;
+				goto out;
+			}
+		}
 		table_link(t, n);
 		t->count++;
 		table_grow(t);
@@ -385,6 +395,50 @@ uint64_t node_ino_predict(struct node_table *t, uint64_t parent, const char *nam
 	ino = ino_for_key_locked(t, parent, name, oid ? oid : "");
 	pthread_mutex_unlock(&t->lock);
 	return ino;
+}
+
+int node_collect_under(struct node_table *t, uint64_t ancestor, enum node_kind kind, uint64_t **out,
+                       size_t *nout)
+{
+	uint64_t *v = NULL;
+	size_t n = 0, cap = 0, i;
+	int r = 0;
+
+	*out = NULL;
+	*nout = 0;
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; i < t->nbuckets && r == 0; i++) {
+		struct node *x, *p;
+
+		for (x = t->by_ino[i]; x; x = x->next_ino) {
+			if (x->kind != kind)
+				continue;
+			for (p = x->parent; p && p->ino != ancestor; p = p->parent)
+				;
+			if (!p)
+				continue;
+			if (n == cap) {
+				size_t nc = cap ? cap * 2 : 16;
+				uint64_t *nv = realloc(v, nc * sizeof(*nv));
+
+				if (!nv) {
+					r = -ENOMEM;
+					break;
+				}
+				v = nv;
+				cap = nc;
+			}
+			v[n++] = x->ino;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (r < 0) {
+		free(v);
+		return r;
+	}
+	*out = v;
+	*nout = n;
+	return 0;
 }
 
 int node_branch_revs(struct node_table *t, int64_t project_id, const char *branch,
@@ -548,7 +602,13 @@ int node_child_kind(const struct node *parent, const char *name, enum node_ref_k
 			return NODE_CTL_DIR;
 		return node_name_is_gitlab_path(name) ? NODE_NAMESPACE : -ENOENT;
 	case NODE_CTL_DIR:
-		return strcmp(name, "status") == 0 ? NODE_STATUS : -ENOENT;
+		if (strcmp(name, "status") == 0)
+			return NODE_STATUS;
+		if (strcmp(name, "ctl") == 0)
+			return NODE_CONTROL;
+		if (strcmp(name, "ctl.error") == 0)
+			return NODE_CONTROL_ERROR;
+		return -ENOENT;
 	case NODE_NAMESPACE:
 		return node_name_is_gitlab_path(name) ? NODE_NAMESPACE : -ENOENT;
 	case NODE_PROJECT:
@@ -575,6 +635,8 @@ int node_child_kind(const struct node *parent, const char *name, enum node_ref_k
 	case NODE_SUBMODULE:
 		return -ENOENT;
 	case NODE_STATUS:
+	case NODE_CONTROL:
+	case NODE_CONTROL_ERROR:
 	case NODE_HEAD:
 	case NODE_FILE:
 	case NODE_SYMLINK:
@@ -767,7 +829,10 @@ mode_t node_st_mode(const struct node *n)
 {
 	switch (n->kind) {
 	case NODE_STATUS:
+	case NODE_CONTROL_ERROR:
 		return S_IFREG | 0444;
+	case NODE_CONTROL:
+		return S_IFREG | 0200;
 	case NODE_HEAD:
 		return S_IFLNK | 0777;
 	case NODE_FILE:
@@ -819,6 +884,8 @@ bool node_entry_is_immutable(const struct node *parent)
 	case NODE_NAMESPACE:
 	case NODE_PROJECT:
 	case NODE_STATUS:
+	case NODE_CONTROL:
+	case NODE_CONTROL_ERROR:
 	case NODE_HEAD:
 	case NODE_FILE:
 	case NODE_SYMLINK:

@@ -4,6 +4,8 @@
  *   /                                   NODE_ROOT
  *   /.reef/                             NODE_CTL_DIR
  *   /.reef/status                       NODE_STATUS
+ *   /.reef/ctl                          NODE_CONTROL (write-only control file)
+ *   /.reef/ctl.error                    NODE_CONTROL_ERROR (why the last ctl write failed)
  *   /<group>[/<sub>…]/                  NODE_NAMESPACE
  *   /<group>[/<sub>…]/<project>/        NODE_PROJECT
  *       HEAD                            NODE_HEAD (symlink to branches/<default branch>)
@@ -46,6 +48,8 @@ enum node_kind {
 	NODE_ROOT,
 	NODE_CTL_DIR,
 	NODE_STATUS,
+	NODE_CONTROL,
+	NODE_CONTROL_ERROR,
 	NODE_NAMESPACE,
 	NODE_PROJECT,
 	NODE_HEAD,
@@ -94,6 +98,7 @@ struct node {
 	char tree[41];               /* NODE_REV: its root tree id; NODE_TREE: == oid */
 	uint32_t git_mode;           /* revision content: enum tree_mode */
 	int64_t size;                /* NODE_FILE, NODE_SYMLINK: exact size; else 0 */
+	char *lfs_oid;               /* NODE_FILE showing an LFS object: its sha256; else NULL */
 
 	/* table internals, under the table lock */
 	uint64_t refs;
@@ -113,6 +118,7 @@ struct node_attrs {
 	const char *tree;   /* NULL means "" */
 	uint32_t git_mode;
 	int64_t size;
+	const char *lfs_oid; /* NULL: not an LFS file */
 };
 
 struct node_table;
@@ -147,6 +153,10 @@ struct node_rev {
 	char name[256]; /* its name in parent: the last component of the branch name */
 	char commit[41];
 };
+/* The inodes of every node of kind inside the subtree of ancestor (itself excluded) held
+ * in the table; *out malloc'ed. */
+int node_collect_under(struct node_table *t, uint64_t ancestor, enum node_kind kind, uint64_t **out,
+                       size_t *n);
 /* Every revision root of branch (full name) of the project in the table; *out malloc'ed. */
 int node_branch_revs(struct node_table *t, int64_t project_id, const char *branch,
                      struct node_rev **out, size_t *n);

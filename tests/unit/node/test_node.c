@@ -12,6 +12,7 @@
 #include "../check.h"
 
 static const char *OID_A = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+static const char *LFS_OID = "5e1f5e1f5e1f5e1f5e1f5e1f5e1f5e1f5e1f5e1f5e1f5e1f5e1f5e1f5e1f5e1f";
 static const char *OID_B = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 static void test_names(void)
@@ -80,7 +81,14 @@ static void test_child_kind(void)
 	CHECK_EQ_INT(node_child_kind(&p, ".git", &rk), -ENOENT);
 	p.kind = NODE_CTL_DIR;
 	CHECK_EQ_INT(node_child_kind(&p, "status", &rk), NODE_STATUS);
-	CHECK_EQ_INT(node_child_kind(&p, "ctl", &rk), -ENOENT);
+	CHECK_EQ_INT(node_child_kind(&p, "ctl", &rk), NODE_CONTROL);
+	CHECK_EQ_INT(node_child_kind(&p, "ctl.error", &rk), NODE_CONTROL_ERROR);
+	CHECK_EQ_INT(node_child_kind(&p, "ctl2", &rk), -ENOENT);
+	p.kind = NODE_CONTROL;
+	CHECK_EQ_INT(node_child_kind(&p, "x", &rk), -ENOTDIR);
+	CHECK_EQ_INT(node_st_mode(&p), S_IFREG | 0200);
+	p.kind = NODE_CONTROL_ERROR;
+	CHECK_EQ_INT(node_st_mode(&p), S_IFREG | 0444);
 	p.kind = NODE_NAMESPACE;
 	CHECK_EQ_INT(node_child_kind(&p, "cats", &rk), NODE_NAMESPACE);
 	CHECK_EQ_INT(node_child_kind(&p, "HEAD x", &rk), -ENOENT);
@@ -356,6 +364,29 @@ static void test_table(void)
 	CHECK_EQ_INT(node_branch_revs(t, 8, "master", &revs, &nrevs), 0);
 	CHECK_EQ_INT(nrevs, 0);
 	free(revs);
+
+	/* LFS files carry their object id; the files under a directory can be collected */
+	struct node *sub, *lf;
+	uint64_t *inos;
+	size_t ninos;
+	a = (struct node_attrs){.kind = NODE_TREE, .oid = OID_B, .path = "d", .tree = OID_B};
+	CHECK_EQ_INT(node_lookup(t, rev, "d", &a, &sub), 0);
+	a = (struct node_attrs){.kind = NODE_FILE,
+	                        .oid = OID_A,
+	                        .path = "d/big",
+	                        .git_mode = 0100644,
+	                        .size = 1 << 30,
+	                        .lfs_oid = LFS_OID};
+	CHECK_EQ_INT(node_lookup(t, sub, "big", &a, &lf), 0);
+	CHECK_EQ_STR(lf->lfs_oid, LFS_OID);
+	CHECK(f->lfs_oid == NULL);
+	CHECK_EQ_INT(node_collect_under(t, sub->ino, NODE_FILE, &inos, &ninos), 0);
+	CHECK_EQ_INT(ninos, 1);
+	CHECK_EQ_INT(inos[0], lf->ino);
+	free(inos);
+	CHECK_EQ_INT(node_collect_under(t, rev->ino, NODE_FILE, &inos, &ninos), 0);
+	CHECK_EQ_INT(ninos, 2); /* "later" and d/big */
+	free(inos);
 
 	node_table_free(t);
 }
