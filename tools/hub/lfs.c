@@ -998,8 +998,11 @@ static void batch(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l)
 			lfs_error(resp, 422, "transfers must be an array");
 			goto out;
 		}
-		json_array_foreach(tr, i, o) basic =
-		    basic || (json_is_string(o) && !strcmp(json_string_value(o), "basic"));
+		for (i = 0; i < json_array_size(tr); i++) {
+			o = json_array_get(tr, i);
+			if (json_is_string(o) && !strcmp(json_string_value(o), "basic"))
+				basic = true;
+		}
 		if (!basic && json_array_size(tr)) {
 			lfs_error(resp, 422, "Unsupported transfer: only basic is offered");
 			goto out;
@@ -1126,7 +1129,18 @@ out:
 	json_decref(root);
 }
 
-static void put_finish(struct hub_resp *resp, struct hub_lfs *l)
+/* A refused upload leaves nothing behind, before the client hears of it. */
+static void put_discard(struct hub_lfs *l)
+{
+	if (l->fd >= 0)
+		close(l->fd);
+	l->fd = -1;
+	if (l->tmp[0])
+		unlink(l->tmp);
+	l->tmp[0] = '\0';
+}
+
+static void put_store(struct hub_resp *resp, struct hub_lfs *l)
 {
 	uint8_t bin[HASH_SHA256_LEN];
 	char hex[HASH_SHA256_HEX + 1], dst[PATH_MAX], dir[PATH_MAX], msg[160];
@@ -1191,6 +1205,12 @@ static void put_finish(struct hub_resp *resp, struct hub_lfs *l)
 		return;
 	}
 	hub_resp_raw(resp, 200, "text/plain", "", 0);
+}
+
+static void put_finish(struct hub_resp *resp, struct hub_lfs *l)
+{
+	put_store(resp, l);
+	put_discard(l); /* nothing left once stored; the refused upload otherwise */
 }
 
 void hub_lfs_finish(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l)
