@@ -10,14 +10,19 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "gl.h"
+#include "reef/lfs.h"
+#include "stream.h"
 #include "reef/hash.h"
 #include "reef/idx.h"
 #include "reef/jsonx.h"
@@ -27,6 +32,14 @@
 #define CACHE_REFLISTS_MAX 64 /* (project, kind) ref listings kept in memory */
 #define CACHE_PATH_MAX     4096
 #define CACHE_REF_MAX      1024
+#define CACHE_LIVE_BUCKETS 1024
+#define CACHE_TOUCH_MAX    256     /* access times batched before one index write */
+#define CACHE_ERRORS       16      /* recent errors kept for status */
+#define CACHE_BRANCHES_MAX 256     /* branches polled */
+#define CACHE_JOBS_MAX     65536   /* prefetch queue */
+#define CACHE_PIDS_MAX     256     /* project id -> path, for LFS batch URLs */
+#define CACHE_BACKOFF_MAX  300000  /* ms between polls of a failing branch */
+#define CACHE_WALK_MAX     1000000 /* entries visited by forget */
 
 struct cache_reflist {
 	int64_t project_id;
@@ -45,8 +58,50 @@ struct cache_inflight {
 	struct cache_inflight *next;
 };
 
+/* An object someone has open or is downloading, keyed by kind and id: what eviction
+ * must leave alone and where concurrent readers find the shared download. */
+struct cache_live {
+	enum odb_kind kind;
+	char oid[65];
+	unsigned opens;
+	bool starting;    /* a stream is being set up: wait for it */
+	struct stream *s; /* the download in progress (a reference), or NULL */
+	struct cache_live *next;
+};
+
+struct cache_err {
+	int64_t at;
+	char msg[200];
+};
+
+struct cache_branch {
+	int64_t pid;
+	char name[CACHE_REF_MAX + 1];
+	int64_t touched, next_poll;
+	unsigned backoff_ms;
+	struct cache_branch *next;
+};
+
+struct cache_job {
+	int64_t pid;
+	char commit[41];
+	char oid[41];
+	bool tree;
+	char *path;
+	struct cache_job *next;
+};
+
+struct cache_pid {
+	int64_t id;
+	char path[1024];
+};
+
 struct cache {
 	unsigned branch_ttl_ms, list_ttl_ms;
+	unsigned poll_ms, nworkers;
+	uint64_t limit; /* __atomic */
+	bool limit_default;
+	char *dir;
 	struct odb *odb;
 	struct idx *idx;
 	struct gl *gl;
@@ -60,8 +115,42 @@ struct cache {
 	struct cache_reflist *reflists;
 	size_t nreflists;
 	struct cache_inflight *inflight;
-	uint64_t hits, misses; /* __atomic */
+	uint64_t hits, misses;  /* __atomic */
+	uint64_t bytes_fetched; /* __atomic: completed downloads */
+	int64_t refresh_at;     /* anything fetched before this is stale */
+	struct cache_live *live[CACHE_LIVE_BUCKETS];
+	unsigned in_flight;
+	uint64_t reserved; /* bytes of kept downloads in progress */
+	struct idx_obj touch[CACHE_TOUCH_MAX];
+	size_t ntouch;
+	struct cache_err errs[CACHE_ERRORS];
+	size_t nerrs, errs_next;
+	struct cache_branch *branches;
+	size_t nbranches;
+	cache_branch_moved_fn moved_fn;
+	void *moved_arg;
+	struct cache_pid pids[CACHE_PIDS_MAX];
+	size_t npids, pids_next;
+	struct cache_job *jobs, *jobs_tail;
+	size_t njobs;
+	unsigned busy_workers;
+	pthread_cond_t jobs_cond;
+	pthread_t *workers;
+	pthread_t maint;
+	bool maint_started;
+	pthread_cond_t maint_cond;
+	bool stop;
+	pthread_mutex_t evict_lock; /* one eviction at a time */
 };
+
+static void cache_err_note(struct cache *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int cache_evict(struct cache *c, uint64_t need);
+static void cache_touch(struct cache *c, enum odb_kind kind, const char *oid);
+static void cache_branch_moved(struct cache *c, int64_t pid, const char *name, const char *old,
+                               const char *now);
+static void *cache_maint_main(void *arg);
+static void cache_pid_note(struct cache *c, int64_t id, const char *path);
 
 static int64_t cache_now_ms(void)
 {
@@ -71,12 +160,16 @@ static int64_t cache_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static bool cache_fresh(int64_t at, unsigned ttl_ms)
+static bool cache_fresh_at(int64_t at, unsigned ttl_ms)
 {
 	int64_t now = cache_now_ms();
 
 	return now >= at && now - at < (int64_t)ttl_ms;
 }
+
+/* Fresh within ttl and not older than the last cache_refresh. */
+#define cache_fresh(at, ttl)                                                                       \
+	(cache_fresh_at((at), (ttl)) && (at) > __atomic_load_n(&c->refresh_at, __ATOMIC_RELAXED))
 
 static bool cache_oid_valid(const char *oid)
 {
@@ -100,9 +193,28 @@ int cache_new(struct cache **out, const struct cache_opts *o)
 	if (!c)
 		return -ENOMEM;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->evict_lock, NULL);
 	pthread_cond_init(&c->done, NULL);
+	pthread_cond_init(&c->jobs_cond, NULL);
+	pthread_cond_init(&c->maint_cond, NULL);
 	c->branch_ttl_ms = o->branch_ttl_ms;
 	c->list_ttl_ms = o->list_ttl_ms;
+	c->poll_ms = o->poll_ms ? o->poll_ms : CACHE_POLL_MS_DEFAULT;
+	c->nworkers = o->workers;
+	if (!c->nworkers) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		c->nworkers = cpus > 0 ? (unsigned)cpus * 2 : 2;
+	}
+	if (c->nworkers < 2)
+		c->nworkers = 2;
+	if (c->nworkers > 8)
+		c->nworkers = 8;
+	c->dir = strdup(o->dir);
+	if (!c->dir) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	r = odb_open(&c->odb, o->dir);
 	if (r < 0) {
 		log_error("cache: cannot open the object store in %s: %s", o->dir, strerror(-r));
@@ -119,6 +231,15 @@ int cache_new(struct cache **out, const struct cache_opts *o)
 		log_error("cache: bad server URL");
 		goto fail;
 	}
+	gl_set_stall(c->gl, o->stall_s);
+	r = cache_set_limit(c, o->limit);
+	if (r < 0)
+		goto fail;
+	/* reconciles the index with the disk, evicts when above the limit, polls branches */
+	r = -pthread_create(&c->maint, NULL, cache_maint_main, c);
+	if (r < 0)
+		goto fail;
+	c->maint_started = true;
 	*out = c;
 	return 0;
 fail:
@@ -134,10 +255,63 @@ static void cache_reflist_free(struct cache_reflist *l)
 	free(l);
 }
 
+static void cache_touch_flush(struct cache *c);
+
 void cache_free(struct cache *c)
 {
 	if (!c)
 		return;
+	pthread_mutex_lock(&c->lock);
+	c->stop = true;
+	pthread_cond_broadcast(&c->jobs_cond);
+	pthread_cond_broadcast(&c->maint_cond);
+	pthread_mutex_unlock(&c->lock);
+	if (c->maint_started)
+		pthread_join(c->maint, NULL);
+	if (c->workers)
+		for (unsigned i = 0; i < c->nworkers; i++)
+			pthread_join(c->workers[i], NULL);
+	free(c->workers);
+	while (c->jobs) {
+		struct cache_job *j = c->jobs;
+
+		c->jobs = j->next;
+		free(j->path);
+		free(j);
+	}
+	/* downloads still running for a reader that left: wait for their outcome, so no
+	 * fetcher thread outlives the store it writes to */
+	for (;;) {
+		struct stream *s = NULL;
+
+		pthread_mutex_lock(&c->lock);
+		for (size_t b = 0; b < CACHE_LIVE_BUCKETS && !s; b++)
+			for (struct cache_live *l = c->live[b]; l && !s; l = l->next)
+				if (l->s) {
+					s = l->s;
+					stream_ref(s);
+				}
+		pthread_mutex_unlock(&c->lock);
+		if (!s)
+			break;
+		stream_wait(s);
+		stream_unref(s);
+	}
+	if (c->idx)
+		cache_touch_flush(c);
+	while (c->branches) {
+		struct cache_branch *b = c->branches;
+
+		c->branches = b->next;
+		free(b);
+	}
+	for (size_t b = 0; b < CACHE_LIVE_BUCKETS; b++)
+		while (c->live[b]) {
+			struct cache_live *l = c->live[b];
+
+			c->live[b] = l->next;
+			free(l);
+		}
 	while (c->reflists) {
 		struct cache_reflist *l = c->reflists;
 
@@ -151,7 +325,11 @@ void cache_free(struct cache *c)
 	idx_close(c->idx);
 	odb_close(c->odb);
 	pthread_cond_destroy(&c->done);
+	pthread_cond_destroy(&c->jobs_cond);
+	pthread_cond_destroy(&c->maint_cond);
+	pthread_mutex_destroy(&c->evict_lock);
 	pthread_mutex_destroy(&c->lock);
+	free(c->dir);
 	free(c);
 }
 
@@ -256,9 +434,11 @@ int cache_projects_list(struct cache *c, struct cache_project **out, size_t *n)
 		r = cache_projects_copy(c->projects, c->nprojects, out, n);
 	pthread_mutex_unlock(&c->lock);
 	free(list);
-	for (i = 0; r == 0 && i < *n; i++)
+	for (i = 0; r == 0 && i < *n; i++) {
 		idx_project_put(c->idx, (*out)[i].path, (*out)[i].id, (*out)[i].default_branch,
 		                now);
+		cache_pid_note(c, (*out)[i].id, (*out)[i].path);
+	}
 	return r;
 }
 
@@ -277,6 +457,7 @@ int cache_project_get(struct cache *c, const char *path, struct cache_project *o
 	                       &at) == 0;
 	if (have) {
 		strcpy(p.path, path);
+		cache_pid_note(c, p.id, p.path);
 		if (cache_fresh(at, c->list_ttl_ms)) {
 			*out = p;
 			return 0;
@@ -289,8 +470,10 @@ int cache_project_get(struct cache *c, const char *path, struct cache_project *o
 		 * project under several names */
 		if (r == 0 && strcmp(out->path, path) != 0)
 			r = -ENOENT;
-		if (r == 0)
+		if (r == 0) {
 			idx_project_put(c->idx, path, out->id, out->default_branch, cache_now_ms());
+			cache_pid_note(c, out->id, out->path);
+		}
 	}
 	json_decref(j);
 	if (r == -EIO && have) {
@@ -471,6 +654,8 @@ int cache_ref_resolve(struct cache *c, int64_t project_id, enum cache_ref_kind k
 			return -ENOENT;
 	}
 	snprintf(key, sizeof(key), "%s%s", prefix[kind], name);
+	if (kind == CACHE_REF_BRANCH)
+		cache_branch_touch(c, project_id, name);
 	have = idx_ref_get(c->idx, project_id, key, old, &at) == 0;
 	if (have && (kind != CACHE_REF_BRANCH || cache_fresh(at, c->branch_ttl_ms))) {
 		memcpy(commit, old, 41);
@@ -496,6 +681,8 @@ int cache_ref_resolve(struct cache *c, int64_t project_id, enum cache_ref_kind k
 	}
 	if (r == 0) {
 		idx_ref_put(c->idx, project_id, key, commit, cache_now_ms());
+		if (kind == CACHE_REF_BRANCH && have && strcmp(old, commit) != 0)
+			cache_branch_moved(c, project_id, name, old, commit);
 		return 0;
 	}
 	if (r == -EIO && have) {
@@ -621,6 +808,7 @@ static int cache_dl_data(void *arg, const void *data, size_t len)
 {
 	struct cache_dl *d = arg;
 
+	__atomic_add_fetch(&d->c->bytes_fetched, len, __ATOMIC_RELAXED);
 	return d->w ? odb_writer_write(d->w, data, len) : -EIO;
 }
 
@@ -635,18 +823,36 @@ static int cache_download(struct cache *c, int64_t pid, const char *oid)
 	if (idx_size_get(c->idx, oid, &size) == 0 && size <= ODB_BLOB_MAX)
 		d.known = (int64_t)size;
 	__atomic_add_fetch(&c->misses, 1, __ATOMIC_RELAXED);
+	/* room first: a reader must not meet a full disk because of the cache */
+	cache_evict(c, d.known >= 0 ? (uint64_t)d.known : 0);
+	pthread_mutex_lock(&c->lock);
+	c->in_flight++;
+	pthread_mutex_unlock(&c->lock);
 	r = gl_blob_raw(c->gl, pid, oid, d.known >= 0 ? (uint64_t)d.known : ODB_BLOB_MAX, &sink);
+	pthread_mutex_lock(&c->lock);
+	c->in_flight--;
+	pthread_mutex_unlock(&c->lock);
 	if (r == 0 && !d.w)
 		r = -EIO;
 	if (r < 0) {
 		odb_writer_abort(d.w);
+		if (r == -EIO)
+			cache_err_note(c, "blob %s: download failed", oid);
 		return r;
 	}
 	r = odb_writer_commit(d.w);
 	if (r == -EIO)
-		log_error("cache: blob %s from the server does not match its id; not cached", oid);
+		cache_err_note(c, "blob %s from the server does not match its id; not cached", oid);
+	if (r == 0) {
+		uint64_t disk = 0;
+
+		if (odb_disk_size(c->odb, ODB_KIND_BLOB, oid, &disk) == 0)
+			idx_obj_put(c->idx, IDX_OBJ_BLOB, oid, disk, cache_now_ms());
+	}
 	return r;
 }
+
+static int cache_stream_wait(struct cache *c, enum odb_kind kind, const char *oid);
 
 int cache_blob_open(struct cache *c, int64_t project_id, const char *oid, struct odb_blob **out)
 {
@@ -659,10 +865,15 @@ int cache_blob_open(struct cache *c, int64_t project_id, const char *oid, struct
 		return -EINVAL;
 	r = odb_blob_open(c->odb, oid, out);
 	if (r != -ENOENT) {
-		if (r == 0)
+		if (r == 0) {
 			__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
+			cache_touch(c, ODB_KIND_BLOB, oid);
+		}
 		return r;
 	}
+	/* a large blob streaming to a reader right now: its outcome, not a second download */
+	if (cache_stream_wait(c, ODB_KIND_BLOB, oid) == 0 && odb_blob_open(c->odb, oid, out) == 0)
+		return 0;
 	pthread_mutex_lock(&c->lock);
 	for (f = c->inflight; f; f = f->next)
 		if (strcmp(f->oid, oid) == 0)
@@ -746,18 +957,1106 @@ int cache_blob_size(struct cache *c, int64_t project_id, const char *commit, con
 	return 0;
 }
 
+/* --- errors, access times, limit and eviction --- */
+
+static void cache_err_note(struct cache *c, const char *fmt, ...)
+{
+	struct cache_err *e;
+	va_list ap;
+
+	pthread_mutex_lock(&c->lock);
+	e = &c->errs[c->errs_next];
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	va_end(ap);
+	e->at = cache_now_ms();
+	c->errs_next = (c->errs_next + 1) % CACHE_ERRORS;
+	if (c->nerrs < CACHE_ERRORS)
+		c->nerrs++;
+	log_error("cache: %s", e->msg);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static enum idx_obj_kind cache_idx_kind(enum odb_kind kind)
+{
+	return kind == ODB_KIND_LFS ? IDX_OBJ_LFS : IDX_OBJ_BLOB;
+}
+
+static void cache_touch_flush(struct cache *c)
+{
+	struct idx_obj batch[CACHE_TOUCH_MAX];
+	size_t n;
+
+	pthread_mutex_lock(&c->lock);
+	n = c->ntouch;
+	memcpy(batch, c->touch, n * sizeof(batch[0]));
+	c->ntouch = 0;
+	pthread_mutex_unlock(&c->lock);
+	if (n)
+		idx_obj_touch(c->idx, batch, n);
+}
+
+/* Records an access for LRU; written to the index in batches, not per read. */
+static void cache_touch(struct cache *c, enum odb_kind kind, const char *oid)
+{
+	bool full;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->ntouch < CACHE_TOUCH_MAX) {
+		struct idx_obj *t = &c->touch[c->ntouch++];
+
+		t->kind = cache_idx_kind(kind);
+		snprintf(t->oid, sizeof(t->oid), "%s", oid);
+		t->atime = cache_now_ms();
+		t->size = 0;
+	}
+	full = c->ntouch == CACHE_TOUCH_MAX;
+	pthread_mutex_unlock(&c->lock);
+	if (full)
+		cache_touch_flush(c);
+}
+
+static unsigned cache_live_hash(enum odb_kind kind, const char *oid)
+{
+	unsigned h = (unsigned)kind * 31u;
+
+	for (int i = 0; i < 8 && oid[i]; i++)
+		h = h * 131u + (unsigned char)oid[i];
+	return h % CACHE_LIVE_BUCKETS;
+}
+
+/* lock held */
+static struct cache_live *cache_live_find(struct cache *c, enum odb_kind kind, const char *oid)
+{
+	for (struct cache_live *l = c->live[cache_live_hash(kind, oid)]; l; l = l->next)
+		if (l->kind == kind && strcmp(l->oid, oid) == 0)
+			return l;
+	return NULL;
+}
+
+/* lock held */
+static struct cache_live *cache_live_get(struct cache *c, enum odb_kind kind, const char *oid)
+{
+	struct cache_live *l = cache_live_find(c, kind, oid);
+	unsigned h;
+
+	if (l)
+		return l;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return NULL;
+	l->kind = kind;
+	snprintf(l->oid, sizeof(l->oid), "%s", oid);
+	h = cache_live_hash(kind, oid);
+	l->next = c->live[h];
+	c->live[h] = l;
+	return l;
+}
+
+/* Drops the record when nobody has it open or in flight (lock held). */
+static void cache_live_settle(struct cache *c, struct cache_live *l)
+{
+	struct cache_live **pp;
+
+	if (l->opens || l->s || l->starting)
+		return;
+	for (pp = &c->live[cache_live_hash(l->kind, l->oid)]; *pp && *pp != l; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = l->next;
+	free(l);
+}
+
+static bool cache_is_live(struct cache *c, enum odb_kind kind, const char *oid)
+{
+	bool live;
+
+	pthread_mutex_lock(&c->lock);
+	live = cache_live_find(c, kind, oid) != NULL;
+	pthread_mutex_unlock(&c->lock);
+	return live;
+}
+
+/* Waits for a download of this object in progress; -ENOENT when there is none. */
+static int cache_stream_wait(struct cache *c, enum odb_kind kind, const char *oid)
+{
+	struct cache_live *l;
+	struct stream *s = NULL;
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	l = cache_live_find(c, kind, oid);
+	if (l && l->s) {
+		s = l->s;
+		stream_ref(s);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!s)
+		return -ENOENT;
+	r = stream_wait(s);
+	stream_unref(s);
+	return r;
+}
+
+int cache_limit_parse(const char *s, uint64_t *out)
+{
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	switch (*end) {
+	case '\0':
+		break;
+	case 'K':
+	case 'k':
+		shift = 10;
+		break;
+	case 'M':
+	case 'm':
+		shift = 20;
+		break;
+	case 'G':
+	case 'g':
+		shift = 30;
+		break;
+	case 'T':
+	case 't':
+		shift = 40;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (*end && end[1] != '\0')
+		return -EINVAL;
+	if (v == 0 || v > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+int cache_set_limit(struct cache *c, uint64_t limit)
+{
+	if (limit == 0) {
+		struct statvfs sv;
+		uint64_t free_bytes = 0;
+
+		if (statvfs(c->dir, &sv) == 0)
+			free_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
+		limit = free_bytes / 100 * CACHE_LIMIT_DEFAULT_PCT;
+		if (limit < CACHE_LIMIT_MIN)
+			limit = CACHE_LIMIT_MIN;
+	}
+	__atomic_store_n(&c->limit, limit, __ATOMIC_RELAXED);
+	if (c->maint_started) /* at cache_new the maintenance thread evicts */
+		cache_evict(c, 0);
+	return 0;
+}
+
+/* Evicts least recently used objects nobody has open until what is stored, what is
+ * being downloaded to keep and need fit under the limit (to 95 % of it, so that a
+ * sequence of misses does not evict at every one). 0 when they fit, -ENOSPC when what
+ * is open or in flight alone is too much. */
+static int cache_evict(struct cache *c, uint64_t need)
+{
+	uint64_t limit = __atomic_load_n(&c->limit, __ATOMIC_RELAXED), bytes = 0, objects = 0;
+	uint64_t reserved, target;
+	struct idx_obj *list = NULL;
+	size_t n = 0, dropped = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&c->evict_lock);
+	odb_usage(c->odb, &bytes, &objects);
+	pthread_mutex_lock(&c->lock);
+	reserved = c->reserved;
+	pthread_mutex_unlock(&c->lock);
+	if (bytes + reserved + need <= limit)
+		goto out;
+	cache_touch_flush(c);
+	target = limit / 100 * 95;
+	target = target > reserved + need ? target - reserved - need : 0;
+	r = idx_obj_list(c->idx, &list, &n);
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < n && bytes > target; i++) {
+		enum odb_kind kind = list[i].kind == IDX_OBJ_LFS ? ODB_KIND_LFS : ODB_KIND_BLOB;
+		uint64_t freed = 0;
+
+		if (cache_is_live(c, kind, list[i].oid))
+			continue;
+		odb_remove(c->odb, kind, list[i].oid, &freed);
+		idx_obj_del(c->idx, list[i].kind, list[i].oid);
+		bytes = bytes > freed ? bytes - freed : 0;
+		dropped++;
+	}
+	odb_usage(c->odb, &bytes, &objects);
+	if (dropped)
+		log_info("cache: evicted %zu objects, %" PRIu64 " bytes stored (limit %" PRIu64 ")",
+		         dropped, bytes, limit);
+	r = bytes + reserved + need <= limit ? 0 : -ENOSPC;
+out:
+	pthread_mutex_unlock(&c->evict_lock);
+	free(list);
+	return r;
+}
+
+/* --- LFS and streaming objects --- */
+
+static void cache_pid_note(struct cache *c, int64_t id, const char *path)
+{
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < c->npids; i++)
+		if (c->pids[i].id == id) {
+			snprintf(c->pids[i].path, sizeof(c->pids[i].path), "%s", path);
+			pthread_mutex_unlock(&c->lock);
+			return;
+		}
+	struct cache_pid *p = &c->pids[c->npids < CACHE_PIDS_MAX ? c->npids++ : c->pids_next];
+
+	if (c->npids == CACHE_PIDS_MAX)
+		c->pids_next = (c->pids_next + 1) % CACHE_PIDS_MAX;
+	p->id = id;
+	snprintf(p->path, sizeof(p->path), "%s", path);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* The project's full path (the LFS batch URL is per repository path, not id). */
+static int cache_pid_path(struct cache *c, int64_t id, char path[1024])
+{
+	struct cache_project p;
+	char ids[24];
+	json_t *j = NULL;
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < c->npids; i++)
+		if (c->pids[i].id == id) {
+			memcpy(path, c->pids[i].path, sizeof(c->pids[i].path));
+			pthread_mutex_unlock(&c->lock);
+			return 0;
+		}
+	pthread_mutex_unlock(&c->lock);
+	snprintf(ids, sizeof(ids), "%" PRId64, id);
+	r = gl_project_get(c->gl, ids, &j);
+	if (r == 0)
+		r = cache_project_parse(j, &p);
+	json_decref(j);
+	if (r == 0 && (p.id != id || !path_is_safe(p.path, sizeof(p.path) - 1)))
+		r = -EIO;
+	if (r < 0)
+		return r;
+	cache_pid_note(c, id, p.path);
+	memcpy(path, p.path, sizeof(p.path));
+	return 0;
+}
+
+int cache_blob_info(struct cache *c, int64_t project_id, const char *commit, const char *path,
+                    const char *oid, int64_t listed_size, struct cache_blob_info *info)
+{
+	struct lfs_pointer ptr;
+	struct odb_blob *b = NULL;
+	struct idx_lfs l;
+	char data[LFS_POINTER_MAX];
+	uint64_t size;
+	ssize_t got;
+	int r;
+
+	memset(info, 0, sizeof(*info));
+	if (!cache_oid_valid(oid))
+		return -EINVAL;
+	if (idx_lfs_get(c->idx, oid, &l) == 0) {
+		info->lfs = l.lfs;
+		if (l.lfs) {
+			memcpy(info->lfs_oid, l.oid, sizeof(info->lfs_oid));
+			info->size = l.size;
+			if (idx_size_get(c->idx, oid, &info->blob_size) < 0)
+				info->blob_size = listed_size >= 0 ? (uint64_t)listed_size : 0;
+		} else {
+			info->size = info->blob_size = l.size;
+		}
+		return 0;
+	}
+	if (listed_size >= 0) {
+		size = (uint64_t)listed_size;
+	} else {
+		r = cache_blob_size(c, project_id, commit, path, oid, &size);
+		if (r < 0)
+			return r;
+	}
+	info->size = info->blob_size = size;
+	if (size > INT64_MAX || !CACHE_LFS_CANDIDATE((int64_t)size))
+		return 0;
+	/* small enough to be a pointer: only its bytes can tell */
+	r = cache_blob_open(c, project_id, oid, &b);
+	if (r < 0)
+		return r;
+	size = odb_blob_size(b);
+	got = size < sizeof(data) ? odb_blob_pread(b, data, sizeof(data), 0) : 0;
+	odb_blob_close(b);
+	if (got < 0)
+		return (int)got;
+	info->size = info->blob_size = size;
+	memset(&l, 0, sizeof(l));
+	l.size = size;
+	if (size < sizeof(data) && lfs_pointer_parse(data, (size_t)got, &ptr) == 0) {
+		info->lfs = l.lfs = true;
+		memcpy(info->lfs_oid, ptr.oid, sizeof(info->lfs_oid));
+		memcpy(l.oid, ptr.oid, sizeof(l.oid));
+		info->size = l.size = ptr.size;
+	}
+	idx_size_put(c->idx, oid, size);
+	idx_lfs_put(c->idx, oid, &l);
+	return 0;
+}
+
+struct cache_obj {
+	struct cache *c;
+	enum odb_kind kind;
+	char oid[65];
+	bool lfs;
+	uint64_t size;
+	struct odb_blob *blob; /* stored and verified */
+	struct stream *s;      /* or streaming */
+};
+
+/* Where a stream's bytes come from: the raw blob route, or the href the LFS batch API
+ * names (asked once, at the first fetch). */
+struct cache_src {
+	struct cache *c;
+	int64_t pid;
+	enum odb_kind kind;
+	char oid[65];
+	uint64_t size;
+	bool keep;
+	pthread_mutex_t lock;
+	bool have_target;
+	struct gl_target t;
+	uint64_t fetched;
+};
+
+static int cache_src_fetch(void *arg, uint64_t off, const struct gl_stream_sink *sink)
+{
+	struct cache_src *src = arg;
+	struct cache *c = src->c;
+	char project[1024];
+	int r = 0;
+
+	pthread_mutex_lock(&src->lock);
+	if (!src->have_target) {
+		if (src->kind == ODB_KIND_BLOB) {
+			r = gl_blob_target(c->gl, src->pid, src->oid, &src->t);
+		} else {
+			r = cache_pid_path(c, src->pid, project);
+			if (r == 0)
+				r = gl_lfs_target(c->gl, project, src->oid, src->size, &src->t);
+		}
+		src->have_target = r == 0;
+	}
+	pthread_mutex_unlock(&src->lock);
+	if (r < 0)
+		return r;
+	return gl_stream(c->gl, &src->t, off, src->size, sink);
+}
+
+static void cache_src_free(void *arg)
+{
+	struct cache_src *src = arg;
+
+	gl_target_free(&src->t);
+	pthread_mutex_destroy(&src->lock);
+	free(src);
+}
+
+static void cache_stream_done(void *arg, struct stream *s, int result, const char *reason)
+{
+	struct cache_src *src = arg;
+	struct cache *c = src->c;
+	struct cache_live *l;
+	struct stream *drop = NULL;
+
+	__atomic_add_fetch(&c->bytes_fetched, stream_fetched(s), __ATOMIC_RELAXED);
+	if (result == 0 && src->keep && !reason)
+		idx_obj_put(c->idx, cache_idx_kind(src->kind), src->oid, src->size, cache_now_ms());
+	if (result < 0)
+		cache_err_note(c, "%s %s: %s; not cached",
+		               src->kind == ODB_KIND_LFS ? "LFS object" : "blob", src->oid,
+		               reason ? reason : "failed");
+	else if (reason)
+		log_warn("cache: %s: %s", src->oid, reason);
+	pthread_mutex_lock(&c->lock);
+	c->in_flight--;
+	if (src->keep)
+		c->reserved -= src->size < c->reserved ? src->size : c->reserved;
+	l = cache_live_find(c, src->kind, src->oid);
+	if (l && l->s == s) {
+		drop = l->s;
+		l->s = NULL;
+		cache_live_settle(c, l);
+	}
+	pthread_cond_broadcast(&c->done);
+	pthread_mutex_unlock(&c->lock);
+	/* the table's reference; the fetcher calling us holds another */
+	stream_unref(drop);
+}
+
+static int cache_room(void *arg, uint64_t bytes)
+{
+	struct cache_src *src = arg;
+
+	return cache_evict(src->c, bytes) == 0 ? 0 : -ENOSPC;
+}
+
+/* Starts the shared download of a large object (l->starting set by the caller). */
+static int cache_stream_start(struct cache *c, int64_t pid, enum odb_kind kind, const char *oid,
+                              uint64_t size, struct stream **out)
+{
+	uint64_t limit = __atomic_load_n(&c->limit, __ATOMIC_RELAXED);
+	struct cache_src *src = calloc(1, sizeof(*src));
+	struct stream_opts so = {0};
+	struct stream_source ss;
+	int r;
+
+	if (!src)
+		return -ENOMEM;
+	src->c = c;
+	src->pid = pid;
+	src->kind = kind;
+	snprintf(src->oid, sizeof(src->oid), "%s", oid);
+	src->size = size;
+	pthread_mutex_init(&src->lock, NULL);
+	/* an object larger than the cache, or one that cannot fit beside what is open,
+	 * streams through without being kept */
+	src->keep = size <= limit && cache_evict(c, size) == 0;
+	if (!src->keep)
+		log_info("cache: %s (%" PRIu64 " bytes) streams through: no room under the limit",
+		         oid, size);
+	pthread_mutex_lock(&c->lock);
+	c->in_flight++;
+	if (src->keep)
+		c->reserved += size;
+	pthread_mutex_unlock(&c->lock);
+	so.odb = c->odb;
+	so.kind = kind;
+	so.oid = src->oid;
+	so.size = size;
+	so.keep = src->keep;
+	so.done = cache_stream_done;
+	so.make_room = cache_room;
+	so.arg = src;
+	ss.fetch = cache_src_fetch;
+	ss.free = cache_src_free;
+	ss.arg = src;
+	r = stream_new(out, &so, &ss);
+	if (r < 0) {
+		pthread_mutex_lock(&c->lock);
+		c->in_flight--;
+		if (src->keep)
+			c->reserved -= size < c->reserved ? size : c->reserved;
+		pthread_mutex_unlock(&c->lock);
+		cache_src_free(src);
+	}
+	return r;
+}
+
+/* Opens a stored object, joins its download, or starts one. */
+static int cache_obj_get(struct cache *c, int64_t pid, enum odb_kind kind, const char *oid,
+                         int64_t size, struct cache_obj *o)
+{
+	struct cache_live *l;
+	struct stream *s = NULL;
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	l = cache_live_get(c, kind, oid);
+	if (!l) {
+		pthread_mutex_unlock(&c->lock);
+		return -ENOMEM;
+	}
+	l->opens++;
+	for (;;) {
+		while (l->starting)
+			pthread_cond_wait(&c->done, &c->lock);
+		if (l->s) {
+			o->s = l->s;
+			stream_ref(o->s);
+			pthread_mutex_unlock(&c->lock);
+			__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
+			o->size = stream_size(o->s);
+			return 0;
+		}
+		pthread_mutex_unlock(&c->lock);
+		r = kind == ODB_KIND_LFS ? odb_lfs_open(c->odb, oid, &o->blob)
+		                         : odb_blob_open(c->odb, oid, &o->blob);
+		if (r == 0) {
+			__atomic_add_fetch(&c->hits, 1, __ATOMIC_RELAXED);
+			cache_touch(c, kind, oid);
+			o->size = odb_blob_size(o->blob);
+			return 0;
+		}
+		if (r != -ENOENT)
+			goto fail;
+		if (kind == ODB_KIND_BLOB && (size < 0 || (uint64_t)size < ODB_RAW_THRESHOLD)) {
+			/* small or of unknown size: downloaded whole and verified first */
+			r = cache_blob_open(c, pid, oid, &o->blob);
+			if (r < 0)
+				goto fail;
+			o->size = odb_blob_size(o->blob);
+			return 0;
+		}
+		pthread_mutex_lock(&c->lock);
+		if (l->starting || l->s)
+			continue; /* someone else began meanwhile: join theirs */
+		l->starting = true;
+		pthread_mutex_unlock(&c->lock);
+		__atomic_add_fetch(&c->misses, 1, __ATOMIC_RELAXED);
+		r = cache_stream_start(c, pid, kind, oid, (uint64_t)size, &s);
+		pthread_mutex_lock(&c->lock);
+		l->starting = false;
+		if (r == 0 && stream_state(s) == 0) {
+			l->s = s; /* the table's reference, dropped when it is done */
+			stream_ref(s);
+		}
+		pthread_cond_broadcast(&c->done);
+		pthread_mutex_unlock(&c->lock);
+		if (r < 0)
+			goto fail;
+		o->s = s;
+		o->size = (uint64_t)size;
+		return 0;
+	}
+fail:
+	pthread_mutex_lock(&c->lock);
+	l->opens--;
+	cache_live_settle(c, l);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, const char *path,
+                   const char *oid, struct cache_obj **out)
+{
+	struct cache_blob_info info;
+	struct cache_obj *o;
+	uint64_t size;
+	int64_t known = -1;
+	int r;
+
+	*out = NULL;
+	if (!cache_oid_valid(oid))
+		return -EINVAL;
+	if (commit && !cache_oid_valid(commit))
+		commit = NULL;
+	if (path && !path_is_safe(path, CACHE_PATH_MAX - 1))
+		path = NULL;
+	o = calloc(1, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	o->c = c;
+	r = cache_blob_info(c, project_id, commit, path, oid, -1, &info);
+	if (r < 0)
+		goto fail;
+	if (info.lfs) {
+		o->lfs = true;
+		o->kind = ODB_KIND_LFS;
+		memcpy(o->oid, info.lfs_oid, sizeof(o->oid));
+		known = (int64_t)info.size;
+	} else {
+		o->kind = ODB_KIND_BLOB;
+		memcpy(o->oid, oid, 41);
+		/* a size the index vouches for, else the server's (HEAD), as cache_blob_size */
+		if (idx_size_get(c->idx, oid, &size) == 0 && size <= ODB_BLOB_MAX)
+			known = (int64_t)size;
+	}
+	r = cache_obj_get(c, project_id, o->kind, o->oid, known, o);
+	if (r < 0)
+		goto fail;
+	*out = o;
+	return 0;
+fail:
+	free(o);
+	return r;
+}
+
+uint64_t cache_obj_size(const struct cache_obj *o)
+{
+	return o->size;
+}
+
+ssize_t cache_obj_pread(struct cache_obj *o, void *buf, size_t n, uint64_t off)
+{
+	return o->blob ? odb_blob_pread(o->blob, buf, n, off) : stream_pread(o->s, buf, n, off);
+}
+
+int cache_obj_fd(struct cache_obj *o)
+{
+	return o->blob ? odb_blob_fd(o->blob) : stream_fd(o->s);
+}
+
+const char *cache_obj_lfs_oid(const struct cache_obj *o)
+{
+	return o->lfs ? o->oid : NULL;
+}
+
+void cache_obj_close(struct cache_obj *o)
+{
+	struct cache *c;
+	struct cache_live *l;
+
+	if (!o)
+		return;
+	c = o->c;
+	odb_blob_close(o->blob);
+	stream_unref(o->s);
+	pthread_mutex_lock(&c->lock);
+	l = cache_live_find(c, o->kind, o->oid);
+	if (l && l->opens) {
+		l->opens--;
+		cache_live_settle(c, l);
+	}
+	pthread_mutex_unlock(&c->lock);
+	free(o);
+}
+
+/* --- prefetch --- */
+
+/* lock held */
+static int cache_job_push(struct cache *c, int64_t pid, const char *commit, const char *path,
+                          const char *oid, bool tree)
+{
+	struct cache_job *j;
+
+	if (c->njobs >= CACHE_JOBS_MAX)
+		return -EAGAIN;
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->path = strdup(path))) {
+		free(j);
+		return -ENOMEM;
+	}
+	j->pid = pid;
+	memcpy(j->commit, commit, 41);
+	memcpy(j->oid, oid, 41);
+	j->tree = tree;
+	if (c->jobs_tail)
+		c->jobs_tail->next = j;
+	else
+		c->jobs = j;
+	c->jobs_tail = j;
+	c->njobs++;
+	pthread_cond_signal(&c->jobs_cond);
+	return 0;
+}
+
+static void cache_job_run(struct cache *c, struct cache_job *j)
+{
+	struct tree_entry *e = NULL;
+	struct cache_obj *o = NULL;
+	size_t n = 0, dropped = 0;
+	char child[CACHE_PATH_MAX];
+	int r;
+
+	if (!j->tree) {
+		r = cache_obj_open(c, j->pid, j->commit, j->path, j->oid, &o);
+		if (r == 0 && o->s)
+			r = stream_wait(o->s);
+		cache_obj_close(o);
+		if (r < 0 && r != -EIO) /* EIO was noted where it happened */
+			cache_err_note(c, "prefetch of %s: %s", j->path, strerror(-r));
+		return;
+	}
+	r = cache_tree(c, j->pid, j->commit, j->path, j->oid, &e, &n);
+	if (r < 0) {
+		cache_err_note(c, "prefetch of %s/: %s", j->path, strerror(-r));
+		return;
+	}
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < n && !c->stop; i++) {
+		bool tree = e[i].mode == TREE_MODE_DIR;
+
+		if (!tree && e[i].mode != TREE_MODE_FILE && e[i].mode != TREE_MODE_EXEC)
+			continue;
+		if (snprintf(child, sizeof(child), "%s%s%s", j->path, *j->path ? "/" : "",
+		             e[i].name) >= (int)sizeof(child))
+			continue;
+		if (cache_job_push(c, j->pid, j->commit, child, e[i].oid, tree) < 0)
+			dropped++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (dropped)
+		cache_err_note(c, "prefetch of %s/: queue full, %zu entries skipped", j->path,
+		               dropped);
+	free(e);
+}
+
+static void *cache_worker_main(void *arg)
+{
+	struct cache *c = arg;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		struct cache_job *j;
+
+		while (!c->stop && !c->jobs)
+			pthread_cond_wait(&c->jobs_cond, &c->lock);
+		if (c->stop)
+			break;
+		j = c->jobs;
+		c->jobs = j->next;
+		if (!c->jobs)
+			c->jobs_tail = NULL;
+		c->njobs--;
+		c->busy_workers++;
+		pthread_mutex_unlock(&c->lock);
+		cache_job_run(c, j);
+		free(j->path);
+		free(j);
+		pthread_mutex_lock(&c->lock);
+		c->busy_workers--;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+int cache_prefetch(struct cache *c, int64_t project_id, const char *commit, const char *path,
+                   const char *tree_oid)
+{
+	int r = 0;
+
+	if (!cache_oid_valid(commit) || !cache_oid_valid(tree_oid) || !cache_path_ok(path))
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	if (!c->workers) {
+		c->workers = calloc(c->nworkers, sizeof(*c->workers));
+		if (!c->workers) {
+			r = -ENOMEM;
+		} else {
+			for (unsigned i = 0; i < c->nworkers && r == 0; i++) {
+				r = -pthread_create(&c->workers[i], NULL, cache_worker_main, c);
+				if (r < 0) {
+					/* fewer workers than asked: the ones started serve */
+					c->nworkers = i;
+					r = i ? 0 : r;
+				}
+			}
+			if (r < 0) {
+				free(c->workers);
+				c->workers = NULL;
+			}
+		}
+	}
+	if (r == 0)
+		r = cache_job_push(c, project_id, commit, path, tree_oid, true);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/* Number of prefetch jobs queued or running (for tests and status). */
+static size_t cache_jobs_pending(struct cache *c)
+{
+	size_t n;
+
+	pthread_mutex_lock(&c->lock);
+	n = c->njobs + c->busy_workers;
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
+/* --- forget, refresh --- */
+
+static int cache_forget_blob(struct cache *c, const char *oid)
+{
+	struct idx_lfs l;
+	uint64_t freed;
+	int n = 0;
+
+	if (idx_lfs_get(c->idx, oid, &l) == 0 && l.lfs && !cache_is_live(c, ODB_KIND_LFS, l.oid) &&
+	    odb_remove(c->odb, ODB_KIND_LFS, l.oid, &freed) == 0) {
+		idx_obj_del(c->idx, IDX_OBJ_LFS, l.oid);
+		n++;
+	}
+	if (!cache_is_live(c, ODB_KIND_BLOB, oid) &&
+	    odb_remove(c->odb, ODB_KIND_BLOB, oid, &freed) == 0) {
+		idx_obj_del(c->idx, IDX_OBJ_BLOB, oid);
+		n++;
+	}
+	return n;
+}
+
+int cache_forget(struct cache *c, int64_t project_id, const char *oid, bool is_tree)
+{
+	char(*queue)[41] = NULL;
+	size_t head = 0, tail = 0, cap = 0, visited = 0;
+	int count = 0;
+
+	(void)project_id;
+	if (!cache_oid_valid(oid))
+		return -EINVAL;
+	if (!is_tree)
+		return cache_forget_blob(c, oid);
+	/* breadth first over the listings the index holds; what was never listed was never
+	 * downloaded through them */
+	cap = 64;
+	queue = malloc(cap * sizeof(*queue));
+	if (!queue)
+		return -ENOMEM;
+	memcpy(queue[tail++], oid, 41);
+	while (head < tail && visited < CACHE_WALK_MAX) {
+		struct tree_entry *e = NULL;
+		size_t n = 0;
+		char cur[41];
+
+		memcpy(cur, queue[head++], 41);
+		if (idx_tree_get(c->idx, cur, &e, &n) < 0)
+			continue;
+		for (size_t i = 0; i < n; i++, visited++) {
+			if (e[i].mode == TREE_MODE_DIR) {
+				if (tail == cap) {
+					char(*nq)[41] = realloc(queue, cap * 2 * sizeof(*queue));
+
+					if (!nq)
+						continue;
+					queue = nq;
+					cap *= 2;
+				}
+				memcpy(queue[tail++], e[i].oid, 41);
+			} else if (e[i].mode != TREE_MODE_SUBMODULE) {
+				count += cache_forget_blob(c, e[i].oid);
+			}
+		}
+		free(e);
+	}
+	free(queue);
+	return count;
+}
+
+void cache_refresh(struct cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	/* +1: what was fetched in this very millisecond is stale too */
+	__atomic_store_n(&c->refresh_at, cache_now_ms() + 1, __ATOMIC_RELAXED);
+	c->have_projects = false;
+	for (struct cache_branch *b = c->branches; b; b = b->next)
+		b->next_poll = 0;
+	pthread_cond_broadcast(&c->maint_cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* --- branches that move --- */
+
+void cache_on_branch_moved(struct cache *c, cache_branch_moved_fn fn, void *arg)
+{
+	pthread_mutex_lock(&c->lock);
+	c->moved_fn = fn;
+	c->moved_arg = arg;
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void cache_branch_moved(struct cache *c, int64_t pid, const char *name, const char *old,
+                               const char *now)
+{
+	cache_branch_moved_fn fn;
+	void *arg;
+
+	log_info("cache: branch %s of project %" PRId64 " moved %.12s -> %.12s", name, pid,
+	         old && *old ? old : "?", now && *now ? now : "(gone)");
+	pthread_mutex_lock(&c->lock);
+	fn = c->moved_fn;
+	arg = c->moved_arg;
+	pthread_mutex_unlock(&c->lock);
+	if (fn)
+		fn(arg, pid, name, old ? old : "", now ? now : "");
+}
+
+void cache_branch_touch(struct cache *c, int64_t project_id, const char *branch)
+{
+	struct cache_branch *b, *oldest = NULL, **pp, **oldest_pp = NULL;
+	int64_t now = cache_now_ms();
+
+	if (!branch || !*branch || strlen(branch) > CACHE_REF_MAX)
+		return;
+	pthread_mutex_lock(&c->lock);
+	for (pp = &c->branches; (b = *pp); pp = &b->next) {
+		if (b->pid == project_id && strcmp(b->name, branch) == 0) {
+			b->touched = now;
+			pthread_mutex_unlock(&c->lock);
+			return;
+		}
+		if (!oldest || b->touched < oldest->touched) {
+			oldest = b;
+			oldest_pp = pp;
+		}
+	}
+	if (c->nbranches >= CACHE_BRANCHES_MAX && oldest_pp) {
+		*oldest_pp = oldest->next;
+		free(oldest);
+		c->nbranches--;
+	}
+	b = calloc(1, sizeof(*b));
+	if (b) {
+		b->pid = project_id;
+		snprintf(b->name, sizeof(b->name), "%s", branch);
+		b->touched = now;
+		b->next_poll = now + c->poll_ms;
+		b->next = c->branches;
+		c->branches = b;
+		c->nbranches++;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+struct cache_poll {
+	int64_t pid;
+	char name[CACHE_REF_MAX + 1];
+};
+
+/* Re-asks the heads of branches in use that are due, at most CACHE_POLL_BATCH. */
+static void cache_poll_branches(struct cache *c)
+{
+	struct cache_poll due[CACHE_POLL_BATCH];
+	size_t n = 0;
+	int64_t now = cache_now_ms();
+
+	if (now < gl_retry_until(c->gl))
+		return; /* the server asked us to wait (429 Retry-After) */
+	pthread_mutex_lock(&c->lock);
+	for (struct cache_branch *b = c->branches; b && n < CACHE_POLL_BATCH; b = b->next) {
+		if (now - b->touched > CACHE_BRANCH_IDLE_MS || b->next_poll > now)
+			continue;
+		due[n].pid = b->pid;
+		snprintf(due[n].name, sizeof(due[n].name), "%s", b->name);
+		n++;
+		b->next_poll = now + c->poll_ms; /* at the end of the queue until answered */
+	}
+	pthread_mutex_unlock(&c->lock);
+	for (size_t i = 0; i < n && !c->stop; i++) {
+		char key[CACHE_REF_MAX + 16], old[41] = "", commit[41];
+		json_t *j = NULL;
+		bool have;
+		int r;
+
+		if (cache_now_ms() < gl_retry_until(c->gl))
+			break;
+		snprintf(key, sizeof(key), "branch:%s", due[i].name);
+		have = idx_ref_get(c->idx, due[i].pid, key, old, NULL) == 0;
+		r = gl_branch_get(c->gl, due[i].pid, due[i].name, &j);
+		if (r == 0)
+			r = cache_ref_from_json(j, CACHE_REF_BRANCH, commit);
+		json_decref(j);
+		pthread_mutex_lock(&c->lock);
+		for (struct cache_branch *b = c->branches; b; b = b->next) {
+			if (b->pid != due[i].pid || strcmp(b->name, due[i].name) != 0)
+				continue;
+			if (r == 0 || r == -ENOENT) {
+				b->backoff_ms = 0;
+			} else {
+				b->backoff_ms = b->backoff_ms ? b->backoff_ms * 2 : c->poll_ms * 2;
+				if (b->backoff_ms > CACHE_BACKOFF_MAX)
+					b->backoff_ms = CACHE_BACKOFF_MAX;
+				b->next_poll = cache_now_ms() + b->backoff_ms;
+			}
+		}
+		pthread_mutex_unlock(&c->lock);
+		if (r == 0) {
+			idx_ref_put(c->idx, due[i].pid, key, commit, cache_now_ms());
+			if (have && strcmp(old, commit) != 0)
+				cache_branch_moved(c, due[i].pid, due[i].name, old, commit);
+		} else if (r == -ENOENT && have) {
+			/* deleted: the next lookup asks the server and gets its 404 */
+			idx_ref_put(c->idx, due[i].pid, key, old, 0);
+			cache_branch_moved(c, due[i].pid, due[i].name, old, "");
+		}
+	}
+}
+
+/* Objects on disk the index does not know (a crash between store and index, an older
+ * cache) get a record as least recently used, so the limit covers them too. */
+static int cache_reconcile_one(void *arg, enum odb_kind kind, const char *oid, uint64_t bytes)
+{
+	struct cache *c = arg;
+	struct idx_obj o;
+
+	if (c->stop)
+		return -ECANCELED;
+	if (idx_obj_get(c->idx, cache_idx_kind(kind), oid, &o) == 0)
+		return 0;
+	idx_obj_put(c->idx, cache_idx_kind(kind), oid, bytes, 0);
+	return 0;
+}
+
+static void *cache_maint_main(void *arg)
+{
+	struct cache *c = arg;
+
+	odb_foreach(c->odb, cache_reconcile_one, c);
+	cache_evict(c, 0);
+	pthread_mutex_lock(&c->lock);
+	while (!c->stop) {
+		struct timespec ts;
+		unsigned wait_ms = c->poll_ms < 1000 ? c->poll_ms : 1000;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += wait_ms / 1000;
+		ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&c->maint_cond, &c->lock, &ts);
+		if (c->stop)
+			break;
+		pthread_mutex_unlock(&c->lock);
+		cache_touch_flush(c);
+		cache_poll_branches(c);
+		pthread_mutex_lock(&c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+/* --- status --- */
+
 int cache_stats(struct cache *c, json_t **out)
 {
-	uint64_t bytes = 0, objects = 0, requests, errors;
-	json_t *j;
+	uint64_t bytes = 0, objects = 0, requests, errors, hits, misses, fetched;
+	json_t *j, *errs;
+	unsigned in_flight;
+	size_t pending;
 
 	odb_usage(c->odb, &bytes, &objects);
 	gl_counters(c->gl, &requests, &errors);
-	j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "bytes", (json_int_t)bytes, "objects",
-	              (json_int_t)objects, "hits",
-	              (json_int_t)__atomic_load_n(&c->hits, __ATOMIC_RELAXED), "misses",
-	              (json_int_t)__atomic_load_n(&c->misses, __ATOMIC_RELAXED), "requests",
-	              (json_int_t)requests, "errors", (json_int_t)errors);
+	hits = __atomic_load_n(&c->hits, __ATOMIC_RELAXED);
+	misses = __atomic_load_n(&c->misses, __ATOMIC_RELAXED);
+	fetched = __atomic_load_n(&c->bytes_fetched, __ATOMIC_RELAXED);
+	pending = cache_jobs_pending(c);
+	errs = json_array();
+	if (!errs)
+		return -ENOMEM;
+	pthread_mutex_lock(&c->lock);
+	in_flight = c->in_flight;
+	for (size_t b = 0; b < CACHE_LIVE_BUCKETS; b++)
+		for (struct cache_live *l = c->live[b]; l; l = l->next)
+			if (l->s)
+				fetched += stream_fetched(l->s);
+	for (size_t i = 0; i < c->nerrs; i++) {
+		size_t k = (c->errs_next + CACHE_ERRORS - c->nerrs + i) % CACHE_ERRORS;
+
+		json_array_append_new(errs, json_pack("{s:I,s:s}", "time",
+		                                      (json_int_t)(c->errs[k].at / 1000), "message",
+		                                      c->errs[k].msg));
+	}
+	pthread_mutex_unlock(&c->lock);
+	j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:o}", "bytes",
+	              (json_int_t)bytes, "objects", (json_int_t)objects, "limit",
+	              (json_int_t)__atomic_load_n(&c->limit, __ATOMIC_RELAXED), "hits",
+	              (json_int_t)hits, "misses", (json_int_t)misses, "hit_ratio",
+	              hits + misses ? (double)hits / (double)(hits + misses) : 0.0, "requests",
+	              (json_int_t)requests, "errors", (json_int_t)errors, "in_flight",
+	              (json_int_t)in_flight, "bytes_fetched", (json_int_t)fetched,
+	              "prefetch_pending", (json_int_t)pending, "last_errors", errs);
 	if (!j)
 		return -ENOMEM;
 	*out = j;

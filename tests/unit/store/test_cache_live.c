@@ -19,6 +19,20 @@
  *   catn PID COMMIT PATH N         -> ok <size>  (N threads open the blob at once; all must
  *                                     read the same bytes)
  *   stats                          -> ok <json>
+ *   info PID COMMIT PATH           -> ok <size> <blob size> <lfs oid or ->  (cache_blob_info)
+ *   oread PID COMMIT PATH OFF LEN OUTFILE -> ok <n> <ms>  (cache_obj_open + cache_obj_pread of
+ *                                     one range, written to OUTFILE; ms: time of the pread)
+ *   ocat PID COMMIT PATH OUTFILE   -> ok <size> <fd>  (whole content through cache_obj, in
+ *                                     128 KiB reads; fd 1 when the complete file has one)
+ *   ocatn PID COMMIT PATH N        -> ok <sha256 of the content> (N threads, all equal)
+ *   prefetch PID COMMIT PATH       -> ok  (returns when the prefetch queue is drained)
+ *   forget PID COMMIT PATH         -> ok <objects dropped>  (a directory or one file)
+ *   limit BYTES                    -> ok  (cache_set_limit; cache_limit_parse syntax)
+ *   refresh                        -> ok
+ *   touch PID BRANCH               -> ok  (cache_branch_touch)
+ *   moves                          -> ok <pid>:<branch>:<old>:<new> ...  (since last asked)
+ *
+ * Environment: REEF_CACHE_LIMIT, REEF_POLL_MS, REEF_STALL_S set the cache options.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,6 +40,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "reef/hash.h"
@@ -33,6 +49,81 @@
 #include "reef/log.h"
 
 static struct cache *cache;
+static pthread_mutex_t moves_lock = PTHREAD_MUTEX_INITIALIZER;
+static char moves[8192];
+
+static void on_moved(void *arg, int64_t pid, const char *branch, const char *old, const char *now)
+{
+	size_t len;
+
+	(void)arg;
+	pthread_mutex_lock(&moves_lock);
+	len = strlen(moves);
+	snprintf(moves + len, sizeof(moves) - len, " %" PRId64 ":%s:%s:%s", pid, branch,
+	         *old ? old : "-", *now ? now : "-");
+	pthread_mutex_unlock(&moves_lock);
+}
+
+/* Reads a whole cache_obj, hashing it with SHA-256 (the content, whatever its kind). */
+static int obj_read_all(struct cache_obj *o, FILE *out, uint8_t digest[32], size_t chunk_len)
+{
+	struct hash_ctx *h;
+	uint64_t off = 0, size = cache_obj_size(o);
+	char *chunk = malloc(chunk_len);
+	int r = chunk ? hash_new(&h, HASH_SHA256) : -ENOMEM;
+
+	if (r < 0) {
+		free(chunk);
+		return r;
+	}
+	while (off < size) {
+		ssize_t got = cache_obj_pread(o, chunk, chunk_len, off);
+
+		if (got <= 0) {
+			r = got < 0 ? (int)got : -EIO;
+			break;
+		}
+		hash_update(h, chunk, (size_t)got);
+		if (out && fwrite(chunk, 1, (size_t)got, out) != (size_t)got) {
+			r = -EIO;
+			break;
+		}
+		off += (uint64_t)got;
+	}
+	if (r == 0)
+		r = hash_final(h, digest);
+	hash_free(h);
+	free(chunk);
+	return r;
+}
+
+struct ocatn_arg {
+	int64_t pid;
+	const char *commit, *path, *oid;
+	int r;
+	uint8_t digest[32];
+};
+
+static void *ocatn_run(void *p)
+{
+	struct ocatn_arg *a = p;
+	struct cache_obj *o;
+
+	a->r = cache_obj_open(cache, a->pid, a->commit, a->path, a->oid, &o);
+	if (a->r == 0) {
+		a->r = obj_read_all(o, NULL, a->digest, 65536);
+		cache_obj_close(o);
+	}
+	return NULL;
+}
+
+static double mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
 
 static void reply_err(int r)
 {
@@ -193,11 +284,11 @@ static void *catn_run(void *p)
 
 static void command(char *line)
 {
-	char *argv[8];
+	char *argv[10];
 	int argc = 0, r;
 	char *save = NULL, *tok;
 
-	for (tok = strtok_r(line, "\t\n", &save); tok && argc < 8;
+	for (tok = strtok_r(line, "\t\n", &save); tok && argc < 10;
 	     tok = strtok_r(NULL, "\t\n", &save))
 		argv[argc++] = tok;
 	if (argc == 0)
@@ -345,6 +436,147 @@ static void command(char *line)
 		if (r < 0)
 			return reply_err(r);
 		printf("ok\n");
+	} else if (strcmp(argv[0], "info") == 0 && argc == 4) {
+		int64_t pid = strtoll(argv[1], NULL, 10);
+		struct cache_blob_info info;
+		struct tree_entry e;
+
+		r = walk(pid, argv[2], argv[3], &e, NULL, NULL);
+		if (r == 0)
+			r = cache_blob_info(cache, pid, argv[2],
+			                    argv[3][0] == '/' ? argv[3] + 1 : argv[3], e.oid,
+			                    e.size, &info);
+		if (r < 0)
+			return reply_err(r);
+		printf("ok %" PRIu64 " %" PRIu64 " %s\n", info.size, info.blob_size,
+		       info.lfs ? info.lfs_oid : "-");
+	} else if ((strcmp(argv[0], "oread") == 0 && argc == 7) ||
+	           (strcmp(argv[0], "ocat") == 0 && argc == 5)) {
+		int64_t pid = strtoll(argv[1], NULL, 10);
+		const char *path = argv[3][0] == '/' ? argv[3] + 1 : argv[3];
+		bool whole = argv[0][1] == 'c';
+		struct cache_obj *o = NULL;
+		struct tree_entry e;
+		uint8_t d[32];
+		FILE *out = NULL;
+		ssize_t got = 0;
+		double t0 = 0, t1 = 0;
+
+		r = walk(pid, argv[2], argv[3], &e, NULL, NULL);
+		if (r == 0)
+			r = cache_obj_open(cache, pid, argv[2], path, e.oid, &o);
+		if (r == 0 && !(out = fopen(argv[whole ? 4 : 6], "wb")))
+			r = -errno;
+		if (r == 0 && whole) {
+			r = obj_read_all(o, out, d, 131072);
+		} else if (r == 0) {
+			size_t len = (size_t)strtoull(argv[5], NULL, 10);
+			char *buf = malloc(len ? len : 1);
+
+			t0 = mono_ms();
+			got = buf ? cache_obj_pread(o, buf, len, strtoull(argv[4], NULL, 10))
+			          : -ENOMEM;
+			t1 = mono_ms();
+			if (got < 0)
+				r = (int)got;
+			else if (fwrite(buf, 1, (size_t)got, out) != (size_t)got)
+				r = -EIO;
+			free(buf);
+		}
+		if (out && fclose(out) != 0 && r == 0)
+			r = -EIO;
+		if (r == 0 && whole)
+			printf("ok %" PRIu64 " %d\n", cache_obj_size(o), cache_obj_fd(o) >= 0);
+		else if (r == 0)
+			printf("ok %zd %.0f\n", got, t1 - t0);
+		else
+			reply_err(r);
+		cache_obj_close(o);
+	} else if (strcmp(argv[0], "ocatn") == 0 && argc == 5) {
+		int64_t pid = strtoll(argv[1], NULL, 10);
+		const char *path = argv[3][0] == '/' ? argv[3] + 1 : argv[3];
+		int n = atoi(argv[4]);
+		struct ocatn_arg args[16];
+		pthread_t th[16];
+		struct tree_entry e;
+		char hex[65];
+
+		if (n < 1 || n > 16)
+			return reply_err(-EINVAL);
+		r = walk(pid, argv[2], argv[3], &e, NULL, NULL);
+		if (r < 0)
+			return reply_err(r);
+		for (int i = 0; i < n; i++) {
+			args[i] = (struct ocatn_arg){
+			    .pid = pid, .commit = argv[2], .path = path, .oid = e.oid};
+			pthread_create(&th[i], NULL, ocatn_run, &args[i]);
+		}
+		for (int i = 0; i < n; i++) {
+			pthread_join(th[i], NULL);
+			if (r == 0 && args[i].r < 0)
+				r = args[i].r;
+			if (r == 0 && memcmp(args[i].digest, args[0].digest, 32) != 0)
+				r = -EBADMSG;
+		}
+		if (r < 0)
+			return reply_err(r);
+		hash_hex(hex, args[0].digest, 32);
+		printf("ok %s\n", hex);
+	} else if (strcmp(argv[0], "prefetch") == 0 && argc == 4) {
+		int64_t pid = strtoll(argv[1], NULL, 10);
+		const char *path = argv[3][0] == '/' ? argv[3] + 1 : argv[3];
+		struct tree_entry e;
+		json_t *j = NULL;
+
+		r = walk(pid, argv[2], argv[3], &e, NULL, NULL);
+		if (r == 0)
+			r = cache_prefetch(cache, pid, argv[2], path, e.oid);
+		for (int i = 0; r == 0 && i < 6000; i++) {
+			long pending = 1, in_flight = 1;
+
+			usleep(20000);
+			if (cache_stats(cache, &j) == 0) {
+				pending = (long)jsonx_int(j, "prefetch_pending", 1);
+				in_flight = (long)jsonx_int(j, "in_flight", 1);
+			}
+			json_decref(j);
+			j = NULL;
+			if (pending == 0 && in_flight == 0)
+				break;
+		}
+		if (r < 0)
+			return reply_err(r);
+		printf("ok\n");
+	} else if (strcmp(argv[0], "forget") == 0 && argc == 4) {
+		int64_t pid = strtoll(argv[1], NULL, 10);
+		struct tree_entry e;
+
+		r = walk(pid, argv[2], argv[3], &e, NULL, NULL);
+		if (r == 0)
+			r = cache_forget(cache, pid, e.oid, e.mode == TREE_MODE_DIR);
+		if (r < 0)
+			return reply_err(r);
+		printf("ok %d\n", r);
+	} else if (strcmp(argv[0], "limit") == 0 && argc == 2) {
+		uint64_t limit;
+
+		r = cache_limit_parse(argv[1], &limit);
+		if (r == 0)
+			r = cache_set_limit(cache, limit);
+		if (r < 0)
+			return reply_err(r);
+		printf("ok\n");
+	} else if (strcmp(argv[0], "refresh") == 0) {
+		cache_refresh(cache);
+		printf("ok\n");
+	} else if (strcmp(argv[0], "touch") == 0 && argc == 3) {
+		cache_branch_touch(cache, strtoll(argv[1], NULL, 10), argv[2]);
+		printf("ok\n");
+	} else if (strcmp(argv[0], "moves") == 0) {
+		pthread_mutex_lock(&moves_lock);
+		printf("ok%s\n", moves);
+		moves[0] = '\0';
+		pthread_mutex_unlock(&moves_lock);
 	} else if (strcmp(argv[0], "stats") == 0) {
 		json_t *j;
 		char *s;
@@ -377,11 +609,21 @@ int main(int argc, char **argv)
 	o.token = getenv("REEF_TOKEN");
 	o.branch_ttl_ms = (unsigned)atoi(argv[3]);
 	o.list_ttl_ms = o.branch_ttl_ms;
+	if (getenv("REEF_CACHE_LIMIT") &&
+	    cache_limit_parse(getenv("REEF_CACHE_LIMIT"), &o.limit) < 0) {
+		fprintf(stderr, "bad REEF_CACHE_LIMIT\n");
+		return 2;
+	}
+	if (getenv("REEF_POLL_MS"))
+		o.poll_ms = (unsigned)atoi(getenv("REEF_POLL_MS"));
+	if (getenv("REEF_STALL_S"))
+		o.stall_s = (unsigned)atoi(getenv("REEF_STALL_S"));
 	r = cache_new(&cache, &o);
 	if (r < 0) {
 		fprintf(stderr, "cache_new: %s\n", strerror(-r));
 		return 1;
 	}
+	cache_on_branch_moved(cache, on_moved, NULL);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	while (fgets(line, sizeof(line), stdin))
 		command(line);
