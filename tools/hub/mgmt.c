@@ -25,6 +25,7 @@
 
 #include "core.h"
 #include "hub_ci.h"
+#include "lfs.h"
 #include "reef/jsonx.h"
 #include "reef/log.h"
 #include "reef/util.h"
@@ -1398,22 +1399,24 @@ static json_t *mg_usage_json(struct hub *h, int64_t ns_id, const char *full_path
 {
 	uint64_t git = 0, lfs = 0, arts = 0, transfer = 0;
 	double seconds = 0;
-	char like[1100];
+	char prefix[1100];
 	sqlite3_stmt *st;
 
-	snprintf(like, sizeof(like), "%s/%%", full_path);
+	/* a prefix compare, not LIKE: '_' and '%' are legal in paths and would match siblings */
+	snprintf(prefix, sizeof(prefix), "%s/", full_path);
 	st = ci_db_prep("SELECT p.id FROM projects p JOIN namespaces n ON n.id=p.namespace_id"
-	                " WHERE n.id=? OR n.full_path LIKE ?",
-	                "it", ns_id, like);
+	                " WHERE n.id=? OR substr(n.full_path, 1, length(?2)) = ?2",
+	                "it", ns_id, prefix);
 	while (st && sqlite3_step(st) == SQLITE_ROW) {
 		int64_t pid = sqlite3_column_int64(st, 0);
-		char dir[PATH_MAX], lfsdir[PATH_MAX + 8];
+		char dir[PATH_MAX];
+		uint64_t lfs_bytes = 0;
 		sqlite3_stmt *q;
 
 		hub_repo_dir(h, pid, dir);
-		hub_pathf(lfsdir, sizeof(lfsdir), "%s/lfs", dir);
-		lfs += mg_du(lfsdir);
 		git += mg_du(dir);
+		if (hub_lfs_project_bytes(h, pid, &lfs_bytes) == 0)
+			lfs += lfs_bytes;
 		q = ci_db_prep(
 		    "SELECT COALESCE(SUM(finished_at-started_at),0),"
 		    " COALESCE(SUM(artifacts_size),0) FROM ci_jobs WHERE project_id=? AND"
@@ -1430,7 +1433,6 @@ static json_t *mg_usage_json(struct hub *h, int64_t ns_id, const char *full_path
 		sqlite3_finalize(q);
 	}
 	sqlite3_finalize(st);
-	git = git > lfs ? git - lfs : 0;
 	return json_pack("{s:{s:I, s:s, s:s}, s:f, s:{s:I, s:I, s:I, s:I}, s:I}", "namespace", "id",
 	                 (json_int_t)ns_id, "full_path", full_path, "kind", kind,
 	                 "pipeline_seconds", seconds, "storage_bytes", "git", (json_int_t)git,
