@@ -1,5 +1,5 @@
 /* reefd: mounts a GitLab instance read-only (see docs/layout.md).
- *   reefd [-f] [-d] -o server=URL,token_file=PATH,cache=DIR[,branch_ttl=SECONDS] MOUNTPOINT
+ *   reefd [-f] [-d] -o server=URL[,token_file=PATH][,cache=DIR][,OPTION=VALUE…] MOUNTPOINT
  * Exit status: 0 after a clean unmount or SIGTERM/SIGINT/SIGHUP, 1 on a runtime failure,
  * 2 on a usage error. */
 #include "ops.h"
@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,12 +25,18 @@
 
 #define TOKEN_MAX          4096
 #define DEFAULT_BRANCH_TTL 5.0
+#define DEFAULT_PREFETCH   4
+#define DEFAULT_READAHEAD  1024 /* KiB */
 
 struct reefd_opts {
 	char *server;
 	char *token_file;
 	char *cache;
 	char *branch_ttl;
+	char *cache_limit;
+	char *poll;
+	char *prefetch;
+	char *readahead;
 };
 
 static const struct fuse_opt reefd_spec[] = {
@@ -37,6 +44,10 @@ static const struct fuse_opt reefd_spec[] = {
     {"token_file=%s", offsetof(struct reefd_opts, token_file), 0},
     {"cache=%s", offsetof(struct reefd_opts, cache), 0},
     {"branch_ttl=%s", offsetof(struct reefd_opts, branch_ttl), 0},
+    {"cache_limit=%s", offsetof(struct reefd_opts, cache_limit), 0},
+    {"poll=%s", offsetof(struct reefd_opts, poll), 0},
+    {"prefetch=%s", offsetof(struct reefd_opts, prefetch), 0},
+    {"readahead=%s", offsetof(struct reefd_opts, readahead), 0},
     FUSE_OPT_END,
 };
 
@@ -44,19 +55,140 @@ static void usage(FILE *f, const char *prog)
 {
 	fprintf(
 	    f,
-	    "usage: %s [-f] [-d] -o server=URL[,token_file=PATH][,cache=DIR][,branch_ttl=SECONDS] "
+	    "usage: %s [-f] [-d] -o server=URL[,token_file=PATH][,cache=DIR][,OPTION=VALUE...] "
 	    "MOUNTPOINT\n"
 	    "\n"
-	    "Mounts the GitLab instance at URL read-only on MOUNTPOINT.\n"
-	    "  -f                  stay in the foreground (logs go to stderr)\n"
-	    "  -d                  debug: log every FUSE request (implies -f)\n"
-	    "  -o server=URL       base URL of the GitLab or reef-hub server\n"
-	    "  -o token_file=PATH  file holding a personal access token (mode 0600);\n"
-	    "                      without it the token is read from $REEF_TOKEN\n"
-	    "  -o cache=DIR        object cache (default ~/.cache/reef/<host_port>)\n"
-	    "  -o branch_ttl=S     seconds a branch head is trusted (default 5)\n"
+	    "Mounts the GitLab instance at URL read-only on MOUNTPOINT (see docs/layout.md).\n"
+	    "  -f                   stay in the foreground (logs go to stderr)\n"
+	    "  -d                   debug: log every FUSE request (implies -f)\n"
+	    "  -o server=URL        base URL of the GitLab or reef-hub server\n"
+	    "  -o token_file=PATH   file holding a personal access token (mode 0600);\n"
+	    "                       without it the token is read from $REEF_TOKEN\n"
+	    "  -o cache=DIR         object cache (default ~/.cache/reef/<host_port>)\n"
+	    "  -o cache_limit=SIZE  hard cache size: bytes, or N with K, M, G or T (powers of\n"
+	    "                       1024); default %d%% of the free disk, at least 1G\n"
+	    "  -o branch_ttl=S      seconds a branch head is trusted (default 5)\n"
+	    "  -o poll=S            seconds between polls of the branches in use; a push shows\n"
+	    "                       within this (default %g)\n"
+	    "  -o prefetch=N        siblings prefetched ahead of files opened in order\n"
+	    "                       (default %d, 0 turns it off)\n"
+	    "  -o readahead=KB      kernel readahead of the mount, when allowed to set it\n"
+	    "                       (default %d, 0 leaves the kernel's)\n"
+	    "  -o max_threads=N     FUSE worker threads (default 4 per CPU, 16 to 64)\n"
+	    "  -o max_idle_threads=N  idle workers kept (default 2 per CPU, at least 4)\n"
 	    "Unmount with: fusermount3 -u MOUNTPOINT\n",
-	    prog);
+	    prog, CACHE_LIMIT_DEFAULT_PCT, CACHE_POLL_MS_DEFAULT / 1000.0, DEFAULT_PREFETCH,
+	    DEFAULT_READAHEAD);
+}
+
+/* A number of seconds in [lo, hi], fractions allowed. */
+static int seconds_parse(const char *s, double lo, double hi, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int uint_parse(const char *s, unsigned long hi, unsigned long *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	if (!*s || *s == '-')
+		return -EINVAL;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v > hi)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* Whether an -o option was given on the command line (libfuse's parser cannot tell an
+ * explicit value from its default). */
+static bool opt_given(int argc, char **argv, const char *name)
+{
+	size_t len = strlen(name);
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		const char *p = argv[i];
+
+		while ((p = strstr(p, name))) {
+			if ((p == argv[i] || p[-1] == ',' || p[-1] == 'o') && p[len] == '=')
+				return true;
+			p += len;
+		}
+	}
+	return false;
+}
+
+/* The mount's device number from /proc/self/mountinfo (a stat of the mount point would
+ * ask ourselves, before the session loop runs). */
+static int mount_dev(const char *mnt, unsigned *maj, unsigned *min)
+{
+	char line[8192], point[PATH_MAX];
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	int r = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char field[PATH_MAX * 4];
+		unsigned a, b;
+		size_t i, j;
+
+		if (sscanf(line, "%*s %*s %u:%u %*s %4095s", &a, &b, field) != 3)
+			continue;
+		/* mountinfo escapes space, tab, newline and backslash as \ooo */
+		for (i = 0, j = 0; field[i] && j + 1 < sizeof(point); j++) {
+			if (field[i] == '\\' && field[i + 1] >= '0' && field[i + 1] <= '3' &&
+			    field[i + 2] >= '0' && field[i + 2] <= '7' && field[i + 3] >= '0' &&
+			    field[i + 3] <= '7') {
+				point[j] = (char)((field[i + 1] - '0') * 64 +
+				                  (field[i + 2] - '0') * 8 + (field[i + 3] - '0'));
+				i += 4;
+			} else {
+				point[j] = field[i++];
+			}
+		}
+		point[j] = 0;
+		if (strcmp(point, mnt) == 0) {
+			*maj = a;
+			*min = b;
+			r = 0; /* the last match is the newest mount */
+		}
+	}
+	fclose(f);
+	return r;
+}
+
+/* Raises the kernel's readahead for this mount (FUSE can only lower it at init): large
+ * sequential reads then arrive as several requests in flight. Needs the right to write
+ * /sys/class/bdi (root); otherwise the kernel's default stays. */
+static void readahead_set(const char *mnt, unsigned long kb)
+{
+	char path[64], val[32];
+	unsigned maj = 0, min = 0;
+	int fd, len;
+
+	if (kb == 0 || mount_dev(mnt, &maj, &min) < 0)
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
+	len = snprintf(val, sizeof(val), "%lu\n", kb);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, val, (size_t)len) != len)
+		log_debug("readahead stays the kernel's: %s: %s", path, strerror(errno));
+	else
+		log_debug("readahead of %s set to %lu KiB", mnt, kb);
+	if (fd >= 0)
+		close(fd);
 }
 
 /* Reads the token, refusing a file others can read or write, like ssh does with keys. */
@@ -262,7 +394,11 @@ int main(int argc, char **argv)
 	struct ops_opts oo = {0};
 	char cache_dir[PATH_MAX], mnt[PATH_MAX];
 	char *token = NULL;
-	double ttl = DEFAULT_BRANCH_TTL;
+	double ttl = DEFAULT_BRANCH_TTL, poll = CACHE_POLL_MS_DEFAULT / 1000.0;
+	unsigned long prefetch = DEFAULT_PREFETCH, readahead = DEFAULT_READAHEAD;
+	uint64_t limit = 0;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned threads, idle;
 	int notify_fd = -1, ret = 1, r;
 	json_t *user = NULL;
 
@@ -301,18 +437,30 @@ int main(int argc, char **argv)
 		ret = 2;
 		goto out;
 	}
-	if (o.branch_ttl) {
-		char *end;
-
-		errno = 0;
-		ttl = strtod(o.branch_ttl, &end);
-		if (errno || end == o.branch_ttl || *end || !isfinite(ttl) || ttl < 0 ||
-		    ttl > 86400) {
-			fprintf(stderr,
-			        "reefd: branch_ttl must be a number of seconds (0-86400)\n");
-			ret = 2;
-			goto out;
-		}
+	if (o.branch_ttl && seconds_parse(o.branch_ttl, 0, 86400, &ttl) < 0) {
+		fprintf(stderr, "reefd: branch_ttl must be a number of seconds (0-86400)\n");
+		ret = 2;
+		goto out;
+	}
+	if (o.poll && seconds_parse(o.poll, 0.1, 86400, &poll) < 0) {
+		fprintf(stderr, "reefd: poll must be a number of seconds (0.1-86400)\n");
+		ret = 2;
+		goto out;
+	}
+	if (o.cache_limit && (cache_limit_parse(o.cache_limit, &limit) < 0 || limit == 0)) {
+		fprintf(stderr, "reefd: cache_limit must be a size: BYTES or N{K,M,G,T}\n");
+		ret = 2;
+		goto out;
+	}
+	if (o.prefetch && uint_parse(o.prefetch, 64, &prefetch) < 0) {
+		fprintf(stderr, "reefd: prefetch must be a number of files (0-64)\n");
+		ret = 2;
+		goto out;
+	}
+	if (o.readahead && uint_parse(o.readahead, 1 << 20, &readahead) < 0) {
+		fprintf(stderr, "reefd: readahead must be a number of KiB (0-1048576)\n");
+		ret = 2;
+		goto out;
 	}
 	if (o.token_file) {
 		if (token_read(o.token_file, &token) < 0)
@@ -356,6 +504,8 @@ int main(int argc, char **argv)
 	co.token = token;
 	co.branch_ttl_ms = (unsigned)(ttl * 1000);
 	co.list_ttl_ms = co.branch_ttl_ms;
+	co.limit = limit;
+	co.poll_ms = (unsigned)(poll * 1000);
 	r = cache_new(&cache, &co);
 	if (r < 0) {
 		log_error("cannot open the cache in %s: %s", cache_dir, strerror(-r));
@@ -376,7 +526,10 @@ int main(int argc, char **argv)
 	}
 
 	oo.server = o.server;
+	oo.mountpoint = mnt;
 	oo.branch_timeout_s = ttl < 1.0 ? ttl : 1.0;
+	oo.poll_s = poll;
+	oo.prefetch_ahead = (unsigned)prefetch;
 	r = ops_ctx_new(&ctx, &oo);
 	if (r < 0) {
 		log_error("cannot set up the filesystem: %s", strerror(-r));
@@ -398,7 +551,27 @@ int main(int argc, char **argv)
 		fuse_remove_signal_handlers(se);
 		goto out;
 	}
-	log_info("mounted %s on %s (cache %s, branch ttl %.3gs)", o.server, mnt, cache_dir, ttl);
+	r = ops_ctx_start(ctx, se);
+	if (r < 0) {
+		log_error("cannot start the background threads: %s", strerror(-r));
+		fuse_session_unmount(se);
+		fuse_remove_signal_handlers(se);
+		goto out;
+	}
+	readahead_set(mnt, readahead);
+	/* A worker blocks while its read waits for the network, so there are several per
+	 * CPU; the kernel keeps up to max_background readahead requests in flight. */
+	if (ncpu < 1)
+		ncpu = 1;
+	threads = opt_given(argc, argv, "max_threads") && cmd.max_threads ? cmd.max_threads
+	                                                                  : (unsigned)(4 * ncpu);
+	if (!opt_given(argc, argv, "max_threads"))
+		threads = threads < 16 ? 16 : threads > 64 ? 64 : threads;
+	idle = cmd.max_idle_threads != UINT_MAX ? cmd.max_idle_threads : (unsigned)(2 * ncpu);
+	if (cmd.max_idle_threads == UINT_MAX && idle < 4)
+		idle = 4;
+	log_info("mounted %s on %s (cache %s, branch ttl %.3gs, poll %.3gs, %u threads)", o.server,
+	         mnt, cache_dir, ttl, poll, cmd.singlethread ? 1 : threads);
 	daemon_ready(&notify_fd, 0);
 
 	lcfg = fuse_loop_cfg_create();
@@ -406,11 +579,12 @@ int main(int argc, char **argv)
 		r = -ENOMEM;
 	} else {
 		fuse_loop_cfg_set_clone_fd(lcfg, (unsigned)cmd.clone_fd);
-		if (cmd.max_idle_threads != UINT_MAX)
-			fuse_loop_cfg_set_idle_threads(lcfg, cmd.max_idle_threads);
-		fuse_loop_cfg_set_max_threads(lcfg, cmd.max_threads ? cmd.max_threads : 10);
+		fuse_loop_cfg_set_idle_threads(lcfg, idle);
+		fuse_loop_cfg_set_max_threads(lcfg, threads);
 		r = cmd.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lcfg);
 	}
+	/* no invalidation may be sent into a session being torn down */
+	ops_ctx_stop(ctx);
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 	if (r < 0)
@@ -420,6 +594,7 @@ int main(int argc, char **argv)
 	ret = r < 0 ? 1 : 0;
 out:
 	daemon_ready(&notify_fd, (char)(ret ? ret : 1));
+	ops_ctx_stop(ctx);
 	if (lcfg)
 		fuse_loop_cfg_destroy(lcfg);
 	if (se)
@@ -435,6 +610,10 @@ out:
 	free(o.token_file);
 	free(o.cache);
 	free(o.branch_ttl);
+	free(o.cache_limit);
+	free(o.poll);
+	free(o.prefetch);
+	free(o.readahead);
 	free(cmd.mountpoint);
 	fuse_opt_free_args(&args);
 	return ret;

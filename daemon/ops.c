@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,13 +26,32 @@
 #endif
 
 /* Names whose binding can never change (inside a revision, tags, commits) are cached by
- * the kernel for a year; attributes of every node but .reef/status never change because
- * a node's identity includes the object it shows. */
-#define FOREVER_S    (365.0 * 24 * 3600)
-#define STATUS_MAX   (64 * 1024)
-#define READ_MAX     (4u << 20)
-#define XATTR_OID    "user.reef.oid"
-#define XATTR_COMMIT "user.reef.commit"
+ * the kernel for a year; attributes of every node but the generated .reef files never
+ * change because a node's identity includes the object it shows. */
+#define FOREVER_S         (365.0 * 24 * 3600)
+#define STATUS_MAX        (64 * 1024)
+#define READ_MAX          (4u << 20)
+#define OPS_CTL_MAX       (64 * 1024) /* one control request; larger writes are EFBIG */
+#define OPS_CTL_ERROR_MAX 1024
+#define XATTR_OID         "user.reef.oid"
+#define XATTR_COMMIT      "user.reef.commit"
+#define XATTR_LFS         "user.reef.lfs.oid"
+
+/* Background work. Invalidations have their own thread so a slow download never delays
+ * them; prefetches share a small pool with a bounded queue, so a huge directory read in
+ * order cannot turn into a storm of requests. */
+#define INVAL_QUEUE_MAX      4096
+#define FETCH_QUEUE_MAX      64
+#define FETCH_THREADS        2
+#define FETCH_BUF            (1u << 20)
+#define SIBLING_MAX_SIZE     ((uint64_t)64 << 20) /* larger siblings are not prefetched */
+#define SEQ_SLOTS            64                   /* directories tracked for sequential opens */
+#define SEQ_STREAK           2    /* consecutive sibling opens before prefetching starts */
+#define INVAL_WAIT_MS        3000 /* how long a ctl write waits for its invalidations */
+#define OPS_PREFETCH_NOCAP   UINT64_MAX
+#define OPS_MAX_BACKGROUND   32
+#define BRANCH_TIMEOUT_POLLS 10   /* a branch root's entry lives this many poll intervals */
+#define BRANCH_TIMEOUT_MAX   60.0 /* seconds, at most */
 
 /* Open files and directories, so those the kernel never released (a signal ended the
  * session) are freed with the context. */
@@ -40,24 +60,80 @@ struct ops_handle {
 	bool is_dir;
 };
 
+enum job_kind { JOB_BRANCH, JOB_INVAL, JOB_FETCH };
+
+struct job {
+	struct job *next;
+	enum job_kind kind;
+	uint64_t seq;
+	int64_t project_id;
+	char *branch;        /* JOB_BRANCH: full branch name */
+	char commit[41];     /* JOB_BRANCH: the new head; JOB_FETCH: the commit of path */
+	char *path;          /* JOB_FETCH: the file's path in commit */
+	char oid[41];        /* JOB_FETCH: the blob */
+	int64_t listed_size; /* JOB_FETCH: the size its listing gave (-1 unknown) */
+	uint64_t max_size;   /* JOB_FETCH: skip objects larger than this */
+	uint64_t *inos;      /* JOB_INVAL: inodes whose pages and attributes to drop */
+	size_t n;
+};
+
+struct jobq {
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* work queued, or stop */
+	pthread_cond_t done; /* a job finished */
+	struct job *head, *tail;
+	size_t len, max, running;
+	uint64_t next_seq, done_seq;
+	uint64_t completed, dropped;
+	bool stop;
+	pthread_t threads[FETCH_THREADS];
+	size_t nthreads;
+};
+
+/* Sequential opens of siblings: the directory, the listing index opened last, how many
+ * opens in a row went forward by one or two, and how far prefetch has been queued. */
+struct seq_slot {
+	uint64_t dir;
+	size_t last, ahead;
+	unsigned streak;
+};
+
 struct ops_ctx {
 	struct cache *cache;
+	struct fuse_session *se;
 	pthread_mutex_t hlock;
 	struct ops_handle handles; /* list head */
 	struct node_table *nodes;
 	char *server;
+	char *mountpoint;
 	double dyn_timeout;
+	double branch_timeout;
+	double poll_s;
+	unsigned prefetch_ahead;
 	uid_t uid;
 	gid_t gid;
 	struct timespec mount_time;
+
+	struct jobq inval;
+	struct jobq fetch;
+	bool started;
+
+	pthread_mutex_t seq_lock;
+	struct seq_slot seq[SEQ_SLOTS];
+
+	pthread_mutex_t ctl_lock;
+	char ctl_error[OPS_CTL_ERROR_MAX];
+	uint64_t ctl_requests, ctl_errors, invalidations;
 };
 
-/* An open file: a cached blob, or the bytes of .reef/status generated at open. */
+/* An open file: a cached object, the bytes of a generated file (.reef/status,
+ * .reef/ctl.error) rendered at open, or the control file. */
 struct ops_file {
 	struct ops_handle h;
-	struct odb_blob *blob;
+	struct cache_obj *obj;
 	char *data;
 	size_t len;
+	bool ctl;
 };
 
 struct ops_dirent {
@@ -86,6 +162,187 @@ static struct ops_ctx *ctx_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* ---- job queues ---- */
+
+static void job_free(struct job *j)
+{
+	if (!j)
+		return;
+	free(j->branch);
+	free(j->path);
+	free(j->inos);
+	free(j);
+}
+
+static void jobq_init(struct jobq *q, size_t max)
+{
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_cond_init(&q->cond, NULL);
+	pthread_cond_init(&q->done, NULL);
+	q->max = max;
+}
+
+static void jobq_destroy(struct jobq *q)
+{
+	while (q->head) {
+		struct job *j = q->head;
+
+		q->head = j->next;
+		job_free(j);
+	}
+	pthread_cond_destroy(&q->done);
+	pthread_cond_destroy(&q->cond);
+	pthread_mutex_destroy(&q->lock);
+}
+
+/* Queues j (taking it) and returns its sequence number, or 0 when the queue is full or
+ * stopping (j is freed and counted as dropped). A JOB_BRANCH for a branch already queued
+ * only updates the queued one; a JOB_FETCH of an object already queued is dropped. */
+static uint64_t jobq_push(struct jobq *q, struct job *j)
+{
+	struct job *x;
+	uint64_t seq = 0;
+
+	pthread_mutex_lock(&q->lock);
+	for (x = q->head; x; x = x->next) {
+		if (j->kind == JOB_BRANCH && x->kind == JOB_BRANCH &&
+		    x->project_id == j->project_id && strcmp(x->branch, j->branch) == 0) {
+			memcpy(x->commit, j->commit, sizeof(x->commit));
+			seq = x->seq;
+			goto out;
+		}
+		if (j->kind == JOB_FETCH && x->kind == JOB_FETCH && strcmp(x->oid, j->oid) == 0) {
+			seq = x->seq;
+			goto out;
+		}
+	}
+	if (q->stop || q->len >= q->max) {
+		q->dropped++;
+		goto out;
+	}
+	j->seq = seq = ++q->next_seq;
+	j->next = NULL;
+	if (q->tail)
+		q->tail->next = j;
+	else
+		q->head = j;
+	q->tail = j;
+	q->len++;
+	j = NULL;
+	pthread_cond_signal(&q->cond);
+out:
+	pthread_mutex_unlock(&q->lock);
+	job_free(j);
+	return seq;
+}
+
+/* Waits until the job with this sequence number (and every one before it) is done, at
+ * most ms milliseconds. Only for single-threaded queues, where jobs finish in order. */
+static bool jobq_wait(struct jobq *q, uint64_t seq, unsigned ms)
+{
+	struct timespec until;
+	bool ok;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&q->lock);
+	while (q->done_seq < seq && !q->stop)
+		if (pthread_cond_timedwait(&q->done, &q->lock, &until) != 0)
+			break;
+	ok = q->done_seq >= seq;
+	pthread_mutex_unlock(&q->lock);
+	return ok;
+}
+
+struct worker_arg {
+	struct ops_ctx *ctx;
+	struct jobq *q;
+};
+
+static void job_run(struct ops_ctx *ctx, struct job *j, char *buf);
+
+static void *worker_main(void *arg)
+{
+	struct ops_ctx *ctx = ((struct worker_arg *)arg)->ctx;
+	struct jobq *q = ((struct worker_arg *)arg)->q;
+	char *buf = NULL;
+
+	free(arg);
+	if (q == &ctx->fetch)
+		buf = malloc(FETCH_BUF);
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		struct job *j;
+
+		while (!q->head && !q->stop)
+			pthread_cond_wait(&q->cond, &q->lock);
+		if (q->stop)
+			break;
+		j = q->head;
+		q->head = j->next;
+		if (!q->head)
+			q->tail = NULL;
+		q->len--;
+		q->running++;
+		pthread_mutex_unlock(&q->lock);
+		if (j->kind != JOB_FETCH || buf)
+			job_run(ctx, j, buf);
+		pthread_mutex_lock(&q->lock);
+		q->running--;
+		q->completed++;
+		if (j->seq > q->done_seq)
+			q->done_seq = j->seq;
+		pthread_cond_broadcast(&q->done);
+		job_free(j);
+	}
+	pthread_mutex_unlock(&q->lock);
+	free(buf);
+	return NULL;
+}
+
+static int jobq_start(struct ops_ctx *ctx, struct jobq *q, size_t nthreads)
+{
+	size_t i;
+
+	for (i = 0; i < nthreads; i++) {
+		struct worker_arg *a = malloc(sizeof(*a));
+		int r;
+
+		if (!a)
+			return -ENOMEM;
+		a->ctx = ctx;
+		a->q = q;
+		r = pthread_create(&q->threads[i], NULL, worker_main, a);
+		if (r != 0) {
+			free(a);
+			return -r;
+		}
+		q->nthreads++;
+	}
+	return 0;
+}
+
+static void jobq_stop(struct jobq *q)
+{
+	size_t i;
+
+	pthread_mutex_lock(&q->lock);
+	q->stop = true;
+	pthread_cond_broadcast(&q->cond);
+	pthread_cond_broadcast(&q->done);
+	pthread_mutex_unlock(&q->lock);
+	for (i = 0; i < q->nthreads; i++)
+		pthread_join(q->threads[i], NULL);
+	q->nthreads = 0;
+}
+
+/* ---- context ---- */
+
 int ops_ctx_new(struct ops_ctx **out, const struct ops_opts *o)
 {
 	struct ops_ctx *ctx = calloc(1, sizeof(*ctx));
@@ -95,19 +352,37 @@ int ops_ctx_new(struct ops_ctx **out, const struct ops_opts *o)
 	if (!ctx)
 		return -ENOMEM;
 	ctx->server = strdup(o->server);
-	if (!ctx->server) {
+	ctx->mountpoint = strdup(o->mountpoint ? o->mountpoint : "");
+	if (!ctx->server || !ctx->mountpoint) {
+		free(ctx->server);
+		free(ctx->mountpoint);
 		free(ctx);
 		return -ENOMEM;
 	}
 	r = node_table_new(&ctx->nodes);
 	if (r < 0) {
 		free(ctx->server);
+		free(ctx->mountpoint);
 		free(ctx);
 		return r;
 	}
 	pthread_mutex_init(&ctx->hlock, NULL);
+	pthread_mutex_init(&ctx->seq_lock, NULL);
+	pthread_mutex_init(&ctx->ctl_lock, NULL);
+	jobq_init(&ctx->inval, INVAL_QUEUE_MAX);
+	jobq_init(&ctx->fetch, FETCH_QUEUE_MAX);
 	ctx->handles.prev = ctx->handles.next = &ctx->handles;
 	ctx->dyn_timeout = o->branch_timeout_s;
+	ctx->poll_s = o->poll_s;
+	/* The poller invalidates a moved branch's root explicitly; the timeout only bounds
+	 * how stale it can get when nothing polls it (unused for a while) or an
+	 * invalidation was lost, and must not hide a move from a lookup for long. */
+	ctx->branch_timeout = o->poll_s * BRANCH_TIMEOUT_POLLS;
+	if (ctx->branch_timeout > BRANCH_TIMEOUT_MAX)
+		ctx->branch_timeout = BRANCH_TIMEOUT_MAX;
+	if (ctx->branch_timeout < o->branch_timeout_s)
+		ctx->branch_timeout = o->branch_timeout_s;
+	ctx->prefetch_ahead = o->prefetch_ahead;
 	ctx->uid = getuid();
 	ctx->gid = getgid();
 	clock_gettime(CLOCK_REALTIME, &ctx->mount_time);
@@ -118,6 +393,35 @@ int ops_ctx_new(struct ops_ctx **out, const struct ops_opts *o)
 void ops_ctx_set_cache(struct ops_ctx *ctx, struct cache *c)
 {
 	ctx->cache = c;
+}
+
+static void on_branch_moved(void *arg, int64_t project_id, const char *branch,
+                            const char *old_commit, const char *new_commit);
+
+int ops_ctx_start(struct ops_ctx *ctx, struct fuse_session *se)
+{
+	int r;
+
+	ctx->se = se;
+	ctx->started = true;
+	r = jobq_start(ctx, &ctx->inval, 1);
+	if (r == 0)
+		r = jobq_start(ctx, &ctx->fetch, FETCH_THREADS);
+	if (r < 0)
+		return r;
+	cache_on_branch_moved(ctx->cache, on_branch_moved, ctx);
+	return 0;
+}
+
+void ops_ctx_stop(struct ops_ctx *ctx)
+{
+	if (!ctx || !ctx->started)
+		return;
+	if (ctx->cache)
+		cache_on_branch_moved(ctx->cache, NULL, NULL);
+	jobq_stop(&ctx->fetch);
+	jobq_stop(&ctx->inval);
+	ctx->started = false;
 }
 
 static void handle_track(struct ops_ctx *ctx, struct ops_handle *h, bool is_dir)
@@ -147,7 +451,7 @@ static void file_free(struct ops_ctx *ctx, struct ops_file *f)
 	if (!f)
 		return;
 	handle_untrack(ctx, &f->h);
-	odb_blob_close(f->blob);
+	cache_obj_close(f->obj);
 	free(f->data);
 	free(f);
 }
@@ -158,6 +462,7 @@ void ops_ctx_free(struct ops_ctx *ctx)
 {
 	if (!ctx)
 		return;
+	ops_ctx_stop(ctx);
 	while (ctx->handles.next != &ctx->handles) {
 		struct ops_handle *h = ctx->handles.next;
 
@@ -166,9 +471,14 @@ void ops_ctx_free(struct ops_ctx *ctx)
 		else
 			file_free(ctx, (struct ops_file *)h);
 	}
+	jobq_destroy(&ctx->fetch);
+	jobq_destroy(&ctx->inval);
+	pthread_mutex_destroy(&ctx->ctl_lock);
+	pthread_mutex_destroy(&ctx->seq_lock);
 	pthread_mutex_destroy(&ctx->hlock);
 	node_table_free(ctx->nodes);
 	free(ctx->server);
+	free(ctx->mountpoint);
 	free(ctx);
 }
 
@@ -177,7 +487,18 @@ static bool is_dir_kind(enum node_kind k)
 	return S_ISDIR(node_st_mode(&(struct node){.kind = k}));
 }
 
-/* ---- .reef/status ---- */
+/* ---- generated files: .reef/status and .reef/ctl.error ---- */
+
+static json_t *jobq_json(struct jobq *q)
+{
+	json_t *o;
+
+	pthread_mutex_lock(&q->lock);
+	o = json_pack("{sIsIsIsI}", "queued", (json_int_t)q->len, "running", (json_int_t)q->running,
+	              "done", (json_int_t)q->completed, "dropped", (json_int_t)q->dropped);
+	pthread_mutex_unlock(&q->lock);
+	return o;
+}
 
 static int status_render(struct ops_ctx *ctx, char **out, size_t *len)
 {
@@ -205,6 +526,14 @@ static int status_render(struct ops_ctx *ctx, char **out, size_t *len)
 	json_object_set_new(o, "mount_time", json_integer(ctx->mount_time.tv_sec));
 	json_object_set_new(o, "version", json_string(REEF_VERSION));
 	json_object_set_new(o, "inodes", json_integer((json_int_t)node_table_count(ctx->nodes)));
+	json_object_set_new(o, "poll_s", json_real(ctx->poll_s));
+	json_object_set_new(o, "prefetch", jobq_json(&ctx->fetch));
+	pthread_mutex_lock(&ctx->ctl_lock);
+	json_object_set_new(o, "ctl",
+	                    json_pack("{sIsI}", "requests", (json_int_t)ctx->ctl_requests, "errors",
+	                              (json_int_t)ctx->ctl_errors));
+	json_object_set_new(o, "invalidations", json_integer((json_int_t)ctx->invalidations));
+	pthread_mutex_unlock(&ctx->ctl_lock);
 	s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
 	if (!s)
 		goto out;
@@ -221,6 +550,23 @@ out:
 	json_decref(user);
 	json_decref(o);
 	return r;
+}
+
+static int reefctl_error_render(struct ops_ctx *ctx, char **out, size_t *len)
+{
+	pthread_mutex_lock(&ctx->ctl_lock);
+	*out = strdup(ctx->ctl_error);
+	pthread_mutex_unlock(&ctx->ctl_lock);
+	if (!*out)
+		return -ENOMEM;
+	*len = strlen(*out);
+	return 0;
+}
+
+static int generated_render(struct ops_ctx *ctx, const struct node *n, char **out, size_t *len)
+{
+	return n->kind == NODE_STATUS ? status_render(ctx, out, len)
+	                              : reefctl_error_render(ctx, out, len);
 }
 
 /* ---- attributes ---- */
@@ -242,11 +588,15 @@ static void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st
 	case NODE_HEAD:
 		st->st_size = (off_t)(strlen("branches/") + strlen(n->oid));
 		break;
-	case NODE_STATUS: {
+	case NODE_CONTROL:
+		st->st_size = 0;
+		break;
+	case NODE_STATUS:
+	case NODE_CONTROL_ERROR: {
 		char *s;
 		size_t len;
 
-		if (status_render(ctx, &s, &len) == 0) {
+		if (generated_render(ctx, n, &s, &len) == 0) {
 			st->st_size = (off_t)len;
 			free(s);
 		}
@@ -264,7 +614,36 @@ static void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st
 
 static double attr_timeout(const struct node *n)
 {
-	return n->kind == NODE_STATUS ? 0.0 : FOREVER_S;
+	return n->kind == NODE_STATUS || n->kind == NODE_CONTROL_ERROR ? 0.0 : FOREVER_S;
+}
+
+/* The revision root a node is in, or NULL outside revisions. */
+static const struct node *rev_of(const struct node *n)
+{
+	while (n && n->kind != NODE_REV)
+		n = n->parent;
+	return n;
+}
+
+/* Tells the cache a branch is in use, so its poller watches the head. */
+static void touch_branch(struct ops_ctx *ctx, const struct node *n)
+{
+	const struct node *rev = rev_of(n);
+
+	if (rev && rev->ref_kind == NODE_REF_BRANCH)
+		cache_branch_touch(ctx->cache, rev->project_id, rev->path);
+}
+
+/* How long the kernel may keep the binding parent/child. A branch's revision root is
+ * re-checked at the poll interval and invalidated explicitly when the poller sees it
+ * move; other names that can change are short-lived; the rest is for ever. */
+static double entry_timeout(struct ops_ctx *ctx, const struct node *parent, const struct node *n)
+{
+	if (node_entry_is_immutable(parent))
+		return FOREVER_S;
+	if (n && n->kind == NODE_REV && n->ref_kind == NODE_REF_BRANCH)
+		return ctx->branch_timeout;
+	return ctx->dyn_timeout;
 }
 
 /* ---- resolving names ---- */
@@ -279,7 +658,7 @@ static void log_remote_error(int r, const char *what, const char *name)
 		log_warn("%s %s: %s", what, name, strerror(-r));
 }
 
-static int project_paths(struct cache_project *p, size_t n, const char ***out)
+static int project_paths(const struct cache_project *p, size_t n, const char ***out)
 {
 	const char **v = calloc(n ? n : 1, sizeof(*v));
 	size_t i;
@@ -374,6 +753,8 @@ static int lookup_rev(struct ops_ctx *ctx, struct node *parent, const char *name
 	                      ref, commit);
 	if (r < 0)
 		return r;
+	if (parent->ref_kind == NODE_REF_BRANCH)
+		cache_branch_touch(ctx->cache, parent->project_id, ref);
 	a.oid = commit;
 	a.commit = commit;
 	return node_lookup(ctx->nodes, parent, name, &a, out);
@@ -442,6 +823,7 @@ static int lookup_tree_child(struct ops_ctx *ctx, struct node *parent, const cha
 {
 	const struct node_listing *l;
 	const struct node_dirent *d;
+	struct cache_blob_info info;
 	struct node_attrs a = {0};
 	char path[NODE_PATH_MAX];
 	uint64_t size;
@@ -465,7 +847,18 @@ static int lookup_tree_child(struct ops_ctx *ctx, struct node *parent, const cha
 	a.path = path;
 	a.git_mode = d->mode;
 	a.size = 0;
-	if (kind == NODE_FILE || kind == NODE_SYMLINK) {
+	if (kind == NODE_FILE && CACHE_LFS_CANDIDATE(d->size)) {
+		/* it may be an LFS pointer: the file shows the object it names */
+		r = cache_blob_info(ctx->cache, parent->project_id, parent->commit, path, d->oid,
+		                    d->size, &info);
+		if (r < 0)
+			return r;
+		if (info.size > INT64_MAX)
+			return -EIO;
+		a.size = (int64_t)info.size;
+		if (info.lfs)
+			a.lfs_oid = info.lfs_oid;
+	} else if (kind == NODE_FILE || kind == NODE_SYMLINK) {
 		if (d->size >= 0) {
 			a.size = d->size;
 		} else {
@@ -508,7 +901,7 @@ static int resolve_child(struct ops_ctx *ctx, struct node *parent, const char *n
 	case NODE_NAMESPACE:
 		return lookup_namespace_child(ctx, parent, name, out);
 	case NODE_CTL_DIR:
-		a.kind = NODE_STATUS;
+		a.kind = (enum node_kind)kind;
 		return node_lookup(ctx->nodes, parent, name, &a, out);
 	case NODE_PROJECT:
 		if (kind == NODE_HEAD)
@@ -564,7 +957,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t pino, const char *name)
 	e.generation = 0;
 	fill_attr(ctx, n, &e.attr);
 	e.attr_timeout = attr_timeout(n);
-	e.entry_timeout = node_entry_is_immutable(parent) ? FOREVER_S : ctx->dyn_timeout;
+	e.entry_timeout = entry_timeout(ctx, parent, n);
 	if (fuse_reply_entry(req, &e) != 0)
 		node_forget(ctx->nodes, n->ino, 1); /* the kernel never got it */
 out:
@@ -696,48 +1089,286 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	node_put(ctx->nodes, n);
 }
 
+/* ---- background jobs ---- */
+
+static void send_inval_inode(struct ops_ctx *ctx, uint64_t ino)
+{
+	int r = fuse_lowlevel_notify_inval_inode(ctx->se, ino, 0, 0);
+
+	if (r < 0 && r != -ENOENT)
+		log_debug("invalidating inode %" PRIu64 ": %s", ino, strerror(-r));
+}
+
+/* A branch moved: the kernel forgets the name of every older revision root of it and
+ * their cached listings, so the next access looks the branch up again. Runs on the
+ * invalidation thread, never inside an operation handler (fuse_lowlevel.h: notifying
+ * from a related operation deadlocks). */
+static void job_branch(struct ops_ctx *ctx, struct job *j)
+{
+	struct node_rev *revs = NULL;
+	size_t n = 0, i, sent = 0;
+
+	if (node_branch_revs(ctx->nodes, j->project_id, j->branch, &revs, &n) < 0)
+		return;
+	for (i = 0; i < n; i++) {
+		int r;
+
+		if (strcmp(revs[i].commit, j->commit) == 0)
+			continue;
+		r = fuse_lowlevel_notify_inval_entry(ctx->se, revs[i].parent, revs[i].name,
+		                                     strlen(revs[i].name));
+		if (r < 0 && r != -ENOENT)
+			log_debug("invalidating branches/%s: %s", j->branch, strerror(-r));
+		send_inval_inode(ctx, revs[i].ino);
+		sent++;
+	}
+	free(revs);
+	pthread_mutex_lock(&ctx->ctl_lock);
+	ctx->invalidations += sent;
+	pthread_mutex_unlock(&ctx->ctl_lock);
+	log_info("branch %s of project %" PRId64 " moved to %.12s; %zu revision root%s invalidated",
+	         j->branch, j->project_id, j->commit, sent, sent == 1 ? "" : "s");
+}
+
+/* Brings one object into the cache: opening it shares or starts the download, reading
+ * it through waits until the whole object arrived and verified. */
+static void job_fetch(struct ops_ctx *ctx, struct job *j, char *buf)
+{
+	struct cache_blob_info info;
+	struct cache_obj *o = NULL;
+	uint64_t size, off = 0;
+	ssize_t got;
+	int r;
+
+	if (j->max_size != UINT64_MAX) {
+		if (CACHE_LFS_CANDIDATE(j->listed_size)) {
+			r = cache_blob_info(ctx->cache, j->project_id, j->commit, j->path, j->oid,
+			                    j->listed_size, &info);
+			if (r < 0)
+				return;
+			size = info.size;
+		} else {
+			size = (uint64_t)j->listed_size;
+		}
+		if (size > j->max_size)
+			return;
+	}
+	r = cache_obj_open(ctx->cache, j->project_id, j->commit, j->path, j->oid, &o);
+	if (r < 0) {
+		log_debug("prefetch of %s failed: %s", j->path, strerror(-r));
+		return;
+	}
+	size = cache_obj_size(o);
+	while (off < size && cache_obj_fd(o) < 0) {
+		got = cache_obj_pread(o, buf, FETCH_BUF, off);
+		if (got <= 0) {
+			if (got < 0)
+				log_debug("prefetch of %s failed: %s", j->path,
+				          strerror((int)-got));
+			break;
+		}
+		off += (uint64_t)got;
+	}
+	cache_obj_close(o);
+}
+
+static void job_run(struct ops_ctx *ctx, struct job *j, char *buf)
+{
+	size_t i;
+
+	switch (j->kind) {
+	case JOB_BRANCH:
+		job_branch(ctx, j);
+		break;
+	case JOB_INVAL:
+		for (i = 0; i < j->n; i++)
+			send_inval_inode(ctx, j->inos[i]);
+		break;
+	case JOB_FETCH:
+		job_fetch(ctx, j, buf);
+		break;
+	}
+}
+
+/* Called by the cache from its poller, or from the thread whose lookup noticed; both may
+ * be inside an operation handler, so this only queues. */
+static void on_branch_moved(void *arg, int64_t project_id, const char *branch,
+                            const char *old_commit, const char *new_commit)
+{
+	struct ops_ctx *ctx = arg;
+	struct job *j = calloc(1, sizeof(*j));
+
+	(void)old_commit;
+	if (!j || !(j->branch = strdup(branch))) {
+		free(j);
+		log_warn("branch %s moved, but there is no memory to invalidate it", branch);
+		return;
+	}
+	j->kind = JOB_BRANCH;
+	j->project_id = project_id;
+	snprintf(j->commit, sizeof(j->commit), "%s", new_commit ? new_commit : "");
+	if (jobq_push(&ctx->inval, j) == 0)
+		log_warn(
+		    "branch %s moved; invalidation queue full, the kernel notices within %.3gs",
+		    branch, ctx->branch_timeout);
+}
+
+/* Queues a download of a file's object; 0, or -EAGAIN when the queue is full. */
+static int fetch_queue(struct ops_ctx *ctx, int64_t project_id, const char *commit,
+                       const char *path, const char *oid, int64_t listed_size, uint64_t max_size)
+{
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (!j || !(j->path = strdup(path))) {
+		free(j);
+		return -ENOMEM;
+	}
+	j->kind = JOB_FETCH;
+	j->project_id = project_id;
+	snprintf(j->commit, sizeof(j->commit), "%s", commit);
+	snprintf(j->oid, sizeof(j->oid), "%s", oid);
+	j->listed_size = listed_size;
+	j->max_size = max_size;
+	return jobq_push(&ctx->fetch, j) ? 0 : -EAGAIN;
+}
+
+/* Drops the kernel's pages and attributes of these inodes (taking inos), waiting a
+ * bounded time for the notifications to be sent. */
+static void inval_inodes(struct ops_ctx *ctx, uint64_t *inos, size_t n)
+{
+	struct job *j;
+	uint64_t seq;
+
+	if (n == 0 || !ctx->se) {
+		free(inos);
+		return;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		free(inos);
+		return;
+	}
+	j->kind = JOB_INVAL;
+	j->inos = inos;
+	j->n = n;
+	seq = jobq_push(&ctx->inval, j);
+	if (seq)
+		jobq_wait(&ctx->inval, seq, INVAL_WAIT_MS);
+}
+
+/* Sibling prefetch: when files of one directory are opened one after the other (listing
+ * order, forward by one or two), the next few siblings are queued for download. At most
+ * prefetch_ahead beyond the last open, never twice, small files only. */
+static void sibling_note(struct ops_ctx *ctx, const struct node *n)
+{
+	struct node *dir = n->parent;
+	const struct node_listing *l;
+	const struct node_dirent *d;
+	struct seq_slot *s;
+	size_t i, from = 0, to = 0, k;
+	char path[NODE_PATH_MAX];
+
+	if (!ctx->prefetch_ahead || !ctx->started || !dir ||
+	    (dir->kind != NODE_REV && dir->kind != NODE_TREE))
+		return;
+	l = node_listing_get(ctx->nodes, dir);
+	d = l ? node_listing_find(l, n->name) : NULL;
+	if (!d)
+		return;
+	i = (size_t)(d - l->e);
+	pthread_mutex_lock(&ctx->seq_lock);
+	s = &ctx->seq[(dir->ino * 11400714819323198485ULL) >> 58];
+	if (s->dir != dir->ino) {
+		*s = (struct seq_slot){.dir = dir->ino, .last = i, .ahead = i};
+	} else if (i != s->last) {
+		s->streak = i > s->last && i <= s->last + 2 ? s->streak + 1 : 0;
+		s->last = i;
+		if (s->streak >= SEQ_STREAK) {
+			from = (s->ahead > i ? s->ahead : i) + 1;
+			to = i + ctx->prefetch_ahead;
+			if (to >= l->n)
+				to = l->n - 1;
+			if (to >= from)
+				s->ahead = to;
+		}
+		if (s->ahead < i)
+			s->ahead = i;
+	}
+	pthread_mutex_unlock(&ctx->seq_lock);
+	for (k = from; to && k <= to; k++) {
+		const struct node_dirent *e = &l->e[k];
+
+		if (e->mode != TREE_MODE_FILE && e->mode != TREE_MODE_EXEC)
+			continue;
+		if (e->size > 0 && (uint64_t)e->size > SIBLING_MAX_SIZE)
+			continue;
+		if (node_path_join(path, sizeof(path), dir->kind == NODE_REV ? "" : dir->path,
+		                   e->name) < 0)
+			continue;
+		if (fetch_queue(ctx, dir->project_id, dir->commit, path, e->oid, e->size,
+		                SIBLING_MAX_SIZE) == -EAGAIN)
+			break;
+	}
+}
+
+/* ---- files ---- */
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ops_ctx *ctx = ctx_of(req);
 	struct node *n = node_get(ctx->nodes, ino);
 	struct ops_file *f = NULL;
+	int acc = fi->flags & O_ACCMODE;
 	int r;
 
 	if (!n) {
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+	if (n->kind == NODE_CONTROL) {
+		/* write-only: root passes the permission check the 0200 mode makes */
+		r = acc == O_WRONLY ? 0 : -EACCES;
+	} else if (acc != O_RDONLY || (fi->flags & O_TRUNC)) {
 		r = -EROFS;
-		goto out;
-	}
-	if (n->kind != NODE_FILE && n->kind != NODE_STATUS) {
+	} else if (n->kind != NODE_FILE && n->kind != NODE_STATUS &&
+	           n->kind != NODE_CONTROL_ERROR) {
 		r = is_dir_kind(n->kind) ? -EISDIR : -EINVAL;
-		goto out;
+	} else {
+		r = 0;
 	}
+	if (r < 0)
+		goto out;
 	f = calloc(1, sizeof(*f));
 	if (!f) {
 		r = -ENOMEM;
 		goto out;
 	}
-	if (n->kind == NODE_STATUS) {
-		r = status_render(ctx, &f->data, &f->len);
+	if (n->kind == NODE_CONTROL) {
+		f->ctl = true;
+		fi->direct_io = 1; /* every write() reaches us as one request */
+		fi->nonseekable = 1;
+	} else if (n->kind != NODE_FILE) {
+		r = generated_render(ctx, n, &f->data, &f->len);
 		if (r < 0)
 			goto out;
 		fi->direct_io = 1; /* generated at each open; its size is not known in advance */
 	} else {
-		r = cache_blob_open(ctx->cache, n->project_id, n->oid, &f->blob);
+		touch_branch(ctx, n);
+		r = cache_obj_open(ctx->cache, n->project_id, n->commit, n->path, n->oid, &f->obj);
 		if (r < 0) {
 			log_remote_error(r, "open", n->path);
 			goto out;
 		}
-		if (odb_blob_size(f->blob) != (uint64_t)n->size) {
-			r = log_ret(-EIO, "%s: blob %s holds %" PRIu64 " bytes, listed as %" PRId64,
-			            n->path, n->oid, odb_blob_size(f->blob), n->size);
+		if (cache_obj_size(f->obj) != (uint64_t)n->size) {
+			r = log_ret(-EIO,
+			            "%s: object of blob %s holds %" PRIu64
+			            " bytes, shown as %" PRId64,
+			            n->path, n->oid, cache_obj_size(f->obj), n->size);
 			goto out;
 		}
-		/* the node shows one blob for its whole life: pages never go stale */
+		/* the node shows one object for its whole life: pages never go stale */
 		fi->keep_cache = 1;
+		sibling_note(ctx, n);
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
 	handle_track(ctx, &f->h, false);
@@ -765,16 +1396,21 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	if (f->ctl) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
 	if (size > READ_MAX)
 		size = READ_MAX;
-	if (f->data) {
+	if (!f->obj) {
 		size_t o = (size_t)off < f->len ? (size_t)off : f->len;
 		size_t n = f->len - o < size ? f->len - o : size;
 
 		fuse_reply_buf(req, f->data + o, n);
 		return;
 	}
-	fd = odb_blob_fd(f->blob);
+	/* complete and verified on disk: the kernel splices from the cache file */
+	fd = cache_obj_fd(f->obj);
 	if (fd >= 0) {
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 
@@ -789,7 +1425,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	got = odb_blob_pread(f->blob, buf, size, (uint64_t)off);
+	got = cache_obj_pread(f->obj, buf, size, (uint64_t)off);
 	if (got < 0) {
 		log_warn("read of blob failed: %s", strerror((int)-got));
 		fuse_reply_err(req, (int)-got);
@@ -805,9 +1441,334 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_err(req, 0);
 }
 
+/* ---- .reef/ctl ---- */
+
+/* Remembers why a control request failed, for .reef/ctl.error, and returns r. */
+static int reefctl_fail(struct ops_ctx *ctx, const char *req, int r, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int reefctl_fail(struct ops_ctx *ctx, const char *req, int r, const char *fmt, ...)
+{
+	char why[512], when[32];
+	struct timespec now;
+	struct tm tm;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	pthread_mutex_lock(&ctx->ctl_lock);
+	ctx->ctl_errors++;
+	snprintf(ctx->ctl_error, sizeof(ctx->ctl_error), "%s %s: %.200s: %s\n", when,
+	         strerrorname_np(-r) ? strerrorname_np(-r) : "error", req, why);
+	pthread_mutex_unlock(&ctx->ctl_lock);
+	log_info("ctl: %.200s: %s", req, why);
+	return r;
+}
+
+/* One step of a walk: cur (pinned) becomes its child name (pinned), without counting a
+ * kernel lookup. HEAD is followed to the branch it names. */
+static int reefctl_step(struct ops_ctx *ctx, struct node **cur, const char *name)
+{
+	struct node *child;
+	bool neg;
+	int r;
+
+	r = resolve_child(ctx, *cur, name, &child, &neg);
+	if (r < 0)
+		return r;
+	node_pin(ctx->nodes, child);
+	node_forget(ctx->nodes, child->ino, 1);
+	node_put(ctx->nodes, *cur);
+	*cur = child;
+	if (child->kind == NODE_HEAD) {
+		char ref[NODE_PATH_MAX], *save = NULL, *c;
+		struct node *proj = child->parent;
+
+		snprintf(ref, sizeof(ref), "%s", child->oid);
+		node_pin(ctx->nodes, proj);
+		node_put(ctx->nodes, child);
+		*cur = proj;
+		r = reefctl_step(ctx, cur, "branches");
+		for (c = strtok_r(ref, "/", &save); c && r == 0; c = strtok_r(NULL, "/", &save))
+			r = reefctl_step(ctx, cur, c);
+	}
+	return r;
+}
+
+/* A path relative to the mount root (a leading '/' or the mount point itself is
+ * accepted) to its node, pinned. "." and ".." are refused: a control request names one
+ * place, spelled one way. */
+static int reefctl_resolve(struct ops_ctx *ctx, char *path, struct node **out)
+{
+	size_t ml = strlen(ctx->mountpoint);
+	struct node *cur;
+	char *save = NULL, *c;
+	int r = 0;
+
+	*out = NULL;
+	if (ml > 1 && strncmp(path, ctx->mountpoint, ml) == 0 && (path[ml] == '/' || !path[ml]))
+		path += ml;
+	cur = node_get(ctx->nodes, NODE_ROOT_INO);
+	if (!cur)
+		return -EIO;
+	for (c = strtok_r(path, "/", &save); c && r == 0; c = strtok_r(NULL, "/", &save)) {
+		if (strcmp(c, ".") == 0 || strcmp(c, "..") == 0)
+			r = -EINVAL;
+		else
+			r = reefctl_step(ctx, &cur, c);
+	}
+	if (r < 0) {
+		node_put(ctx->nodes, cur);
+		return r;
+	}
+	*out = cur;
+	return 0;
+}
+
+/* The tree a directory node inside a revision shows. */
+static int reefctl_tree_of(struct ops_ctx *ctx, const struct node *n, char tree[41])
+{
+	struct tree_entry *e = NULL;
+	size_t cnt;
+	int r;
+
+	if (n->kind == NODE_TREE) {
+		snprintf(tree, 41, "%s", n->oid);
+		return 0;
+	}
+	r = cache_root_tree(ctx->cache, n->project_id, n->commit, tree, &e, &cnt);
+	free(e);
+	return r;
+}
+
+static int reefctl_prefetch(struct ops_ctx *ctx, const char *req, struct node *n)
+{
+	char tree[41];
+	int r;
+
+	touch_branch(ctx, n);
+	switch (n->kind) {
+	case NODE_FILE:
+		r = fetch_queue(ctx, n->project_id, n->commit, n->path, n->oid, n->size,
+		                OPS_PREFETCH_NOCAP);
+		break;
+	case NODE_REV:
+	case NODE_TREE:
+		r = reefctl_tree_of(ctx, n, tree);
+		if (r == 0)
+			r = cache_prefetch(ctx->cache, n->project_id, n->commit,
+			                   n->kind == NODE_REV ? "" : n->path, tree);
+		break;
+	default:
+		return reefctl_fail(ctx, req, -EINVAL,
+		                    "prefetch takes a file or directory inside a revision "
+		                    "(branches/, tags/ or commits/)");
+	}
+	if (r == -EAGAIN)
+		return reefctl_fail(ctx, req, r, "the prefetch queue is full; try again later");
+	if (r < 0)
+		return reefctl_fail(ctx, req, r, "%s", strerror(-r));
+	return 0;
+}
+
+static int reefctl_forget(struct ops_ctx *ctx, const char *req, struct node *n)
+{
+	uint64_t *inos = NULL;
+	size_t cnt = 0;
+	char tree[41];
+	int r;
+
+	switch (n->kind) {
+	case NODE_FILE:
+	case NODE_SYMLINK:
+		r = cache_forget(ctx->cache, n->project_id, n->oid, false);
+		if (r >= 0 && (inos = malloc(sizeof(*inos)))) {
+			inos[0] = n->ino;
+			cnt = 1;
+		}
+		break;
+	case NODE_REV:
+	case NODE_TREE:
+		r = reefctl_tree_of(ctx, n, tree);
+		if (r == 0)
+			r = cache_forget(ctx->cache, n->project_id, tree, true);
+		if (r >= 0 && node_collect_under(ctx->nodes, n->ino, NODE_FILE, &inos, &cnt) < 0)
+			cnt = 0;
+		break;
+	default:
+		return reefctl_fail(ctx, req, -EINVAL,
+		                    "forget takes a file or directory inside a revision "
+		                    "(branches/, tags/ or commits/)");
+	}
+	if (r < 0) {
+		free(inos);
+		return reefctl_fail(ctx, req, r, "%s", strerror(-r));
+	}
+	log_info("ctl: forgot %d object%s under %s", r, r == 1 ? "" : "s", n->path);
+	/* the kernel kept the pages (keep_cache): a forgotten object is read anew */
+	inval_inodes(ctx, inos, cnt);
+	return 0;
+}
+
+/* The request as ctl.error quotes it: one line of valid UTF-8, control characters and
+ * invalid bytes as '?', cut at a character boundary. */
+static void reefctl_echo(char *out, size_t cap, const char *s, size_t len)
+{
+	size_t i = 0, o = 0, k, n;
+
+	while (i < len && o + 1 < cap) {
+		unsigned char c = (unsigned char)s[i];
+		uint32_t cp;
+
+		n = c < 0x80             ? 1
+		    : (c & 0xe0) == 0xc0 ? 2
+		    : (c & 0xf0) == 0xe0 ? 3
+		    : (c & 0xf8) == 0xf0 ? 4
+		                         : 0;
+		cp = n == 1 ? c : n == 2 ? c & 0x1fu : n == 3 ? c & 0x0fu : c & 0x07u;
+		for (k = 1; n && k < n; k++) {
+			if (i + k >= len || ((unsigned char)s[i + k] & 0xc0) != 0x80) {
+				n = 0;
+				break;
+			}
+			cp = (cp << 6) | ((unsigned char)s[i + k] & 0x3fu);
+		}
+		/* overlong forms, surrogates and code points past U+10FFFF are not UTF-8 */
+		if ((n == 2 && cp < 0x80) ||
+		    (n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+		    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+			n = 0;
+		if (n <= 1 || o + n >= cap) {
+			out[o++] = n == 1 && c >= 0x20 && c != 0x7f ? (char)c : '?';
+			i += n ? n : 1;
+			if (n > 1)
+				break;
+			continue;
+		}
+		memcpy(out + o, s + i, n);
+		o += n;
+		i += n;
+	}
+	out[o] = 0;
+}
+
+/* Parses and runs one control request: "refresh [path]", "prefetch <path>" or
+ * "forget <path>", one line (a final newline is allowed). */
+static int reefctl_exec(struct ops_ctx *ctx, const char *data, size_t len)
+{
+	char *s, *cmd, *path, req[256];
+	struct node *n = NULL;
+	size_t i;
+	int r;
+
+	pthread_mutex_lock(&ctx->ctl_lock);
+	ctx->ctl_requests++;
+	pthread_mutex_unlock(&ctx->ctl_lock);
+	s = malloc(len + 1);
+	if (!s)
+		return -ENOMEM;
+	memcpy(s, data, len);
+	s[len] = 0;
+	while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r'))
+		s[--len] = 0;
+	reefctl_echo(req, sizeof(req), s, len);
+	if (memchr(s, 0, len)) {
+		r = reefctl_fail(ctx, req, -EINVAL, "a request is text: it holds a NUL byte");
+		goto out;
+	}
+	if (strchr(s, '\n') || strchr(s, '\r')) {
+		r = reefctl_fail(ctx, req, -EINVAL,
+		                 "one request per write: it holds several lines");
+		goto out;
+	}
+	cmd = s + strspn(s, " \t");
+	path = cmd + strcspn(cmd, " \t");
+	if (*path) {
+		*path++ = 0;
+		path += strspn(path, " \t");
+	}
+	for (i = strlen(path); i > 0 && (path[i - 1] == ' ' || path[i - 1] == '\t'); i--)
+		path[i - 1] = 0;
+	if (strcmp(cmd, "refresh") != 0 && strcmp(cmd, "prefetch") != 0 &&
+	    strcmp(cmd, "forget") != 0) {
+		r = reefctl_fail(ctx, req, -EINVAL,
+		                 "unknown command; one of: refresh [path], prefetch <path>, "
+		                 "forget <path>");
+		goto out;
+	}
+	if (!*path && strcmp(cmd, "refresh") != 0) {
+		r = reefctl_fail(ctx, req, -EINVAL, "%s needs a path (relative to the mount root)",
+		                 cmd);
+		goto out;
+	}
+	if (strlen(path) >= NODE_PATH_MAX) {
+		r = reefctl_fail(ctx, req, -ENAMETOOLONG, "the path is longer than %d bytes",
+		                 NODE_PATH_MAX - 1);
+		goto out;
+	}
+	if (strcmp(cmd, "refresh") == 0) {
+		/* expire every head and listing, then walk the path, which asks the server
+		 * again on the way: a branch found moved is invalidated as the poller would */
+		cache_refresh(ctx->cache);
+		r = 0;
+		if (*path) {
+			r = reefctl_resolve(ctx, path, &n);
+			if (r < 0)
+				r = reefctl_fail(ctx, req, r, "%s",
+				                 r == -EINVAL ? "the path holds . or .."
+				                              : strerror(-r));
+		}
+		goto out;
+	}
+	r = reefctl_resolve(ctx, path, &n);
+	if (r < 0) {
+		r = reefctl_fail(ctx, req, r, "%s",
+		                 r == -EINVAL ? "the path holds . or .." : strerror(-r));
+		goto out;
+	}
+	r = strcmp(cmd, "prefetch") == 0 ? reefctl_prefetch(ctx, req, n)
+	                                 : reefctl_forget(ctx, req, n);
+out:
+	node_put(ctx->nodes, n);
+	free(s);
+	return r;
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+	struct ops_ctx *ctx = ctx_of(req);
+	struct ops_file *f = (struct ops_file *)(uintptr_t)fi->fh;
+	int r;
+
+	(void)off; /* each write is one request, wherever the descriptor points */
+	if (!f || !f->ctl) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (size > OPS_CTL_MAX) {
+		r = reefctl_fail(ctx, "(oversize request)", -EFBIG,
+		                 "%zu bytes; a request is at most %d bytes", size, OPS_CTL_MAX);
+		pthread_mutex_lock(&ctx->ctl_lock);
+		ctx->ctl_requests++;
+		pthread_mutex_unlock(&ctx->ctl_lock);
+	} else {
+		r = reefctl_exec(ctx, buf, size);
+	}
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_write(req, size);
+}
+
 /* ---- directories ---- */
 
-/* d_ino of an entry not looked up yet: a stable number in a range counters never reach. */
+/* A stand-in d_ino for a branch or tag the cache has no commit for yet: the name is
+ * listed, but which revision root it will name is only known at lookup. */
 static uint64_t synthetic_ino(uint64_t dir, const char *name)
 {
 	uint64_t h = 14695981039346656037ULL ^ dir;
@@ -839,25 +1800,85 @@ static int dir_add(struct ops_dir *d, size_t *cap, const char *name, uint64_t in
 	return 0;
 }
 
-/* Lists only names a lookup accepts, so readdir never shows what stat calls ENOENT. */
-static int dir_add_children(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap,
-                            const char *const *paths, size_t n, const char *prefix,
-                            bool (*valid)(const char *))
+/* Adds a child whose node key is (dir, name, oid): its d_ino is the number a lookup of
+ * it gives, so readdir and stat agree. */
+static int dir_add_node(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap, const char *name,
+                        const char *oid, mode_t type)
 {
-	struct node_child *c;
-	size_t nc, i;
+	return dir_add(d, cap, name, node_ino_predict(ctx->nodes, d->node->ino, name, oid), type);
+}
+
+/* Root and namespaces: a name that is a member project's path is that project (keyed by
+ * its id), else a namespace. Lists only names a lookup accepts, so readdir never shows
+ * what stat calls ENOENT. */
+static int dir_add_namespace(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap,
+                             const struct cache_project *list, size_t n)
+{
+	const char **paths = NULL;
+	struct node_child *c = NULL;
+	char full[NODE_PATH_MAX], id[32];
+	size_t nc = 0, i, k;
 	int r;
 
-	r = node_children(paths, n, prefix, &c, &nc);
-	if (r < 0)
-		return r;
+	r = project_paths(list, n, &paths);
+	if (r == 0)
+		r = node_children(paths, n, d->node->path, &c, &nc);
 	for (i = 0; i < nc && r == 0; i++) {
-		uint64_t ino = node_find_ino(ctx->nodes, d->node->ino, c[i].name, "");
+		const char *oid = "";
 
-		if (!valid(c[i].name))
+		if (!node_name_is_gitlab_path(c[i].name))
 			continue;
-		r = dir_add(d, cap, c[i].name, ino ? ino : synthetic_ino(d->node->ino, c[i].name),
-		            S_IFDIR);
+		if (c[i].leaf &&
+		    node_path_join(full, sizeof(full), d->node->path, c[i].name) == 0) {
+			for (k = 0; k < n; k++) {
+				if (strcmp(list[k].path, full) == 0) {
+					snprintf(id, sizeof(id), "%" PRId64, list[k].id);
+					oid = id;
+					break;
+				}
+			}
+		}
+		r = dir_add_node(ctx, d, cap, c[i].name, oid, S_IFDIR);
+	}
+	node_children_free(c, nc);
+	free(paths);
+	return r;
+}
+
+/* The commit a ref named the last time it was resolved, without asking the server. */
+static bool ref_commit_known(struct ops_ctx *ctx, const struct node *dir, const char *ref,
+                             char commit[41])
+{
+	(void)ctx;
+	(void)dir;
+	(void)ref;
+	(void)commit;
+	return false; /* TEMPORARY until cache_ref_peek lands */
+}
+
+/* branches/, tags/ and prefixes: a name some longer ref continues is a prefix directory;
+ * a leaf is the revision root of the commit the ref names, when the cache knows it. */
+static int dir_add_refs(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap, char **names, size_t n)
+{
+	const char *prefix = d->node->kind == NODE_REF_PREFIX ? d->node->path : "";
+	struct node_child *c = NULL;
+	char full[NODE_PATH_MAX], commit[41];
+	size_t nc = 0, i;
+	int r;
+
+	r = node_children((const char *const *)names, n, prefix, &c, &nc);
+	for (i = 0; i < nc && r == 0; i++) {
+		if (!node_name_is_ref_component(c[i].name))
+			continue;
+		if (c[i].inner) {
+			r = dir_add_node(ctx, d, cap, c[i].name, "", S_IFDIR);
+		} else if (node_path_join(full, sizeof(full), prefix, c[i].name) == 0 &&
+		           ref_commit_known(ctx, d->node, full, commit)) {
+			r = dir_add_node(ctx, d, cap, c[i].name, commit, S_IFDIR);
+		} else {
+			r = dir_add(d, cap, c[i].name, synthetic_ino(d->node->ino, c[i].name),
+			            S_IFDIR);
+		}
 	}
 	node_children_free(c, nc);
 	return r;
@@ -867,7 +1888,6 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 {
 	struct node *n = d->node;
 	struct cache_project *list = NULL, p;
-	const char **paths = NULL;
 	char **names = NULL;
 	size_t cap = 0, cnt = 0;
 	int r = 0;
@@ -880,27 +1900,26 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 		if (r < 0)
 			break;
 		r = cache_projects_list(ctx->cache, &list, &cnt);
-		if (r < 0)
-			break;
-		r = project_paths(list, cnt, &paths);
 		if (r == 0)
-			r = dir_add_children(ctx, d, &cap, paths, cnt, n->path,
-			                     node_name_is_gitlab_path);
+			r = dir_add_namespace(ctx, d, &cap, list, cnt);
 		break;
 	case NODE_CTL_DIR:
-		r = dir_add(d, &cap, "status", synthetic_ino(n->ino, "status"), S_IFREG);
+		r = dir_add_node(ctx, d, &cap, "ctl", "", S_IFREG);
+		if (r == 0)
+			r = dir_add_node(ctx, d, &cap, "ctl.error", "", S_IFREG);
+		if (r == 0)
+			r = dir_add_node(ctx, d, &cap, "status", "", S_IFREG);
 		break;
 	case NODE_PROJECT:
 		r = cache_project_get(ctx->cache, n->path, &p);
 		if (r == 0 && p.default_branch[0])
-			r = dir_add(d, &cap, "HEAD", synthetic_ino(n->ino, "HEAD"), S_IFLNK);
+			r = dir_add_node(ctx, d, &cap, "HEAD", p.default_branch, S_IFLNK);
 		if (r == 0)
-			r = dir_add(d, &cap, "branches", synthetic_ino(n->ino, "branches"),
-			            S_IFDIR);
+			r = dir_add_node(ctx, d, &cap, "branches", "", S_IFDIR);
 		if (r == 0)
-			r = dir_add(d, &cap, "tags", synthetic_ino(n->ino, "tags"), S_IFDIR);
+			r = dir_add_node(ctx, d, &cap, "tags", "", S_IFDIR);
 		if (r == 0)
-			r = dir_add(d, &cap, "commits", synthetic_ino(n->ino, "commits"), S_IFDIR);
+			r = dir_add_node(ctx, d, &cap, "commits", "", S_IFDIR);
 		break;
 	case NODE_REFS:
 	case NODE_REF_PREFIX:
@@ -909,9 +1928,7 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 		r = cache_refs_list(ctx->cache, n->project_id, (enum cache_ref_kind)n->ref_kind,
 		                    &names, &cnt);
 		if (r == 0)
-			r = dir_add_children(ctx, d, &cap, (const char *const *)names, cnt,
-			                     n->kind == NODE_REF_PREFIX ? n->path : "",
-			                     node_name_is_ref_component);
+			r = dir_add_refs(ctx, d, &cap, names, cnt);
 		cache_names_free(names, cnt);
 		break;
 	case NODE_REV:
@@ -923,7 +1940,6 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 		r = -ENOTDIR;
 		break;
 	}
-	free(paths);
 	free(list);
 	return r;
 }
@@ -958,6 +1974,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
+	touch_branch(ctx, d->node);
 	r = dir_fill(ctx, d);
 	if (r < 0) {
 		log_remote_error(r, "opendir", d->node->name);
@@ -1019,10 +2036,9 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			st.st_mode = S_IFDIR;
 		} else if (d->listing) {
 			const struct node_dirent *e = &d->listing->e[i - 2];
-			uint64_t in = node_find_ino(ctx->nodes, d->node->ino, e->name, e->oid);
 
 			name = e->name;
-			st.st_ino = in ? in : synthetic_ino(d->node->ino, e->name);
+			st.st_ino = node_ino_predict(ctx->nodes, d->node->ino, e->name, e->oid);
 			st.st_mode = type_of_git_mode(e->mode);
 		} else {
 			name = d->v[i - 2].name;
@@ -1046,7 +2062,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 /* ---- extended attributes ---- */
 
-static int xattr_value(struct ops_ctx *ctx, struct node *n, const char *name, char out[41])
+static int xattr_value(struct ops_ctx *ctx, struct node *n, const char *name, char out[65])
 {
 	struct tree_entry *e = NULL;
 	size_t cnt;
@@ -1058,7 +2074,7 @@ static int xattr_value(struct ops_ctx *ctx, struct node *n, const char *name, ch
 		case NODE_SYMLINK:
 		case NODE_TREE:
 		case NODE_SUBMODULE:
-			snprintf(out, 41, "%s", n->oid);
+			snprintf(out, 65, "%s", n->oid);
 			return 0;
 		case NODE_REV:
 			r = cache_root_tree(ctx->cache, n->project_id, n->commit, out, &e, &cnt);
@@ -1069,7 +2085,11 @@ static int xattr_value(struct ops_ctx *ctx, struct node *n, const char *name, ch
 		}
 	}
 	if (strcmp(name, XATTR_COMMIT) == 0 && n->commit[0]) {
-		snprintf(out, 41, "%s", n->commit);
+		snprintf(out, 65, "%s", n->commit);
+		return 0;
+	}
+	if (strcmp(name, XATTR_LFS) == 0 && n->lfs_oid) {
+		snprintf(out, 65, "%s", n->lfs_oid);
 		return 0;
 	}
 	return -ENODATA;
@@ -1079,7 +2099,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 {
 	struct ops_ctx *ctx = ctx_of(req);
 	struct node *n = node_get(ctx->nodes, ino);
-	char v[41];
+	char v[65];
 	size_t len;
 	int r;
 
@@ -1105,7 +2125,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct ops_ctx *ctx = ctx_of(req);
 	struct node *n = node_get(ctx->nodes, ino);
-	char list[64];
+	char list[128];
 	size_t len = 0;
 
 	if (!n) {
@@ -1127,6 +2147,10 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	if (n->commit[0]) {
 		memcpy(list + len, XATTR_COMMIT, sizeof(XATTR_COMMIT));
 		len += sizeof(XATTR_COMMIT);
+	}
+	if (n->lfs_oid) {
+		memcpy(list + len, XATTR_LFS, sizeof(XATTR_LFS));
+		len += sizeof(XATTR_LFS);
 	}
 	if (size == 0)
 		fuse_reply_xattr(req, len);
@@ -1155,6 +2179,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	if (conn->capable & FUSE_CAP_SPLICE_MOVE)
+		conn->want |= FUSE_CAP_SPLICE_MOVE;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC; /* so O_TRUNC reaches open and is EROFS */
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
@@ -1162,6 +2188,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* contents are immutable per inode: never drop pages because of attributes */
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	/* Sequential readers: let the kernel keep several reads in flight (readahead
+	 * requests are "background" ones), each served by a worker thread. */
+	conn->max_background = OPS_MAX_BACKGROUND;
+	conn->congestion_threshold = OPS_MAX_BACKGROUND * 3 / 4;
 }
 
 static void op_erofs_entry(fuse_req_t req)
@@ -1196,12 +2226,6 @@ static void op_rename(fuse_req_t req, fuse_ino_t p, const char *name, fuse_ino_t
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t np, const char *nn)
-{
-	op_erofs_entry(req);
-}
-
-static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
-                     struct fuse_file_info *fi)
 {
 	op_erofs_entry(req);
 }

@@ -1,6 +1,12 @@
 /* reefd's FUSE low-level operations (daemon/ops.c): the mount grammar of fs/node.h served
- * from the cache layer (daemon/cache.h). Read-only: every write-ish operation is EROFS.
- * The session's userdata is a struct ops_ctx. */
+ * from the cache layer (daemon/cache.h). Read-only, except .reef/ctl: every other
+ * write-ish operation is EROFS. The session's userdata is a struct ops_ctx.
+ *
+ * Background threads owned by the context: one that sends the kernel invalidations
+ * (branches that moved, forgotten objects; never from inside an operation handler, which
+ * could deadlock with the kernel), and a small pool that prefetches the next siblings of
+ * files opened one after the other. Start them with ops_ctx_start once the session
+ * exists, stop them with ops_ctx_stop before the session is destroyed. */
 #ifndef REEF_OPS_H
 #define REEF_OPS_H
 
@@ -13,13 +19,20 @@ struct ops_ctx;
 
 struct ops_opts {
 	const char *server;      /* shown in .reef/status */
+	const char *mountpoint;  /* absolute; lets .reef/ctl accept paths under it */
 	double branch_timeout_s; /* kernel entry timeout for names that can change */
+	double poll_s;           /* branch poll interval: entry timeout of branch roots */
+	unsigned prefetch_ahead; /* siblings prefetched ahead of a sequential reader (0: off) */
 };
 
 int ops_ctx_new(struct ops_ctx **out, const struct ops_opts *o);
 /* The cache is opened after the daemon has forked; attach it before the session loop. */
 void ops_ctx_set_cache(struct ops_ctx *ctx, struct cache *c);
-void ops_ctx_free(struct ops_ctx *ctx); /* accepts NULL; does not free the cache */
+/* Starts the background threads and subscribes to branch moves; 0 or a negative errno. */
+int ops_ctx_start(struct ops_ctx *ctx, struct fuse_session *se);
+/* Unsubscribes and joins the background threads; accepts a context never started. */
+void ops_ctx_stop(struct ops_ctx *ctx);
+void ops_ctx_free(struct ops_ctx *ctx); /* accepts NULL; stops; does not free the cache */
 
 const struct fuse_lowlevel_ops *ops_table(void);
 
