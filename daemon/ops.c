@@ -98,6 +98,15 @@ struct seq_slot {
 	unsigned streak;
 };
 
+/* The commit a branch or tag under a directory resolved to last (keyed by a hash of
+ * directory inode and name), so a listing of branches/ or tags/ can give the d_ino the
+ * lookup will. A fixed table: an entry pushed out only costs a stand-in d_ino. */
+#define REFMEM_SLOTS 1024
+struct refmem {
+	uint64_t dir, hash;
+	char commit[41];
+};
+
 struct ops_ctx {
 	struct cache *cache;
 	struct fuse_session *se;
@@ -118,8 +127,9 @@ struct ops_ctx {
 	struct jobq fetch;
 	bool started;
 
-	pthread_mutex_t seq_lock;
+	pthread_mutex_t seq_lock; /* also guards refmem */
 	struct seq_slot seq[SEQ_SLOTS];
+	struct refmem refmem[REFMEM_SLOTS];
 
 	pthread_mutex_t ctl_lock;
 	char ctl_error[OPS_CTL_ERROR_MAX];
@@ -648,6 +658,47 @@ static double entry_timeout(struct ops_ctx *ctx, const struct node *parent, cons
 
 /* ---- resolving names ---- */
 
+static uint64_t refmem_hash(uint64_t dir, const char *name)
+{
+	uint64_t h = 14695981039346656037ULL ^ dir;
+
+	for (; *name; name++) {
+		h ^= (unsigned char)*name;
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+/* Remembers the commit a ref resolved to under dir, for listings of dir. */
+static void refmem_put(struct ops_ctx *ctx, uint64_t dir, const char *name, const char *commit)
+{
+	uint64_t h = refmem_hash(dir, name);
+	struct refmem *m = &ctx->refmem[h % REFMEM_SLOTS];
+
+	pthread_mutex_lock(&ctx->seq_lock);
+	m->dir = dir;
+	m->hash = h;
+	snprintf(m->commit, sizeof(m->commit), "%s", commit);
+	pthread_mutex_unlock(&ctx->seq_lock);
+}
+
+/* The commit a ref named the last time this mount resolved it, without asking the
+ * server; false for one never resolved (or pushed out of the small table). */
+static bool ref_commit_known(struct ops_ctx *ctx, const struct node *dir, const char *name,
+                             char commit[41])
+{
+	uint64_t h = refmem_hash(dir->ino, name);
+	struct refmem *m = &ctx->refmem[h % REFMEM_SLOTS];
+	bool ok;
+
+	pthread_mutex_lock(&ctx->seq_lock);
+	ok = m->dir == dir->ino && m->hash == h && m->commit[0];
+	if (ok)
+		memcpy(commit, m->commit, 41);
+	pthread_mutex_unlock(&ctx->seq_lock);
+	return ok;
+}
+
 static void log_remote_error(int r, const char *what, const char *name)
 {
 	if (r == -ENOENT)
@@ -755,6 +806,8 @@ static int lookup_rev(struct ops_ctx *ctx, struct node *parent, const char *name
 		return r;
 	if (parent->ref_kind == NODE_REF_BRANCH)
 		cache_branch_touch(ctx->cache, parent->project_id, ref);
+	if (parent->ref_kind != NODE_REF_COMMIT)
+		refmem_put(ctx, parent->ino, name, commit);
 	a.oid = commit;
 	a.commit = commit;
 	return node_lookup(ctx->nodes, parent, name, &a, out);
@@ -1845,17 +1898,6 @@ static int dir_add_namespace(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap
 	return r;
 }
 
-/* The commit a ref named the last time it was resolved, without asking the server. */
-static bool ref_commit_known(struct ops_ctx *ctx, const struct node *dir, const char *ref,
-                             char commit[41])
-{
-	(void)ctx;
-	(void)dir;
-	(void)ref;
-	(void)commit;
-	return false; /* TEMPORARY until cache_ref_peek lands */
-}
-
 /* branches/, tags/ and prefixes: a name some longer ref continues is a prefix directory;
  * a leaf is the revision root of the commit the ref names, when the cache knows it. */
 static int dir_add_refs(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap, char **names, size_t n)
@@ -1873,7 +1915,7 @@ static int dir_add_refs(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap, cha
 		if (c[i].inner) {
 			r = dir_add_node(ctx, d, cap, c[i].name, "", S_IFDIR);
 		} else if (node_path_join(full, sizeof(full), prefix, c[i].name) == 0 &&
-		           ref_commit_known(ctx, d->node, full, commit)) {
+		           ref_commit_known(ctx, d->node, c[i].name, commit)) {
 			r = dir_add_node(ctx, d, cap, c[i].name, commit, S_IFDIR);
 		} else {
 			r = dir_add(d, cap, c[i].name, synthetic_ino(d->node->ino, c[i].name),
