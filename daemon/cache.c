@@ -66,6 +66,7 @@ struct cache_live {
 	unsigned opens;
 	bool starting;    /* a stream is being set up: wait for it */
 	struct stream *s; /* the download in progress (a reference), or NULL */
+	uint64_t reserve; /* bytes s will store once verified (0: streamed through) */
 	struct cache_live *next;
 };
 
@@ -120,7 +121,6 @@ struct cache {
 	int64_t refresh_at;     /* anything fetched before this is stale */
 	struct cache_live *live[CACHE_LIVE_BUCKETS];
 	unsigned in_flight;
-	uint64_t reserved; /* bytes of kept downloads in progress */
 	struct idx_obj touch[CACHE_TOUCH_MAX];
 	size_t ntouch;
 	struct cache_err errs[CACHE_ERRORS];
@@ -1158,6 +1158,22 @@ int cache_set_limit(struct cache *c, uint64_t limit)
 	return 0;
 }
 
+/* Bytes that downloads in progress will store: counted against the limit before they
+ * arrive. A verified one is being published and is counted by the store from then on
+ * (briefly by neither: the limit may be passed by what is in flight, never more). */
+static uint64_t cache_reserved(struct cache *c)
+{
+	uint64_t sum = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (size_t b = 0; b < CACHE_LIVE_BUCKETS; b++)
+		for (struct cache_live *l = c->live[b]; l; l = l->next)
+			if (l->s && l->reserve && stream_state(l->s) == 0)
+				sum += l->reserve;
+	pthread_mutex_unlock(&c->lock);
+	return sum;
+}
+
 /* Evicts least recently used objects nobody has open until what is stored, what is
  * being downloaded to keep and need fit under the limit (to 95 % of it, so that a
  * sequence of misses does not evict at every one). 0 when they fit, -ENOSPC when what
@@ -1172,9 +1188,7 @@ static int cache_evict(struct cache *c, uint64_t need)
 
 	pthread_mutex_lock(&c->evict_lock);
 	odb_usage(c->odb, &bytes, &objects);
-	pthread_mutex_lock(&c->lock);
-	reserved = c->reserved;
-	pthread_mutex_unlock(&c->lock);
+	reserved = cache_reserved(c);
 	if (bytes + reserved + need <= limit)
 		goto out;
 	cache_touch_flush(c);
@@ -1379,7 +1393,6 @@ static void cache_stream_done(void *arg, struct stream *s, int result, const cha
 	struct cache_live *l;
 	struct stream *drop = NULL;
 
-	__atomic_add_fetch(&c->bytes_fetched, stream_fetched(s), __ATOMIC_RELAXED);
 	if (result == 0 && src->keep && !reason)
 		idx_obj_put(c->idx, cache_idx_kind(src->kind), src->oid, src->size, cache_now_ms());
 	if (result < 0)
@@ -1389,9 +1402,9 @@ static void cache_stream_done(void *arg, struct stream *s, int result, const cha
 	else if (reason)
 		log_warn("cache: %s: %s", src->oid, reason);
 	pthread_mutex_lock(&c->lock);
+	/* with the table entry's removal: status never counts these bytes twice */
+	__atomic_add_fetch(&c->bytes_fetched, stream_fetched(s), __ATOMIC_RELAXED);
 	c->in_flight--;
-	if (src->keep)
-		c->reserved -= src->size < c->reserved ? src->size : c->reserved;
 	l = cache_live_find(c, src->kind, src->oid);
 	if (l && l->s == s) {
 		drop = l->s;
@@ -1402,6 +1415,10 @@ static void cache_stream_done(void *arg, struct stream *s, int result, const cha
 	pthread_mutex_unlock(&c->lock);
 	/* the table's reference; the fetcher calling us holds another */
 	stream_unref(drop);
+	/* objects stored while this one was in flight may have passed the limit: now that
+	 * they are all evictable, come back under it */
+	if (result == 0 && src->keep)
+		cache_evict(c, 0);
 }
 
 static int cache_room(void *arg, uint64_t bytes)
@@ -1413,7 +1430,7 @@ static int cache_room(void *arg, uint64_t bytes)
 
 /* Starts the shared download of a large object (l->starting set by the caller). */
 static int cache_stream_start(struct cache *c, int64_t pid, enum odb_kind kind, const char *oid,
-                              uint64_t size, struct stream **out)
+                              uint64_t size, struct stream **out, bool *keep)
 {
 	uint64_t limit = __atomic_load_n(&c->limit, __ATOMIC_RELAXED);
 	struct cache_src *src = calloc(1, sizeof(*src));
@@ -1429,6 +1446,22 @@ static int cache_stream_start(struct cache *c, int64_t pid, enum odb_kind kind, 
 	snprintf(src->oid, sizeof(src->oid), "%s", oid);
 	src->size = size;
 	pthread_mutex_init(&src->lock, NULL);
+	/* the batch API answers before any byte: a missing object is ENOENT to the reader,
+	 * not a poisoned stream */
+	if (kind == ODB_KIND_LFS) {
+		char project[1024];
+
+		r = cache_pid_path(c, pid, project);
+		if (r == 0)
+			r = gl_lfs_target(c->gl, project, oid, size, &src->t);
+		if (r < 0) {
+			if (r == -EIO)
+				cache_err_note(c, "LFS object %s: no download action", oid);
+			cache_src_free(src);
+			return r;
+		}
+		src->have_target = true;
+	}
 	/* an object larger than the cache, or one that cannot fit beside what is open,
 	 * streams through without being kept */
 	src->keep = size <= limit && cache_evict(c, size) == 0;
@@ -1437,8 +1470,6 @@ static int cache_stream_start(struct cache *c, int64_t pid, enum odb_kind kind, 
 		         oid, size);
 	pthread_mutex_lock(&c->lock);
 	c->in_flight++;
-	if (src->keep)
-		c->reserved += size;
 	pthread_mutex_unlock(&c->lock);
 	so.odb = c->odb;
 	so.kind = kind;
@@ -1451,12 +1482,11 @@ static int cache_stream_start(struct cache *c, int64_t pid, enum odb_kind kind, 
 	ss.fetch = cache_src_fetch;
 	ss.free = cache_src_free;
 	ss.arg = src;
+	*keep = src->keep;
 	r = stream_new(out, &so, &ss);
 	if (r < 0) {
 		pthread_mutex_lock(&c->lock);
 		c->in_flight--;
-		if (src->keep)
-			c->reserved -= size < c->reserved ? size : c->reserved;
 		pthread_mutex_unlock(&c->lock);
 		cache_src_free(src);
 	}
@@ -1469,6 +1499,7 @@ static int cache_obj_get(struct cache *c, int64_t pid, enum odb_kind kind, const
 {
 	struct cache_live *l;
 	struct stream *s = NULL;
+	bool keep = false;
 	int r;
 
 	pthread_mutex_lock(&c->lock);
@@ -1514,11 +1545,12 @@ static int cache_obj_get(struct cache *c, int64_t pid, enum odb_kind kind, const
 		l->starting = true;
 		pthread_mutex_unlock(&c->lock);
 		__atomic_add_fetch(&c->misses, 1, __ATOMIC_RELAXED);
-		r = cache_stream_start(c, pid, kind, oid, (uint64_t)size, &s);
+		r = cache_stream_start(c, pid, kind, oid, (uint64_t)size, &s, &keep);
 		pthread_mutex_lock(&c->lock);
 		l->starting = false;
 		if (r == 0 && stream_state(s) == 0) {
 			l->s = s; /* the table's reference, dropped when it is done */
+			l->reserve = keep ? (uint64_t)size : 0;
 			stream_ref(s);
 		}
 		pthread_cond_broadcast(&c->done);

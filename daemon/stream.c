@@ -49,7 +49,7 @@ struct stream {
 	uint64_t hashed;
 	bool hashing, finishing, notified;
 	bool settled; /* done() returned: the outcome is final and the cache knows it */
-	int ranges; /* -1 not known yet, 0 the source ignores ranges, 1 it honours them */
+	int ranges;   /* -1 not known yet, 0 the source ignores ranges, 1 it honours them */
 	struct stream_fetcher f[STREAM_FETCHERS];
 	unsigned active;
 	int state; /* 0 running, 1 verified, < 0 failed */
@@ -604,9 +604,12 @@ ssize_t stream_pread(struct stream *s, void *buf, size_t n, uint64_t off)
 			return r;
 		}
 		pe = stream_present_end(s, off);
-		if (pe >= off + n)
+		/* the last byte only once the whole object verified: a reader that reads to
+		 * the end (cat, cp, a checksum) never completes on wrong content */
+		if (pe >= off + n && (off + n < s->size || s->state == 1))
 			break;
-		stream_jump(s, pe);
+		if (pe < off + n)
+			stream_jump(s, pe);
 		pthread_cond_wait(&s->cond, &s->lock);
 	}
 	pthread_mutex_unlock(&s->lock);

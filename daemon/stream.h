@@ -7,10 +7,11 @@
  * reader waits far ahead of every fetcher and the source honours ranges, a new fetcher
  * starts at that offset (at most STREAM_FETCHERS per object). The content is hashed in
  * order (inline for the sequential stream, from the file for bytes that arrived out of
- * order) and compared with the id when complete: then it is published into the store
- * (or, when not kept, dropped at the last close). Any failure — a transfer error, a stall,
- * too few or too many bytes, a hash mismatch — poisons the object: every read from then
- * on is -EIO, and nothing is stored. The source knows HTTP; this module does not. */
+ * order) and compared with the id when complete (a read that includes the last byte
+ * waits for that, so reading to the end never succeeds on wrong content): then it is published into
+ * the store (or, when not kept, dropped at the last close). Any failure — a transfer error, a
+ * stall, too few or too many bytes, a hash mismatch — poisons the object: every read from then on
+ * is -EIO, and nothing is stored. The source knows HTTP; this module does not. */
 #ifndef REEF_STREAM_H
 #define REEF_STREAM_H
 

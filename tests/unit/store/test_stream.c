@@ -282,6 +282,8 @@ static void test_faults(struct odb *o)
 	fake_init(&f, data, n);
 	f.corrupt_at = n / 2;
 	s = start(o, &f, oid, true, &d);
+	/* reading to the end waits for verification: it fails, not completes wrongly */
+	CHECK_EQ_INT(stream_pread(s, buf, n, 0), -EIO);
 	CHECK_EQ_INT(stream_wait(s), -EIO);
 	CHECK_EQ_INT(stream_pread(s, buf, 100, 0), -EIO);
 	CHECK_EQ_INT(stream_fd(s), -1);
