@@ -608,6 +608,10 @@ int node_child_kind(const struct node *parent, const char *name, enum node_ref_k
 			return NODE_CONTROL;
 		if (strcmp(name, "ctl.error") == 0)
 			return NODE_CONTROL_ERROR;
+		if (strcmp(name, "processors") == 0)
+			return NODE_ML_DIR;
+		if (strcmp(name, "usage.json") == 0)
+			return NODE_ML_FILE;
 		return -ENOENT;
 	case NODE_NAMESPACE:
 		return node_name_is_gitlab_path(name) ? NODE_NAMESPACE : -ENOENT;
@@ -620,6 +624,8 @@ int node_child_kind(const struct node *parent, const char *name, enum node_ref_k
 			*ref_kind = NODE_REF_TAG;
 		else if (strcmp(name, "commits") == 0)
 			*ref_kind = NODE_REF_COMMIT;
+		else if (strcmp(name, "experiments") == 0 || strcmp(name, "pipelines") == 0)
+			return NODE_ML_DIR;
 		else
 			return -ENOENT;
 		return NODE_REFS;
@@ -634,6 +640,10 @@ int node_child_kind(const struct node *parent, const char *name, enum node_ref_k
 		return node_name_is_entry(name) ? NODE_TREE : -ENOENT;
 	case NODE_SUBMODULE:
 		return -ENOENT;
+	case NODE_ML_DIR: /* the rest of the grammar is mlfs's */
+		return node_name_is_entry(name) ? NODE_ML_DIR : -ENOENT;
+	case NODE_ML_FILE:
+	case NODE_ML_CTL:
 	case NODE_STATUS:
 	case NODE_CONTROL:
 	case NODE_CONTROL_ERROR:
@@ -830,9 +840,12 @@ mode_t node_st_mode(const struct node *n)
 	switch (n->kind) {
 	case NODE_STATUS:
 	case NODE_CONTROL_ERROR:
+	case NODE_ML_FILE:
 		return S_IFREG | 0444;
 	case NODE_CONTROL:
 		return S_IFREG | 0200;
+	case NODE_ML_CTL: /* reading the descriptor written shows the request's fate */
+		return S_IFREG | 0644;
 	case NODE_HEAD:
 		return S_IFLNK | 0777;
 	case NODE_FILE:
@@ -848,6 +861,7 @@ mode_t node_st_mode(const struct node *n)
 	case NODE_REV:
 	case NODE_TREE:
 	case NODE_SUBMODULE:
+	case NODE_ML_DIR:
 		break;
 	}
 	return S_IFDIR | 0755;
@@ -889,6 +903,9 @@ bool node_entry_is_immutable(const struct node *parent)
 	case NODE_HEAD:
 	case NODE_FILE:
 	case NODE_SYMLINK:
+	case NODE_ML_DIR:
+	case NODE_ML_FILE:
+	case NODE_ML_CTL:
 		break;
 	}
 	return false;

@@ -14,6 +14,10 @@
  *       branches/<name>/ tags/<name>/   NODE_REV: the root tree of the commit the ref names
  *       commits/<sha>/                  NODE_REV (full or abbreviated sha)
  *   inside a NODE_REV: NODE_TREE, NODE_FILE, NODE_SYMLINK, NODE_SUBMODULE.
+ *   /.reef/processors/…, /.reef/usage.json, <project>/experiments/…,
+ *   <project>/pipelines/…             NODE_ML_DIR, NODE_ML_FILE, NODE_ML_CTL (daemon/mlfs.c
+ *                                       knows their grammar; an experiment's outputs/ is
+ *                                       a NODE_TREE of its branch)
  *
  * Identity: a node is keyed by (parent inode, name, oid) where oid is the object the node
  * shows (commit for a revision root, tree or blob id below it, project id for a project).
@@ -60,6 +64,11 @@ enum node_kind {
 	NODE_FILE,
 	NODE_SYMLINK,
 	NODE_SUBMODULE,
+	/* experiments, pipelines and processors (daemon/mlfs.h): path is the path below
+	 * the project or the mount, oid the job id for job-bound nodes */
+	NODE_ML_DIR,
+	NODE_ML_FILE,
+	NODE_ML_CTL,
 };
 
 /* Same values as enum cache_ref_kind (daemon/cache.h) so the daemon can pass them on. */

@@ -1,0 +1,1515 @@
+/* Experiments, pipelines and processors in the mount: see mlfs.h. */
+#include "mlfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "ctl.h"
+#include "mlops.h"
+#include "node.h"
+#include "reef/buf.h"
+#include "reef/jsonx.h"
+#include "reef/log.h"
+#include "svg.h"
+
+#define ML_RENDER_MAX     ((size_t)64 << 20)
+#define ML_ERRORS         64
+#define ML_LOG_REFETCH_MS 200
+
+enum ml_what {
+	W_NONE,
+	W_EXPS,
+	W_EXP_LAUNCH,
+	W_EXP_LAUNCH_ERR,
+	W_EXP,
+	W_EXP_FILE,
+	W_EXP_CTL,
+	W_EXP_CTL_ERR,
+	W_EXP_OUTPUTS,
+	W_EXP_ARTS,
+	W_PIPES,
+	W_PIPE_LAUNCH,
+	W_PIPE_LAUNCH_ERR,
+	W_PIPE,
+	W_PIPE_FILE,
+	W_PIPE_CTL,
+	W_PIPE_CTL_ERR,
+	W_JOBS,
+	W_JOB,
+	W_JOB_FILE,
+	W_JOB_ARTS,
+	W_PROCS,
+	W_PROC,
+	W_PROC_FILE,
+	W_USAGE,
+};
+
+/* A path of the ML tree, taken apart. */
+struct ml_loc {
+	enum ml_what w;
+	char name[NODE_PATH_MAX]; /* experiment, job name or processor slug */
+	int64_t pipeline;
+	char file[32];           /* the file's name, for *_FILE */
+	char sub[NODE_PATH_MAX]; /* below artifacts/: "" or "dir/file" */
+};
+
+static const char *const ml_exp_files[] = {
+    "experiment.json", "status", "params.json", "metrics.json", "metrics.svg", "log", NULL};
+static const char *const ml_pipe_files[] = {"pipeline.json", "status", NULL};
+static const char *const ml_job_files[] = {"job.json", "status", "log", NULL};
+static const char *const ml_proc_files[] = {"processor.json", "README.md", NULL};
+
+struct ml_error {
+	char key[NODE_PATH_MAX + 32];
+	char msg[CTL_ERR_MAX + 96];
+	uint64_t seq;
+};
+
+struct mlfs_file {
+	struct mlfs_file *prev, *next;
+	int64_t project_id;
+	struct ml_loc loc;
+	char *data; /* a rendered snapshot */
+	size_t len;
+	int fd; /* an artifact member, or -1 */
+	/* logs: read past the end asks again while the job runs */
+	int64_t job_id;
+	bool finished;
+	int64_t fetched_ms;
+	pthread_mutex_t lock;
+	/* control files */
+	bool ctl;
+	struct buf in;
+	int64_t req_id;
+	char err[CTL_ERR_MAX + 96];
+	char errkey[NODE_PATH_MAX + 32];
+};
+
+struct mlfs {
+	struct node_table *nodes;
+	struct cache *cache;
+	struct mlops *m;
+	pthread_mutex_t lock; /* errors and handles */
+	struct ml_error errors[ML_ERRORS];
+	uint64_t err_seq;
+	struct mlfs_file handles; /* list head */
+};
+
+/* ---- paths ---- */
+
+static bool ml_in(const char *s, const char *const *set)
+{
+	for (; *set; set++)
+		if (!strcmp(s, *set))
+			return true;
+	return false;
+}
+
+static bool ml_id_ok(const char *s, int64_t *out)
+{
+	size_t n = strlen(s);
+	char *end;
+
+	if (n == 0 || n > 18 || s[0] == '0' || strspn(s, "0123456789") != n)
+		return false;
+	*out = strtoll(s, &end, 10);
+	return *out > 0;
+}
+
+static bool ml_slug_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n > 0 && n <= 64 && s[0] != '-' &&
+	       strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
+}
+
+/* An experiment name shown by the mount: what the hub accepts, minus the names of the
+ * control files beside them. */
+static bool ml_exp_name_ok(const char *s)
+{
+	return ctl_name_ok(s) && strcmp(s, "launch") && strcmp(s, "launch.error");
+}
+
+static int ml_parse(const char *path, struct ml_loc *l)
+{
+	char buf[NODE_PATH_MAX], *seg[8], *save = NULL, *s;
+	size_t n = 0, rest = 0;
+
+	memset(l, 0, sizeof(*l));
+	if (strlen(path) >= sizeof(buf))
+		return -ENAMETOOLONG;
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (s = strtok_r(buf, "/", &save); s; s = strtok_r(NULL, "/", &save)) {
+		if (n == 8)
+			return -ENOENT;
+		seg[n++] = s;
+		/* below artifacts/ the rest is a member path */
+		if (n >= 3 && !strcmp(seg[n - 1], "artifacts") &&
+		    ((!strcmp(seg[0], "experiments") && n == 3) ||
+		     (!strcmp(seg[0], "pipelines") && n == 5))) {
+			rest = (size_t)(s + strlen(s) - buf);
+			if (path[rest] == '/')
+				snprintf(l->sub, sizeof(l->sub), "%s", path + rest + 1);
+			break;
+		}
+	}
+	if (n == 0)
+		return -ENOENT;
+	if (!strcmp(seg[0], "experiments")) {
+		if (n == 1)
+			return l->w = W_EXPS, 0;
+		if (n == 2 && !strcmp(seg[1], "launch"))
+			return l->w = W_EXP_LAUNCH, 0;
+		if (n == 2 && !strcmp(seg[1], "launch.error"))
+			return l->w = W_EXP_LAUNCH_ERR, 0;
+		if (!ml_exp_name_ok(seg[1]))
+			return -ENOENT;
+		snprintf(l->name, sizeof(l->name), "%s", seg[1]);
+		if (n == 2)
+			return l->w = W_EXP, 0;
+		if (n > 3)
+			return -ENOENT;
+		if (!strcmp(seg[2], "ctl"))
+			return l->w = W_EXP_CTL, 0;
+		if (!strcmp(seg[2], "ctl.error"))
+			return l->w = W_EXP_CTL_ERR, 0;
+		if (!strcmp(seg[2], "outputs"))
+			return l->w = W_EXP_OUTPUTS, 0;
+		if (!strcmp(seg[2], "artifacts"))
+			return l->w = W_EXP_ARTS, 0;
+		if (!ml_in(seg[2], ml_exp_files))
+			return -ENOENT;
+		snprintf(l->file, sizeof(l->file), "%s", seg[2]);
+		return l->w = W_EXP_FILE, 0;
+	}
+	if (!strcmp(seg[0], "pipelines")) {
+		if (n == 1)
+			return l->w = W_PIPES, 0;
+		if (n == 2 && !strcmp(seg[1], "launch"))
+			return l->w = W_PIPE_LAUNCH, 0;
+		if (n == 2 && !strcmp(seg[1], "launch.error"))
+			return l->w = W_PIPE_LAUNCH_ERR, 0;
+		if (!ml_id_ok(seg[1], &l->pipeline))
+			return -ENOENT;
+		if (n == 2)
+			return l->w = W_PIPE, 0;
+		if (n == 3 && !strcmp(seg[2], "ctl"))
+			return l->w = W_PIPE_CTL, 0;
+		if (n == 3 && !strcmp(seg[2], "ctl.error"))
+			return l->w = W_PIPE_CTL_ERR, 0;
+		if (n == 3 && ml_in(seg[2], ml_pipe_files)) {
+			snprintf(l->file, sizeof(l->file), "%s", seg[2]);
+			return l->w = W_PIPE_FILE, 0;
+		}
+		if (strcmp(seg[2], "jobs"))
+			return -ENOENT;
+		if (n == 3)
+			return l->w = W_JOBS, 0;
+		snprintf(l->name, sizeof(l->name), "%s", seg[3]);
+		if (n == 4)
+			return l->w = W_JOB, 0;
+		if (n == 5 && !strcmp(seg[4], "artifacts"))
+			return l->w = W_JOB_ARTS, 0;
+		if (n == 5 && ml_in(seg[4], ml_job_files)) {
+			snprintf(l->file, sizeof(l->file), "%s", seg[4]);
+			return l->w = W_JOB_FILE, 0;
+		}
+		return -ENOENT;
+	}
+	if (!strcmp(seg[0], ".reef")) {
+		if (n == 2 && !strcmp(seg[1], "usage.json"))
+			return l->w = W_USAGE, 0;
+		if (strcmp(seg[1], "processors") || n > 4)
+			return -ENOENT;
+		if (n == 2)
+			return l->w = W_PROCS, 0;
+		if (!ml_slug_ok(seg[2]))
+			return -ENOENT;
+		snprintf(l->name, sizeof(l->name), "%s", seg[2]);
+		if (n == 3)
+			return l->w = W_PROC, 0;
+		if (!ml_in(seg[3], ml_proc_files))
+			return -ENOENT;
+		snprintf(l->file, sizeof(l->file), "%s", seg[3]);
+		return l->w = W_PROC_FILE, 0;
+	}
+	return -ENOENT;
+}
+
+/* The ML path of a node: its own path for ML nodes, "" for a project and ".reef" for
+ * the control directory. */
+static const char *ml_node_path(const struct node *n)
+{
+	if (n->kind == NODE_PROJECT)
+		return "";
+	if (n->kind == NODE_CTL_DIR)
+		return ".reef";
+	return n->path;
+}
+
+static bool ml_is_ctl_file(enum ml_what w)
+{
+	return w == W_EXP_LAUNCH || w == W_PIPE_LAUNCH || w == W_EXP_CTL || w == W_PIPE_CTL;
+}
+
+static bool ml_is_dir(enum ml_what w)
+{
+	switch (w) {
+	case W_EXPS:
+	case W_EXP:
+	case W_EXP_OUTPUTS:
+	case W_PIPES:
+	case W_PIPE:
+	case W_JOBS:
+	case W_JOB:
+	case W_PROCS:
+	case W_PROC:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* ---- errors of control files ---- */
+
+static const char *ml_errno_name(int r)
+{
+	switch (-r) {
+	case EINVAL:
+		return "EINVAL";
+	case ENOENT:
+		return "ENOENT";
+	case EACCES:
+		return "EACCES";
+	case EFBIG:
+		return "EFBIG";
+	case EEXIST:
+		return "EEXIST";
+	case EIO:
+		return "EIO";
+	default:
+		return "error";
+	}
+}
+
+static void ml_error_key(char *out, size_t n, int64_t project_id, const char *ctl_path)
+{
+	snprintf(out, n, "%" PRId64 ":%s", project_id, ctl_path);
+}
+
+/* msg NULL clears the key's error. */
+static void ml_error_set(struct mlfs *ml, const char *key, const char *msg)
+{
+	struct ml_error *slot = NULL;
+
+	pthread_mutex_lock(&ml->lock);
+	for (size_t i = 0; i < ML_ERRORS; i++)
+		if (!strcmp(ml->errors[i].key, key))
+			slot = &ml->errors[i];
+	if (!slot && msg) {
+		slot = &ml->errors[0];
+		for (size_t i = 1; i < ML_ERRORS; i++)
+			if (ml->errors[i].seq < slot->seq)
+				slot = &ml->errors[i];
+	}
+	if (slot && msg) {
+		snprintf(slot->key, sizeof(slot->key), "%s", key);
+		snprintf(slot->msg, sizeof(slot->msg), "%s", msg);
+		slot->seq = ++ml->err_seq;
+	} else if (slot) {
+		memset(slot, 0, sizeof(*slot));
+	}
+	pthread_mutex_unlock(&ml->lock);
+}
+
+static char *ml_error_get(struct mlfs *ml, const char *key)
+{
+	char *s = NULL;
+
+	pthread_mutex_lock(&ml->lock);
+	for (size_t i = 0; i < ML_ERRORS; i++)
+		if (!strcmp(ml->errors[i].key, key))
+			s = strdup(ml->errors[i].msg);
+	pthread_mutex_unlock(&ml->lock);
+	return s ? s : strdup("");
+}
+
+static void ml_error_format(char *out, size_t n, int r, const char *reason)
+{
+	char when[32];
+	time_t now = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&now, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	snprintf(out, n, "%s %s: %s\n", when, ml_errno_name(r), reason);
+}
+
+/* A request the server refused on delivery: its control file's .error says why. */
+static void ml_on_done(void *arg, const struct journal_entry *e)
+{
+	struct mlfs *ml = arg;
+	char path[NODE_PATH_MAX], key[NODE_PATH_MAX + 32], msg[CTL_ERR_MAX + 96], why[600];
+
+	if (e->state != JOURNAL_FAILED)
+		return;
+	if (!strcmp(e->kind, "experiment"))
+		snprintf(path, sizeof(path), "experiments/launch");
+	else if (!strcmp(e->kind, "pipeline"))
+		snprintf(path, sizeof(path), "pipelines/launch");
+	else if (!strcmp(e->kind, "experiment-ctl"))
+		snprintf(path, sizeof(path), "experiments/%s/ctl", e->target);
+	else
+		snprintf(path, sizeof(path), "pipelines/%s/ctl", e->target);
+	ml_error_key(key, sizeof(key), e->project_id, path);
+	snprintf(why, sizeof(why), "request %" PRId64 " refused by the server: %s", e->id,
+	         e->error);
+	ml_error_format(msg, sizeof(msg),
+	                e->http_status == 404                            ? -ENOENT
+	                : e->http_status == 403 || e->http_status == 401 ? -EACCES
+	                : e->http_status == 409                          ? -EEXIST
+	                                                                 : -EINVAL,
+	                why);
+	ml_error_set(ml, key, msg);
+}
+
+/* ---- life ---- */
+
+int mlfs_new(struct mlfs **out, struct node_table *nodes, struct cache *cache, struct mlops *m)
+{
+	struct mlfs *ml = calloc(1, sizeof(*ml));
+
+	*out = NULL;
+	if (!ml)
+		return -ENOMEM;
+	ml->nodes = nodes;
+	ml->cache = cache;
+	ml->m = m;
+	pthread_mutex_init(&ml->lock, NULL);
+	ml->handles.prev = ml->handles.next = &ml->handles;
+	mlops_on_done(m, ml_on_done, ml);
+	*out = ml;
+	return 0;
+}
+
+static void ml_file_free(struct mlfs_file *f)
+{
+	if (!f)
+		return;
+	free(f->data);
+	if (f->fd >= 0)
+		close(f->fd);
+	buf_free(&f->in);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+}
+
+void mlfs_free(struct mlfs *ml)
+{
+	if (!ml)
+		return;
+	mlops_on_done(ml->m, NULL, NULL);
+	while (ml->handles.next != &ml->handles) {
+		struct mlfs_file *f = ml->handles.next;
+
+		f->prev->next = f->next;
+		f->next->prev = f->prev;
+		ml_file_free(f);
+	}
+	pthread_mutex_destroy(&ml->lock);
+	free(ml);
+}
+
+/* ---- experiments as the server or the journal shows them ---- */
+
+static void ml_iso(double t, char out[32])
+{
+	time_t s = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&s, &tm);
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* A launch still in the journal, shown as an experiment: status queued, or failed with
+ * the server's reason when it refused it. */
+static json_t *ml_local_view(const struct journal_entry *e)
+{
+	json_t *req = e->body ? json_loads(e->body, 0, NULL) : NULL, *o;
+	char when[32];
+
+	ml_iso(e->created_at, when);
+	o = json_pack(
+	    "{s:s, s:s, s:s, s:o, s:o, s:o, s:{s:I, s:s, s:s, s:i}}", "name", e->target, "status",
+	    e->state == JOURNAL_QUEUED ? "queued" : "failed", "queued_at", when, "params",
+	    json_object_get(req, "params") ? json_incref(json_object_get(req, "params"))
+	                                   : json_object(),
+	    "request", req ? req : json_object(), "error",
+	    e->state == JOURNAL_FAILED || e->error[0] ? json_string(e->error) : json_null(),
+	    "journal", "id", (json_int_t)e->id, "key", e->key, "state",
+	    journal_state_name(e->state), "attempts", e->attempts);
+	if (o)
+		json_object_set_new(o, "metrics", json_array());
+	return o;
+}
+
+static int ml_exp_view(struct mlfs *ml, int64_t pid, const char *name, json_t **out, bool *local)
+{
+	struct journal_entry *e = NULL;
+	size_t n = 0, pick = SIZE_MAX;
+	int r = mlops_experiment(ml->m, pid, name, out);
+
+	*local = false;
+	if (r == 0 || (r != -ENOENT && r != -EIO))
+		return r;
+	if (journal_pending(mlops_journal(ml->m), pid, "experiment", &e, &n) < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(e[i].target, name) &&
+		    (pick == SIZE_MAX || e[i].state == JOURNAL_QUEUED))
+			pick = i;
+	if (pick != SIZE_MAX) {
+		*out = ml_local_view(&e[pick]);
+		*local = true;
+		r = *out ? 0 : -ENOMEM;
+	}
+	journal_entries_free(e, n);
+	return r;
+}
+
+static int64_t ml_job_of(const json_t *exp)
+{
+	json_t *j = json_object_get(exp, "job_id");
+
+	return json_is_integer(j) ? (int64_t)json_integer_value(j) : 0;
+}
+
+static bool ml_finished(const char *status)
+{
+	return status && (!strcmp(status, "success") || !strcmp(status, "failed") ||
+	                  !strcmp(status, "canceled") || !strcmp(status, "skipped"));
+}
+
+/* The output folder of an experiment on its branch: the tree id and the commit. */
+static int ml_outputs(struct mlfs *ml, int64_t pid, const json_t *exp, char tree[41],
+                      char commit[41], char *opath, size_t opath_len)
+{
+	const char *branch = jsonx_str(exp, "branch"), *out = jsonx_str(exp, "output_path");
+	struct tree_entry *e = NULL;
+	char cur[41], walked[NODE_PATH_MAX] = "";
+	const char *p;
+	size_t n = 0;
+	int r;
+
+	if (!branch || !out || !*out)
+		return -ENOENT;
+	r = mlops_branch_head(ml->m, pid, branch, commit);
+	if (r < 0)
+		return r;
+	r = cache_root_tree(ml->cache, pid, commit, cur, &e, &n);
+	for (p = out; r == 0 && *p;) {
+		const char *slash = strchr(p, '/');
+		size_t len = slash ? (size_t)(slash - p) : strlen(p), i;
+		bool found = false;
+
+		for (i = 0; i < n; i++) {
+			if (strlen(e[i].name) == len && !memcmp(e[i].name, p, len) &&
+			    e[i].mode == TREE_MODE_DIR) {
+				found = true;
+				memcpy(cur, e[i].oid, 41);
+				break;
+			}
+		}
+		free(e);
+		e = NULL;
+		n = 0;
+		if (!found)
+			return -ENOENT;
+		snprintf(walked + strlen(walked), sizeof(walked) - strlen(walked), "%s%.*s",
+		         walked[0] ? "/" : "", (int)len, p);
+		p = slash ? slash + 1 : p + len;
+		if (*p)
+			r = cache_tree(ml->cache, pid, commit, walked, cur, &e, &n);
+	}
+	free(e);
+	if (r < 0)
+		return r;
+	memcpy(tree, cur, 41);
+	snprintf(opath, opath_len, "%s", walked);
+	return 0;
+}
+
+static int ml_job_by_name(struct mlfs *ml, int64_t pid, int64_t pipeline, const char *name,
+                          json_t **out)
+{
+	json_t *jobs = NULL, *j, *best = NULL;
+	size_t i;
+	int r = mlops_jobs(ml->m, pid, pipeline, &jobs);
+
+	*out = NULL;
+	if (r < 0)
+		return r;
+	json_array_foreach(jobs, i, j)
+	{
+		const char *jn = jsonx_str(j, "name");
+
+		if (jn && !strcmp(jn, name) &&
+		    (!best || jsonx_int(j, "id", 0) > jsonx_int(best, "id", 0)))
+			best = j;
+	}
+	if (best)
+		*out = json_incref(best);
+	json_decref(jobs);
+	return best ? 0 : -ENOENT;
+}
+
+/* The job an artifacts or log node belongs to. */
+static int64_t ml_oid_job(const struct node *n)
+{
+	return strtoll(n->oid, NULL, 10);
+}
+
+/* Member files of a job's artifacts; a job without any (or still running) has none. */
+static int ml_arts(struct mlfs *ml, int64_t pid, int64_t job, char ***names, uint64_t **sizes,
+                   size_t *n)
+{
+	json_t *j = NULL;
+	int r;
+
+	*names = NULL;
+	*sizes = NULL;
+	*n = 0;
+	if (job <= 0)
+		return 0;
+	r = mlops_job(ml->m, pid, job, &j);
+	if (r < 0)
+		return r;
+	if (!ml_finished(jsonx_str(j, "status")) || !json_object_get(j, "artifacts_file")) {
+		json_decref(j);
+		return 0;
+	}
+	json_decref(j);
+	r = mlops_artifacts(ml->m, pid, job, names, sizes, n);
+	return r == -ENOENT ? 0 : r;
+}
+
+/* What sub (a path below artifacts/) is in the job's artifacts: 1 a file (*size set),
+ * 2 a directory, 0 nothing. */
+static int ml_arts_classify(char **names, uint64_t *sizes, size_t n, const char *sub,
+                            uint64_t *size)
+{
+	size_t sl = strlen(sub);
+
+	if (!sl)
+		return 2;
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(names[i], sub)) {
+			*size = sizes[i];
+			return 1;
+		}
+		if (!strncmp(names[i], sub, sl) && names[i][sl] == '/')
+			return 2;
+	}
+	return 0;
+}
+
+/* ---- lookup ---- */
+
+static int ml_node(struct mlfs *ml, struct node *parent, const char *name, enum node_kind kind,
+                   const char *path, const char *oid, struct node **out)
+{
+	struct node_attrs a = {.kind = kind, .path = path, .oid = oid};
+
+	return node_lookup(ml->nodes, parent, name, &a, out);
+}
+
+int mlfs_lookup(struct mlfs *ml, struct node *parent, const char *name, struct node **out)
+{
+	char path[NODE_PATH_MAX], oid[32] = "";
+	const char *base = NULL;
+	struct ml_loc l;
+	json_t *v = NULL;
+	bool local;
+	int64_t pid = parent->project_id;
+	int r;
+
+	*out = NULL;
+	if (!ml)
+		return -ENOENT;
+	base = ml_node_path(parent);
+	if (snprintf(path, sizeof(path), "%s%s%s", base, *base ? "/" : "", name) >=
+	    (int)sizeof(path))
+		return -ENAMETOOLONG;
+	r = ml_parse(path, &l);
+	if (r < 0)
+		return r;
+	switch (l.w) {
+	case W_EXP:
+		r = ml_exp_view(ml, pid, l.name, &v, &local);
+		break;
+	case W_EXP_OUTPUTS: {
+		char tree[41], commit[41], opath[NODE_PATH_MAX];
+		struct node_attrs a = {.kind = NODE_TREE};
+
+		r = ml_exp_view(ml, pid, l.name, &v, &local);
+		if (r < 0)
+			break;
+		if (!local && ml_outputs(ml, pid, v, tree, commit, opath, sizeof(opath)) == 0) {
+			/* the ordinary revision machinery from here on */
+			a.oid = tree;
+			a.tree = tree;
+			a.commit = commit;
+			a.path = opath;
+			json_decref(v);
+			return node_lookup(ml->nodes, parent, name, &a, out);
+		}
+		json_decref(v);
+		return ml_node(ml, parent, name, NODE_ML_DIR, path, "", out);
+	}
+	case W_EXP_ARTS:
+		if (!l.sub[0]) {
+			r = ml_exp_view(ml, pid, l.name, &v, &local);
+			if (r == 0)
+				snprintf(oid, sizeof(oid), "%" PRId64, ml_job_of(v));
+			break;
+		}
+		/* fallthrough */
+	case W_JOB_ARTS:
+		if (l.w == W_JOB_ARTS && !l.sub[0]) {
+			snprintf(oid, sizeof(oid), "%s", parent->oid);
+			break;
+		}
+		{
+			char **names;
+			uint64_t *sizes, size = 0;
+			size_t n;
+			int cls;
+
+			snprintf(oid, sizeof(oid), "%s", parent->oid);
+			r = ml_arts(ml, pid, ml_oid_job(parent), &names, &sizes, &n);
+			if (r < 0)
+				return r;
+			cls = ml_arts_classify(names, sizes, n, l.sub, &size);
+			mlops_artifacts_free(names, sizes, n);
+			if (cls == 0)
+				return -ENOENT;
+			return ml_node(ml, parent, name, cls == 1 ? NODE_ML_FILE : NODE_ML_DIR,
+			               path, oid, out);
+		}
+	case W_PIPE:
+		r = mlops_pipeline(ml->m, pid, l.pipeline, &v);
+		break;
+	case W_JOB:
+		r = ml_job_by_name(ml, pid, l.pipeline, l.name, &v);
+		if (r == 0)
+			snprintf(oid, sizeof(oid), "%" PRId64, (int64_t)jsonx_int(v, "id", 0));
+		break;
+	case W_JOB_FILE:
+		snprintf(oid, sizeof(oid), "%s", parent->oid);
+		break;
+	case W_PROC:
+		r = mlops_processor(ml->m, l.name, &v);
+		break;
+	default:
+		break;
+	}
+	json_decref(v);
+	if (r < 0)
+		return r;
+	if (ml_is_ctl_file(l.w))
+		return ml_node(ml, parent, name, NODE_ML_CTL, path, "", out);
+	return ml_node(ml, parent, name,
+	               ml_is_dir(l.w) || l.w == W_EXP_ARTS || l.w == W_JOB_ARTS ? NODE_ML_DIR
+	                                                                        : NODE_ML_FILE,
+	               path, oid, out);
+}
+
+/* ---- listing ---- */
+
+static int ml_add_set(mlfs_add_fn add, void *arg, const char *const *set, const char *oid)
+{
+	int r = 0;
+
+	for (; *set && r == 0; set++)
+		r = add(arg, *set, oid, S_IFREG);
+	return r;
+}
+
+static int ml_list_exps(struct mlfs *ml, int64_t pid, mlfs_add_fn add, void *arg)
+{
+	struct journal_entry *e = NULL;
+	json_t *list = NULL, *x;
+	size_t n = 0, i, k;
+	int r;
+
+	r = add(arg, "launch", "", S_IFREG);
+	if (r == 0)
+		r = add(arg, "launch.error", "", S_IFREG);
+	if (r < 0)
+		return r;
+	if (mlops_experiments(ml->m, pid, &list) < 0)
+		list = NULL; /* what waits in the journal still shows */
+	json_array_foreach(list, i, x)
+	{
+		const char *name = jsonx_str(x, "name");
+
+		if (name && ml_exp_name_ok(name) && (r = add(arg, name, "", S_IFDIR)) < 0)
+			break;
+	}
+	if (r == 0 && journal_pending(mlops_journal(ml->m), pid, "experiment", &e, &n) == 0) {
+		for (k = 0; k < n && r == 0; k++) {
+			bool dup = false;
+
+			json_array_foreach(list, i, x) if (!strcmp(jsonx_str(x, "name") ?: "",
+			                                           e[k].target)) dup = true;
+			for (i = 0; i < k; i++)
+				dup |= !strcmp(e[i].target, e[k].target);
+			if (!dup && ml_exp_name_ok(e[k].target))
+				r = add(arg, e[k].target, "", S_IFDIR);
+		}
+		journal_entries_free(e, n);
+	}
+	json_decref(list);
+	return r;
+}
+
+static int ml_list_arts(struct mlfs *ml, int64_t pid, int64_t job, const char *sub, const char *oid,
+                        mlfs_add_fn add, void *arg)
+{
+	char **names, **seen = NULL;
+	uint64_t *sizes;
+	size_t n, nseen = 0, sl = strlen(sub);
+	int r = ml_arts(ml, pid, job, &names, &sizes, &n);
+
+	if (r < 0)
+		return r;
+	seen = calloc(n + 1, sizeof(*seen));
+	if (!seen) {
+		mlops_artifacts_free(names, sizes, n);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n && r == 0; i++) {
+		const char *rest = names[i], *slash;
+		char comp[256];
+		size_t cl;
+		bool dup = false;
+
+		if (sl) {
+			if (strncmp(rest, sub, sl) || rest[sl] != '/')
+				continue;
+			rest += sl + 1;
+		}
+		slash = strchr(rest, '/');
+		cl = slash ? (size_t)(slash - rest) : strlen(rest);
+		if (cl == 0 || cl >= sizeof(comp))
+			continue;
+		memcpy(comp, rest, cl);
+		comp[cl] = '\0';
+		for (size_t k = 0; k < nseen; k++)
+			dup |= !strcmp(seen[k], comp);
+		if (dup)
+			continue;
+		seen[nseen] = strdup(comp);
+		if (!seen[nseen]) {
+			r = -ENOMEM;
+			break;
+		}
+		nseen++;
+		r = add(arg, comp, oid, slash ? S_IFDIR : S_IFREG);
+	}
+	for (size_t k = 0; k < nseen; k++)
+		free(seen[k]);
+	free(seen);
+	mlops_artifacts_free(names, sizes, n);
+	return r;
+}
+
+int mlfs_list(struct mlfs *ml, const struct node *dir, mlfs_add_fn add, void *arg)
+{
+	int64_t pid = dir->project_id;
+	json_t *v = NULL, *x;
+	struct ml_loc l;
+	bool local;
+	size_t i;
+	int r;
+
+	if (!ml)
+		return 0;
+	if (dir->kind == NODE_PROJECT) {
+		r = add(arg, "experiments", "", S_IFDIR);
+		return r == 0 ? add(arg, "pipelines", "", S_IFDIR) : r;
+	}
+	if (dir->kind == NODE_CTL_DIR) {
+		r = add(arg, "processors", "", S_IFDIR);
+		return r == 0 ? add(arg, "usage.json", "", S_IFREG) : r;
+	}
+	r = ml_parse(dir->path, &l);
+	if (r < 0)
+		return r;
+	switch (l.w) {
+	case W_EXPS:
+		return ml_list_exps(ml, pid, add, arg);
+	case W_EXP: {
+		char tree[41], commit[41], opath[NODE_PATH_MAX], job[32];
+
+		r = ml_exp_view(ml, pid, l.name, &v, &local);
+		if (r < 0)
+			return r;
+		snprintf(job, sizeof(job), "%" PRId64, ml_job_of(v));
+		r = ml_add_set(add, arg, ml_exp_files, "");
+		if (r == 0)
+			r = add(arg, "ctl", "", S_IFREG);
+		if (r == 0)
+			r = add(arg, "ctl.error", "", S_IFREG);
+		if (r == 0)
+			r = add(arg, "outputs",
+			        !local && ml_outputs(ml, pid, v, tree, commit, opath,
+			                             sizeof(opath)) == 0
+			            ? tree
+			            : "",
+			        S_IFDIR);
+		if (r == 0)
+			r = add(arg, "artifacts", job, S_IFDIR);
+		break;
+	}
+	case W_EXP_OUTPUTS:
+		return 0; /* no output folder on the branch (yet) */
+	case W_EXP_ARTS:
+	case W_JOB_ARTS:
+		return ml_list_arts(ml, pid, ml_oid_job(dir), l.sub, dir->oid, add, arg);
+	case W_PIPES:
+		r = add(arg, "launch", "", S_IFREG);
+		if (r == 0)
+			r = add(arg, "launch.error", "", S_IFREG);
+		if (r == 0 && mlops_pipelines(ml->m, pid, &v) == 0) {
+			json_array_foreach(v, i, x)
+			{
+				char id[32];
+
+				snprintf(id, sizeof(id), "%" PRId64,
+				         (int64_t)jsonx_int(x, "id", 0));
+				if ((r = add(arg, id, "", S_IFDIR)) < 0)
+					break;
+			}
+		}
+		break;
+	case W_PIPE:
+		r = ml_add_set(add, arg, ml_pipe_files, "");
+		if (r == 0)
+			r = add(arg, "ctl", "", S_IFREG);
+		if (r == 0)
+			r = add(arg, "ctl.error", "", S_IFREG);
+		if (r == 0)
+			r = add(arg, "jobs", "", S_IFDIR);
+		break;
+	case W_JOBS:
+		r = mlops_jobs(ml->m, pid, l.pipeline, &v);
+		if (r < 0)
+			return r;
+		json_array_foreach(v, i, x)
+		{
+			const char *name = jsonx_str(x, "name");
+			char id[32];
+			json_t *best = NULL;
+
+			if (!name || !node_name_is_entry(name))
+				continue;
+			/* one entry per name: the newest job of that name */
+			if (ml_job_by_name(ml, pid, l.pipeline, name, &best) < 0 ||
+			    jsonx_int(best, "id", 0) != jsonx_int(x, "id", 0)) {
+				json_decref(best);
+				continue;
+			}
+			json_decref(best);
+			snprintf(id, sizeof(id), "%" PRId64, (int64_t)jsonx_int(x, "id", 0));
+			if ((r = add(arg, name, id, S_IFDIR)) < 0)
+				break;
+		}
+		break;
+	case W_JOB:
+		r = ml_add_set(add, arg, ml_job_files, dir->oid);
+		if (r == 0)
+			r = add(arg, "artifacts", dir->oid, S_IFDIR);
+		break;
+	case W_PROCS:
+		r = mlops_processors(ml->m, &v);
+		if (r < 0)
+			return r;
+		json_array_foreach(v, i, x)
+		{
+			const char *slug = jsonx_str(x, "slug");
+
+			if (slug && ml_slug_ok(slug) && (r = add(arg, slug, "", S_IFDIR)) < 0)
+				break;
+		}
+		break;
+	case W_PROC:
+		r = ml_add_set(add, arg, ml_proc_files, "");
+		break;
+	default:
+		r = -ENOTDIR;
+		break;
+	}
+	json_decref(v);
+	return r;
+}
+
+/* ---- content ---- */
+
+static int ml_dump(json_t *v, struct buf *out)
+{
+	char *s = json_dumps(v, JSON_INDENT(2) | JSON_SORT_KEYS);
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	r = buf_puts(out, s);
+	if (r == 0)
+		r = buf_puts(out, "\n");
+	free(s);
+	return r;
+}
+
+static void ml_readme(const json_t *p, struct buf *b)
+{
+	const char *slug = jsonx_str(p, "slug") ?: "";
+	json_t *params = json_object_get(p, "parameters"), *x, *metrics;
+	size_t i;
+
+	buf_printf(b, "# %s (`%s`)\n\n", jsonx_str(p, "name") ?: slug, slug);
+	if (jsonx_str(p, "description") && *jsonx_str(p, "description"))
+		buf_printf(b, "%s\n\n", jsonx_str(p, "description"));
+	buf_printf(b, "- type: %s\n", jsonx_str(p, "type") ?: "?");
+	buf_printf(b, "- data: %s -> %s\n", jsonx_str(p, "input_data_type") ?: "any",
+	           jsonx_str(p, "output_data_type") ?: "any");
+	if (jsonx_str(p, "command"))
+		buf_printf(b, "- command: `%s`\n", jsonx_str(p, "command"));
+	if (jsonx_str(p, "code_project_path"))
+		buf_printf(b, "- code: %s at %.12s\n", jsonx_str(p, "code_project_path"),
+		           jsonx_str(p, "sha") ?: "?");
+	buf_puts(b, "\n## Parameters\n\n");
+	if (json_array_size(params) == 0)
+		buf_puts(b, "None.\n");
+	else
+		buf_puts(b, "| name | type | required | default | description |\n"
+		            "|---|---|---|---|---|\n");
+	json_array_foreach(params, i, x)
+	{
+		char *def = json_object_get(x, "default")
+		                ? json_dumps(json_object_get(x, "default"), JSON_ENCODE_ANY)
+		                : NULL;
+
+		buf_printf(b, "| %s | %s | %s | %s | %s |\n", jsonx_str(x, "name") ?: "?",
+		           jsonx_str(x, "type") ?: "?",
+		           jsonx_bool(x, "required", false) ? "yes" : "no", def ? def : "",
+		           jsonx_str(x, "description") ?: "");
+		free(def);
+	}
+	metrics = json_object_get(p, "metrics");
+	if (json_array_size(metrics)) {
+		buf_puts(b, "\n## Metrics\n\n");
+		json_array_foreach(metrics, i, x)
+		    buf_printf(b, "%s%s", i ? ", " : "", json_string_value(x) ?: "?");
+		buf_puts(b, "\n");
+	}
+	buf_printf(b,
+	           "\n## Launch\n\nFrom a data project in the mount:\n\n"
+	           "    printf 'processor=%s\\n' > <group>/<project>/experiments/launch\n",
+	           slug);
+}
+
+/* Renders a generated file (not logs, artifact members or control files). */
+static int ml_render(struct mlfs *ml, const struct node *n, const struct ml_loc *l, struct buf *out)
+{
+	int64_t pid = n->project_id;
+	json_t *v = NULL;
+	bool local = false;
+	int r = 0;
+
+	switch (l->w) {
+	case W_EXP_LAUNCH_ERR:
+	case W_PIPE_LAUNCH_ERR:
+	case W_EXP_CTL_ERR:
+	case W_PIPE_CTL_ERR: {
+		char key[NODE_PATH_MAX + 32], *msg;
+		size_t len = strlen(n->path);
+
+		/* the control file is the error file's path without ".error" */
+		snprintf(key, sizeof(key), "%" PRId64 ":%.*s", pid, (int)(len - 6), n->path);
+		msg = ml_error_get(ml, key);
+		if (!msg)
+			return -ENOMEM;
+		r = buf_puts(out, msg);
+		free(msg);
+		return r;
+	}
+	case W_EXP_FILE:
+		r = ml_exp_view(ml, pid, l->name, &v, &local);
+		if (r < 0)
+			return r;
+		if (!strcmp(l->file, "experiment.json")) {
+			r = ml_dump(v, out);
+		} else if (!strcmp(l->file, "status")) {
+			r = buf_printf(out, "%s\n", jsonx_str(v, "status") ?: "unknown");
+		} else if (!strcmp(l->file, "params.json")) {
+			json_t *p = json_object_get(v, "params");
+
+			r = p ? ml_dump(p, out) : buf_puts(out, "{}\n");
+		} else if (!strcmp(l->file, "metrics.json")) {
+			json_t *m = json_object_get(v, "metrics");
+
+			r = m ? ml_dump(m, out) : buf_puts(out, "[]\n");
+		} else if (!strcmp(l->file, "metrics.svg")) {
+			char title[300];
+
+			snprintf(title, sizeof(title), "experiment %.120s (%.80s)", l->name,
+			         jsonx_str(json_object_get(v, "processor"), "slug") ?: "processor");
+			r = svg_metrics(json_object_get(v, "metrics"), title, out);
+		}
+		break;
+	case W_PIPE_FILE:
+		r = mlops_pipeline(ml->m, pid, l->pipeline, &v);
+		if (r < 0)
+			return r;
+		r = !strcmp(l->file, "status")
+		        ? buf_printf(out, "%s\n", jsonx_str(v, "status") ?: "unknown")
+		        : ml_dump(v, out);
+		break;
+	case W_JOB_FILE:
+		r = mlops_job(ml->m, pid, ml_oid_job(n), &v);
+		if (r < 0)
+			return r;
+		r = !strcmp(l->file, "status")
+		        ? buf_printf(out, "%s\n", jsonx_str(v, "status") ?: "unknown")
+		        : ml_dump(v, out);
+		break;
+	case W_PROC_FILE:
+		r = mlops_processor(ml->m, l->name, &v);
+		if (r < 0)
+			return r;
+		if (!strcmp(l->file, "processor.json"))
+			r = ml_dump(v, out);
+		else
+			ml_readme(v, out);
+		break;
+	case W_USAGE:
+		r = mlops_usage(ml->m, &v);
+		if (r == 0)
+			r = ml_dump(v, out);
+		break;
+	default:
+		r = -EINVAL;
+		break;
+	}
+	json_decref(v);
+	return r;
+}
+
+static bool ml_is_log(const struct ml_loc *l)
+{
+	return (l->w == W_EXP_FILE || l->w == W_JOB_FILE) && !strcmp(l->file, "log");
+}
+
+static bool ml_is_artifact(const struct ml_loc *l)
+{
+	return (l->w == W_EXP_ARTS || l->w == W_JOB_ARTS) && l->sub[0];
+}
+
+/* The job of a log and whether it has finished. */
+static int ml_log_job(struct mlfs *ml, const struct node *n, const struct ml_loc *l, int64_t *job,
+                      bool *finished)
+{
+	json_t *v = NULL;
+	bool local;
+	int r;
+
+	*job = 0;
+	*finished = false;
+	if (l->w == W_EXP_FILE) {
+		r = ml_exp_view(ml, n->project_id, l->name, &v, &local);
+		if (r < 0)
+			return r;
+		*job = ml_job_of(v);
+		*finished =
+		    local ? jsonx_str(v, "status") && !strcmp(jsonx_str(v, "status"), "failed")
+		          : ml_finished(jsonx_str(v, "status"));
+	} else {
+		*job = ml_oid_job(n);
+		r = mlops_job(ml->m, n->project_id, *job, &v);
+		if (r < 0)
+			return r;
+		*finished = ml_finished(jsonx_str(v, "status"));
+	}
+	json_decref(v);
+	return 0;
+}
+
+off_t mlfs_size(struct mlfs *ml, const struct node *n)
+{
+	struct buf b = BUF_INIT(ML_RENDER_MAX);
+	struct ml_loc l;
+	off_t size = 0;
+
+	if (!ml || n->kind == NODE_ML_CTL || ml_parse(n->path, &l) < 0)
+		return 0;
+	if (ml_is_log(&l)) {
+		int64_t job;
+		bool fin;
+		char *t = NULL;
+		size_t len = 0;
+
+		if (ml_log_job(ml, n, &l, &job, &fin) == 0 && job > 0 &&
+		    mlops_trace(ml->m, n->project_id, job, &t, &len) == 0)
+			size = (off_t)len;
+		free(t);
+		return size;
+	}
+	if (ml_is_artifact(&l)) {
+		char **names;
+		uint64_t *sizes, s = 0;
+		size_t cnt;
+
+		if (ml_arts(ml, n->project_id, ml_oid_job(n), &names, &sizes, &cnt) == 0) {
+			if (ml_arts_classify(names, sizes, cnt, l.sub, &s) == 1)
+				size = (off_t)s;
+			mlops_artifacts_free(names, sizes, cnt);
+		}
+		return size;
+	}
+	if (ml_render(ml, n, &l, &b) == 0)
+		size = (off_t)b.len;
+	buf_free(&b);
+	return size;
+}
+
+/* ---- files ---- */
+
+static int64_t ml_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int ml_log_fetch(struct mlfs *ml, struct mlfs_file *f)
+{
+	char *t = NULL;
+	size_t len = 0;
+	int r;
+
+	f->fetched_ms = ml_now_ms();
+	if (f->job_id <= 0)
+		return 0;
+	r = mlops_trace(ml->m, f->project_id, f->job_id, &t, &len);
+	if (r < 0)
+		return r;
+	/* a log only grows; a shorter answer (a retried job restarts it) replaces it */
+	free(f->data);
+	f->data = t;
+	f->len = len;
+	return 0;
+}
+
+void mlfs_open(struct mlfs *ml, fuse_req_t req, const struct node *n, struct fuse_file_info *fi)
+{
+	struct mlfs_file *f;
+	int acc = fi->flags & O_ACCMODE, r = 0;
+
+	if (!ml) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	f->fd = -1;
+	f->project_id = n->project_id;
+	pthread_mutex_init(&f->lock, NULL);
+	buf_init(&f->in, CTL_MAX);
+	r = ml_parse(n->path, &f->loc);
+	if (r < 0)
+		goto out;
+	if (n->kind == NODE_ML_CTL) {
+		f->ctl = true;
+		ml_error_key(f->errkey, sizeof(f->errkey), n->project_id, n->path);
+	} else if (acc != O_RDONLY || (fi->flags & O_TRUNC)) {
+		r = -EACCES;
+		goto out;
+	} else if (ml_is_log(&f->loc)) {
+		bool fin;
+
+		r = ml_log_job(ml, n, &f->loc, &f->job_id, &fin);
+		if (r == 0)
+			r = ml_log_fetch(ml, f);
+		f->finished = fin;
+	} else if (ml_is_artifact(&f->loc)) {
+		r = mlops_artifact_open(ml->m, n->project_id, ml_oid_job(n), f->loc.sub, &f->fd);
+		if (r == 0)
+			fi->keep_cache = 1; /* a finished job's artifacts never change */
+	} else {
+		struct buf b = BUF_INIT(ML_RENDER_MAX);
+
+		r = ml_render(ml, n, &f->loc, &b);
+		f->len = b.len;
+		f->data = buf_steal(&b);
+	}
+	if (r < 0)
+		goto out;
+	if (f->fd < 0)
+		fi->direct_io = 1; /* generated: sizes are only known once rendered */
+	fi->nonseekable = 0;
+	pthread_mutex_lock(&ml->lock);
+	f->next = ml->handles.next;
+	f->prev = &ml->handles;
+	f->next->prev = f;
+	ml->handles.next = f;
+	pthread_mutex_unlock(&ml->lock);
+	fi->fh = (uint64_t)(uintptr_t)f | 1;
+	if (fuse_reply_open(req, fi) != 0) {
+		pthread_mutex_lock(&ml->lock);
+		f->prev->next = f->next;
+		f->next->prev = f->prev;
+		pthread_mutex_unlock(&ml->lock);
+		ml_file_free(f);
+	}
+	return;
+out:
+	if (r != -ENOENT)
+		log_warn("open %s: %s", n->path, strerror(-r));
+	ml_file_free(f);
+	fuse_reply_err(req, -r);
+}
+
+static struct mlfs_file *ml_file(const struct fuse_file_info *fi)
+{
+	return (struct mlfs_file *)(uintptr_t)(fi->fh & ~(uint64_t)1);
+}
+
+/* What reading a control file's descriptor shows: the fate of the request written on
+ * it (live from the journal), or why the last write on it failed. */
+static int ml_ctl_render(struct mlfs *ml, struct mlfs_file *f, struct buf *out)
+{
+	struct journal_entry e;
+	json_t *o, *res;
+	int r;
+
+	if (!f->req_id)
+		return buf_puts(out, f->err);
+	r = journal_get(mlops_journal(ml->m), f->req_id, &e);
+	if (r < 0)
+		return r;
+	res = e.result ? json_loads(e.result, 0, NULL) : NULL;
+	o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:i, s:I, s:o, s:o}", "request", (json_int_t)e.id,
+	              "key", e.key, "state", journal_state_name(e.state), "kind", e.kind, "target",
+	              e.target, "attempts", e.attempts, "http_status", (json_int_t)e.http_status,
+	              "error", e.error[0] ? json_string(e.error) : json_null(), "result",
+	              res ? res : json_null());
+	journal_entry_clear(&e);
+	if (!o)
+		return -ENOMEM;
+	r = ml_dump(o, out);
+	json_decref(o);
+	return r;
+}
+
+void mlfs_read(struct mlfs *ml, fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct mlfs_file *f = ml_file(fi);
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (f->fd >= 0) {
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+
+		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		bv.buf[0].fd = f->fd;
+		bv.buf[0].pos = off;
+		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+		return;
+	}
+	pthread_mutex_lock(&f->lock);
+	if (f->ctl) {
+		struct buf b = BUF_INIT(ML_RENDER_MAX);
+
+		/* rendered at offset 0, so a reader polling from the start sees it move */
+		if (off == 0 || !f->data) {
+			ml_ctl_render(ml, f, &b);
+			free(f->data);
+			f->len = b.len;
+			f->data = buf_steal(&b);
+		}
+		buf_free(&b);
+	} else if (ml_is_log(&f->loc) && (uint64_t)off + size > f->len && !f->finished &&
+	           ml_now_ms() - f->fetched_ms >= ML_LOG_REFETCH_MS) {
+		/* a reader at the end of a growing log (tail -f): ask again */
+		int64_t job;
+		bool fin = false;
+		int r;
+
+		if (f->loc.w == W_JOB_FILE) {
+			json_t *j = NULL;
+
+			if (mlops_job(ml->m, f->project_id, f->job_id, &j) == 0)
+				fin = ml_finished(jsonx_str(j, "status"));
+			json_decref(j);
+		} else {
+			json_t *v = NULL;
+			bool local;
+
+			if (ml_exp_view(ml, f->project_id, f->loc.name, &v, &local) == 0) {
+				fin = ml_finished(jsonx_str(v, "status"));
+				job = ml_job_of(v);
+				if (job > 0 && f->job_id <= 0)
+					f->job_id = job;
+			}
+			json_decref(v);
+		}
+		r = ml_log_fetch(ml, f);
+		if (r == 0)
+			f->finished = fin;
+	}
+	{
+		size_t o = (size_t)off < f->len ? (size_t)off : f->len;
+		size_t n = f->len - o < size ? f->len - o : size;
+
+		fuse_reply_buf(req, f->data ? f->data + o : "", n);
+	}
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* Submits the request accumulated on f. 0 submitted, -EAGAIN incomplete, else refused. */
+static int ml_submit(struct mlfs *ml, struct mlfs_file *f)
+{
+	char err[CTL_ERR_MAX] = "", name[CTL_NAME_MAX + 1];
+	const char *d = f->in.data ? f->in.data : "";
+	size_t len = f->in.len;
+	int64_t id = 0;
+	int r;
+
+	switch (f->loc.w) {
+	case W_EXP_LAUNCH:
+		r = mlops_experiment_launch(ml->m, f->project_id, d, len, &id, name, err);
+		break;
+	case W_PIPE_LAUNCH:
+		r = mlops_pipeline_launch(ml->m, f->project_id, d, len, &id, err);
+		break;
+	case W_EXP_CTL:
+		r = mlops_experiment_ctl(ml->m, f->project_id, f->loc.name, d, len, &id, err);
+		break;
+	case W_PIPE_CTL:
+		r = mlops_pipeline_ctl(ml->m, f->project_id, f->loc.pipeline, d, len, &id, err);
+		break;
+	default:
+		r = -EINVAL;
+		snprintf(err, sizeof(err), "not a control file");
+		break;
+	}
+	if (r == -EAGAIN)
+		return r;
+	if (r < 0) {
+		ml_error_format(f->err, sizeof(f->err), r, err[0] ? err : strerror(-r));
+		ml_error_set(ml, f->errkey, f->err);
+		log_info("control write refused: %s", err[0] ? err : strerror(-r));
+		buf_reset(&f->in); /* the descriptor may try again */
+		return r;
+	}
+	f->req_id = id;
+	ml_error_set(ml, f->errkey, NULL);
+	return 0;
+}
+
+void mlfs_write(struct mlfs *ml, fuse_req_t req, const char *buf, size_t size, off_t off,
+                struct fuse_file_info *fi)
+{
+	struct mlfs_file *f = ml_file(fi);
+	int r;
+
+	(void)off; /* requests accumulate in the descriptor, wherever it points */
+	if (!f->ctl) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	pthread_mutex_lock(&f->lock);
+	if (f->req_id) {
+		ml_error_format(f->err, sizeof(f->err), -EINVAL,
+		                "one request per open: this descriptor already sent one");
+		ml_error_set(ml, f->errkey, f->err);
+		r = -EINVAL;
+	} else if (f->in.len + size > CTL_MAX) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "request of %zu bytes or more; at most %d",
+		         f->in.len + size, CTL_MAX);
+		ml_error_format(f->err, sizeof(f->err), -EFBIG, why);
+		ml_error_set(ml, f->errkey, f->err);
+		buf_reset(&f->in);
+		r = -EFBIG;
+	} else {
+		r = buf_append(&f->in, buf, size);
+		if (r == 0)
+			r = ml_submit(ml, f);
+		if (r == -EAGAIN)
+			r = 0; /* part of a JSON object: the write that completes it submits it */
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_write(req, size);
+}
+
+void mlfs_flush(struct mlfs *ml, fuse_req_t req, struct fuse_file_info *fi)
+{
+	struct mlfs_file *f = ml_file(fi);
+	int r = 0;
+
+	pthread_mutex_lock(&f->lock);
+	if (f->ctl && !f->req_id && f->in.len > 0) {
+		ml_error_format(f->err, sizeof(f->err), -EINVAL,
+		                "unfinished JSON object at close: nothing was sent");
+		ml_error_set(ml, f->errkey, f->err);
+		buf_reset(&f->in);
+		r = -EINVAL;
+	}
+	pthread_mutex_unlock(&f->lock);
+	fuse_reply_err(req, -r);
+}
+
+void mlfs_release(struct mlfs *ml, fuse_req_t req, struct fuse_file_info *fi)
+{
+	struct mlfs_file *f = ml_file(fi);
+
+	pthread_mutex_lock(&ml->lock);
+	f->prev->next = f->next;
+	f->next->prev = f->prev;
+	pthread_mutex_unlock(&ml->lock);
+	ml_file_free(f);
+	fuse_reply_err(req, 0);
+}
+
+void mlfs_status(struct mlfs *ml, json_t *status)
+{
+	int64_t q, failed, delivered;
+
+	if (!ml)
+		return;
+	journal_counts(mlops_journal(ml->m), &q, &failed, &delivered);
+	json_object_set_new(status, "queued_control_writes", json_integer(q));
+	json_object_set_new(status, "control_writes",
+	                    json_pack("{s:I, s:I, s:I}", "queued", (json_int_t)q, "failed",
+	                              (json_int_t)failed, "delivered", (json_int_t)delivered));
+}
