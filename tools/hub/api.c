@@ -392,7 +392,7 @@ json_t *hub_project_json(struct hub_req *req, const struct hub_project *p, bool 
 	json_object_set_new(o, "container_registry_enabled", json_false());
 	json_object_set_new(o, "repository_access_level", json_string("enabled"));
 	json_object_set_new(o, "builds_access_level", json_string("enabled"));
-	json_object_set_new(o, "ci_config_path", json_null());
+	hub_ci_project_fields(p, o);
 	json_object_set_new(o, "creator_id", json_null());
 	json_object_set_new(o, "open_issues_count", json_integer(0));
 	json_object_set_new(o, "shared_runners_enabled", json_true());
@@ -789,6 +789,51 @@ static int project_resolve(struct hub_req *req, struct hub_resp *resp, const cha
 	return 0;
 }
 
+/* PUT /projects/:id: of GitLab's editable attributes, ci_config_path (maintainers);
+ * any other attribute is refused by name rather than ignored. */
+static void route_project_update(struct hub_req *req, struct hub_resp *resp, const char *raw)
+{
+	struct hub_project p;
+	json_t *params = NULL, *v;
+	const char *key;
+	int r;
+
+	if (project_resolve(req, resp, raw, &p) < 0)
+		return;
+	if (!req->user || p.access < HUB_ACCESS_MAINTAINER) {
+		hub_resp_error(resp, 403, "403 Forbidden");
+		return;
+	}
+	if (hub_req_params(req, &params) < 0 || !json_is_object(params)) {
+		hub_resp_error(resp, 400, "400 Bad request");
+		goto out;
+	}
+	json_object_foreach(params, key, v)
+	{
+		if (strcmp(key, "ci_config_path") && strcmp(key, "id")) {
+			json_t *m =
+			    json_pack("{s:[s]}", key, "is not an attribute reef-hub can change");
+
+			hub_resp_json(resp, 400, json_pack("{s:o}", "message", m));
+			goto out;
+		}
+	}
+	r = hub_ci_project_update(&p, params);
+	if (r == -EINVAL) {
+		hub_resp_json(resp, 400,
+		              json_pack("{s:{s:[s]}}", "message", "ci_config_path",
+		                        "must be a relative path inside the repository"));
+		goto out;
+	}
+	if (r < 0) {
+		hub_resp_error(resp, 500, "500 Internal Server Error");
+		goto out;
+	}
+	hub_resp_json(resp, 200, hub_project_json(req, &p, false));
+out:
+	json_decref(params);
+}
+
 void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 {
 	char *seg[API_MAX_SEGMENTS] = {NULL};
@@ -854,6 +899,9 @@ void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 	           !ci_rest) {
 		if (project_resolve(req, resp, seg[1], &p) == 0)
 			hub_resp_json(resp, 200, hub_project_json(req, &p, false));
+	} else if (n == 2 && strcmp(seg[0], "projects") == 0 && strcmp(req->method, "PUT") == 0 &&
+	           !repo_rest && !ci_rest) {
+		route_project_update(req, resp, seg[1]);
 	} else if (n == 2 && strcmp(seg[0], "projects") == 0 && repo_rest) {
 		if (project_resolve(req, resp, seg[1], &p) < 0)
 			goto out;

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "hub_ci.h"
 #include "reef/log.h"
 #include "reef/util.h"
 
@@ -360,6 +361,59 @@ static void touch_activity(struct hub_git *g)
 	sqlite3_finalize(st);
 }
 
+/* Runs the CI hook for every ref the push created or updated and that now points at the
+ * pushed commit (a rejected update leaves it elsewhere). Commands are the pkt-lines that
+ * precede the pack: "<old> <new> <ref>[\0caps]\n", ended by a flush packet. */
+static void push_ci_hooks(struct hub_git *g)
+{
+	char data[65536];
+	ssize_t got = g->spool >= 0 ? pread(g->spool, data, sizeof(data) - 1, 0) : -1;
+	git_repository *repo = NULL;
+	struct hub_project p;
+	char id[32];
+	size_t off = 0;
+
+	snprintf(id, sizeof(id), "%lld", (long long)g->project_id);
+	if (got <= 0 || hub_project_load(g->hub, id, &p) < 0 ||
+	    git_repository_open_bare(&repo, g->repo) < 0)
+		return;
+	data[got] = '\0';
+	while (off + 4 <= (size_t)got) {
+		char hex[5], ref[512], sha[41];
+		unsigned long len;
+		const char *line;
+		size_t rl;
+		git_oid now;
+		bool tag;
+
+		memcpy(hex, data + off, 4);
+		hex[4] = '\0';
+		len = strtoul(hex, NULL, 16);
+		if (len < 4 || off + len > (size_t)got)
+			break;
+		line = data + off + 4;
+		off += len;
+		if (len - 4 <= 83 || line[40] != ' ' || line[81] != ' ')
+			continue;
+		rl = strcspn(line + 82, "\n");
+		if (rl > len - 4 - 82)
+			rl = len - 4 - 82;
+		if (rl >= sizeof(ref) || strspn(line + 41, "0") >= 40)
+			continue; /* too long, or a deletion */
+		memcpy(ref, line + 82, rl);
+		ref[rl] = '\0';
+		memcpy(sha, line + 41, 40);
+		sha[40] = '\0';
+		tag = strncmp(ref, "refs/tags/", 10) == 0;
+		if ((!tag && strncmp(ref, "refs/heads/", 11) != 0) ||
+		    git_reference_name_to_id(&now, repo, ref) < 0 ||
+		    strcmp(git_oid_tostr_s(&now), sha) != 0)
+			continue;
+		hub_ci_on_push(g->hub, &p, ref + (tag ? 10 : 11), tag, sha);
+	}
+	git_repository_free(repo);
+}
+
 /* Reaps http-backend; after a successful push, fixes HEAD before the client sees the
  * end of the response, so whatever it does next sees the new default branch. */
 static void child_finish(struct hub_git *g)
@@ -377,6 +431,7 @@ static void child_finish(struct hub_git *g)
 	} else if (g->endpoint == GIT_RECEIVE_PACK) {
 		head_fix(g);
 		touch_activity(g);
+		push_ci_hooks(g);
 	}
 }
 

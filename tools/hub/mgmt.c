@@ -26,6 +26,7 @@
 #include "core.h"
 #include "hub_ci.h"
 #include "lfs.h"
+#include "idem.h"
 #include "reef/jsonx.h"
 #include "reef/log.h"
 #include "reef/util.h"
@@ -1499,6 +1500,10 @@ int hub_ci_init(struct hub *h)
 		ci_runner_stop();
 		return -EIO;
 	}
+	if ((r = hub_idem_init()) < 0) {
+		ci_runner_stop();
+		return r;
+	}
 	ci_pipeline_hook_set(mg_on_pipeline);
 	/* launches whose pipeline ended while no hub ran it (restart) catch up */
 	ci_db_exec(NULL,
@@ -1526,7 +1531,7 @@ void hub_ci_transfer_add(int64_t project_id, uint64_t bytes)
 
 #define MG_MAX_SEGMENTS 8
 
-void hub_mgmt_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
+static void mg_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 {
 	char *copy = strdup(rest), *seg[MG_MAX_SEGMENTS] = {NULL}, *s, *save = NULL;
 	size_t n = 0;
@@ -1575,4 +1580,14 @@ void hub_mgmt_route(struct hub_req *req, struct hub_resp *resp, const char *rest
 	}
 out:
 	free(copy);
+}
+
+void hub_mgmt_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
+{
+	struct hub_idem *idem;
+
+	if (hub_idem_begin(req, resp, &idem))
+		return;
+	mg_route(req, resp, rest);
+	hub_idem_end(idem, resp);
 }

@@ -14,6 +14,7 @@
 
 #include "core.h"
 #include "hub_ci.h"
+#include "idem.h"
 #include "reef/jsonx.h"
 #include "reef/log.h"
 #include "reef/util.h"
@@ -850,8 +851,8 @@ static bool pl_can_read(const struct hub_project *p)
 	return strcmp(p->visibility, "private") || p->access >= HUB_ACCESS_REPORTER;
 }
 
-void hub_ci_project_route(struct hub_req *req, struct hub_resp *resp, const struct hub_project *p,
-                          const char *rest)
+static void pl_route(struct hub_req *req, struct hub_resp *resp, const struct hub_project *p,
+                     const char *rest)
 {
 	bool get = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
 	bool post = !strcmp(req->method, "POST");
@@ -995,6 +996,17 @@ void hub_ci_project_route(struct hub_req *req, struct hub_resp *resp, const stru
 	hub_resp_not_found(resp);
 }
 
+void hub_ci_project_route(struct hub_req *req, struct hub_resp *resp, const struct hub_project *p,
+                          const char *rest)
+{
+	struct hub_idem *idem;
+
+	if (hub_idem_begin(req, resp, &idem))
+		return;
+	pl_route(req, resp, p, rest);
+	hub_idem_end(idem, resp);
+}
+
 bool hub_ci_route_is_trigger(const char *method, const char *rest)
 {
 	return !strcmp(method, "POST") && !strcmp(rest, "trigger/pipeline");
@@ -1021,7 +1033,7 @@ void hub_ci_on_push(struct hub *h, const struct hub_project *p, const char *ref_
 	git_oid oid;
 	bool skip = false;
 	char err[CI_MAX_ERR];
-	int64_t pid;
+	int64_t pid = 0;
 
 	(void)h;
 	(void)is_tag;
@@ -1042,9 +1054,10 @@ void hub_ci_on_push(struct hub *h, const struct hub_project *p, const char *ref_
 
 void hub_ci_project_fields(const struct hub_project *p, json_t *project_json)
 {
-	char path[HUB_MAX_PATH];
+	char path[HUB_MAX_PATH] = "";
 
-	ci_config_path_get(p->id, path);
+	if (ci_db()) /* the core also renders projects where no runner is started */
+		ci_config_path_get(p->id, path);
 	json_object_set_new(project_json, "ci_config_path",
 	                    path[0] ? json_string(path) : json_null());
 }
@@ -1055,6 +1068,8 @@ int hub_ci_project_update(const struct hub_project *p, const json_t *params)
 
 	if (!v)
 		return 0;
+	if (!ci_db())
+		return -EIO;
 	if (json_is_null(v))
 		return ci_config_path_set(p->id, NULL);
 	if (!json_is_string(v))
