@@ -118,6 +118,7 @@ struct cache {
 	struct cache_inflight *inflight;
 	uint64_t hits, misses;  /* __atomic */
 	uint64_t bytes_fetched; /* __atomic: completed downloads */
+	uint64_t polls;         /* __atomic: branch heads re-asked by the poller */
 	int64_t refresh_at;     /* anything fetched before this is stale */
 	struct cache_live *live[CACHE_LIVE_BUCKETS];
 	unsigned in_flight;
@@ -1974,6 +1975,7 @@ static void cache_poll_branches(struct cache *c)
 			break;
 		snprintf(key, sizeof(key), "branch:%s", due[i].name);
 		have = idx_ref_get(c->idx, due[i].pid, key, old, NULL) == 0;
+		__atomic_add_fetch(&c->polls, 1, __ATOMIC_RELAXED);
 		r = gl_branch_get(c->gl, due[i].pid, due[i].name, &j);
 		if (r == 0)
 			r = cache_ref_from_json(j, CACHE_REF_BRANCH, commit);
@@ -2081,14 +2083,15 @@ int cache_stats(struct cache *c, json_t **out)
 		                                      c->errs[k].msg));
 	}
 	pthread_mutex_unlock(&c->lock);
-	j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:o}", "bytes",
-	              (json_int_t)bytes, "objects", (json_int_t)objects, "limit",
-	              (json_int_t)__atomic_load_n(&c->limit, __ATOMIC_RELAXED), "hits",
-	              (json_int_t)hits, "misses", (json_int_t)misses, "hit_ratio",
-	              hits + misses ? (double)hits / (double)(hits + misses) : 0.0, "requests",
-	              (json_int_t)requests, "errors", (json_int_t)errors, "in_flight",
-	              (json_int_t)in_flight, "bytes_fetched", (json_int_t)fetched,
-	              "prefetch_pending", (json_int_t)pending, "last_errors", errs);
+	j = json_pack(
+	    "{s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "bytes", (json_int_t)bytes,
+	    "objects", (json_int_t)objects, "limit",
+	    (json_int_t)__atomic_load_n(&c->limit, __ATOMIC_RELAXED), "hits", (json_int_t)hits,
+	    "misses", (json_int_t)misses, "hit_ratio",
+	    hits + misses ? (double)hits / (double)(hits + misses) : 0.0, "requests",
+	    (json_int_t)requests, "errors", (json_int_t)errors, "in_flight", (json_int_t)in_flight,
+	    "bytes_fetched", (json_int_t)fetched, "prefetch_pending", (json_int_t)pending, "polls",
+	    (json_int_t)__atomic_load_n(&c->polls, __ATOMIC_RELAXED), "last_errors", errs);
 	if (!j)
 		return -ENOMEM;
 	*out = j;
