@@ -17,7 +17,11 @@ from conftest import git
 FINISHED = ("success", "failed", "canceled", "skipped")
 
 
-def push_files(hub, token, path, files, tmp_path, branch="main", message="init"):
+def push_files(hub, token, path, files, tmp_path, branch="main", message="init", ci=False):
+    """Commits files and pushes them; the push runs the project's CI only with ci=True
+    (otherwise the commit says [skip ci], so tests start pipelines themselves)."""
+    if not ci and "[skip ci]" not in message:
+        message += " [skip ci]"
     work = tmp_path / ("w-" + path.replace("/", "-") + "-" + branch.replace("/", "-"))
     if not work.exists():
         git("clone", "-q", hub.git_url(path, token=token), str(work))

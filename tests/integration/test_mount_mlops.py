@@ -388,7 +388,8 @@ def test_push_runs_pipelines_unless_skip_ci(hub, tmp_path):
                message="[skip ci] first")
     url = f"{hub.url}/api/v4/projects/alice%2Fpushci"
     assert requests.get(url + "/pipelines", headers=hdr).json() == []
-    sha = push_files(hub, token, "alice/pushci", {"a.txt": "a\n"}, tmp_path, message="second")
+    sha = push_files(hub, token, "alice/pushci", {"a.txt": "a\n"}, tmp_path, message="second",
+                     ci=True)
     pl = requests.get(url + "/pipelines", headers=hdr).json()
     assert len(pl) == 1 and pl[0]["sha"] == sha and pl[0]["source"] == "push"
     # ci_config_path: shown, settable by maintainers, refused when unsafe
@@ -397,7 +398,8 @@ def test_push_runs_pipelines_unless_skip_ci(hub, tmp_path):
     assert r.status_code == 200 and r.json()["ci_config_path"] == ".mlreef.yml"
     assert requests.put(url, headers=hdr, json={"ci_config_path": "../x"}).status_code == 400
     assert requests.put(url, headers=hdr, json={"name": "x"}).status_code == 400
-    push_files(hub, token, "alice/pushci", {".mlreef.yml": simple}, tmp_path, message="third")
+    push_files(hub, token, "alice/pushci", {".mlreef.yml": simple}, tmp_path, message="third",
+               ci=True)
     assert len(requests.get(url + "/pipelines", headers=hdr).json()) == 2
     bob = hub.user("bob")
     assert requests.put(url, headers={"PRIVATE-TOKEN": bob},
