@@ -142,7 +142,7 @@ static void svg_panel(struct buf *b, const char *name, const char *color, struct
 			buf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>",
 			           PX(p[i].x), PY(p[i].y), color);
 	/* legend: swatch, name, last value */
-	svg_fmt(t, sizeof(t), p[n - 1].y, ys / 100);
+	snprintf(t, sizeof(t), "%.6g", p[n - 1].y);
 	buf_printf(b,
 	           "\n<g class=\"legend\"><rect x=\"%.1f\" y=\"%d\" width=\"14\" height=\"14\" "
 	           "fill=\"%s\"/><text x=\"%.1f\" y=\"%d\">",
