@@ -92,9 +92,58 @@ by = collections.Counter(r["species"] for r in rows)
 print(f"{len(rows)} rows; species: {dict(by)}")
 print("mean petal length:", round(sum(float(r["petal_length"]) for r in rows) / len(rows), 3))
 PY
+
+# The processor: a code project carrying processor.json, published once.
+TOKEN=$(cat "$DEMO/token")
+if ! curl -fs -o /dev/null -H "PRIVATE-TOKEN: $TOKEN" "$URL/api/v1/processors/iris-sgd"; then
+	"$HUB" project create "$DEMO/hub" acme/iris-sgd --visibility private --owner demo >/dev/null
+	work="$DEMO/seed-processor"
+	rm -rf "$work" && mkdir -p "$work"
+	cp scripts/demo/train.py scripts/demo/processor.json "$work/"
+	git -C "$work" init -q -b main
+	git -C "$work" -c user.name=Demo -c user.email=demo@reef.invalid add -A
+	git -C "$work" -c user.name=Demo -c user.email=demo@reef.invalid commit -qm "Add the iris SGD processor [skip ci]"
+	git -C "$work" push -q "http://demo:$TOKEN@127.0.0.1:$PORT/acme/iris-sgd.git" main
+	rm -rf "$work"
+	curl -fs -o /dev/null -H "PRIVATE-TOKEN: $TOKEN" -H "Content-Type: application/json" \
+		-d '{"ref": "main"}' "$URL/api/v1/code-projects/acme%2Firis-sgd/publish"
+fi
+echo
+echo "\$ ls $MNT/.reef/processors; head -16 $MNT/.reef/processors/iris-sgd/README.md"
+ls "$MNT/.reef/processors"
+head -16 "$MNT/.reef/processors/iris-sgd/README.md"
+
+# An experiment, launched by writing its spec to the control file.
+EXP="iris-$(date +%Y%m%d-%H%M%S)"
+EXPS="$MNT/acme/iris/experiments"
+echo
+printf '%s\n' "\$ printf 'name=$EXP\\nprocessor=iris-sgd\\ninput_path=data\\nepochs=15\\nlearning-rate=0.05\\n' > $EXPS/launch"
+printf 'name=%s\nprocessor=iris-sgd\ninput_path=data\nepochs=15\nlearning-rate=0.05\n' "$EXP" >"$EXPS/launch"
+echo "\$ cat $EXPS/$EXP/status   (followed until the job ends)"
+last=""
+for _ in $(seq 600); do
+	st=$(cat "$EXPS/$EXP/status" 2>/dev/null || echo "?")
+	[ "$st" != "$last" ] && echo "  $st" && last=$st
+	case "$st" in success | failed | canceled) break ;; esac
+	sleep 0.1
+done
+echo "\$ tail -2 $EXPS/$EXP/log"
+tail -2 "$EXPS/$EXP/log"
+echo "\$ metrics.json (first and last epochs)"
+/usr/bin/python3 - "$EXPS/$EXP/metrics.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+for r in m[:2] + [{"epoch": "..."}] + m[-2:]:
+    print("  ", json.dumps(r))
+PY
+echo "\$ ls $EXPS/$EXP $EXPS/$EXP/outputs"
+ls "$EXPS/$EXP" "$EXPS/$EXP/outputs"
+echo "The chart: $EXPS/$EXP/metrics.svg"
 cat <<TXT
 
 Explore: ls $MNT/acme/iris/{branches,tags,commits}; cat $MNT/.reef/status
 Pin a commit: ls $MNT/acme/iris/commits/\$(getfattr --only-values -n user.reef.commit $MNT/acme/iris/HEAD/)
+Launch:  printf 'processor=iris-sgd\\ninput_path=data\\nepochs=20\\n' > $EXPS/launch; ls $EXPS
+         (why a launch failed: cat $EXPS/launch.error)
 Stop:    scripts/demo.sh stop
 TXT
