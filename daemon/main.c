@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #include "cache.h"
-#include "mlops.h"
 #include "reef/log.h"
 
 #ifndef REEF_VERSION
@@ -128,68 +127,6 @@ static bool opt_given(int argc, char **argv, const char *name)
 		}
 	}
 	return false;
-}
-
-/* The mount's device number from /proc/self/mountinfo (a stat of the mount point would
- * ask ourselves, before the session loop runs). */
-static int mount_dev(const char *mnt, unsigned *maj, unsigned *min)
-{
-	char line[8192], point[PATH_MAX];
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	int r = -ENOENT;
-
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		char field[PATH_MAX * 4];
-		unsigned a, b;
-		size_t i, j;
-
-		if (sscanf(line, "%*s %*s %u:%u %*s %4095s", &a, &b, field) != 3)
-			continue;
-		/* mountinfo escapes space, tab, newline and backslash as \ooo */
-		for (i = 0, j = 0; field[i] && j + 1 < sizeof(point); j++) {
-			if (field[i] == '\\' && field[i + 1] >= '0' && field[i + 1] <= '3' &&
-			    field[i + 2] >= '0' && field[i + 2] <= '7' && field[i + 3] >= '0' &&
-			    field[i + 3] <= '7') {
-				point[j] = (char)((field[i + 1] - '0') * 64 +
-				                  (field[i + 2] - '0') * 8 + (field[i + 3] - '0'));
-				i += 4;
-			} else {
-				point[j] = field[i++];
-			}
-		}
-		point[j] = 0;
-		if (strcmp(point, mnt) == 0) {
-			*maj = a;
-			*min = b;
-			r = 0; /* the last match is the newest mount */
-		}
-	}
-	fclose(f);
-	return r;
-}
-
-/* Raises the kernel's readahead for this mount (FUSE can only lower it at init): large
- * sequential reads then arrive as several requests in flight. Needs the right to write
- * /sys/class/bdi (root); otherwise the kernel's default stays. */
-static void readahead_set(const char *mnt, unsigned long kb)
-{
-	char path[64], val[32];
-	unsigned maj = 0, min = 0;
-	int fd, len;
-
-	if (kb == 0 || mount_dev(mnt, &maj, &min) < 0)
-		return;
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
-	len = snprintf(val, sizeof(val), "%lu\n", kb);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || write(fd, val, (size_t)len) != len)
-		log_debug("readahead stays the kernel's: %s: %s", path, strerror(errno));
-	else
-		log_debug("readahead of %s set to %lu KiB", mnt, kb);
-	if (fd >= 0)
-		close(fd);
 }
 
 /* Reads the token, refusing a file others can read or write, like ssh does with keys. */
@@ -391,7 +328,6 @@ int main(int argc, char **argv)
 	struct fuse_loop_config *lcfg = NULL;
 	struct ops_ctx *ctx = NULL;
 	struct cache *cache = NULL;
-	struct mlops *mlops = NULL;
 	struct cache_opts co = {0};
 	struct ops_opts oo = {0};
 	char cache_dir[PATH_MAX], mnt[PATH_MAX];
@@ -532,22 +468,13 @@ int main(int argc, char **argv)
 	oo.branch_timeout_s = ttl < 1.0 ? ttl : 1.0;
 	oo.poll_s = poll;
 	oo.prefetch_ahead = (unsigned)prefetch;
+	oo.readahead_kb = (unsigned)readahead;
 	r = ops_ctx_new(&ctx, &oo);
 	if (r < 0) {
 		log_error("cannot set up the filesystem: %s", strerror(-r));
 		goto out;
 	}
 	ops_ctx_set_cache(ctx, cache);
-	r = mlops_new(&mlops,
-	              &(struct mlops_opts){.server = o.server, .token = token, .dir = cache_dir});
-	if (r == 0)
-		r = ops_ctx_set_mlops(ctx, mlops);
-	if (r == 0)
-		r = mlops_start(mlops); /* delivers what a previous run left queued */
-	if (r < 0) {
-		log_error("cannot open the control journal in %s: %s", cache_dir, strerror(-r));
-		goto out;
-	}
 
 	if (fuse_opt_add_arg(&args, "-ofsname=reef,subtype=reef,default_permissions") != 0)
 		goto out;
@@ -570,7 +497,6 @@ int main(int argc, char **argv)
 		fuse_remove_signal_handlers(se);
 		goto out;
 	}
-	readahead_set(mnt, readahead);
 	/* A worker blocks while its read waits for the network, so there are several per
 	 * CPU; the kernel keeps up to max_background readahead requests in flight. */
 	if (ncpu < 1)
@@ -612,7 +538,6 @@ out:
 	if (se)
 		fuse_session_destroy(se);
 	ops_ctx_free(ctx);
-	mlops_free(mlops);
 	json_decref(user);
 	cache_free(cache);
 	if (token) {

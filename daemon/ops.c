@@ -18,7 +18,6 @@
 #include <unistd.h>
 
 #include "cache.h"
-#include "mlfs.h"
 #include "node.h"
 #include "reef/log.h"
 
@@ -120,6 +119,7 @@ struct ops_ctx {
 	double branch_timeout;
 	double poll_s;
 	unsigned prefetch_ahead;
+	unsigned readahead_kb;
 	uid_t uid;
 	gid_t gid;
 	struct timespec mount_time;
@@ -135,8 +135,6 @@ struct ops_ctx {
 	pthread_mutex_t ctl_lock;
 	char ctl_error[OPS_CTL_ERROR_MAX];
 	uint64_t ctl_requests, ctl_errors, invalidations;
-
-	struct mlfs *ml; /* experiments, pipelines, processors; NULL without them */
 };
 
 /* An open file: a cached object, the bytes of a generated file (.reef/status,
@@ -272,6 +270,18 @@ static bool jobq_wait(struct jobq *q, uint64_t seq, unsigned ms)
 	return ok;
 }
 
+/* Whether the queue is being stopped: a long job gives up at its next step, so an
+ * unmount does not wait for a large prefetch to finish. */
+static bool jobq_stopping(struct jobq *q)
+{
+	bool stop;
+
+	pthread_mutex_lock(&q->lock);
+	stop = q->stop;
+	pthread_mutex_unlock(&q->lock);
+	return stop;
+}
+
 struct worker_arg {
 	struct ops_ctx *ctx;
 	struct jobq *q;
@@ -396,16 +406,12 @@ int ops_ctx_new(struct ops_ctx **out, const struct ops_opts *o)
 	if (ctx->branch_timeout < o->branch_timeout_s)
 		ctx->branch_timeout = o->branch_timeout_s;
 	ctx->prefetch_ahead = o->prefetch_ahead;
+	ctx->readahead_kb = o->readahead_kb;
 	ctx->uid = getuid();
 	ctx->gid = getgid();
 	clock_gettime(CLOCK_REALTIME, &ctx->mount_time);
 	*out = ctx;
 	return 0;
-}
-
-int ops_ctx_set_mlops(struct ops_ctx *ctx, struct mlops *m)
-{
-	return mlfs_new(&ctx->ml, ctx->nodes, ctx->cache, m);
 }
 
 void ops_ctx_set_cache(struct ops_ctx *ctx, struct cache *c)
@@ -494,7 +500,6 @@ void ops_ctx_free(struct ops_ctx *ctx)
 	pthread_mutex_destroy(&ctx->ctl_lock);
 	pthread_mutex_destroy(&ctx->seq_lock);
 	pthread_mutex_destroy(&ctx->hlock);
-	mlfs_free(ctx->ml);
 	node_table_free(ctx->nodes);
 	free(ctx->server);
 	free(ctx->mountpoint);
@@ -545,7 +550,6 @@ static int status_render(struct ops_ctx *ctx, char **out, size_t *len)
 	json_object_set_new(o, "mount_time", json_integer(ctx->mount_time.tv_sec));
 	json_object_set_new(o, "version", json_string(REEF_VERSION));
 	json_object_set_new(o, "inodes", json_integer((json_int_t)node_table_count(ctx->nodes)));
-	mlfs_status(ctx->ml, o);
 	json_object_set_new(o, "poll_s", json_real(ctx->poll_s));
 	json_object_set_new(o, "prefetch", jobq_json(&ctx->fetch));
 	pthread_mutex_lock(&ctx->ctl_lock);
@@ -609,11 +613,7 @@ static void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st
 		st->st_size = (off_t)(strlen("branches/") + strlen(n->oid));
 		break;
 	case NODE_CONTROL:
-	case NODE_ML_CTL:
 		st->st_size = 0;
-		break;
-	case NODE_ML_FILE:
-		st->st_size = mlfs_size(ctx->ml, n);
 		break;
 	case NODE_STATUS:
 	case NODE_CONTROL_ERROR: {
@@ -638,10 +638,7 @@ static void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st
 
 static double attr_timeout(const struct node *n)
 {
-	return n->kind == NODE_STATUS || n->kind == NODE_CONTROL_ERROR || n->kind == NODE_ML_FILE ||
-	               n->kind == NODE_ML_CTL
-	           ? 0.0
-	           : FOREVER_S;
+	return n->kind == NODE_STATUS || n->kind == NODE_CONTROL_ERROR ? 0.0 : FOREVER_S;
 }
 
 /* The revision root a node is in, or NULL outside revisions. */
@@ -961,8 +958,6 @@ static int resolve_child(struct ops_ctx *ctx, struct node *parent, const char *n
 		*negative_ok = kind == -ENOENT && node_entry_is_immutable(parent);
 		return kind;
 	}
-	if (kind == NODE_ML_DIR || kind == NODE_ML_FILE)
-		return mlfs_lookup(ctx->ml, parent, name, out);
 	switch (parent->kind) {
 	case NODE_ROOT:
 		if (kind == NODE_CTL_DIR) {
@@ -1231,7 +1226,7 @@ static void job_fetch(struct ops_ctx *ctx, struct job *j, char *buf)
 		return;
 	}
 	size = cache_obj_size(o);
-	while (off < size && cache_obj_fd(o) < 0) {
+	while (off < size && cache_obj_fd(o) < 0 && !jobq_stopping(&ctx->fetch)) {
 		got = cache_obj_pread(o, buf, FETCH_BUF, off);
 		if (got <= 0) {
 			if (got < 0)
@@ -1397,11 +1392,6 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
-	if (n->kind == NODE_ML_FILE || n->kind == NODE_ML_CTL) {
-		mlfs_open(ctx->ml, req, n, fi);
-		node_put(ctx->nodes, n);
-		return;
-	}
 	if (n->kind == NODE_CONTROL) {
 		/* write-only: root passes the permission check the 0200 mode makes */
 		r = acc == O_WRONLY ? 0 : -EACCES;
@@ -1469,10 +1459,6 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	ssize_t got;
 	int fd;
 
-	if (mlfs_owns(fi)) {
-		mlfs_read(ctx_of(req)->ml, req, size, off, fi);
-		return;
-	}
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
 		return;
@@ -1518,10 +1504,6 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	if (mlfs_owns(fi)) {
-		mlfs_release(ctx_of(req)->ml, req, fi);
-		return;
-	}
 	file_free(ctx_of(req), (struct ops_file *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
@@ -1831,10 +1813,6 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	int r;
 
 	(void)off; /* each write is one request, wherever the descriptor points */
-	if (mlfs_owns(fi)) {
-		mlfs_write(ctx->ml, req, buf, size, off, fi);
-		return;
-	}
 	if (!f || !f->ctl) {
 		fuse_reply_err(req, EROFS);
 		return;
@@ -1962,26 +1940,12 @@ static int dir_add_refs(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap, cha
 	return r;
 }
 
-struct dir_ml_arg {
-	struct ops_ctx *ctx;
-	struct ops_dir *d;
-	size_t *cap;
-};
-
-static int dir_add_ml(void *arg, const char *name, const char *oid, mode_t type)
-{
-	struct dir_ml_arg *a = arg;
-
-	return dir_add_node(a->ctx, a->d, a->cap, name, oid, type);
-}
-
 static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 {
 	struct node *n = d->node;
 	struct cache_project *list = NULL, p;
 	char **names = NULL;
 	size_t cap = 0, cnt = 0;
-	struct dir_ml_arg ml = {ctx, d, &cap};
 	int r = 0;
 
 	switch (n->kind) {
@@ -2001,8 +1965,6 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 			r = dir_add_node(ctx, d, &cap, "ctl.error", "", S_IFREG);
 		if (r == 0)
 			r = dir_add_node(ctx, d, &cap, "status", "", S_IFREG);
-		if (r == 0)
-			r = mlfs_list(ctx->ml, n, dir_add_ml, &ml);
 		break;
 	case NODE_PROJECT:
 		r = cache_project_get(ctx->cache, n->path, &p);
@@ -2014,8 +1976,6 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 			r = dir_add_node(ctx, d, &cap, "tags", "", S_IFDIR);
 		if (r == 0)
 			r = dir_add_node(ctx, d, &cap, "commits", "", S_IFDIR);
-		if (r == 0)
-			r = mlfs_list(ctx->ml, n, dir_add_ml, &ml);
 		break;
 	case NODE_REFS:
 	case NODE_REF_PREFIX:
@@ -2031,9 +1991,6 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 	case NODE_TREE:
 	case NODE_SUBMODULE:
 		r = load_listing(ctx, n, &d->listing);
-		break;
-	case NODE_ML_DIR:
-		r = mlfs_list(ctx->ml, n, dir_add_ml, &ml);
 		break;
 	default:
 		r = -ENOTDIR;
@@ -2262,6 +2219,73 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 /* ---- the rest ---- */
 
+/* The mount's device number from /proc/self/mountinfo (a stat of the mount point would
+ * ask ourselves, before the session loop runs). */
+static int mount_dev(const char *mnt, unsigned *maj, unsigned *min)
+{
+	char line[8192], point[PATH_MAX];
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	int r = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char field[PATH_MAX * 4];
+		unsigned a, b;
+		size_t i, j;
+
+		if (sscanf(line, "%*s %*s %u:%u %*s %4095s", &a, &b, field) != 3)
+			continue;
+		/* mountinfo escapes space, tab, newline and backslash as \ooo */
+		for (i = 0, j = 0; field[i] && j + 1 < sizeof(point); j++) {
+			if (field[i] == '\\' && field[i + 1] >= '0' && field[i + 1] <= '3' &&
+			    field[i + 2] >= '0' && field[i + 2] <= '7' && field[i + 3] >= '0' &&
+			    field[i + 3] <= '7') {
+				point[j] = (char)((field[i + 1] - '0') * 64 +
+				                  (field[i + 2] - '0') * 8 + (field[i + 3] - '0'));
+				i += 4;
+			} else {
+				point[j] = field[i++];
+			}
+		}
+		point[j] = 0;
+		if (strcmp(point, mnt) == 0) {
+			*maj = a;
+			*min = b;
+			r = 0; /* the last match is the newest mount */
+		}
+	}
+	fclose(f);
+	return r;
+}
+
+/* Raises the kernel's readahead for this mount: large sequential reads then arrive as
+ * several requests in flight. At init the kernel keeps the smaller of its bdi's setting
+ * and what init answers, so both are raised here, before the answer. Needs the right
+ * to write /sys/class/bdi (root); otherwise the kernel's default stays. */
+static bool readahead_set(const char *mnt, unsigned long kb)
+{
+	char path[64], val[32];
+	unsigned maj = 0, min = 0;
+	int fd, len;
+
+	bool ok;
+
+	if (kb == 0 || mount_dev(mnt, &maj, &min) < 0)
+		return false;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
+	len = snprintf(val, sizeof(val), "%lu\n", kb);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	ok = fd >= 0 && write(fd, val, (size_t)len) == len;
+	if (!ok)
+		log_debug("readahead stays the kernel's: %s: %s", path, strerror(errno));
+	else
+		log_debug("readahead of %s set to %lu KiB", mnt, kb);
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct ops_ctx *ctx = ctx_of(req);
@@ -2276,6 +2300,8 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
+	struct ops_ctx *ctx = userdata;
+
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
 	if (conn->capable & FUSE_CAP_SPLICE_MOVE)
@@ -2290,6 +2316,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Sequential readers: let the kernel keep several reads in flight (readahead
 	 * requests are "background" ones), each served by a worker thread. */
 	conn->max_background = OPS_MAX_BACKGROUND;
+	if (readahead_set(ctx->mountpoint, ctx->readahead_kb) &&
+	    conn->max_readahead < ctx->readahead_kb * 1024u)
+		conn->max_readahead = ctx->readahead_kb * 1024u;
 	conn->congestion_threshold = OPS_MAX_BACKGROUND * 3 / 4;
 }
 
@@ -2361,10 +2390,6 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	if (mlfs_owns(fi)) {
-		mlfs_flush(ctx_of(req)->ml, req, fi);
-		return;
-	}
 	fuse_reply_err(req, 0);
 }
 

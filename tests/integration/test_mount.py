@@ -446,11 +446,14 @@ def test_usage_errors(world, tmp_path):
                  ["-f", "-o", f"server={world.hub.url},token_file={tok}"],
                  ["-f", "-o", f"server={world.hub.url},token_file={tok},branch_ttl=x",
                   str(mnt)],
-                 ["-f", "-o", f"server={world.hub.url},token_file={tok},bogus=1", str(mnt)]]:
+                 ["-f", "-o", f"server={world.hub.url},token_file={tok},bogus=1", str(mnt)]] + \
+            [["-f", "-o", f"server={world.hub.url},token_file={tok},{bad}", str(mnt)]
+             for bad in ("poll=0", "poll=x", "cache_limit=12Q", "cache_limit=0",
+                         "cache_limit=-5M", "prefetch=65", "prefetch=-1", "readahead=x")]:
         r = run_reefd(args)
         assert r.returncode == 2, (args, r.stderr)
         assert "usage" in r.stderr.lower() or "unknown option" in r.stderr.lower() or \
-            "branch_ttl" in r.stderr, r.stderr
+            "must be" in r.stderr, r.stderr
 
 
 def test_bad_token_is_refused(world, tmp_path):

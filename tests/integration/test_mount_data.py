@@ -74,7 +74,7 @@ def wait_idle(m, timeout=60):
     while time.time() < deadline:
         st = status(m)
         busy = st["prefetch"]["queued"] + st["prefetch"]["running"] + \
-            st["cache"].get("in_flight", 0)
+            st["cache"].get("in_flight", 0) + st["cache"].get("prefetch_pending", 0)
         quiet = quiet + 1 if busy == 0 else 0
         if quiet >= 3:
             return st
@@ -139,6 +139,25 @@ def test_lfs_files_show_real_content(hub, mount_factory, tmp_path):
     # the same files by commit
     commit = git("rev-parse", "HEAD", cwd=src, env=env).stdout.strip()
     assert (m.mnt / "alice/lfs/commits" / commit / "data/small.bin").read_bytes() == small
+
+    # .reef/ctl on LFS files: forget drops the LFS object too (with the hub down the next
+    # read fails), prefetch of the directory brings it back for an offline read
+    assert ctl(m, "forget alice/lfs/branches/main/data/big.bin") == 0
+    port = hub.port
+    assert hub.stop() == 0
+    try:
+        assert read_errno(root / "data/big.bin") == errno.EIO
+        assert (root / "data/small.bin").read_bytes() == small
+    finally:
+        hub.start(port=port)
+    assert ctl(m, "prefetch alice/lfs/branches/main/data") == 0
+    wait_idle(m)
+    assert hub.stop() == 0
+    try:
+        drop_kernel_caches()
+        assert (root / "data/big.bin").read_bytes() == big
+    finally:
+        hub.start(port=port)
 
 
 def test_readdir_inodes_agree_with_stat(hub, mount_factory, tmp_path):
@@ -268,6 +287,32 @@ def test_ctl_requests_and_errors(hub, mount_factory, tmp_path):
     assert st["ctl"]["requests"] == 8 + len(cases) + 3
 
 
+def test_ctl_concurrent_writers(hub, mount_factory, tmp_path):
+    """Many writers at once, each its own open-write-close: every request is answered on
+    its own (valid ones succeed, invalid ones fail), none is lost or merged."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tok = hub.user("alice")
+    hub.project("alice/conc", "alice", "private")
+    files = {f"d{i}/f.txt": f"{i}\n".encode() for i in range(8)}
+    push_repo(hub, tok, "alice/conc", files, tmp_path)
+    m = mount_factory(hub, tok)
+    base = "alice/conc/branches/main"
+    reqs = []
+    for i in range(8):
+        reqs += [(f"prefetch {base}/d{i}", 0), (f"refresh {base}/d{i}", 0),
+                 (f"forget {base}/d{i}/f.txt", 0), (f"prefetch {base}/d{i}/nope", errno.ENOENT),
+                 (f"bogus {i}", errno.EINVAL)]
+    with ThreadPoolExecutor(max_workers=12) as ex:
+        got = list(ex.map(lambda r: ctl(m, r[0]), reqs))
+    assert got == [code for _, code in reqs]
+    st = wait_idle(m)
+    assert st["ctl"]["requests"] == len(reqs)
+    assert st["ctl"]["errors"] == 16
+    for rel, data in files.items():
+        assert (m.mnt / base / rel).read_bytes() == data
+
+
 def test_sibling_prefetch_is_bounded(hub, mount_factory, tmp_path):
     tok = hub.user("alice")
     hub.project("alice/seq", "alice", "private")
@@ -347,6 +392,21 @@ def test_push_shown_within_poll_interval(hub, mount_factory, tmp_path):
     finally:
         old_file.close()
         os.close(held)
+
+
+def read_ahead_kb(mnt):
+    with open("/proc/self/mountinfo") as f:
+        dev = next(ln.split()[2] for ln in f if ln.split()[4] == str(mnt))
+    return int(Path(f"/sys/class/bdi/{dev}/read_ahead_kb").read_text())
+
+
+def test_readahead_option(hub, mount_factory):
+    if os.getuid() != 0:
+        pytest.skip("setting a mount's readahead needs root")
+    tok = hub.user("alice")
+    assert read_ahead_kb(mount_factory(hub, tok).mnt) == 1024
+    assert read_ahead_kb(mount_factory(hub, tok, extra_opts="readahead=512", name="m2").mnt) \
+        == 512
 
 
 def test_odd_paths(hub, mount_factory, tmp_path):
