@@ -143,6 +143,63 @@ static void *worker_run(void *arg)
 	return NULL;
 }
 
+#define L1 "4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393"
+
+/* LFS verdicts and the object records eviction orders by last access. */
+static void test_lfs_and_lru(struct idx *x)
+{
+	struct idx_lfs l = {.lfs = true, .oid = L1, .size = 1ULL << 33}, got;
+	struct idx_obj *list, o, touch[3];
+	size_t n;
+
+	CHECK_EQ_INT(idx_lfs_get(x, B1, &got), -ENOENT);
+	CHECK_EQ_INT(idx_lfs_put(x, B1, &l), 0);
+	CHECK_EQ_INT(idx_lfs_get(x, B1, &got), 0);
+	CHECK(got.lfs);
+	CHECK_EQ_STR(got.oid, L1);
+	CHECK_EQ_INT(got.size, 1ULL << 33);
+	l = (struct idx_lfs){.lfs = false, .size = 12};
+	CHECK_EQ_INT(idx_lfs_put(x, C1, &l), 0);
+	CHECK_EQ_INT(idx_lfs_get(x, C1, &got), 0);
+	CHECK(!got.lfs && got.size == 12 && got.oid[0] == '\0');
+
+	CHECK_EQ_INT(idx_obj_put(x, IDX_OBJ_BLOB, B1, 100, 3000), 0);
+	CHECK_EQ_INT(idx_obj_put(x, IDX_OBJ_BLOB, C1, 200, 1000), 0);
+	CHECK_EQ_INT(idx_obj_put(x, IDX_OBJ_LFS, L1, 300, 2000), 0);
+	CHECK_EQ_INT(idx_obj_put(x, IDX_OBJ_LFS, B1, 1, 1), -EINVAL); /* not a sha256 */
+	CHECK_EQ_INT(idx_obj_list(x, &list, &n), 0);
+	CHECK_EQ_INT(n, 3);
+	CHECK_EQ_STR(list[0].oid, C1);
+	CHECK_EQ_STR(list[1].oid, L1);
+	CHECK(list[1].kind == IDX_OBJ_LFS && list[1].size == 300);
+	CHECK_EQ_STR(list[2].oid, B1);
+	free(list);
+	/* a batch of accesses: C1 becomes the most recent; older times never win; a
+	 * record evicted meanwhile is not brought back */
+	memset(touch, 0, sizeof(touch));
+	strcpy(touch[0].oid, C1);
+	touch[0].atime = 5000;
+	strcpy(touch[1].oid, B1);
+	touch[1].atime = 10;
+	strcpy(touch[2].oid, T1);
+	touch[2].atime = 9000;
+	CHECK_EQ_INT(idx_obj_touch(x, touch, 3), 0);
+	CHECK_EQ_INT(idx_obj_get(x, IDX_OBJ_BLOB, T1, &o), -ENOENT);
+	CHECK_EQ_INT(idx_obj_get(x, IDX_OBJ_BLOB, B1, &o), 0);
+	CHECK_EQ_INT(o.atime, 3000);
+	CHECK_EQ_INT(idx_obj_list(x, &list, &n), 0);
+	CHECK_EQ_INT(n, 3);
+	CHECK_EQ_STR(list[0].oid, L1);
+	CHECK_EQ_STR(list[1].oid, B1);
+	CHECK_EQ_STR(list[2].oid, C1);
+	free(list);
+	CHECK_EQ_INT(idx_obj_del(x, IDX_OBJ_LFS, L1), 0);
+	CHECK_EQ_INT(idx_obj_del(x, IDX_OBJ_LFS, L1), -ENOENT);
+	CHECK_EQ_INT(idx_obj_list(x, &list, &n), 0);
+	CHECK_EQ_INT(n, 2);
+	free(list);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/reef-test-idx-XXXXXX", path[4096], oid[41];
@@ -157,6 +214,7 @@ int main(void)
 	test_trees(x);
 	test_records(x);
 	test_fill(x);
+	test_lfs_and_lru(x);
 	for (int i = 0; i < 4; i++) {
 		w[i] = (struct worker){.x = x, .n = i};
 		CHECK_EQ_INT(pthread_create(&th[i], NULL, worker_run, &w[i]), 0);
