@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "mlops.h"
 #include "reef/log.h"
 
 #ifndef REEF_VERSION
@@ -328,6 +329,7 @@ int main(int argc, char **argv)
 	struct fuse_loop_config *lcfg = NULL;
 	struct ops_ctx *ctx = NULL;
 	struct cache *cache = NULL;
+	struct mlops *mlops = NULL;
 	struct cache_opts co = {0};
 	struct ops_opts oo = {0};
 	char cache_dir[PATH_MAX], mnt[PATH_MAX];
@@ -475,6 +477,16 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	ops_ctx_set_cache(ctx, cache);
+	r = mlops_new(&mlops,
+	              &(struct mlops_opts){.server = o.server, .token = token, .dir = cache_dir});
+	if (r == 0)
+		r = ops_ctx_set_mlops(ctx, mlops);
+	if (r == 0)
+		r = mlops_start(mlops); /* delivers what a previous run left queued */
+	if (r < 0) {
+		log_error("cannot open the control journal in %s: %s", cache_dir, strerror(-r));
+		goto out;
+	}
 
 	if (fuse_opt_add_arg(&args, "-ofsname=reef,subtype=reef,default_permissions") != 0)
 		goto out;
@@ -538,6 +550,7 @@ out:
 	if (se)
 		fuse_session_destroy(se);
 	ops_ctx_free(ctx);
+	mlops_free(mlops);
 	json_decref(user);
 	cache_free(cache);
 	if (token) {

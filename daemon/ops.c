@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "mlfs.h"
 #include "node.h"
 #include "reef/log.h"
 
@@ -135,6 +136,8 @@ struct ops_ctx {
 	pthread_mutex_t ctl_lock;
 	char ctl_error[OPS_CTL_ERROR_MAX];
 	uint64_t ctl_requests, ctl_errors, invalidations;
+
+	struct mlfs *ml; /* experiments, pipelines, processors; NULL without them */
 };
 
 /* An open file: a cached object, the bytes of a generated file (.reef/status,
@@ -414,6 +417,11 @@ int ops_ctx_new(struct ops_ctx **out, const struct ops_opts *o)
 	return 0;
 }
 
+int ops_ctx_set_mlops(struct ops_ctx *ctx, struct mlops *m)
+{
+	return mlfs_new(&ctx->ml, ctx->nodes, ctx->cache, m);
+}
+
 void ops_ctx_set_cache(struct ops_ctx *ctx, struct cache *c)
 {
 	ctx->cache = c;
@@ -500,6 +508,7 @@ void ops_ctx_free(struct ops_ctx *ctx)
 	pthread_mutex_destroy(&ctx->ctl_lock);
 	pthread_mutex_destroy(&ctx->seq_lock);
 	pthread_mutex_destroy(&ctx->hlock);
+	mlfs_free(ctx->ml);
 	node_table_free(ctx->nodes);
 	free(ctx->server);
 	free(ctx->mountpoint);
@@ -550,6 +559,7 @@ static int status_render(struct ops_ctx *ctx, char **out, size_t *len)
 	json_object_set_new(o, "mount_time", json_integer(ctx->mount_time.tv_sec));
 	json_object_set_new(o, "version", json_string(REEF_VERSION));
 	json_object_set_new(o, "inodes", json_integer((json_int_t)node_table_count(ctx->nodes)));
+	mlfs_status(ctx->ml, o);
 	json_object_set_new(o, "poll_s", json_real(ctx->poll_s));
 	json_object_set_new(o, "prefetch", jobq_json(&ctx->fetch));
 	pthread_mutex_lock(&ctx->ctl_lock);
@@ -613,7 +623,11 @@ static void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st
 		st->st_size = (off_t)(strlen("branches/") + strlen(n->oid));
 		break;
 	case NODE_CONTROL:
+	case NODE_ML_CTL:
 		st->st_size = 0;
+		break;
+	case NODE_ML_FILE:
+		st->st_size = mlfs_size(ctx->ml, n);
 		break;
 	case NODE_STATUS:
 	case NODE_CONTROL_ERROR: {
@@ -638,7 +652,10 @@ static void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st
 
 static double attr_timeout(const struct node *n)
 {
-	return n->kind == NODE_STATUS || n->kind == NODE_CONTROL_ERROR ? 0.0 : FOREVER_S;
+	return n->kind == NODE_STATUS || n->kind == NODE_CONTROL_ERROR || n->kind == NODE_ML_FILE ||
+	               n->kind == NODE_ML_CTL
+	           ? 0.0
+	           : FOREVER_S;
 }
 
 /* The revision root a node is in, or NULL outside revisions. */
@@ -958,6 +975,8 @@ static int resolve_child(struct ops_ctx *ctx, struct node *parent, const char *n
 		*negative_ok = kind == -ENOENT && node_entry_is_immutable(parent);
 		return kind;
 	}
+	if (kind == NODE_ML_DIR || kind == NODE_ML_FILE)
+		return mlfs_lookup(ctx->ml, parent, name, out);
 	switch (parent->kind) {
 	case NODE_ROOT:
 		if (kind == NODE_CTL_DIR) {
@@ -1392,6 +1411,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
+	if (n->kind == NODE_ML_FILE || n->kind == NODE_ML_CTL) {
+		mlfs_open(ctx->ml, req, n, fi);
+		node_put(ctx->nodes, n);
+		return;
+	}
 	if (n->kind == NODE_CONTROL) {
 		/* write-only: root passes the permission check the 0200 mode makes */
 		r = acc == O_WRONLY ? 0 : -EACCES;
@@ -1459,6 +1483,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	ssize_t got;
 	int fd;
 
+	if (mlfs_owns(fi)) {
+		mlfs_read(ctx_of(req)->ml, req, size, off, fi);
+		return;
+	}
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
 		return;
@@ -1504,6 +1532,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (mlfs_owns(fi)) {
+		mlfs_release(ctx_of(req)->ml, req, fi);
+		return;
+	}
 	file_free(ctx_of(req), (struct ops_file *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
@@ -1813,6 +1845,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	int r;
 
 	(void)off; /* each write is one request, wherever the descriptor points */
+	if (mlfs_owns(fi)) {
+		mlfs_write(ctx->ml, req, buf, size, off, fi);
+		return;
+	}
 	if (!f || !f->ctl) {
 		fuse_reply_err(req, EROFS);
 		return;
@@ -1940,12 +1976,26 @@ static int dir_add_refs(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap, cha
 	return r;
 }
 
+struct dir_ml_arg {
+	struct ops_ctx *ctx;
+	struct ops_dir *d;
+	size_t *cap;
+};
+
+static int dir_add_ml(void *arg, const char *name, const char *oid, mode_t type)
+{
+	struct dir_ml_arg *a = arg;
+
+	return dir_add_node(a->ctx, a->d, a->cap, name, oid, type);
+}
+
 static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 {
 	struct node *n = d->node;
 	struct cache_project *list = NULL, p;
 	char **names = NULL;
 	size_t cap = 0, cnt = 0;
+	struct dir_ml_arg ml = {ctx, d, &cap};
 	int r = 0;
 
 	switch (n->kind) {
@@ -1965,6 +2015,8 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 			r = dir_add_node(ctx, d, &cap, "ctl.error", "", S_IFREG);
 		if (r == 0)
 			r = dir_add_node(ctx, d, &cap, "status", "", S_IFREG);
+		if (r == 0)
+			r = mlfs_list(ctx->ml, n, dir_add_ml, &ml);
 		break;
 	case NODE_PROJECT:
 		r = cache_project_get(ctx->cache, n->path, &p);
@@ -1976,6 +2028,8 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 			r = dir_add_node(ctx, d, &cap, "tags", "", S_IFDIR);
 		if (r == 0)
 			r = dir_add_node(ctx, d, &cap, "commits", "", S_IFDIR);
+		if (r == 0)
+			r = mlfs_list(ctx->ml, n, dir_add_ml, &ml);
 		break;
 	case NODE_REFS:
 	case NODE_REF_PREFIX:
@@ -1991,6 +2045,9 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 	case NODE_TREE:
 	case NODE_SUBMODULE:
 		r = load_listing(ctx, n, &d->listing);
+		break;
+	case NODE_ML_DIR:
+		r = mlfs_list(ctx->ml, n, dir_add_ml, &ml);
 		break;
 	default:
 		r = -ENOTDIR;
@@ -2390,6 +2447,10 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (mlfs_owns(fi)) {
+		mlfs_flush(ctx_of(req)->ml, req, fi);
+		return;
+	}
 	fuse_reply_err(req, 0);
 }
 

@@ -29,6 +29,10 @@ struct ops_opts {
 int ops_ctx_new(struct ops_ctx **out, const struct ops_opts *o);
 /* The cache is opened after the daemon has forked; attach it before the session loop. */
 void ops_ctx_set_cache(struct ops_ctx *ctx, struct cache *c);
+/* Shows m's experiments, pipelines and processors (daemon/mlfs.h); after the cache is
+ * attached. Without it those directories do not exist. */
+struct mlops;
+int ops_ctx_set_mlops(struct ops_ctx *ctx, struct mlops *m);
 /* Starts the background threads and subscribes to branch moves; 0 or a negative errno. */
 int ops_ctx_start(struct ops_ctx *ctx, struct fuse_session *se);
 /* Unsubscribes and joins the background threads; accepts a context never started. */
