@@ -40,6 +40,7 @@ struct mlops {
 	pthread_mutex_t lock; /* the response cache and the callback */
 	struct mlops_cached cache[MLOPS_CACHE_MAX];
 	pthread_mutex_t zip_lock; /* one download of an artifacts zip at a time */
+	pthread_mutex_t cb_lock;  /* held while the callback runs, so removing it waits */
 	mlops_done_fn done;
 	void *done_arg;
 };
@@ -75,17 +76,13 @@ static void mlops_send(void *arg, const struct journal_entry *e, long *status, c
 static void mlops_delivered(void *arg, const struct journal_entry *e)
 {
 	struct mlops *m = arg;
-	mlops_done_fn fn;
-	void *fa;
 
 	/* what the request changed must show at once, not after the cache's TTL */
 	mlops_cache_clear(m);
-	pthread_mutex_lock(&m->lock);
-	fn = m->done;
-	fa = m->done_arg;
-	pthread_mutex_unlock(&m->lock);
-	if (fn)
-		fn(fa, e);
+	pthread_mutex_lock(&m->cb_lock);
+	if (m->done)
+		m->done(m->done_arg, e);
+	pthread_mutex_unlock(&m->cb_lock);
 }
 
 int mlops_new(struct mlops **out, const struct mlops_opts *o)
@@ -99,6 +96,7 @@ int mlops_new(struct mlops **out, const struct mlops_opts *o)
 		return -ENOMEM;
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_mutex_init(&m->zip_lock, NULL);
+	pthread_mutex_init(&m->cb_lock, NULL);
 	m->server = strdup(o->server);
 	m->dir = strdup(o->dir);
 	if (!m->server || !m->dir) {
@@ -140,6 +138,7 @@ void mlops_free(struct mlops *m)
 	gl_free(m->gl);
 	pthread_mutex_destroy(&m->lock);
 	pthread_mutex_destroy(&m->zip_lock);
+	pthread_mutex_destroy(&m->cb_lock);
 	free(m->server);
 	free(m->dir);
 	free(m);
@@ -152,10 +151,10 @@ struct journal *mlops_journal(struct mlops *m)
 
 void mlops_on_done(struct mlops *m, mlops_done_fn fn, void *arg)
 {
-	pthread_mutex_lock(&m->lock);
+	pthread_mutex_lock(&m->cb_lock);
 	m->done = fn;
 	m->done_arg = arg;
-	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&m->cb_lock);
 }
 
 /* ---- reads ---- */

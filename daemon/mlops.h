@@ -79,7 +79,8 @@ int mlops_pipeline_ctl(struct mlops *m, int64_t project_id, int64_t pipeline_id,
 /* The journal, for the views of requests not delivered yet. */
 struct journal *mlops_journal(struct mlops *m);
 /* Called after a request was delivered or refused (from the delivery thread), e.g. to
- * show the reason of a refusal; one callback. */
+ * show the reason of a refusal; one callback. Replacing or removing it (fn NULL) waits
+ * for a call in progress, so the caller may free arg afterwards. */
 typedef void (*mlops_done_fn)(void *arg, const struct journal_entry *e);
 void mlops_on_done(struct mlops *m, mlops_done_fn fn, void *arg);
 

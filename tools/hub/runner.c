@@ -551,7 +551,7 @@ int ci_pipeline_create(const struct ci_pipeline_new *o, int64_t *id, char err[CI
 		if (r == -EFBIG)
 			r = -EINVAL;
 	}
-	vars = jsonx_dump(o->variables ? o->variables : json_array());
+	vars = o->variables ? jsonx_dump(o->variables) : strdup("[]");
 	ci_lock();
 	iid = rn_int("SELECT COALESCE(MAX(iid),0)+1 FROM ci_pipelines WHERE project_id=?", "i",
 	             o->project->id);
