@@ -394,6 +394,32 @@ def test_push_shown_within_poll_interval(hub, mount_factory, tmp_path):
         os.close(held)
 
 
+def test_immutable_paths_never_refetch(hub, mount_factory, tmp_path):
+    """commits/ and tags/ are never polled and, once cached, never asked again: after the
+    kernel forgot everything, walking and reading them costs no request at all."""
+    tok = hub.user("alice")
+    hub.project("alice/imm", "alice", "private")
+    src, _ = push_repo(hub, tok, "alice/imm", {"a/f.txt": b"f\n", "g.bin": b"g" * 5000},
+                       tmp_path)
+    git("tag", "v1", cwd=src)
+    git("push", "-q", hub.git_url("alice/imm", token=tok), "v1", cwd=src)
+    commit = git("rev-parse", "HEAD", cwd=src).stdout.strip()
+    m = mount_factory(hub, tok, extra_opts="poll=0.5,branch_ttl=3600")
+    roots = [m.mnt / "alice/imm/tags/v1", m.mnt / "alice/imm/commits" / commit,
+             m.mnt / "alice/imm/commits" / commit[:8]]
+    for r in roots:
+        assert (r / "a/f.txt").read_bytes() == b"f\n" and (r / "g.bin").read_bytes() == b"g" * 5000
+    before = status(m)["cache"]
+    time.sleep(2)  # four poll intervals
+    drop_kernel_caches()
+    for r in roots:
+        assert (r / "a/f.txt").read_bytes() == b"f\n" and (r / "g.bin").read_bytes() == b"g" * 5000
+        assert sorted(os.listdir(r)) == ["a", "g.bin"]
+    after = status(m)["cache"]
+    assert after["requests"] == before["requests"], (before, after)
+    assert after["polls"] == 0
+
+
 def read_ahead_kb(mnt):
     with open("/proc/self/mountinfo") as f:
         dev = next(ln.split()[2] for ln in f if ln.split()[4] == str(mnt))
