@@ -177,6 +177,28 @@ def cache_bytes(cache: Path):
     return total
 
 
+def test_reads_do_not_wait_for_the_whole_object(hub, mount_factory, proxies, tmp_path):
+    """Through a 1 MiB/s link, the first bytes of a 24 MiB file, and bytes far into it
+    (a ranged fetch), arrive long before the whole file could have."""
+    tok = hub.user("alice")
+    hub.project("alice/lazy", "alice", "private")
+    big = random.Random(8).randbytes(24 << 20)
+    push(hub, tok, "alice/lazy", {"big.bin": big}, tmp_path)
+    proxy = proxies(hub.port, 1 << 20)
+    m = mount_factory(ProxiedHub(proxy.url), tok)
+    f = m.mnt / "alice/lazy/branches/main/big.bin"
+    assert os.stat(f).st_size == len(big)
+    t0 = time.time()
+    with open(f, "rb", buffering=0) as fh:
+        assert fh.read(65536) == big[:65536]
+        first = time.time() - t0
+        fh.seek(20 << 20)
+        assert fh.read(65536) == big[20 << 20:(20 << 20) + 65536]
+        far = time.time() - t0
+    assert first < 6, first
+    assert far < 12, far  # the whole file needs 24 s at this rate
+
+
 def test_hub_killed_mid_read(hub, mount_factory, proxies, tmp_path):
     tok = hub.user("alice")
     hub.project("alice/big", "alice", "private")
