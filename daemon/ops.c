@@ -1501,7 +1501,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		size_t o = (size_t)off < f->len ? (size_t)off : f->len;
 		size_t n = f->len - o < size ? f->len - o : size;
 
-		fuse_reply_buf(req, f->data + o, n);
+		/* From a copy: the reply reaches the reader before fuse_reply_buf returns,
+		 * and the reader's close may free f->data in another thread meanwhile (a
+		 * sanitizer checking the buffer after writev would see it freed). */
+		buf = malloc(n ? n : 1);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		memcpy(buf, f->data + o, n);
+		fuse_reply_buf(req, buf, n);
+		free(buf);
 		return;
 	}
 	/* complete and verified on disk: the kernel splices from the cache file */
