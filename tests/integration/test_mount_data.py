@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import stat
 import time
 from pathlib import Path
@@ -267,6 +268,8 @@ def test_ctl_requests_and_errors(hub, mount_factory, tmp_path):
         err = (m.mnt / ".reef/ctl.error").read_text()
         assert why in err, (req, err)
         assert err.endswith("\n") and err.count("\n") == 1
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ E[A-Z0-9]+: .+: .+\n", err), err
+        assert errno.errorcode[code] in err
     assert ctl(m, "refresh") == 0  # a success keeps the last failure readable
     assert "longer" in (m.mnt / ".reef/ctl.error").read_text()
     # exactly 64 KiB is not oversize (it is an unknown command)
