@@ -1497,6 +1497,9 @@ void mlfs_release(struct mlfs *ml, fuse_req_t req, struct fuse_file_info *fi)
 	f->prev->next = f->next;
 	f->next->prev = f->prev;
 	pthread_mutex_unlock(&ml->lock);
+	/* the reader's close can overtake a read still replying under f->lock: wait for it */
+	pthread_mutex_lock(&f->lock);
+	pthread_mutex_unlock(&f->lock);
 	ml_file_free(f);
 	fuse_reply_err(req, 0);
 }

@@ -810,7 +810,8 @@ static void branches_list(struct repo_ctx *c)
 		git_reference_free(ref);
 	}
 	git_branch_iterator_free(it);
-	qsort(names, n, sizeof *names, cmp_str);
+	if (n) /* qsort's array must not be NULL, even for zero items */
+		qsort(names, n, sizeof *names, cmp_str);
 	repo_default_branch(c->repo, &def);
 	hub_paginate(c->req, c->resp, n, &off, &lim);
 	arr = json_array();
@@ -1070,10 +1071,11 @@ static void tags_list(struct repo_ctx *c)
 		git_reference_free(ref);
 	}
 	git_reference_iterator_free(it);
-	qsort(items, n, sizeof *items,
-	      !order || !strcmp(order, "updated") ? cmp_tag_time
-	      : !strcmp(order, "name")            ? cmp_tag_name
-	                                          : cmp_tag_version);
+	if (n)
+		qsort(items, n, sizeof *items,
+		      !order || !strcmp(order, "updated") ? cmp_tag_time
+		      : !strcmp(order, "name")            ? cmp_tag_name
+		                                          : cmp_tag_version);
 	if (!asc) {
 		for (size_t i = 0; i < n / 2; i++) {
 			struct tag_item t = items[i];
