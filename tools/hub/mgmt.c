@@ -176,7 +176,9 @@ static int mg_project(struct hub_req *req, struct hub_resp *resp, const char *se
 
 	if (strlen(seg) >= sizeof(id) || url_decode(id, seg, false) < 0 ||
 	    !path_is_safe(id, HUB_MAX_PATH) || hub_project_load(req->hub, id, p) < 0 ||
-	    !hub_project_visible(req->hub, p, req->user)) {
+	    !hub_project_visible(req->hub, p, req->user) ||
+	    (req->job_project_id > 0 && p->id != req->job_project_id)) {
+		/* a job token acts for its own project only, as on the v4 routes */
 		hub_resp_error(resp, 404, "404 Project Not Found");
 		return -ENOENT;
 	}

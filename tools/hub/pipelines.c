@@ -367,16 +367,30 @@ static void pl_create_and_reply(struct hub_req *req, struct hub_resp *resp,
 		hub_resp_error(resp, 500, "500 Internal Server Error");
 }
 
+/* Writes need developer access; an anonymous caller is asked to sign in (401), as
+ * GitLab does, rather than told it is not allowed (403). */
+static bool pl_can_write(const struct hub_req *req, struct hub_resp *resp,
+                         const struct hub_project *p)
+{
+	if (!req->user) {
+		hub_resp_error(resp, 401, "401 Unauthorized");
+		return false;
+	}
+	if (p->access < HUB_ACCESS_DEVELOPER) {
+		hub_resp_error(resp, 403, "403 Forbidden");
+		return false;
+	}
+	return true;
+}
+
 static void pl_create(struct hub_req *req, struct hub_resp *resp, const struct hub_project *p)
 {
 	json_t *params = NULL, *vars;
 	char err[256];
 	const char *ref;
 
-	if (p->access < HUB_ACCESS_DEVELOPER || !req->user) {
-		hub_resp_error(resp, 403, "403 Forbidden");
+	if (!pl_can_write(req, resp, p))
 		return;
-	}
 	if (hub_req_params(req, &params) < 0) {
 		hub_resp_error(resp, 400, "400 Bad request");
 		return;
@@ -942,10 +956,8 @@ static void pl_route(struct hub_req *req, struct hub_resp *resp, const struct hu
 				return;
 			}
 			sqlite3_finalize(st);
-			if (p->access < HUB_ACCESS_DEVELOPER) {
-				hub_resp_error(resp, 403, "403 Forbidden");
+			if (!pl_can_write(req, resp, p))
 				return;
-			}
 			if (!strcmp(tail, "cancel")) {
 				ci_pipeline_cancel(id);
 				pl_send_pipeline(req, resp, p, id, 200);
@@ -978,10 +990,8 @@ static void pl_route(struct hub_req *req, struct hub_resp *resp, const struct hu
 			int64_t nid = id;
 			int r;
 
-			if (p->access < HUB_ACCESS_DEVELOPER) {
-				hub_resp_error(resp, 403, "403 Forbidden");
+			if (!pl_can_write(req, resp, p))
 				return;
-			}
 			r = !strcmp(tail, "cancel") ? ci_job_cancel(id) : ci_job_retry(id, &nid);
 			if (r == -EBUSY || (r < 0 && r != -EALREADY)) {
 				hub_resp_error(resp, 403, "403 Forbidden");
