@@ -16,7 +16,7 @@
 
 struct hub_idem {
 	int64_t user_id;
-	char key[HUB_IDEM_KEY_MAX + 1];
+	char key[65]; /* sha256 of the key, as stored */
 };
 
 int hub_idem_init(void)
@@ -80,22 +80,29 @@ out:
 
 int hub_idem_begin(struct hub_req *req, struct hub_resp *resp, struct hub_idem **out)
 {
-	const char *key = hub_req_header(req, "Idempotency-Key");
+	const char *given = hub_req_header(req, "Idempotency-Key");
 	int64_t user_id = req->user ? req->user->id : 0;
 	struct hub_idem *s;
 	time_t deadline = time(NULL) + IDEM_WAIT_S;
-	char owner[33];
+	char owner[33], key[65];
 	int r;
 
 	*out = NULL;
-	if (!key || strcmp(req->method, "POST") || !ci_db())
+	if (!given || strcmp(req->method, "POST") || !ci_db())
 		return 0;
-	if (!idem_key_ok(key)) {
+	if (!idem_key_ok(given)) {
 		hub_resp_error(resp, 400,
 		               "400 (Bad request) Idempotency-Key must be 1-128 of "
 		               "[A-Za-z0-9-_.:]");
 		return 1;
 	}
+	/* Anonymous callers (EPF callbacks, triggers: their credential is in the request)
+	 * would share one key space, where anyone repeating a key got another caller's
+	 * stored answer without its credential: they act every time instead. */
+	if (!req->user)
+		return 0;
+	/* A key is a bearer of a stored answer: kept as a hash, like tokens. */
+	ci_token_hash(given, key);
 	if (ci_random_hex(owner, 16) < 0)
 		return 0;
 	while (time(NULL) < deadline) {
@@ -156,7 +163,8 @@ void hub_idem_end(struct hub_idem *s, const struct hub_resp *resp)
 			sqlite3_bind_blob(st, 3, resp->body.data ? resp->body.data : "",
 			                  (int)resp->body.len, SQLITE_TRANSIENT);
 			if (sqlite3_step(st) != SQLITE_DONE)
-				log_warn("idempotency: cannot store the answer for key %s", s->key);
+				log_warn("idempotency: cannot store an answer for user %lld",
+				         (long long)s->user_id);
 		}
 		sqlite3_finalize(st);
 	} else {
