@@ -17,6 +17,7 @@
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -40,6 +41,7 @@
 #define RN_MAX_ART_FILES 100000
 #define RN_MAX_ART_DEPTH 64
 #define RN_MAX_FILE_VAR  ((size_t)1 << 20)
+#define RN_MAX_TRACE     ((off_t)4 << 20) /* GitLab runner's default output_limit */
 
 struct rn_slot {
 	int64_t job_id;
@@ -1090,7 +1092,49 @@ enum rn_end { RN_EXITED, RN_CANCELED, RN_TIMEOUT, RN_STOPPED };
 /* Waits for the process (group leader) while watching cancel, hub stop and the
  * deadline: SIGTERM to the group, SIGKILL after a grace period. Leftover members of the
  * group are killed once the leader is gone. */
-static enum rn_end rn_wait(struct rn_slot *slot, pid_t pid, double deadline, int *status)
+static void rn_trace_put(int trace, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(trace, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+/* Moves what the job wrote so far into its trace, up to RN_MAX_TRACE bytes: a job
+ * printing without end must not fill the disk, and must not block on a full pipe
+ * either, so output past the limit is read and dropped. -1 at end of output. */
+static int rn_relay(int in, int trace)
+{
+	char chunk[65536];
+	ssize_t n;
+
+	while ((n = read(in, chunk, sizeof(chunk))) > 0) {
+		struct stat sb;
+		off_t room;
+
+		if (fstat(trace, &sb) < 0)
+			continue;
+		room = RN_MAX_TRACE - sb.st_size;
+		if (room <= 0)
+			continue;
+		rn_trace_put(trace, chunk, n < room ? (size_t)n : (size_t)room);
+		if (n >= room)
+			rn_trace(trace,
+			         "\nJob's log exceeded limit of %lld bytes.\nJob execution will "
+			         "continue but no more output will be collected.\n",
+			         (long long)RN_MAX_TRACE);
+	}
+	return n == 0 ? -1 : 0;
+}
+
+static enum rn_end rn_wait(struct rn_slot *slot, pid_t pid, double deadline, int *status, int out,
+                           int trace)
 {
 	enum rn_end why = RN_EXITED;
 	double term_at = 0;
@@ -1118,10 +1162,21 @@ static enum rn_end rn_wait(struct rn_slot *slot, pid_t pid, double deadline, int
 			kill(-pid, SIGKILL);
 			term_at = -1;
 		}
-		usleep(20000);
+		if (out >= 0) {
+			struct pollfd pfd = {.fd = out, .events = POLLIN};
+
+			poll(&pfd, 1, 20);
+			if (rn_relay(out, trace) < 0)
+				out = -1; /* every writer is gone */
+		} else {
+			usleep(20000);
+		}
 	}
 	kill(-pid, SIGKILL);
 	slot->pid = 0;
+	/* what is buffered; a writer that left the group is not waited for */
+	if (out >= 0)
+		rn_relay(out, trace);
 	return why;
 }
 
@@ -1129,14 +1184,24 @@ static int rn_run(struct rn_slot *slot, char *const argv[], char *const envp[], 
                   int trace_fd, double deadline, enum rn_end *why)
 {
 	pid_t pid;
-	int st, r;
+	int st, r, out[2];
 
-	if ((r = rn_spawn(argv, envp, cwd, trace_fd, &pid)) < 0) {
+	if (pipe2(out, O_CLOEXEC) < 0) {
+		rn_trace(trace_fd, "ERROR: could not start %s: %s\n", argv[0], strerror(errno));
+		*why = RN_EXITED;
+		return 127;
+	}
+	fcntl(out[0], F_SETFL, O_NONBLOCK);
+	r = rn_spawn(argv, envp, cwd, out[1], &pid);
+	close(out[1]);
+	if (r < 0) {
+		close(out[0]);
 		rn_trace(trace_fd, "ERROR: could not start %s: %s\n", argv[0], strerror(-r));
 		*why = RN_EXITED;
 		return 127;
 	}
-	*why = rn_wait(slot, pid, deadline, &st);
+	*why = rn_wait(slot, pid, deadline, &st, out[0], trace_fd);
+	close(out[0]);
 	if (WIFEXITED(st))
 		return WEXITSTATUS(st);
 	return 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
