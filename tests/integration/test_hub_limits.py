@@ -85,3 +85,45 @@ def test_hostile_parameters(hub, tmp_path):
     assert not answer.startswith(b"HTTP/1.1 200")
     time.sleep(0.2)
     assert requests.get(f"{api}/version", headers=h, timeout=30).status_code == 200
+
+
+ECHO_MANIFEST = {
+    "slug": "echo-args", "name": "Echo", "type": "ALGORITHM", "command": "sh echo.sh",
+    "input_data_type": "TABULAR", "output_data_type": "MODEL",
+    "parameters": [{"name": "text", "type": "STRING", "required": True}], "metrics": []}
+
+
+def test_parameters_never_reach_a_shell(hub, tmp_path):
+    import json
+    tok = hub.user("alice")
+    hub.project("alice/code", "alice")
+    hub.project("alice/data", "alice")
+    push_files(hub, tok, "alice/code", {
+        "processor.json": json.dumps(ECHO_MANIFEST),
+        # writes its arguments one per line into the output folder
+        "echo.sh": 'out=""; prev=""; for a in "$@"; do [ "$prev" = --output-path ] && '
+                   'out="$a"; prev="$a"; done; printf "%s\\n" "$@" > "$out/args.txt"\n'}, tmp_path)
+    push_files(hub, tok, "alice/data", {"README.md": "x\n"}, tmp_path)
+    h = {"PRIVATE-TOKEN": tok}
+    v1 = hub.url + "/api/v1"
+    assert requests.post(v1 + "/code-projects/alice%2Fcode/publish", headers=h,
+                         json={"ref": "main"}, timeout=30).status_code == 201
+    pwned = [tmp_path / f"pwned{i}" for i in range(4)]
+    value = (f"$(touch {pwned[0]}) `touch {pwned[1]}`; touch {pwned[2]} ' ; touch "
+             f"{pwned[3]} #\" \\ \n second line")
+    r = requests.post(v1 + "/projects/alice%2Fdata/experiments", headers=h, timeout=30,
+                      json={"name": "inject", "processor": "echo-args",
+                            "params": {"text": value}})
+    assert r.status_code == 201, r.text
+    exp = _wait(lambda: (e := requests.get(v1 + "/projects/alice%2Fdata/experiments/inject",
+                                           headers=h, timeout=30).json())["status"]
+                in ("success", "failed") and e, timeout=120)
+    assert exp["status"] == "success", exp
+    for p in pwned:
+        assert not p.exists(), f"{p} created: a parameter reached a shell"
+    r = requests.get(hub.url + "/api/v4/projects/alice%2Fdata/repository/files/"
+                     "output%2Fargs.txt/raw?ref=experiment%2Finject", headers=h, timeout=30)
+    assert r.status_code == 200, r.text
+    args = r.text.split("\n")
+    assert "--text" in args
+    assert "\n".join(args[args.index("--text") + 1:]).startswith(value)
