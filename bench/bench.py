@@ -82,6 +82,7 @@ class Suite:
         self.results = {}
         self.hwm = {}
         self.notes = []
+        self.load = {}
         self.reg = None
 
     # ---- setup ---------------------------------------------------------------------------
@@ -136,11 +137,19 @@ class Suite:
 
     def unmount(self, m, workload, keep=False):
         m.stop()
-        self.hwm.setdefault(workload, []).append(m.hwm_kib)
+        self.hwm.setdefault(workload, []).append((m.hwm_kib, m.peak_kib))
         if not keep:
             shutil.rmtree(m.base, ignore_errors=True)
 
     def record(self, wid, **kw):
+        """Stores a workload's numbers. Each ratio names two series measured run by run;
+        its value is the ratio of their medians, and "paired" the median of the per-run
+        ratios (less sensitive to the machine's load drifting during the workload)."""
+        spec = kw.pop("ratios", {})
+        kw["ratios"] = {n: med(kw[a]) / med(kw[b]) for n, (a, b) in spec.items()}
+        kw["paired"] = {n: med([x / y for x, y in zip(kw[a], kw[b])])
+                        for n, (a, b) in spec.items()}
+        kw["ratios"].update(kw.pop("value", {}))
         self.results[wid] = kw
         return kw
 
@@ -182,14 +191,13 @@ class Suite:
         finally:
             proxy.close()
         self.native_checkout = base / f"clone{self.runs - 1}"
-        r_t = med(cat_t) / med(clone_t)
-        r_b = med(cat_b) / med(clone_b)
         return self.record(
             "B4", workload=f"cold cat of one {len(want)} B file, repo of {self.tree['files']} "
             f"files and {self.tree['commits']} commits",
             reef_s=cat_t, clone_s=clone_t, reef_bytes=cat_b, clone_bytes=clone_b,
             mount_s=mount_t, mount_bytes=first_b,
-            ratios={"time (reef/clone)": r_t, "bytes (reef/clone)": r_b},
+            ratios={"time (reef/clone)": ("reef_s", "clone_s"),
+                    "bytes (reef/clone)": ("reef_bytes", "clone_bytes")},
             targets={"time (reef/clone)": ("<=", 0.05), "bytes (reef/clone)": ("<=", 0.01)},
             note="reef bytes include reefd's start-up request (GET /user); times exclude "
             "mounting (median %.3f s)" % med(mount_t))
@@ -200,10 +208,11 @@ class Suite:
         log(f"B3: find + stat over {self.tree['files']} files ({self.runs} runs)")
         m = self.mount("b3-reefd")
         reef = m / "bench/tree/branches/main/lib"
-        t = time.perf_counter()
+        # The first pass fills reefd's cache with everything the command needs (listings,
+        # and whatever a stat costs); timed, it is the cold case, from the hub.
+        prime_s = sh(stat_tree_cmd(reef))
         n_reef = len(subprocess.run(["find", str(reef)], check=True, capture_output=True)
                      .stdout.splitlines())
-        prime_s = time.perf_counter() - t
         n_native = len(subprocess.run(["find", str(native)], check=True, capture_output=True)
                        .stdout.splitlines())
         if n_reef != n_native:
@@ -219,8 +228,8 @@ class Suite:
             "B3", workload=f"find + stat over {n_reef} entries", entries=n_reef,
             reef_cold_from_hub_s=prime_s, native_warm_s=nw, reef_warm_s=rw, native_repeat_s=nr,
             reef_repeat_s=rr,
-            ratios={"warm (native/reef)": med(nw) / med(rw),
-                    "repeat (native/reef)": med(nr) / med(rr)},
+            ratios={"warm (native/reef)": ("native_warm_s", "reef_warm_s"),
+                    "repeat (native/reef)": ("native_repeat_s", "reef_repeat_s")},
             targets={"warm (native/reef)": (">=", 0.5), "repeat (native/reef)": (">=", 0.9)},
             note="warm: reefd's cache holds every listing, page cache, dentries and inodes "
             "dropped before the run on both sides; repeat: the same command again at once")
@@ -273,8 +282,8 @@ class Suite:
             "B5", workload=f"cold read of {self.ds['files']} files, {self.ds['bytes'] / 1e6:.0f} MB",
             reef_s=reef_t, clone_s=clone_t, clone_read_s=read_t, clone_total_s=clone_total,
             rclone_s=rclone_t,
-            ratios={"reef/(clone --depth 1 + read)": med(reef_t) / med(clone_total),
-                    "rclone/reef": med(rclone_t) / med(reef_t)},
+            ratios={"reef/(clone --depth 1 + read)": ("reef_s", "clone_total_s"),
+                    "rclone/reef": ("rclone_s", "reef_s")},
             targets={"reef/(clone --depth 1 + read)": ("<=", 1.5), "rclone/reef": (">=", 1.0)},
             note="each side lists and reads the tree with find | xargs cat; mount start-up "
             "excluded for reefd and rclone (serve http from the same files)")
@@ -301,7 +310,7 @@ class Suite:
             reef_t.append(sh(cat_cmd(f)))
         res = self.record(wid, workload=f"cold read of a {size // MIB} MiB {note}",
                           reef_s=reef_t, curl_s=curl_t,
-                          ratios={"curl/reef": med(curl_t) / med(reef_t)},
+                          ratios={"curl/reef": ("curl_s", "reef_s")},
                           targets={"curl/reef": (">=", 0.8)} if wid == "B6" else {},
                           note="fresh reefd cache each run; curl writes to /dev/null, reefd "
                           "stores and verifies the object")
@@ -311,10 +320,7 @@ class Suite:
         """Sequential read of the cached object: reefd, the cache file itself, bindfs over it."""
         size = self.big["size"]
         reef = m / "bench/big/branches/main/big.bin"
-        cands = [p for p in m.cache.rglob("*") if p.is_file() and p.stat().st_size == size]
-        if len(cands) != 1:
-            raise RuntimeError(f"B1: no single {size} B file in {m.cache}: {cands}")
-        native = cands[0]
+        native = stored_object(m.cache, size)
         bmnt = self.run_dir / "b1-bindfs"
         bind = H.Fg(["bindfs", "-f", "-r", native.parent, bmnt], self.reg,
                     self.run_dir / "bindfs.log", mnt=bmnt).start()
@@ -329,8 +335,8 @@ class Suite:
         self.record("B1", workload=f"sequential read of a cached {size // MIB} MiB object, "
                     "page cache dropped", reef_s=t["reef"], native_s=t["native"],
                     bindfs_s=t["bindfs"],
-                    ratios={"native/reef": med(t["native"]) / med(t["reef"]),
-                            "bindfs/reef": med(t["bindfs"]) / med(t["reef"])},
+                    ratios={"native/reef": ("native_s", "reef_s"),
+                            "bindfs/reef": ("bindfs_s", "reef_s")},
                     targets={"native/reef": (">=", 0.6), "bindfs/reef": (">=", 1.0)},
                     note=f"native = reefd's cache file {native.relative_to(m.cache)}; bindfs -r "
                     "over its directory; reads with cat")
@@ -344,7 +350,8 @@ class Suite:
         bind.stop()
         self.record("B2", workload="re-read of the same file, kernel cache kept",
                     reef_s=t["reef"], native_s=t["native"], bindfs_s=t["bindfs"],
-                    ratios={"native/reef": med(t["native"]) / med(t["reef"])},
+                    ratios={"native/reef": ("native_s", "reef_s"),
+                            "bindfs/reef": ("bindfs_s", "reef_s")},
                     targets={"native/reef": (">=", 0.9)})
 
     def lfs_ready(self):
@@ -396,25 +403,73 @@ class Suite:
         self.unmount(m, "B6")
 
     def b8(self):
+        """Launch through experiments/launch; time until the hub shows the job running."""
+        ex = gen.gen_experiment(self.data_root, self.home)
+        for name, repo in (("wait", ex["proc_repo"]), ("exp", ex["data_repo"])):
+            self.hub.project(f"bench/{name}", "bench")
+            H.git(["-C", repo, "push", "-q", self.hub.git_url(f"bench/{name}", self.token),
+                   "main"], self.home)
         m = self.mount("b8-reefd")
-        launch = m / "bench/dataset/experiments/launch"
-        present = os.path.exists(launch)
-        self.unmount(m, "B8")
-        if not present:
+        launch = m / "bench/exp/experiments/launch"
+        if not os.path.exists(launch):
+            self.unmount(m, "B8")
             self.record("B8", workload="write to experiments/launch -> job running",
                         missing="reefd has no experiments/launch control file yet")
             log("B8: not measurable: no experiments/launch in the mount")
             return
+        try:
+            self.api("/api/v1/code-projects/bench%2Fwait/publish", "POST",
+                     json.dumps({"ref": "main"}).encode(),
+                     {"Content-Type": "application/json"})
+        except urllib.error.HTTPError as e:
+            self.unmount(m, "B8")
+            self.record("B8", workload="write to experiments/launch -> job running",
+                        missing=f"publishing a processor failed: {e.code} {e.read()[:200]!r}")
+            return
+        log(f"B8: experiments/launch -> job running ({self.runs} runs)")
+        write_t, run_t = [], []
+        for i in range(self.runs):
+            name = f"b8-{i}"
+            t0 = time.perf_counter()
+            fd = os.open(launch, os.O_WRONLY)
+            try:
+                os.write(fd, f"name={name}\nprocessor={ex['slug']}\ninput_path=data\n".encode())
+            finally:
+                os.close(fd)
+            write_t.append(time.perf_counter() - t0)
+            job = self.wait_job(name, ("running",), t0 + 60)
+            run_t.append(time.perf_counter() - t0)
+            self.wait_job(name, ("success", "failed", "canceled"), t0 + 120)
+            if job is None:
+                raise RuntimeError(f"B8: the job of {name} was never seen running")
+        self.unmount(m, "B8")
         self.record("B8", workload="write to experiments/launch -> job running",
-                    missing="experiments/launch exists; its measurement is not written yet")
+                    reef_write_s=write_t, reef_s=run_t,
+                    value={"median s": med(run_t)}, targets={"median s": ("<=", 1.0)},
+                    note="from open() of the control file to the hub's jobs API showing the "
+                    "job running (polled every 5 ms); processor job: sh wait.sh (sleep 3)")
+
+    def wait_job(self, name, states, deadline):
+        ref = f"experiment/{name}"
+        while time.perf_counter() < deadline:
+            _, _, body = self.api("/api/v4/projects/bench%2Fexp/jobs?per_page=20")
+            for j in json.loads(body):
+                if j.get("ref") == ref and j.get("status") in states:
+                    return j
+            time.sleep(0.005)
+        return None
 
     def b7(self):
-        per = {w: max(v for v in vs if v is not None) for w, vs in self.hwm.items()
-               if any(v is not None for v in vs)}
-        peak = max(per.values()) if per else None
-        self.record("B7", workload="reefd peak resident memory (VmHWM) through B1-B6",
-                    per_workload_kib=per, peak_kib=peak,
-                    ratios={"peak MiB": peak / 1024 if peak else None},
+        per, anon, filed = {}, {}, {}
+        for w, vs in self.hwm.items():
+            per[w] = max((h for h, _ in vs if h is not None), default=None)
+            anon[w] = max((p.get("RssAnon", 0) for _, p in vs), default=None)
+            filed[w] = max((p.get("RssFile", 0) for _, p in vs), default=None)
+        peak = max((v for v in per.values() if v is not None), default=None)
+        self.record("B7", workload="reefd peak resident memory (VmHWM) through B1-B8",
+                    per_workload_kib=per, peak_kib=peak, sampled_peak_anon_kib=anon,
+                    sampled_peak_file_kib=filed,
+                    value={"peak MiB": peak / 1024 if peak else None},
                     targets={"peak MiB": ("<=", 64)})
 
     # ---- driver --------------------------------------------------------------------------
@@ -454,12 +509,30 @@ class Suite:
         self.elapsed = time.perf_counter() - t0
 
     def guard(self, wid, fn):
+        load = os.getloadavg()[0]
         try:
             fn()
         except Exception as e:
             traceback.print_exc()
             self.results.setdefault(wid, {})["error"] = f"{type(e).__name__}: {e}"
             self.notes.append(f"{wid} failed: {e}")
+        # Other work on the machine shows up as noise; keep a trace of it with the numbers.
+        self.load[wid] = (round(load, 2), round(os.getloadavg()[0], 2))
+
+
+def stored_object(cache, size, timeout=120):
+    """The file in which reefd's cache holds the object of that size, once stored: the
+    reader that streamed it may finish before the object is verified and moved out of
+    tmp/, so wait for it."""
+    deadline = time.time() + timeout
+    while True:
+        found = [p for p in cache.rglob("*") if p.is_file() and "tmp" not in
+                 p.relative_to(cache).parts[:1] and p.stat().st_size == size]
+        if len(found) == 1:
+            return found[0]
+        if time.time() > deadline:
+            raise RuntimeError(f"no single stored {size} B object in {cache}: {found}")
+        time.sleep(0.2)
 
 
 def free_port():
@@ -495,9 +568,8 @@ def machine():
         "memory_gib": round(int(mem) / 1024 / 1024, 1) if mem else None,
         "kernel": platform.release(),
         "os": first(". /etc/os-release && echo $PRETTY_NAME"),
-        "disk": first("lsblk -ndo NAME,SIZE,ROTA,MODEL $(findmnt -no SOURCE /var/tmp "
-                      "| sed 's|/dev/||') 2>/dev/null"),
-        "fs": first("findmnt -no FSTYPE,SOURCE -T /var/tmp"),
+        "disk": first("lsblk -ndo NAME,SIZE,ROTA,TYPE $(findmnt -no SOURCE -T /var/tmp)"),
+        "fs": first("findmnt -no FSTYPE,SOURCE,OPTIONS -T /var/tmp"),
         "versions": {k: first(c) for k, c in {
             "git": "git --version", "rclone": "rclone version | head -1",
             "bindfs": "bindfs --version | head -1", "curl": "curl --version | head -1",
@@ -529,19 +601,20 @@ def table(suite):
             continue
         if "missing" in r or "error" in r:
             why = r.get("missing") or r.get("error")
-            rows.append((wid, r.get("workload", ""), "not measurable", "", "",
+            rows.append((wid, r.get("workload", ""), "not measurable", "", "", "",
                          why if len(why) < 90 else why[:87] + "..."))
             continue
         for name, ratio in r.get("ratios", {}).items():
             tgt = r.get("targets", {}).get(name)
+            paired = r.get("paired", {}).get(name)
             rows.append((wid, r["workload"], name,
                          f"{ratio:.3f}" if isinstance(ratio, float) else str(ratio),
+                         f"{paired:.3f}" if paired is not None else "",
                          f"{tgt[0]} {tgt[1]}" if tgt else "(info)", verdict(ratio, tgt)))
-    w = [max(len(str(row[i])) for row in rows + [("id", "workload", "ratio", "value",
-                                                  "target", "")]) for i in range(6)]
-    lines = ["  ".join(str(c).ljust(w[i]) for i, c in enumerate(("id", "workload", "ratio",
-                                                               "value", "target", "")))]
-    lines += ["  ".join(str(c).ljust(w[i]) for i, c in enumerate(row)) for row in rows]
+    head = ("id", "workload", "ratio", "medians", "paired", "target", "")
+    w = [max(len(str(row[i])) for row in rows + [head]) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w[i]) for i, c in enumerate(row)).rstrip()
+             for row in [head] + rows]
     return "\n".join(lines)
 
 
@@ -576,6 +649,7 @@ def main():
                "command": " ".join(sys.argv), "mode": "quick" if args.quick else "full",
                "sizes": suite.sz, "machine": machine(),
                "elapsed_s": getattr(suite, "elapsed", None), "results": suite.results,
+               "loadavg_1min_before_after": suite.load,
                "notes": suite.notes}
         res_dir = ROOT / "bench" / "results"
         res_dir.mkdir(exist_ok=True)

@@ -256,3 +256,50 @@ def gen_lfs(root, home, mib):
     (work / "lfs.bin").unlink()
     return ds.finish({"repo": str(work), "path": "lfs.bin", "size": mib << 20,
                       "sha256": h.hexdigest()})
+
+
+WAIT_MANIFEST = {
+    "slug": "bench-wait", "name": "Benchmark wait", "type": "ALGORITHM",
+    "description": "Sleeps a few seconds, so the benchmark can see its job running",
+    "command": "sh wait.sh", "input_data_type": "TABULAR", "output_data_type": "MODEL",
+    "parameters": [], "metrics": [],
+}
+
+
+def small_repo(ds, home, files, message):
+    work = ds.dir / "work"
+    env = git_env(home)
+    run(["git", "init", "-q", "-b", "main", str(work)], env=env)
+    for name, content in files.items():
+        p = work / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(content)
+    run(["git", "-C", str(work), "add", "-A"], env=env)
+    run(["git", "-C", str(work), "commit", "-q", "-m", message], env=env)
+    return str(work)
+
+
+def gen_experiment(root, home):
+    """B8's two small repositories: a processor (code project whose job sleeps 3 s) and
+    the data project experiments are launched on (one small CSV)."""
+    ds = DataSet(root, "experiment", {})
+    if ds.ready():
+        return ds.meta
+    ds.fresh()
+    proc = DataSet(ds.dir, "proc", {})
+    proc.fresh()
+    data = DataSet(ds.dir, "data", {})
+    data.fresh()
+    r = random.Random(5005)
+    csv = "x1,x2,label\n" + "".join(
+        f"{a:.4f},{b:.4f},{int(a + b > 0)}\n"
+        for a, b in ((r.gauss(0, 1), r.gauss(0, 1)) for _ in range(200)))
+    return ds.finish({
+        "proc_repo": small_repo(proc, home, {
+            "processor.json": json.dumps(WAIT_MANIFEST, indent=1) + "\n",
+            "wait.sh": "# Stays running long enough to be seen running, then writes a result.\n"
+                       "sleep 3\nmkdir -p output && echo done > output/result.txt\n"},
+            "Add the wait processor [skip ci]"),
+        "data_repo": small_repo(data, home, {"data/train.csv": csv},
+                                "Add a small dataset [skip ci]"),
+        "slug": WAIT_MANIFEST["slug"]})

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -81,13 +82,42 @@ def unmount(path):
                        stderr=subprocess.DEVNULL)
 
 
-def vm_hwm_kib(pid):
-    """Peak resident set (VmHWM) of a live process, in KiB."""
+def proc_status_kib(pid, *fields):
+    """Fields of /proc/<pid>/status counted in kB (VmHWM, RssAnon, ...), as a dict."""
+    out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return None
+            k, _, v = line.partition(":")
+            if k in fields:
+                out[k] = int(v.split()[0])
+    return out
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's anonymous and file-backed resident memory every 20 ms.
+    VmHWM (the kernel's peak) counts both; the file part of reefd's is mostly LMDB's
+    memory map, i.e. page cache the kernel can take back, so the peaks are kept apart."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = {"RssAnon": 0, "RssFile": 0}
+        self.done = threading.Event()
+        self.start()
+
+    def run(self):
+        while not self.done.wait(0.02):
+            try:
+                cur = proc_status_kib(self.pid, "RssAnon", "RssFile")
+            except OSError:
+                return
+            for k, v in cur.items():
+                self.peak[k] = max(self.peak[k], v)
+
+    def stop(self):
+        self.done.set()
+        self.join()
+        return self.peak
 
 
 class Hub:
@@ -166,6 +196,8 @@ class Reefd:
         self.reg = reg
         self.proc = None
         self.hwm_kib = None
+        self.peak_kib = {}
+        self.sampler = None
 
     def start(self):
         opts = f"server={self.server},token_file={self.token_file},cache={self.cache}"
@@ -176,17 +208,19 @@ class Reefd:
         self.reg.add(self)
         wait_mounted(self.mnt, self.proc)
         self.mount_s = time.perf_counter() - t
+        self.sampler = RssSampler(self.proc.pid)
         return self
 
     def hwm(self):
         if self.proc and self.proc.poll() is None:
-            self.hwm_kib = vm_hwm_kib(self.proc.pid)
+            self.hwm_kib = proc_status_kib(self.proc.pid, "VmHWM").get("VmHWM")
         return self.hwm_kib
 
     def stop(self):
         if not self.proc:
             return
         self.hwm()
+        self.peak_kib = self.sampler.stop() if self.sampler else {}
         unmount(self.mnt)
         try:
             code = self.proc.wait(timeout=20)
