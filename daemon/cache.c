@@ -124,12 +124,19 @@ struct cache {
 	unsigned in_flight;
 	struct idx_obj touch[CACHE_TOUCH_MAX];
 	size_t ntouch;
+	/* records of objects just stored, written with the access times: a download costs
+	 * no index transaction of its own (a crash loses them; the start-up pass restores
+	 * a record for every object on disk) */
+	struct idx_obj puts[CACHE_TOUCH_MAX];
+	size_t nputs;
 	struct cache_err errs[CACHE_ERRORS];
 	size_t nerrs, errs_next;
 	struct cache_branch *branches;
 	size_t nbranches;
 	cache_branch_moved_fn moved_fn;
 	void *moved_arg;
+	unsigned moved_running;    /* callbacks in progress */
+	pthread_cond_t moved_idle; /* moved_running went down */
 	struct cache_pid pids[CACHE_PIDS_MAX];
 	size_t npids, pids_next;
 	struct cache_job *jobs, *jobs_tail;
@@ -148,9 +155,11 @@ static void cache_err_note(struct cache *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static int cache_evict(struct cache *c, uint64_t need);
 static void cache_touch(struct cache *c, enum odb_kind kind, const char *oid);
+static void cache_obj_note(struct cache *c, enum odb_kind kind, const char *oid, uint64_t size);
 static void cache_branch_moved(struct cache *c, int64_t pid, const char *name, const char *old,
                                const char *now);
 static void *cache_maint_main(void *arg);
+static int cache_ref_from_json(const json_t *j, enum cache_ref_kind kind, char commit[41]);
 static void cache_pid_note(struct cache *c, int64_t id, const char *path);
 
 static int64_t cache_now_ms(void)
@@ -198,6 +207,7 @@ int cache_new(struct cache **out, const struct cache_opts *o)
 	pthread_cond_init(&c->done, NULL);
 	pthread_cond_init(&c->jobs_cond, NULL);
 	pthread_cond_init(&c->maint_cond, NULL);
+	pthread_cond_init(&c->moved_idle, NULL);
 	c->branch_ttl_ms = o->branch_ttl_ms;
 	c->list_ttl_ms = o->list_ttl_ms;
 	c->poll_ms = o->poll_ms ? o->poll_ms : CACHE_POLL_MS_DEFAULT;
@@ -269,6 +279,9 @@ void cache_free(struct cache *c)
 	pthread_mutex_unlock(&c->lock);
 	if (c->maint_started)
 		pthread_join(c->maint, NULL);
+	/* a lookup's callback may still run on another thread: no call into the owner's
+	 * context after this returns */
+	cache_on_branch_moved(c, NULL, NULL);
 	if (c->workers)
 		for (unsigned i = 0; i < c->nworkers; i++)
 			pthread_join(c->workers[i], NULL);
@@ -328,6 +341,7 @@ void cache_free(struct cache *c)
 	pthread_cond_destroy(&c->done);
 	pthread_cond_destroy(&c->jobs_cond);
 	pthread_cond_destroy(&c->maint_cond);
+	pthread_cond_destroy(&c->moved_idle);
 	pthread_mutex_destroy(&c->evict_lock);
 	pthread_mutex_destroy(&c->lock);
 	free(c->dir);
@@ -551,6 +565,85 @@ static void cache_reflist_store(struct cache *c, struct cache_reflist *nl)
 	c->nreflists++;
 }
 
+struct cache_moved {
+	char *name;
+	char old[41], now[41];
+};
+
+/* Records the commit each listed ref names (GitLab's branch and tag lists carry
+ * commit.id), so that cache_ref_peek and cache_ref_resolve answer without a request per
+ * ref. A branch head that moved is reported as a lookup would; a tag already known keeps
+ * its commit (tags are resolved once, for ever). */
+static void cache_refs_record(struct cache *c, int64_t pid, enum cache_ref_kind kind, json_t *arr,
+                              int64_t now)
+{
+	const char *prefix = kind == CACHE_REF_BRANCH ? "branch:" : "tag:";
+	size_t count = json_array_size(arr), n = 0, nmoved = 0, i;
+	struct idx_ref *refs = calloc(count ? count : 1, sizeof(*refs));
+	struct cache_moved *moved = calloc(count ? count : 1, sizeof(*moved));
+	char **keys = calloc(count ? count : 1, sizeof(*keys));
+	json_t *it;
+
+	if (!refs || !moved || !keys)
+		goto out;
+	json_array_foreach(arr, i, it)
+	{
+		const char *name = jsonx_str(it, "name");
+		char commit[41], old[41];
+		bool have;
+
+		if (!name || !*name || strlen(name) > CACHE_REF_MAX ||
+		    cache_ref_from_json(it, kind, commit) < 0)
+			continue;
+		if (asprintf(&keys[n], "%s%s", prefix, name) < 0) {
+			keys[n] = NULL;
+			break;
+		}
+		have = idx_ref_get(c->idx, pid, keys[n], old, NULL) == 0;
+		if (kind == CACHE_REF_TAG && have) {
+			free(keys[n]);
+			keys[n] = NULL;
+			continue;
+		}
+		if (kind == CACHE_REF_BRANCH && have && strcmp(old, commit) != 0 &&
+		    (moved[nmoved].name = strdup(name))) {
+			memcpy(moved[nmoved].old, old, 41);
+			memcpy(moved[nmoved].now, commit, 41);
+			nmoved++;
+		}
+		refs[n].ref = keys[n];
+		memcpy(refs[n].commit, commit, 41);
+		n++;
+	}
+	if (idx_refs_put(c->idx, pid, refs, n, now) == 0)
+		for (i = 0; i < nmoved; i++)
+			cache_branch_moved(c, pid, moved[i].name, moved[i].old, moved[i].now);
+out:
+	for (i = 0; keys && i < n; i++)
+		free(keys[i]);
+	for (i = 0; moved && i < nmoved; i++)
+		free(moved[i].name);
+	free(keys);
+	free(moved);
+	free(refs);
+}
+
+int cache_ref_peek(struct cache *c, int64_t project_id, enum cache_ref_kind kind, const char *name,
+                   char commit[41])
+{
+	static const char *const prefix[] = {"branch:", "tag:", "commit:"};
+	char key[CACHE_REF_MAX + 16];
+	size_t len;
+
+	if (!name || (unsigned)kind > CACHE_REF_COMMIT)
+		return -EINVAL;
+	len = strlen(name);
+	if (len == 0 || len > CACHE_REF_MAX)
+		return -EINVAL;
+	snprintf(key, sizeof(key), "%s%s", prefix[kind], name);
+	return idx_ref_get(c->idx, project_id, key, commit, NULL) == 0 ? 0 : -ENOENT;
+}
+
 int cache_refs_list(struct cache *c, int64_t project_id, enum cache_ref_kind kind, char ***names,
                     size_t *n)
 {
@@ -601,6 +694,8 @@ int cache_refs_list(struct cache *c, int64_t project_id, enum cache_ref_kind kin
 			nl->n++;
 		}
 	}
+	if (r == 0)
+		cache_refs_record(c, project_id, kind, arr, nl->at);
 	json_decref(arr);
 	pthread_mutex_lock(&c->lock);
 	if (r == 0) {
@@ -848,7 +943,7 @@ static int cache_download(struct cache *c, int64_t pid, const char *oid)
 		uint64_t disk = 0;
 
 		if (odb_disk_size(c->odb, ODB_KIND_BLOB, oid, &disk) == 0)
-			idx_obj_put(c->idx, IDX_OBJ_BLOB, oid, disk, cache_now_ms());
+			cache_obj_note(c, ODB_KIND_BLOB, oid, disk);
 	}
 	return r;
 }
@@ -859,6 +954,7 @@ int cache_blob_open(struct cache *c, int64_t project_id, const char *oid, struct
 {
 	struct cache_inflight *f, **pp;
 	bool owner = false;
+	uint64_t size;
 	int r;
 
 	*out = NULL;
@@ -913,8 +1009,8 @@ int cache_blob_open(struct cache *c, int64_t project_id, const char *oid, struct
 	if (r < 0)
 		return r;
 	r = odb_blob_open(c->odb, oid, out);
-	if (r == 0)
-		idx_size_put(c->idx, oid, odb_blob_size(*out));
+	if (r == 0 && (idx_size_get(c->idx, oid, &size) < 0 || size != odb_blob_size(*out)))
+		idx_size_put(c->idx, oid, odb_blob_size(*out)); /* a read is cheaper than a write */
 	return r == -ENOENT ? -EIO : r;
 }
 
@@ -989,12 +1085,47 @@ static void cache_touch_flush(struct cache *c)
 	size_t n;
 
 	pthread_mutex_lock(&c->lock);
+	n = c->nputs;
+	memcpy(batch, c->puts, n * sizeof(batch[0]));
+	c->nputs = 0;
+	pthread_mutex_unlock(&c->lock);
+	/* records first: an access to a record still pending then raises its time */
+	if (n)
+		idx_obj_put_many(c->idx, batch, n);
+	pthread_mutex_lock(&c->lock);
 	n = c->ntouch;
 	memcpy(batch, c->touch, n * sizeof(batch[0]));
 	c->ntouch = 0;
 	pthread_mutex_unlock(&c->lock);
 	if (n)
 		idx_obj_touch(c->idx, batch, n);
+}
+
+/* Queues the record of an object just stored (size on disk, accessed now). */
+static void cache_obj_note(struct cache *c, enum odb_kind kind, const char *oid, uint64_t size)
+{
+	bool full;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->nputs == CACHE_TOUCH_MAX) {
+		pthread_mutex_unlock(&c->lock);
+		cache_touch_flush(c);
+		pthread_mutex_lock(&c->lock);
+	}
+	if (c->nputs < CACHE_TOUCH_MAX) {
+		struct idx_obj *t = &c->puts[c->nputs++];
+
+		t->kind = cache_idx_kind(kind);
+		snprintf(t->oid, sizeof(t->oid), "%s", oid);
+		t->atime = cache_now_ms();
+		t->size = size;
+		full = false;
+	} else {
+		full = true; /* filled again meanwhile: write this one alone */
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (full)
+		idx_obj_put(c->idx, cache_idx_kind(kind), oid, size, cache_now_ms());
 }
 
 /* Records an access for LRU; written to the index in batches, not per read. */
@@ -1337,6 +1468,12 @@ struct cache_obj {
 	uint64_t size;
 	struct odb_blob *blob; /* stored and verified */
 	struct stream *s;      /* or streaming */
+	/* A git blob of known size is fetched (stored whole when small, streamed when large)
+	 * at its first read, not at open: an open that is never read costs no request. */
+	bool lazy;
+	bool ready; /* __atomic: a lazy object's blob or s is set */
+	int64_t pid;
+	pthread_mutex_t load_lock;
 };
 
 /* Where a stream's bytes come from: the raw blob route, or the href the LFS batch API
@@ -1395,7 +1532,7 @@ static void cache_stream_done(void *arg, struct stream *s, int result, const cha
 	struct stream *drop = NULL;
 
 	if (result == 0 && src->keep && !reason)
-		idx_obj_put(c->idx, cache_idx_kind(src->kind), src->oid, src->size, cache_now_ms());
+		cache_obj_note(c, src->kind, src->oid, src->size);
 	if (result < 0)
 		cache_err_note(c, "%s %s: %s; not cached",
 		               src->kind == ODB_KIND_LFS ? "LFS object" : "blob", src->oid,
@@ -1494,22 +1631,16 @@ static int cache_stream_start(struct cache *c, int64_t pid, enum odb_kind kind, 
 	return r;
 }
 
-/* Opens a stored object, joins its download, or starts one. */
-static int cache_obj_get(struct cache *c, int64_t pid, enum odb_kind kind, const char *oid,
-                         int64_t size, struct cache_obj *o)
+/* Opens a stored object, joins its download, or starts one; with defer, a git blob of
+ * known size that is neither stored nor streaming is left for the first read (o->lazy).
+ * Called with c->lock held and l counting this open; returns with the lock released. */
+static int cache_obj_attach(struct cache *c, int64_t pid, enum odb_kind kind, const char *oid,
+                            int64_t size, struct cache_obj *o, struct cache_live *l, bool defer)
 {
-	struct cache_live *l;
 	struct stream *s = NULL;
 	bool keep = false;
 	int r;
 
-	pthread_mutex_lock(&c->lock);
-	l = cache_live_get(c, kind, oid);
-	if (!l) {
-		pthread_mutex_unlock(&c->lock);
-		return -ENOMEM;
-	}
-	l->opens++;
 	for (;;) {
 		while (l->starting)
 			pthread_cond_wait(&c->done, &c->lock);
@@ -1531,12 +1662,19 @@ static int cache_obj_get(struct cache *c, int64_t pid, enum odb_kind kind, const
 			return 0;
 		}
 		if (r != -ENOENT)
-			goto fail;
+			return r;
+		if (kind == ODB_KIND_BLOB && size >= 0 && defer) {
+			/* the size is known: nothing to ask before the first read */
+			o->lazy = true;
+			o->pid = pid;
+			o->size = (uint64_t)size;
+			return 0;
+		}
 		if (kind == ODB_KIND_BLOB && (size < 0 || (uint64_t)size < ODB_RAW_THRESHOLD)) {
 			/* small or of unknown size: downloaded whole and verified first */
 			r = cache_blob_open(c, pid, oid, &o->blob);
 			if (r < 0)
-				goto fail;
+				return r;
 			o->size = odb_blob_size(o->blob);
 			return 0;
 		}
@@ -1557,16 +1695,33 @@ static int cache_obj_get(struct cache *c, int64_t pid, enum odb_kind kind, const
 		pthread_cond_broadcast(&c->done);
 		pthread_mutex_unlock(&c->lock);
 		if (r < 0)
-			goto fail;
+			return r;
 		o->s = s;
 		o->size = (uint64_t)size;
 		return 0;
 	}
-fail:
+}
+
+static int cache_obj_get(struct cache *c, int64_t pid, enum odb_kind kind, const char *oid,
+                         int64_t size, struct cache_obj *o)
+{
+	struct cache_live *l;
+	int r;
+
 	pthread_mutex_lock(&c->lock);
-	l->opens--;
-	cache_live_settle(c, l);
-	pthread_mutex_unlock(&c->lock);
+	l = cache_live_get(c, kind, oid);
+	if (!l) {
+		pthread_mutex_unlock(&c->lock);
+		return -ENOMEM;
+	}
+	l->opens++; /* from now on neither evicted nor forgotten */
+	r = cache_obj_attach(c, pid, kind, oid, size, o, l, true);
+	if (r < 0) {
+		pthread_mutex_lock(&c->lock);
+		l->opens--;
+		cache_live_settle(c, l);
+		pthread_mutex_unlock(&c->lock);
+	}
 	return r;
 }
 
@@ -1575,7 +1730,6 @@ int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, cons
 {
 	struct cache_blob_info info;
 	struct cache_obj *o;
-	uint64_t size;
 	int64_t known = -1;
 	int r;
 
@@ -1590,6 +1744,7 @@ int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, cons
 	if (!o)
 		return -ENOMEM;
 	o->c = c;
+	pthread_mutex_init(&o->load_lock, NULL);
 	r = cache_blob_info(c, project_id, commit, path, oid, -1, &info);
 	if (r < 0)
 		goto fail;
@@ -1601,9 +1756,10 @@ int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, cons
 	} else {
 		o->kind = ODB_KIND_BLOB;
 		memcpy(o->oid, oid, 41);
-		/* a size the index vouches for, else the server's (HEAD), as cache_blob_size */
-		if (idx_size_get(c->idx, oid, &size) == 0 && size <= ODB_BLOB_MAX)
-			known = (int64_t)size;
+		/* the index's (from the listing or an earlier download), the stored blob's, or
+		 * else the server's (HEAD): as cache_blob_size */
+		if (info.blob_size <= ODB_BLOB_MAX)
+			known = (int64_t)info.blob_size;
 	}
 	r = cache_obj_get(c, project_id, o->kind, o->oid, known, o);
 	if (r < 0)
@@ -1611,6 +1767,7 @@ int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, cons
 	*out = o;
 	return 0;
 fail:
+	pthread_mutex_destroy(&o->load_lock);
 	free(o);
 	return r;
 }
@@ -1620,13 +1777,58 @@ uint64_t cache_obj_size(const struct cache_obj *o)
 	return o->size;
 }
 
+/* Makes a deferred object readable: stores (small) or starts streaming (large) at the
+ * first read, once per handle; concurrent handles share the download. */
+static int cache_obj_load(struct cache_obj *o)
+{
+	struct cache *c = o->c;
+	struct cache_live *l;
+	uint64_t want = o->size, got;
+	int r = 0;
+
+	if (!o->lazy || __atomic_load_n(&o->ready, __ATOMIC_ACQUIRE))
+		return 0;
+	pthread_mutex_lock(&o->load_lock);
+	if (!__atomic_load_n(&o->ready, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_lock(&c->lock);
+		l = cache_live_find(c, o->kind, o->oid); /* held by this open */
+		if (l) {
+			r = cache_obj_attach(c, o->pid, o->kind, o->oid, (int64_t)want, o, l,
+			                     false);
+		} else {
+			pthread_mutex_unlock(&c->lock);
+			r = -EIO;
+		}
+		got = o->blob ? odb_blob_size(o->blob) : o->s ? stream_size(o->s) : 0;
+		if (r == 0 && got != want) {
+			/* cannot happen for a verified blob: its id covers its size */
+			log_error("cache: blob %s holds %" PRIu64 " bytes, %" PRIu64 " expected",
+			          o->oid, got, want);
+			r = -EIO;
+		}
+		o->size = want;
+		if (r == 0)
+			__atomic_store_n(&o->ready, true, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&o->load_lock);
+	/* the open already succeeded: a blob its tree names but the server no longer gives
+	 * is a server fault to the reader */
+	return r == -ENOENT ? -EIO : r;
+}
+
 ssize_t cache_obj_pread(struct cache_obj *o, void *buf, size_t n, uint64_t off)
 {
+	int r = cache_obj_load(o);
+
+	if (r < 0)
+		return r;
 	return o->blob ? odb_blob_pread(o->blob, buf, n, off) : stream_pread(o->s, buf, n, off);
 }
 
 int cache_obj_fd(struct cache_obj *o)
 {
+	if (o->lazy && !__atomic_load_n(&o->ready, __ATOMIC_ACQUIRE))
+		return -1; /* the first pread loads it */
 	return o->blob ? odb_blob_fd(o->blob) : stream_fd(o->s);
 }
 
@@ -1645,6 +1847,7 @@ void cache_obj_close(struct cache_obj *o)
 	c = o->c;
 	odb_blob_close(o->blob);
 	stream_unref(o->s);
+	pthread_mutex_destroy(&o->load_lock);
 	pthread_mutex_lock(&c->lock);
 	l = cache_live_find(c, o->kind, o->oid);
 	if (l && l->opens) {
@@ -1694,6 +1897,8 @@ static void cache_job_run(struct cache *c, struct cache_job *j)
 
 	if (!j->tree) {
 		r = cache_obj_open(c, j->pid, j->commit, j->path, j->oid, &o);
+		if (r == 0)
+			r = cache_obj_load(o);
 		if (r == 0 && o->s)
 			r = stream_wait(o->s);
 		cache_obj_close(o);
@@ -1828,6 +2033,7 @@ int cache_forget(struct cache *c, int64_t project_id, const char *oid, bool is_t
 	(void)project_id;
 	if (!cache_oid_valid(oid))
 		return -EINVAL;
+	cache_touch_flush(c); /* a pending record must not outlive its object */
 	if (!is_tree)
 		return cache_forget_blob(c, oid);
 	/* breadth first over the listings the index holds; what was never listed was never
@@ -1880,11 +2086,18 @@ void cache_refresh(struct cache *c)
 
 /* --- branches that move --- */
 
+/* Set on a thread while it runs the callback: replacing the callback from inside it must
+ * not wait for itself. */
+static __thread unsigned cache_in_moved_fn;
+
 void cache_on_branch_moved(struct cache *c, cache_branch_moved_fn fn, void *arg)
 {
 	pthread_mutex_lock(&c->lock);
 	c->moved_fn = fn;
 	c->moved_arg = arg;
+	/* a call that began with the old callback finishes before its owner may go away */
+	while (c->moved_running > cache_in_moved_fn)
+		pthread_cond_wait(&c->moved_idle, &c->lock);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -1899,9 +2112,18 @@ static void cache_branch_moved(struct cache *c, int64_t pid, const char *name, c
 	pthread_mutex_lock(&c->lock);
 	fn = c->moved_fn;
 	arg = c->moved_arg;
-	pthread_mutex_unlock(&c->lock);
 	if (fn)
-		fn(arg, pid, name, old ? old : "", now ? now : "");
+		c->moved_running++;
+	pthread_mutex_unlock(&c->lock);
+	if (!fn)
+		return;
+	cache_in_moved_fn++;
+	fn(arg, pid, name, old ? old : "", now ? now : "");
+	cache_in_moved_fn--;
+	pthread_mutex_lock(&c->lock);
+	c->moved_running--;
+	pthread_cond_broadcast(&c->moved_idle);
+	pthread_mutex_unlock(&c->lock);
 }
 
 void cache_branch_touch(struct cache *c, int64_t project_id, const char *branch)
@@ -2092,6 +2314,11 @@ int cache_stats(struct cache *c, json_t **out)
 	    (json_int_t)requests, "errors", (json_int_t)errors, "in_flight", (json_int_t)in_flight,
 	    "bytes_fetched", (json_int_t)fetched, "prefetch_pending", (json_int_t)pending, "polls",
 	    (json_int_t)__atomic_load_n(&c->polls, __ATOMIC_RELAXED), "last_errors", errs);
+	if (j && json_object_set_new(j, "connections",
+	                             json_integer((json_int_t)gl_connections(c->gl))) < 0) {
+		json_decref(j);
+		j = NULL;
+	}
 	if (!j)
 		return -ENOMEM;
 	*out = j;

@@ -70,6 +70,13 @@ void cache_names_free(char **names, size_t n);
 int cache_ref_resolve(struct cache *c, int64_t project_id, enum cache_ref_kind kind,
                       const char *name, char commit[41]);
 
+/* The commit a ref named when last resolved or listed, from the index only (never the
+ * network, whatever its age): 0, or -ENOENT when the index does not know the ref. Branch
+ * and tag listings (cache_refs_list) record every ref's commit, so a readdir can give
+ * each revision the inode number its lookup will give, without a request per ref. */
+int cache_ref_peek(struct cache *c, int64_t project_id, enum cache_ref_kind kind, const char *name,
+                   char commit[41]);
+
 /* The root tree of a commit: its id and entries. *out malloc'ed (free()). */
 int cache_root_tree(struct cache *c, int64_t project_id, const char *commit, char tree_oid[41],
                     struct tree_entry **out, size_t *n);

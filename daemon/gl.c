@@ -18,7 +18,7 @@
 #include "reef/log.h"
 #include "reef/util.h"
 
-#define GL_POOL_MAX      8
+#define GL_POOL_MAX      16
 #define GL_REDIRECTS_MAX 5
 #define GL_ERRBODY_MAX   ((size_t)4096)
 #define GL_JSON_TIMEOUT  120L /* seconds for a whole JSON exchange */
@@ -37,7 +37,11 @@ struct gl {
 	pthread_mutex_t lock;
 	CURL *pool[GL_POOL_MAX];
 	size_t npool;
-	uint64_t requests, errors; /* __atomic */
+	/* One connection cache (and DNS cache) for every handle: a request reuses any idle
+	 * keep-alive connection to the server, whichever handle or thread made it. */
+	CURLSH *share;
+	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+	uint64_t requests, errors, connects; /* __atomic */
 };
 
 struct gl_req {
@@ -148,6 +152,45 @@ static int64_t gl_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void gl_share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
+{
+	struct gl *g = arg;
+
+	(void)h;
+	(void)access;
+	if ((unsigned)data < CURL_LOCK_DATA_LAST)
+		pthread_mutex_lock(&g->share_locks[data]);
+}
+
+static void gl_share_unlock(CURL *h, curl_lock_data data, void *arg)
+{
+	struct gl *g = arg;
+
+	(void)h;
+	if ((unsigned)data < CURL_LOCK_DATA_LAST)
+		pthread_mutex_unlock(&g->share_locks[data]);
+}
+
+static int gl_share_new(struct gl *g)
+{
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&g->share_locks[i], NULL);
+	g->share = curl_share_init();
+	if (!g->share)
+		return -ENOMEM;
+	if (curl_share_setopt(g->share, CURLSHOPT_LOCKFUNC, gl_share_lock) != CURLSHE_OK ||
+	    curl_share_setopt(g->share, CURLSHOPT_UNLOCKFUNC, gl_share_unlock) != CURLSHE_OK ||
+	    curl_share_setopt(g->share, CURLSHOPT_USERDATA, g) != CURLSHE_OK ||
+	    curl_share_setopt(g->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK ||
+	    curl_share_setopt(g->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK) {
+		/* an older libcurl without a shared connection cache: each pooled handle
+		 * still keeps its own connections alive */
+		curl_share_cleanup(g->share);
+		g->share = NULL;
+	}
+	return 0;
+}
+
 int gl_new(struct gl **out, const char *server, const char *token)
 {
 	struct gl *g;
@@ -165,6 +208,8 @@ int gl_new(struct gl **out, const char *server, const char *token)
 	if (!g)
 		return -ENOMEM;
 	pthread_mutex_init(&g->lock, NULL);
+	if (gl_share_new(g) < 0)
+		goto nomem;
 	g->server = strdup(server);
 	if (!g->server)
 		goto nomem;
@@ -195,6 +240,11 @@ void gl_free(struct gl *g)
 		return;
 	for (size_t i = 0; i < g->npool; i++)
 		curl_easy_cleanup(g->pool[i]);
+	/* after every handle that used it (the share refuses to go while one does) */
+	if (g->share)
+		curl_share_cleanup(g->share);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_destroy(&g->share_locks[i]);
 	if (g->token_hdr) {
 		explicit_bzero(g->token_hdr, strlen(g->token_hdr));
 		free(g->token_hdr);
@@ -223,6 +273,11 @@ void gl_counters(struct gl *g, uint64_t *requests, uint64_t *errors)
 {
 	*requests = __atomic_load_n(&g->requests, __ATOMIC_RELAXED);
 	*errors = __atomic_load_n(&g->errors, __ATOMIC_RELAXED);
+}
+
+uint64_t gl_connections(struct gl *g)
+{
+	return __atomic_load_n(&g->connects, __ATOMIC_RELAXED);
 }
 
 static CURL *gl_handle_get(struct gl *g)
@@ -596,6 +651,8 @@ static int gl_perform(struct gl *g, struct gl_req *rq)
 			break;
 		}
 		curl_easy_setopt(h, CURLOPT_URL, url);
+		if (g->share)
+			curl_easy_setopt(h, CURLOPT_SHARE, g->share);
 		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -622,6 +679,13 @@ static int gl_perform(struct gl *g, struct gl_req *rq)
 		c = curl_easy_perform(h);
 		curl_slist_free_all(hdrs);
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &rq->status);
+		{
+			long conns = 0;
+
+			if (curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &conns) == CURLE_OK &&
+			    conns > 0)
+				__atomic_add_fetch(&g->connects, (uint64_t)conns, __ATOMIC_RELAXED);
+		}
 		if (c != CURLE_OK) {
 			r = rq->cb_err ? rq->cb_err : gl_err_from_curl(c);
 			if (!rq->cb_err)

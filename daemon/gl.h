@@ -36,6 +36,8 @@ int gl_new(struct gl **out, const char *server, const char *token);
 void gl_free(struct gl *g); /* accepts NULL */
 /* Requests made and requests failed since gl_new. */
 void gl_counters(struct gl *g, uint64_t *requests, uint64_t *errors);
+/* Connections opened so far (requests over a kept-alive connection open none). */
+uint64_t gl_connections(struct gl *g);
 
 /* JSON results are new references. */
 int gl_user(struct gl *g, json_t **out);

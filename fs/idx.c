@@ -232,6 +232,43 @@ static int idx_del(struct idx *x, int db, const void *key, size_t klen)
 	return idx_err(mdb_txn_commit(txn));
 }
 
+static bool idx_mode_is_blob(uint32_t mode)
+{
+	/* symlinks are blobs too: their size is the target's length */
+	return mode == TREE_MODE_FILE || mode == TREE_MODE_EXEC || mode == TREE_MODE_LINK;
+}
+
+/* Stores a listing and, in the same transaction, the size of every blob it names: an
+ * open asks the sizes database, and a size the listing gave must not cost a request. */
+static int idx_tree_commit(struct idx *x, const uint8_t key[20], const uint8_t *val, size_t len,
+                           const struct tree_entry *e, size_t n)
+{
+	MDB_val k = {.mv_size = 20, .mv_data = (void *)(uintptr_t)key};
+	MDB_val v = {.mv_size = len, .mv_data = (void *)(uintptr_t)val};
+	MDB_txn *txn;
+	int rc;
+
+	rc = mdb_txn_begin(x->env, NULL, 0, &txn);
+	if (rc)
+		return idx_err(rc);
+	rc = mdb_put(txn, x->dbi[IDX_DB_TREES], &k, &v, 0);
+	for (size_t i = 0; !rc && i < n; i++) {
+		uint8_t skey[20], sval[9] = {IDX_VERSION};
+		MDB_val sk = {.mv_size = 20, .mv_data = skey};
+		MDB_val sv = {.mv_size = sizeof(sval), .mv_data = sval};
+
+		if (e[i].size < 0 || !idx_mode_is_blob(e[i].mode) || oid_to_bin(e[i].oid, skey) < 0)
+			continue;
+		put_u64(sval + 1, (uint64_t)e[i].size);
+		rc = mdb_put(txn, x->dbi[IDX_DB_SIZES], &sk, &sv, 0);
+	}
+	if (rc) {
+		mdb_txn_abort(txn);
+		return idx_err(rc);
+	}
+	return idx_err(mdb_txn_commit(txn));
+}
+
 /* Tree listing: version, u32 count, then per entry u32 mode, 20-byte id, i64 size,
  * u16 name length, name bytes. */
 int idx_tree_put(struct idx *x, const char *tree_oid, const struct tree_entry *e, size_t n)
@@ -270,7 +307,7 @@ int idx_tree_put(struct idx *x, const char *tree_oid, const struct tree_entry *e
 		memcpy(p + IDX_ENTRY_HD, e[i].name, nl);
 		p += IDX_ENTRY_HD + nl;
 	}
-	r = idx_put(x, IDX_DB_TREES, key, 20, val, len);
+	r = idx_tree_commit(x, key, val, len, e, n);
 out:
 	free(val);
 	return r;
@@ -391,6 +428,37 @@ int idx_ref_put(struct idx *x, int64_t project_id, const char *ref, const char *
 	val[0] = IDX_VERSION;
 	put_u64(val + 21, (uint64_t)fetched_at);
 	return idx_put(x, IDX_DB_REFS, key, klen, val, sizeof(val));
+}
+
+int idx_refs_put(struct idx *x, int64_t project_id, const struct idx_ref *refs, size_t n,
+                 int64_t fetched_at)
+{
+	uint8_t key[IDX_KEY_MAX], val[29] = {IDX_VERSION};
+	MDB_txn *txn;
+	int rc;
+
+	if (n == 0)
+		return 0;
+	put_u64(val + 21, (uint64_t)fetched_at);
+	rc = mdb_txn_begin(x->env, NULL, 0, &txn);
+	if (rc)
+		return idx_err(rc);
+	for (size_t i = 0; !rc && i < n; i++) {
+		MDB_val k = {.mv_data = key}, v = {.mv_size = sizeof(val), .mv_data = val};
+		size_t klen;
+
+		/* a name too long for a key or a malformed id is skipped, not the batch */
+		if (idx_ref_key(key, project_id, refs[i].ref, &klen) < 0 ||
+		    oid_to_bin(refs[i].commit, val + 1) < 0)
+			continue;
+		k.mv_size = klen;
+		rc = mdb_put(txn, x->dbi[IDX_DB_REFS], &k, &v, 0);
+	}
+	if (rc) {
+		mdb_txn_abort(txn);
+		return idx_err(rc);
+	}
+	return idx_err(mdb_txn_commit(txn));
 }
 
 int idx_ref_get(struct idx *x, int64_t project_id, const char *ref, char commit[41],
@@ -529,11 +597,7 @@ int idx_sizes_fill(struct idx *x, struct tree_entry *e, size_t n)
 		MDB_val k = {.mv_size = 20, .mv_data = key}, v;
 		uint64_t size;
 
-		/* symlinks are blobs too: their size is the target's length */
-		if (e[i].size >= 0 ||
-		    (e[i].mode != TREE_MODE_FILE && e[i].mode != TREE_MODE_EXEC &&
-		     e[i].mode != TREE_MODE_LINK) ||
-		    oid_to_bin(e[i].oid, key) < 0)
+		if (e[i].size >= 0 || !idx_mode_is_blob(e[i].mode) || oid_to_bin(e[i].oid, key) < 0)
 			continue;
 		if (mdb_get(txn, x->dbi[IDX_DB_SIZES], &k, &v) == 0 &&
 		    idx_size_decode(&v, &size) == 0)
@@ -642,6 +706,35 @@ int idx_obj_del(struct idx *x, enum idx_obj_kind kind, const char *oid)
 	int r = idx_obj_key(kind, oid, key, &klen);
 
 	return r < 0 ? r : idx_del(x, IDX_DB_OBJECTS, key, klen);
+}
+
+int idx_obj_put_many(struct idx *x, const struct idx_obj *o, size_t n)
+{
+	MDB_txn *txn;
+	int rc;
+
+	if (n == 0)
+		return 0;
+	rc = mdb_txn_begin(x->env, NULL, 0, &txn);
+	if (rc)
+		return idx_err(rc);
+	for (size_t i = 0; i < n && !rc; i++) {
+		uint8_t key[33], val[17] = {IDX_VERSION};
+		MDB_val k = {.mv_data = key}, v = {.mv_size = sizeof(val), .mv_data = val};
+		size_t klen;
+
+		if (idx_obj_key(o[i].kind, o[i].oid, key, &klen) < 0)
+			continue;
+		k.mv_size = klen;
+		put_u64(val + 1, o[i].size);
+		put_u64(val + 9, (uint64_t)o[i].atime);
+		rc = mdb_put(txn, x->dbi[IDX_DB_OBJECTS], &k, &v, 0);
+	}
+	if (rc) {
+		mdb_txn_abort(txn);
+		return idx_err(rc);
+	}
+	return idx_err(mdb_txn_commit(txn));
 }
 
 /* Last-access updates come in batches (one write transaction for many reads); records

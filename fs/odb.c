@@ -65,6 +65,10 @@ static pthread_once_t odb_git_once = PTHREAD_ONCE_INIT;
 static void odb_git_init(void)
 {
 	git_libgit2_init();
+	/* every blob read out of the ODB is hashed again here (OpenSSL's SHA-1, several
+	 * times faster than libgit2's collision-detecting one): a second pass inside
+	 * libgit2 would double the cost of each small read */
+	git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 0);
 }
 
 static int odb_git_err(int r)
@@ -217,7 +221,7 @@ bool odb_blob_has(struct odb *o, const char *oid)
 		return true;
 	if (git_oid_fromstr(&id, oid) < 0)
 		return false;
-	return git_odb_exists(o->gitodb, &id) == 1;
+	return git_odb_exists_ext(o->gitodb, &id, GIT_ODB_LOOKUP_NO_REFRESH) == 1;
 }
 
 /* Hashes a whole file as a git blob (lfs false) or as an LFS object (plain SHA-256). */
@@ -359,7 +363,7 @@ static int odb_gitodb_put(struct odb *o, const char *oid, const void *data, size
 
 	if (git_oid_fromstr(&want, oid) < 0)
 		return -EINVAL;
-	if (git_odb_exists(o->gitodb, &want) == 1)
+	if (git_odb_exists_ext(o->gitodb, &want, GIT_ODB_LOOKUP_NO_REFRESH) == 1)
 		return 0;
 	r = git_odb_write(&got, o->gitodb, data, len, type);
 	if (r < 0)
@@ -579,6 +583,10 @@ static int odb_small_open(struct odb *o, const char *oid, struct odb_blob **out)
 
 	if (git_oid_fromstr(&id, oid) < 0)
 		return -EINVAL;
+	/* a miss is the common case of a cold read: without NO_REFRESH libgit2 rescans the
+	 * pack directory at every one (the cache writes loose objects only) */
+	if (git_odb_exists_ext(o->gitodb, &id, GIT_ODB_LOOKUP_NO_REFRESH) != 1)
+		return -ENOENT;
 	r = git_odb_read(&obj, o->gitodb, &id);
 	if (r == GIT_ENOTFOUND)
 		return -ENOENT;

@@ -24,6 +24,8 @@ struct idx;
 int idx_open(struct idx **out, const char *path, size_t map_size);
 void idx_close(struct idx *x); /* accepts NULL */
 
+/* Also records the size of every blob entry that carries one (>= 0) in the sizes
+ * database, in the same transaction. */
 int idx_tree_put(struct idx *x, const char *tree_oid, const struct tree_entry *e, size_t n);
 /* *out is malloc'ed (free()); entries in the order they were put (cache: git order). */
 int idx_tree_get(struct idx *x, const char *tree_oid, struct tree_entry **out, size_t *n);
@@ -36,6 +38,14 @@ int idx_ref_put(struct idx *x, int64_t project_id, const char *ref, const char *
                 int64_t fetched_at);
 int idx_ref_get(struct idx *x, int64_t project_id, const char *ref, char commit[41],
                 int64_t *fetched_at);
+/* Many refs of one project in one write transaction (a branch or tag listing); refs
+ * whose name or id is malformed are skipped. */
+struct idx_ref {
+	const char *ref; /* "branch:<name>", "tag:<name>" */
+	char commit[41];
+};
+int idx_refs_put(struct idx *x, int64_t project_id, const struct idx_ref *refs, size_t n,
+                 int64_t fetched_at);
 
 int idx_project_put(struct idx *x, const char *path, int64_t id, const char *default_branch,
                     int64_t fetched_at);
@@ -69,6 +79,8 @@ struct idx_obj {
 };
 int idx_obj_put(struct idx *x, enum idx_obj_kind kind, const char *oid, uint64_t size,
                 int64_t atime);
+/* Many records (created or replaced) in one write transaction; malformed ids skipped. */
+int idx_obj_put_many(struct idx *x, const struct idx_obj *o, size_t n);
 int idx_obj_get(struct idx *x, enum idx_obj_kind kind, const char *oid, struct idx_obj *out);
 int idx_obj_del(struct idx *x, enum idx_obj_kind kind, const char *oid);
 /* Raises the last access of each listed object that still has a record, in one write

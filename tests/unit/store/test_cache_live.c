@@ -31,6 +31,12 @@
  *   refresh                        -> ok
  *   touch PID BRANCH               -> ok  (cache_branch_touch)
  *   moves                          -> ok <pid>:<branch>:<old>:<new> ...  (since last asked)
+ *   peek PID branch|tag|commit NAME -> ok <commit>  (cache_ref_peek: the index only)
+ *   oopen PID COMMIT PATH          -> ok <size>  (cache_obj_open and close, nothing read)
+ *   unhook PID BRANCH MS           -> ok <1 when the callback had returned, else 0>: a
+ *                                     thread resolves BRANCH (which must have moved) with
+ *                                     a callback that takes MS ms; once it runs, the
+ *                                     callback is removed (cache_on_branch_moved NULL)
  *
  * Environment: REEF_CACHE_LIMIT, REEF_POLL_MS, REEF_STALL_S set the cache options.
  */
@@ -62,6 +68,37 @@ static void on_moved(void *arg, int64_t pid, const char *branch, const char *old
 	snprintf(moves + len, sizeof(moves) - len, " %" PRId64 ":%s:%s:%s", pid, branch,
 	         *old ? old : "-", *now ? now : "-");
 	pthread_mutex_unlock(&moves_lock);
+}
+
+/* A callback that takes its time, for "unhook": started and finished say where it is. */
+static int slow_ms, slow_started, slow_finished;
+
+static void on_moved_slow(void *arg, int64_t pid, const char *branch, const char *old,
+                          const char *now)
+{
+	(void)arg;
+	(void)pid;
+	(void)branch;
+	(void)old;
+	(void)now;
+	__atomic_store_n(&slow_started, 1, __ATOMIC_SEQ_CST);
+	usleep((useconds_t)slow_ms * 1000);
+	__atomic_store_n(&slow_finished, 1, __ATOMIC_SEQ_CST);
+}
+
+struct unhook_arg {
+	int64_t pid;
+	const char *branch;
+	int r;
+};
+
+static void *unhook_resolve(void *p)
+{
+	struct unhook_arg *a = p;
+	char commit[41];
+
+	a->r = cache_ref_resolve(cache, a->pid, CACHE_REF_BRANCH, a->branch, commit);
+	return NULL;
 }
 
 /* Reads a whole cache_obj, hashing it with SHA-256 (the content, whatever its kind). */
@@ -577,6 +614,50 @@ static void command(char *line)
 		printf("ok%s\n", moves);
 		moves[0] = '\0';
 		pthread_mutex_unlock(&moves_lock);
+	} else if (strcmp(argv[0], "peek") == 0 && argc == 4) {
+		enum cache_ref_kind k;
+		char commit[41];
+
+		r = ref_kind(argv[2], &k);
+		if (r == 0)
+			r = cache_ref_peek(cache, strtoll(argv[1], NULL, 10), k, argv[3], commit);
+		if (r < 0)
+			return reply_err(r);
+		printf("ok %s\n", commit);
+	} else if (strcmp(argv[0], "oopen") == 0 && argc == 4) {
+		int64_t pid = strtoll(argv[1], NULL, 10);
+		const char *path = argv[3][0] == '/' ? argv[3] + 1 : argv[3];
+		struct cache_obj *o = NULL;
+		struct tree_entry e;
+
+		r = walk(pid, argv[2], argv[3], &e, NULL, NULL);
+		if (r == 0)
+			r = cache_obj_open(cache, pid, argv[2], path, e.oid, &o);
+		if (r < 0)
+			return reply_err(r);
+		printf("ok %" PRIu64 "\n", cache_obj_size(o));
+		cache_obj_close(o);
+	} else if (strcmp(argv[0], "unhook") == 0 && argc == 4) {
+		struct unhook_arg a = {strtoll(argv[1], NULL, 10), argv[2], 0};
+		pthread_t th;
+		int finished, i;
+
+		slow_ms = atoi(argv[3]);
+		slow_started = slow_finished = 0;
+		cache_on_branch_moved(cache, on_moved_slow, NULL);
+		if (pthread_create(&th, NULL, unhook_resolve, &a) != 0)
+			return reply_err(-ENOMEM);
+		for (i = 0; i < 3000 && !__atomic_load_n(&slow_started, __ATOMIC_SEQ_CST); i++)
+			usleep(1000);
+		cache_on_branch_moved(cache, NULL, NULL);
+		finished = __atomic_load_n(&slow_finished, __ATOMIC_SEQ_CST);
+		pthread_join(th, NULL);
+		cache_on_branch_moved(cache, on_moved, NULL);
+		if (a.r < 0)
+			return reply_err(a.r);
+		if (!__atomic_load_n(&slow_started, __ATOMIC_SEQ_CST))
+			return reply_err(-ENOENT); /* the branch did not move */
+		printf("ok %d\n", finished);
 	} else if (strcmp(argv[0], "stats") == 0) {
 		json_t *j;
 		char *s;

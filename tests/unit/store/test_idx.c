@@ -96,7 +96,9 @@ static void test_records(struct idx *x)
 	CHECK_EQ_INT(idx_project_get(x, "acme/empty", &id, NULL, 0, NULL), -ENOENT);
 	CHECK_EQ_INT(idx_project_del(x, "acme/empty"), -ENOENT);
 
-	CHECK_EQ_INT(idx_size_get(x, B1, &size), -ENOENT);
+	/* test_trees listed B1 with its size */
+	CHECK_EQ_INT(idx_size_get(x, B1, &size), 0);
+	CHECK_EQ_INT(size, 123456789012LL);
 	CHECK_EQ_INT(idx_size_put(x, B1, 1ULL << 40), 0);
 	CHECK_EQ_INT(idx_size_get(x, B1, &size), 0);
 	CHECK_EQ_INT(size, 1ULL << 40);
@@ -111,7 +113,7 @@ static void test_fill(struct idx *x)
 	strcpy(e[0].oid, B1); /* size known in the index */
 	e[0].mode = TREE_MODE_FILE;
 	e[0].size = -1;
-	strcpy(e[1].oid, C1); /* unknown */
+	strcpy(e[1].oid, "3333333333333333333333333333333333333333"); /* unknown */
 	e[1].mode = TREE_MODE_FILE;
 	e[1].size = -1;
 	strcpy(e[2].oid, B1); /* a directory never gets a blob size */
@@ -200,6 +202,94 @@ static void test_lfs_and_lru(struct idx *x)
 	free(list);
 }
 
+/* A listing's sizes land in the sizes database with it (an open then needs no request);
+ * refs and object records go in batches. */
+static void test_batches(char *dir)
+{
+	static const char *B2 = "1111111111111111111111111111111111111111";
+	static const char *B3 = "2222222222222222222222222222222222222222";
+	char path[4096], commit[41];
+	struct tree_entry in[4], *out;
+	struct idx_ref refs[3];
+	struct idx_obj objs[2], got;
+	struct idx *x;
+	int64_t at = 0;
+	uint64_t size;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/batches.lmdb", dir);
+	CHECK_EQ_INT(idx_open(&x, path, 0), 0);
+	memset(in, 0, sizeof(in));
+	strcpy(in[0].name, "dir");
+	in[0].mode = TREE_MODE_DIR;
+	strcpy(in[0].oid, T1);
+	in[0].size = 7; /* a tree's "size" is no blob size */
+	strcpy(in[1].name, "known");
+	in[1].mode = TREE_MODE_FILE;
+	strcpy(in[1].oid, B1);
+	in[1].size = 4242;
+	strcpy(in[2].name, "unknown");
+	in[2].mode = TREE_MODE_EXEC;
+	strcpy(in[2].oid, B2);
+	in[2].size = -1;
+	strcpy(in[3].name, "link");
+	in[3].mode = TREE_MODE_LINK;
+	strcpy(in[3].oid, B3);
+	in[3].size = 0;
+	CHECK_EQ_INT(idx_size_get(x, B1, &size), -ENOENT);
+	CHECK_EQ_INT(idx_tree_put(x, C1, in, 4), 0);
+	CHECK_EQ_INT(idx_size_get(x, B1, &size), 0);
+	CHECK_EQ_INT(size, 4242);
+	CHECK_EQ_INT(idx_size_get(x, B3, &size), 0);
+	CHECK_EQ_INT(size, 0);
+	CHECK_EQ_INT(idx_size_get(x, B2, &size), -ENOENT);
+	CHECK_EQ_INT(idx_size_get(x, T1, &size), -ENOENT);
+	/* and a later listing without sizes still shows them (filled from sizes) */
+	in[1].size = -1;
+	CHECK_EQ_INT(idx_tree_put(x, T1, in + 1, 1), 0);
+	CHECK_EQ_INT(idx_tree_get(x, T1, &out, &n), 0);
+	CHECK_EQ_INT(n, 1);
+	CHECK_EQ_INT(idx_sizes_fill(x, out, n), 0);
+	CHECK_EQ_INT(out[0].size, 4242);
+	free(out);
+
+	memset(refs, 0, sizeof(refs));
+	refs[0].ref = "branch:main";
+	strcpy(refs[0].commit, C1);
+	refs[1].ref = "tag:v1";
+	strcpy(refs[1].commit, "nothex"); /* skipped, not the batch */
+	refs[2].ref = "tag:v2";
+	strcpy(refs[2].commit, B1);
+	CHECK_EQ_INT(idx_refs_put(x, 9, refs, 3, 1234), 0);
+	CHECK_EQ_INT(idx_ref_get(x, 9, "branch:main", commit, &at), 0);
+	CHECK_EQ_STR(commit, C1);
+	CHECK_EQ_INT(at, 1234);
+	CHECK_EQ_INT(idx_ref_get(x, 9, "tag:v1", commit, NULL), -ENOENT);
+	CHECK_EQ_INT(idx_ref_get(x, 9, "tag:v2", commit, NULL), 0);
+	CHECK_EQ_STR(commit, B1);
+	CHECK_EQ_INT(idx_ref_get(x, 8, "branch:main", commit, NULL), -ENOENT);
+	CHECK_EQ_INT(idx_refs_put(x, 9, refs, 0, 1), 0);
+
+	memset(objs, 0, sizeof(objs));
+	objs[0].kind = IDX_OBJ_BLOB;
+	strcpy(objs[0].oid, B1);
+	objs[0].size = 99;
+	objs[0].atime = 5;
+	objs[1].kind = IDX_OBJ_BLOB;
+	strcpy(objs[1].oid, B2);
+	objs[1].size = 100;
+	objs[1].atime = 6;
+	CHECK_EQ_INT(idx_obj_put_many(x, objs, 2), 0);
+	CHECK_EQ_INT(idx_obj_get(x, IDX_OBJ_BLOB, B2, &got), 0);
+	CHECK_EQ_INT(got.size, 100);
+	CHECK_EQ_INT(got.atime, 6);
+	objs[0].size = 98; /* replaced, not added */
+	CHECK_EQ_INT(idx_obj_put_many(x, objs, 1), 0);
+	CHECK_EQ_INT(idx_obj_get(x, IDX_OBJ_BLOB, B1, &got), 0);
+	CHECK_EQ_INT(got.size, 98);
+	idx_close(x);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/reef-test-idx-XXXXXX", path[4096], oid[41];
@@ -215,6 +305,7 @@ int main(void)
 	test_records(x);
 	test_fill(x);
 	test_lfs_and_lru(x);
+	test_batches(dir);
 	for (int i = 0; i < 4; i++) {
 		w[i] = (struct worker){.x = x, .n = i};
 		CHECK_EQ_INT(pthread_create(&th[i], NULL, worker_run, &w[i]), 0);
