@@ -1976,7 +1976,8 @@ static int dir_add_refs(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap, cha
 			r = dir_add_node(ctx, d, cap, c[i].name, "", S_IFDIR);
 		} else if (node_path_join(full, sizeof(full), prefix, c[i].name) == 0 &&
 		           (cache_ref_peek(ctx->cache, d->node->project_id,
-		                           (enum cache_ref_kind)d->node->ref_kind, full, commit) == 0 ||
+		                           (enum cache_ref_kind)d->node->ref_kind, full,
+		                           commit) == 0 ||
 		            ref_commit_known(ctx, d->node, c[i].name, commit))) {
 			r = dir_add_node(ctx, d, cap, c[i].name, commit, S_IFDIR);
 		} else {
