@@ -2005,11 +2005,36 @@ static size_t cache_jobs_pending(struct cache *c)
 
 /* --- forget, refresh --- */
 
+/* A verified download nobody reads any more is being stored: let it finish, so that
+ * forgetting right after a read to the end finds the object (it is in flight only for
+ * the time of its fsync and rename). */
+static void cache_forget_settle(struct cache *c, enum odb_kind kind, const char *oid)
+{
+	struct cache_live *l;
+	struct stream *s = NULL;
+
+	pthread_mutex_lock(&c->lock);
+	l = cache_live_find(c, kind, oid);
+	if (l && !l->opens && l->s && stream_state(l->s) == 1) {
+		s = l->s;
+		stream_ref(s);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (s) {
+		stream_wait(s);
+		stream_unref(s);
+	}
+}
+
 static int cache_forget_blob(struct cache *c, const char *oid)
 {
 	struct idx_lfs l;
 	uint64_t freed;
 	int n = 0;
+
+	cache_forget_settle(c, ODB_KIND_BLOB, oid);
+	if (idx_lfs_get(c->idx, oid, &l) == 0 && l.lfs)
+		cache_forget_settle(c, ODB_KIND_LFS, l.oid);
 
 	if (idx_lfs_get(c->idx, oid, &l) == 0 && l.lfs && !cache_is_live(c, ODB_KIND_LFS, l.oid) &&
 	    odb_remove(c->odb, ODB_KIND_LFS, l.oid, &freed) == 0) {
