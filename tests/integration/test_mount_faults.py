@@ -325,6 +325,10 @@ def test_reefd_killed_during_downloads(hub, proxies, tmp_path):
         root = m2.mnt / "alice/par/branches/main"
         for name, data in files.items():
             assert (root / name).read_bytes() == data, name
+        # a read to the end returns at the verdict; the store (fsync, rename) follows it
+        deadline = time.time() + 30
+        while any((m2.cache / "tmp").iterdir()) and time.time() < deadline:
+            time.sleep(0.05)
         n = verify_cache(m2.cache)
         assert n >= 5
     finally:
