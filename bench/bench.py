@@ -646,7 +646,8 @@ def main():
         suite.run()
     finally:
         out = {"started": started.isoformat(timespec="seconds"),
-               "command": " ".join(sys.argv), "mode": "quick" if args.quick else "full",
+               "command": os.environ.get("REEF_BENCH_CMD") or " ".join(sys.argv),
+               "mode": "quick" if args.quick else "full",
                "sizes": suite.sz, "machine": machine(),
                "elapsed_s": getattr(suite, "elapsed", None), "results": suite.results,
                "loadavg_1min_before_after": suite.load,

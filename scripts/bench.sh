@@ -11,7 +11,7 @@ set -eu
 cd "$(dirname "$0")/.."
 BUILD=${REEF_BUILD:-build-bench}
 WORK=${REEF_BENCH_DIR:-/var/tmp/reef-bench}
-export REEF_BUILD="$BUILD" REEF_BENCH_DIR="$WORK"
+export REEF_BUILD="$BUILD" REEF_BENCH_DIR="$WORK" REEF_BENCH_CMD="scripts/bench.sh $*"
 
 SRC=.
 if [ "${1:-}" = "--rev" ]; then
