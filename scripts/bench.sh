@@ -13,6 +13,11 @@ BUILD=${REEF_BUILD:-build-bench}
 WORK=${REEF_BENCH_DIR:-/var/tmp/reef-bench}
 export REEF_BUILD="$BUILD" REEF_BENCH_DIR="$WORK" REEF_BENCH_CMD="scripts/bench.sh $*"
 
+# One run at a time: runs share the data directory, and would distort each other's timings.
+mkdir -p "$WORK"
+exec 9>"$WORK/.lock"
+flock -n 9 || { echo "bench.sh: another run is using $WORK" >&2; exit 1; }
+
 SRC=.
 if [ "${1:-}" = "--rev" ]; then
 	[ $# -ge 2 ] || { echo "bench.sh: --rev needs a commit" >&2; exit 2; }
@@ -29,8 +34,15 @@ fi
 
 scripts/install-deps.sh
 scripts/install-bench-deps.sh
-[ -f "$BUILD/build.ninja" ] || meson setup "$BUILD" "$SRC" --buildtype=release >/dev/null
-ninja -C "$BUILD" >/dev/null
+build() {
+	{ [ -f "$BUILD/build.ninja" ] || meson setup "$BUILD" "$SRC" --buildtype=release; } &&
+		ninja -C "$BUILD"
+}
+if ! build >"$WORK/build.log" 2>&1; then
+	tail -n 30 "$WORK/build.log" >&2
+	echo "bench.sh: the build failed (whole log: $WORK/build.log)" >&2
+	exit 1
+fi
 
 # The suite unmounts and stops what it started; this catches what a killed Python left.
 cleanup() {
