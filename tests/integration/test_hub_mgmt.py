@@ -212,6 +212,15 @@ def test_usage_visible_to_members_only(hub, tmp_path):
     assert V1(hub, None)("GET", "/usage").status_code == 401
 
 
+def test_clone_counts_as_transfer(hub, tmp_path):
+    token, api = setup_projects(hub, tmp_path)
+    before = api("GET", "/namespaces/alice/usage").json()["transfer_bytes"]
+    git("clone", "-q", hub.git_url("alice/cats", token=token), str(tmp_path / "clone"))
+    after = api("GET", "/namespaces/alice/usage").json()["transfer_bytes"]
+    # the pack holds at least the compressed CSV; the advertisement alone would not count
+    assert after - before > 1000, (before, after)
+
+
 def test_four_experiments_at_once(hub, tmp_path):
     token, api = setup_projects(hub, tmp_path)
     api("POST", "/code-projects/alice%2Fsgd/publish", json={"ref": "main"})

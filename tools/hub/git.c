@@ -37,6 +37,7 @@ struct hub_git {
 	int out;       /* CGI stdout */
 	char *pending; /* body bytes read together with the CGI headers */
 	size_t pending_len, pending_off;
+	uint64_t sent; /* response body bytes, for the namespace's transfer usage */
 	char repo[PATH_MAX];
 };
 
@@ -443,6 +444,9 @@ static void response_done(void *cls)
 		close(g->out);
 	g->out = -1;
 	child_finish(g);
+	/* fetches and clones are what leave the server; ref advertisements are small */
+	if (g->endpoint == GIT_UPLOAD_PACK && g->sent)
+		hub_ci_transfer_add(g->project_id, g->sent);
 	hub_git_free(g);
 }
 
@@ -458,6 +462,7 @@ static ssize_t response_read(void *cls, uint64_t pos, char *buf, size_t max)
 			k = max;
 		memcpy(buf, g->pending + g->pending_off, k);
 		g->pending_off += k;
+		g->sent += k;
 		return (ssize_t)k;
 	}
 	do {
@@ -469,6 +474,7 @@ static ssize_t response_read(void *cls, uint64_t pos, char *buf, size_t max)
 	}
 	if (n < 0)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
+	g->sent += (uint64_t)n;
 	return n;
 }
 
