@@ -116,6 +116,15 @@ int main(void)
 	wait_for(j, a, JOURNAL_DELIVERED);
 	wait_for(j, b, JOURNAL_DELIVERED);
 	wait_for(j, c, JOURNAL_FAILED);
+	/* the done callback runs after the state is stored: give it its moment */
+	for (int i = 0; i < 200; i++) {
+		pthread_mutex_lock(&f.lock);
+		int done = f.done;
+		pthread_mutex_unlock(&f.lock);
+		if (done >= 3)
+			break;
+		usleep(10000);
+	}
 	pthread_mutex_lock(&f.lock);
 	CHECK_EQ_INT(f.nsent, 2);
 	CHECK_EQ_INT(f.sent[0], a);
