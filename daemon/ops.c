@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -121,6 +122,7 @@ struct ops_ctx {
 	double poll_s;
 	unsigned prefetch_ahead;
 	unsigned readahead_kb;
+	uint64_t forgotten; /* entries forgotten since the last malloc_trim (atomic) */
 	uid_t uid;
 	gid_t gid;
 	struct timespec mount_time;
@@ -1050,10 +1052,25 @@ out:
 	node_put(ctx->nodes, parent);
 }
 
+/* After the kernel dropped its inodes (memory pressure, drop_caches), give the freed node
+ * memory back: glibc keeps freed chunks of the worker threads' arenas otherwise, and the
+ * next walk of the tree allocates them anew elsewhere. */
+#define OPS_TRIM_EVERY 16384
+
+static void forgotten_add(struct ops_ctx *ctx, uint64_t n)
+{
+	if (__atomic_add_fetch(&ctx->forgotten, n, __ATOMIC_RELAXED) >= OPS_TRIM_EVERY &&
+	    __atomic_exchange_n(&ctx->forgotten, 0, __ATOMIC_RELAXED) >= OPS_TRIM_EVERY)
+		malloc_trim(0);
+}
+
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	node_forget(ctx_of(req)->nodes, ino, nlookup);
+	struct ops_ctx *ctx = ctx_of(req);
+
+	node_forget(ctx->nodes, ino, nlookup);
 	fuse_reply_none(req);
+	forgotten_add(ctx, 1);
 }
 
 static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
@@ -1064,6 +1081,7 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	for (i = 0; i < count; i++)
 		node_forget(ctx->nodes, forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
+	forgotten_add(ctx, count);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -2180,6 +2198,86 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
+/* readdirplus: each entry of a revision listing carries its node's attributes and
+ * counts as one kernel lookup, so a `find -printf`/`ls -l` after the listing costs no
+ * LOOKUP per entry (the kernel builds the dentries and keeps the attributes for their
+ * timeouts). Entries only a lookup can resolve (namespaces, refs, experiments) and an
+ * entry whose lookup failed go as plain dirents (ino 0), looked up as usual later. */
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+	struct ops_ctx *ctx = ctx_of(req);
+	struct ops_dir *d = (struct ops_dir *)(uintptr_t)fi->fh;
+	size_t total = 2 + (d->listing ? d->listing->n : d->n), used = 0, nadded = 0, i;
+	uint64_t *added = NULL;
+	char *buf;
+
+	if (size > READ_MAX)
+		size = READ_MAX;
+	buf = malloc(size ? size : 1);
+	/* a direntplus record takes more than 128 bytes */
+	added = malloc((size / 128 + 1) * sizeof(*added));
+	if (!buf || !added) {
+		free(buf);
+		free(added);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (d->listing)
+		touch_branch(ctx, d->node);
+	for (i = off < 0 ? 0 : (size_t)off; i < total; i++) {
+		struct fuse_entry_param e;
+		struct node *child = NULL;
+		const char *name;
+		size_t need;
+
+		memset(&e, 0, sizeof(e));
+		if (i == 0) {
+			name = ".";
+			e.attr.st_ino = d->node->ino;
+			e.attr.st_mode = S_IFDIR;
+		} else if (i == 1) {
+			name = "..";
+			e.attr.st_ino = d->node->parent ? d->node->parent->ino : d->node->ino;
+			e.attr.st_mode = S_IFDIR;
+		} else if (d->listing) {
+			const struct node_dirent *de = &d->listing->e[i - 2];
+
+			name = de->name;
+			if (lookup_tree_child(ctx, d->node, name, &child) == 0) {
+				e.ino = child->ino;
+				fill_attr(ctx, child, &e.attr);
+				e.attr_timeout = attr_timeout(child);
+				e.entry_timeout = entry_timeout(ctx, d->node, child);
+			} else {
+				e.attr.st_ino =
+				    node_ino_predict(ctx->nodes, d->node->ino, de->name, de->oid);
+				e.attr.st_mode = type_of_git_mode(de->mode);
+			}
+		} else {
+			name = d->v[i - 2].name;
+			e.attr.st_ino = d->v[i - 2].ino;
+			e.attr.st_mode = d->v[i - 2].type;
+		}
+		need =
+		    fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)(i + 1));
+		if (need > size - used) {
+			if (child) /* not sent: undo its lookup */
+				node_forget(ctx->nodes, child->ino, 1);
+			break;
+		}
+		used += need;
+		if (child)
+			added[nadded++] = child->ino;
+	}
+	if (fuse_reply_buf(req, buf, used) != 0) {
+		for (i = 0; i < nadded; i++) /* the kernel never got them */
+			node_forget(ctx->nodes, added[i], 1);
+	}
+	free(added);
+	free(buf);
+}
+
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	dir_free(ctx_of(req), (struct ops_dir *)(uintptr_t)fi->fh);
@@ -2380,6 +2478,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC; /* so O_TRUNC reaches open and is EROFS */
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS; /* symlink nodes never change target */
+	/* Always readdirplus, not only for a listing's first chunk: `find` stats the entries
+	 * after reading the whole directory, too late for the kernel's heuristic. */
+	if (conn->capable & FUSE_CAP_READDIRPLUS) {
+		conn->want |= FUSE_CAP_READDIRPLUS;
+		conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
+	}
 	/* contents are immutable per inode: never drop pages because of attributes */
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
@@ -2495,6 +2599,7 @@ static const struct fuse_lowlevel_ops reef_ops = {
     .fsync = op_fsync,
     .opendir = op_opendir,
     .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
     .releasedir = op_releasedir,
     .fsyncdir = op_fsync,
     .statfs = op_statfs,

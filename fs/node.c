@@ -187,9 +187,6 @@ static void node_destroy(struct node *n)
 	if (!n)
 		return;
 	node_listing_free(n->listing);
-	free(n->name);
-	free(n->oid);
-	free(n->path);
 	free(n->lfs_oid);
 	free(n);
 }
@@ -212,22 +209,67 @@ static void unref_locked(struct node_table *t, struct node *n, uint64_t count)
 	}
 }
 
-static struct node *node_alloc(uint64_t ino, enum node_kind kind, const char *name, const char *oid,
-                               const char *path)
+static char *tail_put(char **tail, const char *s, size_t len)
 {
-	struct node *n = calloc(1, sizeof(*n));
+	char *p = *tail;
 
+	memcpy(p, s, len);
+	*tail += len;
+	return p;
+}
+
+/* One allocation per node: strings it cannot share (with the parent's listing entry, the
+ * parent's commit, its own oid) are copied exactly into its tail. commit NULL inherits
+ * the parent's; tree NULL means "". */
+static struct node *node_alloc(uint64_t ino, enum node_kind kind, const struct node *parent,
+                               const char *name, const char *oid, const char *path,
+                               const char *commit, const char *tree)
+{
+	const struct node_dirent *d = NULL;
+	size_t ln = 0, lo = 0, lp = 0, lc = 0, lt = 0;
+	struct node *n;
+	char *tail;
+
+	if (!commit)
+		commit = parent ? parent->commit : "";
+	else if (parent && strcmp(commit, parent->commit) == 0)
+		commit = parent->commit;
+	if (!tree)
+		tree = "";
+	if (parent && parent->listing) {
+		d = node_listing_find(parent->listing, name);
+		if (d && strcmp(d->oid, oid) != 0)
+			d = NULL;
+	}
+	if (!d) {
+		ln = strlen(name) + 1;
+		lo = oid[0] ? strlen(oid) + 1 : 0;
+	}
+	if (path[0])
+		lp = strlen(path) + 1;
+	if (commit[0] && (!parent || commit != parent->commit))
+		lc = strlen(commit) + 1;
+	if (tree[0] && strcmp(tree, oid) != 0)
+		lt = strlen(tree) + 1;
+	n = calloc(1, sizeof(*n) + ln + lo + lp + lc + lt);
 	if (!n)
 		return NULL;
+	tail = (char *)(n + 1);
 	n->ino = ino;
 	n->kind = kind;
-	n->name = strdup(name);
-	n->oid = strdup(oid ? oid : "");
-	n->path = strdup(path ? path : "");
-	if (!n->name || !n->oid || !n->path) {
-		node_destroy(n);
-		return NULL;
+	if (d) {
+		n->name = d->name;
+		n->oid = d->oid;
+	} else {
+		n->name = tail_put(&tail, name, ln);
+		n->oid = lo ? tail_put(&tail, oid, lo) : "";
 	}
+	n->path = lp ? tail_put(&tail, path, lp) : "";
+	n->commit = lc ? tail_put(&tail, commit, lc) : commit[0] ? commit : "";
+	if (lt)
+		n->tree = tail_put(&tail, tree, lt);
+	else
+		n->tree = tree[0] ? n->oid : "";
 	return n;
 }
 
@@ -242,8 +284,8 @@ int node_table_new(struct node_table **out)
 	t->nbuckets = 1024;
 	t->by_ino = calloc(t->nbuckets, sizeof(*t->by_ino));
 	t->by_key = calloc(t->nbuckets, sizeof(*t->by_key));
-	t->root = node_alloc(NODE_ROOT_INO, NODE_ROOT, "", "", "");
-	t->ctl = node_alloc(NODE_CTL_INO, NODE_CTL_DIR, ".reef", "", "");
+	t->root = node_alloc(NODE_ROOT_INO, NODE_ROOT, NULL, "", "", "", NULL, NULL);
+	t->ctl = node_alloc(NODE_CTL_INO, NODE_CTL_DIR, NULL, ".reef", "", "", NULL, NULL);
 	if (!t->by_ino || !t->by_key || !t->root || !t->ctl) {
 		node_destroy(t->root);
 		node_destroy(t->ctl);
@@ -323,8 +365,8 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 	pthread_mutex_lock(&t->lock);
 	n = find_key_locked(t, parent->ino, name, oid);
 	if (!n) {
-		n = node_alloc(ino_for_key_locked(t, parent->ino, name, oid), a->kind, name, oid,
-		               a->path);
+		n = node_alloc(ino_for_key_locked(t, parent->ino, name, oid), a->kind, parent, name,
+		               oid, a->path ? a->path : "", a->commit, a->tree);
 		if (!n) {
 			r = -ENOMEM;
 			goto out;
@@ -333,9 +375,6 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 		parent->refs++;
 		n->project_id = a->project_id ? a->project_id : parent->project_id;
 		n->ref_kind = a->kind == NODE_REFS ? a->ref_kind : parent->ref_kind;
-		snprintf(n->commit, sizeof(n->commit), "%s",
-		         a->commit ? a->commit : parent->commit);
-		snprintf(n->tree, sizeof(n->tree), "%s", a->tree ? a->tree : "");
 		n->git_mode = a->git_mode;
 		n->size = a->size;
 		if (a->lfs_oid) {

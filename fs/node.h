@@ -88,26 +88,29 @@ struct node_listing {
 	char *pool;
 };
 
+/* Compact: one allocation per node. name and oid point into the parent's listing when the
+ * node is an entry of it (the parent outlives its children), else into the node's own
+ * tail; commit points into the revision root's; tree into the node's oid or tail. */
 struct node {
 	uint64_t ino;
-	enum node_kind kind;
 	struct node *parent; /* NULL for the root; holds a reference on it */
-	char *name;
+	const char *name;
 	/* The object shown: commit (NODE_REV), tree id (NODE_TREE), blob id (NODE_FILE,
 	 * NODE_SYMLINK), submodule commit (NODE_SUBMODULE), decimal project id
 	 * (NODE_PROJECT), target branch (NODE_HEAD); "" otherwise. Part of the key. */
-	char *oid;
+	const char *oid;
 	/* Namespace or project path ("acme/vision/cats"), the ref prefix of a
 	 * NODE_REF_PREFIX ("feature"), the ref name of a NODE_REV (the sha under commits/),
 	 * the path inside the revision of revision content ("" for NODE_REV's tree). */
-	char *path;
-	int64_t project_id;          /* NODE_PROJECT and everything below it */
-	enum node_ref_kind ref_kind; /* NODE_REFS and everything below it */
-	char commit[41];             /* NODE_REV and everything below it */
-	char tree[41];               /* NODE_REV: its root tree id; NODE_TREE: == oid */
-	uint32_t git_mode;           /* revision content: enum tree_mode */
-	int64_t size;                /* NODE_FILE, NODE_SYMLINK: exact size; else 0 */
-	char *lfs_oid;               /* NODE_FILE showing an LFS object: its sha256; else NULL */
+	const char *path;
+	const char *commit; /* NODE_REV and everything below it; "" elsewhere */
+	const char *tree;   /* NODE_REV: its root tree id; NODE_TREE: == oid; else "" */
+	char *lfs_oid;      /* NODE_FILE showing an LFS object: its sha256; else NULL */
+	int64_t project_id; /* NODE_PROJECT and everything below it */
+	int64_t size;       /* NODE_FILE, NODE_SYMLINK: exact size; else 0 */
+	enum node_kind kind : 8;
+	enum node_ref_kind ref_kind : 8; /* NODE_REFS and everything below it */
+	uint32_t git_mode;               /* revision content: enum tree_mode */
 
 	/* table internals, under the table lock */
 	uint64_t refs;
