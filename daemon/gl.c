@@ -26,6 +26,7 @@
 #define GL_LFS_HEADERS   16
 #define GL_HDR_MAX       ((size_t)8192) /* one header line from a batch response */
 #define GL_LFS_JSON_MAX  ((size_t)1 << 20)
+#define GL_STREAM_BUFFER (512L * 1024) /* CURLOPT_BUFFERSIZE's maximum */
 
 struct gl {
 	char *server; /* no trailing '/' */
@@ -675,6 +676,10 @@ static int gl_perform(struct gl *g, struct gl_req *rq)
 		curl_easy_setopt(h, CURLOPT_WRITEDATA, rq);
 		if (head)
 			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+		/* object downloads: libcurl's 16 KiB default means 65 536 callbacks (each a
+		 * pwrite and a wake-up of the readers) per GiB; 512 KiB makes that 2 048 */
+		if (rq->ssink)
+			curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)GL_STREAM_BUFFER);
 		__atomic_add_fetch(&g->requests, 1, __ATOMIC_RELAXED);
 		c = curl_easy_perform(h);
 		curl_slist_free_all(hdrs);

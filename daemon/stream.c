@@ -25,6 +25,15 @@ struct stream_ext {
 	uint64_t a, b;
 };
 
+/* A reader waiting in stream_pread for [off, end): woken only when that range is there
+ * (or the stream's state changed), not at every chunk that arrives elsewhere. */
+struct stream_waiter {
+	struct stream_waiter *next;
+	pthread_cond_t cond;
+	uint64_t off, end;
+	bool woken;
+};
+
 struct stream_fetcher {
 	struct stream *s;
 	bool active;
@@ -35,6 +44,7 @@ struct stream_fetcher {
 struct stream {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	struct stream_waiter *waiters;
 	unsigned refs;
 	struct stream_opts o;
 	char oid[65];
@@ -60,6 +70,30 @@ struct stream {
 static void stream_fail(struct stream *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Wakes everyone (lock held): the state changed, or a fetcher ended. */
+static void stream_wake_all(struct stream *s)
+{
+	for (struct stream_waiter *w = s->waiters; w; w = w->next) {
+		w->woken = true;
+		pthread_cond_signal(&w->cond);
+	}
+	pthread_cond_broadcast(&s->cond);
+}
+
+static uint64_t stream_present_end(const struct stream *s, uint64_t off);
+
+/* Wakes the readers whose range has arrived (lock held). The last byte counts only once
+ * verified, as in stream_pread. */
+static void stream_wake_ready(struct stream *s)
+{
+	for (struct stream_waiter *w = s->waiters; w; w = w->next)
+		if (!w->woken && stream_present_end(s, w->off) >= w->end &&
+		    (w->end < s->size || s->state == 1)) {
+			w->woken = true;
+			pthread_cond_signal(&w->cond);
+		}
+}
+
 /* Poisons the stream (lock held): every reader gets -EIO from now on; nothing stored. */
 static void stream_fail(struct stream *s, const char *fmt, ...)
 {
@@ -75,7 +109,7 @@ static void stream_fail(struct stream *s, const char *fmt, ...)
 		unlink(s->tmp);
 		s->tmp_live = false;
 	}
-	pthread_cond_broadcast(&s->cond);
+	stream_wake_all(s);
 }
 
 /* The end of the present extent holding off, or off when off has not arrived. */
@@ -238,6 +272,9 @@ static int stream_sink_begin(void *arg, bool partial, uint64_t first, int64_t to
 		            f->cur);
 		r = -EIO;
 	}
+	/* whether the source honours ranges is known now: a reader waiting far ahead may
+	 * start a fetcher of its own (stream_jump) */
+	stream_wake_all(s);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }
@@ -314,15 +351,21 @@ static int stream_sink_data(void *arg, const void *data, size_t len)
 		}
 		f->cur += n;
 		s->fetched += n;
+		stream_wake_ready(s);
 		if (!s->hashing && s->hashed == off) {
-			/* the sequential case: hash the bytes in hand, no read back */
-			if (hash_update(s->hash, p, n) < 0)
+			/* the sequential case: hash the bytes in hand, no read back, outside the
+			 * lock (hashing excludes other hashers) so readers are not held up */
+			s->hashing = true;
+			pthread_mutex_unlock(&s->lock);
+			r = hash_update(s->hash, p, n);
+			pthread_mutex_lock(&s->lock);
+			s->hashing = false;
+			if (r < 0)
 				stream_fail(s, "hashing failed");
 			s->hashed += n;
 		}
 		if (stream_present_end(s, s->hashed) > s->hashed)
 			stream_hash_catch_up(s);
-		pthread_cond_broadcast(&s->cond);
 		pthread_mutex_unlock(&s->lock);
 		p += n;
 		len -= n;
@@ -356,7 +399,7 @@ static void stream_finish(struct stream *s)
 	}
 	/* readers go on while it is stored: no fetcher can fail it any more */
 	s->state = 1;
-	pthread_cond_broadcast(&s->cond);
+	stream_wake_all(s);
 	if (s->tmp_live) {
 		s->tmp_live = false;
 		pthread_mutex_unlock(&s->lock);
@@ -414,7 +457,7 @@ static void *stream_fetch_main(void *arg)
 		notify = true;
 		result = s->state < 0 ? s->state : 0;
 	}
-	pthread_cond_broadcast(&s->cond);
+	stream_wake_all(s); /* a waiter may now start a fetcher of its own */
 	pthread_mutex_unlock(&s->lock);
 	if (notify) {
 		if (s->o.done)
@@ -587,7 +630,10 @@ static void stream_jump(struct stream *s, uint64_t m)
 
 ssize_t stream_pread(struct stream *s, void *buf, size_t n, uint64_t off)
 {
+	struct stream_waiter w = {0};
+	bool queued = false;
 	size_t done = 0;
+	int err = 0;
 
 	if (off >= s->size)
 		return 0;
@@ -598,10 +644,8 @@ ssize_t stream_pread(struct stream *s, void *buf, size_t n, uint64_t off)
 		uint64_t pe;
 
 		if (s->state < 0) {
-			int r = s->state;
-
-			pthread_mutex_unlock(&s->lock);
-			return r;
+			err = s->state;
+			break;
 		}
 		pe = stream_present_end(s, off);
 		/* the last byte only once the whole object verified: a reader that reads to
@@ -610,9 +654,30 @@ ssize_t stream_pread(struct stream *s, void *buf, size_t n, uint64_t off)
 			break;
 		if (pe < off + n)
 			stream_jump(s, pe);
-		pthread_cond_wait(&s->cond, &s->lock);
+		if (!queued) {
+			pthread_cond_init(&w.cond, NULL);
+			w.off = off;
+			w.end = off + n;
+			w.next = s->waiters;
+			s->waiters = &w;
+			queued = true;
+		}
+		w.woken = false;
+		while (!w.woken)
+			pthread_cond_wait(&w.cond, &s->lock);
+	}
+	if (queued) {
+		struct stream_waiter **pp = &s->waiters;
+
+		while (*pp != &w)
+			pp = &(*pp)->next;
+		*pp = w.next;
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (queued)
+		pthread_cond_destroy(&w.cond);
+	if (err < 0)
+		return err;
 	while (done < n) {
 		ssize_t got = pread(s->fd, (char *)buf + done, n - done, (off_t)(off + done));
 

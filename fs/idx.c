@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "reef/hash.h"
 
@@ -32,7 +33,37 @@ static const char *const idx_db_names[IDX_DB_N] = {"trees", "commits", "refs",  
 struct idx {
 	MDB_env *env;
 	MDB_dbi dbi[IDX_DB_N];
+	int64_t synced_ns; /* __atomic: CLOCK_MONOTONIC of the last mdb_env_sync */
 };
+
+/* Commits are not flushed one by one (MDB_NOSYNC): at most this often, and at close.
+ * docs/cache.md ("Durability of the index") says why losing the last ones is safe. */
+#define IDX_SYNC_NS ((int64_t)2000000000)
+
+static int64_t idx_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Commits a write transaction; flushes the map when the last flush is old. */
+static int idx_commit(struct idx *x, MDB_txn *txn)
+{
+	int rc = mdb_txn_commit(txn);
+	int64_t now, last;
+
+	if (rc)
+		return rc;
+	now = idx_now_ns();
+	last = __atomic_load_n(&x->synced_ns, __ATOMIC_RELAXED);
+	if (now - last >= IDX_SYNC_NS &&
+	    __atomic_compare_exchange_n(&x->synced_ns, &last, now, false, __ATOMIC_RELAXED,
+	                                __ATOMIC_RELAXED))
+		mdb_env_sync(x->env, 1);
+	return 0;
+}
 
 /* The one table from LMDB's codes to errno. */
 static int idx_err(int rc)
@@ -134,9 +165,11 @@ int idx_open(struct idx **out, const char *path, size_t map_size)
 	if (!rc)
 		rc = mdb_env_set_maxreaders(x->env, 256);
 	/* FUSE serves a request on whichever thread is free: read transactions must not be
-	 * bound to threads. NOSUBDIR keeps the index one file beside the object store. */
+	 * bound to threads. NOSUBDIR keeps the index one file beside the object store.
+	 * NOSYNC: a commit is not an fdatasync (one per stored blob was a cold read's
+	 * largest wait); idx_commit and idx_close flush instead. */
 	if (!rc)
-		rc = mdb_env_open(x->env, path, MDB_NOTLS | MDB_NOSUBDIR, 0600);
+		rc = mdb_env_open(x->env, path, MDB_NOTLS | MDB_NOSUBDIR | MDB_NOSYNC, 0600);
 	if (!rc)
 		rc = mdb_txn_begin(x->env, NULL, 0, &txn);
 	for (int i = 0; !rc && i < IDX_DB_N; i++)
@@ -160,8 +193,10 @@ void idx_close(struct idx *x)
 {
 	if (!x)
 		return;
-	if (x->env)
+	if (x->env) {
+		mdb_env_sync(x->env, 1);
 		mdb_env_close(x->env);
+	}
 	free(x);
 }
 
@@ -183,7 +218,7 @@ static int idx_put(struct idx *x, int db, const void *key, size_t klen, const vo
 		mdb_txn_abort(txn);
 		return idx_err(rc);
 	}
-	return idx_err(mdb_txn_commit(txn));
+	return idx_err(idx_commit(x, txn));
 }
 
 /* Copies the value out of the read transaction into a malloc'ed buffer. */
@@ -229,7 +264,7 @@ static int idx_del(struct idx *x, int db, const void *key, size_t klen)
 		mdb_txn_abort(txn);
 		return idx_err(rc);
 	}
-	return idx_err(mdb_txn_commit(txn));
+	return idx_err(idx_commit(x, txn));
 }
 
 static bool idx_mode_is_blob(uint32_t mode)
@@ -266,7 +301,7 @@ static int idx_tree_commit(struct idx *x, const uint8_t key[20], const uint8_t *
 		mdb_txn_abort(txn);
 		return idx_err(rc);
 	}
-	return idx_err(mdb_txn_commit(txn));
+	return idx_err(idx_commit(x, txn));
 }
 
 /* Tree listing: version, u32 count, then per entry u32 mode, 20-byte id, i64 size,
@@ -458,7 +493,7 @@ int idx_refs_put(struct idx *x, int64_t project_id, const struct idx_ref *refs, 
 		mdb_txn_abort(txn);
 		return idx_err(rc);
 	}
-	return idx_err(mdb_txn_commit(txn));
+	return idx_err(idx_commit(x, txn));
 }
 
 int idx_ref_get(struct idx *x, int64_t project_id, const char *ref, char commit[41],
@@ -734,7 +769,7 @@ int idx_obj_put_many(struct idx *x, const struct idx_obj *o, size_t n)
 		mdb_txn_abort(txn);
 		return idx_err(rc);
 	}
-	return idx_err(mdb_txn_commit(txn));
+	return idx_err(idx_commit(x, txn));
 }
 
 /* Last-access updates come in batches (one write transaction for many reads); records
@@ -775,7 +810,7 @@ int idx_obj_touch(struct idx *x, const struct idx_obj *o, size_t n)
 		mdb_txn_abort(txn);
 		return idx_err(rc);
 	}
-	return idx_err(mdb_txn_commit(txn));
+	return idx_err(idx_commit(x, txn));
 }
 
 static int idx_obj_cmp(const void *pa, const void *pb)
