@@ -123,6 +123,7 @@ struct ops_ctx {
 	unsigned prefetch_ahead;
 	unsigned readahead_kb;
 	uint64_t forgotten; /* entries forgotten since the last malloc_trim (atomic) */
+	bool no_opendir;    /* the kernel opens directories without asking (set at init) */
 	uid_t uid;
 	gid_t gid;
 	struct timespec mount_time;
@@ -607,6 +608,25 @@ static int generated_render(struct ops_ctx *ctx, const struct node *n, char **ou
 
 /* ---- attributes ---- */
 
+/* Directories whose entries can change: the rest (revision content, submodules,
+ * commits/) list the same for ever. */
+static bool listing_can_change(const struct node *n)
+{
+	switch (n->kind) {
+	case NODE_ROOT:
+	case NODE_CTL_DIR:
+	case NODE_NAMESPACE:
+	case NODE_PROJECT:
+	case NODE_REF_PREFIX:
+	case NODE_ML_DIR:
+		return true;
+	case NODE_REFS:
+		return n->ref_kind != NODE_REF_COMMIT;
+	default:
+		return false;
+	}
+}
+
 static void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -650,10 +670,19 @@ static void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st
 	st->st_atim = ctx->mount_time;
 	st->st_mtim = ctx->mount_time;
 	st->st_ctim = ctx->mount_time;
+	/* The kernel keeps a directory's listing (no opendir: every directory is cached)
+	 * until it sees another mtime at a rewind; a listing that can change shows the time
+	 * its attributes were fetched, so it is listed anew once they expired. */
+	if (ctx->no_opendir && listing_can_change(n)) {
+		clock_gettime(CLOCK_REALTIME, &st->st_mtim);
+		st->st_ctim = st->st_mtim;
+	}
 }
 
-static double attr_timeout(const struct node *n)
+static double attr_timeout(struct ops_ctx *ctx, const struct node *n)
 {
+	if (ctx->no_opendir && listing_can_change(n))
+		return ctx->dyn_timeout;
 	return n->kind == NODE_STATUS || n->kind == NODE_CONTROL_ERROR || n->kind == NODE_ML_FILE ||
 	               n->kind == NODE_ML_CTL
 	           ? 0.0
@@ -1044,7 +1073,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t pino, const char *name)
 	e.ino = n->ino;
 	e.generation = 0;
 	fill_attr(ctx, n, &e.attr);
-	e.attr_timeout = attr_timeout(n);
+	e.attr_timeout = attr_timeout(ctx, n);
 	e.entry_timeout = entry_timeout(ctx, parent, n);
 	if (fuse_reply_entry(req, &e) != 0)
 		node_forget(ctx->nodes, n->ino, 1); /* the kernel never got it */
@@ -1095,7 +1124,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	fill_attr(ctx, n, &st);
-	fuse_reply_attr(req, &st, attr_timeout(n));
+	fuse_reply_attr(req, &st, attr_timeout(ctx, n));
 	node_put(ctx->nodes, n);
 }
 
@@ -1126,7 +1155,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if ((to_set & FUSE_SET_ATTR_SIZE) && attr->st_size != st.st_size)
 		same = false;
 	if (same)
-		fuse_reply_attr(req, &st, attr_timeout(n));
+		fuse_reply_attr(req, &st, attr_timeout(ctx, n));
 	else
 		fuse_reply_err(req, EROFS);
 	node_put(ctx->nodes, n);
@@ -1865,6 +1894,23 @@ out:
 	return r;
 }
 
+/* A control write may add an entry to the directory of the control file (a launch): the
+ * kernel drops its cached listing first, so a listing after write() returns shows it. */
+static void dir_changing(struct ops_ctx *ctx, fuse_ino_t ino)
+{
+	struct node *n;
+	uint64_t *inos;
+
+	if (!ctx->no_opendir || !(n = node_get(ctx->nodes, ino)))
+		return;
+	inos = n->parent ? malloc(sizeof(*inos)) : NULL;
+	if (inos) {
+		inos[0] = n->parent->ino;
+		inval_inodes(ctx, inos, 1);
+	}
+	node_put(ctx->nodes, n);
+}
+
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
@@ -1874,6 +1920,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 	(void)off; /* each write is one request, wherever the descriptor points */
 	if (mlfs_owns(fi)) {
+		dir_changing(ctx, ino);
 		mlfs_write(ctx->ml, req, buf, size, off, fi);
 		return;
 	}
@@ -2105,9 +2152,16 @@ static void dir_free(struct ops_ctx *ctx, struct ops_dir *d)
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ops_ctx *ctx = ctx_of(req);
-	struct ops_dir *d = calloc(1, sizeof(*d));
+	struct ops_dir *d;
 	int r;
 
+	if (ctx->no_opendir) {
+		/* the kernel then opens every directory itself, with cache_readdir and
+		 * keep_cache, and never asks again; readdir builds its listing */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	d = calloc(1, sizeof(*d));
 	if (!d) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -2150,18 +2204,62 @@ static mode_t type_of_git_mode(uint32_t mode)
 	}
 }
 
+/* The listing a readdir serves: the handle's snapshot, or without opendir one built for
+ * this call (*temp: dir_free it after). A listing that changes between two chunks of one
+ * directory read can then skip or repeat an entry; revision listings never change. */
+static int dir_for_read(struct ops_ctx *ctx, fuse_ino_t ino, struct fuse_file_info *fi,
+                        struct ops_dir **out, bool *temp)
+{
+	struct ops_dir *d;
+	int r;
+
+	*temp = false;
+	if (fi->fh) {
+		*out = (struct ops_dir *)(uintptr_t)fi->fh;
+		return 0;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->node = node_get(ctx->nodes, ino);
+	if (!d->node) {
+		free(d);
+		return -ESTALE;
+	}
+	touch_branch(ctx, d->node);
+	r = dir_fill(ctx, d);
+	if (r < 0) {
+		log_remote_error(r, "readdir", d->node->name);
+		dir_free(ctx, d);
+		return r;
+	}
+	*out = d;
+	*temp = true;
+	return 0;
+}
+
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
 	struct ops_ctx *ctx = ctx_of(req);
-	struct ops_dir *d = (struct ops_dir *)(uintptr_t)fi->fh;
-	size_t total = 2 + (d->listing ? d->listing->n : d->n), used = 0, i;
+	struct ops_dir *d;
+	size_t total, used = 0, i;
 	char *buf;
+	bool temp;
+	int r;
 
+	r = dir_for_read(ctx, ino, fi, &d, &temp);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	total = 2 + (d->listing ? d->listing->n : d->n);
 	if (size > READ_MAX)
 		size = READ_MAX;
 	buf = malloc(size ? size : 1);
 	if (!buf) {
+		if (temp)
+			dir_free(ctx, d);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -2196,6 +2294,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	fuse_reply_buf(req, buf, used);
 	free(buf);
+	if (temp)
+		dir_free(ctx, d);
 }
 
 /* readdirplus: each entry of a revision listing carries its node's attributes and
@@ -2207,11 +2307,19 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
                            struct fuse_file_info *fi)
 {
 	struct ops_ctx *ctx = ctx_of(req);
-	struct ops_dir *d = (struct ops_dir *)(uintptr_t)fi->fh;
-	size_t total = 2 + (d->listing ? d->listing->n : d->n), used = 0, nadded = 0, i;
+	struct ops_dir *d;
+	size_t total, used = 0, nadded = 0, i;
 	uint64_t *added = NULL;
 	char *buf;
+	bool temp;
+	int r;
 
+	r = dir_for_read(ctx, ino, fi, &d, &temp);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	total = 2 + (d->listing ? d->listing->n : d->n);
 	if (size > READ_MAX)
 		size = READ_MAX;
 	buf = malloc(size ? size : 1);
@@ -2220,11 +2328,11 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 	if (!buf || !added) {
 		free(buf);
 		free(added);
+		if (temp)
+			dir_free(ctx, d);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (d->listing)
-		touch_branch(ctx, d->node);
 	for (i = off < 0 ? 0 : (size_t)off; i < total; i++) {
 		struct fuse_entry_param e;
 		struct node *child = NULL;
@@ -2247,7 +2355,7 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 			if (lookup_tree_child(ctx, d->node, name, &child) == 0) {
 				e.ino = child->ino;
 				fill_attr(ctx, child, &e.attr);
-				e.attr_timeout = attr_timeout(child);
+				e.attr_timeout = attr_timeout(ctx, child);
 				e.entry_timeout = entry_timeout(ctx, d->node, child);
 			} else {
 				e.attr.st_ino =
@@ -2276,6 +2384,8 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 	}
 	free(added);
 	free(buf);
+	if (temp)
+		dir_free(ctx, d);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -2484,8 +2594,16 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 		conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
 	}
-	/* contents are immutable per inode: never drop pages because of attributes */
+	/* Contents are immutable per inode: mtimes and sizes of files never change, so
+	 * AUTO_INVAL_DATA drops no pages. It is wanted without opendir, where it makes the
+	 * kernel refresh an expired directory's attributes at a rewind, and a new mtime
+	 * lists it anew (fill_attr). */
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+	if ((conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) &&
+	    (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)) {
+		conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT | FUSE_CAP_AUTO_INVAL_DATA;
+		ctx->no_opendir = true;
+	}
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	/* Sequential readers: let the kernel keep several reads in flight (readahead
 	 * requests are "background" ones), each served by a worker thread. */
