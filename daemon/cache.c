@@ -1401,6 +1401,96 @@ static int cache_pid_path(struct cache *c, int64_t id, char path[1024])
 	return 0;
 }
 
+#define CACHE_ATTR_MAX ((uint64_t)1 << 20) /* a larger .gitattributes: assume LFS */
+
+/* 1 when the directory's entries hold a .gitattributes that mentions filter=lfs (or one
+ * too large to read), 0 when not, negative errno. */
+static int cache_attrs_lfs(struct cache *c, int64_t project_id, const struct tree_entry *e,
+                           size_t n)
+{
+	struct odb_blob *b = NULL;
+	char *text;
+	uint64_t size;
+	ssize_t got;
+	int r;
+
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(e[i].name, ".gitattributes") != 0)
+			continue;
+		if ((e[i].mode & 0170000) != 0100000)
+			return 0; /* a symlink or a directory: git ignores it in the tree */
+		r = cache_blob_open(c, project_id, e[i].oid, &b);
+		if (r < 0)
+			return r;
+		size = odb_blob_size(b);
+		if (size > CACHE_ATTR_MAX) {
+			odb_blob_close(b);
+			return 1;
+		}
+		text = malloc((size_t)size + 1);
+		got = text ? odb_blob_pread(b, text, (size_t)size, 0) : -ENOMEM;
+		odb_blob_close(b);
+		if (got < 0) {
+			free(text);
+			return (int)got;
+		}
+		text[got] = '\0';
+		r = memmem(text, (size_t)got, "filter=lfs", 10) != NULL;
+		free(text);
+		return r;
+	}
+	return 0;
+}
+
+/* Whether git would smudge path in commit through LFS: only when a .gitattributes of the
+ * commit, in the file's directory or one above it, names filter=lfs (any pattern: a
+ * superset of the paths git-lfs would smudge). A pointer committed without such an
+ * attribute is shown as its text, as a git checkout shows it. 1 possible, 0 not, or a
+ * negative errno (the caller then treats the blob as a candidate). */
+static int cache_lfs_possible(struct cache *c, int64_t project_id, const char *commit,
+                              const char *path)
+{
+	struct tree_entry *e = NULL;
+	char tree[41], dir[CACHE_PATH_MAX];
+	const char *p = path, *slash;
+	size_t n = 0;
+	int r;
+
+	r = cache_root_tree(c, project_id, commit, tree, &e, &n);
+	while (r == 0) {
+		r = cache_attrs_lfs(c, project_id, e, n);
+		slash = strchr(p, '/');
+		if (r != 0 || !slash)
+			break;
+		/* descend into the next directory of the path */
+		{
+			size_t len = (size_t)(slash - p), i;
+
+			for (i = 0; i < n; i++)
+				if (strlen(e[i].name) == len && memcmp(e[i].name, p, len) == 0)
+					break;
+			if (i == n || (e[i].mode & 0170000) != 0040000) {
+				r = -ENOENT;
+				break;
+			}
+			memcpy(tree, e[i].oid, sizeof(tree));
+			if ((size_t)(slash - path) >= sizeof(dir)) {
+				r = -ENAMETOOLONG;
+				break;
+			}
+			memcpy(dir, path, (size_t)(slash - path));
+			dir[slash - path] = '\0';
+			p = slash + 1;
+			free(e);
+			e = NULL;
+			n = 0;
+			r = cache_tree(c, project_id, commit, dir, tree, &e, &n);
+		}
+	}
+	free(e);
+	return r;
+}
+
 int cache_blob_info(struct cache *c, int64_t project_id, const char *commit, const char *path,
                     const char *oid, int64_t listed_size, struct cache_blob_info *info)
 {
@@ -1437,6 +1527,13 @@ int cache_blob_info(struct cache *c, int64_t project_id, const char *commit, con
 	info->size = info->blob_size = size;
 	if (size > INT64_MAX || !CACHE_LFS_CANDIDATE((int64_t)size))
 		return 0;
+	if (commit && path && cache_oid_valid(commit) && path_is_safe(path, CACHE_PATH_MAX - 1) &&
+	    cache_lfs_possible(c, project_id, commit, path) == 0) {
+		/* no LFS attribute on its way: not a pointer for git, nor here; the verdict
+		 * is per blob, and a blob committed elsewhere with such an attribute is rare
+		 * enough to be recorded only for this path's first lookup */
+		return 0;
+	}
 	/* small enough to be a pointer: only its bytes can tell */
 	r = cache_blob_open(c, project_id, oid, &b);
 	if (r < 0)

@@ -282,6 +282,8 @@ def data_files():
         "missing.lfs": lfs_pointer(b"nobody has this object"),
         "big.bin": BIG_BLOB,
         "plain.txt": b"plain\n",
+        # git-lfs smudges only paths with this attribute: without it the pointers are text
+        ".gitattributes": b"*.lfs filter=lfs diff=lfs merge=lfs -text\n",
     }
     for i in range(5):
         files[f"part{i}.bin"] = pattern(3 * MiB + i, 10 + i)
