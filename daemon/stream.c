@@ -628,17 +628,15 @@ static void stream_jump(struct stream *s, uint64_t m)
 		stream_spawn(s, g, e);
 }
 
-ssize_t stream_pread(struct stream *s, void *buf, size_t n, uint64_t off)
+/* Waits until [off, off + n) has arrived, the last byte only once verified (a reader
+ * that reads to the end — cat, cp, a checksum — never completes on wrong content): 0, or
+ * the stream's negative errno. n is already clipped to the size. */
+static int stream_wait_for(struct stream *s, uint64_t off, size_t n)
 {
 	struct stream_waiter w = {0};
 	bool queued = false;
-	size_t done = 0;
 	int err = 0;
 
-	if (off >= s->size)
-		return 0;
-	if (n > s->size - off)
-		n = (size_t)(s->size - off);
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
 		uint64_t pe;
@@ -648,8 +646,6 @@ ssize_t stream_pread(struct stream *s, void *buf, size_t n, uint64_t off)
 			break;
 		}
 		pe = stream_present_end(s, off);
-		/* the last byte only once the whole object verified: a reader that reads to
-		 * the end (cat, cp, a checksum) never completes on wrong content */
 		if (pe >= off + n && (off + n < s->size || s->state == 1))
 			break;
 		if (pe < off + n)
@@ -676,8 +672,21 @@ ssize_t stream_pread(struct stream *s, void *buf, size_t n, uint64_t off)
 	pthread_mutex_unlock(&s->lock);
 	if (queued)
 		pthread_cond_destroy(&w.cond);
-	if (err < 0)
-		return err;
+	return err;
+}
+
+ssize_t stream_pread(struct stream *s, void *buf, size_t n, uint64_t off)
+{
+	size_t done = 0;
+	int r;
+
+	if (off >= s->size)
+		return 0;
+	if (n > s->size - off)
+		n = (size_t)(s->size - off);
+	r = stream_wait_for(s, off, n);
+	if (r < 0)
+		return r;
 	while (done < n) {
 		ssize_t got = pread(s->fd, (char *)buf + done, n - done, (off_t)(off + done));
 
@@ -688,6 +697,20 @@ ssize_t stream_pread(struct stream *s, void *buf, size_t n, uint64_t off)
 		done += (size_t)got;
 	}
 	return (ssize_t)done;
+}
+
+int stream_fd_range(struct stream *s, uint64_t off, size_t n)
+{
+	int r;
+
+	if (off < s->size) {
+		if (n > s->size - off)
+			n = (size_t)(s->size - off);
+		r = stream_wait_for(s, off, n);
+		if (r < 0)
+			return r;
+	}
+	return s->fd;
 }
 
 int stream_wait(struct stream *s)
