@@ -382,7 +382,7 @@ static int odb_read_fd(int fd, char *out, size_t len);
  * reads it back without inflate. The file is complete before it is renamed into place. */
 static int odb_loose_put(struct odb *o, const char *oid, const void *data, size_t len)
 {
-	char path[4096], dir[4096], tmp[4200], hdr[32];
+	char path[4096], dir[4096], tmp[4096], hdr[32];
 	size_t hlen, total, blocks, cap, at = 0, left;
 	const uint8_t *src[2];
 	size_t srclen[2];
@@ -438,13 +438,13 @@ static int odb_loose_put(struct odb *o, const char *oid, const void *data, size_
 	out[at++] = (uint8_t)(adler >> 16);
 	out[at++] = (uint8_t)(adler >> 8);
 	out[at++] = (uint8_t)adler;
-	snprintf(tmp, sizeof(tmp), "%s/tmp_obj_%ld_%s", dir, (long)getpid(), oid + 2);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
-	if (fd < 0) {
-		r = -errno;
+	/* a temp file of tmp/ (its own per call; swept if reefd dies before the rename) */
+	r = odb_tmp_new(o, tmp, sizeof(tmp), &fd);
+	if (r < 0)
 		goto out;
-	}
 	r = odb_write_all(fd, out, at);
+	if (r == 0 && fchmod(fd, 0444) < 0)
+		r = -errno;
 	if (close(fd) < 0 && r == 0)
 		r = -errno;
 	if (r == 0 && rename(tmp, path) < 0)
