@@ -942,6 +942,7 @@ static int lookup_tree_child(struct ops_ctx *ctx, struct node *parent, const cha
 	struct node_attrs a = {0};
 	char path[NODE_PATH_MAX];
 	uint64_t size;
+	int64_t shown;
 	int r, kind;
 
 	r = load_listing(ctx, parent, &l);
@@ -962,7 +963,10 @@ static int lookup_tree_child(struct ops_ctx *ctx, struct node *parent, const cha
 	a.path = path;
 	a.git_mode = d->mode;
 	a.size = 0;
-	if (kind == NODE_FILE && CACHE_LFS_CANDIDATE(d->size)) {
+	shown = __atomic_load_n(&d->shown, __ATOMIC_RELAXED);
+	if (kind == NODE_FILE && shown >= 0) {
+		a.size = shown; /* resolved before: not LFS */
+	} else if (kind == NODE_FILE && CACHE_LFS_CANDIDATE(d->size)) {
 		/* it may be an LFS pointer: the file shows the object it names */
 		r = cache_blob_info(ctx->cache, parent->project_id, parent->commit, path, d->oid,
 		                    d->size, &info);
@@ -973,6 +977,8 @@ static int lookup_tree_child(struct ops_ctx *ctx, struct node *parent, const cha
 		a.size = (int64_t)info.size;
 		if (info.lfs)
 			a.lfs_oid = info.lfs_oid;
+		else /* the listing is immutable but for this memo of a verdict that is too */
+			__atomic_store_n((int64_t *)(uintptr_t)&d->shown, a.size, __ATOMIC_RELAXED);
 	} else if (kind == NODE_FILE || kind == NODE_SYMLINK) {
 		if (d->size >= 0) {
 			a.size = d->size;

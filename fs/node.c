@@ -7,8 +7,17 @@
 #include <string.h>
 #include <sys/stat.h>
 
+struct retired {
+	struct retired *next;
+	struct node_listing *l;
+	uint64_t ino;
+	char oid[41];
+};
+
 struct node_table {
 	pthread_mutex_t lock;
+	struct retired *retired; /* newest first */
+	size_t retired_entries;
 	struct node **by_ino;
 	struct node **by_key;
 	size_t nbuckets; /* power of two, for both tables */
@@ -191,6 +200,57 @@ static void node_destroy(struct node *n)
 	free(n);
 }
 
+/* Keeps the listing of a revision directory being freed, dropping the oldest ones past
+ * the cap; on allocation failure it is simply freed. */
+static void retire_locked(struct node_table *t, struct node *n)
+{
+	struct retired *r, **p;
+	size_t kept = 0;
+
+	if (!n->listing || (n->kind != NODE_REV && n->kind != NODE_TREE) ||
+	    n->listing->n > NODE_RETIRED_ENTRIES / 4 || strlen(n->oid) >= sizeof(r->oid) ||
+	    !(r = malloc(sizeof(*r))))
+		return;
+	r->l = n->listing;
+	r->ino = n->ino;
+	snprintf(r->oid, sizeof(r->oid), "%s", n->oid);
+	r->next = t->retired;
+	t->retired = r;
+	t->retired_entries += r->l->n;
+	n->listing = NULL;
+	for (p = &t->retired; *p; p = &(*p)->next) {
+		kept += (*p)->l->n;
+		if (kept > NODE_RETIRED_ENTRIES)
+			break;
+	}
+	while (*p) {
+		struct retired *x = *p;
+
+		*p = x->next;
+		t->retired_entries -= x->l->n;
+		node_listing_free(x->l);
+		free(x);
+	}
+}
+
+static struct node_listing *unretire_locked(struct node_table *t, const struct node *n)
+{
+	struct retired **p, *x;
+	struct node_listing *l;
+
+	for (p = &t->retired; *p; p = &(*p)->next) {
+		x = *p;
+		if (x->ino == n->ino && strcmp(x->oid, n->oid) == 0) {
+			*p = x->next;
+			t->retired_entries -= x->l->n;
+			l = x->l;
+			free(x);
+			return l;
+		}
+	}
+	return NULL;
+}
+
 /* Drops one reference; frees the node and, in turn, parents left without references. */
 static void unref_locked(struct node_table *t, struct node *n, uint64_t count)
 {
@@ -203,6 +263,7 @@ static void unref_locked(struct node_table *t, struct node *n, uint64_t count)
 		parent = n->parent;
 		table_unlink(t, n);
 		t->count--;
+		retire_locked(t, n);
 		node_destroy(n);
 		n = parent;
 		count = 1;
@@ -317,6 +378,13 @@ void node_table_free(struct node_table *t)
 			next = n->next_ino;
 			node_destroy(n);
 		}
+	}
+	while (t->retired) {
+		struct retired *x = t->retired;
+
+		t->retired = x->next;
+		node_listing_free(x->l);
+		free(x);
 	}
 	free(t->by_ino);
 	free(t->by_key);
@@ -541,6 +609,8 @@ const struct node_listing *node_listing_get(struct node_table *t, struct node *n
 	const struct node_listing *l;
 
 	pthread_mutex_lock(&t->lock);
+	if (!n->listing && (n->kind == NODE_REV || n->kind == NODE_TREE))
+		n->listing = unretire_locked(t, n);
 	l = n->listing;
 	pthread_mutex_unlock(&t->lock);
 	return l;
@@ -598,6 +668,7 @@ int node_listing_new(struct node_listing **out, const struct tree_entry *e, size
 		off += len;
 		l->e[i].mode = e[i].mode;
 		l->e[i].size = e[i].size;
+		l->e[i].shown = -1;
 		snprintf(l->e[i].oid, sizeof(l->e[i].oid), "%s", e[i].oid);
 	}
 	l->n = n;

@@ -79,6 +79,9 @@ struct node_dirent {
 	const char *name; /* points into the listing's name pool */
 	uint32_t mode;    /* git mode (enum tree_mode) */
 	int64_t size;     /* -1 when not known */
+	/* The size a file entry shows, once resolved and found not to be an LFS pointer
+	 * (-1 until then): its next lookup needs no cache query. Written once, atomically. */
+	int64_t shown;
 	char oid[41];
 };
 
@@ -174,7 +177,11 @@ int node_branch_revs(struct node_table *t, int64_t project_id, const char *branc
                      struct node_rev **out, size_t *n);
 
 /* The listing of a directory node, set once: the first caller's listing wins and the
- * loser's is freed. node_listing_get returns NULL when none has been set. */
+ * loser's is freed. node_listing_get returns NULL when none has been set. A revision
+ * directory's listing outlives its node (the kernel forgot it) in a bounded pool of
+ * retired listings (NODE_RETIRED_ENTRIES entries in all), keyed by inode number and
+ * oid: a node of the same key looked up again gets it back, resolved entries included. */
+#define NODE_RETIRED_ENTRIES 262144
 const struct node_listing *node_listing_get(struct node_table *t, struct node *n);
 const struct node_listing *node_listing_set(struct node_table *t, struct node *n,
                                             struct node_listing *l);

@@ -498,6 +498,48 @@ static void test_listing(void)
 	CHECK_EQ_INT(node_listing_new(&l2, e, 1), 0);
 	CHECK(node_listing_set(t, rev, l2) == l); /* first one wins, second freed */
 	CHECK(node_listing_get(t, rev) == l);
+
+	/* An entry of the listing shares its name and id with it; a node of another id under
+	 * the same name copies its own. The listing outlives its children. */
+	struct node *z, *z2, *sub;
+	struct node_attrs za = {.kind = NODE_FILE, .oid = OID_A, .path = "zeta", .size = 3};
+	const struct node_dirent *zd = node_listing_find(l, "zeta");
+	CHECK_EQ_INT(node_lookup(t, rev, "zeta", &za, &z), 0);
+	CHECK(z->name == zd->name && z->oid == zd->oid);
+	CHECK_EQ_STR(z->path, "zeta");
+	CHECK(z->commit == rev->commit); /* inherited: shared with the revision root */
+	CHECK_EQ_STR(z->tree, "");
+	za.oid = OID_B;
+	CHECK_EQ_INT(node_lookup(t, rev, "zeta", &za, &z2), 0);
+	CHECK(z2 != z && z2->name != zd->name);
+	CHECK_EQ_STR(z2->name, "zeta");
+	CHECK_EQ_STR(z2->oid, OID_B);
+	struct node_attrs sa = {
+	    .kind = NODE_TREE, .oid = OID_B, .path = "alpha dir", .tree = OID_B};
+	CHECK_EQ_INT(node_lookup(t, rev, "alpha dir", &sa, &sub), 0);
+	CHECK(sub->tree == sub->oid);
+	CHECK_EQ_STR(sub->tree, OID_B);
+	uint64_t rev_ino = rev->ino, z_ino = z->ino;
+	size_t before = node_table_count(t);
+	node_forget(t, rev_ino, 1); /* the kernel forgot the revision root: its children hold it */
+	CHECK(exists(t, rev_ino));
+	node_forget(t, z2->ino, 1);
+	node_forget(t, sub->ino, 1);
+	CHECK_EQ_INT(node_table_count(t), before - 2);
+	CHECK_EQ_STR(z->name, "zeta"); /* still readable: the parent's listing is alive */
+	node_forget(t, z_ino, 1);
+	CHECK(!exists(t, z_ino));
+	CHECK(!exists(t, rev_ino)); /* freed once the last child went */
+	/* looked up again with the same key: same number, and its listing back, with the
+	 * verdicts memoized on its entries */
+	struct node *rev2 = make_rev(t, OID_A);
+	CHECK_EQ_INT(rev2->ino, rev_ino);
+	CHECK(node_listing_get(t, rev2) == l);
+	/* another commit under the same name is another key: no listing */
+	struct node *rev3 = make_rev(t, OID_B);
+	CHECK(rev3->ino != rev_ino);
+	CHECK(node_listing_get(t, rev3) == NULL);
+	CHECK(l->e[0].shown == -1);
 	node_table_free(t);
 
 	/* empty, duplicate and bad names */
