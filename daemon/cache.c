@@ -1929,18 +1929,6 @@ int cache_obj_fd(struct cache_obj *o)
 	return o->blob ? odb_blob_fd(o->blob) : stream_fd(o->s);
 }
 
-int cache_obj_fd_range(struct cache_obj *o, uint64_t off, size_t n)
-{
-	int fd;
-
-	if (cache_obj_load(o) < 0)
-		return -1; /* cache_obj_pread reports it */
-	if (o->blob)
-		return odb_blob_fd(o->blob);
-	fd = stream_fd_range(o->s, off, n);
-	return fd < 0 ? -1 : fd;
-}
-
 const char *cache_obj_lfs_oid(const struct cache_obj *o)
 {
 	return o->lfs ? o->oid : NULL;

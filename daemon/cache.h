@@ -133,11 +133,6 @@ ssize_t cache_obj_pread(struct cache_obj *o, void *buf, size_t n, uint64_t off);
 /* A descriptor holding the complete, verified content (for splice replies), or -1 while
  * it streams or when it is held in memory: use cache_obj_pread then. Valid until close. */
 int cache_obj_fd(struct cache_obj *o);
-/* A descriptor from which [off, off + n) can be read (or spliced) at once: the complete
- * object's, or, while it streams, the download's file once that range has arrived
- * (waiting as cache_obj_pread does; the last byte only once verified). -1 when it is held
- * in memory or the download failed: use cache_obj_pread then. Valid until close. */
-int cache_obj_fd_range(struct cache_obj *o, uint64_t off, size_t n);
 /* The LFS oid when the object is an LFS object, else NULL. */
 const char *cache_obj_lfs_oid(const struct cache_obj *o);
 void cache_obj_close(struct cache_obj *o); /* accepts NULL */

@@ -1567,8 +1567,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(buf);
 		return;
 	}
-	/* on disk (complete, or the range has arrived): the kernel splices from the file */
-	fd = cache_obj_fd_range(f->obj, (uint64_t)off, size);
+	/* complete and verified on disk: the kernel splices from the cache file */
+	fd = cache_obj_fd(f->obj);
 	if (fd >= 0) {
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 

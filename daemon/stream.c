@@ -752,20 +752,6 @@ ssize_t stream_pread(struct stream *s, void *buf, size_t n, uint64_t off)
 	return (ssize_t)done;
 }
 
-int stream_fd_range(struct stream *s, uint64_t off, size_t n)
-{
-	int r;
-
-	if (off < s->size) {
-		if (n > s->size - off)
-			n = (size_t)(s->size - off);
-		r = stream_wait_for(s, off, n);
-		if (r < 0)
-			return r;
-	}
-	return s->fd;
-}
-
 int stream_wait(struct stream *s)
 {
 	int r;

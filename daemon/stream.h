@@ -64,10 +64,6 @@ uint64_t stream_size(const struct stream *s);
 /* Like pread(2), waiting until [off, off + n) has arrived (clipped to the size) or the
  * stream failed: bytes read, 0 at the end, or a negative errno (-EIO when poisoned). */
 ssize_t stream_pread(struct stream *s, void *buf, size_t n, uint64_t off);
-/* Waits as stream_pread does, then returns the temp file's descriptor, from which the
- * caller may read (or splice) [off, off + n) itself: no copy through a buffer. A
- * negative errno when the stream failed. */
-int stream_fd_range(struct stream *s, uint64_t off, size_t n);
 /* Waits until the stream is complete and its done callback returned: 0 when verified,
  * else its negative errno. */
 int stream_wait(struct stream *s);
