@@ -16,6 +16,9 @@ int url_decode(char *out, const char *in, bool plus_is_space);
 /* A relative path inside a repository or data directory: non-empty, no NUL, not absolute,
  * no empty, '.' or '..' segment, at most max_len bytes, each segment at most 255 bytes. */
 bool path_is_safe(const char *p, size_t max_len);
+/* Appends the bytes of base64 text (standard or URL alphabet, padding optional, white
+ * space ignored) to out. -EINVAL on any other character or bad padding; out's cap holds. */
+int base64_decode(const char *s, size_t n, struct buf *out);
 /* Maps an HTTP status to a negative errno (2xx -> 0). */
 int err_from_http(long status);
 

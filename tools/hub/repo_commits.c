@@ -434,55 +434,6 @@ out:
 
 /* --- creating a commit --- */
 
-static int b64_val(int ch)
-{
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	if (ch == '+' || ch == '-')
-		return 62;
-	if (ch == '/' || ch == '_')
-		return 63;
-	return -1;
-}
-
-/* Decodes base64 (standard or URL alphabet, padding optional, line breaks ignored)
- * into out. -EINVAL on anything else. */
-static int base64_decode(const char *s, size_t n, struct buf *out)
-{
-	uint32_t acc = 0;
-	int bits = 0, pad = 0, r;
-
-	for (size_t i = 0; i < n; i++) {
-		int v;
-
-		if (s[i] == '\n' || s[i] == '\r' || s[i] == ' ' || s[i] == '\t')
-			continue;
-		if (s[i] == '=') {
-			pad++;
-			continue;
-		}
-		if (pad || (v = b64_val((unsigned char)s[i])) < 0)
-			return -EINVAL;
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			char byte = (char)((acc >> (bits - 8)) & 0xff);
-
-			bits -= 8;
-			if ((r = buf_append(out, &byte, 1)) < 0)
-				return r;
-		}
-	}
-	/* leftover bits must be zero padding of the last group */
-	if (pad > 2 || bits >= 6 || (acc & ((1u << bits) - 1)))
-		return -EINVAL;
-	return 0;
-}
-
 struct commit_job {
 	struct repo_ctx *c;
 	git_index *index;

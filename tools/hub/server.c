@@ -442,46 +442,24 @@ static int auth_api(struct hub_ctx *c)
 	return 0;
 }
 
-static int b64val(char ch)
+/* Decodes Basic credentials into out (NUL-terminated); -EINVAL on bad input, an
+ * embedded NUL or more than cap - 1 bytes. */
+static int basic_decode(const char *in, char *out, size_t cap)
 {
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	if (ch == '+' || ch == '-')
-		return 62;
-	if (ch == '/' || ch == '_')
-		return 63;
-	return -1;
-}
+	struct buf b = BUF_INIT(cap - 1);
+	int r = base64_decode(in, strlen(in), &b);
 
-/* Decodes base64 into out (NUL-terminated); -EINVAL on bad input or overflow. */
-static int b64_decode(const char *in, char *out, size_t cap)
-{
-	unsigned acc = 0;
-	int bits = 0;
-	size_t o = 0;
-
-	for (; *in && *in != '='; in++) {
-		int v = b64val(*in);
-
-		if (v < 0)
-			return -EINVAL;
-		acc = (acc << 6) | (unsigned)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o + 1 >= cap)
-				return -EINVAL;
-			out[o++] = (char)((acc >> bits) & 0xff);
-		}
+	if (r == 0 && memchr(b.data ? b.data : "", '\0', b.len))
+		r = -EINVAL;
+	if (r == 0) {
+		memcpy(out, b.data ? b.data : "", b.len);
+		out[b.len] = '\0';
+		r = (int)b.len;
 	}
-	out[o] = '\0';
-	if (memchr(out, '\0', o))
-		return -EINVAL;
-	return (int)o;
+	if (b.data)
+		explicit_bzero(b.data, b.len);
+	buf_free(&b);
+	return r;
 }
 
 /* A CI job token (hub_ci.h): the pipeline's user, on the job's project only, while the
@@ -513,7 +491,7 @@ int hub_auth_basic(struct hub_req *req, struct hub_user *user, unsigned *scopes)
 		r = hub_user_by_token(req->hub, authz + 7, user, scopes);
 		return r < 0 ? -EACCES : 1;
 	}
-	if (strlen(authz + 6) > 1000 || b64_decode(authz + 6, dec, sizeof(dec)) < 0)
+	if (strlen(authz + 6) > 1000 || basic_decode(authz + 6, dec, sizeof(dec)) < 0)
 		return -EACCES;
 	colon = strchr(dec, ':');
 	if (!colon)

@@ -61,6 +61,28 @@ static void test_url(void)
 	buf_free(&b);
 }
 
+static void test_base64(void)
+{
+	struct buf b = BUF_INIT(0), small = BUF_INIT(3);
+
+	CHECK_EQ_INT(base64_decode("b2F1dGgyOnRvaw==", 16, &b), 0);
+	CHECK_EQ_STR(b.data, "oauth2:tok");
+	buf_reset(&b);
+	/* white space ignored, padding optional, URL alphabet accepted */
+	CHECK_EQ_INT(base64_decode("aGVs\nbG8", 8, &b), 0);
+	CHECK_EQ_STR(b.data, "hello");
+	buf_reset(&b);
+	CHECK_EQ_INT(base64_decode("-_8", 3, &b), 0);
+	CHECK_EQ_INT(b.len, 2);
+	CHECK_EQ_INT((unsigned char)b.data[0], 0xfb);
+	CHECK_EQ_INT(base64_decode("ab!c", 4, &b), -EINVAL);
+	CHECK_EQ_INT(base64_decode("ab=c", 4, &b), -EINVAL);        /* data after padding */
+	CHECK_EQ_INT(base64_decode("aGVsbG9=", 8, &b), -EINVAL);    /* non-zero pad bits */
+	CHECK_EQ_INT(base64_decode("aGVsbG8=", 8, &small), -EFBIG); /* the cap holds */
+	buf_free(&b);
+	buf_free(&small);
+}
+
 static void test_path(void)
 {
 	CHECK(path_is_safe("a/b/c.txt", 4096));
@@ -107,6 +129,7 @@ int main(void)
 	test_buf();
 	test_hash();
 	test_url();
+	test_base64();
 	test_path();
 	test_json();
 	return 0;
