@@ -67,8 +67,9 @@ int hub_lfs_project_bytes(struct hub *hub, int64_t project_id, uint64_t *out);
 /* Parses a git-lfs pointer (spec v1 or the legacy hawser URL): 0 with the oid (64
  * lowercase hex) and size, -EINVAL when the bytes are not exactly a valid pointer. */
 int hub_lfs_pointer_parse(const void *data, size_t len, char oid[65], uint64_t *size);
-/* A single "bytes=a-b" / "bytes=a-" / "bytes=-n" range against size: 1 with [*from, *to],
- * 0 when absent or not honoured (serve it whole), -ERANGE when unsatisfiable. */
+/* Shared by every ranged route (LFS objects, raw files and blobs). A single "bytes=a-b" /
+ * "bytes=a-" / "bytes=-n" range against size: 1 with [*from, *to], 0 when absent or not honoured
+ * (serve it whole), -ERANGE when unsatisfiable. */
 int hub_lfs_range_parse(const char *header, uint64_t size, uint64_t *from, uint64_t *to);
 /* Signs (project, op 'd'ownload|'u'pload|'v'erify, oid, expiry) with a 32-byte key into
  * out ("reeflfs1.<expires>.<hex mac>"); checks one at time now: 0 or -EACCES. */

@@ -83,59 +83,6 @@ static bool looks_binary(const char *d, size_t n)
 	return memchr(d, '\0', n < 8000 ? n : 8000) != NULL;
 }
 
-/* Parses a single "bytes=a-b" range against size. 1 with [*from, *to] set, 0 when the
- * header is absent or not one we honour (answer whole), -ERANGE when unsatisfiable. */
-static int parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *to)
-{
-	unsigned long long a = 0, b = 0;
-	const char *p;
-	char *end;
-
-	if (!h)
-		return 0;
-	while (*h == ' ')
-		h++;
-	if (strncasecmp(h, "bytes=", 6))
-		return 0;
-	p = h + 6;
-	if (strchr(p, ','))
-		return 0; /* several ranges: the whole body is a valid answer */
-	if (*p == '-') {
-		if (!isdigit((unsigned char)p[1]))
-			return 0;
-		errno = 0;
-		b = strtoull(p + 1, &end, 10);
-		if (errno || (*end && *end != ' '))
-			return 0;
-		if (b == 0 || size == 0)
-			return -ERANGE;
-		*from = b >= size ? 0 : size - b;
-		*to = size - 1;
-		return 1;
-	}
-	if (!isdigit((unsigned char)*p))
-		return 0;
-	errno = 0;
-	a = strtoull(p, &end, 10);
-	if (errno || *end != '-')
-		return 0;
-	p = end + 1;
-	if (*p && *p != ' ') {
-		if (!isdigit((unsigned char)*p))
-			return 0;
-		b = strtoull(p, &end, 10);
-		if (errno || (*end && *end != ' ') || b < a)
-			return 0;
-	} else {
-		b = size ? size - 1 : 0;
-	}
-	if (a >= size)
-		return -ERANGE;
-	*from = a;
-	*to = b >= size ? size - 1 : b;
-	return 1;
-}
-
 static void serve_raw(struct repo_ctx *c, const git_blob *blob)
 {
 	const char *data = git_blob_rawcontent(blob);
@@ -143,7 +90,7 @@ static void serve_raw(struct repo_ctx *c, const git_blob *blob)
 	const char *ctype = looks_binary(data, (size_t)size) ? "application/octet-stream"
 	                                                     : "text/plain; charset=utf-8";
 	char v[96];
-	int r = parse_range(hub_req_header(c->req, "Range"), size, &from, &to);
+	int r = hub_lfs_range_parse(hub_req_header(c->req, "Range"), size, &from, &to);
 
 	if (r < 0) {
 		snprintf(v, sizeof v, "bytes */%" PRIu64, size);
