@@ -18,6 +18,7 @@
 
 #include "cache.h"
 #include "mlops.h"
+#include "passthru.h"
 #include "reef/log.h"
 
 #ifndef REEF_VERSION
@@ -38,6 +39,7 @@ struct reefd_opts {
 	char *poll;
 	char *prefetch;
 	char *readahead;
+	char *passthrough;
 };
 
 static const struct fuse_opt reefd_spec[] = {
@@ -49,6 +51,7 @@ static const struct fuse_opt reefd_spec[] = {
     {"poll=%s", offsetof(struct reefd_opts, poll), 0},
     {"prefetch=%s", offsetof(struct reefd_opts, prefetch), 0},
     {"readahead=%s", offsetof(struct reefd_opts, readahead), 0},
+    {"passthrough=%s", offsetof(struct reefd_opts, passthrough), 0},
     FUSE_OPT_END,
 };
 
@@ -75,6 +78,8 @@ static void usage(FILE *f, const char *prog)
 	    "                       (default %d, 0 turns it off)\n"
 	    "  -o readahead=KB      kernel readahead of the mount, when allowed to set it\n"
 	    "                       (default %d, 0 leaves the kernel's)\n"
+	    "  -o passthrough=0|1   let the kernel read complete cached files itself (FUSE\n"
+	    "                       passthrough; needs root and Linux 6.9; default 1)\n"
 	    "  -o max_threads=N     FUSE worker threads (default 4 per CPU, 16 to 64)\n"
 	    "  -o max_idle_threads=N  idle workers kept (default 2 per CPU, at least 4)\n"
 	    "Unmount with: fusermount3 -u MOUNTPOINT\n",
@@ -402,6 +407,11 @@ int main(int argc, char **argv)
 		ret = 2;
 		goto out;
 	}
+	if (o.passthrough && strcmp(o.passthrough, "0") != 0 && strcmp(o.passthrough, "1") != 0) {
+		fprintf(stderr, "reefd: passthrough must be 0 or 1\n");
+		ret = 2;
+		goto out;
+	}
 	if (o.token_file) {
 		if (token_read(o.token_file, &token) < 0)
 			goto out;
@@ -502,6 +512,13 @@ int main(int argc, char **argv)
 		fuse_remove_signal_handlers(se);
 		goto out;
 	}
+	r = passthru_attach(se, !o.passthrough || strcmp(o.passthrough, "1") == 0);
+	if (r < 0) {
+		log_error("cannot install the FUSE session's I/O hooks: %s", strerror(-r));
+		fuse_session_unmount(se);
+		fuse_remove_signal_handlers(se);
+		goto out;
+	}
 	r = ops_ctx_start(ctx, se);
 	if (r < 0) {
 		log_error("cannot start the background threads: %s", strerror(-r));
@@ -565,6 +582,7 @@ out:
 	free(o.poll);
 	free(o.prefetch);
 	free(o.readahead);
+	free(o.passthrough);
 	free(cmd.mountpoint);
 	fuse_opt_free_args(&args);
 	return ret;

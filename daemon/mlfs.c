@@ -358,7 +358,8 @@ static void ml_error_format(char *out, size_t n, int r, const char *reason)
 static void ml_on_done(void *arg, const struct journal_entry *e)
 {
 	struct mlfs *ml = arg;
-	char path[NODE_PATH_MAX], key[NODE_PATH_MAX + 32], msg[CTL_ERR_MAX + 96], why[600];
+	char path[NODE_PATH_MAX], key[NODE_PATH_MAX + 32], why[CTL_ERR_MAX + 88],
+	    msg[sizeof(why) + 64];
 
 	if (e->state != JOURNAL_FAILED)
 		return;

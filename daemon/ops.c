@@ -21,6 +21,7 @@
 #include "cache.h"
 #include "mlfs.h"
 #include "node.h"
+#include "passthru.h"
 #include "reef/log.h"
 
 #ifndef REEF_VERSION
@@ -151,6 +152,9 @@ struct ops_file {
 	char *data;
 	size_t len;
 	bool ctl;
+	bool counted; /* its open is counted by passthru_open */
+	bool pass;    /* the kernel reads the cache file itself */
+	uint64_t ino;
 };
 
 struct ops_dirent {
@@ -486,6 +490,8 @@ static void file_free(struct ops_ctx *ctx, struct ops_file *f)
 	if (!f)
 		return;
 	handle_untrack(ctx, &f->h);
+	if (f->counted)
+		passthru_release(f->ino, f->pass);
 	cache_obj_close(f->obj);
 	free(f->data);
 	free(f);
@@ -539,6 +545,7 @@ static json_t *jobq_json(struct jobq *q)
 static int status_render(struct ops_ctx *ctx, char **out, size_t *len)
 {
 	json_t *o = json_object(), *user = NULL, *stats = NULL;
+	struct passthru_stats pt;
 	char when[32];
 	struct tm tm;
 	char *s = NULL;
@@ -565,6 +572,10 @@ static int status_render(struct ops_ctx *ctx, char **out, size_t *len)
 	mlfs_status(ctx->ml, o);
 	json_object_set_new(o, "poll_s", json_real(ctx->poll_s));
 	json_object_set_new(o, "prefetch", jobq_json(&ctx->fetch));
+	passthru_stats(&pt);
+	json_object_set_new(o, "passthrough",
+	                    json_pack("{sbsIsI}", "on", pt.on, "opens", (json_int_t)pt.opens,
+	                              "refused", (json_int_t)pt.refused));
 	pthread_mutex_lock(&ctx->ctl_lock);
 	json_object_set_new(o, "ctl",
 	                    json_pack("{sIsI}", "requests", (json_int_t)ctx->ctl_requests, "errors",
@@ -1510,14 +1521,19 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			            n->path, n->oid, cache_obj_size(f->obj), n->size);
 			goto out;
 		}
+		f->ino = ino;
+		f->counted = true;
+		f->pass = passthru_open(ino, cache_obj_fd(f->obj));
 		/* the node shows one object for its whole life: pages never go stale */
-		fi->keep_cache = 1;
+		fi->keep_cache = !f->pass;
 		sibling_note(ctx, n);
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
 	handle_track(ctx, &f->h, false);
-	if (fuse_reply_open(req, fi) != 0)
+	if (fuse_reply_open(req, fi) != 0) {
+		passthru_disarm();
 		file_free(ctx, f);
+	}
 	f = NULL;
 	r = 0;
 out:
@@ -1567,7 +1583,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(buf);
 		return;
 	}
-	/* complete and verified on disk: the kernel splices from the cache file */
+	/* complete and verified on disk: the kernel splices from the cache file. A download
+	 * in progress is read and copied instead: splicing from the pages being written
+	 * comes up short (libfuse then copies through a fresh buffer per request, which
+	 * the allocator keeps: tens of MiB of resident memory for no gain). */
 	fd = cache_obj_fd(f->obj);
 	if (fd >= 0) {
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "reef/hash.h"
@@ -24,6 +25,15 @@
  * page cache, so that hashing (SHA-256 at about 1.4 GB/s here) overlaps receiving and
  * writing instead of adding to them on the fetcher's thread. */
 #define STREAM_HASHER_MIN ((uint64_t)8 << 20)
+/* Objects that large are also written in blocks of this size, aligned in the file: curl
+ * hands over 16 KiB at a time, and a write per chunk costs a system call, the lock and a
+ * wake-up each, and on ext4 the zeroing of the rest of each large folio it starts. It
+ * stays small enough to be in the CPU cache when written out. Below STREAM_JUMP, so a
+ * fetcher that takes over the far part of a claim never cuts into buffered bytes. */
+#define STREAM_WBUF ((size_t)256 << 10)
+/* The hasher reads the file through a mapping of this much at a time: no copy out of the
+ * page cache. */
+#define STREAM_HASH_MAP ((size_t)4 << 20)
 
 struct stream_ext {
 	uint64_t a, b;
@@ -43,6 +53,8 @@ struct stream_fetcher {
 	bool active;
 	uint64_t cur, end;
 	uint64_t skip; /* leading bytes to drop: a 200 (whole object) to a ranged request */
+	char *wbuf;    /* large objects: bytes from cur not written yet (wlen of them) */
+	size_t wlen;
 };
 
 struct stream {
@@ -230,20 +242,32 @@ static void stream_hash_catch_up(struct stream *s)
 	s->hashing = true;
 	while (s->state == 0) {
 		uint64_t from = s->hashed, to = stream_present_end(s, from);
-		size_t n;
+		uint64_t base = from & ~(uint64_t)(STREAM_ALIGN - 1);
+		size_t n, lead = (size_t)(from - base);
+		void *map;
 		ssize_t got;
 		int r;
 
 		if (to <= from)
 			break;
-		if (!buf && !(buf = malloc(STREAM_HASH_CHUNK))) {
-			stream_fail(s, "out of memory while hashing");
-			break;
-		}
-		n = to - from < STREAM_HASH_CHUNK ? (size_t)(to - from) : STREAM_HASH_CHUNK;
 		pthread_mutex_unlock(&s->lock);
-		got = pread(s->fd, buf, n, (off_t)from);
-		r = got == (ssize_t)n ? hash_update(s->hash, buf, n) : -EIO;
+		n = to - from < STREAM_HASH_MAP ? (size_t)(to - from) : STREAM_HASH_MAP;
+		/* the bytes are in the page cache (just written): map them rather than copy */
+		map =
+		    mmap(NULL, lead + n, PROT_READ, MAP_SHARED | MAP_POPULATE, s->fd, (off_t)base);
+		if (map != MAP_FAILED) {
+			r = hash_update(s->hash, (const char *)map + lead, n);
+			munmap(map, lead + n);
+		} else {
+			if (n > STREAM_HASH_CHUNK)
+				n = STREAM_HASH_CHUNK;
+			if (!buf && !(buf = malloc(STREAM_HASH_CHUNK))) {
+				r = -ENOMEM;
+			} else {
+				got = pread(s->fd, buf, n, (off_t)from);
+				r = got == (ssize_t)n ? hash_update(s->hash, buf, n) : -EIO;
+			}
+		}
 		pthread_mutex_lock(&s->lock);
 		if (r < 0) {
 			stream_fail(s, "cannot read back the temp file: %s", strerror(-r));
@@ -311,19 +335,11 @@ static int stream_pwrite(struct stream *s, const char *p, size_t n, uint64_t off
 	return 0;
 }
 
-static int stream_sink_data(void *arg, const void *data, size_t len)
+/* Writes bytes at the fetcher's cursor, within its claim, and makes them readable. */
+static int stream_put(struct stream_fetcher *f, const char *p, size_t len)
 {
-	struct stream_fetcher *f = arg;
 	struct stream *s = f->s;
-	const char *p = data;
 
-	if (f->skip) {
-		size_t drop = len < f->skip ? len : (size_t)f->skip;
-
-		f->skip -= drop;
-		p += drop;
-		len -= drop;
-	}
 	while (len) {
 		uint64_t off;
 		size_t n;
@@ -382,6 +398,44 @@ static int stream_sink_data(void *arg, const void *data, size_t len)
 	return 0;
 }
 
+static int stream_flush(struct stream_fetcher *f)
+{
+	int r = f->wlen ? stream_put(f, f->wbuf, f->wlen) : 0;
+
+	f->wlen = 0;
+	return r;
+}
+
+static int stream_sink_data(void *arg, const void *data, size_t len)
+{
+	struct stream_fetcher *f = arg;
+	const char *p = data;
+
+	if (f->skip) {
+		size_t drop = len < f->skip ? len : (size_t)f->skip;
+
+		f->skip -= drop;
+		p += drop;
+		len -= drop;
+	}
+	if (!f->wbuf)
+		return stream_put(f, p, len);
+	while (len) {
+		/* up to the next block boundary after the cursor */
+		size_t lim = STREAM_WBUF - (size_t)(f->cur % STREAM_WBUF);
+		size_t k = lim - f->wlen < len ? lim - f->wlen : len;
+		int r;
+
+		memcpy(f->wbuf + f->wlen, p, k);
+		f->wlen += k;
+		p += k;
+		len -= k;
+		if (f->wlen == lim && (r = stream_flush(f)) < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* Verifies the complete content and stores it (lock held; released meanwhile). */
 static void stream_finish(struct stream *s)
 {
@@ -432,7 +486,7 @@ static void *stream_fetch_main(void *arg)
 	const struct gl_stream_sink sink = {stream_sink_begin, stream_sink_data, f};
 	uint64_t g, e;
 	bool notify = false;
-	int result = 0;
+	int result = 0, fr;
 
 	pthread_mutex_lock(&s->lock);
 	while (s->state == 0) {
@@ -441,6 +495,11 @@ static void *stream_fetch_main(void *arg)
 
 		pthread_mutex_unlock(&s->lock);
 		r = s->src.fetch(s->src.arg, off, &sink);
+		/* what arrived is written (it is hashed like the rest, whatever ended the
+		 * transfer) */
+		fr = stream_flush(f);
+		if (fr < 0 && r == 0)
+			r = fr;
 		pthread_mutex_lock(&s->lock);
 		if (s->state != 0)
 			break;
@@ -460,6 +519,8 @@ static void *stream_fetch_main(void *arg)
 	}
 	f->active = false;
 	s->active--;
+	free(f->wbuf);
+	f->wbuf = NULL;
 	if (s->state == 0 && !s->finishing && stream_present_end(s, 0) >= s->size)
 		stream_finish(s);
 	else if (s->state == 0 && s->active == 0 && !s->finishing)
@@ -540,6 +601,8 @@ static int stream_spawn(struct stream *s, uint64_t cur, uint64_t end)
 	f->cur = cur;
 	f->end = end;
 	f->skip = 0;
+	f->wlen = 0;
+	f->wbuf = s->size >= STREAM_HASHER_MIN ? malloc(STREAM_WBUF) : NULL; /* NULL: unbuffered */
 	f->active = true;
 	s->active++;
 	s->refs++;
@@ -548,6 +611,8 @@ static int stream_spawn(struct stream *s, uint64_t cur, uint64_t end)
 	r = -pthread_create(&t, &attr, stream_fetch_main, f);
 	pthread_attr_destroy(&attr);
 	if (r < 0) {
+		free(f->wbuf);
+		f->wbuf = NULL;
 		f->active = false;
 		s->active--;
 		s->refs--;
