@@ -91,15 +91,21 @@ def world(tmp_path_factory):
     r = v1("POST", "/projects/alice%2Fpriv/experiments", json={"name": "e1", "processor": "noop"})
     assert r.status_code == 201, r.text
     w.experiment = r.json()
-    # a job of alice/priv held running, whose token the table uses
-    w.hold = tmp / "job-token"
+    # a job of alice/priv held running, whose token the table uses; it shares files with
+    # the test through its workspace, the only place of the host its sandbox may write
     r = hub.api("POST", "/projects/alice%2Fpriv/pipeline", tok,
-                json={"ref": "main", "variables": [{"key": "HOLD", "value": str(w.hold)}]})
+                json={"ref": "main", "variables": [{"key": "HOLD", "value": "job-token"}]})
     assert r.status_code == 201, r.text
     w.held_pipeline = r.json()["id"]
+    held_job = _wait(lambda: hub.api("GET", f"/projects/alice%2Fpriv/pipelines/"
+                                     f"{w.held_pipeline}/jobs", tok).json()[0]["id"])
+    w.hold = hub.dir / "builds" / str(held_job) / "job-token"
     w.tokens["job"] = _wait(lambda: w.hold.exists() and w.hold.read_text().strip())
     yield w
-    (tmp / "job-token.release").write_text("")
+    try:
+        (w.hold.parent / "job-token.release").write_text("")
+    except FileNotFoundError:
+        pass  # the job has ended and its workspace is gone
     code = hub.stop()
     assert code == 0, hub.log_path.read_text()
 

@@ -22,6 +22,8 @@ show:
     - echo "$CI_JOB_TOKEN" > "$TOKEN_FILE"
     - git fetch -q origin
     - git push -q origin HEAD:refs/heads/pushed-by-job
+  artifacts:
+    paths: [job-token]
 """
 
 
@@ -58,18 +60,23 @@ def test_no_credential_in_logs_or_plain_in_db(hub, tmp_path):
     up = r.json()["objects"][0]["actions"]["upload"]
     secrets["lfs"] = up["header"]["Authorization"].split(" ", 1)[1]
     assert requests.put(up["href"], data=data, headers=up["header"], timeout=30).status_code == 200
-    # a job token, used by the job for git
-    token_file = tmp_path / "job-token"
+    # a job token, used by the job for git; it leaves the job's sandbox as an artifact
     r = requests.post(api + "/projects/alice%2Fp/pipeline", headers=h, timeout=30,
                       json={"ref": "main", "variables": [{"key": "TOKEN_FILE",
-                                                          "value": str(token_file)}]})
+                                                          "value": "job-token"}]})
     assert r.status_code == 201, r.text
     pid = r.json()["id"]
     st = _wait(lambda: (s := requests.get(api + f"/projects/alice%2Fp/pipelines/{pid}",
                                           headers=h, timeout=30).json()["status"])
                in ("success", "failed") and s)
     assert st == "success"
-    secrets["job"] = token_file.read_text().strip()
+    jid = requests.get(api + f"/projects/alice%2Fp/pipelines/{pid}/jobs", headers=h,
+                       timeout=30).json()[0]["id"]
+    r = requests.get(api + f"/projects/alice%2Fp/jobs/{jid}/artifacts/job-token", headers=h,
+                     timeout=30)
+    assert r.status_code == 200, r.text
+    secrets["job"] = r.text.strip()
+    assert len(secrets["job"]) >= 20
     # an EPF secret, used for a callback
     v1 = hub.url + "/api/v1"
     assert requests.post(v1 + "/code-projects/alice%2Fcode/publish", headers=h, timeout=30,

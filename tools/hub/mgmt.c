@@ -848,6 +848,7 @@ static int mg_launch_pipeline(struct hub_req *req, const struct hub_project *p, 
 	ci_db_exec(NULL, "UPDATE mg_launches SET secret_hash=?, updated_at=? WHERE id=?", "tdi",
 	           hash, ci_now(), lid);
 	o.variables = vars;
+	o.ro_dir = pdir; /* the job reads the processor's snapshot inside its sandbox */
 	r = ci_pipeline_create(&o, &pid, err);
 	json_decref(vars);
 	explicit_bzero(secret, sizeof(secret));

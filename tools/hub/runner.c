@@ -2,7 +2,15 @@
  * the module's own connection; every multi-step transition (claim a job, finish it,
  * advance the pipeline) runs under one mutex so two workers never race on a pipeline.
  * Jobs run through posix_spawn in their own process group with a clean environment and
- * no inherited descriptors, so a killed hub leaves no listening socket in a job. */
+ * no inherited descriptors, so a killed hub leaves no listening socket in a job.
+ *
+ * A job's script runs inside bubblewrap: the system read-only, the data directory
+ * replaced by an empty tmpfs into which only the job's own workspace, HOME, script and
+ * file variables are bound, a private /tmp, its own pid/ipc/uts namespaces, and (when the
+ * hub is root) an unprivileged uid, so a script cannot read hub.db, the LFS secret, other
+ * projects' repositories or other jobs' workspaces. The network is shared: jobs call the
+ * hub back over loopback (git, artifacts, reef-epf). The checkout before the script is
+ * done by the hub itself, with a fixed environment that job variables cannot reach. */
 #include "runner.h"
 
 #include <errno.h>
@@ -20,6 +28,8 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -42,12 +52,27 @@
 #define RN_MAX_ART_DEPTH 64
 #define RN_MAX_FILE_VAR  ((size_t)1 << 20)
 #define RN_MAX_TRACE     ((off_t)4 << 20) /* GitLab runner's default output_limit */
+#define RN_MASK_MAX      128              /* longest value masked in traces */
+#define RN_MASKED        "[MASKED]"
+#define RN_RELAY_CHUNK   65536
+#define RN_NOBODY        65534 /* uid/gid of jobs when the hub is root and "nobody" is unknown */
+
+/* Replaces a secret's occurrences in a job's output by [MASKED]. Output arrives in
+ * arbitrary pieces, so the longest tail that could still become the secret is held back
+ * until the next piece (or the end of the command) decides. */
+struct rn_mask {
+	const char *secret; /* NULL: nothing to mask */
+	size_t len;
+	char held[RN_MASK_MAX];
+	size_t n_held;
+};
 
 struct rn_slot {
 	int64_t job_id;
 	pid_t pid;
 	int cancel; /* set by API threads, read by the worker (atomics) */
 	pthread_t thread;
+	struct rn_mask mask; /* the running job's token; worker-private */
 };
 
 static struct {
@@ -63,6 +88,15 @@ static struct {
 	char dir[PATH_MAX]; /* the data directory, absolute: jobs run elsewhere */
 	ci_pipeline_hook_fn hook;
 	bool started;
+	/* the job sandbox, probed at start */
+	bool unsafe;            /* --unsafe-runner: no sandbox at all */
+	bool sandbox_ok;        /* bwrap works here */
+	char sandbox_err[512];  /* why not, for traces */
+	char bwrap[PATH_MAX];   /* absolute path of bwrap */
+	char setpriv[PATH_MAX]; /* absolute path of setpriv, used when root */
+	bool drop;              /* the hub is root: jobs run as job_uid/job_gid */
+	uid_t job_uid;
+	gid_t job_gid;
 } rn = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static const char rn_schema[] =
@@ -72,7 +106,8 @@ static const char rn_schema[] =
     " tag INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, source TEXT NOT NULL,"
     " user_id INTEGER, yaml_errors TEXT, ci_path TEXT NOT NULL,"
     " variables TEXT NOT NULL DEFAULT '[]', cancel_requested INTEGER NOT NULL DEFAULT 0,"
-    " created_at REAL NOT NULL, updated_at REAL NOT NULL, started_at REAL, finished_at REAL);"
+    " created_at REAL NOT NULL, updated_at REAL NOT NULL, started_at REAL, finished_at REAL,"
+    " ro_dir TEXT);"
     "CREATE INDEX IF NOT EXISTS ci_pipelines_project ON ci_pipelines(project_id, id);"
     "CREATE TABLE IF NOT EXISTS ci_jobs("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, pipeline_id INTEGER NOT NULL,"
@@ -279,16 +314,27 @@ static int rn_rm_cb(const char *path, const struct stat *sb, int flag, struct FT
 	return 0;
 }
 
+static int rn_open_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)ftw;
+	if (flag == FTW_D && (sb->st_mode & 0700) != 0700)
+		chmod(path, (sb->st_mode & 07777) | 0700);
+	return 0;
+}
+
+/* A job may leave directories it closed to itself (chmod 0): a hub that is not root
+ * opens them first, or they would stay behind. */
 static void rn_rmtree(const char *path)
 {
+	if (geteuid() != 0)
+		nftw(path, rn_open_cb, 32, FTW_PHYS);
 	nftw(path, rn_rm_cb, 32, FTW_DEPTH | FTW_PHYS);
 }
 
 static int rn_mkdirs(const char *dir)
 {
 	char sub[PATH_MAX];
-	static const char *const names[] = {"builds",      "traces", "artifacts",
-	                                    "runner-home", "tmp",    NULL};
+	static const char *const names[] = {"builds", "traces", "artifacts", "tmp", NULL};
 
 	for (const char *const *n = names; *n; n++) {
 		hub_pathf(sub, sizeof(sub), "%s/%s", dir, *n);
@@ -581,10 +627,10 @@ int ci_pipeline_create(const struct ci_pipeline_new *o, int64_t *id, char err[CI
 	}
 	r = ci_db_exec(&pid,
 	               "INSERT INTO ci_pipelines(iid, project_id, ref, sha, tag, status, source,"
-	               " user_id, ci_path, variables, created_at, updated_at)"
-	               " VALUES(?,?,?,?,?,'created',?,?,?,?,?,?)",
-	               "iittitittdd", iid, o->project->id, o->ref, sha, (int64_t)is_tag, o->source,
-	               o->user_id, path, vars, now, now);
+	               " user_id, ci_path, variables, created_at, updated_at, ro_dir)"
+	               " VALUES(?,?,?,?,?,'created',?,?,?,?,?,?,?)",
+	               "iittitittddt", iid, o->project->id, o->ref, sha, (int64_t)is_tag, o->source,
+	               o->user_id, path, vars, now, now, o->ro_dir);
 	json_array_foreach(jobs, i, job)
 	{
 		char *spec;
@@ -820,6 +866,7 @@ struct rn_job {
 	json_t *spec;
 	json_t *variables; /* pipeline variables */
 	char token[64];
+	char ro_dir[PATH_MAX]; /* bound read-only into the sandbox ("" for none) */
 };
 
 struct rn_env {
@@ -944,13 +991,14 @@ static int rn_job_env(const struct rn_job *j, const struct hub_project *p, const
 	/* a clean PATH (reef-epf first), not the hub's: jobs see the system's tools */
 	path = path && *path ? path : "/usr/local/bin:/usr/bin:/bin";
 	rn_env_setf(e, "PATH", "%s%s%s", rn.epf_dir, rn.epf_dir[0] ? ":" : "", path);
-	rn_env_setf(e, "HOME", "%s/runner-home", rn.dir);
+	rn_env_setf(e, "HOME", "%s.home", ws);
 	rn_env_set(e, "LANG", "C.UTF-8");
 	rn_env_set(e, "SHELL", "/bin/sh");
 	rn_env_set(e, "GIT_TERMINAL_PROMPT", "0");
 	rn_env_set(e, "GIT_CONFIG_NOSYSTEM", "1");
 	rn_env_set(e, "PYTHONDONTWRITEBYTECODE", "1");
-	rn_env_setf(e, "TMPDIR", "%s/tmp", rn.dir);
+	/* per job, shared by script and after_script (the sandbox's /tmp is per command) */
+	rn_env_setf(e, "TMPDIR", "%s.tmp", ws);
 	rn_env_set(e, "CI", "true");
 	rn_env_set(e, "GITLAB_CI", "true");
 	rn_env_set(e, "CI_SERVER", "yes");
@@ -1106,29 +1154,89 @@ static void rn_trace_put(int trace, const char *p, size_t n)
 	}
 }
 
-/* Moves what the job wrote so far into its trace, up to RN_MAX_TRACE bytes: a job
- * printing without end must not fill the disk, and must not block on a full pipe
- * either, so output past the limit is read and dropped. -1 at end of output. */
-static int rn_relay(int in, int trace)
+/* Appends job output to the trace up to RN_MAX_TRACE bytes: a job printing without end
+ * must not fill the disk; what is past the limit is dropped. */
+static void rn_trace_capped(int trace, const char *p, size_t n)
 {
-	char chunk[65536];
+	struct stat sb;
+	off_t room;
+
+	if (n == 0 || fstat(trace, &sb) < 0)
+		return;
+	room = RN_MAX_TRACE - sb.st_size;
+	if (room <= 0)
+		return;
+	rn_trace_put(trace, p, (off_t)n < room ? n : (size_t)room);
+	if ((off_t)n >= room)
+		rn_trace(trace,
+		         "\nJob's log exceeded limit of %lld bytes.\nJob execution will "
+		         "continue but no more output will be collected.\n",
+		         (long long)RN_MAX_TRACE);
+}
+
+/* Masks buf[0..n) (whose first m->n_held bytes are the tail held back last time) into
+ * the trace and holds back the longest tail that is a proper prefix of the secret.
+ * Text before a hold is final: had the secret started there, it would have matched. */
+static void rn_mask_put(struct rn_mask *m, int trace, char *buf, size_t n)
+{
+	size_t start = 0, keep;
+	char *hit;
+
+	if (!m || !m->secret) {
+		rn_trace_capped(trace, buf, n);
+		return;
+	}
+	while (n - start >= m->len && (hit = memmem(buf + start, n - start, m->secret, m->len))) {
+		rn_trace_capped(trace, buf + start, (size_t)(hit - (buf + start)));
+		rn_trace_capped(trace, RN_MASKED, sizeof(RN_MASKED) - 1);
+		start = (size_t)(hit - buf) + m->len;
+	}
+	keep = n - start < m->len - 1 ? n - start : m->len - 1;
+	while (keep > 0 && memcmp(buf + n - keep, m->secret, keep) != 0)
+		keep--;
+	rn_trace_capped(trace, buf + start, n - start - keep);
+	memcpy(m->held, buf + n - keep, keep);
+	m->n_held = keep;
+}
+
+/* The end of a command's output: what was held back was not the secret. */
+static void rn_mask_flush(struct rn_mask *m, int trace)
+{
+	if (!m || !m->n_held)
+		return;
+	rn_trace_capped(trace, m->held, m->n_held);
+	m->n_held = 0;
+}
+
+/* Masks nothing when secret is NULL or too short to be a token (a one-letter value
+ * would mask every occurrence of that letter) or too long to hold back. */
+static void rn_mask_init(struct rn_mask *m, const char *secret)
+{
+	size_t len = secret ? strlen(secret) : 0;
+
+	memset(m, 0, sizeof(*m));
+	if (len >= 8 && len <= RN_MASK_MAX) {
+		m->secret = secret;
+		m->len = len;
+	}
+}
+
+/* Moves what the job wrote so far into its trace, masked and capped; output past the
+ * cap is still read, so the job never blocks on a full pipe. -1 at end of output. */
+static int rn_relay(int in, int trace, struct rn_mask *m)
+{
+	char buf[RN_MASK_MAX + RN_RELAY_CHUNK];
 	ssize_t n;
 
-	while ((n = read(in, chunk, sizeof(chunk))) > 0) {
-		struct stat sb;
-		off_t room;
+	for (;;) {
+		size_t held = m ? m->n_held : 0;
 
-		if (fstat(trace, &sb) < 0)
-			continue;
-		room = RN_MAX_TRACE - sb.st_size;
-		if (room <= 0)
-			continue;
-		rn_trace_put(trace, chunk, n < room ? (size_t)n : (size_t)room);
-		if (n >= room)
-			rn_trace(trace,
-			         "\nJob's log exceeded limit of %lld bytes.\nJob execution will "
-			         "continue but no more output will be collected.\n",
-			         (long long)RN_MAX_TRACE);
+		if (held)
+			memcpy(buf, m->held, held);
+		n = read(in, buf + held, RN_RELAY_CHUNK);
+		if (n <= 0)
+			break;
+		rn_mask_put(m, trace, buf, held + (size_t)n);
 	}
 	return n == 0 ? -1 : 0;
 }
@@ -1166,7 +1274,7 @@ static enum rn_end rn_wait(struct rn_slot *slot, pid_t pid, double deadline, int
 			struct pollfd pfd = {.fd = out, .events = POLLIN};
 
 			poll(&pfd, 1, 20);
-			if (rn_relay(out, trace) < 0)
+			if (rn_relay(out, trace, &slot->mask) < 0)
 				out = -1; /* every writer is gone */
 		} else {
 			usleep(20000);
@@ -1176,7 +1284,8 @@ static enum rn_end rn_wait(struct rn_slot *slot, pid_t pid, double deadline, int
 	slot->pid = 0;
 	/* what is buffered; a writer that left the group is not waited for */
 	if (out >= 0)
-		rn_relay(out, trace);
+		rn_relay(out, trace, &slot->mask);
+	rn_mask_flush(&slot->mask, trace);
 	return why;
 }
 
@@ -1255,6 +1364,314 @@ static int rn_write_script(const char *path, const json_t *sections[], size_t n)
 		close(fd);
 	buf_free(&b);
 	return r;
+}
+
+/* ---- the job sandbox ---- */
+
+struct rn_argv {
+	char **v;
+	size_t n, cap;
+	int err;
+};
+
+static void rn_argv_add(struct rn_argv *a, const char *s)
+{
+	char *d;
+
+	if (a->err)
+		return;
+	if (a->n + 2 > a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 64;
+		char **nv = realloc(a->v, cap * sizeof(*nv));
+
+		if (!nv) {
+			a->err = -ENOMEM;
+			return;
+		}
+		a->v = nv;
+		a->cap = cap;
+	}
+	if (!(d = strdup(s))) {
+		a->err = -ENOMEM;
+		return;
+	}
+	a->v[a->n++] = d;
+	a->v[a->n] = NULL;
+}
+
+static void rn_argv_free(struct rn_argv *a)
+{
+	for (size_t i = 0; i < a->n; i++)
+		free(a->v[i]);
+	free(a->v);
+	memset(a, 0, sizeof(*a));
+}
+
+/* True when path lies strictly inside the data directory. */
+static bool rn_in_data_dir(const char *path)
+{
+	size_t n = strlen(rn.dir);
+
+	return !strncmp(path, rn.dir, n) && path[n] == '/' && path[n + 1];
+}
+
+/* Binds path (inside the data directory) at the same place in the sandbox. The
+ * directories leading to it are made on the tmpfs first, traversable: bwrap would make
+ * them 0700 root, closed to an unprivileged job. */
+static void rn_sandbox_bind(struct rn_argv *a, const char *how, const char *path)
+{
+	char sub[PATH_MAX];
+
+	if (!rn_in_data_dir(path)) {
+		a->err = -EINVAL;
+		return;
+	}
+	for (const char *s = strchr(path + strlen(rn.dir) + 1, '/'); s; s = strchr(s + 1, '/')) {
+		snprintf(sub, sizeof(sub), "%.*s", (int)(s - path), path);
+		rn_argv_add(a, "--perms");
+		rn_argv_add(a, "0755");
+		rn_argv_add(a, "--dir");
+		rn_argv_add(a, sub);
+	}
+	rn_argv_add(a, how);
+	rn_argv_add(a, path);
+	rn_argv_add(a, path);
+}
+
+/* bwrap's options common to every sandbox: the system read-only, fresh /dev, /proc and
+ * /tmp, the data directory hidden under an empty tmpfs, own pid/ipc/uts namespaces (the
+ * network stays: jobs call the hub on loopback). --die-with-parent and the pid
+ * namespace make killing bwrap (the process group the runner signals) end every process
+ * of the job, even those that left the group with --new-session's setsid. */
+static void rn_sandbox_base(struct rn_argv *a)
+{
+	static const char *const opts[] = {"--ro-bind",
+	                                   "/",
+	                                   "/",
+	                                   "--dev",
+	                                   "/dev",
+	                                   "--perms",
+	                                   "01777",
+	                                   "--tmpfs",
+	                                   "/dev/shm",
+	                                   "--proc",
+	                                   "/proc",
+	                                   "--perms",
+	                                   "01777",
+	                                   "--tmpfs",
+	                                   "/tmp",
+	                                   "--unshare-pid",
+	                                   "--unshare-ipc",
+	                                   "--unshare-uts",
+	                                   "--die-with-parent",
+	                                   "--new-session",
+	                                   NULL};
+
+	rn_argv_add(a, rn.bwrap);
+	for (const char *const *o = opts; *o; o++)
+		rn_argv_add(a, *o);
+	rn_argv_add(a, "--perms");
+	rn_argv_add(a, "0755");
+	rn_argv_add(a, "--tmpfs");
+	rn_argv_add(a, rn.dir);
+}
+
+/* What runs inside the sandbox: as root, the job first becomes job_uid with no
+ * capabilities left and no way to regain them (setuid binaries included). */
+static void rn_sandbox_user(struct rn_argv *a)
+{
+	char ids[2][32];
+
+	if (!rn.drop)
+		return;
+	snprintf(ids[0], sizeof(ids[0]), "--reuid=%u", (unsigned)rn.job_uid);
+	snprintf(ids[1], sizeof(ids[1]), "--regid=%u", (unsigned)rn.job_gid);
+	rn_argv_add(a, rn.setpriv);
+	rn_argv_add(a, ids[0]);
+	rn_argv_add(a, ids[1]);
+	rn_argv_add(a, "--clear-groups");
+	rn_argv_add(a, "--inh-caps=-all");
+	rn_argv_add(a, "--bounding-set=-all");
+	rn_argv_add(a, "--no-new-privs");
+	rn_argv_add(a, "--");
+}
+
+/* The command running `/bin/sh -e script` for the job whose workspace is ws: in its
+ * sandbox, or as is with --unsafe-runner. ro_dir ("" for none) is bound read-only. */
+static int rn_sandbox_argv(struct rn_argv *a, const char *ws, const char *ro_dir,
+                           const char *script)
+{
+	char sub[PATH_MAX + 16];
+	struct stat sb;
+
+	if (!rn.unsafe) {
+		rn_sandbox_base(a);
+		rn_sandbox_bind(a, "--bind", ws);
+		hub_pathf(sub, sizeof(sub), "%s.home", ws);
+		rn_sandbox_bind(a, "--bind", sub);
+		hub_pathf(sub, sizeof(sub), "%s.tmp", ws);
+		rn_sandbox_bind(a, "--bind", sub);
+		hub_pathf(sub, sizeof(sub), "%s.vars", ws);
+		if (stat(sub, &sb) == 0)
+			rn_sandbox_bind(a, "--ro-bind", sub);
+		rn_sandbox_bind(a, "--ro-bind", script);
+		if (ro_dir[0])
+			rn_sandbox_bind(a, "--ro-bind", ro_dir);
+		rn_argv_add(a, "--chdir");
+		rn_argv_add(a, ws);
+		rn_argv_add(a, "--");
+		rn_sandbox_user(a);
+	}
+	rn_argv_add(a, "/bin/sh");
+	rn_argv_add(a, "-e");
+	rn_argv_add(a, script);
+	return a->err;
+}
+
+static int rn_own_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	if (lchown(path, rn.job_uid, rn.job_gid) < 0)
+		return -1;
+	return 0;
+}
+
+/* Gives what the hub prepared for a job (checkout, HOME, scripts, file variables) to
+ * the job's uid, so a job that is not root can write its workspace; the hub, root,
+ * still reads and removes everything afterwards. */
+static int rn_own(const char *path)
+{
+	if (!rn.drop || rn.unsafe)
+		return 0;
+	return nftw(path, rn_own_cb, 32, FTW_PHYS) == 0 ? 0 : -EIO;
+}
+
+/* The readable part of a read-only directory for the job (its snapshot dirs are 0700
+ * root); the data directory itself stays 0700, so nothing opens outside sandboxes. */
+static int rn_readable_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	mode_t m = sb->st_mode & 07777;
+
+	(void)ftw;
+	if (flag == FTW_SL || flag == FTW_SLN)
+		return 0;
+	m |= S_IRGRP | S_IROTH;
+	if (flag == FTW_D || (m & S_IXUSR))
+		m |= S_IXGRP | S_IXOTH;
+	if (m != (sb->st_mode & 07777))
+		chmod(path, m);
+	return 0;
+}
+
+/* Checks that a pipeline's ro_dir is a directory inside the data directory; out gets
+ * its real path, "" when there is none or it is refused (with a trace line). */
+static void rn_ro_dir(const char *ro_dir, char out[PATH_MAX], int trace)
+{
+	struct stat sb;
+
+	out[0] = '\0';
+	if (!ro_dir[0])
+		return;
+	if (!realpath(ro_dir, out) || !rn_in_data_dir(out) || stat(out, &sb) < 0 ||
+	    !S_ISDIR(sb.st_mode)) {
+		rn_trace(trace, "WARNING: %s is not available to the job\n", ro_dir);
+		out[0] = '\0';
+		return;
+	}
+	if (rn.drop && !rn.unsafe)
+		nftw(out, rn_readable_cb, 32, FTW_PHYS);
+}
+
+static bool rn_find_exe(char out[PATH_MAX], const char *env, const char *const *cands)
+{
+	const char *e = getenv(env);
+
+	if (e && *e) {
+		snprintf(out, PATH_MAX, "%s", e);
+		return access(out, X_OK) == 0;
+	}
+	for (const char *const *c = cands; *c; c++) {
+		if (access(*c, X_OK) == 0) {
+			snprintf(out, PATH_MAX, "%s", *c);
+			return true;
+		}
+	}
+	snprintf(out, PATH_MAX, "%s", cands[0]);
+	return false;
+}
+
+/* Finds bwrap (REEF_HUB_BWRAP or the usual places) and runs an empty sandbox once, so a
+ * host without user namespaces is known before a job needs one. */
+static void rn_sandbox_probe(void)
+{
+	static const char *const bwraps[] = {"/usr/bin/bwrap", "/usr/local/bin/bwrap", NULL};
+	static const char *const setprivs[] = {"/usr/bin/setpriv", "/bin/setpriv", NULL};
+	const char *user = getenv("REEF_HUB_JOB_USER");
+	struct rn_argv a = {0};
+	struct rn_slot slot = {0};
+	enum rn_end why;
+	int fd = -1, code;
+
+	rn.sandbox_ok = false;
+	rn.drop = geteuid() == 0;
+	if (rn.drop) {
+		struct passwd *pw = getpwnam(user && *user ? user : "nobody");
+
+		rn.job_uid = pw ? pw->pw_uid : RN_NOBODY;
+		rn.job_gid = pw ? pw->pw_gid : RN_NOBODY;
+		if ((user && *user && !pw) || rn.job_uid == 0 || rn.job_gid == 0) {
+			snprintf(rn.sandbox_err, sizeof(rn.sandbox_err),
+			         "REEF_HUB_JOB_USER %.100s is unknown or root", user ? user : "");
+			return;
+		}
+		if (!rn_find_exe(rn.setpriv, "REEF_HUB_SETPRIV", setprivs)) {
+			snprintf(rn.sandbox_err, sizeof(rn.sandbox_err),
+			         "%.300s not found (util-linux)", rn.setpriv);
+			return;
+		}
+	}
+	if (!rn_find_exe(rn.bwrap, "REEF_HUB_BWRAP", bwraps)) {
+		snprintf(rn.sandbox_err, sizeof(rn.sandbox_err),
+		         "%.300s not found (install bubblewrap)", rn.bwrap);
+		return;
+	}
+	rn_sandbox_base(&a);
+	rn_argv_add(&a, "--chdir");
+	rn_argv_add(&a, "/");
+	rn_argv_add(&a, "--");
+	rn_sandbox_user(&a);
+	rn_argv_add(&a, "/bin/true");
+	fd = memfd_create("reef-hub-probe", MFD_CLOEXEC);
+	if (a.err || fd < 0) {
+		snprintf(rn.sandbox_err, sizeof(rn.sandbox_err), "probe: %s",
+		         strerror(a.err ? -a.err : errno));
+		goto out;
+	}
+	{
+		char *const env[] = {"PATH=/usr/local/bin:/usr/bin:/bin", NULL};
+
+		code = rn_run(&slot, a.v, env, NULL, fd, ci_now() + 30, &why);
+	}
+	if (code == 0) {
+		rn.sandbox_ok = true;
+	} else {
+		char msg[200] = "";
+		ssize_t n = pread(fd, msg, sizeof(msg) - 1, 0);
+		char *nl;
+
+		msg[n > 0 ? n : 0] = '\0';
+		if ((nl = strchr(msg, '\n')))
+			*nl = '\0';
+		snprintf(rn.sandbox_err, sizeof(rn.sandbox_err),
+		         "bwrap cannot create a sandbox (exit %d%s%s)", code, msg[0] ? ": " : "",
+		         msg);
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	rn_argv_free(&a);
 }
 
 /* ---- artifacts ---- */
@@ -1418,6 +1835,11 @@ const char *ci_data_dir(void)
 	return rn.dir;
 }
 
+void ci_runner_unsafe_set(bool unsafe)
+{
+	rn.unsafe = unsafe;
+}
+
 /* ---- the worker ---- */
 
 static bool rn_has_lfs(void)
@@ -1430,14 +1852,49 @@ static bool rn_has_lfs(void)
 	return have == 1;
 }
 
+/* The environment of the hub's own git commands in a job's workspace: fixed, so job
+ * variables (GIT_CONFIG_*, GIT_SSH_COMMAND, ...) cannot run anything outside the
+ * sandbox. */
+static int rn_git_env(struct rn_env *e, const char *ws)
+{
+	const char *path = getenv("REEF_HUB_JOB_PATH");
+
+	rn_env_set(e, "PATH", path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
+	rn_env_setf(e, "HOME", "%s.home", ws);
+	rn_env_set(e, "LANG", "C.UTF-8");
+	rn_env_set(e, "GIT_TERMINAL_PROMPT", "0");
+	rn_env_set(e, "GIT_CONFIG_NOSYSTEM", "1");
+	return e->n == 5 ? 0 : -ENOMEM;
+}
+
+/* Runs one script of the job (main or after_script) in the job's sandbox. */
+static int rn_script_run(struct rn_slot *slot, const char *ws, const char *ro_dir,
+                         const char *script, struct rn_env *env, int trace, double deadline,
+                         enum rn_end *why)
+{
+	struct rn_argv a = {0};
+	int code;
+
+	*why = RN_EXITED;
+	if (rn_own(script) < 0 || rn_sandbox_argv(&a, ws, ro_dir, script) < 0) {
+		rn_argv_free(&a);
+		rn_trace(trace, "ERROR: could not prepare the job sandbox\n");
+		return -1;
+	}
+	code = rn_run(slot, a.v, env->v, ws, trace, deadline, why);
+	rn_argv_free(&a);
+	return code;
+}
+
 static void rn_job_run(struct rn_slot *slot, struct rn_job *j, char status[24], char reason[64],
                        uint64_t *art_size)
 {
 	struct hub *h = rn.h;
 	struct hub_project p;
 	char ws[PATH_MAX], script[PATH_MAX + 16], after[PATH_MAX + 16], trace_path[PATH_MAX];
-	char url[PATH_MAX], tmp[PATH_MAX + 16], idstr[32];
-	struct rn_env env = {0};
+	char url[PATH_MAX], home[PATH_MAX + 16], tmpdir[PATH_MAX + 16], vars[PATH_MAX + 16];
+	char idstr[32], ro_dir[PATH_MAX];
+	struct rn_env env = {0}, genv = {0};
 	enum rn_end why = RN_EXITED;
 	double deadline = ci_now() + rn.timeout;
 	const json_t *main_sections[2];
@@ -1456,17 +1913,46 @@ static void rn_job_run(struct rn_slot *slot, struct rn_job *j, char status[24], 
 	}
 	snprintf(idstr, sizeof(idstr), "%lld", (long long)j->project_id);
 	rn_trace(trace, "Running with reef-hub embedded runner (shell executor)\n");
+	if (!rn.unsafe && !rn.sandbox_ok) {
+		rn_trace(trace,
+		         "ERROR: Job failed (system failure): the job sandbox is unavailable: %s. "
+		         "reef-hub runs no job unsandboxed unless started with --unsafe-runner\n",
+		         rn.sandbox_err);
+		close(trace);
+		return;
+	}
 	if (hub_project_load(h, idstr, &p) < 0) {
 		rn_trace(trace, "ERROR: Job failed (system failure): project %s is gone\n", idstr);
 		close(trace);
 		return;
 	}
+	/* the token is masked in everything the job's commands print */
+	rn_mask_init(&slot->mask, j->token);
 	hub_pathf(ws, sizeof(ws), "%s/builds/%lld", rn.dir, (long long)j->id);
 	hub_pathf(script, sizeof(script), "%s.sh", ws);
 	hub_pathf(after, sizeof(after), "%s.after.sh", ws);
+	hub_pathf(home, sizeof(home), "%s.home", ws);
+	hub_pathf(tmpdir, sizeof(tmpdir), "%s.tmp", ws);
+	hub_pathf(vars, sizeof(vars), "%s.vars", ws);
 	rn_rmtree(ws);
+	rn_rmtree(home);
+	rn_rmtree(tmpdir);
+	rn_rmtree(vars);
 	rn_trace(trace, "Preparing environment\nRunning on %s/builds\n", rn.dir);
-	if (rn_job_env(j, &p, ws, &env) < 0)
+	if (rn.unsafe)
+		rn_trace(trace, "WARNING: no job sandbox (--unsafe-runner): the job runs as the"
+		                " hub's user and can read the hub's data directory\n");
+	else if (rn.drop)
+		rn_trace(trace, "Using a bubblewrap sandbox as uid %u\n", (unsigned)rn.job_uid);
+	else
+		rn_trace(trace, "Using a bubblewrap sandbox\n");
+	rn_ro_dir(j->ro_dir, ro_dir, trace);
+	if ((mkdir(home, 0700) < 0 && errno != EEXIST) ||
+	    (mkdir(tmpdir, 0700) < 0 && errno != EEXIST)) {
+		rn_trace(trace, "ERROR: Job failed (system failure): %s\n", strerror(errno));
+		goto out;
+	}
+	if (rn_job_env(j, &p, ws, &env) < 0 || rn_git_env(&genv, ws) < 0)
 		goto out;
 	rn_trace(trace, "Getting source from Git repository\nChecking out %.8s as %s...\n", j->sha,
 	         j->ref);
@@ -1495,11 +1981,11 @@ static void rn_job_run(struct rn_slot *slot, struct rn_job *j, char status[24], 
 		char *co[] = {"git",      "-C", ws,         "-c",   "advice.detachedHead=false",
 		              "checkout", "-q", "--detach", j->sha, NULL};
 
-		if (rn_run(slot, clone, env.v, NULL, trace, deadline, &why) != 0 ||
+		if (rn_run(slot, clone, genv.v, NULL, trace, deadline, &why) != 0 ||
 		    why != RN_EXITED ||
-		    rn_run(slot, seturl, env.v, NULL, trace, deadline, &why) != 0 ||
+		    rn_run(slot, seturl, genv.v, NULL, trace, deadline, &why) != 0 ||
 		    why != RN_EXITED ||
-		    rn_run(slot, rn_has_lfs() ? co_lfs : co, env.v, NULL, trace, deadline, &why) !=
+		    rn_run(slot, rn_has_lfs() ? co_lfs : co, genv.v, NULL, trace, deadline, &why) !=
 		        0) {
 			if (why == RN_EXITED)
 				rn_trace(trace, "ERROR: Job failed: could not check out %s\n",
@@ -1507,31 +1993,34 @@ static void rn_job_run(struct rn_slot *slot, struct rn_job *j, char status[24], 
 			goto ended;
 		}
 	}
+	if (rn_own(ws) < 0 || rn_own(home) < 0 || rn_own(tmpdir) < 0 ||
+	    (access(vars, F_OK) == 0 && rn_own(vars) < 0)) {
+		rn_trace(trace, "ERROR: Job failed (system failure): cannot hand the workspace to"
+		                " the job's user\n");
+		goto out;
+	}
 	main_sections[0] = json_object_get(j->spec, "before_script");
 	main_sections[1] = json_object_get(j->spec, "script");
 	if (rn_write_script(script, main_sections, 2) < 0)
 		goto out;
 	rn_trace(trace, "Executing \"step_script\" stage of the job script\n");
-	{
-		char *argv[] = {"/bin/sh", "-e", script, NULL};
-
-		code = rn_run(slot, argv, env.v, ws, trace, deadline, &why);
-		ran = true;
-	}
+	code = rn_script_run(slot, ws, ro_dir, script, &env, trace, deadline, &why);
+	if (code < 0)
+		goto out;
+	ran = true;
 	ok = why == RN_EXITED && code == 0;
 	if (why == RN_EXITED && json_array_size(json_object_get(j->spec, "after_script"))) {
 		const json_t *sect[1] = {json_object_get(j->spec, "after_script")};
-		char *argv[] = {"/bin/sh", "-e", after, NULL};
 		enum rn_end awhy;
 
 		rn_env_set(&env, "CI_JOB_STATUS", ok ? "success" : "failed");
 		rn_trace(trace, "Running after_script\n");
-		if (rn_write_script(after, sect, 1) == 0 &&
-		    rn_run(slot, argv, env.v, ws, trace,
-		           ci_now() + RN_AFTER_TIMEOUT < deadline + RN_AFTER_TIMEOUT
-		               ? ci_now() + RN_AFTER_TIMEOUT
-		               : deadline,
-		           &awhy) != 0)
+		if (rn_write_script(after, sect, 1) < 0 ||
+		    rn_script_run(slot, ws, ro_dir, after, &env, trace,
+		                  ci_now() + RN_AFTER_TIMEOUT < deadline + RN_AFTER_TIMEOUT
+		                      ? ci_now() + RN_AFTER_TIMEOUT
+		                      : deadline,
+		                  &awhy) != 0)
 			rn_trace(trace, "WARNING: after_script failed, ignored\n");
 	}
 	if (why == RN_EXITED && json_is_object(json_object_get(j->spec, "artifacts"))) {
@@ -1585,13 +2074,16 @@ ended:
 		break;
 	}
 out:
+	rn_mask_init(&slot->mask, NULL);
 	rn_env_free(&env);
+	rn_env_free(&genv);
 	close(trace);
 	unlink(script);
 	unlink(after);
 	rn_rmtree(ws);
-	hub_pathf(tmp, sizeof(tmp), "%s.vars", ws);
-	rn_rmtree(tmp);
+	rn_rmtree(home);
+	rn_rmtree(tmpdir);
+	rn_rmtree(vars);
 }
 
 /* Lock held: takes the oldest pending job, makes it running with a fresh token. */
@@ -1603,7 +2095,7 @@ static int rn_claim_locked(struct rn_job *j)
 
 	memset(j, 0, sizeof(*j));
 	st = ci_db_prep("SELECT j.id, j.pipeline_id, j.project_id, j.name, j.stage, j.spec,"
-	                " p.ref, p.sha, p.tag, p.source, p.variables, p.iid, p.user_id"
+	                " p.ref, p.sha, p.tag, p.source, p.variables, p.iid, p.user_id, p.ro_dir"
 	                " FROM ci_jobs j JOIN ci_pipelines p ON p.id=j.pipeline_id"
 	                " WHERE j.status='pending' ORDER BY j.id LIMIT 1",
 	                NULL);
@@ -1622,6 +2114,7 @@ static int rn_claim_locked(struct rn_job *j)
 		rn_col(j->source, sizeof(j->source), st, 9);
 		j->pipeline_iid = sqlite3_column_int64(st, 11);
 		j->user_id = sqlite3_column_int64(st, 12);
+		rn_col(j->ro_dir, sizeof(j->ro_dir), st, 13);
 		jsonx_parse(&j->spec, spec, strlen(spec), 0, 0);
 		jsonx_parse(&j->variables, vars, strlen(vars), 0, 0);
 		r = 0;
@@ -1752,6 +2245,16 @@ int ci_runner_start(struct hub *h)
 		sqlite3_free(errmsg);
 		return -EIO;
 	}
+	/* data directories made before pipelines had ro_dir */
+	if (sqlite3_prepare_v2(rn.db, "SELECT ro_dir FROM ci_pipelines LIMIT 0", -1, &st, NULL) !=
+	        SQLITE_OK &&
+	    sqlite3_exec(rn.db, "ALTER TABLE ci_pipelines ADD COLUMN ro_dir TEXT", NULL, NULL,
+	                 &errmsg) != SQLITE_OK) {
+		log_error("ci: schema: %s", errmsg ? errmsg : "?");
+		sqlite3_free(errmsg);
+		return -EIO;
+	}
+	sqlite3_finalize(st);
 	git_libgit2_init();
 	/* a job the previous hub left running cannot be resumed: fail it visibly */
 	ci_lock();
@@ -1781,6 +2284,16 @@ int ci_runner_start(struct hub *h)
 	ci_db_exec(NULL, "UPDATE ci_jobs SET token_hash=NULL WHERE status!='running'", NULL);
 	ci_unlock();
 	rn_find_epf();
+	if (!rn.unsafe)
+		rn_sandbox_probe();
+	if (rn.unsafe)
+		log_warn("ci: --unsafe-runner: jobs run unsandboxed, as this user, with %s"
+		         " readable",
+		         rn.dir);
+	else if (!rn.sandbox_ok)
+		log_warn("ci: job sandbox unavailable, jobs will fail (start with --unsafe-runner"
+		         " to run them unsandboxed): %s",
+		         rn.sandbox_err);
 	rn.timeout = 3600;
 	if ((s = getenv("REEF_HUB_JOB_TIMEOUT")) && atoi(s) > 0)
 		rn.timeout = atoi(s);
@@ -1802,6 +2315,9 @@ int ci_runner_start(struct hub *h)
 	rn.started = true;
 	log_info("ci: runner started with %d concurrent jobs%s%s", rn.n_workers,
 	         rn.epf_dir[0] ? ", reef-epf in " : " (reef-epf not found)", rn.epf_dir);
+	if (rn.sandbox_ok)
+		log_info("ci: jobs sandboxed by %s%s", rn.bwrap,
+		         rn.drop ? ", as an unprivileged user" : "");
 	return 0;
 }
 

@@ -1,8 +1,9 @@
 /* The pipeline store and the embedded shell-executor runner of reef-hub: pipelines and
  * jobs in SQLite (tables ci_*), a pool of worker threads running one job each in its own
- * workspace and process group, stage ordering, cancel/retry, job tokens, traces and
- * artifacts under the data directory:
+ * workspace, process group and bubblewrap sandbox, stage ordering, cancel/retry, job
+ * tokens, masked traces and artifacts under the data directory:
  *   DIR/builds/<job id>/      the job's workspace (removed when the job ends)
+ *   DIR/builds/<job id>.home  its HOME, .vars/ its file variables, .sh its script
  *   DIR/traces/<job id>.log   the live log
  *   DIR/artifacts/<job id>.zip
  * Shared by pipelines.c (GitLab routes) and mgmt.c (experiments). */
@@ -21,6 +22,10 @@
  * number comes from REEF_HUB_CONCURRENT (default 4, at most 64), the job timeout from
  * REEF_HUB_JOB_TIMEOUT seconds (default 3600). */
 int ci_runner_start(struct hub *h);
+/* Before start: true runs jobs without the sandbox, as the hub's own user with the data
+ * directory reachable (`reef-hub serve --unsafe-runner`). Without it, jobs fail when
+ * bwrap is missing or cannot create namespaces. */
+void ci_runner_unsafe_set(bool unsafe);
 /* Stops the workers; jobs still running are killed and failed (runner_system_failure). */
 void ci_runner_stop(void);
 
@@ -43,6 +48,10 @@ struct ci_pipeline_new {
 	int64_t user_id;         /* who started it (0: nobody) */
 	const json_t *variables; /* [{key, value, variable_type env_var|file}] or NULL */
 	const char *ci_path;     /* NULL: the project's ci_config_path, else .gitlab-ci.yml */
+	/* A directory under the data directory the jobs may read (bound read-only into their
+	 * sandbox at the same path), e.g. a processor snapshot; NULL for none. Set by hub
+	 * code only, never from a request. */
+	const char *ro_dir;
 };
 
 /* Creates a pipeline. 0 on success; -ENOENT when the ref does not exist; -ENODATA when
