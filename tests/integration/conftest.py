@@ -43,9 +43,10 @@ def git(*args, cwd=None, check=True, env=None, input=None):
 class Hub:
     """A running reef-hub with its data directory; admin commands go through its CLI."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, serve_args=()):
         self.dir = base / "hub"
         self.log_path = base / "hub.log"
+        self.serve_args = list(serve_args)  # extra `reef-hub serve` options
         self.proc = None
         self.url = None
 
@@ -60,7 +61,8 @@ class Hub:
             self.cli("init", str(self.dir))
         self.log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
-            [str(HUB_BIN), "serve", str(self.dir), "--listen", f"127.0.0.1:{port}"],
+            [str(HUB_BIN), "serve", str(self.dir), "--listen", f"127.0.0.1:{port}",
+             *self.serve_args],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         deadline = time.time() + 10
         line = ""

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <git2.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blobcache.h"
 #include "reef/log.h"
 
 static const char usage_text[] =
@@ -23,11 +25,14 @@ static const char usage_text[] =
     "  init DIR\n"
     "      Create DIR (mode 0700) with an empty database and repos/.\n"
     "  serve DIR --listen HOST:PORT [--base-url URL] [--allow-remote] [--verbose]\n"
+    "            [--blob-cache-limit SIZE]\n"
     "      Serve the API under /api/v4 and git at /<namespace>/<project>.git.\n"
     "      HOST must be a loopback address unless --allow-remote; PORT 0 picks a free\n"
     "      port. Prints 'listening on http://HOST:PORT' once ready. --base-url sets the\n"
     "      external URL used in web_url, http_url_to_repo and Link headers\n"
-    "      (default http://HOST:PORT). SIGTERM or SIGINT stop it (exit 0).\n"
+    "      (default http://HOST:PORT). --blob-cache-limit caps DIR/blobcache, the files\n"
+    "      raw answers of blobs over 1 MiB are sent from (bytes, or K/M/G/T; default\n"
+    "      4G; 0 keeps none). SIGTERM or SIGINT stop it (exit 0).\n"
     "  user add DIR NAME [--admin] [--email E] [--name N]\n"
     "      Create a user (and its personal namespace NAME).\n"
     "  token create DIR USER [--name N] [--expires-at YYYY-MM-DD] [--scopes S,...]\n"
@@ -311,12 +316,41 @@ out:
 	return r < 0 ? 1 : 0;
 }
 
+/* "123", "64M", "4G" or "4GiB" (binary units) into bytes; -EINVAL otherwise. */
+static int size_parse(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGT";
+	const char *u;
+	uint64_t v = 0;
+	unsigned shift = 0;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return -EINVAL;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	if (*s && (u = strchr(units, *s))) {
+		shift = 10 * (unsigned)(u - units + 1);
+		s++;
+		if (strcmp(s, "iB") == 0)
+			s += 2;
+	}
+	if (*s || (shift && v > UINT64_MAX >> shift))
+		return -EINVAL;
+	*out = v << shift;
+	return 0;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
-	static const char *const values[] = {"--listen", "--base-url", NULL};
+	static const char *const values[] = {"--listen", "--base-url", "--blob-cache-limit", NULL};
 	static const char *const flags[] = {"--allow-remote", "--verbose", NULL};
 	const char *listen_at = opt_value(argc, argv, "--listen");
 	const char *base = opt_value(argc, argv, "--base-url");
+	const char *cache_limit = opt_value(argc, argv, "--blob-cache-limit");
+	uint64_t limit = BLOBCACHE_DEFAULT_LIMIT;
 	struct hub hub = {0};
 	char tmp[PATH_MAX];
 	int r;
@@ -338,12 +372,23 @@ static int cmd_serve(int argc, char **argv)
 		memcpy(hub.base_url, base, n);
 		hub.base_url[n] = '\0';
 	}
+	if (cache_limit && size_parse(cache_limit, &limit) < 0) {
+		fprintf(stderr, "reef-hub: --blob-cache-limit wants a size such as 4G or 512M\n");
+		return 2;
+	}
 	if (opt_flag(argc, argv, "--verbose"))
 		log_set_level(LOG_LVL_DEBUG);
 	if (open_existing(&hub, argv[2]) < 0)
 		return 1;
 	if (hub_pathf(tmp, sizeof(tmp), "%s/tmp", argv[2]) == 0)
 		mkdir(tmp, 0700);
+	r = blobcache_init(hub.dir, limit);
+	if (r < 0) {
+		fprintf(stderr, "reef-hub: cannot prepare %s/blobcache: %s\n", hub.dir,
+		        strerror(-r));
+		hub_db_close(&hub);
+		return 1;
+	}
 	r = hub_serve(&hub, listen_at, opt_flag(argc, argv, "--allow-remote"));
 	hub_db_close(&hub);
 	return r < 0 ? 1 : 0;

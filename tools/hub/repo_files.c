@@ -1,7 +1,9 @@
 /* /repository/files/:file_path[/raw] and /repository/blobs/:sha[/raw].
  *
  * JSON answers carry the content in base64 and are capped at REPO_MAX_JSON_BLOB (413
- * beyond: use /raw). Raw answers honour a single HTTP byte range (206 + Content-Range).
+ * beyond: use /raw). Raw answers honour a single HTTP byte range (206 + Content-Range);
+ * blobs up to BLOBCACHE_THRESHOLD are answered from memory, larger ones (of any size)
+ * are sent from a file of the blob cache (blobcache.h), never held in memory.
  * HEAD on a file answers GitLab's X-Gitlab-* headers only. last_commit_id follows the
  * path's simplified history (see repo_last_commit) at most REPO_MAX_LAST_COMMIT_WALK
  * commits for GET and REPO_MAX_LAST_COMMIT_HEAD for HEAD, then reports the requested
@@ -12,9 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
-#include "reef/hash.h"
+#include "blobcache.h"
 #include "lfs.h"
+#include "reef/hash.h"
+#include "reef/log.h"
 #include "reef/util.h"
 #include "repo_int.h"
 
@@ -49,24 +55,38 @@ static json_t *base64_json(const unsigned char *d, size_t n)
 	return v;
 }
 
-/* Blob bytes with their size check done; -EFBIG above cap. */
-static int blob_load(struct repo_ctx *c, const git_oid *id, size_t cap, git_blob **out)
+/* A blob's size from the object header alone (nothing inflated); -ENOENT when id is
+ * not a blob. */
+static int blob_size(struct repo_ctx *c, const git_oid *id, uint64_t *out)
 {
 	git_odb *odb = NULL;
 	size_t size;
 	git_object_t type;
 	int r;
 
-	*out = NULL;
 	if (git_repository_odb(&odb, c->repo) < 0)
 		return -EIO;
-	/* The header alone tells the size: do not inflate what will be refused. */
 	r = git_odb_read_header(&size, &type, odb, id);
 	git_odb_free(odb);
 	if (r < 0)
 		return r == GIT_ENOTFOUND ? -ENOENT : -EIO;
 	if (type != GIT_OBJECT_BLOB)
 		return -ENOENT;
+	*out = (uint64_t)size;
+	return 0;
+}
+
+/* Blob bytes with their size check done; -EFBIG above cap. */
+static int blob_load(struct repo_ctx *c, const git_oid *id, size_t cap, git_blob **out)
+{
+	uint64_t size;
+	int r;
+
+	*out = NULL;
+	/* The header alone tells the size: do not inflate what will be refused. */
+	r = blob_size(c, id, &size);
+	if (r < 0)
+		return r;
 	if (size > cap)
 		return -EFBIG;
 	return git_blob_lookup(out, c->repo, id) < 0 ? -EIO : 0;
@@ -78,39 +98,150 @@ static void too_large(struct repo_ctx *c)
 }
 
 /* git's heuristic: a NUL in the first 8000 bytes means binary. */
+#define BINARY_PROBE 8000
+
 static bool looks_binary(const char *d, size_t n)
 {
-	return memchr(d, '\0', n < 8000 ? n : 8000) != NULL;
+	return memchr(d, '\0', n < BINARY_PROBE ? n : BINARY_PROBE) != NULL;
 }
 
-static void serve_raw(struct repo_ctx *c, const git_blob *blob)
+/* Reads the request's Range against size: 0 for the whole blob, 1 for [*from, *to];
+ * answers 416 itself and returns -ERANGE. */
+static int raw_range(struct repo_ctx *c, uint64_t size, uint64_t *from, uint64_t *to)
 {
-	const char *data = git_blob_rawcontent(blob);
-	uint64_t size = (uint64_t)git_blob_rawsize(blob), from = 0, to = 0;
-	const char *ctype = looks_binary(data, (size_t)size) ? "application/octet-stream"
-	                                                     : "text/plain; charset=utf-8";
-	char v[96];
-	int r = hub_lfs_range_parse(hub_req_header(c->req, "Range"), size, &from, &to);
+	char v[64];
+	int r = hub_lfs_range_parse(hub_req_header(c->req, "Range"), size, from, to);
 
 	if (r < 0) {
 		snprintf(v, sizeof v, "bytes */%" PRIu64, size);
 		hub_resp_error(c->resp, 416, "416 Range Not Satisfiable");
 		hub_resp_header(c->resp, "Content-Range", v);
-		return;
+		return -ERANGE;
 	}
-	repo_resp_room(c, (size_t)size);
-	if (r > 0) {
-		hub_resp_raw(c->resp, 206, ctype, data + from, (size_t)(to - from + 1));
+	return r;
+}
+
+/* The headers every raw answer carries, once its status and body are set. */
+static void raw_headers(struct repo_ctx *c, const git_oid *id, uint64_t size, int ranged,
+                        uint64_t from, uint64_t to)
+{
+	char v[96];
+
+	if (ranged) {
 		snprintf(v, sizeof v, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, from, to, size);
 		hub_resp_header(c->resp, "Content-Range", v);
-	} else {
-		hub_resp_raw(c->resp, 200, ctype, data, (size_t)size);
 	}
 	hub_resp_header(c->resp, "Accept-Ranges", "bytes");
-	git_oid_tostr(v, GIT_OID_HEXSZ + 1, git_blob_id(blob));
+	git_oid_tostr(v, GIT_OID_HEXSZ + 1, id);
 	hub_resp_header(c->resp, "X-Gitlab-Blob-Id", v);
 	snprintf(v, sizeof v, "%" PRIu64, size);
 	hub_resp_header(c->resp, "X-Gitlab-Size", v);
+}
+
+static const char *raw_ctype(const char *head, size_t n)
+{
+	return looks_binary(head, n) ? "application/octet-stream" : "text/plain; charset=utf-8";
+}
+
+/* A small blob, answered from memory. */
+static void serve_raw(struct repo_ctx *c, const git_blob *blob)
+{
+	const char *data = git_blob_rawcontent(blob);
+	uint64_t size = (uint64_t)git_blob_rawsize(blob), from = 0, to = 0;
+	int r = raw_range(c, size, &from, &to);
+
+	if (r < 0)
+		return;
+	repo_resp_room(c, (size_t)size);
+	if (r > 0)
+		hub_resp_raw(c->resp, 206, raw_ctype(data, (size_t)size), data + from,
+		             (size_t)(to - from + 1));
+	else
+		hub_resp_raw(c->resp, 200, raw_ctype(data, (size_t)size), data, (size_t)size);
+	raw_headers(c, git_blob_id(blob), size, r, from, to);
+}
+
+/* Up to cap bytes from the start of fd. */
+static int fd_head(int fd, char *out, size_t cap, size_t *got)
+{
+	*got = 0;
+	while (*got < cap) {
+		ssize_t n = pread(fd, out + *got, cap - *got, (off_t)*got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		*got += (size_t)n;
+	}
+	return 0;
+}
+
+/* HEAD's body is never sent, but the server takes its Content-Length from the body's
+ * size: a sparse memory file of that size costs no memory and is never read. */
+static int head_body(uint64_t size, int *out)
+{
+	int fd = memfd_create("reef-hub-head", MFD_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0) {
+		int r = -errno;
+
+		close(fd);
+		return r;
+	}
+	*out = fd;
+	return 0;
+}
+
+/* A large blob, sent from a file of the blob cache (blobcache.h) so that it is never held
+ * in memory. HEAD and 416 materialize nothing: HEAD uses a cached copy when one is
+ * trusted, else reads the first bytes from git for the Content-Type. */
+static void serve_raw_large(struct repo_ctx *c, const git_oid *id, uint64_t size)
+{
+	const char *dir = c->req->hub->dir, *git_dir = c->p->repo_path;
+	bool head = !strcmp(c->req->method, "HEAD");
+	uint64_t from = 0, to = 0;
+	char sha[GIT_OID_HEXSZ + 1], *first = NULL;
+	size_t got = 0;
+	int fd = -1, ranged, r;
+
+	ranged = raw_range(c, size, &from, &to);
+	if (ranged < 0)
+		return;
+	first = malloc(BINARY_PROBE);
+	if (!first) {
+		hub_resp_error(c->resp, 500, "500 Internal Server Error");
+		return;
+	}
+	git_oid_tostr(sha, sizeof sha, id);
+	if (head && blobcache_lookup(dir, sha, size, &fd) < 0) {
+		r = blobcache_peek(dir, git_dir, sha, size, first, BINARY_PROBE, &got);
+		if (r == 0)
+			r = head_body(size, &fd);
+	} else {
+		r = head ? 0 : blobcache_open(dir, git_dir, sha, size, &fd);
+		if (r == 0)
+			r = fd_head(fd, first, BINARY_PROBE, &got);
+	}
+	if (r < 0) {
+		log_error("cannot serve blob %s of project %" PRId64 ": %s", sha, c->p->id,
+		          strerror(-r));
+		if (fd >= 0)
+			close(fd);
+		hub_resp_error(c->resp, 500, "500 Internal Server Error");
+		goto out;
+	}
+	hub_resp_raw(c->resp, ranged ? 206 : 200, raw_ctype(first, got), NULL, 0);
+	c->resp->fd = fd;
+	c->resp->fd_offset = ranged ? from : 0;
+	c->resp->fd_len = ranged ? to - from + 1 : size;
+	raw_headers(c, id, size, ranged, from, to);
+out:
+	free(first);
 }
 
 /* --- files --- */
@@ -175,6 +306,23 @@ static void sha256_hex(const void *d, size_t n, char out[HASH_SHA256_HEX + 1])
 	hash_hex(out, bin, sizeof bin);
 }
 
+/* The SHA-256 of a large blob, streamed by the blob cache. */
+static int sha256_large(struct repo_ctx *c, const git_oid *id, uint64_t size,
+                        char out[HASH_SHA256_HEX + 1])
+{
+	uint8_t bin[HASH_SHA256_LEN];
+	char sha[GIT_OID_HEXSZ + 1];
+	int r;
+
+	git_oid_tostr(sha, sizeof sha, id);
+	r = blobcache_sha256(c->req->hub->dir, c->p->repo_path, sha, size, bin);
+	if (r < 0)
+		return log_ret(r, "cannot hash blob %s of project %" PRId64 ": %s", sha, c->p->id,
+		               strerror(-r));
+	hash_hex(out, bin, sizeof bin);
+	return 0;
+}
+
 static void file_get(struct repo_ctx *c, const char *path, bool head)
 {
 	const char *ref = hub_req_query(c->req, "ref");
@@ -193,7 +341,16 @@ static void file_get(struct repo_ctx *c, const char *path, bool head)
 	}
 	if (!file_find(c, ref, path, &h))
 		return;
-	r = blob_load(c, &h.blob_id, head ? REPO_MAX_RAW_BLOB : REPO_MAX_JSON_BLOB, &blob);
+	if (head && h.size > BLOBCACHE_THRESHOLD) {
+		/* Hashed as a stream: a HEAD neither holds nor caches a large blob. */
+		if (h.size <= REPO_MAX_RAW_BLOB && sha256_large(c, &h.blob_id, h.size, sha) < 0) {
+			hub_resp_error(c->resp, 500, "500 Internal Server Error");
+			goto out;
+		}
+		r = 0;
+	} else {
+		r = blob_load(c, &h.blob_id, head ? REPO_MAX_RAW_BLOB : REPO_MAX_JSON_BLOB, &blob);
+	}
 	if (r == -EFBIG && !head) {
 		too_large(c);
 		goto out;
@@ -261,16 +418,18 @@ static void file_raw(struct repo_ctx *c, const char *path)
 	/* ref is optional here: the default branch */
 	if (!file_find(c, ref && *ref ? ref : "HEAD", path, &h))
 		return;
-	r = blob_load(c, &h.blob_id, REPO_MAX_RAW_BLOB, &blob);
-	if (r == -EFBIG)
-		hub_resp_error(c->resp, 413, "413 Blob too large");
-	else if (r < 0)
+	/* Large blobs, whatever their size, go through the file cache; they are never LFS
+	 * pointers (those are at most 1 KiB). */
+	r = h.size > BLOBCACHE_THRESHOLD ? 0 : blob_load(c, &h.blob_id, BLOBCACHE_THRESHOLD, &blob);
+	if (r < 0)
 		repo_fail(c, "reading a blob");
 	else {
 		/* lfs=true: a pointer whose object is stored answers the object itself */
-		if (!repo_bool(hub_req_query(c->req, "lfs")) ||
-		    !hub_lfs_serve_pointer(c->req, c->resp, c->p, git_blob_rawcontent(blob),
-		                           (size_t)git_blob_rawsize(blob)))
+		if (!blob)
+			serve_raw_large(c, &h.blob_id, h.size);
+		else if (!repo_bool(hub_req_query(c->req, "lfs")) ||
+		         !hub_lfs_serve_pointer(c->req, c->resp, c->p, git_blob_rawcontent(blob),
+		                                (size_t)git_blob_rawsize(blob)))
 			serve_raw(c, blob);
 		git_oid_tostr(cid, sizeof cid, git_commit_id(h.commit));
 		hub_resp_header(c->resp, "X-Gitlab-Commit-Id", cid);
@@ -322,6 +481,7 @@ void repo_blobs_route(struct repo_ctx *c, const char *rest)
 	git_blob *blob = NULL;
 	git_oid id, prefix;
 	char sha[GIT_OID_HEXSZ + 1];
+	uint64_t size;
 	int r;
 
 	if (*tail && strcmp(tail, "/raw")) {
@@ -344,11 +504,17 @@ void repo_blobs_route(struct repo_ctx *c, const char *rest)
 		return;
 	}
 	git_odb_free(odb);
-	r = blob_load(c, &id, *tail ? REPO_MAX_RAW_BLOB : REPO_MAX_JSON_BLOB, &blob);
+	r = blob_size(c, &id, &size);
+	if (r == 0 && *tail && size > BLOBCACHE_THRESHOLD) {
+		serve_raw_large(c, &id, size);
+		return;
+	}
+	if (r == 0)
+		r = blob_load(c, &id, *tail ? BLOBCACHE_THRESHOLD : REPO_MAX_JSON_BLOB, &blob);
 	if (r == -ENOENT)
 		hub_resp_error(c->resp, 404, "404 Blob Not Found");
 	else if (r == -EFBIG)
-		*tail ? hub_resp_error(c->resp, 413, "413 Blob too large") : too_large(c);
+		too_large(c);
 	else if (r < 0)
 		repo_fail(c, "reading a blob");
 	else if (*tail)

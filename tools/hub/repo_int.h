@@ -11,7 +11,8 @@
 
 /* Blobs served inside JSON (base64) are capped; /raw serves larger ones. */
 #define REPO_MAX_JSON_BLOB ((size_t)100 << 20)
-/* Blobs served raw are read whole into memory by libgit2: cap them. */
+/* HEAD on a file hashes (SHA-256) blobs up to this size only, to stay bounded; larger
+ * ones get no X-Gitlab-Content-Sha256. Raw answers have no cap (blobcache.h). */
 #define REPO_MAX_RAW_BLOB ((size_t)2 << 30)
 /* A recursive tree listing visits at most this many entries. */
 #define REPO_MAX_TREE_ENTRIES 1000000
