@@ -14,6 +14,7 @@
 
 #include "blobcache.h"
 #include "reef/log.h"
+#include "runner.h"
 
 static const char usage_text[] =
     "Usage: reef-hub COMMAND ...\n"
@@ -25,7 +26,7 @@ static const char usage_text[] =
     "  init DIR\n"
     "      Create DIR (mode 0700) with an empty database and repos/.\n"
     "  serve DIR --listen HOST:PORT [--base-url URL] [--allow-remote] [--verbose]\n"
-    "            [--blob-cache-limit SIZE]\n"
+    "            [--blob-cache-limit SIZE] [--unsafe-runner]\n"
     "      Serve the API under /api/v4 and git at /<namespace>/<project>.git.\n"
     "      HOST must be a loopback address unless --allow-remote; PORT 0 picks a free\n"
     "      port. Prints 'listening on http://HOST:PORT' once ready. --base-url sets the\n"
@@ -33,6 +34,8 @@ static const char usage_text[] =
     "      (default http://HOST:PORT). --blob-cache-limit caps DIR/blobcache, the files\n"
     "      raw answers of blobs over 1 MiB are sent from (bytes, or K/M/G/T; default\n"
     "      4G; 0 keeps none). SIGTERM or SIGINT stop it (exit 0).\n"
+    "      --unsafe-runner runs CI jobs without their bubblewrap sandbox, as this\n"
+    "      user with DIR readable (otherwise jobs fail when bwrap cannot run).\n"
     "  user add DIR NAME [--admin] [--email E] [--name N]\n"
     "      Create a user (and its personal namespace NAME).\n"
     "  token create DIR USER [--name N] [--expires-at YYYY-MM-DD] [--scopes S,...]\n"
@@ -346,7 +349,7 @@ static int size_parse(const char *s, uint64_t *out)
 static int cmd_serve(int argc, char **argv)
 {
 	static const char *const values[] = {"--listen", "--base-url", "--blob-cache-limit", NULL};
-	static const char *const flags[] = {"--allow-remote", "--verbose", NULL};
+	static const char *const flags[] = {"--allow-remote", "--verbose", "--unsafe-runner", NULL};
 	const char *listen_at = opt_value(argc, argv, "--listen");
 	const char *base = opt_value(argc, argv, "--base-url");
 	const char *cache_limit = opt_value(argc, argv, "--blob-cache-limit");
@@ -378,6 +381,7 @@ static int cmd_serve(int argc, char **argv)
 	}
 	if (opt_flag(argc, argv, "--verbose"))
 		log_set_level(LOG_LVL_DEBUG);
+	ci_runner_unsafe_set(opt_flag(argc, argv, "--unsafe-runner"));
 	if (open_existing(&hub, argv[2]) < 0)
 		return 1;
 	if (hub_pathf(tmp, sizeof(tmp), "%s/tmp", argv[2]) == 0)
