@@ -22,10 +22,13 @@ def enc(path):
     return path.replace("/", "%2F")
 
 
-def create_pipeline(hub, tok, path, variables=None):
-    body = {"ref": "main"}
-    if variables:
-        body["variables"] = [{"key": k, "value": v} for k, v in variables.items()]
+def create_pipeline(hub, tok, path, variables=None, files=None):
+    """variables and files (file-type variables): {key: value}."""
+    body = {"ref": "main", "variables": []}
+    for k, v in (variables or {}).items():
+        body["variables"].append({"key": k, "value": v})
+    for k, v in (files or {}).items():
+        body["variables"].append({"key": k, "value": v, "variable_type": "file"})
     r = hub.api("POST", f"/projects/{enc(path)}/pipeline", tok, json=body)
     assert r.status_code == 201, r.text
     return r.json()["id"]
@@ -94,6 +97,7 @@ probe:
     - if cat "$OTHER_WS/marker" >/dev/null 2>&1; then echo WS:readable; else echo WS:hidden; fi
     - if touch "$ETC_PROBE" 2>/dev/null; then echo ETC:writable; else echo ETC:readonly; fi
     - echo "UID:$(id -u)"
+    - echo "FILEVAR:$(cat "$SETTINGS")"
     - echo "PIDS:$(ls /proc | grep -c '^[0-9]')"
     - mkdir -p out && echo made-inside > out/result.txt && echo tmp > "$TMPDIR/t" && echo home > "$HOME/h"
     - cat "$HUBDIR/hub.db"
@@ -126,7 +130,7 @@ def test_job_cannot_read_the_hub_or_other_jobs(hub, tmp_path):
     try:
         pid = create_pipeline(hub, tok, "alice/a", {
             "HUBDIR": str(hub.dir), "OTHER_REPO": str(other_repo), "OTHER_WS": str(other_ws),
-            "ETC_PROBE": etc_probe})
+            "ETC_PROBE": etc_probe}, files={"SETTINGS": "file-variable-content"})
         jobs = finish(hub, tok, "alice/a", pid)
     finally:
         (other_ws / "release").write_text("")
@@ -146,6 +150,7 @@ def test_job_cannot_read_the_hub_or_other_jobs(hub, tmp_path):
     assert line(text, "REPO:") == "hidden"
     assert line(text, "WS:") == "hidden"
     assert line(text, "ETC:") == "readonly"
+    assert line(text, "FILEVAR:") == "file-variable-content"  # readable by the job's uid
     assert not etc_written
     if os.geteuid() == 0:
         assert int(line(text, "UID:")) != 0, "a job ran as root"
