@@ -309,3 +309,31 @@ def test_without_bwrap_jobs_fail_unless_unsafe(hub_factory, tmp_path):
     text = trace(hub2, tok2, "alice/u", job["id"])
     assert job["status"] == "success", text
     assert "WARNING: no job sandbox (--unsafe-runner)" in text and "\nran\n" in text
+
+
+def test_reef_epf_reaches_jobs_from_under_tmp(hub_factory, tmp_path):
+    """The sandbox gives a job a private /tmp: a reef-epf that lives under /tmp (a checkout
+    built there, as CI may do) must still be on the job's PATH."""
+    import shutil
+    from pathlib import Path
+
+    from conftest import BUILD
+
+    epf_dir = Path("/tmp") / f"reef-epf-test-{os.getpid()}"
+    epf_dir.mkdir(exist_ok=True)
+    try:
+        shutil.copy2(BUILD / "tools/epf/reef-epf", epf_dir / "reef-epf")
+        epf_dir.chmod(0o755)
+        hub = hub_factory("epf", {"REEF_EPF": str(epf_dir / "reef-epf")})
+        tok = hub.user("alice")
+        hub.project("alice/e", "alice")
+        ci = {".gitlab-ci.yml": 'j:\n  script: ["command -v reef-epf", "reef-epf > out.txt 2>&1 '
+              '|| true", "grep Usage out.txt"]\n'}
+        push_files(hub, tok, "alice/e", ci, tmp_path)
+        pid = create_pipeline(hub, tok, "alice/e")
+        job = finish(hub, tok, "alice/e", pid)["j"]
+        text = trace(hub, tok, "alice/e", job["id"])
+        assert job["status"] == "success", text
+        assert str(epf_dir / "reef-epf") in text
+    finally:
+        shutil.rmtree(epf_dir, ignore_errors=True)

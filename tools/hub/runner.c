@@ -1474,6 +1474,23 @@ static void rn_sandbox_base(struct rn_argv *a)
 	rn_argv_add(a, "0755");
 	rn_argv_add(a, "--tmpfs");
 	rn_argv_add(a, rn.dir);
+	/* reef-epf is first on the job's PATH; a build under /tmp (as CI may make) would be
+	 * hidden by the tmpfs there. Directories leading to it that the tmpfs lacks are made
+	 * traversable (bwrap would make them 0700 root); existing ones are left as they are. */
+	if (rn.epf_dir[0] == '/' && !rn_in_data_dir(rn.epf_dir)) {
+		char sub[PATH_MAX];
+
+		for (const char *s = strchr(rn.epf_dir + 1, '/'); s; s = strchr(s + 1, '/')) {
+			snprintf(sub, sizeof(sub), "%.*s", (int)(s - rn.epf_dir), rn.epf_dir);
+			rn_argv_add(a, "--perms");
+			rn_argv_add(a, "0755");
+			rn_argv_add(a, "--dir");
+			rn_argv_add(a, sub);
+		}
+		rn_argv_add(a, "--ro-bind");
+		rn_argv_add(a, rn.epf_dir);
+		rn_argv_add(a, rn.epf_dir);
+	}
 }
 
 /* What runs inside the sandbox: as root, the job first becomes job_uid with no
