@@ -140,7 +140,8 @@ def test_job_cannot_read_the_hub_or_other_jobs(hub, tmp_path):
     probe, build = jobs["probe"], jobs["build"]
     text = trace(hub, tok, "alice/a", probe["id"])
     # the data directory is an empty tmpfs but for the job's own files
-    assert line(text, "LS:").split() == ["builds"], text
+    # the job's builds, and reef-epf's directory shown read-only
+    assert line(text, "LS:").split() == [".reef-epf", "builds"], text
     mine = str(probe["id"])
     assert set(line(text, "BUILDS:").split()) <= {mine, mine + ".home", mine + ".tmp",
                                                   mine + ".sh", mine + ".vars"}, text
@@ -311,19 +312,23 @@ def test_without_bwrap_jobs_fail_unless_unsafe(hub_factory, tmp_path):
     assert "WARNING: no job sandbox (--unsafe-runner)" in text and "\nran\n" in text
 
 
-def test_reef_epf_reaches_jobs_from_under_tmp(hub_factory, tmp_path):
-    """The sandbox gives a job a private /tmp: a reef-epf that lives under /tmp (a checkout
-    built there, as CI may do) must still be on the job's PATH."""
+@pytest.mark.parametrize("where", ["tmp", "closed"])
+def test_reef_epf_reaches_jobs_wherever_it_is_built(hub_factory, tmp_path, where):
+    """reef-epf must be on a sandboxed job's PATH and runnable by its unprivileged uid
+    wherever the build lives: under /tmp (private in the sandbox; CI may build there), or
+    under a directory closed to that uid (a checkout in root's home)."""
     import shutil
     from pathlib import Path
 
     from conftest import BUILD
 
-    epf_dir = Path("/tmp") / f"reef-epf-test-{os.getpid()}"
-    epf_dir.mkdir(exist_ok=True)
+    top = Path("/tmp" if where == "tmp" else "/var/tmp") / f"reef-epf-test-{os.getpid()}"
+    epf_dir = top / "bin"
+    epf_dir.mkdir(parents=True, exist_ok=True)
     try:
         shutil.copy2(BUILD / "tools/epf/reef-epf", epf_dir / "reef-epf")
         epf_dir.chmod(0o755)
+        top.chmod(0o700 if where == "closed" else 0o755)
         hub = hub_factory("epf", {"REEF_EPF": str(epf_dir / "reef-epf")})
         tok = hub.user("alice")
         hub.project("alice/e", "alice")
@@ -334,6 +339,6 @@ def test_reef_epf_reaches_jobs_from_under_tmp(hub_factory, tmp_path):
         job = finish(hub, tok, "alice/e", pid)["j"]
         text = trace(hub, tok, "alice/e", job["id"])
         assert job["status"] == "success", text
-        assert str(epf_dir / "reef-epf") in text
+        assert f"{hub.dir}/.reef-epf/reef-epf" in text and "Usage: reef-epf" in text, text
     finally:
-        shutil.rmtree(epf_dir, ignore_errors=True)
+        shutil.rmtree(top, ignore_errors=True)

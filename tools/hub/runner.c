@@ -54,6 +54,7 @@
 #define RN_MAX_TRACE     ((off_t)4 << 20) /* GitLab runner's default output_limit */
 #define RN_MASK_MAX      128              /* longest value masked in traces */
 #define RN_MASKED        "[MASKED]"
+#define RN_EPF_AT        ".reef-epf" /* in the sandbox: reef-epf's directory, in the data dir */
 #define RN_RELAY_CHUNK   65536
 #define RN_NOBODY        65534 /* uid/gid of jobs when the hub is root and "nobody" is unknown */
 
@@ -990,7 +991,12 @@ static int rn_job_env(const struct rn_job *j, const struct hub_project *p, const
 
 	/* a clean PATH (reef-epf first), not the hub's: jobs see the system's tools */
 	path = path && *path ? path : "/usr/local/bin:/usr/bin:/bin";
-	rn_env_setf(e, "PATH", "%s%s%s", rn.epf_dir, rn.epf_dir[0] ? ":" : "", path);
+	if (!rn.epf_dir[0])
+		rn_env_set(e, "PATH", path);
+	else if (rn.unsafe)
+		rn_env_setf(e, "PATH", "%s:%s", rn.epf_dir, path);
+	else
+		rn_env_setf(e, "PATH", "%s/" RN_EPF_AT ":%s", rn.dir, path);
 	rn_env_setf(e, "HOME", "%s.home", ws);
 	rn_env_set(e, "LANG", "C.UTF-8");
 	rn_env_set(e, "SHELL", "/bin/sh");
@@ -1474,22 +1480,20 @@ static void rn_sandbox_base(struct rn_argv *a)
 	rn_argv_add(a, "0755");
 	rn_argv_add(a, "--tmpfs");
 	rn_argv_add(a, rn.dir);
-	/* reef-epf is first on the job's PATH; a build under /tmp (as CI may make) would be
-	 * hidden by the tmpfs there. Directories leading to it that the tmpfs lacks are made
-	 * traversable (bwrap would make them 0700 root); existing ones are left as they are. */
-	if (rn.epf_dir[0] == '/' && !rn_in_data_dir(rn.epf_dir)) {
-		char sub[PATH_MAX];
+	/* reef-epf, first on the job's PATH, is shown at a fixed place on the data directory's
+	 * tmpfs: where the build lives (under /tmp, which is private here, or under a home
+	 * closed to the job's uid) must not decide whether a job finds it */
+	if (rn.epf_dir[0]) {
+		char at[PATH_MAX];
 
-		for (const char *s = strchr(rn.epf_dir + 1, '/'); s; s = strchr(s + 1, '/')) {
-			snprintf(sub, sizeof(sub), "%.*s", (int)(s - rn.epf_dir), rn.epf_dir);
-			rn_argv_add(a, "--perms");
-			rn_argv_add(a, "0755");
-			rn_argv_add(a, "--dir");
-			rn_argv_add(a, sub);
-		}
+		hub_pathf(at, sizeof(at), "%s/" RN_EPF_AT, rn.dir);
+		rn_argv_add(a, "--perms");
+		rn_argv_add(a, "0755");
+		rn_argv_add(a, "--dir");
+		rn_argv_add(a, at);
 		rn_argv_add(a, "--ro-bind");
 		rn_argv_add(a, rn.epf_dir);
-		rn_argv_add(a, rn.epf_dir);
+		rn_argv_add(a, at);
 	}
 }
 
