@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("REEF_BUILD", ROOT / "build"))
 HUB_BIN = BUILD / "tools" / "hub" / "reef-hub"
 REEFD_BIN = BUILD / "daemon" / "reefd"
+REEF_BIN = BUILD / "tools" / "reef" / "reef"
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Reef Test",

@@ -1,0 +1,351 @@
+/* reef status, cache, gc, prefetch: the daemon through its mount. Everything here reads
+ * <mnt>/.reef/status (JSON) or writes one request to <mnt>/.reef/ctl (docs/layout.md). */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "reef.h"
+#include "reef/jsonx.h"
+
+#define PREFETCH_POLL_MS 200
+#define PREFETCH_QUIET   3 /* idle polls in a row before prefetch calls it done */
+#define BAR_WIDTH        24
+
+static const char status_help[] =
+    "Usage: reef status [--json] [DIR]\n"
+    "Summarizes the mount's .reef/status: server, user, cache used and limit, hit ratio,\n"
+    "downloads in flight, prefetches, queued control writes and the last errors.\n"
+    "DIR is any path inside the mount (default: the current directory if inside one,\n"
+    "else ~/reef). --json prints .reef/status as it is.\n";
+
+static const char cache_help[] =
+    "Usage: reef cache [DIR]\n"
+    "Prints the cache's size, its limit and the number of objects held. DIR as for\n"
+    "'reef status'.\n";
+
+static const char gc_help[] =
+    "Usage: reef gc [DIR] PATH...\n"
+    "Drops the cached objects of each PATH (a file, or everything cached under a\n"
+    "directory) through .reef/ctl 'forget': the next read downloads them again; objects\n"
+    "open by a reader stay until closed. A PATH that exists is taken as is (absolute or\n"
+    "relative to the current directory); otherwise it is relative to the mount root DIR\n"
+    "(e.g. group/project/branches/main/data), DIR defaulting as for 'reef status'.\n";
+
+static const char prefetch_help[] =
+    "Usage: reef prefetch PATH\n"
+    "Downloads PATH (a file, or everything under a directory of a revision) into the\n"
+    "cache through .reef/ctl 'prefetch', showing progress on stderr until nothing is\n"
+    "queued or in flight.\n";
+
+/* The mount root for a command's optional DIR argument. 0, or 1 after a message. */
+static int mnt_root(const char *arg, char *root, size_t size)
+{
+	char def[PATH_MAX];
+	int r;
+
+	if (arg) {
+		r = reef_mount_root(arg, root, size, NULL, 0);
+		if (r < 0)
+			return reef_fail("%s: %s", arg,
+			                 r == -EXDEV ? "not inside a reef mount" : strerror(-r));
+		return 0;
+	}
+	if (reef_mount_root(".", root, size, NULL, 0) == 0)
+		return 0;
+	if (reef_default_mount(def, sizeof(def)) < 0 ||
+	    reef_mount_root(def, root, size, NULL, 0) < 0)
+		return reef_fail("no reef mount here or at ~/reef (give DIR, or run 'reef mount')");
+	return 0;
+}
+
+/* Reads and parses root/.reef/status. 0, or 1 after a message. */
+static int mnt_status(const char *root, json_t **out, struct buf *raw)
+{
+	char path[PATH_MAX + 16];
+	int r;
+
+	snprintf(path, sizeof(path), "%s/.reef/status", root);
+	r = reef_read_file(path, REEF_FILE_MAX, raw);
+	if (r < 0)
+		return reef_fail("%s: %s", path, strerror(-r));
+	if (jsonx_parse(out, raw->data ? raw->data : "", raw->len, 0, 0) < 0 ||
+	    !json_is_object(*out)) {
+		json_decref(*out);
+		*out = NULL;
+		return reef_fail("%s: not a JSON object", path);
+	}
+	return 0;
+}
+
+static int64_t mnt_int(const json_t *o, const char *obj, const char *key)
+{
+	return jsonx_int(json_object_get(o, obj), key, 0);
+}
+
+int reef_cmd_status(int argc, char **argv)
+{
+	char root[PATH_MAX], used[32], limit[32], fetched[32];
+	struct buf raw = BUF_INIT(0);
+	const char *dir = NULL, *s;
+	json_t *o = NULL, *c, *errs, *e;
+	bool as_json = false;
+	size_t i;
+	int r;
+
+	for (int k = 1; k < argc; k++) {
+		if (reef_is_help(argv[k])) {
+			fputs(status_help, stdout);
+			return REEF_EXIT_OK;
+		} else if (!strcmp(argv[k], "--json")) {
+			as_json = true;
+		} else if (argv[k][0] == '-') {
+			return reef_usage("status", "unknown option %s", argv[k]);
+		} else if (dir) {
+			return reef_usage("status", "status takes one DIR");
+		} else {
+			dir = argv[k];
+		}
+	}
+	if ((r = mnt_root(dir, root, sizeof(root))) || (r = mnt_status(root, &o, &raw)))
+		goto out;
+	if (as_json) {
+		fwrite(raw.data, 1, raw.len, stdout);
+		if (raw.len && raw.data[raw.len - 1] != '\n')
+			putchar('\n');
+		goto out;
+	}
+	c = json_object_get(o, "cache");
+	s = jsonx_str(o, "user");
+	printf("mount:      %s\n", root);
+	printf("server:     %s\n", jsonx_str(o, "server") ? jsonx_str(o, "server") : "?");
+	printf("user:       %s\n", s ? s : "(server not reached)");
+	if ((s = jsonx_str(o, "mounted_at")))
+		printf("mounted at: %s\n", s);
+	reef_fmt_bytes(used, sizeof(used), (double)jsonx_int(c, "bytes", 0));
+	reef_fmt_bytes(limit, sizeof(limit), (double)jsonx_int(c, "limit", 0));
+	printf("cache:      %s of %s, %lld objects\n", used, limit,
+	       (long long)jsonx_int(c, "objects", 0));
+	printf("hit ratio:  %.1f%% (%lld hits, %lld misses)\n",
+	       100.0 * json_number_value(json_object_get(c, "hit_ratio")),
+	       (long long)jsonx_int(c, "hits", 0), (long long)jsonx_int(c, "misses", 0));
+	reef_fmt_bytes(fetched, sizeof(fetched), (double)jsonx_int(c, "bytes_fetched", 0));
+	printf("downloads:  %lld in flight, %s fetched, %lld requests, %lld errors\n",
+	       (long long)jsonx_int(c, "in_flight", 0), fetched,
+	       (long long)jsonx_int(c, "requests", 0), (long long)jsonx_int(c, "errors", 0));
+	printf("prefetch:   %lld queued, %lld running, %lld done, %lld dropped\n",
+	       (long long)mnt_int(o, "prefetch", "queued"),
+	       (long long)mnt_int(o, "prefetch", "running"),
+	       (long long)mnt_int(o, "prefetch", "done"),
+	       (long long)mnt_int(o, "prefetch", "dropped"));
+	printf("control:    %lld queued writes, %lld failed\n",
+	       (long long)jsonx_int(o, "queued_control_writes", 0),
+	       (long long)mnt_int(o, "control_writes", "failed"));
+	errs = json_object_get(c, "last_errors");
+	if (json_array_size(errs)) {
+		printf("last errors:\n");
+		json_array_foreach(errs, i, e)
+		{
+			printf("  %s %s\n", jsonx_str(e, "time") ? jsonx_str(e, "time") : "",
+			       jsonx_str(e, "message") ? jsonx_str(e, "message") : "");
+		}
+	} else {
+		printf("last errors: none\n");
+	}
+out:
+	json_decref(o);
+	buf_free(&raw);
+	return r;
+}
+
+int reef_cmd_cache(int argc, char **argv)
+{
+	char root[PATH_MAX], used[32], limit[32];
+	struct buf raw = BUF_INIT(0);
+	json_t *o = NULL, *c;
+	int r;
+
+	if (argc >= 2 && reef_is_help(argv[1])) {
+		fputs(cache_help, stdout);
+		return REEF_EXIT_OK;
+	}
+	if (argc > 2)
+		return reef_usage("cache", "cache takes one DIR");
+	if (argc == 2 && argv[1][0] == '-')
+		return reef_usage("cache", "unknown option %s", argv[1]);
+	if ((r = mnt_root(argc == 2 ? argv[1] : NULL, root, sizeof(root))) ||
+	    (r = mnt_status(root, &o, &raw)))
+		goto out;
+	c = json_object_get(o, "cache");
+	reef_fmt_bytes(used, sizeof(used), (double)jsonx_int(c, "bytes", 0));
+	reef_fmt_bytes(limit, sizeof(limit), (double)jsonx_int(c, "limit", 0));
+	printf("cache: %s of %s (%lld of %lld bytes), %lld objects\n", used, limit,
+	       (long long)jsonx_int(c, "bytes", 0), (long long)jsonx_int(c, "limit", 0),
+	       (long long)jsonx_int(c, "objects", 0));
+out:
+	json_decref(o);
+	buf_free(&raw);
+	return r;
+}
+
+/* Sends "<verb> <rel>" to root/.reef/ctl. 0, or 1 after a message with the reason. */
+static int mnt_ctl(const char *root, const char *verb, const char *rel)
+{
+	char file[PATH_MAX + 16], path[PATH_MAX + 16], reason[512] = "", tmp[24];
+	struct buf req = BUF_INIT(65536), why = BUF_INIT(0);
+	int r;
+
+	snprintf(file, sizeof(file), "%s/.reef/ctl", root);
+	if (buf_printf(&req, "%s %s\n", verb, rel) < 0) {
+		r = reef_fail("%s: path too long", rel);
+		goto out;
+	}
+	r = reef_ctl_write(file, req.data, reason, sizeof(reason), NULL);
+	if (r == 0)
+		goto out;
+	/* .reef/ctl is write-only: the reason is in .reef/ctl.error (mount-wide) */
+	snprintf(path, sizeof(path), "%s/.reef/ctl.error", root);
+	if (!reason[0] && reef_read_file(path, 4096, &why) == 0 && why.len) {
+		why.data[strcspn(why.data, "\n")] = '\0';
+		snprintf(reason, sizeof(reason), "%s", why.data);
+	}
+	r = reef_fail("%s %s: %s (%s)%s%s", verb, rel[0] ? rel : "/", strerror(-r),
+	              reef_errno_name(-r, tmp, sizeof(tmp)), reason[0] ? ": " : "", reason);
+out:
+	buf_free(&req);
+	buf_free(&why);
+	return r;
+}
+
+int reef_cmd_gc(int argc, char **argv)
+{
+	char root[PATH_MAX], rel[PATH_MAX], dirroot[PATH_MAX];
+	const char *dir = NULL;
+	int first = 1, bad = 0, r;
+
+	for (int k = 1; k < argc; k++) {
+		if (reef_is_help(argv[k])) {
+			fputs(gc_help, stdout);
+			return REEF_EXIT_OK;
+		}
+		if (argv[k][0] == '-')
+			return reef_usage("gc", "unknown option %s", argv[k]);
+	}
+	if (argc < 2)
+		return reef_usage("gc", "gc needs a PATH");
+	/* a first argument that is a mount root, followed by paths, is DIR */
+	if (argc > 2 && reef_mount_root(argv[1], dirroot, sizeof(dirroot), rel, sizeof(rel)) == 0 &&
+	    !rel[0]) {
+		dir = argv[1];
+		first = 2;
+	}
+	for (int k = first; k < argc; k++) {
+		const char *p = argv[k];
+
+		if (access(p, F_OK) == 0) {
+			r = reef_mount_root(p, root, sizeof(root), rel, sizeof(rel));
+			if (r < 0) {
+				bad |= reef_fail("%s: %s", p,
+				                 r == -EXDEV ? "not inside a reef mount"
+				                             : strerror(-r));
+				continue;
+			}
+		} else {
+			if (mnt_root(dir, root, sizeof(root)))
+				return REEF_EXIT_FAIL;
+			while (*p == '/')
+				p++;
+			snprintf(rel, sizeof(rel), "%s", p);
+		}
+		if (mnt_ctl(root, "forget", rel)) {
+			bad = 1;
+			continue;
+		}
+		printf("forgot %s\n", rel);
+	}
+	return bad ? REEF_EXIT_FAIL : REEF_EXIT_OK;
+}
+
+static void prefetch_sleep(void)
+{
+	struct timespec ts = {0, PREFETCH_POLL_MS * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+int reef_cmd_prefetch(int argc, char **argv)
+{
+	char root[PATH_MAX], rel[PATH_MAX], got[32], line[160], bar[BAR_WIDTH + 1];
+	struct buf raw = BUF_INIT(0);
+	int64_t fetched0 = 0, done0 = 0;
+	bool tty = isatty(STDERR_FILENO);
+	int quiet = 0, r;
+	json_t *o = NULL;
+
+	if (argc == 2 && reef_is_help(argv[1])) {
+		fputs(prefetch_help, stdout);
+		return REEF_EXIT_OK;
+	}
+	if (argc != 2)
+		return reef_usage("prefetch", "prefetch takes one PATH");
+	if (argv[1][0] == '-')
+		return reef_usage("prefetch", "unknown option %s", argv[1]);
+	r = reef_mount_root(argv[1], root, sizeof(root), rel, sizeof(rel));
+	if (r < 0)
+		return reef_fail("%s: %s", argv[1],
+		                 r == -EXDEV ? "not inside a reef mount" : strerror(-r));
+	if ((r = mnt_status(root, &o, &raw)))
+		goto out;
+	fetched0 = mnt_int(o, "cache", "bytes_fetched");
+	done0 = mnt_int(o, "prefetch", "done");
+	json_decref(o);
+	o = NULL;
+	if ((r = mnt_ctl(root, "prefetch", rel)))
+		goto out;
+	for (;;) {
+		int64_t queued, running, inflight, pending, done, total;
+		size_t fill;
+
+		if ((r = mnt_status(root, &o, &raw)))
+			goto out;
+		queued = mnt_int(o, "prefetch", "queued");
+		running = mnt_int(o, "prefetch", "running");
+		pending = mnt_int(o, "cache", "prefetch_pending");
+		inflight = mnt_int(o, "cache", "in_flight");
+		done = mnt_int(o, "prefetch", "done") - done0;
+		reef_fmt_bytes(got, sizeof(got),
+		               (double)(mnt_int(o, "cache", "bytes_fetched") - fetched0));
+		json_decref(o);
+		o = NULL;
+		/* the bar is the share of this run's prefetch jobs that finished; the
+		 * total grows while a directory walk is still queueing files */
+		total = done + queued + running;
+		fill = total > 0 ? (size_t)(BAR_WIDTH * done / total) : BAR_WIDTH;
+		memset(bar, '#', fill);
+		memset(bar + fill, '.', BAR_WIDTH - fill);
+		bar[BAR_WIDTH] = '\0';
+		snprintf(line, sizeof(line),
+		         "[%s] %s fetched, %lld files done, %lld queued, "
+		         "%lld in flight",
+		         bar, got, (long long)done, (long long)(queued + pending),
+		         (long long)inflight);
+		if (tty)
+			fprintf(stderr, "\r%s\033[K", line);
+		quiet = queued + running + inflight + pending == 0 ? quiet + 1 : 0;
+		if (quiet >= PREFETCH_QUIET)
+			break;
+		prefetch_sleep();
+	}
+	/* not a terminal: one final line, not a screenful of carriage returns */
+	if (!tty)
+		fputs(line, stderr);
+	fputc('\n', stderr);
+	printf("prefetched %s\n", rel[0] ? rel : "/");
+out:
+	json_decref(o);
+	buf_free(&raw);
+	return r;
+}

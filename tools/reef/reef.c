@@ -1,0 +1,261 @@
+/* reef: the command line over reefd and its mount. This file holds the dispatcher and
+ * the helpers every subcommand shares: messages, small file reads, the configuration
+ * directory and finding a mount's root from any path inside it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "reef.h"
+
+static const char usage_text[] =
+    "Usage: reef COMMAND [ARGS...]\n"
+    "The command line of reef, a GitLab instance mounted as a filesystem.\n"
+    "\n"
+    "Commands:\n"
+    "  login SERVER_URL                 check a personal access token (stdin) and store it\n"
+    "  mount [-o OPTS] [DIR]            mount the server at DIR (default ~/reef)\n"
+    "  unmount [DIR]                    unmount it\n"
+    "  status [--json] [DIR]            what the daemon is doing\n"
+    "  launch PROJECT_DIR PROCESSOR [key=value...] [--follow]\n"
+    "                                   launch an experiment\n"
+    "  follow EXPERIMENT_DIR            print an experiment's log until it ends\n"
+    "  prefetch PATH                    download PATH into the cache, with progress\n"
+    "  cache [DIR]                      cache size and limit\n"
+    "  gc [DIR] PATH...                 drop the cached objects of PATHs\n"
+    "\n"
+    "Run 'reef COMMAND --help' for a command's options. Exit status: 0 ok, 1 failure,\n"
+    "2 usage error.\n";
+
+int reef_fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("reef: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return REEF_EXIT_FAIL;
+}
+
+int reef_usage(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("reef: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (see 'reef %s --help')\n", cmd);
+	return REEF_EXIT_USAGE;
+}
+
+bool reef_is_help(const char *arg)
+{
+	return !strcmp(arg, "-h") || !strcmp(arg, "--help");
+}
+
+int reef_read_file(const char *path, size_t cap, struct buf *out)
+{
+	char chunk[16384];
+	ssize_t n;
+	int fd, r = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	buf_reset(out);
+	for (;;) {
+		n = read(fd, chunk, sizeof(chunk));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		if (out->len + (size_t)n > cap) {
+			r = -EFBIG;
+			break;
+		}
+		r = buf_append(out, chunk, (size_t)n);
+		if (r < 0)
+			break;
+	}
+	close(fd);
+	return r;
+}
+
+int reef_config_dir(char *out, size_t size)
+{
+	const char *x = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+	int n;
+
+	/* the XDG spec says a relative XDG_CONFIG_HOME is to be ignored */
+	if (x && x[0] == '/')
+		n = snprintf(out, size, "%s/reef", x);
+	else if (home && *home)
+		n = snprintf(out, size, "%s/.config/reef", home);
+	else
+		return -ENOENT;
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+int reef_default_mount(char *out, size_t size)
+{
+	const char *home = getenv("HOME");
+	int n;
+
+	if (!home || !*home)
+		return -ENOENT;
+	n = snprintf(out, size, "%s/reef", home);
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+static bool reef_is_root(const char *dir)
+{
+	char p[PATH_MAX + 16];
+	struct stat st;
+
+	if (snprintf(p, sizeof(p), "%s/.reef/status", strcmp(dir, "/") ? dir : "") >=
+	    (int)sizeof(p))
+		return false;
+	return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int reef_mount_root(const char *path, char *root, size_t rsize, char *rel, size_t relsize)
+{
+	char abs[PATH_MAX], cur[PATH_MAX], *slash;
+
+	/* realpath also follows HEAD and other symlinks inside the mount, so the request
+	 * names the revision the user sees */
+	if (!realpath(path, abs))
+		return -errno;
+	snprintf(cur, sizeof(cur), "%s", abs);
+	for (;;) {
+		if (reef_is_root(cur))
+			break;
+		if (!strcmp(cur, "/"))
+			return -EXDEV;
+		slash = strrchr(cur, '/');
+		if (slash == cur)
+			cur[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	if (strlen(cur) >= rsize)
+		return -ENAMETOOLONG;
+	snprintf(root, rsize, "%s", cur);
+	if (rel) {
+		const char *r = abs + strlen(cur);
+
+		while (*r == '/')
+			r++;
+		if (strlen(r) >= relsize)
+			return -ENAMETOOLONG;
+		snprintf(rel, relsize, "%s", r);
+	}
+	return 0;
+}
+
+int reef_ctl_write(const char *file, const char *req, char *reason, size_t rsize,
+                   struct buf *ticket)
+{
+	size_t len = strlen(req);
+	ssize_t n;
+	int fd, r = 0;
+
+	if (reason && rsize)
+		reason[0] = '\0';
+	/* O_RDWR when the control file allows it: the reason of a refused write (or the
+	 * ticket of an accepted one) is then read back from this very descriptor, immune to
+	 * other writers; .reef/ctl is write-only */
+	fd = open(file, O_RDWR | O_CLOEXEC);
+	if (fd < 0 && errno == EACCES)
+		fd = open(file, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	do
+		n = write(fd, req, len);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		r = -errno;
+	else if ((size_t)n != len)
+		r = -EIO; /* the mount takes a request in one write */
+	if (r < 0 && reason && rsize > 1) {
+		n = pread(fd, reason, rsize - 1, 0);
+		reason[n > 0 ? n : 0] = '\0';
+		reason[strcspn(reason, "\n")] = '\0';
+	} else if (r == 0 && ticket) {
+		char chunk[4096];
+
+		buf_reset(ticket);
+		for (off_t off = 0; ticket->len < 65536; off += n) {
+			n = pread(fd, chunk, sizeof(chunk), off);
+			if (n <= 0 || buf_append(ticket, chunk, (size_t)n) < 0)
+				break;
+		}
+	}
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	return r;
+}
+
+void reef_fmt_bytes(char *out, size_t size, double bytes)
+{
+	static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+	unsigned u = 0;
+
+	while (bytes >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		bytes /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(out, size, "%.0f B", bytes);
+	else
+		snprintf(out, size, "%.1f %s", bytes, units[u]);
+}
+
+const char *reef_errno_name(int err, char *tmp, size_t size)
+{
+	const char *n = strerrorname_np(err);
+
+	if (n)
+		return n;
+	snprintf(tmp, size, "errno %d", err);
+	return tmp;
+}
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+} reef_cmds[] = {
+    {"login", reef_cmd_login},    {"mount", reef_cmd_mount},       {"unmount", reef_cmd_unmount},
+    {"umount", reef_cmd_unmount}, {"status", reef_cmd_status},     {"launch", reef_cmd_launch},
+    {"follow", reef_cmd_follow},  {"prefetch", reef_cmd_prefetch}, {"cache", reef_cmd_cache},
+    {"gc", reef_cmd_gc},
+};
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage_text, stderr);
+		return REEF_EXIT_USAGE;
+	}
+	if (reef_is_help(argv[1]) || !strcmp(argv[1], "help")) {
+		fputs(usage_text, stdout);
+		return REEF_EXIT_OK;
+	}
+	for (size_t i = 0; i < sizeof(reef_cmds) / sizeof(reef_cmds[0]); i++)
+		if (!strcmp(argv[1], reef_cmds[i].name))
+			return reef_cmds[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "reef: unknown command '%s' (see 'reef --help')\n", argv[1]);
+	return REEF_EXIT_USAGE;
+}

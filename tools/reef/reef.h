@@ -1,0 +1,69 @@
+/* reef: the command line. Shared helpers of its subcommands (reef.c) and the commands
+ * themselves, one per `reef_cmd_*` (login.c, mnt.c, ml.c). A command returns the exit
+ * status: 0 ok, 1 failure (a one-line message on stderr), 2 usage error. */
+#ifndef REEF_CLI_H
+#define REEF_CLI_H
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "reef/buf.h"
+
+#define REEF_EXIT_OK    0
+#define REEF_EXIT_FAIL  1
+#define REEF_EXIT_USAGE 2
+
+/* Caps on what is read from the mount's generated files and from the server. */
+#define REEF_FILE_MAX  ((size_t)4 << 20)
+#define REEF_TOKEN_MAX 1024
+#define REEF_URL_MAX   2048
+
+/* Prints "reef: <msg>" on stderr and returns 1 (or 2 for reef_usage, which adds a hint
+ * to the command's --help). */
+int reef_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int reef_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* True when arg is -h or --help. */
+bool reef_is_help(const char *arg);
+
+/* Reads a whole (small) file into out, at most cap bytes (-EFBIG beyond). */
+int reef_read_file(const char *path, size_t cap, struct buf *out);
+
+/* ~/.config/reef (or $XDG_CONFIG_HOME/reef) into out; -ENAMETOOLONG / -ENOENT (no HOME). */
+int reef_config_dir(char *out, size_t size);
+/* The server of the last `reef login` and the path of its token file. -ENOENT when
+ * nobody logged in. */
+int reef_config_load(char *server, size_t ssize, char *token_path, size_t tsize);
+/* The default mount point, ~/reef. */
+int reef_default_mount(char *out, size_t size);
+
+/* Finds the root of the reef mount holding path (the directory with .reef/status),
+ * walking up from path. root gets the mount root, rel (if not NULL) the path below it
+ * ("" for the root itself). -EXDEV when path is not inside a mount, -errno of
+ * realpath (-ENOENT...) when path cannot be resolved. */
+int reef_mount_root(const char *path, char *root, size_t rsize, char *rel, size_t relsize);
+
+/* Writes one request to a control file (open, one write, close). 0 or -errno; on
+ * failure reason gets the reason read back from the descriptor (may be empty). */
+int reef_ctl_write(const char *file, const char *req, char *reason, size_t rsize,
+                   struct buf *ticket);
+
+/* Formats a byte count as "12.3 MiB". */
+void reef_fmt_bytes(char *out, size_t size, double bytes);
+
+/* The errno's symbolic name ("ENOENT"), or its number. */
+const char *reef_errno_name(int err, char *tmp, size_t size);
+
+int reef_cmd_login(int argc, char **argv);
+int reef_cmd_mount(int argc, char **argv);
+int reef_cmd_unmount(int argc, char **argv);
+int reef_cmd_status(int argc, char **argv);
+int reef_cmd_cache(int argc, char **argv);
+int reef_cmd_gc(int argc, char **argv);
+int reef_cmd_prefetch(int argc, char **argv);
+int reef_cmd_launch(int argc, char **argv);
+int reef_cmd_follow(int argc, char **argv);
+
+/* follow's loop, shared with `launch --follow`. */
+int reef_follow(const char *dir);
+
+#endif
