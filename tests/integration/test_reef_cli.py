@@ -188,7 +188,9 @@ def test_prefetch_and_gc(hub, mount_factory, cli_env, tmp_path):
     r = reef(cli_env, "prefetch", data)
     assert r.returncode == 0, r
     assert r.stdout == "prefetched alice/data/branches/main/data\n"
-    assert "fetched" in r.stderr and "0 in flight" in r.stderr
+    total = sum(len(v) for k, v in files.items() if k.startswith("data/"))
+    assert r.stderr.startswith("[" + "#" * 24 + "] "), r.stderr
+    assert f"fetched of {total / 2**20:.1f} MiB, 0 queued, 0 in flight" in r.stderr, r.stderr
     after = status(m)
     assert after["cache"]["in_flight"] == 0 and after["prefetch"]["queued"] == 0
     assert after["cache"]["objects"] >= before["objects"] + 6

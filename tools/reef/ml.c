@@ -160,7 +160,9 @@ static void follow_metrics(const char *dir)
 	if (reef_read_file(path, REEF_FILE_MAX, &b) < 0 ||
 	    jsonx_parse(&m, b.data ? b.data : "", b.len, 0, 0) < 0 || !json_array_size(m))
 		goto out;
-	s = jsonx_dump(json_array_get(m, json_array_size(m) - 1));
+	/* 10 digits: 0.94, not 0.93999999999999995 */
+	s = json_dumps(json_array_get(m, json_array_size(m) - 1),
+	               JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
 	if (s)
 		printf("metrics: %s\n", s);
 	free(s);

@@ -1,19 +1,22 @@
 /* reef status, cache, gc, prefetch: the daemon through its mount. Everything here reads
  * <mnt>/.reef/status (JSON) or writes one request to <mnt>/.reef/ctl (docs/layout.md). */
 #include <errno.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "reef.h"
 #include "reef/jsonx.h"
 
-#define PREFETCH_POLL_MS 200
-#define PREFETCH_QUIET   3 /* idle polls in a row before prefetch calls it done */
-#define BAR_WIDTH        24
+#define PREFETCH_POLL_MS  200
+#define PREFETCH_QUIET    3 /* idle polls in a row before prefetch calls it done */
+#define BAR_WIDTH         24
+#define PREFETCH_WALK_MAX 1000000 /* files counted for the total */
 
 static const char status_help[] =
     "Usage: reef status [--json] [DIR]\n"
@@ -38,8 +41,9 @@ static const char gc_help[] =
 static const char prefetch_help[] =
     "Usage: reef prefetch PATH\n"
     "Downloads PATH (a file, or everything under a directory of a revision) into the\n"
-    "cache through .reef/ctl 'prefetch', showing progress on stderr until nothing is\n"
-    "queued or in flight.\n";
+    "cache through .reef/ctl 'prefetch', then shows a progress bar on stderr (bytes\n"
+    "fetched of the listed size, prefetches queued, downloads in flight) until nothing\n"
+    "is queued or in flight.\n";
 
 /* The mount root for a command's optional DIR argument. 0, or 1 after a message. */
 static int mnt_root(const char *arg, char *root, size_t size)
@@ -276,11 +280,37 @@ static void prefetch_sleep(void)
 	nanosleep(&ts, NULL);
 }
 
+/* nftw gives its callback no user pointer: the walk's sums live here (one walk at a
+ * time in this single-threaded program). */
+static struct {
+	int64_t bytes, files;
+} prefetch_walk;
+
+static int prefetch_walk_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	if (type == FTW_F && S_ISREG(st->st_mode)) {
+		prefetch_walk.bytes += st->st_size;
+		prefetch_walk.files++;
+	}
+	/* a huge tree gets a bar without a total rather than a long wait */
+	return prefetch_walk.files >= PREFETCH_WALK_MAX ? 1 : 0;
+}
+
+/* The bytes under path as the listings tell them (sizes of LFS objects included), or
+ * -1 when unknown. The walk lists what the prefetch is about to list anyway. */
+static int64_t prefetch_total(const char *path)
+{
+	memset(&prefetch_walk, 0, sizeof(prefetch_walk));
+	if (nftw(path, prefetch_walk_one, 16, FTW_PHYS) != 0)
+		return -1;
+	return prefetch_walk.bytes;
+}
+
 int reef_cmd_prefetch(int argc, char **argv)
 {
-	char root[PATH_MAX], rel[PATH_MAX], got[32], line[160], bar[BAR_WIDTH + 1];
+	char root[PATH_MAX], rel[PATH_MAX], got[32], all[32], line[200], bar[BAR_WIDTH + 1];
 	struct buf raw = BUF_INIT(0);
-	int64_t fetched0 = 0, done0 = 0;
+	int64_t fetched0 = 0, total;
 	bool tty = isatty(STDERR_FILENO);
 	int quiet = 0, r;
 	json_t *o = NULL;
@@ -300,13 +330,14 @@ int reef_cmd_prefetch(int argc, char **argv)
 	if ((r = mnt_status(root, &o, &raw)))
 		goto out;
 	fetched0 = mnt_int(o, "cache", "bytes_fetched");
-	done0 = mnt_int(o, "prefetch", "done");
 	json_decref(o);
 	o = NULL;
 	if ((r = mnt_ctl(root, "prefetch", rel)))
 		goto out;
+	total = prefetch_total(argv[1]);
+	reef_fmt_bytes(all, sizeof(all), (double)(total > 0 ? total : 0));
 	for (;;) {
-		int64_t queued, running, inflight, pending, done, total;
+		int64_t queued, running, inflight, pending, fetched;
 		size_t fill;
 
 		if ((r = mnt_status(root, &o, &raw)))
@@ -315,26 +346,28 @@ int reef_cmd_prefetch(int argc, char **argv)
 		running = mnt_int(o, "prefetch", "running");
 		pending = mnt_int(o, "cache", "prefetch_pending");
 		inflight = mnt_int(o, "cache", "in_flight");
-		done = mnt_int(o, "prefetch", "done") - done0;
-		reef_fmt_bytes(got, sizeof(got),
-		               (double)(mnt_int(o, "cache", "bytes_fetched") - fetched0));
+		fetched = mnt_int(o, "cache", "bytes_fetched") - fetched0;
 		json_decref(o);
 		o = NULL;
-		/* the bar is the share of this run's prefetch jobs that finished; the
-		 * total grows while a directory walk is still queueing files */
-		total = done + queued + running;
-		fill = total > 0 ? (size_t)(BAR_WIDTH * done / total) : BAR_WIDTH;
+		quiet = queued + running + inflight + pending == 0 ? quiet + 1 : 0;
+		/* fetched bytes over the listed size: what was cached already is not
+		 * fetched, so the bar is full only once nothing is left to do */
+		if (quiet >= PREFETCH_QUIET || total == 0)
+			fill = BAR_WIDTH;
+		else if (total < 0)
+			fill = 0;
+		else
+			fill = (size_t)(fetched >= total ? BAR_WIDTH - 1
+			                                 : (BAR_WIDTH - 1) * fetched / total);
 		memset(bar, '#', fill);
 		memset(bar + fill, '.', BAR_WIDTH - fill);
 		bar[BAR_WIDTH] = '\0';
-		snprintf(line, sizeof(line),
-		         "[%s] %s fetched, %lld files done, %lld queued, "
-		         "%lld in flight",
-		         bar, got, (long long)done, (long long)(queued + pending),
-		         (long long)inflight);
+		reef_fmt_bytes(got, sizeof(got), (double)fetched);
+		snprintf(line, sizeof(line), "[%s] %s fetched%s%s, %lld queued, %lld in flight",
+		         bar, got, total >= 0 ? " of " : "", total >= 0 ? all : "",
+		         (long long)(queued + running + pending), (long long)inflight);
 		if (tty)
 			fprintf(stderr, "\r%s\033[K", line);
-		quiet = queued + running + inflight + pending == 0 ? quiet + 1 : 0;
 		if (quiet >= PREFETCH_QUIET)
 			break;
 		prefetch_sleep();
