@@ -4,6 +4,8 @@ follow of real experiments, prefetch and gc through .reef/ctl, usage errors."""
 
 import json
 import os
+import pty
+import select
 import re
 import stat
 import subprocess
@@ -86,6 +88,36 @@ def test_login_bad_token_stores_nothing(hub, cli_env, tmp_path):
     # mount without a login says so
     r = reef(cli_env, "mount", tmp_path / "mnt")
     assert r.returncode == 1 and "not logged in" in r.stderr
+
+
+def test_login_on_a_terminal_does_not_echo(hub, cli_env, tmp_path):
+    token = hub.user("alice")
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([str(REEF_BIN), "login", hub.url], env=cli_env, stdin=slave,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.close(slave)
+        prompt = b""
+        while b"token: " not in prompt:  # echo is off once the prompt shows
+            assert select.select([p.stderr], [], [], 10)[0], prompt
+            prompt += os.read(p.stderr.fileno(), 100)
+        os.write(master, (token + "\n").encode())
+        out, err = p.communicate(timeout=30)
+        echoed = b""
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            echoed += chunk
+    finally:
+        os.close(master)
+    assert p.returncode == 0, (out, err)
+    assert out == f"logged in to {hub.url} as alice\n"
+    assert token.encode() not in echoed and token not in err
+    assert (tmp_path / "home/cfg/reef/token").read_text() == token
 
 
 def test_login_mount_status_unmount(hub, cli_env, cli_mounts, tmp_path):

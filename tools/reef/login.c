@@ -54,8 +54,7 @@ static int login_read_token(char *tok, size_t size)
 	int r = 0;
 
 	if (tty) {
-		fputs("Personal access token: ", stderr);
-		fflush(stderr);
+		/* echo off before the prompt: what is typed after it never shows */
 		if (tcgetattr(STDIN_FILENO, &old) == 0) {
 			quiet = old;
 			quiet.c_lflag &= ~(tcflag_t)ECHO;
@@ -63,6 +62,8 @@ static int login_read_token(char *tok, size_t size)
 		} else {
 			tty = false;
 		}
+		fputs("Personal access token: ", stderr);
+		fflush(stderr);
 	}
 	if (!fgets(tok, (int)size, stdin))
 		r = -ENODATA;
