@@ -205,7 +205,8 @@ def test_launch_and_follow(hub, tmp_path, mount_factory, cli_env):
     assert "(EINVAL)" in r.stderr and "epochs must be an integer" in r.stderr, r.stderr
     r = reef(cli_env, "launch", proj, "sgd-train", "name=boom")
     assert r.returncode == 1 and "(EEXIST)" in r.stderr
-    assert reef(cli_env, "follow", proj / "experiments/nope").returncode == 1
+    r = reef(cli_env, "follow", proj / "experiments/nope")
+    assert r.returncode == 1 and "(ENOENT)" in r.stderr
 
 
 def test_prefetch_and_gc(hub, mount_factory, cli_env, tmp_path):

@@ -14,8 +14,10 @@
 #include "reef.h"
 #include "reef/jsonx.h"
 
-#define FOLLOW_POLL_MS   250
-#define FOLLOW_MISSING_S 30 /* how long a just launched experiment may not show yet */
+#define FOLLOW_POLL_MS 250
+/* An accepted launch shows at once (queued, from the journal); the grace only covers a
+ * directory listing cached from just before it. */
+#define FOLLOW_MISSING_S 3
 #define LAUNCH_NAME_MAX  256
 
 static const char launch_help[] =
