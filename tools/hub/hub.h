@@ -78,6 +78,8 @@ struct hub_resp {
 	size_t n_headers;
 	int fd; /* >= 0: the body is this file from fd_offset, fd_len bytes; closed after */
 	uint64_t fd_offset;
+	/* With fd < 0 and an empty body, a HEAD answer: the length its GET would send (the
+	 * body itself is never read) */
 	uint64_t fd_len;
 };
 

@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "blobcache.h"
@@ -179,24 +178,6 @@ static int fd_head(int fd, char *out, size_t cap, size_t *got)
 	return 0;
 }
 
-/* HEAD's body is never sent, but the server takes its Content-Length from the body's
- * size: a sparse memory file of that size costs no memory and is never read. */
-static int head_body(uint64_t size, int *out)
-{
-	int fd = memfd_create("reef-hub-head", MFD_CLOEXEC);
-
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, (off_t)size) < 0) {
-		int r = -errno;
-
-		close(fd);
-		return r;
-	}
-	*out = fd;
-	return 0;
-}
-
 /* A large blob, sent from a file of the blob cache (blobcache.h) so that it is never held
  * in memory. HEAD and 416 materialize nothing: HEAD uses a cached copy when one is
  * trusted, else reads the first bytes from git for the Content-Type. */
@@ -219,9 +200,8 @@ static void serve_raw_large(struct repo_ctx *c, const git_oid *id, uint64_t size
 	}
 	git_oid_tostr(sha, sizeof sha, id);
 	if (head && blobcache_lookup(dir, sha, size, &fd) < 0) {
+		/* no file: the length alone answers HEAD (hub.h, fd_len) */
 		r = blobcache_peek(dir, git_dir, sha, size, first, BINARY_PROBE, &got);
-		if (r == 0)
-			r = head_body(size, &fd);
 	} else {
 		r = head ? 0 : blobcache_open(dir, git_dir, sha, size, &fd);
 		if (r == 0)

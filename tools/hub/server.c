@@ -613,6 +613,11 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 }
 
+static ssize_t head_body_unread(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
 static enum MHD_Result queue(struct hub_ctx *c, struct MHD_Connection *conn)
 {
 	struct hub_resp *resp = &c->resp;
@@ -626,6 +631,10 @@ static enum MHD_Result queue(struct hub_ctx *c, struct MHD_Connection *conn)
 		                                             resp->fd_offset);
 		if (mr)
 			resp->fd = -1; /* MHD closes it */
+	} else if (resp->fd_len > 0 && resp->body.len == 0) {
+		/* HEAD: MHD sends the Content-Length and never asks for the body */
+		mr = MHD_create_response_from_callback(resp->fd_len, 4096, head_body_unread, NULL,
+		                                       NULL);
 	} else {
 		size_t len = resp->body.len;
 		char *data = buf_steal(&resp->body);
