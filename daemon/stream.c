@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "reef/hash.h"
@@ -31,6 +32,9 @@
  * stays small enough to be in the CPU cache when written out. Below STREAM_JUMP, so a
  * fetcher that takes over the far part of a claim never cuts into buffered bytes. */
 #define STREAM_WBUF ((size_t)256 << 10)
+/* ...and never held longer than this once the first of them arrived: on a slow link a
+ * reader waiting for the start of a block gets it without waiting for the whole block. */
+#define STREAM_WBUF_AGE_NS ((int64_t)20 * 1000 * 1000)
 /* The hasher reads the file through a mapping of this much at a time: no copy out of the
  * page cache. */
 #define STREAM_HASH_MAP ((size_t)4 << 20)
@@ -55,6 +59,7 @@ struct stream_fetcher {
 	uint64_t skip; /* leading bytes to drop: a 200 (whole object) to a ranged request */
 	char *wbuf;    /* large objects: bytes from cur not written yet (wlen of them) */
 	size_t wlen;
+	int64_t wsince; /* CLOCK_MONOTONIC ns when the first of them arrived */
 };
 
 struct stream {
@@ -398,6 +403,14 @@ static int stream_put(struct stream_fetcher *f, const char *p, size_t len)
 	return 0;
 }
 
+static int64_t stream_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static int stream_flush(struct stream_fetcher *f)
 {
 	int r = f->wlen ? stream_put(f, f->wbuf, f->wlen) : 0;
@@ -424,13 +437,17 @@ static int stream_sink_data(void *arg, const void *data, size_t len)
 		/* up to the next block boundary after the cursor */
 		size_t lim = STREAM_WBUF - (size_t)(f->cur % STREAM_WBUF);
 		size_t k = lim - f->wlen < len ? lim - f->wlen : len;
+		int64_t now = stream_now_ns();
 		int r;
 
+		if (f->wlen == 0)
+			f->wsince = now;
 		memcpy(f->wbuf + f->wlen, p, k);
 		f->wlen += k;
 		p += k;
 		len -= k;
-		if (f->wlen == lim && (r = stream_flush(f)) < 0)
+		if ((f->wlen == lim || now - f->wsince >= STREAM_WBUF_AGE_NS) &&
+		    (r = stream_flush(f)) < 0)
 			return r;
 	}
 	return 0;

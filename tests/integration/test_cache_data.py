@@ -122,6 +122,7 @@ class DataFake:
         self.by_id = {i: n for n, i in self.ids.items()}
         self.ranges = True
         self.rate = 0             # bytes per second, 0: unlimited
+        self.chunk = 64 * 1024    # bytes per write of a body
         self.fault = {}           # blob id or sha256 -> "truncate" | "corrupt" | "stall"
         self.branch = "ok"        # "ok" | "429"
         self.href_host = None     # another origin for LFS hrefs
@@ -197,7 +198,7 @@ class DataFake:
         end = len(data)
         if fault in ("truncate", "stall"):
             end = max(start, len(data) // 2)
-        pos, chunk = start, 64 * 1024
+        pos, chunk = start, self.chunk
         try:
             while pos < end:
                 n = min(chunk, end - pos)
@@ -362,6 +363,22 @@ def test_far_read_uses_a_range(dfake, lives, tmp_path):
     stats = live.stats()
     assert stats["bytes_fetched"] <= len(BIG_BLOB) + 2 * MiB
     assert check_cache(tmp_path / "cache") >= 1
+    live.close()
+
+
+def test_slow_link_first_bytes_come_early(dfake, lives, tmp_path):
+    """A large download is written in 256 KiB blocks, but bytes are not held back longer
+    than a few tens of milliseconds: over a slow link (64 KiB/s, 4 KiB at a time) the
+    first 4 KiB reach a reader long before a block would have filled (4 s)."""
+    dfake.rate = 64 * 1024
+    dfake.chunk = 4096
+    live, c = start(dfake, lives, tmp_path)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    live.ok("oread", 7, c, "big.bin", 0, 4096, out)
+    assert time.monotonic() - t0 < 1.5
+    assert out.read_bytes() == BIG_BLOB[:4096]
+    dfake.rate = 0  # the rest of the download, at full speed: close waits for it
     live.close()
 
 
