@@ -21,7 +21,7 @@ from shutil import which
 import pytest
 
 from conftest import git
-from test_cache_layer import LIVE_BIN, Live, blob_id, tree_id
+from test_cache_layer import LIVE_BIN, Live, blob_id, closing, tree_id
 
 TOKEN = "fake-token-abcdefghijklmnop"
 MiB = 1 << 20
@@ -51,17 +51,7 @@ class Live2(Live):
 
 @pytest.fixture
 def lives():
-    procs = []
-
-    def make(*a, **kw):
-        p = Live2(*a, **kw)
-        procs.append(p)
-        return p
-
-    yield make
-    for p in procs:
-        if p.proc.poll() is None:
-            p.close()
+    yield from closing(Live2)
 
 
 def check_cache(cache: Path):

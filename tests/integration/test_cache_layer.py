@@ -74,12 +74,12 @@ class Live:
         return err
 
 
-@pytest.fixture
-def live_factory():
+def closing(cls):
+    """For a fixture: yields a factory of cls (a Live), then closes those still running."""
     procs = []
 
     def make(*a, **kw):
-        p = Live(*a, **kw)
+        p = cls(*a, **kw)
         procs.append(p)
         return p
 
@@ -87,6 +87,11 @@ def live_factory():
     for p in procs:
         if p.proc.poll() is None:
             p.close()
+
+
+@pytest.fixture
+def live_factory():
+    yield from closing(Live)
 
 
 def blob_id(data: bytes) -> str:

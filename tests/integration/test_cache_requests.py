@@ -14,26 +14,11 @@ from pathlib import Path
 import pytest
 
 from conftest import git
-from test_cache_data import Live2
+from test_cache_data import lives  # noqa: F401 (a fixture)
 from test_cache_layer import blob_id
 
 BIG = 3 * 1024 * 1024 + 5  # streamed (above the 1 MiB raw threshold)
 N_SMALL = 40
-
-
-@pytest.fixture
-def lives():
-    procs = []
-
-    def make(*a, **kw):
-        p = Live2(*a, **kw)
-        procs.append(p)
-        return p
-
-    yield make
-    for p in procs:
-        if p.proc.poll() is None:
-            p.close()
 
 
 def push_repo(hub, tmp_path, name="acme/cats"):
