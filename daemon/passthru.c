@@ -55,7 +55,6 @@ struct pt_inode {
 
 static struct {
 	int fd;                  /* the session's /dev/fuse descriptor */
-	bool want;               /* asked for by the mount options */
 	bool offered;            /* the kernel's INIT offers it */
 	uint64_t init_unique;    /* the INIT request, until answered */
 	bool on;                 /* atomic */
@@ -113,8 +112,7 @@ static ssize_t pt_writev(int fd, struct iovec *iov, int count, void *userdata)
 		}
 	} else if (pt.init_unique && h->unique == pt.init_unique) {
 		pt.init_unique = 0;
-		if (h->error == 0 && pt.want && pt.offered &&
-		    iov[1].iov_len == sizeof(struct fuse_init_out)) {
+		if (h->error == 0 && pt.offered && iov[1].iov_len == sizeof(struct fuse_init_out)) {
 			struct fuse_init_out o;
 			struct iovec v[2] = {iov[0], {&o, sizeof(o)}};
 
@@ -145,10 +143,10 @@ int passthru_attach(struct fuse_session *se, bool want)
 	    .splice_send = pt_splice_send,
 	};
 
-	pt.want = want;
-	pt.fd = fuse_session_fd(se);
+	/* without the hooks the init reply asks for nothing and pt.on stays false */
 	if (!want)
 		return 0;
+	pt.fd = fuse_session_fd(se);
 	return fuse_session_custom_io(se, &io, pt.fd) != 0 ? -EIO : 0;
 }
 
