@@ -1,6 +1,6 @@
 /* The caching layer of reefd (daemon/cache.c): answers every question the filesystem
  * asks — projects, refs, trees, blob sizes, blob contents — from the LMDB index and the
- * object store, going to the server (daemon/gl.c) only on a miss or an expired branch.
+ * object store, going to the server (daemon/remote/) only on a miss or an expired branch.
  * Everything it returns has been verified (trees and blobs against their ids). The FUSE
  * operations use only this interface. Thread-safe; concurrent misses for one object
  * share one download.

@@ -1,4 +1,4 @@
-/* Drives the cache layer (daemon/cache.c over daemon/gl.c) against a live server, one
+/* Drives the cache layer (daemon/cache.c over daemon/remote/) against a live server, one
  * command per stdin line (fields separated by tabs, so paths may hold spaces), one
  * answer per stdout line, so that
  * tests/integration/test_cache_layer.py can compare what it returns with a git checkout.

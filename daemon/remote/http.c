@@ -1,10 +1,12 @@
-/* The GitLab REST v4 client: see daemon/gl.h. */
-#include "gl.h"
+/* The request core of the GitLab client: handles, auth, caps, retries, pagination
+ * and the generic calls (see gl.h, gl_int.h). */
+#include "gl_int.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,61 +19,6 @@
 #include "reef/jsonx.h"
 #include "reef/log.h"
 #include "reef/util.h"
-
-#define GL_POOL_MAX      16
-#define GL_REDIRECTS_MAX 5
-#define GL_ERRBODY_MAX   ((size_t)4096)
-#define GL_JSON_TIMEOUT  120L /* seconds for a whole JSON exchange */
-#define GL_URL_MAX       ((size_t)16384)
-#define GL_LFS_HEADERS   16
-#define GL_HDR_MAX       ((size_t)8192) /* one header line from a batch response */
-#define GL_LFS_JSON_MAX  ((size_t)1 << 20)
-#define GL_STREAM_BUFFER (512L * 1024) /* CURLOPT_BUFFERSIZE's maximum */
-
-struct gl {
-	char *server; /* no trailing '/' */
-	char *api;    /* server + "/api/v4" */
-	char *token_hdr;
-	char *basic_hdr; /* "Authorization: Basic …" for git-over-HTTP routes (LFS) */
-	long stall_s;
-	int64_t retry_until; /* ms, CLOCK_REALTIME: the last 429's Retry-After; __atomic */
-	pthread_mutex_t lock;
-	CURL *pool[GL_POOL_MAX];
-	size_t npool;
-	/* One connection cache (and DNS cache) for every handle: a request reuses any idle
-	 * keep-alive connection to the server, whichever handle or thread made it. */
-	CURLSH *share;
-	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
-	uint64_t requests, errors, connects; /* __atomic */
-};
-
-struct gl_req {
-	const char *method; /* "GET", "HEAD" or "POST" */
-	const char *url;
-	const struct gl_sink *sink; /* streaming instead of body */
-	const struct gl_stream_sink *ssink;
-	uint64_t max;
-	uint64_t off;                   /* Range start of a stream (0: no Range header) */
-	const struct gl_target *target; /* extra headers and auth of a stream */
-	const char *post;               /* POST body (JSON) */
-	const char *content_type;       /* POST and Accept for post */
-	bool basic;                     /* Basic auth instead of PRIVATE-TOKEN */
-	/* results */
-	long status;
-	struct buf body;
-	struct buf errbody;
-	int cb_err; /* why a callback aborted the transfer */
-	bool begun;
-	uint64_t got;
-	char location[2048];
-	char link_next[2048];
-	char next_page[24];
-	char retry_after[24];
-	char blob_id[48];
-	char size[24];
-	char content_range[96];
-	CURL *h;
-};
 
 static pthread_once_t gl_curl_once = PTHREAD_ONCE_INIT;
 static int gl_curl_ok;
@@ -306,7 +253,7 @@ static void gl_handle_put(struct gl *g, CURL *h)
 }
 
 /* The token only goes to URLs under our own server (redirects may point elsewhere). */
-static bool gl_same_origin(const struct gl *g, const char *url)
+bool gl_same_origin(const struct gl *g, const char *url)
 {
 	size_t n = strlen(g->server);
 
@@ -616,7 +563,7 @@ static struct curl_slist *gl_add_headers(struct gl *g, const struct gl_req *rq, 
 }
 
 /* One exchange, following redirects (GET) and retrying 429s. */
-static int gl_perform(struct gl *g, struct gl_req *rq)
+int gl_perform(struct gl *g, struct gl_req *rq)
 {
 	char *url = strdup(rq->url);
 	unsigned redirects = 0, retries = 0;
@@ -742,7 +689,7 @@ static int gl_perform(struct gl *g, struct gl_req *rq)
 	return r;
 }
 
-static void gl_req_init(struct gl_req *rq, const char *method, const char *url)
+void gl_req_init(struct gl_req *rq, const char *method, const char *url)
 {
 	memset(rq, 0, sizeof(*rq));
 	rq->method = method;
@@ -751,13 +698,13 @@ static void gl_req_init(struct gl_req *rq, const char *method, const char *url)
 	buf_init(&rq->errbody, GL_ERRBODY_MAX + 1);
 }
 
-static void gl_req_free(struct gl_req *rq)
+void gl_req_free(struct gl_req *rq)
 {
 	buf_free(&rq->body);
 	buf_free(&rq->errbody);
 }
 
-static int gl_parse(struct gl_req *rq, json_t **out)
+int gl_parse(struct gl_req *rq, json_t **out)
 {
 	int r = jsonx_parse(out, rq->body.data ? rq->body.data : "", rq->body.len, 0, GL_JSON_MAX);
 
@@ -768,10 +715,7 @@ static int gl_parse(struct gl_req *rq, json_t **out)
 	return 0;
 }
 
-/* Builds api + "/" + path; the caller frees. */
-static int gl_url(struct gl *g, char **out, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int gl_url(struct gl *g, char **out, const char *fmt, ...)
+int gl_url(struct gl *g, char **out, const char *fmt, ...)
 {
 	struct buf b = BUF_INIT(GL_URL_MAX);
 	va_list ap;
@@ -792,7 +736,7 @@ static int gl_url(struct gl *g, char **out, const char *fmt, ...)
 }
 
 /* URL-encodes s into a new string. */
-static char *gl_enc(const char *s)
+char *gl_enc(const char *s)
 {
 	struct buf b = BUF_INIT(GL_URL_MAX);
 
@@ -805,7 +749,7 @@ static char *gl_enc(const char *s)
 	return buf_steal(&b);
 }
 
-static int gl_get_json(struct gl *g, const char *url, json_t **out)
+int gl_get_json(struct gl *g, const char *url, json_t **out)
 {
 	struct gl_req rq;
 	int r;
@@ -846,8 +790,8 @@ static char *gl_next_url(struct gl *g, const struct gl_req *rq, const char *firs
 }
 
 /* Calls on_page for each page's array; stops after max_items items or max_pages. */
-static int gl_get_pages(struct gl *g, const char *first, size_t max_items,
-                        int (*on_page)(void *arg, json_t *arr), void *arg)
+int gl_get_pages(struct gl *g, const char *first, size_t max_items,
+                 int (*on_page)(void *arg, json_t *arr), void *arg)
 {
 	char *url = strdup(first);
 	size_t items = 0, pages = 0, max_pages = max_items / 20 + 2;
@@ -893,7 +837,7 @@ static int gl_collect(void *arg, json_t *arr)
 	return json_array_extend(arg, arr) == 0 ? 0 : -ENOMEM;
 }
 
-static int gl_get_list(struct gl *g, const char *url, json_t **out)
+int gl_get_list(struct gl *g, const char *url, json_t **out)
 {
 	json_t *all = json_array();
 	int r;
@@ -910,348 +854,8 @@ static int gl_get_list(struct gl *g, const char *url, json_t **out)
 	return 0;
 }
 
-int gl_user(struct gl *g, json_t **out)
-{
-	char *url;
-	int r = gl_url(g, &url, "user");
-
-	if (r < 0)
-		return r;
-	r = gl_get_json(g, url, out);
-	free(url);
-	if (r == 0 && !json_is_object(*out)) {
-		json_decref(*out);
-		*out = NULL;
-		r = -EIO;
-	}
-	return r;
-}
-
-int gl_projects_list(struct gl *g, json_t **out)
-{
-	char *url;
-	int r = gl_url(g, &url, "projects?membership=true&simple=true&per_page=100");
-
-	if (r < 0)
-		return r;
-	r = gl_get_list(g, url, out);
-	free(url);
-	return r;
-}
-
-static int gl_get_object(struct gl *g, char *url, json_t **out)
-{
-	int r = gl_get_json(g, url, out);
-
-	free(url);
-	if (r == 0 && !json_is_object(*out)) {
-		json_decref(*out);
-		*out = NULL;
-		r = -EIO;
-	}
-	return r;
-}
-
-int gl_project_get(struct gl *g, const char *path_or_id, json_t **out)
-{
-	char *enc, *url;
-	int r;
-
-	*out = NULL;
-	if (!path_or_id || !*path_or_id)
-		return -EINVAL;
-	enc = gl_enc(path_or_id);
-	if (!enc)
-		return -ENAMETOOLONG;
-	r = gl_url(g, &url, "projects/%s", enc);
-	free(enc);
-	return r < 0 ? r : gl_get_object(g, url, out);
-}
-
-static int gl_repo_list(struct gl *g, int64_t pid, const char *what, json_t **out)
-{
-	char *url;
-	int r = gl_url(g, &url, "projects/%" PRId64 "/repository/%s?per_page=100", pid, what);
-
-	if (r < 0)
-		return r;
-	r = gl_get_list(g, url, out);
-	free(url);
-	return r;
-}
-
-static int gl_repo_get(struct gl *g, int64_t pid, const char *what, const char *name, json_t **out)
-{
-	char *enc, *url;
-	int r;
-
-	*out = NULL;
-	if (!name || !*name)
-		return -EINVAL;
-	enc = gl_enc(name);
-	if (!enc)
-		return -ENAMETOOLONG;
-	r = gl_url(g, &url, "projects/%" PRId64 "/repository/%s/%s", pid, what, enc);
-	free(enc);
-	return r < 0 ? r : gl_get_object(g, url, out);
-}
-
-int gl_branches_list(struct gl *g, int64_t project_id, json_t **out)
-{
-	return gl_repo_list(g, project_id, "branches", out);
-}
-
-int gl_branch_get(struct gl *g, int64_t project_id, const char *name, json_t **out)
-{
-	return gl_repo_get(g, project_id, "branches", name, out);
-}
-
-int gl_tags_list(struct gl *g, int64_t project_id, json_t **out)
-{
-	return gl_repo_list(g, project_id, "tags", out);
-}
-
-int gl_tag_get(struct gl *g, int64_t project_id, const char *name, json_t **out)
-{
-	return gl_repo_get(g, project_id, "tags", name, out);
-}
-
-int gl_commit_get(struct gl *g, int64_t project_id, const char *ref, json_t **out)
-{
-	return gl_repo_get(g, project_id, "commits", ref, out);
-}
-
-struct gl_tree_acc {
-	struct tree_entry *e;
-	size_t n, alloc;
-};
-
-static int gl_tree_mode(const char *mode, const char *type, uint32_t *out)
-{
-	static const struct {
-		const char *mode, *type;
-		uint32_t value;
-	} modes[] = {
-	    {"040000", "tree", TREE_MODE_DIR},         {"100644", "blob", TREE_MODE_FILE},
-	    {"100755", "blob", TREE_MODE_EXEC},        {"120000", "blob", TREE_MODE_LINK},
-	    {"160000", "commit", TREE_MODE_SUBMODULE}, {"100664", "blob", TREE_MODE_FILE},
-	};
-
-	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
-		if (strcmp(mode, modes[i].mode) == 0) {
-			if (strcmp(type, modes[i].type) != 0)
-				return -EIO;
-			*out = modes[i].value;
-			return 0;
-		}
-	return -EIO;
-}
-
-static int gl_tree_page(void *arg, json_t *arr)
-{
-	struct gl_tree_acc *acc = arg;
-	size_t i;
-	json_t *it;
-
-	json_array_foreach(arr, i, it)
-	{
-		json_t *jname = json_object_get(it, "name"), *jsize = json_object_get(it, "size");
-		const char *name = json_string_value(jname), *id = jsonx_str(it, "id");
-		const char *mode = jsonx_str(it, "mode"), *type = jsonx_str(it, "type");
-		struct tree_entry *e;
-		size_t nl;
-
-		if (!name || !id || !mode || !type)
-			return -EIO;
-		nl = json_string_length(jname);
-		if (nl == 0 || nl > TREE_NAME_MAX || strlen(name) != nl || strchr(name, '/') ||
-		    strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
-		    !hash_is_hex(id, HASH_SHA1_HEX))
-			return -EIO;
-		if (acc->n == acc->alloc) {
-			size_t na = acc->alloc ? acc->alloc * 2 : 128;
-			struct tree_entry *ne;
-
-			if (acc->n >= GL_TREE_MAX)
-				return -EIO;
-			ne = realloc(acc->e, na * sizeof(*ne));
-			if (!ne)
-				return -ENOMEM;
-			acc->e = ne;
-			acc->alloc = na;
-		}
-		e = &acc->e[acc->n];
-		memset(e, 0, sizeof(*e));
-		if (gl_tree_mode(mode, type, &e->mode) < 0)
-			return -EIO;
-		memcpy(e->name, name, nl + 1);
-		memcpy(e->oid, id, 41);
-		e->size = -1;
-		if (json_is_integer(jsize) && json_integer_value(jsize) >= 0 &&
-		    strcmp(type, "blob") == 0)
-			e->size = (int64_t)json_integer_value(jsize);
-		acc->n++;
-	}
-	return 0;
-}
-
-int gl_tree_list(struct gl *g, int64_t project_id, const char *ref, const char *path,
-                 struct tree_entry **out, size_t *n)
-{
-	struct gl_tree_acc acc = {0};
-	char *eref = NULL, *epath = NULL, *url = NULL;
-	int r;
-
-	*out = NULL;
-	*n = 0;
-	if (!ref || !*ref || !path)
-		return -EINVAL;
-	eref = gl_enc(ref);
-	epath = gl_enc(path);
-	if (!eref || !epath) {
-		r = -ENAMETOOLONG;
-		goto out;
-	}
-	r = gl_url(g, &url,
-	           "projects/%" PRId64 "/repository/tree?ref=%s%s%s&per_page=100&pagination=keyset",
-	           project_id, eref, *path ? "&path=" : "", epath);
-	if (r < 0)
-		goto out;
-	r = gl_get_pages(g, url, GL_TREE_MAX, gl_tree_page, &acc);
-	if (r < 0)
-		goto out;
-	*out = acc.e;
-	*n = acc.n;
-	acc.e = NULL;
-out:
-	free(acc.e);
-	free(eref);
-	free(epath);
-	free(url);
-	return r;
-}
-
-int gl_file_head(struct gl *g, int64_t project_id, const char *ref, const char *path,
-                 char blob_id[41], uint64_t *size)
-{
-	char *eref = NULL, *epath = NULL, *url = NULL, *end;
-	struct gl_req rq;
-	unsigned long long sz;
-	int r;
-
-	if (!ref || !*ref || !path || !*path)
-		return -EINVAL;
-	eref = gl_enc(ref);
-	epath = gl_enc(path);
-	if (!eref || !epath) {
-		r = -ENAMETOOLONG;
-		goto out;
-	}
-	r = gl_url(g, &url, "projects/%" PRId64 "/repository/files/%s?ref=%s", project_id, epath,
-	           eref);
-	if (r < 0)
-		goto out;
-	gl_req_init(&rq, "HEAD", url);
-	r = gl_perform(g, &rq);
-	if (r == 0) {
-		errno = 0;
-		sz = strtoull(rq.size, &end, 10);
-		if (!hash_is_hex(rq.blob_id, HASH_SHA1_HEX) || !rq.size[0] || *end || errno ||
-		    rq.size[0] == '-') {
-			log_warn("HEAD %s: no valid X-Gitlab-Blob-Id / X-Gitlab-Size", url);
-			r = -EIO;
-		} else {
-			memcpy(blob_id, rq.blob_id, 41);
-			*size = sz;
-		}
-	}
-	gl_req_free(&rq);
-out:
-	free(eref);
-	free(epath);
-	free(url);
-	return r;
-}
-
-int gl_blob_raw(struct gl *g, int64_t project_id, const char *sha, uint64_t max,
-                const struct gl_sink *sink)
-{
-	struct gl_req rq;
-	char *url;
-	int r;
-
-	if (!sha || !hash_is_hex(sha, HASH_SHA1_HEX) || !sink || !sink->data)
-		return -EINVAL;
-	r = gl_url(g, &url, "projects/%" PRId64 "/repository/blobs/%s/raw", project_id, sha);
-	if (r < 0)
-		return r;
-	gl_req_init(&rq, "GET", url);
-	rq.sink = sink;
-	rq.max = max;
-	r = gl_perform(g, &rq);
-	gl_req_free(&rq);
-	free(url);
-	return r;
-}
-
-void gl_target_free(struct gl_target *t)
-{
-	if (!t)
-		return;
-	for (size_t i = 0; i < t->nheaders; i++) {
-		explicit_bzero(t->headers[i], strlen(t->headers[i]));
-		free(t->headers[i]);
-	}
-	free(t->headers);
-	free(t->url);
-	memset(t, 0, sizeof(*t));
-}
-
-int gl_blob_target(struct gl *g, int64_t project_id, const char *sha, struct gl_target *out)
-{
-	memset(out, 0, sizeof(*out));
-	if (!sha || !hash_is_hex(sha, HASH_SHA1_HEX))
-		return -EINVAL;
-	return gl_url(g, &out->url, "projects/%" PRId64 "/repository/blobs/%s/raw", project_id,
-	              sha);
-}
-
-int gl_stream(struct gl *g, const struct gl_target *t, uint64_t off, uint64_t max,
-              const struct gl_stream_sink *sink)
-{
-	struct gl_req rq;
-	int r;
-
-	if (!t || !t->url || !sink || !sink->data)
-		return -EINVAL;
-	gl_req_init(&rq, "GET", t->url);
-	rq.ssink = sink;
-	rq.max = max;
-	rq.off = off;
-	rq.target = t;
-	r = gl_perform(g, &rq);
-	gl_req_free(&rq);
-	return r;
-}
-
-/* A header from a batch response: a token name and a value without line breaks. */
-static int gl_lfs_header(const char *name, const char *value, char **out)
-{
-	size_t nl = strlen(name);
-
-	if (nl == 0 || nl > 128 || strlen(value) > GL_HDR_MAX)
-		return -EIO;
-	for (size_t i = 0; i < nl; i++)
-		if (!(name[i] == '-' || name[i] == '_' || (name[i] >= '0' && name[i] <= '9') ||
-		      ((name[i] | 0x20) >= 'a' && (name[i] | 0x20) <= 'z')))
-			return -EIO;
-	if (strpbrk(value, "\r\n"))
-		return -EIO;
-	return asprintf(out, "%s: %s", name, value) < 0 ? -ENOMEM : 0;
-}
-
 /* Project path segments encoded one by one: the slashes between them stay. */
-static char *gl_path_enc(const char *path)
+char *gl_path_enc(const char *path)
 {
 	struct buf b = BUF_INIT(GL_URL_MAX);
 	const char *p = path;
@@ -1275,113 +879,34 @@ fail:
 	return NULL;
 }
 
-int gl_lfs_target(struct gl *g, const char *project_path, const char *oid, uint64_t size,
-                  struct gl_target *out)
+void gl_target_free(struct gl_target *t)
 {
-	char *enc = NULL, *url = NULL, *body = NULL;
-	json_t *resp = NULL, *obj, *err, *dl, *hdrs;
-	const char *href, *key;
-	json_t *val;
+	if (!t)
+		return;
+	for (size_t i = 0; i < t->nheaders; i++) {
+		explicit_bzero(t->headers[i], strlen(t->headers[i]));
+		free(t->headers[i]);
+	}
+	free(t->headers);
+	free(t->url);
+	memset(t, 0, sizeof(*t));
+}
+
+int gl_stream(struct gl *g, const struct gl_target *t, uint64_t off, uint64_t max,
+              const struct gl_stream_sink *sink)
+{
 	struct gl_req rq;
 	int r;
 
-	memset(out, 0, sizeof(*out));
-	if (!project_path || !path_is_safe(project_path, 1024) || !oid ||
-	    !hash_is_hex(oid, HASH_SHA256_HEX))
+	if (!t || !t->url || !sink || !sink->data)
 		return -EINVAL;
-	enc = gl_path_enc(project_path);
-	if (!enc)
-		return -ENAMETOOLONG;
-	if (asprintf(&url, "%s/%s.git/info/lfs/objects/batch", g->server, enc) < 0 ||
-	    asprintf(&body,
-	             "{\"operation\":\"download\",\"transfers\":[\"basic\"],"
-	             "\"objects\":[{\"oid\":\"%s\",\"size\":%" PRIu64 "}]}",
-	             oid, size) < 0) {
-		url = body = NULL;
-		free(enc);
-		return -ENOMEM;
-	}
-	free(enc);
-	gl_req_init(&rq, "POST", url);
-	buf_init(&rq.body, GL_LFS_JSON_MAX);
-	rq.post = body;
-	rq.content_type = "Accept: application/vnd.git-lfs+json";
-	rq.basic = true;
+	gl_req_init(&rq, "GET", t->url);
+	rq.ssink = sink;
+	rq.max = max;
+	rq.off = off;
+	rq.target = t;
 	r = gl_perform(g, &rq);
-	if (r == 0)
-		r = gl_parse(&rq, &resp);
 	gl_req_free(&rq);
-	if (r < 0)
-		goto out;
-	obj = json_array_get(json_object_get(resp, "objects"), 0);
-	if (!json_is_object(obj) || !jsonx_str(obj, "oid") || strcmp(jsonx_str(obj, "oid"), oid)) {
-		log_warn("LFS batch for %.12s: no entry for the object asked", oid);
-		r = -EIO;
-		goto out;
-	}
-	err = json_object_get(obj, "error");
-	if (err) {
-		long code = (long)jsonx_int(err, "code", 500);
-
-		r = code == 404 || code == 410 ? -ENOENT : err_from_http(code);
-		if (r == 0)
-			r = -EIO;
-		log_warn("LFS object %.12s: server error %ld: %.200s", oid, code,
-		         jsonx_str(err, "message") ? jsonx_str(err, "message") : "");
-		goto out;
-	}
-	dl = json_object_get(json_object_get(obj, "actions"), "download");
-	href = jsonx_str(dl, "href");
-	if (!href || strlen(href) > GL_URL_MAX ||
-	    (strncmp(href, "http://", 7) != 0 && strncmp(href, "https://", 8) != 0)) {
-		log_warn("LFS object %.12s: no usable download href", oid);
-		r = -EIO;
-		goto out;
-	}
-	/* an href elsewhere (object storage) would get headers meant for our server:
-	 * only our own server's hrefs are followed */
-	if (!gl_same_origin(g, href)) {
-		log_warn("LFS object %.12s: download href on another server refused", oid);
-		r = -EIO;
-		goto out;
-	}
-	out->url = strdup(href);
-	if (!out->url) {
-		r = -ENOMEM;
-		goto out;
-	}
-	hdrs = json_object_get(dl, "header");
-	if (json_is_object(hdrs) && json_object_size(hdrs)) {
-		if (json_object_size(hdrs) > GL_LFS_HEADERS) {
-			r = -EIO;
-			goto out;
-		}
-		out->headers = calloc(json_object_size(hdrs), sizeof(char *));
-		if (!out->headers) {
-			r = -ENOMEM;
-			goto out;
-		}
-		json_object_foreach(hdrs, key, val)
-		{
-			if (!json_is_string(val)) {
-				r = -EIO;
-				goto out;
-			}
-			r = gl_lfs_header(key, json_string_value(val),
-			                  &out->headers[out->nheaders]);
-			if (r < 0)
-				goto out;
-			out->nheaders++;
-		}
-	}
-	out->basic = true;
-	r = 0;
-out:
-	if (r < 0)
-		gl_target_free(out);
-	json_decref(resp);
-	free(url);
-	free(body);
 	return r;
 }
 

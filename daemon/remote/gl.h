@@ -1,4 +1,5 @@
-/* The GitLab REST v4 client of reefd (daemon/gl.c), over libcurl. Knows HTTP and
+/* The GitLab client of reefd (daemon/remote/: http.c the request core, rest.c the REST v4
+ * routes, lfs.c Git LFS), over libcurl. Knows HTTP and
  * GitLab's JSON; knows nothing of FUSE or the cache. See docs/cache.md.
  *
  * Every call is thread-safe (easy handles come from a small pool, so connections are
@@ -8,7 +9,7 @@
  * and parsed with a nesting cap; lists follow pagination up to a total item cap; 429 is
  * retried after Retry-After (bounded).
  *
- * Errors (negative errno, one table in gl.c): -ENOENT 404/410; -EACCES 401/403; -EINVAL
+ * Errors (negative errno, one table in http.c): -ENOENT 404/410; -EACCES 401/403; -EINVAL
  * 400/422 or a malformed argument; -EIO for everything else that went wrong with the
  * server: unreachable, timed out, 5xx, too many 429s, an oversize or malformed body. */
 #ifndef REEF_GL_H
