@@ -29,140 +29,19 @@
 #include "reef/log.h"
 #include "reef/util.h"
 
-#define CACHE_REFLISTS_MAX 64 /* (project, kind) ref listings kept in memory */
-#define CACHE_PATH_MAX     4096
-#define CACHE_REF_MAX      1024
-#define CACHE_LIVE_BUCKETS 1024
-#define CACHE_TOUCH_MAX    256     /* access times batched before one index write */
-#define CACHE_ERRORS       16      /* recent errors kept for status */
-#define CACHE_BRANCHES_MAX 256     /* branches polled */
-#define CACHE_JOBS_MAX     65536   /* prefetch queue */
-#define CACHE_PIDS_MAX     256     /* project id -> path, for LFS batch URLs */
-#define CACHE_BACKOFF_MAX  300000  /* ms between polls of a failing branch */
-#define CACHE_WALK_MAX     1000000 /* entries visited by forget */
+#include "cache_int.h"
 
-struct cache_reflist {
-	int64_t project_id;
-	enum cache_ref_kind kind;
-	char **names;
-	size_t n;
-	int64_t at;
-	struct cache_reflist *next;
-};
-
-struct cache_inflight {
-	char oid[41];
-	unsigned refs;
-	bool done;
-	int result;
-	struct cache_inflight *next;
-};
-
-/* An object someone has open or is downloading, keyed by kind and id: what eviction
- * must leave alone and where concurrent readers find the shared download. */
-struct cache_live {
-	enum odb_kind kind;
-	char oid[65];
-	unsigned opens;
-	bool starting;    /* a stream is being set up: wait for it */
-	struct stream *s; /* the download in progress (a reference), or NULL */
-	uint64_t reserve; /* bytes s will store once verified (0: streamed through) */
-	struct cache_live *next;
-};
-
-struct cache_err {
-	int64_t at;
-	char msg[200];
-};
-
-struct cache_branch {
-	int64_t pid;
-	char name[CACHE_REF_MAX + 1];
-	int64_t touched, next_poll;
-	unsigned backoff_ms;
-	struct cache_branch *next;
-};
-
-struct cache_job {
-	int64_t pid;
-	char commit[41];
-	char oid[41];
-	bool tree;
-	char *path;
-	struct cache_job *next;
-};
-
-struct cache_pid {
-	int64_t id;
-	char path[1024];
-};
-
-struct cache {
-	unsigned branch_ttl_ms, list_ttl_ms;
-	unsigned poll_ms, nworkers;
-	uint64_t limit; /* __atomic */
-	bool limit_default;
-	char *dir;
-	struct odb *odb;
-	struct idx *idx;
-	struct gl *gl;
-	pthread_mutex_t lock; /* guards everything below */
-	pthread_cond_t done;  /* an in-flight download finished */
-	json_t *user;
-	struct cache_project *projects;
-	size_t nprojects;
-	int64_t projects_at;
-	bool have_projects;
-	struct cache_reflist *reflists;
-	size_t nreflists;
-	struct cache_inflight *inflight;
-	uint64_t hits, misses;  /* __atomic */
-	uint64_t bytes_fetched; /* __atomic: completed downloads */
-	uint64_t polls;         /* __atomic: branch heads re-asked by the poller */
-	int64_t refresh_at;     /* anything fetched before this is stale */
-	struct cache_live *live[CACHE_LIVE_BUCKETS];
-	unsigned in_flight;
-	struct idx_obj touch[CACHE_TOUCH_MAX];
-	size_t ntouch;
-	/* records of objects just stored, written with the access times: a download costs
-	 * no index transaction of its own (a crash loses them; the start-up pass restores
-	 * a record for every object on disk) */
-	struct idx_obj puts[CACHE_TOUCH_MAX];
-	size_t nputs;
-	struct cache_err errs[CACHE_ERRORS];
-	size_t nerrs, errs_next;
-	struct cache_branch *branches;
-	size_t nbranches;
-	cache_branch_moved_fn moved_fn;
-	void *moved_arg;
-	unsigned moved_running;    /* callbacks in progress */
-	pthread_cond_t moved_idle; /* moved_running went down */
-	struct cache_pid pids[CACHE_PIDS_MAX];
-	size_t npids, pids_next;
-	struct cache_job *jobs, *jobs_tail;
-	size_t njobs;
-	unsigned busy_workers;
-	pthread_cond_t jobs_cond;
-	pthread_t *workers;
-	pthread_t maint;
-	bool maint_started;
-	pthread_cond_t maint_cond;
-	bool stop;
-	pthread_mutex_t evict_lock; /* one eviction at a time */
-};
-
-static void cache_err_note(struct cache *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int cache_evict(struct cache *c, uint64_t need);
+void cache_err_note(struct cache *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cache_evict(struct cache *c, uint64_t need);
 static void cache_touch(struct cache *c, enum odb_kind kind, const char *oid);
-static void cache_obj_note(struct cache *c, enum odb_kind kind, const char *oid, uint64_t size);
+void cache_obj_note(struct cache *c, enum odb_kind kind, const char *oid, uint64_t size);
 static void cache_branch_moved(struct cache *c, int64_t pid, const char *name, const char *old,
                                const char *now);
 static void *cache_maint_main(void *arg);
 static int cache_ref_from_json(const json_t *j, enum cache_ref_kind kind, char commit[41]);
 static void cache_pid_note(struct cache *c, int64_t id, const char *path);
 
-static int64_t cache_now_ms(void)
+int64_t cache_now_ms(void)
 {
 	struct timespec ts;
 
@@ -208,6 +87,7 @@ int cache_new(struct cache **out, const struct cache_opts *o)
 	pthread_cond_init(&c->jobs_cond, NULL);
 	pthread_cond_init(&c->maint_cond, NULL);
 	pthread_cond_init(&c->moved_idle, NULL);
+	cache_bulk_init(c);
 	c->branch_ttl_ms = o->branch_ttl_ms;
 	c->list_ttl_ms = o->list_ttl_ms;
 	c->poll_ms = o->poll_ms ? o->poll_ms : CACHE_POLL_MS_DEFAULT;
@@ -342,6 +222,7 @@ void cache_free(struct cache *c)
 	pthread_cond_destroy(&c->jobs_cond);
 	pthread_cond_destroy(&c->maint_cond);
 	pthread_cond_destroy(&c->moved_idle);
+	cache_bulk_fini(c);
 	pthread_mutex_destroy(&c->evict_lock);
 	pthread_mutex_destroy(&c->lock);
 	free(c->dir);
@@ -853,6 +734,12 @@ int cache_root_tree(struct cache *c, int64_t project_id, const char *commit, cha
 	if (idx_commit_get(c->idx, commit, tree_oid) == 0 &&
 	    cache_tree_lookup(c, tree_oid, out, n) == 0)
 		return 0;
+	/* every tree of the commit in one request where the server speaks git's v2 */
+	r = cache_bulk_root(c, project_id, commit, tree_oid);
+	if (r == 0 && cache_tree_lookup(c, tree_oid, out, n) == 0) {
+		__atomic_add_fetch(&c->misses, 1, __ATOMIC_RELAXED);
+		return 0;
+	}
 	r = cache_tree_fetch(c, project_id, commit, "", NULL, tree_oid, out, n);
 	if (r < 0)
 		return r;
@@ -872,6 +759,12 @@ int cache_tree(struct cache *c, int64_t project_id, const char *commit, const ch
 	if (!cache_oid_valid(commit) || !cache_oid_valid(tree_oid) || !cache_path_ok(path))
 		return -EINVAL;
 	if (cache_tree_lookup(c, tree_oid, out, n) == 0)
+		return 0;
+	/* the commit's trees were never fetched over git (its root came another way, or
+	 * the index lost it): once over git, then this tree is indexed too */
+	if (idx_commit_get(c->idx, commit, got) < 0 &&
+	    cache_bulk_root(c, project_id, commit, got) == 0 &&
+	    cache_tree_lookup(c, tree_oid, out, n) == 0)
 		return 0;
 	return cache_tree_fetch(c, project_id, commit, path, tree_oid, got, out, n);
 }
@@ -1031,6 +924,11 @@ int cache_blob_size(struct cache *c, int64_t project_id, const char *commit, con
 		idx_size_put(c->idx, oid, *size);
 		return 0;
 	}
+	/* the whole directory's sizes in a few requests, then this one from the index */
+	if (commit && cache_oid_valid(commit) && path && path_is_safe(path, CACHE_PATH_MAX - 1) &&
+	    cache_bulk_sizes(c, project_id, commit, path) == 0 &&
+	    idx_size_get(c->idx, oid, size) == 0)
+		return 0;
 	if (commit && cache_oid_valid(commit) && path && path_is_safe(path, CACHE_PATH_MAX - 1)) {
 		r = gl_file_head(c->gl, project_id, commit, path, got, size);
 		if (r == 0 && strcmp(got, oid) != 0) {
@@ -1056,7 +954,7 @@ int cache_blob_size(struct cache *c, int64_t project_id, const char *commit, con
 
 /* --- errors, access times, limit and eviction --- */
 
-static void cache_err_note(struct cache *c, const char *fmt, ...)
+void cache_err_note(struct cache *c, const char *fmt, ...)
 {
 	struct cache_err *e;
 	va_list ap;
@@ -1102,7 +1000,7 @@ static void cache_touch_flush(struct cache *c)
 }
 
 /* Queues the record of an object just stored (size on disk, accessed now). */
-static void cache_obj_note(struct cache *c, enum odb_kind kind, const char *oid, uint64_t size)
+void cache_obj_note(struct cache *c, enum odb_kind kind, const char *oid, uint64_t size)
 {
 	bool full;
 
@@ -1310,7 +1208,7 @@ static uint64_t cache_reserved(struct cache *c)
  * being downloaded to keep and need fit under the limit (to 95 % of it, so that a
  * sequence of misses does not evict at every one). 0 when they fit, -ENOSPC when what
  * is open or in flight alone is too much. */
-static int cache_evict(struct cache *c, uint64_t need)
+int cache_evict(struct cache *c, uint64_t need)
 {
 	uint64_t limit = __atomic_load_n(&c->limit, __ATOMIC_RELAXED), bytes = 0, objects = 0;
 	uint64_t reserved, target;
@@ -1372,7 +1270,7 @@ static void cache_pid_note(struct cache *c, int64_t id, const char *path)
 }
 
 /* The project's full path (the LFS batch URL is per repository path, not id). */
-static int cache_pid_path(struct cache *c, int64_t id, char path[1024])
+int cache_pid_path(struct cache *c, int64_t id, char path[1024])
 {
 	struct cache_project p;
 	char ids[24];
@@ -1447,8 +1345,7 @@ static int cache_attrs_lfs(struct cache *c, int64_t project_id, const struct tre
  * superset of the paths git-lfs would smudge). A pointer committed without such an
  * attribute is shown as its text, as a git checkout shows it. 1 possible, 0 not, or a
  * negative errno (the caller then treats the blob as a candidate). */
-static int cache_lfs_possible(struct cache *c, int64_t project_id, const char *commit,
-                              const char *path)
+int cache_lfs_possible(struct cache *c, int64_t project_id, const char *commit, const char *path)
 {
 	struct tree_entry *e = NULL;
 	char tree[41], dir[CACHE_PATH_MAX];
@@ -1517,6 +1414,38 @@ int cache_blob_info(struct cache *c, int64_t project_id, const char *commit, con
 		}
 		return 0;
 	}
+	{
+		int64_t known = listed_size;
+
+		if (known < 0 && idx_size_get(c->idx, oid, &size) == 0 && size <= INT64_MAX)
+			known = (int64_t)size;
+		if (known >= 0 && !CACHE_LFS_CANDIDATE(known)) {
+			info->size = info->blob_size = (uint64_t)known;
+			return 0;
+		}
+		if (known >= 0 && commit && path && cache_oid_valid(commit) &&
+		    path_is_safe(path, CACHE_PATH_MAX - 1) &&
+		    cache_lfs_possible(c, project_id, commit, path) == 0) {
+			info->size = info->blob_size = (uint64_t)known; /* as below */
+			return 0;
+		}
+	}
+	/* sizes and LFS verdicts of the whole directory at once (GraphQL), not a HEAD or a
+	 * pointer download per file */
+	if (commit && path && cache_oid_valid(commit) && path_is_safe(path, CACHE_PATH_MAX - 1) &&
+	    cache_bulk_sizes(c, project_id, commit, path) == 0 &&
+	    idx_lfs_get(c->idx, oid, &l) == 0) {
+		info->lfs = l.lfs;
+		info->size = l.size;
+		if (l.lfs) {
+			memcpy(info->lfs_oid, l.oid, sizeof(info->lfs_oid));
+			if (idx_size_get(c->idx, oid, &info->blob_size) < 0)
+				info->blob_size = listed_size >= 0 ? (uint64_t)listed_size : 0;
+		} else {
+			info->blob_size = l.size;
+		}
+		return 0;
+	}
 	if (listed_size >= 0) {
 		size = (uint64_t)listed_size;
 	} else {
@@ -1570,6 +1499,8 @@ struct cache_obj {
 	bool lazy;
 	bool ready; /* __atomic: a lazy object's blob or s is set */
 	int64_t pid;
+	char commit[41]; /* where a lazy small blob sits, so its first read can bring its */
+	char *path;      /* directory's small files along (cache_bulk_blobs); or NULL */
 	pthread_mutex_t load_lock;
 };
 
@@ -1822,6 +1753,42 @@ static int cache_obj_get(struct cache *c, int64_t pid, enum odb_kind kind, const
 	return r;
 }
 
+/* An LFS verdict the server stated (GraphQL's lfsOid) is checked against the pointer
+ * blob itself before its object is fetched: what a file serves follows from its tree,
+ * not from a server's say-so. Cheap once the pointer is cached. */
+static int cache_lfs_confirm(struct cache *c, int64_t pid, const char *oid,
+                             const struct cache_blob_info *info)
+{
+	struct lfs_pointer ptr;
+	struct odb_blob *b = NULL;
+	char data[LFS_POINTER_MAX];
+	struct idx_lfs l = {0};
+	ssize_t got;
+	int r;
+
+	r = cache_blob_open(c, pid, oid, &b);
+	if (r < 0)
+		return r;
+	got = odb_blob_size(b) < sizeof(data) ? odb_blob_pread(b, data, sizeof(data), 0) : 0;
+	l.size = odb_blob_size(b);
+	odb_blob_close(b);
+	if (got < 0)
+		return (int)got;
+	if (got > 0 && lfs_pointer_parse(data, (size_t)got, &ptr) == 0 &&
+	    strcmp(ptr.oid, info->lfs_oid) == 0 && ptr.size == info->size)
+		return 0;
+	log_error("cache: blob %s is not the LFS pointer the server described; its verdict is "
+	          "corrected",
+	          oid);
+	if (got > 0 && lfs_pointer_parse(data, (size_t)got, &ptr) == 0) {
+		l.lfs = true;
+		memcpy(l.oid, ptr.oid, sizeof(l.oid));
+		l.size = ptr.size;
+	}
+	idx_lfs_put(c->idx, oid, &l);
+	return -EIO;
+}
+
 int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, const char *path,
                    const char *oid, struct cache_obj **out)
 {
@@ -1846,6 +1813,9 @@ int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, cons
 	if (r < 0)
 		goto fail;
 	if (info.lfs) {
+		r = cache_lfs_confirm(c, project_id, oid, &info);
+		if (r < 0)
+			goto fail;
 		o->lfs = true;
 		o->kind = ODB_KIND_LFS;
 		memcpy(o->oid, info.lfs_oid, sizeof(o->oid));
@@ -1857,6 +1827,12 @@ int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, cons
 		 * else the server's (HEAD): as cache_blob_size */
 		if (info.blob_size <= ODB_BLOB_MAX)
 			known = (int64_t)info.blob_size;
+		/* a small file not cached: at its first read its directory's small files
+		 * come with it, in one request (cache_obj_load) */
+		if (commit && path && known >= 0 && (uint64_t)known < ODB_RAW_THRESHOLD) {
+			memcpy(o->commit, commit, 41);
+			o->path = strdup(path);
+		}
 	}
 	r = cache_obj_get(c, project_id, o->kind, o->oid, known, o);
 	if (r < 0)
@@ -1865,6 +1841,7 @@ int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, cons
 	return 0;
 fail:
 	pthread_mutex_destroy(&o->load_lock);
+	free(o->path);
 	free(o);
 	return r;
 }
@@ -1887,6 +1864,9 @@ static int cache_obj_load(struct cache_obj *o)
 		return 0;
 	pthread_mutex_lock(&o->load_lock);
 	if (!__atomic_load_n(&o->ready, __ATOMIC_ACQUIRE)) {
+		/* reading a directory of small files costs one request, not one per file */
+		if (o->path && o->kind == ODB_KIND_BLOB && !odb_blob_has(c->odb, o->oid))
+			cache_bulk_blobs(c, o->pid, o->commit, o->path, o->oid);
 		pthread_mutex_lock(&c->lock);
 		l = cache_live_find(c, o->kind, o->oid); /* held by this open */
 		if (l) {
@@ -1952,6 +1932,7 @@ void cache_obj_close(struct cache_obj *o)
 		cache_live_settle(c, l);
 	}
 	pthread_mutex_unlock(&c->lock);
+	free(o->path);
 	free(o);
 }
 
@@ -2008,6 +1989,8 @@ static void cache_job_run(struct cache *c, struct cache_job *j)
 		cache_err_note(c, "prefetch of %s/: %s", j->path, strerror(-r));
 		return;
 	}
+	/* the directory's small files in one request before their jobs find them cached */
+	cache_bulk_blobs(c, j->pid, j->commit, j->path, NULL);
 	pthread_mutex_lock(&c->lock);
 	for (size_t i = 0; i < n && !c->stop; i++) {
 		bool tree = e[i].mode == TREE_MODE_DIR;
@@ -2438,6 +2421,10 @@ int cache_stats(struct cache *c, json_t **out)
 	    (json_int_t)__atomic_load_n(&c->polls, __ATOMIC_RELAXED), "last_errors", errs);
 	if (j && json_object_set_new(j, "connections",
 	                             json_integer((json_int_t)gl_connections(c->gl))) < 0) {
+		json_decref(j);
+		j = NULL;
+	}
+	if (j && cache_bulk_stats(c, j) < 0) {
 		json_decref(j);
 		j = NULL;
 	}

@@ -14,6 +14,7 @@
 #include "reef/odb.h"
 
 #include <dirent.h>
+#include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <git2.h>
@@ -36,6 +37,7 @@
 
 struct odb {
 	char *dir;
+	char tmpdir[4096]; /* dir/tmp */
 	git_odb *gitodb;
 	pthread_mutex_t lock; /* guards the counters below and the tmp sequence */
 	bool counted;         /* usage walked from disk once; maintained since */
@@ -134,7 +136,17 @@ static void odb_uncount(struct odb *o, uint64_t bytes)
 	pthread_mutex_unlock(&o->lock);
 }
 
-/* A temp file left by a process that no longer runs is a dead download: remove it. */
+static int odb_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+/* A temp file (or a pack's directory, fs/pack.c) left by a process that no longer runs
+ * is a dead download: remove it. */
 static void odb_tmp_sweep(const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -150,7 +162,12 @@ static void odb_tmp_sweep(const char *dir)
 			continue;
 		if (pid > 0 && (pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH))
 			continue;
-		unlinkat(dirfd(d), de->d_name, 0);
+		if (unlinkat(dirfd(d), de->d_name, 0) < 0 && (errno == EISDIR || errno == EPERM)) {
+			char path[4352];
+
+			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+			nftw(path, odb_rm_one, 8, FTW_DEPTH | FTW_PHYS);
+		}
 	}
 	closedir(d);
 }
@@ -169,6 +186,7 @@ int odb_open(struct odb **out, const char *cache_dir)
 		return -ENOMEM;
 	pthread_mutex_init(&o->lock, NULL);
 	o->dir = strdup(cache_dir);
+	snprintf(o->tmpdir, sizeof(o->tmpdir), "%s/tmp", cache_dir);
 	if (!o->dir) {
 		r = -ENOMEM;
 		goto out;
@@ -697,6 +715,18 @@ void odb_writer_abort(struct odb_writer *w)
 	hash_free(w->hash);
 	buf_free(&w->mem);
 	free(w);
+}
+
+int odb_tree_put_raw(struct odb *o, const char *oid, const void *data, size_t len)
+{
+	if (!odb_oid_valid(oid))
+		return -EINVAL;
+	return odb_gitodb_put(o, oid, data, len, GIT_OBJECT_TREE);
+}
+
+const char *odb_tmp_dir(struct odb *o)
+{
+	return o->tmpdir;
 }
 
 int odb_blob_put(struct odb *o, const char *oid, const void *data, size_t len)

@@ -113,6 +113,36 @@ struct gl_stream_sink {
 int gl_stream(struct gl *g, const struct gl_target *t, uint64_t off, uint64_t max,
               const struct gl_stream_sink *sink);
 
+/* git smart HTTP, protocol v2 (remote/gitproto.c). gl_git_caps asks a project's
+ * upload-pack for its capabilities: 0 when it speaks v2 with `fetch` supporting
+ * `shallow` and `filter` (sha1 objects), -ENOTSUP when not (use the REST API), or an
+ * error. gl_git_fetch runs upload-pack's `fetch` for wants (full commit or object ids):
+ * trees_only asks for `deepen 1` and `filter blob:none` (a commit and all its trees);
+ * otherwise exactly the wanted objects (blobs). The pack's bytes go to data as they
+ * arrive (at most max bytes of answer); the pack is complete when it returns 0. */
+int gl_git_caps(struct gl *g, const char *project_path);
+int gl_git_fetch(struct gl *g, const char *project_path, const char *const *wants, size_t nwants,
+                 bool trees_only, uint64_t max, int (*data)(void *arg, const void *d, size_t n),
+                 void *arg);
+
+/* GraphQL (remote/graphql.c): the blobs of paths in revision ref (a full commit id) of a
+ * project, at most GL_GQL_PATHS a request: out[i] for paths[i], found false when the
+ * server left the path out (no such file). -ENOTSUP when the server has no GraphQL
+ * endpoint (remembered: later calls answer -ENOTSUP at once), -ENOENT when it shows no
+ * such project. Sizes are the server's word (shown, never trusted for content). */
+#define GL_GQL_PATHS 100
+struct gl_blob_info {
+	bool found;
+	bool lfs;         /* the blob is an LFS pointer */
+	char oid[41];     /* the blob's id */
+	int64_t size;     /* the git blob's size */
+	int64_t raw_size; /* the LFS object's size when lfs, else -1 */
+	char lfs_oid[65]; /* when lfs */
+};
+int gl_blobs_info(struct gl *g, const char *project_path, const char *ref, const char *const *paths,
+                  size_t n, struct gl_blob_info *out);
+bool gl_graphql_supported(struct gl *g);
+
 /* Any JSON or text route under the server, for callers beyond the repository (the
  * management API, pipelines and jobs): path starts at the server root ("/api/v1/…",
  * "/api/v4/…"); method is GET or POST (body: JSON, "{}" when NULL); header is one extra

@@ -36,6 +36,7 @@ struct gl {
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	uint64_t requests, errors, connects; /* __atomic */
+	bool no_graphql;                     /* __atomic: the server has no /api/graphql */
 };
 
 struct gl_req {
@@ -48,6 +49,7 @@ struct gl_req {
 	const struct gl_target *target; /* extra headers and auth of a stream */
 	const char *post;               /* POST body (JSON) */
 	const char *content_type;       /* POST and Accept for post */
+	const char *post_type;          /* "Content-Type: …" of post when not the Accept type */
 	bool basic;                     /* Basic auth instead of PRIVATE-TOKEN */
 	/* results */
 	long status;

@@ -542,11 +542,15 @@ static struct curl_slist *gl_add_headers(struct gl *g, const struct gl_req *rq, 
 				*hdrs = tmp;
 		}
 	}
-	if (tmp && rq->post && rq->content_type) {
+	if (tmp && rq->post && (rq->content_type || rq->post_type)) {
 		char ct[128];
 
-		/* rq->content_type is "Accept: <type>"; the body has the same type */
-		snprintf(ct, sizeof(ct), "Content-Type:%s", rq->content_type + 7);
+		/* rq->content_type is "Accept: <type>"; the body has the same type unless the
+		 * protocol names another (git's upload-pack request and result) */
+		if (rq->post_type)
+			snprintf(ct, sizeof(ct), "%s", rq->post_type);
+		else
+			snprintf(ct, sizeof(ct), "Content-Type:%s", rq->content_type + 7);
 		tmp = curl_slist_append(*hdrs, ct);
 		if (tmp)
 			*hdrs = tmp;

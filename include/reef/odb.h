@@ -58,6 +58,12 @@ void odb_blob_close(struct odb_blob *b); /* accepts NULL */
 int odb_tree_put(struct odb *o, const char *expected_oid, const struct tree_entry *e, size_t n,
                  char out_oid[41]);
 
+/* Stores a git tree object's content (as a pack carried it, fs/pack.c) under its id,
+ * which libgit2 computes again (-EIO on mismatch). */
+int odb_tree_put_raw(struct odb *o, const char *oid, const void *data, size_t len);
+/* The store's temp directory (for fs/pack.c's packs; swept at odb_open). */
+const char *odb_tmp_dir(struct odb *o);
+
 /* Git LFS objects, by sha256 (hex), raw under cache/lfs/xx/…, verified like raw blobs. */
 enum odb_kind { ODB_KIND_BLOB, ODB_KIND_LFS };
 bool odb_lfs_has(struct odb *o, const char *oid);

@@ -1,0 +1,432 @@
+/* The cache's bulk paths: what costs one request per file over REST costs one request
+ * per directory (or per commit) here. See cache_int.h and docs/cache.md ("Bulk
+ * fetches").
+ * - Trees: every tree of a commit in one git protocol v2 fetch (`deepen 1`, `filter
+ *   blob:none`), when the server offers it; else the REST tree listing, directory by
+ *   directory (cache.c).
+ * - Sizes and LFS verdicts: GitLab's GraphQL `blobs(paths:)` for all files of a
+ *   directory, GL_GQL_PATHS a request, several requests at once.
+ * - Small blobs: all uncached small files of a directory in one git fetch of their ids.
+ * One thread fetches a directory; others asking for the same wait for it. */
+#include "cache_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fetch.h"
+#include "reef/hash.h"
+#include "reef/log.h"
+#include "reef/util.h"
+
+#define BULK_PATH_MAX     4096
+#define BULK_GQL_PARALLEL 4                    /* GraphQL requests of one directory at once */
+#define BULK_BLOBS_BYTES  ((uint64_t)64 << 20) /* blobs of one batch, by their sizes */
+#define BULK_DIR_FILES    100000               /* files of one directory sized in bulk */
+
+void cache_bulk_init(struct cache *c)
+{
+	pthread_cond_init(&c->bulk.cond, NULL);
+	c->bulk.trees = CACHE_VIA_UNKNOWN;
+}
+
+void cache_bulk_fini(struct cache *c)
+{
+	pthread_cond_destroy(&c->bulk.cond);
+}
+
+/* Claims key for this thread (true), or waits until the thread holding it is done and
+ * returns false (its result is in the index now). */
+static bool bulk_claim(struct cache *c, const char *key)
+{
+	struct cache_dirjob *j;
+	bool waited = false;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		for (j = c->bulk.jobs; j; j = j->next)
+			if (strcmp(j->key, key) == 0)
+				break;
+		if (!j)
+			break;
+		waited = true;
+		pthread_cond_wait(&c->bulk.cond, &c->lock);
+	}
+	if (waited) {
+		pthread_mutex_unlock(&c->lock);
+		return false;
+	}
+	j = calloc(1, sizeof(*j));
+	if (j) {
+		snprintf(j->key, sizeof(j->key), "%s", key);
+		j->next = c->bulk.jobs;
+		c->bulk.jobs = j;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return true;
+}
+
+static void bulk_release(struct cache *c, const char *key)
+{
+	struct cache_dirjob **pp, *j;
+
+	pthread_mutex_lock(&c->lock);
+	for (pp = &c->bulk.jobs; *pp; pp = &(*pp)->next)
+		if (strcmp((*pp)->key, key) == 0) {
+			j = *pp;
+			*pp = j->next;
+			free(j);
+			break;
+		}
+	pthread_cond_broadcast(&c->bulk.cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void bulk_key(char key[64], char what, const char *commit, const char *dir)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (const char *p = dir; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	snprintf(key, 64, "%c%.40s%016" PRIx64, what, commit, h);
+}
+
+/* Whether trees go over git: asked once per mount (the capability advertisement of the
+ * first project that needs it); a refusal means REST for good. */
+static enum cache_via bulk_trees_via(struct cache *c, const char *project)
+{
+	enum cache_via v = __atomic_load_n(&c->bulk.trees, __ATOMIC_RELAXED);
+	int r;
+
+	if (v != CACHE_VIA_UNKNOWN)
+		return v;
+	r = gl_git_caps(c->gl, project);
+	if (r == 0)
+		v = CACHE_VIA_BULK;
+	else if (r == -ENOTSUP)
+		v = CACHE_VIA_REST;
+	else
+		return CACHE_VIA_UNKNOWN; /* unreachable or refused: ask again next time */
+	__atomic_store_n(&c->bulk.trees, v, __ATOMIC_RELAXED);
+	return v;
+}
+
+int cache_bulk_root(struct cache *c, int64_t pid, const char *commit, char tree_oid[41])
+{
+	char project[1024], key[64];
+	size_t ntrees = 0;
+	int r;
+
+	r = cache_pid_path(c, pid, project);
+	if (r < 0)
+		return r;
+	if (bulk_trees_via(c, project) != CACHE_VIA_BULK)
+		return -ENOTSUP;
+	bulk_key(key, 't', commit, "");
+	if (!bulk_claim(c, key))
+		return idx_commit_get(c->idx, commit, tree_oid) == 0 ? 0 : -EAGAIN;
+	__atomic_add_fetch(&c->bulk.git_fetches, 1, __ATOMIC_RELAXED);
+	r = fetch_commit_trees(c->gl, c->odb, c->idx, project, commit, tree_oid, &ntrees);
+	bulk_release(c, key);
+	if (r < 0) {
+		cache_err_note(c, "git fetch of the trees of %.12s in %s: %s", commit, project,
+		               strerror(-r));
+		return r;
+	}
+	__atomic_add_fetch(&c->bulk.git_trees, ntrees, __ATOMIC_RELAXED);
+	log_debug("cache: %zu trees of %.12s over git", ntrees, commit);
+	return 0;
+}
+
+/* The directory holding path (dir receives its path, "" for the root) and its entries,
+ * from the index (cache_tree fetches what is missing). */
+static int bulk_dir_of(struct cache *c, int64_t pid, const char *commit, const char *path,
+                       char dir[BULK_PATH_MAX], struct tree_entry **out, size_t *n)
+{
+	struct tree_entry *e = NULL;
+	char tree[41];
+	const char *p = path, *slash;
+	size_t cnt = 0;
+	int r;
+
+	*out = NULL;
+	*n = 0;
+	dir[0] = '\0';
+	r = cache_root_tree(c, pid, commit, tree, &e, &cnt);
+	while (r == 0 && (slash = strchr(p, '/'))) {
+		size_t len = (size_t)(slash - p), i;
+
+		for (i = 0; i < cnt; i++)
+			if (strlen(e[i].name) == len && memcmp(e[i].name, p, len) == 0)
+				break;
+		if (i == cnt || e[i].mode != TREE_MODE_DIR) {
+			r = -ENOENT;
+			break;
+		}
+		memcpy(tree, e[i].oid, sizeof(tree));
+		if ((size_t)(slash - path) >= BULK_PATH_MAX) {
+			r = -ENAMETOOLONG;
+			break;
+		}
+		memcpy(dir, path, (size_t)(slash - path));
+		dir[slash - path] = '\0';
+		p = slash + 1;
+		free(e);
+		e = NULL;
+		cnt = 0;
+		r = cache_tree(c, pid, commit, dir, tree, &e, &cnt);
+	}
+	if (r < 0) {
+		free(e);
+		return r;
+	}
+	*out = e;
+	*n = cnt;
+	return 0;
+}
+
+struct bulk_gql {
+	struct cache *c;
+	const char *project, *commit;
+	const char **paths;
+	const struct tree_entry **ents;
+	struct gl_blob_info *info;
+	size_t from, n;
+	int lfs_ok; /* the directory's attributes allow LFS: 1, 0, or -1 not known yet */
+	int r;
+};
+
+static void *bulk_gql_main(void *arg)
+{
+	struct bulk_gql *q = arg;
+
+	q->r = gl_blobs_info(q->c->gl, q->project, q->commit, q->paths + q->from, q->n,
+	                     q->info + q->from);
+	__atomic_add_fetch(&q->c->bulk.gql_requests, 1, __ATOMIC_RELAXED);
+	return NULL;
+}
+
+int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const char *path)
+{
+	char project[1024], dir[BULK_PATH_MAX], key[64];
+	const struct tree_entry **ents = NULL;
+	struct gl_blob_info *info = NULL;
+	struct tree_entry *e = NULL;
+	const char **paths = NULL;
+	char *names = NULL;
+	size_t n = 0, want = 0, dlen;
+	int r, lfs_ok = -1;
+
+	if (!gl_graphql_supported(c->gl))
+		return -ENOTSUP;
+	r = cache_pid_path(c, pid, project);
+	if (r < 0)
+		return r;
+	r = bulk_dir_of(c, pid, commit, path, dir, &e, &n);
+	if (r < 0)
+		return r;
+	bulk_key(key, 's', commit, dir);
+	if (!bulk_claim(c, key)) {
+		free(e);
+		return 0;
+	}
+	idx_sizes_fill(c->idx, e, n);
+	dlen = strlen(dir);
+	paths = calloc(n ? n : 1, sizeof(*paths));
+	ents = calloc(n ? n : 1, sizeof(*ents));
+	names = malloc((n ? n : 1) * (dlen + TREE_NAME_MAX + 2));
+	if (!paths || !ents || !names) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n && want < BULK_DIR_FILES; i++) {
+		struct idx_lfs l;
+		char *p = names + want * (dlen + TREE_NAME_MAX + 2);
+
+		if ((e[i].mode & 0170000) != 0100000 && e[i].mode != TREE_MODE_LINK)
+			continue;
+		if (idx_lfs_get(c->idx, e[i].oid, &l) == 0 ||
+		    (e[i].size >= 0 && !CACHE_LFS_CANDIDATE(e[i].size)))
+			continue; /* shown size known already */
+		snprintf(p, dlen + TREE_NAME_MAX + 2, "%s%s%s", dir, dlen ? "/" : "", e[i].name);
+		paths[want] = p;
+		ents[want] = &e[i];
+		want++;
+	}
+	if (!want)
+		goto out;
+	info = calloc(want, sizeof(*info));
+	if (!info) {
+		r = -ENOMEM;
+		goto out;
+	}
+	/* GL_GQL_PATHS a request, BULK_GQL_PARALLEL at a time */
+	for (size_t from = 0; from < want && r == 0;) {
+		struct bulk_gql q[BULK_GQL_PARALLEL];
+		pthread_t th[BULK_GQL_PARALLEL];
+		bool started[BULK_GQL_PARALLEL] = {false};
+		size_t k = 0;
+
+		for (; k < BULK_GQL_PARALLEL && from < want; k++) {
+			q[k] = (struct bulk_gql){.c = c,
+			                         .project = project,
+			                         .commit = commit,
+			                         .paths = paths,
+			                         .info = info,
+			                         .from = from,
+			                         .n = want - from < GL_GQL_PATHS ? want - from
+			                                                         : GL_GQL_PATHS};
+			from += q[k].n;
+		}
+		/* the first batch on this thread, the others on threads of their own */
+		for (size_t i = 1; i < k; i++)
+			started[i] = pthread_create(&th[i], NULL, bulk_gql_main, &q[i]) == 0;
+		bulk_gql_main(&q[0]);
+		for (size_t i = 1; i < k; i++) {
+			if (started[i])
+				pthread_join(th[i], NULL);
+			else
+				bulk_gql_main(&q[i]);
+		}
+		for (size_t i = 0; i < k && r == 0; i++)
+			r = q[i].r;
+	}
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < want; i++) {
+		struct idx_lfs l = {0};
+
+		if (!info[i].found || strcmp(info[i].oid, ents[i]->oid) != 0 || info[i].size < 0)
+			continue; /* not there, or another blob than the tree names: per file later
+			           */
+		idx_size_put(c->idx, ents[i]->oid, (uint64_t)info[i].size);
+		if (ents[i]->mode == TREE_MODE_LINK)
+			continue;
+		l.size = (uint64_t)info[i].size;
+		if (info[i].lfs && info[i].raw_size >= 0 && CACHE_LFS_CANDIDATE(info[i].size)) {
+			/* git-lfs smudges only where .gitattributes says filter=lfs: the same
+			 * rule as for pointers found by download (cache.c) */
+			if (lfs_ok < 0)
+				lfs_ok = cache_lfs_possible(c, pid, commit, paths[i]) != 0;
+			if (lfs_ok) {
+				l.lfs = true;
+				memcpy(l.oid, info[i].lfs_oid, sizeof(l.oid));
+				l.size = (uint64_t)info[i].raw_size;
+			}
+		}
+		idx_lfs_put(c->idx, ents[i]->oid, &l);
+	}
+out:
+	bulk_release(c, key);
+	free(info);
+	free(names);
+	free(ents);
+	free(paths);
+	free(e);
+	if (r == -ENOTSUP)
+		return r;
+	return r < 0 ? r : 0;
+}
+
+static void bulk_blob_stored(void *arg, const char *oid, uint64_t size)
+{
+	struct cache *c = arg;
+	uint64_t disk = 0;
+
+	(void)size;
+	if (odb_disk_size(c->odb, ODB_KIND_BLOB, oid, &disk) == 0)
+		cache_obj_note(c, ODB_KIND_BLOB, oid, disk);
+	__atomic_add_fetch(&c->bulk.git_blobs, 1, __ATOMIC_RELAXED);
+}
+
+int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const char *path,
+                     const char *oid)
+{
+	char project[1024], dir[BULK_PATH_MAX], key[64];
+	struct tree_entry *e = NULL;
+	const char **oids = NULL;
+	uint64_t total = 0, size;
+	size_t n = 0, k = 0;
+	int r;
+
+	r = cache_pid_path(c, pid, project);
+	if (r < 0)
+		return r;
+	if (bulk_trees_via(c, project) != CACHE_VIA_BULK)
+		return -ENOTSUP;
+	if (oid) {
+		r = bulk_dir_of(c, pid, commit, path, dir, &e, &n);
+	} else {
+		/* path is the directory: look up a name inside it */
+		char probe[BULK_PATH_MAX];
+
+		if ((size_t)snprintf(probe, sizeof(probe), "%s%s", path, *path ? "/" : "") >=
+		    sizeof(probe))
+			return -ENAMETOOLONG;
+		r = bulk_dir_of(c, pid, commit, probe, dir, &e, &n);
+	}
+	if (r < 0)
+		return r;
+	bulk_key(key, 'b', commit, dir);
+	if (!bulk_claim(c, key)) {
+		free(e);
+		return 0;
+	}
+	idx_sizes_fill(c->idx, e, n);
+	oids = calloc(n + 1, sizeof(*oids));
+	if (!oids) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (oid) {
+		oids[k++] = oid;
+		if (idx_size_get(c->idx, oid, &size) == 0)
+			total = size;
+	}
+	for (size_t i = 0; i < n && k < FETCH_BLOBS_MAX; i++) {
+		if ((e[i].mode & 0170000) != 0100000 || e[i].size < 0 ||
+		    (uint64_t)e[i].size >= ODB_RAW_THRESHOLD || (oid && !strcmp(e[i].oid, oid)) ||
+		    total + (uint64_t)e[i].size > BULK_BLOBS_BYTES ||
+		    odb_blob_has(c->odb, e[i].oid))
+			continue;
+		oids[k++] = e[i].oid;
+		total += (uint64_t)e[i].size;
+	}
+	if (!k)
+		goto out;
+	/* a blob can sit under several names: git sends it once, asking twice is harmless */
+	cache_evict(c, total);
+	__atomic_add_fetch(&c->bulk.git_fetches, 1, __ATOMIC_RELAXED);
+	r = fetch_blobs(c->gl, c->odb, c->idx, project, oids, k, total + (total >> 2) + (1 << 20),
+	                bulk_blob_stored, c);
+	if (r < 0)
+		cache_err_note(c, "git fetch of %zu blobs of %s/%s: %s", k, project, dir,
+		               strerror(-r));
+out:
+	bulk_release(c, key);
+	free(oids);
+	free(e);
+	return r < 0 ? r : 0;
+}
+
+int cache_bulk_stats(struct cache *c, json_t *j)
+{
+	enum cache_via v = __atomic_load_n(&c->bulk.trees, __ATOMIC_RELAXED);
+	json_t *b = json_pack(
+	    "{s:s,s:s,s:I,s:I,s:I,s:I}", "trees_via",
+	    v == CACHE_VIA_BULK   ? "git protocol v2"
+	    : v == CACHE_VIA_REST ? "REST"
+	                          : "not asked yet",
+	    "sizes_via", gl_graphql_supported(c->gl) ? "GraphQL" : "files API", "git_fetches",
+	    (json_int_t)__atomic_load_n(&c->bulk.git_fetches, __ATOMIC_RELAXED), "git_trees",
+	    (json_int_t)__atomic_load_n(&c->bulk.git_trees, __ATOMIC_RELAXED), "git_blobs",
+	    (json_int_t)__atomic_load_n(&c->bulk.git_blobs, __ATOMIC_RELAXED), "graphql_requests",
+	    (json_int_t)__atomic_load_n(&c->bulk.gql_requests, __ATOMIC_RELAXED));
+
+	if (!b)
+		return -ENOMEM;
+	return json_object_set_new(j, "remote", b) < 0 ? -ENOMEM : 0;
+}
