@@ -214,6 +214,13 @@ def test_parse_and_validation_errors(hub, repo):
                             "(String! / ID!)")
     e = gql(hub, 'query($x: ID) { __typename }', token=tok).json()["errors"][0]
     assert e["message"] == "Variable $x is declared by anonymous query but not used"
+    # the same response key twice is one field when name and arguments agree
+    q = '{ project(fullPath: "grp/data") { fullPath } project(fullPath: "grp/data") { name } }'
+    assert gql(hub, q, token=tok).json() == {"data": {"project": {"fullPath": "grp/data",
+                                                                  "name": "data"}}}
+    q = '{ project(fullPath: "grp/data") { fullPath } project(fullPath: "grp/pub") { name } }'
+    e = gql(hub, q, token=tok).json()["errors"][0]
+    assert e["extensions"]["code"] == "fieldConflict" and "argument conflict" in e["message"]
     for bad in ("mutation { x }", "{ ...f }", "{ a @skip(if: true) }", "{ a } { b }"):
         r = gql(hub, bad, token=tok)
         assert r.status_code == 200 and r.json()["errors"][0]["message"], bad
