@@ -178,6 +178,8 @@ def test_query_too_large_and_nesting(hub, repo):
     # characters, not bytes: 9,000 two-byte characters in a comment still fit
     r = gql(hub, "{ __typename } #" + "é" * 9000, token=repo["token"])
     assert r.status_code == 200 and r.json() == {"data": {"__typename": "Query"}}
+    r = gql(hub, "{ __typename }", {"x": "y" * (1 << 20)}, token=repo["token"])
+    assert r.status_code == 413
     deep = "{ " + "a { " * 100 + "b" + " }" * 101
     r = gql(hub, deep, token=repo["token"])
     assert r.status_code == 200 and "nested too deeply" in r.json()["errors"][0]["message"]

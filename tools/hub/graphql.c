@@ -34,6 +34,10 @@
 #define GX_MAX_DEPTH_USER       20
 #define GX_MAX_PAGE_SIZE        100 /* default_max_page_size: nodes per connection page */
 #define GX_MAX_ERRORS           5   /* validate_max_errors */
+/* Request bodies: a 10,000-character query plus variables for the ~125 paths the
+ * complexity limit admits (4 KiB each at most) fit in 1 MiB; a larger body would only
+ * cost memory in JSON parsing before being refused. */
+#define GX_MAX_BODY ((size_t)1 << 20)
 /* lib/gitlab/git/blob.rb: LFS_POINTER_MIN_SIZE, LFS_POINTER_MAX_SIZE */
 #define GX_LFS_MIN 120
 #define GX_LFS_MAX 200
@@ -1262,6 +1266,10 @@ void hub_graphql_route(struct hub_req *req, struct hub_resp *resp)
 		return;
 	}
 	g.user = r > 0 ? &user : NULL;
+	if (req->body.len > GX_MAX_BODY) {
+		gx_resp_errors(resp, 413, "Request Entity Too Large");
+		return;
+	}
 	if (hub_req_params(req, &params) < 0) {
 		gx_resp_errors(resp, 400, "Request body is not a JSON object or form");
 		return;
