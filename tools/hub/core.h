@@ -80,6 +80,12 @@ json_t *hub_user_json(const struct hub *hub, const struct hub_user *u, bool full
 /* Handles /api/v4/...; rest is the path after "/api/v4". */
 void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest);
 
+/* --- graphql.c --- */
+
+/* Handles /api/graphql (GET or POST) with its own authentication, as GitLab's
+ * GraphqlController does. */
+void hub_graphql_route(struct hub_req *req, struct hub_resp *resp);
+
 /* --- server.c --- */
 
 /* GitLab's body for an unknown route: 404 {"error":"404 Not Found"}. */
