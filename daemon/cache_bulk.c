@@ -19,6 +19,7 @@
 
 #include "fetch.h"
 #include "reef/hash.h"
+#include "reef/lfs.h"
 #include "reef/log.h"
 #include "reef/util.h"
 
@@ -188,6 +189,51 @@ static int bulk_dir_of(struct cache *c, int64_t pid, const char *commit, const c
 	return 0;
 }
 
+static void bulk_blob_stored(void *arg, const char *oid, uint64_t size)
+{
+	struct cache *c = arg;
+	uint64_t disk = 0;
+
+	__atomic_add_fetch(&c->bytes_fetched, size, __ATOMIC_RELAXED);
+	if (odb_disk_size(c->odb, ODB_KIND_BLOB, oid, &disk) == 0)
+		cache_obj_note(c, ODB_KIND_BLOB, oid, disk);
+	__atomic_add_fetch(&c->bulk.git_blobs, 1, __ATOMIC_RELAXED);
+}
+
+/* LFS verdicts of pointer blobs by their own bytes (git-lfs's strict format, as
+ * cache.c judges a pointer it downloaded): the pointers in one git fetch where the server
+ * offers it; without it, no verdict is recorded and each file is judged when asked. */
+static void bulk_pointers(struct cache *c, const char *project, const char **oids, size_t n)
+{
+	if (bulk_trees_via(c, project) != CACHE_VIA_BULK)
+		return;
+	__atomic_add_fetch(&c->bulk.git_fetches, 1, __ATOMIC_RELAXED);
+	if (fetch_blobs(c->gl, c->odb, c->idx, project, oids, n, (uint64_t)n * 1024 + (1 << 20),
+	                bulk_blob_stored, c) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		char data[LFS_POINTER_MAX];
+		struct odb_blob *b = NULL;
+		struct lfs_pointer ptr;
+		struct idx_lfs l = {0};
+		ssize_t got;
+
+		if (odb_blob_open(c->odb, oids[i], &b) < 0)
+			continue;
+		l.size = odb_blob_size(b);
+		got = l.size < sizeof(data) ? odb_blob_pread(b, data, sizeof(data), 0) : 0;
+		odb_blob_close(b);
+		if (got < 0)
+			continue;
+		if (got > 0 && lfs_pointer_parse(data, (size_t)got, &ptr) == 0) {
+			l.lfs = true;
+			memcpy(l.oid, ptr.oid, sizeof(l.oid));
+			l.size = ptr.size;
+		}
+		idx_lfs_put(c->idx, oids[i], &l);
+	}
+}
+
 struct bulk_gql {
 	struct cache *c;
 	const char *project, *commit;
@@ -215,9 +261,9 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 	const struct tree_entry **ents = NULL;
 	struct gl_blob_info *info = NULL;
 	struct tree_entry *e = NULL;
-	const char **paths = NULL;
+	const char **paths = NULL, **lfs_oids = NULL;
 	char *names = NULL;
-	size_t n = 0, want = 0, dlen;
+	size_t n = 0, want = 0, dlen, nlfs = 0;
 	int r, lfs_ok = -1;
 
 	if (!gl_graphql_supported(c->gl))
@@ -259,7 +305,8 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 	if (!want)
 		goto out;
 	info = calloc(want, sizeof(*info));
-	if (!info) {
+	lfs_oids = calloc(want, sizeof(*lfs_oids));
+	if (!info || !lfs_oids) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -306,21 +353,25 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 		if (ents[i]->mode == TREE_MODE_LINK)
 			continue;
 		l.size = (uint64_t)info[i].size;
-		if (info[i].lfs && info[i].raw_size >= 0 && CACHE_LFS_CANDIDATE(info[i].size)) {
+		if (info[i].lfs && CACHE_LFS_CANDIDATE(info[i].size)) {
 			/* git-lfs smudges only where .gitattributes says filter=lfs: the same
 			 * rule as for pointers found by download (cache.c) */
 			if (lfs_ok < 0)
 				lfs_ok = cache_lfs_possible(c, pid, commit, paths[i]) != 0;
 			if (lfs_ok) {
-				l.lfs = true;
-				memcpy(l.oid, info[i].lfs_oid, sizeof(l.oid));
-				l.size = (uint64_t)info[i].raw_size;
+				/* the server's pointer check is laxer than git-lfs's: the verdict
+				 * comes from the pointer's own bytes, all of them in one fetch */
+				lfs_oids[nlfs++] = ents[i]->oid;
+				continue;
 			}
 		}
 		idx_lfs_put(c->idx, ents[i]->oid, &l);
 	}
+	if (nlfs)
+		bulk_pointers(c, project, lfs_oids, nlfs);
 out:
 	bulk_release(c, key);
+	free(lfs_oids);
 	free(info);
 	free(names);
 	free(ents);
@@ -329,17 +380,6 @@ out:
 	if (r == -ENOTSUP)
 		return r;
 	return r < 0 ? r : 0;
-}
-
-static void bulk_blob_stored(void *arg, const char *oid, uint64_t size)
-{
-	struct cache *c = arg;
-	uint64_t disk = 0;
-
-	(void)size;
-	if (odb_disk_size(c->odb, ODB_KIND_BLOB, oid, &disk) == 0)
-		cache_obj_note(c, ODB_KIND_BLOB, oid, disk);
-	__atomic_add_fetch(&c->bulk.git_blobs, 1, __ATOMIC_RELAXED);
 }
 
 int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const char *path,
@@ -387,7 +427,7 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 			total = size;
 	}
 	for (size_t i = 0; i < n && k < FETCH_BLOBS_MAX; i++) {
-		if ((e[i].mode & 0170000) != 0100000 || e[i].size < 0 ||
+		if ((e[i].mode & 0170000) != 0100000 || e[i].size <= 0 ||
 		    (uint64_t)e[i].size >= ODB_RAW_THRESHOLD || (oid && !strcmp(e[i].oid, oid)) ||
 		    total + (uint64_t)e[i].size > BULK_BLOBS_BYTES ||
 		    odb_blob_has(c->odb, e[i].oid))

@@ -180,6 +180,11 @@ out:
 	return r;
 }
 
+static int fetch_oid_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 int fetch_blobs(struct gl *g, struct odb *o, struct idx *x, const char *project,
                 const char *const *oids, size_t n, uint64_t max_bytes,
                 void (*stored)(void *arg, const char *oid, uint64_t size), void *arg)
@@ -187,13 +192,29 @@ int fetch_blobs(struct gl *g, struct odb *o, struct idx *x, const char *project,
 	struct pack *p = NULL;
 	int r, count = 0;
 
+	const char **u;
+	size_t k = 0;
+
 	if (n == 0)
 		return 0;
 	if (n > FETCH_BLOBS_MAX)
 		return -EINVAL;
+	/* one want per blob, however many names share it */
+	u = malloc(n * sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	memcpy(u, oids, n * sizeof(*u));
+	qsort(u, n, sizeof(*u), fetch_oid_cmp);
+	for (size_t i = 0; i < n; i++)
+		if (!k || strcmp(u[k - 1], u[i]) != 0)
+			u[k++] = u[i];
+	oids = u;
+	n = k;
 	r = pack_new(&p, odb_tmp_dir(o), max_bytes);
-	if (r < 0)
+	if (r < 0) {
+		free(u);
 		return r;
+	}
 	r = gl_git_fetch(g, project, oids, n, false, max_bytes + (1 << 20), fetch_pack_data, p);
 	if (r == 0) {
 		r = pack_commit(p);
@@ -223,5 +244,6 @@ int fetch_blobs(struct gl *g, struct odb *o, struct idx *x, const char *project,
 		}
 	}
 	pack_free(p);
+	free(u);
 	return r < 0 ? r : count;
 }
