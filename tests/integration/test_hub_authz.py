@@ -128,11 +128,18 @@ def call(w, caller, method, route, body=None, kind="api"):
 
 
 #        anon stranger guest reporter developer owner job(of alice/priv, acting as alice)
-PRIV_READ = (404, 404, 200, 200, 200, 200, 200)
-PRIV_CODE = (404, 404, 403, 200, 200, 200, 200)
-PRIV_DEV_WRITE = (404, 404, 403, 403, 201, 201, None)
-PUB_READ = (200, 200, 200, 200, 200, 200, 404)
-PUB_WRITE = (401, 403, 403, 403, 201, 201, 404)
+# A job token counts only on the routes GitLab lists for it (doc/ci/jobs/ci_job_token.md);
+# elsewhere GitLab ignores it and the job is anonymous: its column is then anon's.
+PRIV_READ = (404, 404, 200, 200, 200, 200, 404)
+PRIV_CODE = (404, 404, 403, 200, 200, 200, 404)
+PRIV_JOBCODE = (404, 404, 403, 200, 200, 200, 200)  # repository routes on the job list
+# public pipelines (GitLab's default): guests read pipelines, jobs and traces
+PRIV_CI = (404, 404, 200, 200, 200, 200, 404)
+PRIV_ART = (404, 404, 200, 200, 200, 200, 200)  # artifacts: on the job list too
+PRIV_DEV_WRITE = (404, 404, 403, 403, 201, 201, 404)
+PUB_READ = (200, 200, 200, 200, 200, 200, 200)
+PUB_ART = (200, 200, 200, 200, 200, 200, 404)  # a job token is valid for its project only
+PUB_WRITE = (401, 403, 403, 403, 201, 201, 401)
 INT_READ = (404, 200, 200, 200, 200, 200, 404)
 OTHER = (404, 404, 404, 404, 404, 200, 404)  # alice/priv2: alice's only
 
@@ -151,15 +158,16 @@ def routes(w):
         # --- REST v4: projects and repository ---
         ("GET", P, None, "api", PRIV_READ),
         ("GET", P + "/repository/tree", None, "api", PRIV_CODE),
-        ("GET", P + "/repository/branches", None, "api", PRIV_CODE),
+        ("GET", P + "/repository/branches", None, "api", PRIV_JOBCODE),
         ("GET", P + "/repository/branches/main", None, "api", PRIV_CODE),
-        ("GET", P + "/repository/tags", None, "api", PRIV_CODE),
-        ("GET", P + "/repository/commits/main", None, "api", PRIV_CODE),
+        ("GET", P + "/repository/tags", None, "api", PRIV_JOBCODE),
+        ("GET", P + "/repository/commits/main", None, "api", PRIV_JOBCODE),
         ("GET", P + "/repository/files/README.md?ref=main", None, "api", PRIV_CODE),
-        ("GET", P + "/repository/files/README.md/raw?ref=main", None, "api", PRIV_CODE),
+        ("GET", P + "/repository/files/README.md/raw?ref=main", None, "api", PRIV_JOBCODE),
         ("POST", P + "/repository/branches?branch=b-{caller}&ref=main", None, "api",
          PRIV_DEV_WRITE),
-        ("PUT", P + "?ci_config_path=", None, "api", (404, 404, 403, 403, 403, 200, None)),
+        # settings: never with a job token (401 as anonymous, authenticate_non_get!)
+        ("PUT", P + "?ci_config_path=", None, "api", (401, 404, 403, 403, 403, 200, 401)),
         ("GET", O, None, "api", OTHER),
         ("GET", O + "/repository/tree", None, "api", OTHER),
         ("GET", O + "/pipelines", None, "api", OTHER),
@@ -169,32 +177,32 @@ def routes(w):
         ("GET", I, None, "api", INT_READ),
         ("GET", I + "/repository/tree", None, "api", INT_READ),
         # --- pipelines, jobs, traces, artifacts ---
-        ("GET", P + "/pipelines", None, "api", PRIV_CODE),
-        ("GET", P + f"/pipelines/{pl['alice/priv']}", None, "api", PRIV_CODE),
-        ("GET", P + f"/pipelines/{pl['alice/priv']}/jobs", None, "api", PRIV_CODE),
+        ("GET", P + "/pipelines", None, "api", PRIV_CI),
+        ("GET", P + f"/pipelines/{pl['alice/priv']}", None, "api", PRIV_CI),
+        ("GET", P + f"/pipelines/{pl['alice/priv']}/jobs", None, "api", PRIV_CI),
         ("GET", P + f"/pipelines/{pl['alice/priv']}/variables", None, "api",
-         (404, 404, 403, 403, 200, 200, 200)),
-        ("GET", P + "/jobs", None, "api", PRIV_CODE),
-        ("GET", P + f"/jobs/{jb['alice/priv']}", None, "api", PRIV_CODE),
-        ("GET", P + f"/jobs/{jb['alice/priv']}/trace", None, "api", PRIV_CODE),
-        ("GET", P + f"/jobs/{jb['alice/priv']}/artifacts", None, "api", PRIV_CODE),
-        ("GET", P + f"/jobs/{jb['alice/priv']}/artifacts/out/r.txt", None, "api", PRIV_CODE),
-        ("GET", P + "/jobs/artifacts/main/raw/out/r.txt?job=hold", None, "api", PRIV_CODE),
+         (404, 404, 403, 403, 200, 200, 404)),
+        ("GET", P + "/jobs", None, "api", PRIV_CI),
+        ("GET", P + f"/jobs/{jb['alice/priv']}", None, "api", PRIV_CI),
+        ("GET", P + f"/jobs/{jb['alice/priv']}/trace", None, "api", PRIV_CI),
+        ("GET", P + f"/jobs/{jb['alice/priv']}/artifacts", None, "api", PRIV_ART),
+        ("GET", P + f"/jobs/{jb['alice/priv']}/artifacts/out/r.txt", None, "api", PRIV_ART),
+        ("GET", P + "/jobs/artifacts/main/raw/out/r.txt?job=hold", None, "api", PRIV_ART),
         ("POST", P + "/pipeline?ref=main", None, "api", PRIV_DEV_WRITE),
         ("POST", P + f"/pipelines/{pl['alice/priv']}/retry", None, "api", PRIV_DEV_WRITE),
         # (the developer's retry makes the job not retryable again: the owner is skipped)
         ("POST", P + f"/jobs/{jb['alice/priv']}/retry", None, "api",
-         (404, 404, 403, 403, 201, None, None)),
+         (404, 404, 403, 403, 201, None, 404)),
         # a job of another project is not found through this one
-        ("GET", P + f"/jobs/{jb['alice/pub']}", None, "api", (404, 404, 403, 404, 404, 404, 404)),
+        ("GET", P + f"/jobs/{jb['alice/pub']}", None, "api", (404, 404, 404, 404, 404, 404, 404)),
         ("GET", Q + "/pipelines", None, "api", PUB_READ),
         ("GET", Q + f"/jobs/{jb['alice/pub']}/trace", None, "api", PUB_READ),
-        ("GET", Q + f"/jobs/{jb['alice/pub']}/artifacts", None, "api", PUB_READ),
+        ("GET", Q + f"/jobs/{jb['alice/pub']}/artifacts", None, "api", PUB_ART),
         ("POST", Q + "/pipeline?ref=main", None, "api", PUB_WRITE),
         ("POST", Q + f"/pipelines/{pl['alice/pub']}/cancel", None, "api",
-         (401, 403, 403, 403, 200, 200, 404)),
+         (401, 403, 403, 403, 200, 200, 401)),
         ("POST", Q + f"/jobs/{jb['alice/pub']}/retry", None, "api",
-         (401, 403, 403, 403, 201, None, 404)),
+         (401, 403, 403, 403, 201, None, 401)),
         ("GET", I + "/pipelines", None, "api", INT_READ),
         ("GET", I + f"/jobs/{jb['alice/int']}/trace", None, "api", INT_READ),
         # --- /api/v1: experiments, processors, usage ---
@@ -202,26 +210,27 @@ def routes(w):
         ("GET", "/api/v1/projects/alice%2Fpriv/experiments/e1", None, "api", PRIV_CODE),
         ("GET", "/api/v1/projects/alice%2Fpriv/data-pipelines", None, "api", PRIV_CODE),
         ("POST", "/api/v1/projects/alice%2Fpriv/experiments/e1/cancel", None, "api",
-         (404, 404, 403, 403, 200, 200, None)),
+         (404, 404, 403, 403, 200, 200, 404)),
         ("POST", "/api/v1/projects/alice%2Fpriv/experiments",
          {"name": "x-{caller}", "processor": "noop"}, "api", PRIV_DEV_WRITE),
         ("GET", "/api/v1/projects/alice%2Fpriv2/experiments", None, "api", OTHER),
         ("POST", "/api/v1/projects/alice%2Fpriv2/experiments",
          {"name": "y-{caller}", "processor": "noop"}, "api", (404, 404, 404, 404, 404, 201, 404)),
         ("GET", "/api/v1/projects/alice%2Fpub/experiments", None, "api", PUB_READ),
-        # the processor's code project is private: its members only (a job token is
-        # refused outside /projects)
-        ("GET", "/api/v1/processors/noop", None, "api", (404, 404, 200, 200, 200, 200, 403)),
+        # the processor's code project is private: members who may read its code only
+        # (not guests); a job token counts nowhere under /api/v1
+        ("GET", "/api/v1/processors/noop", None, "api", (404, 404, 404, 200, 200, 200, 404)),
         ("POST", "/api/v1/code-projects/alice%2Fcode/publish", {"ref": "main"}, "api",
-         (401, 404, 403, 403, 201, 201, 403)),
+         (401, 404, 403, 403, 201, 201, 401)),
         ("GET", "/api/v1/namespaces/alice/usage", None, "api",
-         (401, 404, 404, 404, 404, 200, 403)),
-        ("GET", "/api/v1/usage", None, "api", (401, 200, 200, 200, 200, 200, 403)),
+         (401, 404, 404, 404, 404, 200, 401)),
+        ("GET", "/api/v1/usage", None, "api", (401, 200, 200, 200, 200, 200, 401)),
         # --- git smart HTTP ---
         ("GET", "/alice/priv.git/info/refs?service=git-upload-pack", None, "git",
          (401, 404, 403, 200, 200, 200, 200)),
+        # a job token pushes only with ci_push_repository_for_job_token_allowed (off)
         ("GET", "/alice/priv.git/info/refs?service=git-receive-pack", None, "git",
-         (401, 404, 403, 403, 200, 200, 200)),
+         (401, 404, 403, 403, 200, 200, 403)),
         ("GET", "/alice/priv2.git/info/refs?service=git-upload-pack", None, "git",
          (401, 404, 404, 404, 404, 200, 404)),
         ("GET", "/alice/pub.git/info/refs?service=git-upload-pack", None, "git",
@@ -234,7 +243,7 @@ def routes(w):
         ("POST", "/alice/priv.git/info/lfs/objects/batch", lfs_dl, "lfs",
          (401, 404, 403, 200, 200, 200, 200)),
         ("POST", "/alice/priv.git/info/lfs/objects/batch", lfs_up, "lfs",
-         (401, 404, 403, 403, 200, 200, 200)),
+         (401, 404, 403, 403, 200, 200, 403)),
         ("POST", "/alice/priv2.git/info/lfs/objects/batch", lfs_dl, "lfs",
          (401, 404, 404, 404, 404, 200, 404)),
         ("GET", f"/alice/priv.git/gitlab-lfs/objects/{OID}", None, "lfs",
@@ -298,14 +307,15 @@ def test_epf_secret_opens_its_own_experiment_only(world):
 
 def test_job_token_dies_with_its_job(world):
     tok = world.tokens["job"]
-    r = world.hub.api("GET", P.replace("/api/v4", ""), headers={"JOB-TOKEN": tok})
+    raw = P.replace("/api/v4", "") + "/repository/files/README.md/raw?ref=main"
+    r = world.hub.api("GET", raw, headers={"JOB-TOKEN": tok})
     assert r.status_code == 200
     (world.hold.parent / "job-token.release").write_text("")
     owner = world.tokens["owner"]
     _wait(lambda: world.hub.api("GET", f"/projects/alice%2Fpriv/pipelines/"
                                 f"{world.held_pipeline}", owner).json()["status"]
           in ("success", "failed"))
-    for kind, route in (("api", P), ("api", "/api/v1/projects/alice%2Fpriv/experiments"),
+    for kind, route in (("api", P + "/repository/files/README.md/raw?ref=main"),
                         ("git", "/alice/priv.git/info/refs?service=git-upload-pack")):
         r = call(world, "job", "GET", route, None, kind)
         assert r.status_code == 401, (route, r.status_code)

@@ -240,9 +240,9 @@ tok:
   script:
     - echo "$CI_JOB_TOKEN" > token.txt
     - |
-      curl -sf -H "JOB-TOKEN: $CI_JOB_TOKEN" "$CI_API_V4_URL/projects/$CI_PROJECT_ID" > own.json
+      curl -sf -H "JOB-TOKEN: $CI_JOB_TOKEN" "$CI_API_V4_URL/projects/$CI_PROJECT_ID/repository/files/.gitlab-ci.yml/raw?ref=$CI_COMMIT_SHA" > own.json
     - |
-      code=$(curl -s -o /dev/null -w '%{http_code}' -H "JOB-TOKEN: $CI_JOB_TOKEN" "$CI_API_V4_URL/projects/alice%2Fother")
+      code=$(curl -s -o /dev/null -w '%{http_code}' -H "JOB-TOKEN: $CI_JOB_TOKEN" "$CI_API_V4_URL/projects/alice%2Fother/repository/files/x/raw")
       test "$code" = 404
     - git fetch -q origin
     - echo pushed > pushed.txt && git add pushed.txt
@@ -252,10 +252,13 @@ tok:
     paths: [token.txt, own.json]
 """}, tmp)
     project = gl.projects.get("alice/ci")
+    # job tokens push only where the project allows it (GitLab's default: off)
+    project.ci_push_repository_for_job_token_allowed = True
+    project.save()
     pl = wait_pipeline(project.pipelines.create({"ref": "main"}))
     job = project.jobs.get(pl.jobs.list()[0].id)
     assert pl.status == "success", job.trace().decode()
-    assert b'"path_with_namespace":"alice/ci"' in job.artifact("own.json")
+    assert b"CI_JOB_TOKEN" in job.artifact("own.json")
     job_token = job.artifact("token.txt").decode().strip()
     assert "from-job" in [b.name for b in project.branches.list()]
     # the job ended: its token is dead for the API and for git

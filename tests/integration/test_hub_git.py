@@ -106,11 +106,17 @@ def test_access_levels_for_git(hub, tmp_path):
     r = requests.get(hub.url + "/acme/data.git/info/refs", auth=("x", bob),
                      params={"service": "git-receive-pack"}, timeout=30)
     assert r.status_code == 403
-    # A developer can push; the user name in the URL is ignored (gitlab-ci-token too).
+    # A developer can push a branch; the user name in the URL is ignored (gitlab-ci-token
+    # too). The default branch is protected as on GitLab: maintainers only.
     hub.member("acme/data", "carol", "developer")
-    git("push", hub.git_url("acme/data", user="gitlab-ci-token", token=carol), "main",
+    r = git("push", hub.git_url("acme/data", user="gitlab-ci-token", token=carol), "main",
+            cwd=src, check=False)
+    assert r.returncode != 0
+    assert "GitLab: You are not allowed to push code to protected branches on this project." \
+        in r.stderr, r.stderr
+    git("push", hub.git_url("acme/data", user="gitlab-ci-token", token=carol), "main:dev",
         cwd=src)
-    assert git("ls-remote", hub.git_url("acme/data", token=alice), "refs/heads/main",
+    assert git("ls-remote", hub.git_url("acme/data", token=alice), "refs/heads/dev",
                cwd=src).stdout.split()[0] == head_of(src)
     # A bad token is a 401 with the Basic challenge.
     r = requests.get(hub.url + "/acme/data.git/info/refs", auth=("x", "glpat-wrong-token-00000"),

@@ -190,9 +190,9 @@ def test_reporter_cannot_upload(hub, tmp_path, lfs_home):
     r = batch(hub, "acme/data", [{"oid": oid_of(data), "size": len(data)}],
               auth=("carol", carol))
     assert r.status_code == 404
-    # A developer pushes with the same commands.
+    # A developer pushes with the same commands (to a branch: main is protected).
     hub.member("acme/data", "carol", "developer")
-    git("push", hub.git_url("acme/data", token=carol), "main", cwd=src, env=lfs_home)
+    git("push", hub.git_url("acme/data", token=carol), "main:dev", cwd=src, env=lfs_home)
     assert store_path(hub, new).read_bytes() == new
 
 

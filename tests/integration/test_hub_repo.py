@@ -673,10 +673,10 @@ def test_access(repo):
         assert r.status_code == 404 and r.json() == {"message": "404 Project Not Found"}, route
     r = api(hub, "POST", "/commits", stranger, json={"branch": "main"})
     assert r.status_code == 404
-    # developers write
+    # developers write (on branches: the default branch is protected, as on GitLab)
     dev = member(hub, "dora", "developer")
     c = gitlab.Gitlab(hub.url, private_token=dev).projects.get(PROJECT).commits.create({
-        "branch": "main", "commit_message": "by dev",
+        "branch": "by-dev", "start_branch": "main", "commit_message": "by dev",
         "actions": [{"action": "create", "file_path": "dev.txt", "content": "d"}]})
     assert c.author_name == "dora"
 

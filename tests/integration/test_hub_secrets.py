@@ -61,6 +61,8 @@ def test_no_credential_in_logs_or_plain_in_db(hub, tmp_path):
     secrets["lfs"] = up["header"]["Authorization"].split(" ", 1)[1]
     assert requests.put(up["href"], data=data, headers=up["header"], timeout=30).status_code == 200
     # a job token, used by the job for git; it leaves the job's sandbox as an artifact
+    assert requests.put(api + "/projects/alice%2Fp", headers=h, timeout=30,
+                        json={"ci_push_repository_for_job_token_allowed": True}).status_code == 200
     r = requests.post(api + "/projects/alice%2Fp/pipeline", headers=h, timeout=30,
                       json={"ref": "main", "variables": [{"key": "TOKEN_FILE",
                                                           "value": "job-token"}]})

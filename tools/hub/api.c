@@ -2,6 +2,7 @@
  * namespaces and groups; /projects/:id/repository/... is handed to repo.c. */
 #include "core.h"
 #include "hub_ci.h"
+#include "protect.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -393,6 +394,8 @@ json_t *hub_project_json(struct hub_req *req, const struct hub_project *p, bool 
 	json_object_set_new(o, "repository_access_level", json_string("enabled"));
 	json_object_set_new(o, "builds_access_level", json_string("enabled"));
 	hub_ci_project_fields(p, o);
+	json_object_set_new(o, "ci_push_repository_for_job_token_allowed",
+	                    json_boolean(hub_project_job_token_push(hub, p->id)));
 	json_object_set_new(o, "creator_id", json_null());
 	json_object_set_new(o, "open_issues_count", json_integer(0));
 	json_object_set_new(o, "shared_runners_enabled", json_true());
@@ -798,9 +801,14 @@ static void route_project_update(struct hub_req *req, struct hub_resp *resp, con
 	const char *key;
 	int r;
 
+	/* lib/api/projects.rb: before { authenticate_non_get! } */
+	if (!req->user) {
+		hub_resp_error(resp, 401, "401 Unauthorized");
+		return;
+	}
 	if (project_resolve(req, resp, raw, &p) < 0)
 		return;
-	if (!req->user || p.access < HUB_ACCESS_MAINTAINER) {
+	if (p.access < HUB_ACCESS_MAINTAINER) {
 		hub_resp_error(resp, 403, "403 Forbidden");
 		return;
 	}
@@ -810,6 +818,19 @@ static void route_project_update(struct hub_req *req, struct hub_resp *resp, con
 	}
 	json_object_foreach(params, key, v)
 	{
+		if (!strcmp(key, "ci_push_repository_for_job_token_allowed")) {
+			if (!json_is_boolean(v) &&
+			    !(json_is_string(v) && (!strcmp(json_string_value(v), "true") ||
+			                            !strcmp(json_string_value(v), "false")))) {
+				hub_resp_json(
+				    resp, 400,
+				    json_pack("{s:s}", "error",
+				              "ci_push_repository_for_job_token_allowed is"
+				              " invalid"));
+				goto out;
+			}
+			continue;
+		}
 		if (strcmp(key, "ci_config_path") && strcmp(key, "id")) {
 			json_t *m =
 			    json_pack("{s:[s]}", key, "is not an attribute reef-hub can change");
@@ -817,6 +838,14 @@ static void route_project_update(struct hub_req *req, struct hub_resp *resp, con
 			hub_resp_json(resp, 400, json_pack("{s:o}", "message", m));
 			goto out;
 		}
+	}
+	v = json_object_get(params, "ci_push_repository_for_job_token_allowed");
+	if (v && hub_project_job_token_push_set(
+	             req->hub, p.id,
+	             json_is_true(v) ||
+	                 (json_is_string(v) && !strcmp(json_string_value(v), "true"))) < 0) {
+		hub_resp_error(resp, 500, "500 Internal Server Error");
+		goto out;
 	}
 	r = hub_ci_project_update(&p, params);
 	if (r == -EINVAL) {
@@ -860,7 +889,8 @@ void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 	/* CI routes (hub_ci.h) take the rest after the project id, which may hold a path. */
 	if (!repo_rest && strncmp(copy, "projects/", 9) == 0) {
 		char *sl = strchr(copy + 9, '/');
-		static const char *const ci_segs[] = {"pipeline", "pipelines", "jobs", "trigger"};
+		static const char *const ci_segs[] = {"pipeline", "pipelines", "jobs", "trigger",
+		                                      "protected_branches"};
 
 		for (size_t i = 0; sl && i < sizeof(ci_segs) / sizeof(ci_segs[0]); i++) {
 			size_t len = strlen(ci_segs[i]);
@@ -911,6 +941,10 @@ void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 			goto out;
 		}
 		hub_repo_route(req, resp, &p, repo_rest);
+	} else if (n == 2 && strcmp(seg[0], "projects") == 0 && ci_rest &&
+	           strncmp(ci_rest, "protected_branches", 18) == 0) {
+		if (project_resolve(req, resp, seg[1], &p) == 0)
+			hub_protect_route(req, resp, &p, ci_rest + 18);
 	} else if (n == 2 && strcmp(seg[0], "projects") == 0 && ci_rest) {
 		char id[HUB_MAX_PATH + 1];
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "reef/hash.h"
+#include "protect.h"
 #include "reef/log.h"
 
 static const char schema_sql[] =
@@ -56,6 +57,30 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS members_user ON members(user_id);"
     "CREATE INDEX IF NOT EXISTS tokens_user ON tokens(user_id);"
     "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');";
+
+/* Tables added after schema version 1: created on every open, so data directories made
+ * by an older hub gain them (CREATE ... IF NOT EXISTS is idempotent). */
+static const char schema_later_sql[] =
+    /* GitLab's protected branches (lib/api/protected_branches.rb): name is a branch or
+     * a wildcard; levels are 0 (no one), 30, 40 or 60 (admins). */
+    "CREATE TABLE IF NOT EXISTS protected_branches("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,"
+    " name TEXT NOT NULL, push_access_level INTEGER NOT NULL,"
+    " merge_access_level INTEGER NOT NULL, allow_force_push INTEGER NOT NULL DEFAULT 0,"
+    " UNIQUE(project_id, name));"
+    /* Project settings GitLab keeps in project_ci_cd_settings and friends. */
+    "CREATE TABLE IF NOT EXISTS project_settings("
+    " project_id INTEGER PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,"
+    " job_token_push INTEGER NOT NULL DEFAULT 0);"
+    /* Ref updates a push is about to make, written by the pre-receive hook before any
+     * ref moves and consumed (pipeline created, row deleted) after receive-pack ends or,
+     * after a crash, when the hub starts again (git.h). */
+    "CREATE TABLE IF NOT EXISTS push_events("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, push_id TEXT NOT NULL,"
+    " project_id INTEGER NOT NULL, ref TEXT NOT NULL, old_sha TEXT NOT NULL,"
+    " new_sha TEXT NOT NULL, user_id INTEGER NOT NULL, pipeline INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL);";
 
 int hub_db_err(int rc)
 {
@@ -117,6 +142,8 @@ int hub_db_open(struct hub *hub, const char *dir, bool create)
 	                  NULL, NULL, &err);
 	if (rc == SQLITE_OK && create)
 		rc = sqlite3_exec(hub->db, schema_sql, NULL, NULL, &err);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(hub->db, schema_later_sql, NULL, NULL, &err);
 	if (rc != SQLITE_OK) {
 		log_error("cannot prepare %s: %s", path, err ? err : sqlite3_errstr(rc));
 		sqlite3_free(err);
@@ -672,6 +699,11 @@ int hub_project_create(struct hub *hub, int64_t ns_id, const char *name, const c
 	if (r < 0)
 		goto out;
 	r = hub_member_set(hub, pid, owner_id, HUB_ACCESS_OWNER);
+	if (r < 0)
+		goto out;
+	/* GitLab's default "initial default branch protection" is Fully protected:
+	 * maintainers push and merge, no force push (protect.h). */
+	r = hub_protect_default(hub, pid, "main");
 	if (r < 0)
 		goto out;
 	hub_repo_dir(hub, pid, dir);

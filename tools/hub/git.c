@@ -8,6 +8,8 @@
 #include <git2.h>
 #include <microhttpd.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,12 +17,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "hook.h"
 #include "hub_ci.h"
+#include "protect.h"
 #include "reef/log.h"
 #include "reef/util.h"
 
 #define GIT_MAX_CGI_HEADERS (16 * 1024)
-#define GIT_ENV_MAX         20
+#define GIT_ENV_MAX         40
 
 enum git_endpoint { GIT_INFO_REFS, GIT_UPLOAD_PACK, GIT_RECEIVE_PACK };
 
@@ -32,6 +36,10 @@ struct hub_git {
 	int spool;
 	uint64_t spooled;
 	char user[256];
+	int64_t user_id;
+	char push_id[33];                 /* receive-pack: the hooks' key for this push (hook.h) */
+	char only_ref[HUB_MAX_PATH + 16]; /* job token of a launch: the one ref it may push */
+	bool no_pipeline;                 /* job token: GitLab starts no pipeline for its pushes */
 	char *query;
 	pid_t pid;
 	int out;       /* CGI stdout */
@@ -86,6 +94,18 @@ static void deny_text(struct hub_resp *resp, int status, const char *msg)
 	hub_resp_raw(resp, status, "text/plain", msg, strlen(msg));
 }
 
+/* 32 random hex digits naming one push's rows in push_events. */
+static int push_id_new(char out[33])
+{
+	uint8_t rnd[16];
+
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		return -EIO;
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(out + 2 * i, 3, "%02x", rnd[i]);
+	return 0;
+}
+
 static int spool_open(const char *dir)
 {
 	char tmp[PATH_MAX];
@@ -120,7 +140,7 @@ int hub_git_start(struct hub_req *req, struct hub_resp *resp, const char *path, 
 	unsigned scopes = 0;
 	bool write, anon, readable;
 	enum hub_access acc;
-	char *proj;
+	char *proj, launch_ref[HUB_MAX_PATH] = "";
 	size_t plen;
 	int r;
 
@@ -183,12 +203,22 @@ int hub_git_start(struct hub_req *req, struct hub_resp *resp, const char *path, 
 		deny_text(resp, 403, "You are not allowed to download code from this project.\n");
 		goto refused;
 	}
+	/* lib/gitlab/auth.rb, abilities_for_scopes: api and write_repository push and
+	 * download; read_api and read_repository download. */
 	if (!anon && !(scopes & (HUB_SCOPE_API | HUB_SCOPE_WRITE_REPOSITORY |
-	                         (write ? 0 : HUB_SCOPE_READ_REPOSITORY)))) {
+	                         (write ? 0 : HUB_SCOPE_READ_REPOSITORY | HUB_SCOPE_READ_API)))) {
 		deny_text(resp, 403, "The token does not have the scope for this request.\n");
 		goto refused;
 	}
 	if (write && acc < HUB_ACCESS_DEVELOPER) {
+		deny_text(resp, 403, "You are not allowed to push code to this project.\n");
+		goto refused;
+	}
+	/* A job token pushes only where ci_push_repository_for_job_token_allowed is on
+	 * (doc/ci/jobs/ci_job_token.md, default off), or, for reef-hub's own launch jobs
+	 * (mgmt-api.md), to the launch's branch. */
+	if (write && req->job_project_id > 0 && !hub_project_job_token_push(req->hub, p.id) &&
+	    hub_ci_job_launch_ref(req->hub, req->job_id, launch_ref, sizeof(launch_ref)) <= 0) {
 		deny_text(resp, 403, "You are not allowed to push code to this project.\n");
 		goto refused;
 	}
@@ -203,6 +233,14 @@ int hub_git_start(struct hub_req *req, struct hub_resp *resp, const char *path, 
 	g->out = -1;
 	g->pid = -1;
 	snprintf(g->user, sizeof(g->user), "%s", anon ? "" : user.username);
+	g->user_id = anon ? 0 : user.id;
+	if (req->job_project_id > 0) {
+		g->no_pipeline = true;
+		if (launch_ref[0] && !hub_project_job_token_push(req->hub, p.id))
+			snprintf(g->only_ref, sizeof(g->only_ref), "refs/heads/%s", launch_ref);
+	}
+	if (ep == GIT_RECEIVE_PACK && push_id_new(g->push_id) < 0)
+		goto oom;
 	snprintf(g->repo, sizeof(g->repo), "%s", p.repo_path);
 	g->query = strdup(query ? query : "");
 	if (!g->query)
@@ -334,6 +372,9 @@ static void head_fix(struct hub_git *g)
 		goto out;
 	if (g->spool >= 0 && pushed_branch(g->spool, pushed, sizeof(pushed)) &&
 	    git_reference_name_to_id(&oid, repo, pushed) == 0) {
+		if (!strncmp(git_reference_symbolic_target(head), "refs/heads/", 11))
+			hub_protect_rename(g->hub, g->project_id,
+			                   git_reference_symbolic_target(head) + 11, pushed + 11);
 		git_repository_set_head(repo, pushed);
 		log_info("project %lld: default branch is now %s", (long long)g->project_id,
 		         pushed + 11);
@@ -362,59 +403,6 @@ static void touch_activity(struct hub_git *g)
 	sqlite3_finalize(st);
 }
 
-/* Runs the CI hook for every ref the push created or updated and that now points at the
- * pushed commit (a rejected update leaves it elsewhere). Commands are the pkt-lines that
- * precede the pack: "<old> <new> <ref>[\0caps]\n", ended by a flush packet. */
-static void push_ci_hooks(struct hub_git *g)
-{
-	char data[65536];
-	ssize_t got = g->spool >= 0 ? pread(g->spool, data, sizeof(data) - 1, 0) : -1;
-	git_repository *repo = NULL;
-	struct hub_project p;
-	char id[32];
-	size_t off = 0;
-
-	snprintf(id, sizeof(id), "%lld", (long long)g->project_id);
-	if (got <= 0 || hub_project_load(g->hub, id, &p) < 0 ||
-	    git_repository_open_bare(&repo, g->repo) < 0)
-		return;
-	data[got] = '\0';
-	while (off + 4 <= (size_t)got) {
-		char hex[5], ref[512], sha[41];
-		unsigned long len;
-		const char *line;
-		size_t rl;
-		git_oid now;
-		bool tag;
-
-		memcpy(hex, data + off, 4);
-		hex[4] = '\0';
-		len = strtoul(hex, NULL, 16);
-		if (len < 4 || off + len > (size_t)got)
-			break;
-		line = data + off + 4;
-		off += len;
-		if (len - 4 <= 83 || line[40] != ' ' || line[81] != ' ')
-			continue;
-		rl = strcspn(line + 82, "\n");
-		if (rl > len - 4 - 82)
-			rl = len - 4 - 82;
-		if (rl >= sizeof(ref) || strspn(line + 41, "0") >= 40)
-			continue; /* too long, or a deletion */
-		memcpy(ref, line + 82, rl);
-		ref[rl] = '\0';
-		memcpy(sha, line + 41, 40);
-		sha[40] = '\0';
-		tag = strncmp(ref, "refs/tags/", 10) == 0;
-		if ((!tag && strncmp(ref, "refs/heads/", 11) != 0) ||
-		    git_reference_name_to_id(&now, repo, ref) < 0 ||
-		    strcmp(git_oid_tostr_s(&now), sha) != 0)
-			continue;
-		hub_ci_on_push(g->hub, &p, ref + (tag ? 10 : 11), tag, sha);
-	}
-	git_repository_free(repo);
-}
-
 /* Reaps http-backend; after a successful push, fixes HEAD before the client sees the
  * end of the response, so whatever it does next sees the new default branch. */
 static void child_finish(struct hub_git *g)
@@ -426,13 +414,15 @@ static void child_finish(struct hub_git *g)
 	while (waitpid(g->pid, &st, 0) < 0 && errno == EINTR)
 		;
 	g->pid = -1;
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		log_warn("git http-backend for project %lld exited with status %d",
 		         (long long)g->project_id, st);
-	} else if (g->endpoint == GIT_RECEIVE_PACK) {
+	else if (g->endpoint == GIT_RECEIVE_PACK)
 		head_fix(g);
+	if (g->endpoint == GIT_RECEIVE_PACK) {
 		touch_activity(g);
-		push_ci_hooks(g);
+		/* whatever receive-pack's status, the refs that moved get their pipelines */
+		hub_push_events_run(g->hub, g->push_id);
 	}
 }
 
@@ -496,7 +486,7 @@ static int cgi_spawn(struct hub_req *req, struct hub_git *g)
 	int pipefd[2] = {-1, -1}, in = -1, r = 0;
 	size_t n = 0;
 	sigset_t none;
-	pid_t pid;
+	pid_t pid, parent;
 
 	if (hub_pathf(root, sizeof(root), "%s/repos", req->hub->dir) < 0)
 		return -ENAMETOOLONG;
@@ -523,6 +513,32 @@ static int cgi_spawn(struct hub_req *req, struct hub_git *g)
 		r |= env_add(env, &n, "HTTP_CONTENT_ENCODING", v);
 	if ((v = hub_req_header(req, "Git-Protocol")))
 		r |= env_add(env, &n, "GIT_PROTOCOL", v);
+	if (g->endpoint == GIT_RECEIVE_PACK) {
+		char hooks[PATH_MAX], num[32];
+
+		/* the push's checks and durable record run in reef-hub's hooks (hook.h) */
+		if (hub_pathf(hooks, sizeof(hooks), "%s/hooks", req->hub->dir) < 0) {
+			r = -ENAMETOOLONG;
+			goto out;
+		}
+		r |= env_add(env, &n, "GIT_CONFIG_COUNT", "1");
+		r |= env_add(env, &n, "GIT_CONFIG_KEY_0", "core.hooksPath");
+		r |= env_add(env, &n, "GIT_CONFIG_VALUE_0", hooks);
+		r |= env_add(env, &n, "REEF_HUB_DIR", req->hub->dir);
+		snprintf(num, sizeof(num), "%d", (int)getpid());
+		r |= env_add(env, &n, "REEF_HUB_PID", num);
+		snprintf(num, sizeof(num), "%lld", (long long)g->project_id);
+		r |= env_add(env, &n, "REEF_PUSH_PROJECT", num);
+		snprintf(num, sizeof(num), "%lld", (long long)g->user_id);
+		r |= env_add(env, &n, "REEF_PUSH_USER", num);
+		r |= env_add(env, &n, "REEF_PUSH_ID", g->push_id);
+		if (g->only_ref[0])
+			r |= env_add(env, &n, "REEF_PUSH_ONLY_REF", g->only_ref);
+		if (g->no_pipeline)
+			r |= env_add(env, &n, "REEF_PUSH_NO_PIPELINE", "1");
+		if ((v = getenv("REEF_HUB_HOOK_DELAY")))
+			r |= env_add(env, &n, "REEF_HUB_HOOK_DELAY", v);
+	}
 	if (r < 0)
 		goto out;
 	if (g->spool >= 0) {
@@ -543,6 +559,7 @@ static int cgi_spawn(struct hub_req *req, struct hub_git *g)
 		goto out;
 	}
 	sigemptyset(&none);
+	parent = getpid();
 	pid = fork();
 	if (pid < 0) {
 		r = -errno;
@@ -551,6 +568,11 @@ static int cgi_spawn(struct hub_req *req, struct hub_git *g)
 	if (pid == 0) {
 		/* Only async-signal-safe calls from here on. */
 		sigprocmask(SIG_SETMASK, &none, NULL);
+		/* A hub that dies takes its git child along (SIGTERM: git's handlers then end
+		 * receive-pack and drop its lock files), so no orphan finishes a push nobody
+		 * answers for; the reference-transaction hook refuses one that slips by. */
+		if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+			_exit(127);
 		signal(SIGPIPE, SIG_DFL);
 		if (dup2(in, 0) < 0 || dup2(pipefd[1], 1) < 0)
 			_exit(127);

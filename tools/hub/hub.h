@@ -63,6 +63,7 @@ struct hub_req {
 	const struct hub_user *user; /* NULL when anonymous */
 	int64_t job_project_id;      /* > 0: authenticated by a CI job token, valid for this
 	                                project only (hub_ci.h) */
+	int64_t job_id;              /* that token's job */
 };
 
 struct hub_header {

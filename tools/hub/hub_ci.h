@@ -34,14 +34,19 @@ void hub_mgmt_route(struct hub_req *req, struct hub_resp *resp, const char *rest
  * token is valid for (its job is running), or -1. *user_id (optional) gets the user the
  * pipeline runs for, whose access the job acts with on that one project. */
 int64_t hub_ci_job_token_project(struct hub *h, const char *token);
-int64_t hub_ci_job_token_lookup(struct hub *h, const char *token, int64_t *user_id);
+int64_t hub_ci_job_token_lookup(struct hub *h, const char *token, int64_t *user_id,
+                                int64_t *job_id);
+/* The branch of the management launch (experiment, data pipeline, visualization) whose
+ * pipeline the job belongs to: 1 with ref set, 0 when the job is not a launch's. A
+ * launch's job pushes its outputs to that branch with its job token (mgmt-api.md). */
+int hub_ci_job_launch_ref(struct hub *h, int64_t job_id, char *ref, size_t n);
 
 /* Optional hooks for the core. */
-/* After a push updated refs/heads/<branch> or refs/tags/<tag> to new_sha: runs the
- * project's pipeline (source "push") unless the head commit says [skip ci] / [ci skip]
- * or the commit has no CI file. */
+/* After a push (by user_id, who becomes the pipeline's user) updated refs/heads/<branch>
+ * or refs/tags/<tag> to new_sha: runs the project's pipeline (source "push") unless the head commit
+ * says [skip ci] / [ci skip] or the commit has no CI file. */
 void hub_ci_on_push(struct hub *h, const struct hub_project *p, const char *ref_name, bool is_tag,
-                    const char *new_sha);
+                    const char *new_sha, int64_t user_id);
 /* Adds ci_config_path to a project's JSON; applies ci_config_path from PUT /projects/:id
  * params (0, or -EINVAL for an unsafe path). */
 void hub_ci_project_fields(const struct hub_project *p, json_t *project_json);

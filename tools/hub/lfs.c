@@ -805,11 +805,21 @@ int hub_lfs_start(struct hub_req *req, struct hub_resp *resp, const char *path,
 		}
 		acc = hub_project_access(req->hub, &l->p, req->user);
 		readable = strcmp(l->p.visibility, "private") != 0 || acc >= HUB_ACCESS_REPORTER;
-		l->can_read =
-		    readable && (l->anon || (scopes & (HUB_SCOPE_API | HUB_SCOPE_READ_REPOSITORY |
-		                                       HUB_SCOPE_WRITE_REPOSITORY)));
+		l->can_read = readable &&
+		              (l->anon ||
+		               (scopes & (HUB_SCOPE_API | HUB_SCOPE_READ_API |
+		                          HUB_SCOPE_READ_REPOSITORY | HUB_SCOPE_WRITE_REPOSITORY)));
 		l->can_write = !l->anon && acc >= HUB_ACCESS_DEVELOPER &&
 		               (scopes & (HUB_SCOPE_API | HUB_SCOPE_WRITE_REPOSITORY));
+		/* A job token has no push_code ability, so GitLab refuses its LFS uploads
+		 * (lfs_request.rb, lfs_upload_access?); reef-hub's launch jobs, which push
+		 * their outputs to their own branch, are the exception. */
+		if (req->job_project_id > 0 && l->can_write) {
+			char ref[HUB_MAX_PATH];
+
+			l->can_write =
+			    hub_ci_job_launch_ref(req->hub, req->job_id, ref, sizeof(ref)) > 0;
+		}
 		/* The batch checks upload rights once it knows the operation. */
 		if ((l->route == LFS_PUT || l->route == LFS_VERIFY) ? !l->can_write
 		                                                    : !l->can_read) {

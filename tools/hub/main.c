@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "blobcache.h"
+#include "hook.h"
 #include "reef/log.h"
 #include "runner.h"
 
@@ -393,6 +394,13 @@ static int cmd_serve(int argc, char **argv)
 		hub_db_close(&hub);
 		return 1;
 	}
+	r = hub_hooks_install(&hub);
+	if (r < 0) {
+		fprintf(stderr, "reef-hub: cannot install the git hooks in %s/hooks: %s\n", hub.dir,
+		        strerror(-r));
+		hub_db_close(&hub);
+		return 1;
+	}
 	r = hub_serve(&hub, listen_at, opt_flag(argc, argv, "--allow-remote"));
 	hub_db_close(&hub);
 	return r < 0 ? 1 : 0;
@@ -402,6 +410,9 @@ int main(int argc, char **argv)
 {
 	int code;
 
+	/* started by git as one of the hub's push hooks (hook.h) */
+	if (argc >= 1 && hub_hook_name(argv[0]))
+		return hub_hook_main(argc, argv);
 	log_set_ident("reef-hub");
 	if (argc < 2)
 		return usage(2);

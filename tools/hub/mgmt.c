@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "core.h"
+#include "hook.h"
 #include "hub_ci.h"
 #include "lfs.h"
 #include "idem.h"
@@ -219,7 +220,16 @@ static json_t *mg_processor_json(sqlite3_stmt *st)
 	return o;
 }
 
-/* A processor row the caller may see (its code project is visible to them). */
+/* A processor is its code: the caller must be able to read its code project's
+ * repository, which a guest of a private project cannot (doc/user/permissions.md). */
+static bool mg_code_readable(struct hub_req *req, const struct hub_project *p)
+{
+	return hub_project_visible(req->hub, p, req->user) &&
+	       (strcmp(p->visibility, "private") ||
+	        hub_project_access(req->hub, p, req->user) >= HUB_ACCESS_REPORTER);
+}
+
+/* A processor row the caller may see (its code is readable by them). */
 static sqlite3_stmt *mg_processor_row(struct hub_req *req, const char *slug)
 {
 	char sql[512], id[32];
@@ -233,8 +243,7 @@ static sqlite3_stmt *mg_processor_row(struct hub_req *req, const char *slug)
 		return NULL;
 	}
 	snprintf(id, sizeof(id), "%lld", (long long)sqlite3_column_int64(st, 9));
-	if (hub_project_load(req->hub, id, &p) < 0 ||
-	    !hub_project_visible(req->hub, &p, req->user)) {
+	if (hub_project_load(req->hub, id, &p) < 0 || !mg_code_readable(req, &p)) {
 		sqlite3_finalize(st);
 		return NULL;
 	}
@@ -613,8 +622,7 @@ static void mg_processors_list(struct hub_req *req, struct hub_resp *resp)
 		char id[32];
 
 		snprintf(id, sizeof(id), "%lld", (long long)sqlite3_column_int64(st, 9));
-		if (hub_project_load(req->hub, id, &p) == 0 &&
-		    hub_project_visible(req->hub, &p, req->user))
+		if (hub_project_load(req->hub, id, &p) == 0 && mg_code_readable(req, &p))
 			json_array_append_new(all, mg_processor_json(st));
 	}
 	sqlite3_finalize(st);
@@ -936,8 +944,7 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 		const char *pj = (const char *)sqlite3_column_text(st, 3);
 
 		snprintf(id, sizeof(id), "%lld", (long long)sqlite3_column_int64(st, 4));
-		if (hub_project_load(req->hub, id, &cp) == 0 &&
-		    hub_project_visible(req->hub, &cp, req->user)) {
+		if (hub_project_load(req->hub, id, &cp) == 0 && mg_code_readable(req, &cp)) {
 			snprintf(ptype, sizeof(ptype), "%s", sqlite3_column_text(st, 0));
 			snprintf(pcmd, sizeof(pcmd), "%s", sqlite3_column_text(st, 1));
 			snprintf(psha, sizeof(psha), "%s", sqlite3_column_text(st, 2));
@@ -1508,12 +1515,33 @@ int hub_ci_init(struct hub *h)
 		return r;
 	}
 	ci_pipeline_hook_set(mg_on_pipeline);
+	/* pushes that landed while no hub was left to start their pipelines */
+	hub_push_events_run(h, NULL);
 	/* launches whose pipeline ended while no hub ran it (restart) catch up */
 	ci_db_exec(NULL,
 	           "UPDATE mg_launches SET status=(SELECT status FROM ci_pipelines p WHERE"
 	           " p.id=mg_launches.pipeline_id) WHERE pipeline_id IS NOT NULL",
 	           NULL);
 	return 0;
+}
+
+int hub_ci_job_launch_ref(struct hub *h, int64_t job_id, char *ref, size_t n)
+{
+	sqlite3_stmt *st;
+	int found = 0;
+
+	(void)h;
+	if (job_id <= 0 || !ci_db())
+		return 0;
+	st = ci_db_prep("SELECT l.branch FROM ci_jobs j JOIN mg_launches l ON"
+	                " l.pipeline_id = j.pipeline_id WHERE j.id = ?",
+	                "i", job_id);
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(ref, n, "%s", (const char *)sqlite3_column_text(st, 0));
+		found = 1;
+	}
+	sqlite3_finalize(st);
+	return found;
 }
 
 void hub_ci_shutdown(struct hub *h)

@@ -14,6 +14,7 @@
 #include "reef/jsonx.h"
 #include "reef/log.h"
 #include "reef/util.h"
+#include "protect.h"
 #include "repo_int.h"
 
 #define REPO_MAX_REFS 1000000 /* branches or tags listed per request */
@@ -752,8 +753,35 @@ static bool name_matches(const char *name, const char *search)
 	return ok;
 }
 
+const char *repo_protect_check(struct repo_ctx *c, const char *branch, bool deletion)
+{
+	char *def = NULL;
+	const char *msg;
+
+	repo_default_branch(c->repo, &def);
+	if (!def) {
+		/* an empty repository: its default branch is HEAD's target */
+		git_reference *head = NULL;
+
+		if (git_reference_lookup(&head, c->repo, "HEAD") == 0 &&
+		    git_reference_type(head) == GIT_REFERENCE_SYMBOLIC &&
+		    !strncmp(git_reference_symbolic_target(head), "refs/heads/", 11))
+			def = strdup(git_reference_symbolic_target(head) + 11);
+		git_reference_free(head);
+		msg = hub_protect_check(c->req->hub, c->p, c->req->user, c->p->access, branch, def,
+		                        true, deletion, false, true);
+	} else {
+		msg = hub_protect_check(c->req->hub, c->p, c->req->user, c->p->access, branch, def,
+		                        false, deletion, false, true);
+	}
+	free(def);
+	return msg;
+}
+
 static json_t *branch_json(struct repo_ctx *c, const char *name, const char *def)
 {
+	struct hub_protection pr;
+	bool prot;
 	git_reference *ref = NULL;
 	git_object *obj = NULL;
 	char full[1024];
@@ -767,11 +795,15 @@ static json_t *branch_json(struct repo_ctx *c, const char *name, const char *def
 	}
 	git_object_free(obj);
 	git_reference_free(ref);
+	prot = hub_protect_match(c->req->hub, c->p->id, name, &pr) > 0;
 	return json_pack("{s:o, s:o, s:b, s:b, s:b, s:b, s:b, s:b, s:o}", "name", repo_jstr(name),
-	                 "commit", commit, "merged", 0, "protected", 0, "developers_can_push", 0,
-	                 "developers_can_merge", 0, "can_push",
-	                 c->req->user && c->p->access >= HUB_ACCESS_DEVELOPER, "default",
-	                 def && !strcmp(def, name), "web_url", repo_web_url(c, "tree", name));
+	                 "commit", commit, "merged", 0, "protected", prot, "developers_can_push",
+	                 prot && pr.push_level == HUB_ACCESS_DEVELOPER, "developers_can_merge",
+	                 prot && pr.merge_level == HUB_ACCESS_DEVELOPER, "can_push",
+	                 c->req->user && c->p->access >= HUB_ACCESS_DEVELOPER &&
+	                     !repo_protect_check(c, name, false),
+	                 "default", def && !strcmp(def, name), "web_url",
+	                 repo_web_url(c, "tree", name));
 }
 
 static void branches_list(struct repo_ctx *c)
@@ -892,7 +924,7 @@ out:
 
 static void branch_one(struct repo_ctx *c, const char *name)
 {
-	const char *m = c->req->method;
+	const char *m = c->req->method, *msg;
 	git_reference *ref = NULL;
 	char *def = NULL, full[1024];
 
@@ -914,6 +946,9 @@ static void branch_one(struct repo_ctx *c, const char *name)
 		hub_resp_json(c->resp, 200, branch_json(c, name, def));
 	} else if (def && !strcmp(def, name)) {
 		hub_resp_error(c->resp, 405, "The default branch of a project cannot be deleted.");
+	} else if ((msg = repo_protect_check(c, name, true))) {
+		/* Branches::DeleteService answers a refused pre-receive check with 400 */
+		hub_resp_error(c->resp, 400, msg);
 	} else {
 		snprintf(full, sizeof full, "refs/heads/%s", name);
 		if (git_reference_lookup(&ref, c->repo, full) < 0 || git_reference_delete(ref) < 0)

@@ -871,6 +871,12 @@ static void commit_create(struct repo_ctx *c)
 		repo_bad_param(c, "actions is empty");
 		goto out;
 	}
+	/* lib/api/commits.rb: authorize_push_to_branch! answers 403 */
+	if (repo_protect_check(c, branch, false)) {
+		hub_resp_error(c->resp, 403,
+		               "403 Forbidden - You are not allowed to push into this branch");
+		goto out;
+	}
 	if (!actions_valid(c, actions) || commit_apply(c, params, actions, &made) < 0)
 		goto out;
 	j = commit_detail(c, made, true);
@@ -934,6 +940,12 @@ void repo_files_write(struct repo_ctx *c, const char *path)
 			                    json_boolean(repo_bool(json_string_value(v))));
 		else if (v)
 			json_object_set(a, copied[k], v);
+	}
+	/* Files::*Service#validate_permissions!: a ValidationError, which lib/api/files.rb
+	 * answers with 400 */
+	if (repo_protect_check(c, jsonx_str(params, "branch"), false)) {
+		hub_resp_error(c->resp, 400, "You are not allowed to push into this branch");
+		goto out;
 	}
 	if (!actions_valid(c, actions) || commit_apply(c, params, actions, &made) < 0)
 		goto out;

@@ -48,6 +48,9 @@ void repo_resp_room(struct repo_ctx *c, size_t len);
 void repo_bad_param(struct repo_ctx *c, const char *msg);
 /* Checks that the caller may write (developer or more); answers 401/403 otherwise. */
 bool repo_can_write(struct repo_ctx *c);
+/* GitLab's protected-branch checks of a change to refs/heads/<branch> made through the
+ * API (protect.h, web protocol): NULL when allowed, else GitLab's message. */
+const char *repo_protect_check(struct repo_ctx *c, const char *branch, bool deletion);
 
 /* A JSON string from bytes that may not be UTF-8 (invalid sequences become U+FFFD). */
 json_t *repo_jstr(const char *s);

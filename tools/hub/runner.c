@@ -332,6 +332,29 @@ static void rn_rmtree(const char *path)
 	nftw(path, rn_rm_cb, 32, FTW_DEPTH | FTW_PHYS);
 }
 
+/* No job runs before the workers start: whatever builds/ holds (workspaces, HOME, TMPDIR,
+ * scripts and file variables of jobs a killed hub left) is removed. */
+static void rn_builds_sweep(void)
+{
+	char builds[PATH_MAX], path[PATH_MAX];
+	struct dirent *e;
+	DIR *d;
+
+	hub_pathf(builds, sizeof(builds), "%s/builds", rn.dir);
+	d = opendir(builds);
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (hub_pathf(path, sizeof(path), "%s/%s", builds, e->d_name) < 0)
+			continue;
+		log_warn("ci: removing %s, left by a hub that stopped while a job ran", path);
+		rn_rmtree(path);
+	}
+	closedir(d);
+}
+
 static int rn_mkdirs(const char *dir)
 {
 	char sub[PATH_MAX];
@@ -833,7 +856,7 @@ int ci_job_retry(int64_t job_id, int64_t *new_id)
 	return r;
 }
 
-int64_t ci_job_token_lookup(const char *token, int64_t *user_id)
+int64_t ci_job_token_lookup(const char *token, int64_t *user_id, int64_t *job_id)
 {
 	char hash[65];
 	sqlite3_stmt *st;
@@ -842,13 +865,15 @@ int64_t ci_job_token_lookup(const char *token, int64_t *user_id)
 	if (!rn.db || !token || strlen(token) < 20 || strlen(token) > 128)
 		return -1;
 	ci_token_hash(token, hash);
-	st = ci_db_prep("SELECT project_id, user_id FROM ci_jobs WHERE token_hash=? AND"
+	st = ci_db_prep("SELECT project_id, user_id, id FROM ci_jobs WHERE token_hash=? AND"
 	                " status='running'",
 	                "t", hash);
 	if (st && sqlite3_step(st) == SQLITE_ROW) {
 		pid = sqlite3_column_int64(st, 0);
 		if (user_id)
 			*user_id = sqlite3_column_int64(st, 1);
+		if (job_id)
+			*job_id = sqlite3_column_int64(st, 2);
 	}
 	sqlite3_finalize(st);
 	return pid;
@@ -2304,6 +2329,7 @@ int ci_runner_start(struct hub *h)
 	sqlite3_finalize(st);
 	ci_db_exec(NULL, "UPDATE ci_jobs SET token_hash=NULL WHERE status!='running'", NULL);
 	ci_unlock();
+	rn_builds_sweep();
 	rn_find_epf();
 	if (!rn.unsafe)
 		rn_sandbox_probe();

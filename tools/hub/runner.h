@@ -69,8 +69,8 @@ int ci_job_cancel(int64_t job_id);
 int ci_job_retry(int64_t job_id, int64_t *new_id);
 
 /* The project id a job token is valid for (its job is running), or -1; *user_id (optional)
- * gets the user the pipeline runs for. */
-int64_t ci_job_token_lookup(const char *token, int64_t *user_id);
+ * gets the user the pipeline runs for, *job_id (optional) the job. */
+int64_t ci_job_token_lookup(const char *token, int64_t *user_id, int64_t *job_id);
 
 /* Paths of a job's files under the data directory. */
 void ci_trace_path(int64_t job_id, char out[PATH_MAX]);

@@ -2,6 +2,7 @@
  * authentication, the hub_req/hub_resp helpers of hub.h, request logging and dispatch
  * to the API (api.c) and to git over smart HTTP (git.c). */
 #include "core.h"
+#include "authz.h"
 #include "git.h"
 #include "hub_ci.h"
 #include "lfs.h"
@@ -467,13 +468,14 @@ static int basic_decode(const char *in, char *out, size_t cap)
 int hub_auth_job_token(struct hub_req *req, const char *token, struct hub_user *user,
                        unsigned *scopes)
 {
-	int64_t uid = 0, pid = hub_ci_job_token_lookup(req->hub, token, &uid);
+	int64_t uid = 0, jid = 0, pid = hub_ci_job_token_lookup(req->hub, token, &uid, &jid);
 
 	if (pid <= 0 || hub_user_by_id(req->hub, uid, user) < 0)
 		return -EACCES;
 	*scopes = HUB_SCOPE_API;
 	req->user = user;
 	req->job_project_id = pid;
+	req->job_id = jid;
 	return 1;
 }
 
@@ -678,6 +680,8 @@ static bool scope_allows(const struct hub_ctx *c, const char *rest)
 		return true;
 	if (read && (c->scopes & HUB_SCOPE_READ_USER) && strcmp(rest, "/user") == 0)
 		return true;
+	if (read && (c->scopes & HUB_SCOPE_READ_REPOSITORY) && hub_authz_files_route(c->path))
+		return true;
 	return false;
 }
 
@@ -695,6 +699,12 @@ static void handle_api(struct hub_ctx *c)
 		hub_resp_error(&c->resp, 401, "401 Unauthorized");
 		return;
 	}
+	if (c->req.job_project_id > 0 && !hub_authz_job_route(c->req.method, c->path)) {
+		/* GitLab ignores a job token on a route that does not allow one (authz.h) */
+		c->req.user = NULL;
+		c->req.job_project_id = 0;
+		c->scopes = 0;
+	}
 	if (!scope_allows(c, rest)) {
 		hub_resp_json(&c->resp, 403,
 		              json_pack("{s:s,s:s,s:s}", "error", "insufficient_scope",
@@ -702,11 +712,6 @@ static void handle_api(struct hub_ctx *c)
 		                        "The request requires higher privileges than provided by "
 		                        "the access token.",
 		                        "scope", "api"));
-		return;
-	}
-	if (c->req.job_project_id > 0 && strncmp(rest, "/projects/", 10) != 0) {
-		/* a job token reaches its own project's routes only */
-		hub_resp_error(&c->resp, 403, "403 Forbidden");
 		return;
 	}
 	if (strncmp(c->path, "/api/v1/", 8) == 0)
