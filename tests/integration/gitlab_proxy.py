@@ -1,11 +1,13 @@
 """An HTTP reverse proxy in front of a real reef-hub that behaves like other GitLab
 servers do: one that does not speak git's protocol v2 (drops the Git-Protocol header, as a
 proxy or an old GitLab does, so upload-pack answers v0), one without GraphQL (404, as
-GitLab before the blobs field), one whose upload-pack answers arrive damaged. It counts
+GitLab before the blobs field), one whose upload-pack answers arrive damaged. Tree listings lose the hub's `size` field,
+as GitLab sends none. It counts
 requests per kind, so tests can assert what reefd asked. Loopback only."""
 
 import http.client
 import http.server
+import json
 import re
 import threading
 
@@ -16,6 +18,7 @@ class GitLabProxy:
         self.no_v2 = False          # strip Git-Protocol: upload-pack answers protocol v0
         self.no_graphql = False     # /api/graphql answers 404
         self.corrupt_packs = False  # flip a byte in the middle of every upload-pack answer
+        self.tree_sizes = False     # GitLab's tree entries carry no size; the hub's do
         self.lock = threading.Lock()
         self.log = []               # (method, path)
         proxy = self
@@ -78,6 +81,12 @@ class GitLabProxy:
         r = conn.getresponse()
         data = r.read()
         conn.close()
+        if (not self.tree_sizes and r.status == 200 and
+                re.match(r"/api/v4/projects/[^/]+/repository/tree", path)):
+            items = json.loads(data)
+            for it in items:
+                it.pop("size", None)
+            data = json.dumps(items).encode()
         if self.corrupt_packs and path.endswith("/git-upload-pack") and len(data) > 64:
             mid = len(data) // 2
             data = data[:mid] + bytes([data[mid] ^ 0x5A]) + data[mid + 1:]

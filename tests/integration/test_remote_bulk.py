@@ -1,0 +1,156 @@
+"""The bulk paths of reefd against a real reef-hub (git http-backend with protocol v2,
+partial-clone filters and any id in want; GitLab's GraphQL blobs field): a directory
+costs a few requests, not one per file; a server without them, or with damaged answers,
+still gets the right bytes through the REST API."""
+
+import hashlib
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import Mount, git
+from gitlab_proxy import GitLabProxy
+from test_mount_data import push_repo, status
+
+
+def hub_requests(hub, since):
+    """Request lines the hub logged after line `since`."""
+    lines = hub.log_path.read_text().splitlines()[since:]
+    return [ln for ln in lines if re.search(r"reef-hub info: (GET|HEAD|POST|PUT) /", ln)]
+
+
+def log_mark(hub):
+    return len(hub.log_path.read_text().splitlines())
+
+
+def many_files(n, prefix="data"):
+    return {f"{prefix}/f{i:04d}.csv": f"{i},{i * i},{'x' * (i % 97)}\n".encode()
+            for i in range(n)}
+
+
+def test_ls_and_read_of_1000_files_costs_a_few_requests(hub, mount_factory, tmp_path):
+    tok = hub.user("alice")
+    hub.project("alice/big", "alice", "private")
+    files = many_files(1000)
+    files["README.md"] = b"a dataset\n"
+    files["nested/a/b/deep.txt"] = b"deep\n"
+    src, _ = push_repo(hub, tok, "alice/big", files, tmp_path)
+    m = mount_factory(hub, tok)
+    d = m.mnt / "alice/big/branches/main/data"
+    os.listdir(m.mnt / "alice/big/branches/main")  # the project and its branch
+    mark = log_mark(hub)
+    out = subprocess.run(["ls", "-l", str(d)], capture_output=True, text=True, check=True)
+    assert len(out.stdout.splitlines()) == 1001
+    for e in os.scandir(d):
+        assert e.stat().st_size == len(files["data/" + e.name]), e.name
+    for rel, data in files.items():
+        if rel.startswith("data/"):
+            assert (m.mnt / "alice/big/branches/main" / rel).read_bytes() == data, rel
+    reqs = hub_requests(hub, mark)
+    # trees: one git fetch; sizes: ten GraphQL requests of 100 paths; contents: one fetch
+    assert len(reqs) <= 30, reqs
+    assert not [r for r in reqs if "/repository/files/" in r or "/blobs/" in r], reqs[:5]
+    assert len([r for r in reqs if "POST /api/graphql" in r]) == 10
+    st = status(m)["cache"]["remote"]
+    assert st["trees_via"] == "git protocol v2" and st["sizes_via"] == "GraphQL", st
+    assert st["git_blobs"] == 1000
+    # every tree of the commit came with the first fetch: a deep path costs its sizes and
+    # its bytes, no listing
+    mark = log_mark(hub)
+    assert (m.mnt / "alice/big/branches/main/nested/a/b/deep.txt").read_bytes() == b"deep\n"
+    reqs = hub_requests(hub, mark)
+    assert not [r for r in reqs if "/tree" in r] and len(reqs) <= 2, reqs
+
+
+def test_lfs_sizes_come_in_bulk_and_verdicts_from_the_pointers(hub, mount_factory, tmp_path):
+    tok = hub.user("alice")
+    hub.project("alice/lfsdir", "alice", "private")
+    objs = {f"set/o{i:02d}.bin": hashlib.sha256(str(i).encode()).digest() * (50 + i)
+            for i in range(20)}
+    small = b"tiny lfs object\n"
+    files = dict(objs)
+    files["set/plain.txt"] = b"not in lfs\n"
+    # a pointer with a trailing line: GitLab's check calls it LFS, git-lfs does not
+    files["set/fake.txt"] = (f"version https://git-lfs.github.com/spec/v1\noid sha256:"
+                             f"{hashlib.sha256(small).hexdigest()}\nsize {len(small)}\n"
+                             f"extra\n").encode()
+    push_repo(hub, tok, "alice/lfsdir", files, tmp_path, lfs="*.bin")
+    m = mount_factory(hub, tok)
+    d = m.mnt / "alice/lfsdir/branches/main/set"
+    os.listdir(d.parent)
+    mark = log_mark(hub)
+    sizes = {e.name: e.stat().st_size for e in os.scandir(d)}
+    reqs = hub_requests(hub, mark)
+    assert sizes == {rel.split("/")[1]: len(data) for rel, data in files.items()}
+    # sizes in one GraphQL request, the pointers in one git fetch, the root's
+    # .gitattributes once: none per file
+    assert not [r for r in reqs if "/repository/files/" in r], reqs
+    assert len([r for r in reqs if "/blobs/" in r]) <= 1, reqs
+    assert len(reqs) <= 6, reqs
+    for rel, data in files.items():
+        assert (d.parent / rel).read_bytes() == data, rel
+
+
+def mount_through(proxy, hub, tok, tmp_path, name):
+    base = tmp_path / name
+    base.mkdir()
+
+    class Via:
+        url = proxy.url
+        log_path = hub.log_path
+
+    return Mount(base, Via, tok).start()
+
+
+@pytest.fixture
+def proxied(hub, tmp_path):
+    tok = hub.user("alice")
+    hub.project("alice/px", "alice", "private")
+    files = many_files(120)
+    files["top.txt"] = b"top\n"
+    push_repo(hub, tok, "alice/px", files, tmp_path)
+    proxy = GitLabProxy(hub.port)
+    mounts = []
+    yield hub, tok, files, proxy, mounts
+    for m in mounts:
+        m.stop()
+    proxy.close()
+
+
+def read_all(m, files, project="alice/px"):
+    root = m.mnt / project / "branches/main"
+    for rel, data in files.items():
+        assert os.stat(root / rel).st_size == len(data), rel
+        assert (root / rel).read_bytes() == data, rel
+
+
+def test_server_without_protocol_v2_or_graphql_gets_rest(proxied, tmp_path):
+    hub, tok, files, proxy, mounts = proxied
+    proxy.no_v2 = True
+    proxy.no_graphql = True
+    m = mount_through(proxy, hub, tok, tmp_path, "rest")
+    mounts.append(m)
+    read_all(m, files)
+    st = status(m)["cache"]["remote"]
+    assert st["trees_via"] == "REST" and st["sizes_via"] == "files API", st
+    assert proxy.count(r"^GET /api/v4/projects/\d+/repository/tree") >= 2
+    assert proxy.count(r"^POST /\S+/git-upload-pack") == 0  # asked once (info/refs), then not
+    assert proxy.count(r"^GET /\S+\.git/info/refs") == 1
+
+
+def test_damaged_packs_are_never_served(proxied, tmp_path):
+    hub, tok, files, proxy, mounts = proxied
+    proxy.corrupt_packs = True
+    m = mount_through(proxy, hub, tok, tmp_path, "bad")
+    mounts.append(m)
+    read_all(m, files)  # right bytes: after a damaged pack, one by one over REST
+    st = status(m)["cache"]
+    assert any("git fetch" in e["message"] for e in st["last_errors"]), st["last_errors"]
+    assert proxy.count(r"^POST /\S+/git-upload-pack") >= 1
+    # nothing unverified reached the store
+    for f in (m.cache / "git" / "objects").glob("[0-9a-f][0-9a-f]/*"):
+        import zlib
+        raw = zlib.decompress(f.read_bytes())
+        assert hashlib.sha1(raw).hexdigest() == f.parent.name + f.name
