@@ -22,14 +22,14 @@
 
 #include "reef/tree.h"
 
-#define GL_JSON_MAX     ((size_t)32 << 20)
-#define GL_LIST_MAX     100000 /* items of a paginated listing */
-#define GL_TREE_MAX     262144 /* entries of one directory listing */
-#define GL_STALL_S      15
-#define GL_CONNECT_MS   5000
-#define GL_RETRY_MAX    5  /* retries of a 429 */
-#define GL_RETRY_WAIT_S 60 /* default retry budget: seconds a request may spend waiting */
-#define GL_INFLIGHT_DEFAULT 16 /* requests in flight per process */
+#define GL_JSON_MAX         ((size_t)32 << 20)
+#define GL_LIST_MAX         100000 /* items of a paginated listing */
+#define GL_TREE_MAX         262144 /* entries of one directory listing */
+#define GL_STALL_S          15
+#define GL_CONNECT_MS       5000
+#define GL_RETRY_MAX        5   /* retries of a 429 */
+#define GL_RETRY_WAIT_S     60  /* default retry budget: seconds a request may spend waiting */
+#define GL_INFLIGHT_DEFAULT 16  /* requests in flight per process */
 #define GL_LFS_BATCH_MAX    100 /* objects per LFS batch request, as git-lfs sends */
 
 struct gl;
@@ -118,8 +118,8 @@ struct gl_lfs_obj {
 	const char *oid; /* sha256 hex */
 	uint64_t size;
 };
-int gl_lfs_targets(struct gl *g, const char *project_path, const struct gl_lfs_obj *objs,
-                   size_t n, struct gl_target *out, int *err);
+int gl_lfs_targets(struct gl *g, const char *project_path, const struct gl_lfs_obj *objs, size_t n,
+                   struct gl_target *out, int *err);
 
 /* A streaming GET from offset off (always with "Range: bytes=off-"). Thread-safe for
  * one target shared by several fetchers. begin is called once,

@@ -17,17 +17,17 @@
 #define GL_JSON_TIMEOUT  60L /* seconds for a whole JSON exchange */
 /* A paginated answer: every page together, however many items it claims. */
 #define GL_PAGES_BYTES_MAX ((size_t)64 << 20)
-#define GL_PAGES_TIMEOUT_S 120
+#define GL_PAGES_TIMEOUT_S 60
 #define GL_PER_PAGE        100 /* what every listing asks for */
 /* RateLimit-Remaining at or under this (or a tenth of RateLimit-Limit, if larger):
  * requests are spread over what is left of the window. */
 #define GL_PACE_FLOOR          20
 #define GL_LFS_EXPIRY_MARGIN_S 10 /* an action this close to its expiry is asked again */
-#define GL_URL_MAX       ((size_t)16384)
-#define GL_LFS_HEADERS   16
-#define GL_HDR_MAX       ((size_t)8192) /* one header line from a batch response */
-#define GL_LFS_JSON_MAX  ((size_t)1 << 20)
-#define GL_STREAM_BUFFER (512L * 1024) /* CURLOPT_BUFFERSIZE's maximum */
+#define GL_URL_MAX             ((size_t)16384)
+#define GL_LFS_HEADERS         16
+#define GL_HDR_MAX             ((size_t)8192) /* one header line from a batch response */
+#define GL_LFS_JSON_MAX        ((size_t)1 << 20)
+#define GL_STREAM_BUFFER       (512L * 1024) /* CURLOPT_BUFFERSIZE's maximum */
 
 struct gl {
 	char *server; /* no trailing '/' */
@@ -56,8 +56,8 @@ struct gl_lfs_src {
 	char *project;
 	char oid[65];
 	uint64_t size;
-	unsigned gen;          /* bumped at every new action */
-	struct gl_target cur;  /* the current action (cur.lfs NULL) */
+	unsigned gen;         /* bumped at every new action */
+	struct gl_target cur; /* the current action (cur.lfs NULL) */
 };
 
 struct gl_req {

@@ -179,9 +179,8 @@ static int64_t gl_pace_ms(void)
 
 	pthread_mutex_lock(&gl_lim.lock);
 	floor_ = gl_lim.rl_limit > 0 && gl_lim.rl_limit / 10 > GL_PACE_FLOOR ? gl_lim.rl_limit / 10
-	                                                                      : GL_PACE_FLOOR;
-	if (gl_lim.rl_remaining >= 0 && gl_lim.rl_reset_ms > now &&
-	    gl_lim.rl_remaining <= floor_) {
+	                                                                     : GL_PACE_FLOOR;
+	if (gl_lim.rl_remaining >= 0 && gl_lim.rl_reset_ms > now && gl_lim.rl_remaining <= floor_) {
 		if (gl_lim.rl_remaining == 0) {
 			at = gl_lim.rl_next_ms > gl_lim.rl_reset_ms ? gl_lim.rl_next_ms
 			                                            : gl_lim.rl_reset_ms;
@@ -595,8 +594,8 @@ static int gl_stream_begin(struct gl_req *rq, long status)
 	if (status == 206) {
 		if (gl_parse_content_range(rq->content_range, &first, &total) < 0 ||
 		    first != rq->off) {
-			log_warn("GET %s: bad Content-Range \"%.60s\" for offset %" PRIu64, rq->show,
-			         rq->content_range, rq->off);
+			log_warn("GET %s: bad Content-Range \"%.60s\" for offset %" PRIu64,
+			         rq->show, rq->content_range, rq->off);
 			return -EIO;
 		}
 	} else {
@@ -831,8 +830,8 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 		CURL *h = rq->h;
 
 		if (!gl_url_allowed(g, url)) {
-			log_warn("%s %s: refused: plain http to a host that is not the server", rq->method,
-			         rq->show);
+			log_warn("%s %s: refused: plain http to a host that is not the server",
+			         rq->method, rq->show);
 			r = -EIO;
 			break;
 		}
@@ -887,14 +886,16 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 			if (pace > 0) {
 				if (waited_ms + pace > budget_ms) {
 					curl_slist_free_all(hdrs);
-					log_warn("%s %s: the server's rate limit leaves no request for %" PRId64
+					log_warn("%s %s: the server's rate limit leaves no request "
+					         "for %" PRId64
 					         " s, more than the retry budget (%" PRId64 " s)",
-					         rq->method, rq->url, pace / 1000, budget_ms / 1000);
+					         rq->method, rq->url, pace / 1000,
+					         budget_ms / 1000);
 					r = -EIO;
 					break;
 				}
-				log_debug("%s %s: paced by RateLimit-Remaining, %" PRId64 " ms", rq->method,
-				          rq->url, pace);
+				log_debug("%s %s: paced by RateLimit-Remaining, %" PRId64 " ms",
+				          rq->method, rq->url, pace);
 				gl_sleep_ms(pace);
 				waited_ms += pace;
 			}
@@ -915,8 +916,7 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 		if (c != CURLE_OK) {
 			r = rq->cb_err ? rq->cb_err : gl_err_from_curl(c);
 			if (!rq->cb_err)
-				log_warn("%s %s: %s", rq->method, rq->show,
-				         curl_easy_strerror(c));
+				log_warn("%s %s: %s", rq->method, rq->show, curl_easy_strerror(c));
 			break;
 		}
 		if (own)
@@ -950,13 +950,12 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 			if (waited_ms + s * 1000 > budget_ms) {
 				log_warn("%s %s: HTTP %ld asks to wait %" PRId64
 				         " s, more than the retry budget (retry_max=%" PRId64 ")",
-				         rq->method, rq->show, rq->status, s,
-				         budget_ms / 1000);
+				         rq->method, rq->show, rq->status, s, budget_ms / 1000);
 				r = -EIO;
 				break;
 			}
-			log_info("%s %s: HTTP %ld, retrying in %" PRId64 " s", rq->method,
-			         rq->show, rq->status, s);
+			log_info("%s %s: HTTP %ld, retrying in %" PRId64 " s", rq->method, rq->show,
+			         rq->status, s);
 			gl_sleep_ms(s * 1000);
 			waited_ms += s * 1000;
 			continue;
@@ -968,8 +967,8 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 		if (r == 0)
 			r = gl_finish_stream(rq);
 		else if (r != -ENOENT)
-			log_warn("%s %s: HTTP %ld %.200s", rq->method, rq->show,
-			         rq->status, own && rq->errbody.data ? rq->errbody.data : "");
+			log_warn("%s %s: HTTP %ld %.200s", rq->method, rq->show, rq->status,
+			         own && rq->errbody.data ? rq->errbody.data : "");
 		break;
 	}
 	if (r < 0 && r != -ECANCELED)
@@ -1101,8 +1100,9 @@ int gl_get_pages(struct gl *g, const char *first, size_t max_items,
 
 		gl_req_init(&rq, "GET", url);
 		/* what is left of the listing's byte budget caps this page too */
-		buf_init(&rq.body, GL_PAGES_BYTES_MAX - bytes < GL_JSON_MAX ? GL_PAGES_BYTES_MAX - bytes
-		                                                            : GL_JSON_MAX);
+		buf_init(&rq.body, GL_PAGES_BYTES_MAX - bytes < GL_JSON_MAX
+		                       ? GL_PAGES_BYTES_MAX - bytes
+		                       : GL_JSON_MAX);
 		r = gl_perform(g, &rq);
 		bytes += rq.body.len;
 		if (r == 0)
@@ -1131,8 +1131,8 @@ int gl_get_pages(struct gl *g, const char *first, size_t max_items,
 		url = next;
 		if (url && (++pages >= max_pages || bytes >= GL_PAGES_BYTES_MAX ||
 		            gl_now_ms() > deadline)) {
-			log_warn("GET %s: pagination goes on past %zu pages, %zu bytes or %d s", first,
-			         pages, bytes, GL_PAGES_TIMEOUT_S);
+			log_warn("GET %s: pagination goes on past %zu pages, %zu bytes or %d s",
+			         first, pages, bytes, GL_PAGES_TIMEOUT_S);
 			free(url);
 			return -EIO;
 		}

@@ -125,7 +125,8 @@ static int gl_lfs_action(struct gl *g, const char *oid, const json_t *obj, int64
 	if (!gl_same_origin(g, href))
 		moved = gl_external_rebase(g, href);
 	if (!gl_url_allowed(g, moved ? moved : href)) {
-		log_warn("LFS object %.12s: download href on another host is plain http: refused", oid);
+		log_warn("LFS object %.12s: download href on another host is plain http: refused",
+		         oid);
 		free(moved);
 		return -EIO;
 	}
@@ -231,8 +232,8 @@ out:
 	return r;
 }
 
-int gl_lfs_targets(struct gl *g, const char *project_path, const struct gl_lfs_obj *objs,
-                   size_t n, struct gl_target *out, int *err)
+int gl_lfs_targets(struct gl *g, const char *project_path, const struct gl_lfs_obj *objs, size_t n,
+                   struct gl_target *out, int *err)
 {
 	int r;
 

@@ -49,6 +49,7 @@ class _Server:
 def _handler(owner):
     class H(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes
 
         def log_message(self, *a):
             pass
