@@ -499,13 +499,25 @@ class Fake:
             return self.json(h, [{"id": 5, "path_with_namespace": "acme/cats",
                                   "default_branch": "main"},
                                  {"id": 6, "path_with_namespace": "acme/empty",
+                                  "default_branch": "main"},
+                                 # GitLab paths may start with '.'; a namespace called
+                                 # .reef is hidden by the mount's own .reef
+                                 {"id": 7, "path_with_namespace": ".hidden/.dotfiles",
+                                  "default_branch": "main"},
+                                 {"id": 8, "path_with_namespace": ".reef/x",
                                   "default_branch": "main"}])
+        if path == "/api/v4/projects/.hidden%2F.dotfiles":
+            return self.json(h, {"id": 7, "path_with_namespace": ".hidden/.dotfiles",
+                                 "default_branch": "main", "empty_repo": False})
         if path == "/api/v4/projects/acme%2Fempty":
             return self.json(h, {"id": 6, "path_with_namespace": "acme/empty",
                                  "default_branch": "main", "empty_repo": True})
         if path in ("/api/v4/projects/6/repository/branches",
                     "/api/v4/projects/6/repository/tags", "/api/v4/projects/5/repository/tags"):
             return self.json(h, [])
+        if path.startswith("/api/v4/projects/5/pipelines") or \
+                path.startswith("/api/v4/projects/5/jobs/"):
+            return self.ci(h, path)
         if path == f"/api/v4/projects/5/repository/commits/{self.COMMIT}":
             return self.json(h, {"id": self.COMMIT, "short_id": self.COMMIT[:8]})
         if path == "/api/v4/projects/5/repository/branches/main":
@@ -548,6 +560,44 @@ class Fake:
                     return
                 return self.send(h, 200, data, {"Content-Type": "application/octet-stream"})
         return self.json(h, {"message": "404 Not Found"}, 404)
+
+
+def _fake_ci(self, h, path):
+    """One finished pipeline with one job whose artifacts archive is answered 206 to
+    "Range: bytes=0-", as GitLab's Workhorse does."""
+    import io
+    import zipfile
+    pipe = {"id": 11, "iid": 1, "project_id": 5, "status": "success", "ref": "main",
+            "sha": self.COMMIT, "source": "push", "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": "2024-01-01T00:00:00Z", "web_url": f"{self.url}/acme/cats/-/pipelines/11"}
+    job = {"id": 21, "name": "build", "stage": "build", "status": "success", "ref": "main",
+           "created_at": "2024-01-01T00:00:00Z", "pipeline": pipe,
+           "artifacts_file": {"filename": "artifacts.zip", "size": 1},
+           "artifacts": [{"file_type": "archive", "filename": "artifacts.zip", "size": 1}],
+           "web_url": f"{self.url}/acme/cats/-/jobs/21"}
+    p = "/api/v4/projects/5"
+    if path == p + "/pipelines":
+        return self.json(h, [pipe])
+    if path == p + "/pipelines/11":
+        return self.json(h, pipe)
+    if path == p + "/pipelines/11/jobs":
+        return self.json(h, [job])
+    if path == p + "/jobs/21":
+        return self.json(h, job)
+    if path == p + "/jobs/21/artifacts":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("out/result.txt", "done\n")
+        data = buf.getvalue()
+        headers = {"Content-Type": "application/zip"}
+        if h.headers.get("Range") == "bytes=0-":
+            headers["Content-Range"] = f"bytes 0-{len(data) - 1}/{len(data)}"
+            return self.send(h, 206, data, headers)
+        return self.send(h, 200, data, headers)
+    return self.json(h, {"message": "404 Not Found"}, 404)
+
+
+Fake.ci = _fake_ci
 
 
 @pytest.fixture

@@ -122,6 +122,22 @@ def test_empty_repository_has_no_head(fake, mount_factory):
     assert os.readlink(m.mnt / "acme/cats/HEAD") == "branches/main"
 
 
+def test_dot_named_paths_are_shown(fake, mount_factory):
+    m = mount_fake(fake, mount_factory)
+    root = sorted(os.listdir(m.mnt))
+    assert root == [".hidden", ".reef", "acme"]  # .reef once: the mount's own
+    assert os.listdir(m.mnt / ".hidden") == [".dotfiles"]
+    assert "branches" in os.listdir(m.mnt / ".hidden/.dotfiles")
+    assert os.readlink(m.mnt / ".hidden/.dotfiles/HEAD") == "branches/main"
+    assert "status" in os.listdir(m.mnt / ".reef")
+
+
+def test_job_artifacts_answered_206(fake, mount_factory):
+    m = mount_fake(fake, mount_factory)
+    arts = m.mnt / "acme/cats/pipelines/11/jobs/build/artifacts"
+    assert (arts / "out/result.txt").read_text() == "done\n"
+
+
 def test_commit_requests_skip_stats(fake, mount_factory):
     m = mount_fake(fake, mount_factory)
     root = m.mnt / "acme/cats/commits" / Fake.COMMIT
