@@ -229,6 +229,14 @@ void cache_free(struct cache *c)
 	free(c);
 }
 
+int cache_user_known(struct cache *c, json_t **out)
+{
+	pthread_mutex_lock(&c->lock);
+	*out = c->user ? json_incref(c->user) : NULL;
+	pthread_mutex_unlock(&c->lock);
+	return *out ? 0 : -ENOENT;
+}
+
 int cache_user(struct cache *c, json_t **out)
 {
 	json_t *u = NULL;
@@ -265,7 +273,9 @@ static int cache_project_parse(const json_t *j, struct cache_project *p)
 	    (db && strlen(db) >= sizeof(p->default_branch)))
 		return -EIO;
 	strcpy(p->path, path);
-	if (db)
+	/* GitLab names a default branch ("main", its default_branch_or_main) even for an
+	 * empty repository: only empty_repo says there is no HEAD (Entities::Project) */
+	if (db && !json_is_true(json_object_get(j, "empty_repo")))
 		strcpy(p->default_branch, db);
 	return 0;
 }
@@ -331,8 +341,14 @@ int cache_projects_list(struct cache *c, struct cache_project **out, size_t *n)
 	pthread_mutex_unlock(&c->lock);
 	free(list);
 	for (i = 0; r == 0 && i < *n; i++) {
-		idx_project_put(c->idx, (*out)[i].path, (*out)[i].id, (*out)[i].default_branch,
-		                now);
+		/* the listing is simple=true, which has no empty_repo: its default branch is a
+		 * guess (GitLab's default_branch_or_main), so it is indexed stale, and only when
+		 * nothing better is known; cache_project_get asks the project itself */
+		int64_t known;
+
+		if (idx_project_get(c->idx, (*out)[i].path, &known, NULL, 0, NULL) < 0)
+			idx_project_put(c->idx, (*out)[i].path, (*out)[i].id,
+			                (*out)[i].default_branch, 0);
 		cache_pid_note(c, (*out)[i].id, (*out)[i].path);
 	}
 	return r;

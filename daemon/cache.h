@@ -53,6 +53,9 @@ void cache_free(struct cache *c); /* accepts NULL */
 
 /* The authenticated user (GET /user), fetched once; *out is a new reference. */
 int cache_user(struct cache *c, json_t **out);
+/* The user as already known, without asking the server (-ENOENT when not known yet):
+ * for .reef/status, which must answer while the server hangs. */
+int cache_user_known(struct cache *c, json_t **out);
 
 /* Projects the user is a member of (listing of the mount root). *out malloc'ed. */
 int cache_projects_list(struct cache *c, struct cache_project **out, size_t *n);

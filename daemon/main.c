@@ -20,6 +20,7 @@
 #include "mlops.h"
 #include "passthru.h"
 #include "reef/log.h"
+#include "remote/gl.h"
 
 #ifndef REEF_VERSION
 #define REEF_VERSION "unknown"
@@ -40,6 +41,8 @@ struct reefd_opts {
 	char *prefetch;
 	char *readahead;
 	char *passthrough;
+	char *retry_max;
+	char *max_requests;
 };
 
 static const struct fuse_opt reefd_spec[] = {
@@ -52,6 +55,8 @@ static const struct fuse_opt reefd_spec[] = {
     {"prefetch=%s", offsetof(struct reefd_opts, prefetch), 0},
     {"readahead=%s", offsetof(struct reefd_opts, readahead), 0},
     {"passthrough=%s", offsetof(struct reefd_opts, passthrough), 0},
+    {"retry_max=%s", offsetof(struct reefd_opts, retry_max), 0},
+    {"max_requests=%s", offsetof(struct reefd_opts, max_requests), 0},
     FUSE_OPT_END,
 };
 
@@ -80,11 +85,14 @@ static void usage(FILE *f, const char *prog)
 	    "                       (default %d, 0 leaves the kernel's)\n"
 	    "  -o passthrough=0|1   let the kernel read complete cached files itself (FUSE\n"
 	    "                       passthrough; needs root and Linux 6.9; default 1)\n"
+	    "  -o retry_max=S       seconds a request may wait when the server throttles\n"
+	    "                       (Retry-After, RateLimit-*); longer asks are EIO (default %d)\n"
+	    "  -o max_requests=N    requests to the server in flight at once (default %d)\n"
 	    "  -o max_threads=N     FUSE worker threads (default 4 per CPU, 16 to 64)\n"
 	    "  -o max_idle_threads=N  idle workers kept (default 2 per CPU, at least 4)\n"
 	    "Unmount with: fusermount3 -u MOUNTPOINT\n",
 	    prog, CACHE_LIMIT_DEFAULT_PCT, CACHE_POLL_MS_DEFAULT / 1000.0, DEFAULT_PREFETCH,
-	    DEFAULT_READAHEAD);
+	    DEFAULT_READAHEAD, GL_RETRY_WAIT_S, GL_INFLIGHT_DEFAULT);
 }
 
 /* A number of seconds in [lo, hi], fractions allowed. */
@@ -341,6 +349,7 @@ int main(int argc, char **argv)
 	char *token = NULL;
 	double ttl = DEFAULT_BRANCH_TTL, poll = CACHE_POLL_MS_DEFAULT / 1000.0;
 	unsigned long prefetch = DEFAULT_PREFETCH, readahead = DEFAULT_READAHEAD;
+	unsigned long retry_max = GL_RETRY_WAIT_S, max_requests = GL_INFLIGHT_DEFAULT;
 	uint64_t limit = 0;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned threads, idle;
@@ -407,6 +416,18 @@ int main(int argc, char **argv)
 		ret = 2;
 		goto out;
 	}
+	if (o.retry_max && (uint_parse(o.retry_max, 3600, &retry_max) < 0 || retry_max == 0)) {
+		fprintf(stderr, "reefd: retry_max must be a number of seconds (1-3600)\n");
+		ret = 2;
+		goto out;
+	}
+	if (o.max_requests &&
+	    (uint_parse(o.max_requests, 256, &max_requests) < 0 || max_requests == 0)) {
+		fprintf(stderr, "reefd: max_requests must be a number (1-256)\n");
+		ret = 2;
+		goto out;
+	}
+	gl_limits_set((unsigned)retry_max, (unsigned)max_requests);
 	if (o.passthrough && strcmp(o.passthrough, "0") != 0 && strcmp(o.passthrough, "1") != 0) {
 		fprintf(stderr, "reefd: passthrough must be 0 or 1\n");
 		ret = 2;
@@ -581,6 +602,8 @@ out:
 	free(o.cache_limit);
 	free(o.poll);
 	free(o.prefetch);
+	free(o.retry_max);
+	free(o.max_requests);
 	free(o.readahead);
 	free(o.passthrough);
 	free(cmd.mountpoint);

@@ -557,7 +557,9 @@ static int status_render(struct ops_ctx *ctx, char **out, size_t *len)
 	gmtime_r(&ctx->mount_time.tv_sec, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	json_object_set_new(o, "server", json_string(ctx->server));
-	if (cache_user(ctx->cache, &user) == 0 && json_is_string(json_object_get(user, "username")))
+	/* never a request: status answers while the server hangs */
+	if (cache_user_known(ctx->cache, &user) == 0 &&
+	    json_is_string(json_object_get(user, "username")))
 		json_object_set(o, "user", json_object_get(user, "username"));
 	else
 		json_object_set_new(o, "user", json_null());
@@ -2029,7 +2031,9 @@ static int dir_add_namespace(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap
 	for (i = 0; i < nc && r == 0; i++) {
 		const char *oid = "";
 
-		if (!node_name_is_gitlab_path(c[i].name))
+		/* at the root, .reef is the mount's own directory, not a namespace */
+		if (!node_name_is_gitlab_path(c[i].name) ||
+		    (d->node->kind == NODE_ROOT && strcmp(c[i].name, ".reef") == 0))
 			continue;
 		if (c[i].leaf &&
 		    node_path_join(full, sizeof(full), d->node->path, c[i].name) == 0) {

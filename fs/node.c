@@ -772,11 +772,16 @@ static bool ends_with(const char *s, const char *suffix)
 	return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+/* GitLab's path rule (lib/gitlab/path_regex.rb: PATH_START_CHAR is [a-zA-Z0-9_.], then
+ * [a-zA-Z0-9_.-], no ".git" or ".atom" suffix): a path may start with '.'
+ * ("alice/.dotfiles"). The mount's own ".reef" at the root wins over a namespace of
+ * that name (node_child_kind asks for it first; the root listing skips it). */
 bool node_name_is_gitlab_path(const char *name)
 {
 	size_t len = strlen(name), i;
 
-	if (len == 0 || len > TREE_NAME_MAX || name[0] == '.' || name[0] == '-')
+	if (len == 0 || len > TREE_NAME_MAX || name[0] == '-' || strcmp(name, ".") == 0 ||
+	    strcmp(name, "..") == 0)
 		return false;
 	for (i = 0; i < len; i++) {
 		char c = name[i];

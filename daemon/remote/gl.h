@@ -22,15 +22,23 @@
 
 #include "reef/tree.h"
 
-#define GL_JSON_MAX     ((size_t)32 << 20)
-#define GL_LIST_MAX     100000 /* items of a paginated listing */
-#define GL_TREE_MAX     262144 /* entries of one directory listing */
-#define GL_STALL_S      15
-#define GL_CONNECT_MS   5000
-#define GL_RETRY_MAX    3  /* retries of a 429 */
-#define GL_RETRY_WAIT_S 10 /* longest Retry-After honoured */
+#define GL_JSON_MAX         ((size_t)32 << 20)
+#define GL_LIST_MAX         100000 /* items of a paginated listing */
+#define GL_TREE_MAX         262144 /* entries of one directory listing */
+#define GL_STALL_S          15
+#define GL_CONNECT_MS       5000
+#define GL_RETRY_MAX        5   /* retries of a 429 */
+#define GL_RETRY_WAIT_S     60  /* default retry budget: seconds a request may spend waiting */
+#define GL_INFLIGHT_DEFAULT 16  /* requests in flight per process */
+#define GL_LFS_BATCH_MAX    100 /* objects per LFS batch request, as git-lfs sends */
 
 struct gl;
+
+/* Process-wide limits (0 keeps a default): the seconds one request may spend waiting on
+ * Retry-After or RateLimit pacing (GL_RETRY_WAIT_S; a server asking for longer gets -EIO
+ * at once), and the requests in flight at a time (GL_INFLIGHT_DEFAULT). Call before
+ * the first request. */
+void gl_limits_set(unsigned retry_max_s, unsigned max_in_flight);
 
 /* server: base URL without /api/v4, e.g. http://127.0.0.1:8080. token may be NULL. */
 int gl_new(struct gl **out, const char *server, const char *token);
@@ -80,25 +88,41 @@ void gl_set_stall(struct gl *g, unsigned stall_s);
 /* Until when (ms since the epoch) the last 429's Retry-After asks us to wait. */
 int64_t gl_retry_until(struct gl *g);
 
-/* What a streaming GET fetches: a URL on our server, extra headers (an LFS action's,
- * already validated: no line breaks) and which credentials go with it. */
+/* What a streaming GET fetches: a URL (on our server, or an LFS action's href anywhere),
+ * extra headers (an LFS action's, already validated: no line breaks; sent only to the
+ * URL's origin) and which credentials go with it (only ever to our server). */
+struct gl_lfs_src;
 struct gl_target {
 	char *url;
 	char **headers; /* "Name: value" lines */
 	size_t nheaders;
-	bool basic; /* git-over-HTTP auth (Basic, token as password) unless headers carry one */
+	bool basic;         /* git-over-HTTP auth (Basic, token as password) unless headers carry
+	                     * one; only on our server */
+	int64_t expires_ms; /* an LFS action's expiry (CLOCK_REALTIME ms; 0: none) */
+	struct gl_lfs_src *lfs; /* an LFS object's: gl_stream asks the batch API again when
+	                         * the action expired or its host refused it (401/403) */
 };
 void gl_target_free(struct gl_target *t); /* accepts an emptied target */
 /* …/repository/blobs/:sha/raw */
 int gl_blob_target(struct gl *g, int64_t project_id, const char *sha, struct gl_target *out);
 /* Asks the LFS batch API (POST <server>/<project>.git/info/lfs/objects/batch, Basic auth
- * with the token as password) for the download action of one object. Only an href on
- * our own server is accepted (-EIO otherwise, logged); -ENOENT when the server has no
- * such object. Headers are never logged. */
+ * with the token as password) for the download action of one object; -ENOENT when the
+ * server has no such object. The href may be on any host (object storage: a presigned
+ * URL); see docs/cache.md "Git LFS" for what is sent where. Headers are never logged. */
 int gl_lfs_target(struct gl *g, const char *project_path, const char *oid, uint64_t size,
                   struct gl_target *out);
+/* The same for n objects (1..GL_LFS_BATCH_MAX) in one batch request: out[i] and err[i]
+ * (0, -ENOENT the server lacks it, -EIO a bad or missing action) answer objs[i]. Returns
+ * 0 when the batch was answered, else its error (every out[i] empty, err[i] the same). */
+struct gl_lfs_obj {
+	const char *oid; /* sha256 hex */
+	uint64_t size;
+};
+int gl_lfs_targets(struct gl *g, const char *project_path, const struct gl_lfs_obj *objs, size_t n,
+                   struct gl_target *out, int *err);
 
-/* A streaming GET from offset off (always with "Range: bytes=off-"). begin is called once,
+/* A streaming GET from offset off (always with "Range: bytes=off-"). Thread-safe for
+ * one target shared by several fetchers. begin is called once,
  * before the first byte, with the offset of the first byte the server sends: off when
  * it honoured the range (206, partial true), 0 when it sent the whole object (200), and
  * the object's

@@ -14,12 +14,20 @@
 #define GL_POOL_MAX      16
 #define GL_REDIRECTS_MAX 5
 #define GL_ERRBODY_MAX   ((size_t)4096)
-#define GL_JSON_TIMEOUT  120L /* seconds for a whole JSON exchange */
-#define GL_URL_MAX       ((size_t)16384)
-#define GL_LFS_HEADERS   16
-#define GL_HDR_MAX       ((size_t)8192) /* one header line from a batch response */
-#define GL_LFS_JSON_MAX  ((size_t)1 << 20)
-#define GL_STREAM_BUFFER (512L * 1024) /* CURLOPT_BUFFERSIZE's maximum */
+#define GL_JSON_TIMEOUT  60L /* seconds for a whole JSON exchange */
+/* A paginated answer: every page together, however many items it claims. */
+#define GL_PAGES_BYTES_MAX ((size_t)64 << 20)
+#define GL_PAGES_TIMEOUT_S 60
+#define GL_PER_PAGE        100 /* what every listing asks for */
+/* RateLimit-Remaining at or under this (or a tenth of RateLimit-Limit, if larger):
+ * requests are spread over what is left of the window. */
+#define GL_PACE_FLOOR          20
+#define GL_LFS_EXPIRY_MARGIN_S 10 /* an action this close to its expiry is asked again */
+#define GL_URL_MAX             ((size_t)16384)
+#define GL_LFS_HEADERS         16
+#define GL_HDR_MAX             ((size_t)8192) /* one header line from a batch response */
+#define GL_LFS_JSON_MAX        ((size_t)1 << 20)
+#define GL_STREAM_BUFFER       (512L * 1024) /* CURLOPT_BUFFERSIZE's maximum */
 
 struct gl {
 	char *server; /* no trailing '/' */
@@ -37,11 +45,26 @@ struct gl {
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	uint64_t requests, errors, connects; /* __atomic */
 	bool no_graphql;                     /* __atomic: the server has no /api/graphql */
+	/* The server's external URL (http_url_to_repo without "/<project>.git"), learnt from
+	 * the API; LFS hrefs under it are the server under another name (g->lock). */
+	char *external;
+};
+
+/* An LFS object's download action and how to ask for it again when it expires (see
+ * gl_lfs_refresh): shared by the concurrent fetchers of one stream. */
+struct gl_lfs_src {
+	pthread_mutex_t lock;
+	char *project;
+	char oid[65];
+	uint64_t size;
+	unsigned gen;         /* bumped at every new action */
+	struct gl_target cur; /* the current action (cur.lfs NULL) */
 };
 
 struct gl_req {
 	const char *method; /* "GET", "HEAD" or "POST" */
 	const char *url;
+	const char *show; /* url, or a stand-in when it is another host's (never logged) */
 	const struct gl_sink *sink; /* streaming instead of body */
 	const struct gl_stream_sink *ssink;
 	uint64_t max;
@@ -61,7 +84,10 @@ struct gl_req {
 	char location[2048];
 	char link_next[2048];
 	char next_page[24];
-	char retry_after[24];
+	char retry_after[64];
+	char rl_remaining[24];
+	char rl_reset[24];
+	char rl_limit[24];
 	char blob_id[48];
 	char size[24];
 	char content_range[96];
@@ -80,6 +106,25 @@ char *gl_enc(const char *s);
 /* Project path segments encoded one by one: the slashes between them stay. */
 char *gl_path_enc(const char *path);
 bool gl_same_origin(const struct gl *g, const char *url);
+/* "scheme://host:port" of an absolute http(s) URL, lowercase, the port always given;
+ * whether its host is a loopback name or address. -EINVAL when not such a URL. */
+int gl_origin(const char *url, char *out, size_t n, bool *loopback);
+/* Whether an URL may be asked at all: our server, an https URL, or plain http on a
+ * loopback host. */
+bool gl_url_allowed(const struct gl *g, const char *url);
+/* Remembers the server's external URL from a project's http_url_to_repo. */
+void gl_note_external(struct gl *g, const json_t *project);
+/* An href under the server's external URL, moved onto the server URL we were given
+ * (NULL when it is not under it, or unknown). */
+char *gl_external_rebase(struct gl *g, const char *href);
+/* Deep copy of a target's url and headers. */
+int gl_target_copy(struct gl_target *dst, const struct gl_target *src);
+/* The current action of an LFS object (a copy into *out), asking the batch API again
+ * when it expired or when force and it is still the action of generation gen. */
+int gl_lfs_current(struct gl *g, struct gl_lfs_src *src, bool force, unsigned gen,
+                   struct gl_target *out, unsigned *out_gen);
+void gl_lfs_src_free(struct gl_lfs_src *src);
+int64_t gl_now_ms(void);
 int gl_get_json(struct gl *g, const char *url, json_t **out);
 /* Calls on_page for each page's array; stops after max_items items or max_pages. */
 int gl_get_pages(struct gl *g, const char *first, size_t max_items,

@@ -92,12 +92,143 @@ static int gl_basic_make(char **out, const char *token)
 	return 0;
 }
 
-static int64_t gl_now_ms(void)
+int64_t gl_now_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Process-wide, as one reefd is one mount and its clients (cache, mlops) share one user's
+ * quota on one server: the retry budget, the requests in flight, and what GitLab's
+ * RateLimit-* headers said last (docs.gitlab.com: user/gitlab_com "Rate limits",
+ * administration/settings/user_and_ip_rate_limits "Response headers": RateLimit-Limit,
+ * RateLimit-Observed, RateLimit-Remaining, RateLimit-Reset (Unix time), Retry-After). */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned max_inflight, inflight;
+	unsigned retry_max_s;
+	int64_t rl_remaining; /* -1: unknown */
+	int64_t rl_limit;     /* -1: unknown */
+	int64_t rl_reset_ms;  /* CLOCK_REALTIME */
+	int64_t rl_next_ms;   /* the earliest a paced request may go */
+} gl_lim = {PTHREAD_MUTEX_INITIALIZER,
+            PTHREAD_COND_INITIALIZER,
+            GL_INFLIGHT_DEFAULT,
+            0,
+            GL_RETRY_WAIT_S,
+            -1,
+            -1,
+            0,
+            0};
+
+void gl_limits_set(unsigned retry_max_s, unsigned max_in_flight)
+{
+	pthread_mutex_lock(&gl_lim.lock);
+	gl_lim.retry_max_s = retry_max_s ? retry_max_s : GL_RETRY_WAIT_S;
+	gl_lim.max_inflight = max_in_flight ? max_in_flight : GL_INFLIGHT_DEFAULT;
+	pthread_cond_broadcast(&gl_lim.cond);
+	pthread_mutex_unlock(&gl_lim.lock);
+}
+
+static unsigned gl_retry_budget_s(void)
+{
+	unsigned v;
+
+	pthread_mutex_lock(&gl_lim.lock);
+	v = gl_lim.retry_max_s;
+	pthread_mutex_unlock(&gl_lim.lock);
+	return v;
+}
+
+static void gl_sleep_ms(int64_t ms)
+{
+	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+	while (ms > 0 && nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* A slot among the requests in flight: a request waits here, never holding a lock. */
+static void gl_slot_get(void)
+{
+	pthread_mutex_lock(&gl_lim.lock);
+	while (gl_lim.inflight >= gl_lim.max_inflight)
+		pthread_cond_wait(&gl_lim.cond, &gl_lim.lock);
+	gl_lim.inflight++;
+	pthread_mutex_unlock(&gl_lim.lock);
+}
+
+static void gl_slot_put(void)
+{
+	pthread_mutex_lock(&gl_lim.lock);
+	gl_lim.inflight--;
+	pthread_cond_signal(&gl_lim.cond);
+	pthread_mutex_unlock(&gl_lim.lock);
+}
+
+/* How long this request waits before going, by the last RateLimit headers: nothing while
+ * plenty of the quota is left; the rest spread evenly over what remains of the window;
+ * none left: the window's end. Each paced request takes its turn (rl_next_ms), so a crowd
+ * of threads does not all go at the same instant. */
+static int64_t gl_pace_ms(void)
+{
+	int64_t now = gl_now_ms(), wait = 0, floor_, at;
+
+	pthread_mutex_lock(&gl_lim.lock);
+	floor_ = gl_lim.rl_limit > 0 && gl_lim.rl_limit / 10 > GL_PACE_FLOOR ? gl_lim.rl_limit / 10
+	                                                                     : GL_PACE_FLOOR;
+	if (gl_lim.rl_remaining >= 0 && gl_lim.rl_reset_ms > now && gl_lim.rl_remaining <= floor_) {
+		if (gl_lim.rl_remaining == 0) {
+			at = gl_lim.rl_next_ms > gl_lim.rl_reset_ms ? gl_lim.rl_next_ms
+			                                            : gl_lim.rl_reset_ms;
+			gl_lim.rl_next_ms = at + 10;
+		} else {
+			at = gl_lim.rl_next_ms > now ? gl_lim.rl_next_ms : now;
+			gl_lim.rl_next_ms =
+			    at + (gl_lim.rl_reset_ms - now) / (gl_lim.rl_remaining + 1);
+			gl_lim.rl_remaining--;
+		}
+		wait = at - now;
+	}
+	pthread_mutex_unlock(&gl_lim.lock);
+	return wait;
+}
+
+static bool gl_int_value(const char *v, int64_t *out)
+{
+	char *end;
+	long long x;
+
+	if (!v[0])
+		return false;
+	errno = 0;
+	x = strtoll(v, &end, 10);
+	if (*end || errno || x < 0)
+		return false;
+	*out = x;
+	return true;
+}
+
+/* Remembers the quota the server reported with an answer. RateLimit-Reset is Unix time
+ * on GitLab; a small number is taken as seconds from now (the IETF draft's meaning). */
+static void gl_note_ratelimit(const struct gl_req *rq)
+{
+	int64_t rem, reset, limit, now = gl_now_ms();
+
+	if (!gl_int_value(rq->rl_remaining, &rem) || !gl_int_value(rq->rl_reset, &reset))
+		return;
+	reset = reset < 1000000000 ? now + reset * 1000 : reset * 1000;
+	if (reset > now + 3600 * 1000)
+		reset = now + 3600 * 1000;
+	pthread_mutex_lock(&gl_lim.lock);
+	gl_lim.rl_remaining = rem;
+	gl_lim.rl_reset_ms = reset;
+	if (gl_int_value(rq->rl_limit, &limit))
+		gl_lim.rl_limit = limit;
+	pthread_mutex_unlock(&gl_lim.lock);
 }
 
 static void gl_share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
@@ -202,6 +333,7 @@ void gl_free(struct gl *g)
 		free(g->basic_hdr);
 	}
 	pthread_mutex_destroy(&g->lock);
+	free(g->external);
 	free(g->server);
 	free(g->api);
 	free(g);
@@ -260,6 +392,92 @@ bool gl_same_origin(const struct gl *g, const char *url)
 	return strncmp(url, g->server, n) == 0 && (url[n] == '/' || url[n] == '?' || !url[n]);
 }
 
+int gl_origin(const char *url, char *out, size_t n, bool *loopback)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL, *port = NULL;
+	int r = -EINVAL;
+
+	if (!u)
+		return -ENOMEM;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
+		goto out;
+	if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)
+		goto out;
+	for (char *p = scheme; *p; p++)
+		*p = (char)(*p | 0x20);
+	for (char *p = host; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p | 0x20);
+	if (loopback) {
+		size_t hl = strlen(host);
+
+		/* "localhost" and its subdomains resolve to loopback (RFC 6761) */
+		*loopback = strcmp(host, "localhost") == 0 ||
+		            (hl > 10 && strcmp(host + hl - 10, ".localhost") == 0) ||
+		            strncmp(host, "127.", 4) == 0 || strcmp(host, "[::1]") == 0;
+	}
+	if ((size_t)snprintf(out, n, "%s://%s:%s", scheme, host, port) >= n)
+		goto out;
+	r = 0;
+out:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return r;
+}
+
+bool gl_url_allowed(const struct gl *g, const char *url)
+{
+	char origin[512];
+	bool loopback = false;
+
+	if (gl_same_origin(g, url))
+		return true;
+	if (gl_origin(url, origin, sizeof(origin), &loopback) < 0)
+		return false;
+	return strncmp(origin, "https://", 8) == 0 || loopback;
+}
+
+static bool gl_origin_eq(const char *a, const char *b)
+{
+	char oa[512], ob[512];
+
+	return gl_origin(a, oa, sizeof(oa), NULL) == 0 && gl_origin(b, ob, sizeof(ob), NULL) == 0 &&
+	       strcmp(oa, ob) == 0;
+}
+
+/* Whether a header line is one of our own credentials (name case-insensitive). */
+static bool gl_is_our_credential(const struct gl *g, const char *line)
+{
+	const char *ours[] = {g->token_hdr, g->basic_hdr};
+
+	for (size_t i = 0; i < 2; i++) {
+		const char *c, *colon;
+
+		if (!ours[i])
+			continue;
+		colon = strchr(ours[i], ':');
+		c = strchr(line, ':');
+		if (!c || !colon || c - line != colon - ours[i] ||
+		    strncasecmp(line, ours[i], (size_t)(c - line)) != 0)
+			continue;
+		c++;
+		colon++;
+		while (*c == ' ')
+			c++;
+		while (*colon == ' ')
+			colon++;
+		if (strcmp(c, colon) == 0)
+			return true;
+	}
+	return false;
+}
+
 static void gl_copy_value(char *dst, size_t len, const char *v, size_t vlen)
 {
 	while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
@@ -313,6 +531,9 @@ static size_t gl_on_header(char *data, size_t size, size_t nmemb, void *arg)
 	    {"location", rq->location, sizeof(rq->location)},
 	    {"x-next-page", rq->next_page, sizeof(rq->next_page)},
 	    {"retry-after", rq->retry_after, sizeof(rq->retry_after)},
+	    {"ratelimit-remaining", rq->rl_remaining, sizeof(rq->rl_remaining)},
+	    {"ratelimit-reset", rq->rl_reset, sizeof(rq->rl_reset)},
+	    {"ratelimit-limit", rq->rl_limit, sizeof(rq->rl_limit)},
 	    {"x-gitlab-blob-id", rq->blob_id, sizeof(rq->blob_id)},
 	    {"x-gitlab-size", rq->size, sizeof(rq->size)},
 	    {"content-range", rq->content_range, sizeof(rq->content_range)},
@@ -322,6 +543,7 @@ static size_t gl_on_header(char *data, size_t size, size_t nmemb, void *arg)
 		/* a new response (after a 100 or a redirect): forget the previous headers */
 		rq->location[0] = rq->link_next[0] = rq->next_page[0] = '\0';
 		rq->retry_after[0] = rq->blob_id[0] = rq->size[0] = rq->content_range[0] = '\0';
+		rq->rl_remaining[0] = rq->rl_reset[0] = rq->rl_limit[0] = '\0';
 		return len;
 	}
 	if (!colon)
@@ -372,8 +594,8 @@ static int gl_stream_begin(struct gl_req *rq, long status)
 	if (status == 206) {
 		if (gl_parse_content_range(rq->content_range, &first, &total) < 0 ||
 		    first != rq->off) {
-			log_warn("GET %s: bad Content-Range \"%.60s\" for offset %" PRIu64, rq->url,
-			         rq->content_range, rq->off);
+			log_warn("GET %s: bad Content-Range \"%.60s\" for offset %" PRIu64,
+			         rq->show, rq->content_range, rq->off);
 			return -EIO;
 		}
 	} else {
@@ -488,34 +710,47 @@ static int gl_finish_stream(struct gl_req *rq)
 	return 0;
 }
 
-static unsigned gl_retry_wait(const struct gl_req *rq, unsigned attempt)
+/* Seconds the server asks us to wait: Retry-After in seconds or as an HTTP date, else
+ * until RateLimit-Reset, else an exponential backoff (1, 2, 4, ... s). */
+static int64_t gl_retry_wait_s(const struct gl_req *rq, unsigned attempt)
 {
-	char *end;
-	long s = strtol(rq->retry_after, &end, 10);
+	int64_t s, reset;
 
-	if (rq->retry_after[0] == '\0' || *end || s < 0)
-		s = 1L << attempt; /* no (or an HTTP-date) Retry-After: back off exponentially */
-	return s > GL_RETRY_WAIT_S ? GL_RETRY_WAIT_S : (unsigned)s;
+	if (gl_int_value(rq->retry_after, &s))
+		return s;
+	if (rq->retry_after[0]) {
+		time_t t = curl_getdate(rq->retry_after, NULL);
+
+		if (t != -1) {
+			s = (int64_t)t - gl_now_ms() / 1000;
+			return s < 0 ? 0 : s;
+		}
+	}
+	if (gl_int_value(rq->rl_reset, &reset)) {
+		s = reset < 1000000000 ? reset : reset - gl_now_ms() / 1000;
+		if (s >= 0)
+			return s;
+	}
+	return (int64_t)1 << attempt;
 }
 
 /* Remembers how long the server asked us to stay away (for pollers that can wait). */
 static void gl_note_retry(struct gl *g, const struct gl_req *rq)
 {
-	char *end;
-	long s = strtol(rq->retry_after, &end, 10);
+	int64_t s = gl_retry_wait_s(rq, 0);
 
-	if (rq->retry_after[0] == '\0' || *end || s < 0)
-		s = 1;
 	if (s > 3600)
 		s = 3600;
 	__atomic_store_n(&g->retry_until, gl_now_ms() + s * 1000, __ATOMIC_RELAXED);
 }
 
-/* The request's headers beyond Accept: the token (PRIVATE-TOKEN, or Basic for git
- * routes) only to our own server, a stream's Range and its target's headers (an LFS
- * href's, which carry their own authorization). Returns NULL when out of memory. */
+/* The request's headers beyond Accept: our credentials (PRIVATE-TOKEN, or Basic for git
+ * routes) only to our own server; a target's headers (an LFS action's, which may carry
+ * their own authorization) only to the target's own origin (to_target), and never a copy
+ * of our credentials to a host that is not our server; a stream's Range. Returns NULL
+ * when out of memory. */
 static struct curl_slist *gl_add_headers(struct gl *g, const struct gl_req *rq, const char *url,
-                                         struct curl_slist **hdrs)
+                                         bool to_target, struct curl_slist **hdrs)
 {
 	bool own = gl_same_origin(g, url), target_auth = false;
 	struct curl_slist *tmp = *hdrs;
@@ -523,11 +758,15 @@ static struct curl_slist *gl_add_headers(struct gl *g, const struct gl_req *rq, 
 
 	if (!tmp)
 		return NULL;
-	if (rq->target) {
+	if (rq->target && to_target) {
 		for (size_t i = 0; tmp && i < rq->target->nheaders; i++) {
-			if (strncasecmp(rq->target->headers[i], "authorization:", 14) == 0)
+			const char *h = rq->target->headers[i];
+
+			if (!own && gl_is_our_credential(g, h))
+				continue;
+			if (strncasecmp(h, "authorization:", 14) == 0)
 				target_auth = true;
-			tmp = curl_slist_append(*hdrs, rq->target->headers[i]);
+			tmp = curl_slist_append(*hdrs, h);
 			if (tmp)
 				*hdrs = tmp;
 		}
@@ -566,15 +805,19 @@ static struct curl_slist *gl_add_headers(struct gl *g, const struct gl_req *rq, 
 	return tmp;
 }
 
-/* One exchange, following redirects (GET) and retrying 429s. */
+/* One exchange, following redirects (GET, by hand: each hop gets the headers its own
+ * origin may see) and retrying 429s (and 503s that say when) within the retry budget. */
 int gl_perform(struct gl *g, struct gl_req *rq)
 {
 	char *url = strdup(rq->url);
 	unsigned redirects = 0, retries = 0;
+	int64_t waited_ms = 0, budget_ms = (int64_t)gl_retry_budget_s() * 1000;
 	int r = 0;
 
 	if (!url)
 		return -ENOMEM;
+	/* an href elsewhere may carry a signature in its query: never logged */
+	rq->show = gl_same_origin(g, rq->url) ? rq->url : "(an href on another host)";
 	rq->h = gl_handle_get(g);
 	if (!rq->h) {
 		free(url);
@@ -582,10 +825,20 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 	}
 	for (;;) {
 		struct curl_slist *hdrs = NULL, *tmp;
-		bool head = strcmp(rq->method, "HEAD") == 0;
+		bool head = strcmp(rq->method, "HEAD") == 0, own = gl_same_origin(g, url);
+		/* a target's headers belong to its href's origin; a redirect elsewhere drops
+		 * them (libcurl itself would keep custom headers such as PRIVATE-TOKEN across
+		 * hosts; only Authorization is dropped since 7.58) */
+		bool to_target = rq->target && gl_origin_eq(url, rq->target->url);
 		CURLcode c;
 		CURL *h = rq->h;
 
+		if (!gl_url_allowed(g, url)) {
+			log_warn("%s %s: refused: plain http to a host that is not the server",
+			         rq->method, rq->show);
+			r = -EIO;
+			break;
+		}
 		curl_easy_reset(h);
 		buf_reset(&rq->body);
 		buf_reset(&rq->errbody);
@@ -596,7 +849,7 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 		                                                    : "Accept: application/json");
 		if (tmp)
 			hdrs = tmp;
-		tmp = gl_add_headers(g, rq, url, &hdrs);
+		tmp = gl_add_headers(g, rq, url, to_target, &hdrs);
 		if (!tmp) {
 			curl_slist_free_all(hdrs);
 			r = -ENOMEM;
@@ -608,10 +861,10 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+		curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 		curl_easy_setopt(h, CURLOPT_USERAGENT, "reefd/0.1");
 		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)GL_CONNECT_MS);
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)GL_STALL_S);
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, g->stall_s);
 		if (!rq->sink && !rq->ssink) {
 			curl_easy_setopt(h, CURLOPT_TIMEOUT, GL_JSON_TIMEOUT);
@@ -631,8 +884,30 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 		 * pwrite and a wake-up of the readers) per GiB; 512 KiB makes that 2 048 */
 		if (rq->ssink)
 			curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)GL_STREAM_BUFFER);
+		if (own) {
+			int64_t pace = gl_pace_ms();
+
+			if (pace > 0) {
+				if (waited_ms + pace > budget_ms) {
+					curl_slist_free_all(hdrs);
+					log_warn("%s %s: the server's rate limit leaves no request "
+					         "for %" PRId64
+					         " s, more than the retry budget (%" PRId64 " s)",
+					         rq->method, rq->url, pace / 1000,
+					         budget_ms / 1000);
+					r = -EIO;
+					break;
+				}
+				log_debug("%s %s: paced by RateLimit-Remaining, %" PRId64 " ms",
+				          rq->method, rq->url, pace);
+				gl_sleep_ms(pace);
+				waited_ms += pace;
+			}
+		}
 		__atomic_add_fetch(&g->requests, 1, __ATOMIC_RELAXED);
+		gl_slot_get();
 		c = curl_easy_perform(h);
+		gl_slot_put();
 		curl_slist_free_all(hdrs);
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &rq->status);
 		{
@@ -645,10 +920,12 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 		if (c != CURLE_OK) {
 			r = rq->cb_err ? rq->cb_err : gl_err_from_curl(c);
 			if (!rq->cb_err)
-				log_warn("%s %s: %s", rq->method, rq->url, curl_easy_strerror(c));
+				log_warn("%s %s: %s", rq->method, rq->show, curl_easy_strerror(c));
 			break;
 		}
-		if (rq->status == 429)
+		if (own)
+			gl_note_ratelimit(rq);
+		if (rq->status == 429 && own)
 			gl_note_retry(g, rq);
 		if (rq->status >= 300 && rq->status < 400 && !head && !rq->post &&
 		    rq->location[0] && redirects < GL_REDIRECTS_MAX) {
@@ -670,19 +947,32 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 			}
 			continue;
 		}
-		if (rq->status == 429 && retries < GL_RETRY_MAX) {
-			unsigned s = gl_retry_wait(rq, retries++);
+		if ((rq->status == 429 || (rq->status == 503 && rq->retry_after[0])) &&
+		    retries < GL_RETRY_MAX) {
+			int64_t s = gl_retry_wait_s(rq, retries++);
 
-			log_info("%s %s: 429, retrying in %u s", rq->method, rq->url, s);
-			sleep(s);
+			if (waited_ms + s * 1000 > budget_ms) {
+				log_warn("%s %s: HTTP %ld asks to wait %" PRId64
+				         " s, more than the retry budget (retry_max=%" PRId64 ")",
+				         rq->method, rq->show, rq->status, s, budget_ms / 1000);
+				r = -EIO;
+				break;
+			}
+			log_info("%s %s: HTTP %ld, retrying in %" PRId64 " s", rq->method, rq->show,
+			         rq->status, s);
+			gl_sleep_ms(s * 1000);
+			waited_ms += s * 1000;
 			continue;
 		}
 		r = gl_err_from_status(rq->status);
+		/* another host's refusal is not the server's verdict on the file */
+		if (r < 0 && !own)
+			r = -EIO;
 		if (r == 0)
 			r = gl_finish_stream(rq);
 		else if (r != -ENOENT)
-			log_warn("%s %s: HTTP %ld %.200s", rq->method, rq->url, rq->status,
-			         rq->errbody.data ? rq->errbody.data : "");
+			log_warn("%s %s: HTTP %ld %.200s", rq->method, rq->show, rq->status,
+			         own && rq->errbody.data ? rq->errbody.data : "");
 		break;
 	}
 	if (r < 0 && r != -ECANCELED)
@@ -713,7 +1003,7 @@ int gl_parse(struct gl_req *rq, json_t **out)
 	int r = jsonx_parse(out, rq->body.data ? rq->body.data : "", rq->body.len, 0, GL_JSON_MAX);
 
 	if (r < 0) {
-		log_warn("GET %s: malformed JSON (%zu bytes)", rq->url, rq->body.len);
+		log_warn("%s %s: malformed JSON (%zu bytes)", rq->method, rq->show, rq->body.len);
 		return -EIO;
 	}
 	return 0;
@@ -793,12 +1083,16 @@ static char *gl_next_url(struct gl *g, const struct gl_req *rq, const char *firs
 	return next;
 }
 
-/* Calls on_page for each page's array; stops after max_items items or max_pages. */
+/* Calls on_page for each page's array. A server that keeps answering rel="next" ends in
+ * -EIO quickly and in bounded memory: after max_items items, max_items / GL_PER_PAGE + 10
+ * pages (every listing asks for GL_PER_PAGE a page), GL_PAGES_BYTES_MAX bytes of JSON in
+ * all, GL_PAGES_TIMEOUT_S seconds, or a next page that is the page just read. */
 int gl_get_pages(struct gl *g, const char *first, size_t max_items,
                  int (*on_page)(void *arg, json_t *arr), void *arg)
 {
 	char *url = strdup(first);
-	size_t items = 0, pages = 0, max_pages = max_items / 20 + 2;
+	size_t items = 0, pages = 0, max_pages = max_items / GL_PER_PAGE + 10, bytes = 0;
+	int64_t deadline = gl_now_ms() + GL_PAGES_TIMEOUT_S * 1000;
 	int r = 0;
 
 	if (!url)
@@ -809,7 +1103,12 @@ int gl_get_pages(struct gl *g, const char *first, size_t max_items,
 		char *next;
 
 		gl_req_init(&rq, "GET", url);
+		/* what is left of the listing's byte budget caps this page too */
+		buf_init(&rq.body, GL_PAGES_BYTES_MAX - bytes < GL_JSON_MAX
+		                       ? GL_PAGES_BYTES_MAX - bytes
+		                       : GL_JSON_MAX);
 		r = gl_perform(g, &rq);
+		bytes += rq.body.len;
 		if (r == 0)
 			r = gl_parse(&rq, &arr);
 		if (r == 0 && !json_is_array(arr))
@@ -826,9 +1125,18 @@ int gl_get_pages(struct gl *g, const char *first, size_t max_items,
 		next = r == 0 && json_array_size(arr) ? gl_next_url(g, &rq, first) : NULL;
 		json_decref(arr);
 		gl_req_free(&rq);
+		if (next && strcmp(next, url) == 0) {
+			log_warn("GET %s: the next page is the page just read", first);
+			free(next);
+			next = NULL;
+			r = -EIO;
+		}
 		free(url);
 		url = next;
-		if (url && ++pages >= max_pages) {
+		if (url && (++pages >= max_pages || bytes >= GL_PAGES_BYTES_MAX ||
+		            gl_now_ms() > deadline)) {
+			log_warn("GET %s: pagination goes on past %zu pages, %zu bytes or %d s",
+			         first, pages, bytes, GL_PAGES_TIMEOUT_S);
 			free(url);
 			return -EIO;
 		}
@@ -893,24 +1201,128 @@ void gl_target_free(struct gl_target *t)
 	}
 	free(t->headers);
 	free(t->url);
+	gl_lfs_src_free(t->lfs);
 	memset(t, 0, sizeof(*t));
 }
 
-int gl_stream(struct gl *g, const struct gl_target *t, uint64_t off, uint64_t max,
-              const struct gl_stream_sink *sink)
+int gl_target_copy(struct gl_target *dst, const struct gl_target *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	dst->basic = src->basic;
+	dst->expires_ms = src->expires_ms;
+	dst->url = strdup(src->url ? src->url : "");
+	if (!dst->url)
+		return -ENOMEM;
+	if (src->nheaders) {
+		dst->headers = calloc(src->nheaders, sizeof(char *));
+		if (!dst->headers)
+			goto nomem;
+		for (; dst->nheaders < src->nheaders; dst->nheaders++) {
+			dst->headers[dst->nheaders] = strdup(src->headers[dst->nheaders]);
+			if (!dst->headers[dst->nheaders])
+				goto nomem;
+		}
+	}
+	return 0;
+nomem:
+	gl_target_free(dst);
+	return -ENOMEM;
+}
+
+void gl_note_external(struct gl *g, const json_t *project)
+{
+	const char *repo = jsonx_str(project, "http_url_to_repo");
+	const char *path = jsonx_str(project, "path_with_namespace");
+	size_t rl, pl;
+	char *ext;
+
+	if (!repo || !path)
+		return;
+	rl = strlen(repo);
+	pl = strlen(path);
+	/* "<external>/<path_with_namespace>.git" */
+	if (rl <= pl + 5 || rl > GL_URL_MAX || strcmp(repo + rl - 4, ".git") != 0 ||
+	    strncmp(repo + rl - 4 - pl, path, pl) != 0 || repo[rl - 5 - pl] != '/')
+		return;
+	ext = strndup(repo, rl - 5 - pl);
+	if (!ext)
+		return;
+	if (gl_origin(ext, (char[512]){0}, 512, NULL) < 0 || strchr(ext, '?') || strchr(ext, '#')) {
+		free(ext);
+		return;
+	}
+	pthread_mutex_lock(&g->lock);
+	if (!g->external || strcmp(g->external, ext) != 0) {
+		free(g->external);
+		g->external = ext;
+		ext = NULL;
+	}
+	pthread_mutex_unlock(&g->lock);
+	free(ext);
+}
+
+char *gl_external_rebase(struct gl *g, const char *href)
+{
+	char *out = NULL;
+	size_t n;
+
+	pthread_mutex_lock(&g->lock);
+	if (g->external && strcmp(g->external, g->server) != 0) {
+		n = strlen(g->external);
+		if (strncmp(href, g->external, n) == 0 && href[n] == '/' &&
+		    asprintf(&out, "%s%s", g->server, href + n) < 0)
+			out = NULL;
+	}
+	pthread_mutex_unlock(&g->lock);
+	return out;
+}
+
+static int gl_stream_once(struct gl *g, const struct gl_target *t, uint64_t off, uint64_t max,
+                          const struct gl_stream_sink *sink, long *status, bool *begun)
 {
 	struct gl_req rq;
 	int r;
 
-	if (!t || !t->url || !sink || !sink->data)
-		return -EINVAL;
 	gl_req_init(&rq, "GET", t->url);
 	rq.ssink = sink;
 	rq.max = max;
 	rq.off = off;
 	rq.target = t;
 	r = gl_perform(g, &rq);
+	*status = rq.status;
+	*begun = rq.begun;
 	gl_req_free(&rq);
+	return r;
+}
+
+int gl_stream(struct gl *g, const struct gl_target *t, uint64_t off, uint64_t max,
+              const struct gl_stream_sink *sink)
+{
+	struct gl_target cur;
+	unsigned gen = 0;
+	long status = 0;
+	bool begun = false;
+	int r;
+
+	if (!t || !t->url || !sink || !sink->data)
+		return -EINVAL;
+	if (!t->lfs)
+		return gl_stream_once(g, t, off, max, sink, &status, &begun);
+	/* an LFS action: the current one (asked again if it expired), and once more with a
+	 * new one if its host refuses it before any byte (an expired signature: S3 answers
+	 * 403 "Request has expired") */
+	r = gl_lfs_current(g, t->lfs, false, 0, &cur, &gen);
+	if (r < 0)
+		return r;
+	r = gl_stream_once(g, &cur, off, max, sink, &status, &begun);
+	gl_target_free(&cur);
+	if (r < 0 && !begun && (status == 401 || status == 403)) {
+		r = gl_lfs_current(g, t->lfs, true, gen, &cur, &gen);
+		if (r < 0)
+			return r;
+		r = gl_stream_once(g, &cur, off, max, sink, &status, &begun);
+		gl_target_free(&cur);
+	}
 	return r;
 }
 

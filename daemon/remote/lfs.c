@@ -35,51 +35,70 @@ static int gl_lfs_header(const char *name, const char *value, char **out)
 	return asprintf(out, "%s: %s", name, value) < 0 ? -ENOMEM : 0;
 }
 
-int gl_lfs_target(struct gl *g, const char *project_path, const char *oid, uint64_t size,
-                  struct gl_target *out)
+/* "2016-11-10T15:29:07Z" or with "+hh:mm"/"-hh:mm" (RFC 3339, as the LFS batch API's
+ * expires_at); -1 when malformed. */
+static int64_t gl_lfs_time(const char *v)
 {
-	char *enc = NULL, *url = NULL, *body = NULL;
-	json_t *resp = NULL, *obj, *err, *dl, *hdrs;
+	struct tm tm = {0};
+	int n = 0, oh = 0, om = 0;
+	char sign = 0;
+	const char *p;
+	time_t t;
+
+	if (sscanf(v, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+	           &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6)
+		return -1;
+	p = v + n;
+	if (*p == '.') /* fractions of a second */
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			;
+	if (*p == 'Z' || *p == 'z')
+		p++;
+	else if ((*p == '+' || *p == '-') && sscanf(p + 1, "%2d:%2d", &oh, &om) == 2)
+		sign = *p, p += 6;
+	else
+		return -1;
+	if (*p)
+		return -1;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	t = timegm(&tm);
+	if (t == (time_t)-1)
+		return -1;
+	t -= (sign == '-' ? -1 : 1) * (time_t)(oh * 3600 + om * 60);
+	return (int64_t)t * 1000;
+}
+
+/* When an action stops working: the earlier of expires_in (seconds from the answer) and
+ * expires_at; 0 when it names neither. */
+static int64_t gl_lfs_expiry(const json_t *action, int64_t answered_ms)
+{
+	json_t *in = json_object_get(action, "expires_in");
+	const char *at = jsonx_str(action, "expires_at");
+	int64_t e = 0;
+
+	if (json_is_integer(in) && json_integer_value(in) > 0 &&
+	    json_integer_value(in) < (json_int_t)1 << 40)
+		e = answered_ms + (int64_t)json_integer_value(in) * 1000;
+	if (at) {
+		int64_t t = gl_lfs_time(at);
+
+		if (t > 0 && (e == 0 || t < e))
+			e = t;
+	}
+	return e;
+}
+
+/* One object's download action into t: the href (moved onto our server when it is under
+ * the server's external URL, see gl_external_rebase), its headers and expiry. */
+static int gl_lfs_action(struct gl *g, const char *oid, const json_t *obj, int64_t answered_ms,
+                         struct gl_target *t)
+{
+	json_t *err = json_object_get(obj, "error"), *dl, *hdrs, *val;
 	const char *href, *key;
-	json_t *val;
-	struct gl_req rq;
+	char *moved = NULL;
 	int r;
 
-	memset(out, 0, sizeof(*out));
-	if (!project_path || !path_is_safe(project_path, 1024) || !oid ||
-	    !hash_is_hex(oid, HASH_SHA256_HEX))
-		return -EINVAL;
-	enc = gl_path_enc(project_path);
-	if (!enc)
-		return -ENAMETOOLONG;
-	if (asprintf(&url, "%s/%s.git/info/lfs/objects/batch", g->server, enc) < 0 ||
-	    asprintf(&body,
-	             "{\"operation\":\"download\",\"transfers\":[\"basic\"],"
-	             "\"objects\":[{\"oid\":\"%s\",\"size\":%" PRIu64 "}]}",
-	             oid, size) < 0) {
-		url = body = NULL;
-		free(enc);
-		return -ENOMEM;
-	}
-	free(enc);
-	gl_req_init(&rq, "POST", url);
-	buf_init(&rq.body, GL_LFS_JSON_MAX);
-	rq.post = body;
-	rq.content_type = "Accept: application/vnd.git-lfs+json";
-	rq.basic = true;
-	r = gl_perform(g, &rq);
-	if (r == 0)
-		r = gl_parse(&rq, &resp);
-	gl_req_free(&rq);
-	if (r < 0)
-		goto out;
-	obj = json_array_get(json_object_get(resp, "objects"), 0);
-	if (!json_is_object(obj) || !jsonx_str(obj, "oid") || strcmp(jsonx_str(obj, "oid"), oid)) {
-		log_warn("LFS batch for %.12s: no entry for the object asked", oid);
-		r = -EIO;
-		goto out;
-	}
-	err = json_object_get(obj, "error");
 	if (err) {
 		long code = (long)jsonx_int(err, "code", 500);
 
@@ -88,59 +107,227 @@ int gl_lfs_target(struct gl *g, const char *project_path, const char *oid, uint6
 			r = -EIO;
 		log_warn("LFS object %.12s: server error %ld: %.200s", oid, code,
 		         jsonx_str(err, "message") ? jsonx_str(err, "message") : "");
-		goto out;
+		return r;
 	}
 	dl = json_object_get(json_object_get(obj, "actions"), "download");
 	href = jsonx_str(dl, "href");
-	if (!href || strlen(href) > GL_URL_MAX ||
-	    (strncmp(href, "http://", 7) != 0 && strncmp(href, "https://", 8) != 0)) {
+	if (!href || strlen(href) > GL_URL_MAX || gl_origin(href, (char[512]){0}, 512, NULL) < 0) {
 		log_warn("LFS object %.12s: no usable download href", oid);
-		r = -EIO;
-		goto out;
+		return -EIO;
 	}
-	/* an href elsewhere (object storage) would get headers meant for our server:
-	 * only our own server's hrefs are followed */
-	if (!gl_same_origin(g, href)) {
-		log_warn("LFS object %.12s: download href on another server refused", oid);
-		r = -EIO;
-		goto out;
+	/* An href on the server under the name it calls itself (GitLab builds it from
+	 * project.http_url_to_repo, its external_url: lfs_api_controller.rb) is the server:
+	 * moved onto the URL we were given, it gets what the server may get and nothing
+	 * goes to a name we cannot vouch for. Anything else is another host (object
+	 * storage, docs.gitlab.com administration/lfs "Storing LFS objects in remote
+	 * object storage"; a presigned URL with no header, or a 302 from the server to
+	 * one when proxy_download is off, administration/object_storage "Proxy download"). */
+	if (!gl_same_origin(g, href))
+		moved = gl_external_rebase(g, href);
+	if (!gl_url_allowed(g, moved ? moved : href)) {
+		log_warn("LFS object %.12s: download href on another host is plain http: refused",
+		         oid);
+		free(moved);
+		return -EIO;
 	}
-	out->url = strdup(href);
-	if (!out->url) {
+	t->url = moved ? moved : strdup(href);
+	if (!t->url)
+		return -ENOMEM;
+	t->expires_ms = gl_lfs_expiry(dl, answered_ms);
+	hdrs = json_object_get(dl, "header");
+	if (json_is_object(hdrs) && json_object_size(hdrs)) {
+		if (json_object_size(hdrs) > GL_LFS_HEADERS)
+			return -EIO;
+		t->headers = calloc(json_object_size(hdrs), sizeof(char *));
+		if (!t->headers)
+			return -ENOMEM;
+		json_object_foreach(hdrs, key, val)
+		{
+			if (!json_is_string(val))
+				return -EIO;
+			r = gl_lfs_header(key, json_string_value(val), &t->headers[t->nheaders]);
+			if (r < 0)
+				return r;
+			t->nheaders++;
+		}
+	}
+	/* our Basic credentials only where they belong: gl_perform sends them to our server
+	 * alone, and not at all when the action names its own Authorization */
+	t->basic = true;
+	return 0;
+}
+
+/* The batch request itself: objects[i] answers objs[i], wherever the server put it. */
+static int gl_lfs_batch(struct gl *g, const char *project_path, const struct gl_lfs_obj *objs,
+                        size_t n, struct gl_target *out, int *err)
+{
+	char *enc = NULL, *url = NULL;
+	struct buf body = BUF_INIT(GL_LFS_BATCH_MAX * 128 + 256);
+	json_t *resp = NULL, *arr;
+	struct gl_req rq;
+	int64_t answered;
+	int r;
+
+	enc = gl_path_enc(project_path);
+	if (!enc)
+		return -ENAMETOOLONG;
+	if (asprintf(&url, "%s/%s.git/info/lfs/objects/batch", g->server, enc) < 0) {
+		url = NULL;
 		r = -ENOMEM;
 		goto out;
 	}
-	hdrs = json_object_get(dl, "header");
-	if (json_is_object(hdrs) && json_object_size(hdrs)) {
-		if (json_object_size(hdrs) > GL_LFS_HEADERS) {
-			r = -EIO;
-			goto out;
-		}
-		out->headers = calloc(json_object_size(hdrs), sizeof(char *));
-		if (!out->headers) {
-			r = -ENOMEM;
-			goto out;
-		}
-		json_object_foreach(hdrs, key, val)
+	r = buf_puts(&body, "{\"operation\":\"download\",\"transfers\":[\"basic\"],\"objects\":[");
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = buf_printf(&body, "%s{\"oid\":\"%s\",\"size\":%" PRIu64 "}", i ? "," : "",
+		               objs[i].oid, objs[i].size);
+	if (r == 0)
+		r = buf_puts(&body, "]}");
+	if (r < 0)
+		goto out;
+	gl_req_init(&rq, "POST", url);
+	buf_init(&rq.body, GL_LFS_JSON_MAX);
+	rq.post = body.data;
+	rq.content_type = "Accept: application/vnd.git-lfs+json";
+	rq.basic = true;
+	r = gl_perform(g, &rq);
+	answered = gl_now_ms();
+	if (r == 0)
+		r = gl_parse(&rq, &resp);
+	gl_req_free(&rq);
+	if (r < 0)
+		goto out;
+	arr = json_object_get(resp, "objects");
+	if (!json_is_array(arr) || json_array_size(arr) > GL_LFS_BATCH_MAX) {
+		log_warn("LFS batch: no objects in the answer");
+		r = -EIO;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_t *obj = NULL, *it;
+		size_t k;
+
+		json_array_foreach(arr, k, it)
 		{
-			if (!json_is_string(val)) {
-				r = -EIO;
-				goto out;
+			const char *o = jsonx_str(it, "oid");
+
+			if (o && strcmp(o, objs[i].oid) == 0) {
+				obj = it;
+				break;
 			}
-			r = gl_lfs_header(key, json_string_value(val),
-			                  &out->headers[out->nheaders]);
-			if (r < 0)
-				goto out;
-			out->nheaders++;
+		}
+		if (!obj) {
+			log_warn("LFS batch for %.12s: no entry for the object asked", objs[i].oid);
+			err[i] = -EIO;
+			continue;
+		}
+		err[i] = gl_lfs_action(g, objs[i].oid, obj, answered, &out[i]);
+		if (err[i] < 0)
+			gl_target_free(&out[i]);
+	}
+out:
+	json_decref(resp);
+	buf_free(&body);
+	free(enc);
+	free(url);
+	return r;
+}
+
+int gl_lfs_targets(struct gl *g, const char *project_path, const struct gl_lfs_obj *objs, size_t n,
+                   struct gl_target *out, int *err)
+{
+	int r;
+
+	for (size_t i = 0; i < n; i++) {
+		memset(&out[i], 0, sizeof(out[i]));
+		err[i] = -EIO;
+	}
+	if (!project_path || !path_is_safe(project_path, 1024) || n == 0 || n > GL_LFS_BATCH_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!objs[i].oid || !hash_is_hex(objs[i].oid, HASH_SHA256_HEX))
+			return -EINVAL;
+	r = gl_lfs_batch(g, project_path, objs, n, out, err);
+	for (size_t i = 0; i < n; i++) {
+		struct gl_lfs_src *src;
+
+		if (r < 0) {
+			gl_target_free(&out[i]);
+			err[i] = r;
+			continue;
+		}
+		if (err[i] < 0)
+			continue;
+		/* the target keeps what it takes to ask again when the action expires */
+		src = calloc(1, sizeof(*src));
+		if (src) {
+			src->project = strdup(project_path);
+			if (src->project && gl_target_copy(&src->cur, &out[i]) == 0) {
+				pthread_mutex_init(&src->lock, NULL);
+				snprintf(src->oid, sizeof(src->oid), "%s", objs[i].oid);
+				src->size = objs[i].size;
+				out[i].lfs = src;
+				continue;
+			}
+			free(src->project);
+			free(src);
+		}
+		gl_target_free(&out[i]);
+		err[i] = -ENOMEM;
+	}
+	return r;
+}
+
+int gl_lfs_target(struct gl *g, const char *project_path, const char *oid, uint64_t size,
+                  struct gl_target *out)
+{
+	struct gl_lfs_obj o = {oid, size};
+	int err = -EIO, r;
+
+	r = gl_lfs_targets(g, project_path, &o, 1, out, &err);
+	return r < 0 ? r : err;
+}
+
+void gl_lfs_src_free(struct gl_lfs_src *src)
+{
+	if (!src)
+		return;
+	gl_target_free(&src->cur);
+	pthread_mutex_destroy(&src->lock);
+	free(src->project);
+	free(src);
+}
+
+int gl_lfs_current(struct gl *g, struct gl_lfs_src *src, bool force, unsigned gen,
+                   struct gl_target *out, unsigned *out_gen)
+{
+	int64_t now = gl_now_ms();
+	int r = 0;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&src->lock);
+	/* one fetcher asks again; the others find the new action when they get the lock */
+	if ((force && src->gen == gen) ||
+	    (src->cur.expires_ms && now + GL_LFS_EXPIRY_MARGIN_S * 1000 >= src->cur.expires_ms)) {
+		struct gl_lfs_obj o = {src->oid, src->size};
+		struct gl_target fresh = {0};
+		int err = -EIO;
+
+		log_info("LFS object %.12s: %s; asking the batch API again", src->oid,
+		         force ? "its host refused the action" : "the action expired");
+		r = gl_lfs_batch(g, src->project, &o, 1, &fresh, &err);
+		if (r == 0)
+			r = err;
+		if (r == 0) {
+			gl_target_free(&src->cur);
+			src->cur = fresh;
+			src->gen++;
+		} else {
+			gl_target_free(&fresh);
 		}
 	}
-	out->basic = true;
-	r = 0;
-out:
-	if (r < 0)
-		gl_target_free(out);
-	json_decref(resp);
-	free(url);
-	free(body);
+	if (r == 0)
+		r = gl_target_copy(out, &src->cur);
+	*out_gen = src->gen;
+	pthread_mutex_unlock(&src->lock);
 	return r;
 }

@@ -46,6 +46,8 @@ int gl_projects_list(struct gl *g, json_t **out)
 		return r;
 	r = gl_get_list(g, url, out);
 	free(url);
+	if (r == 0 && json_array_size(*out))
+		gl_note_external(g, json_array_get(*out, 0));
 	return r;
 }
 
@@ -75,7 +77,11 @@ int gl_project_get(struct gl *g, const char *path_or_id, json_t **out)
 		return -ENAMETOOLONG;
 	r = gl_url(g, &url, "projects/%s", enc);
 	free(enc);
-	return r < 0 ? r : gl_get_object(g, url, out);
+	if (r == 0)
+		r = gl_get_object(g, url, out);
+	if (r == 0)
+		gl_note_external(g, *out);
+	return r;
 }
 
 static int gl_repo_list(struct gl *g, int64_t pid, const char *what, json_t **out)
@@ -90,7 +96,8 @@ static int gl_repo_list(struct gl *g, int64_t pid, const char *what, json_t **ou
 	return r;
 }
 
-static int gl_repo_get(struct gl *g, int64_t pid, const char *what, const char *name, json_t **out)
+static int gl_repo_get(struct gl *g, int64_t pid, const char *what, const char *name,
+                       const char *query, json_t **out)
 {
 	char *enc, *url;
 	int r;
@@ -101,7 +108,7 @@ static int gl_repo_get(struct gl *g, int64_t pid, const char *what, const char *
 	enc = gl_enc(name);
 	if (!enc)
 		return -ENAMETOOLONG;
-	r = gl_url(g, &url, "projects/%" PRId64 "/repository/%s/%s", pid, what, enc);
+	r = gl_url(g, &url, "projects/%" PRId64 "/repository/%s/%s%s", pid, what, enc, query);
 	free(enc);
 	return r < 0 ? r : gl_get_object(g, url, out);
 }
@@ -113,7 +120,7 @@ int gl_branches_list(struct gl *g, int64_t project_id, json_t **out)
 
 int gl_branch_get(struct gl *g, int64_t project_id, const char *name, json_t **out)
 {
-	return gl_repo_get(g, project_id, "branches", name, out);
+	return gl_repo_get(g, project_id, "branches", name, "", out);
 }
 
 int gl_tags_list(struct gl *g, int64_t project_id, json_t **out)
@@ -123,12 +130,14 @@ int gl_tags_list(struct gl *g, int64_t project_id, json_t **out)
 
 int gl_tag_get(struct gl *g, int64_t project_id, const char *name, json_t **out)
 {
-	return gl_repo_get(g, project_id, "tags", name, out);
+	return gl_repo_get(g, project_id, "tags", name, "", out);
 }
 
 int gl_commit_get(struct gl *g, int64_t project_id, const char *ref, json_t **out)
 {
-	return gl_repo_get(g, project_id, "commits", ref, out);
+	/* only the id is wanted: stats (additions, deletions) cost GitLab a diff of the
+	 * commit (doc/api/commits.md "Get a single commit": stats, default true) */
+	return gl_repo_get(g, project_id, "commits", ref, "?stats=false", out);
 }
 
 struct gl_tree_acc {

@@ -406,10 +406,13 @@ class Fake:
         self.behaviour = {}  # route key -> what to do
         self.tokens_seen = []
         self.hits = {}
+        self.queries = {}  # path -> the query strings asked
+        self.hang = None   # a threading.Event: every request waits for it (a hung server)
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes
 
             def log_message(self, *a):
                 pass
@@ -437,7 +440,7 @@ class Fake:
         for k, v in hdrs.items():
             h.send_header(k, v)
         h.end_headers()
-        if not head:
+        if not head and h.command != "HEAD":
             h.wfile.write(body)
 
     def json(self, h, obj, status=200, headers=None):
@@ -447,7 +450,34 @@ class Fake:
         path = h.path.split("?")[0]
         query = h.path.split("?", 1)[1] if "?" in h.path else ""
         self.hits[path] = self.hits.get(path, 0) + 1
+        self.queries.setdefault(path, []).append(query)
         how = self.behaviour.get(path)
+        if self.hang is not None:
+            self.hang.wait(120)  # accepted, never answered (until the test lets go)
+            h.close_connection = True
+            return
+        if how and how.startswith("retry-after:"):
+            if self.hits[path] == 1:
+                return self.json(h, {"message": "429 Too Many Requests"}, 429,
+                                 {"Retry-After": how.split(":", 1)[1]})
+            how = None
+        if how and how.startswith("ratelimit:"):
+            # the quota is spent until RateLimit-Reset (Unix time), as GitLab says it
+            reset = int(time.time()) + int(how.split(":", 1)[1])
+            self.behaviour[path] = None
+            return self.json(h, {"id": 1, "username": "alice"}, 200,
+                             {"RateLimit-Limit": "100", "RateLimit-Remaining": "0",
+                              "RateLimit-Reset": str(reset)})
+        if how == "endless":
+            # rel="next" for ever, 100 new items a page
+            page = int(dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+                       .get("page_token", "0"))
+            items = [{"id": self.ids["good.txt"], "name": f"f{page}-{i}.txt",
+                      "path": f"f{page}-{i}.txt", "type": "blob", "mode": "100644"}
+                     for i in range(100)]
+            base = query.split("&page_token=")[0]
+            link = (f"<{self.url}{path}?{base}&page_token={page + 1}>; rel=\"next\"")
+            return self.json(h, items, headers={"Link": link})
         if how == "stall":
             time.sleep(60)
             return
@@ -465,7 +495,33 @@ class Fake:
             return self.json(h, {"id": 1, "username": "alice"})
         if path == "/api/v4/projects/acme%2Fcats":
             return self.json(h, {"id": 5, "path_with_namespace": "acme/cats",
-                                 "default_branch": "main"})
+                                 "default_branch": "main", "empty_repo": False})
+        if path == "/api/v4/projects":
+            # simple=true, as GitLab: default_branch_or_main, no empty_repo
+            return self.json(h, [{"id": 5, "path_with_namespace": "acme/cats",
+                                  "default_branch": "main"},
+                                 {"id": 6, "path_with_namespace": "acme/empty",
+                                  "default_branch": "main"},
+                                 # GitLab paths may start with '.'; a namespace called
+                                 # .reef is hidden by the mount's own .reef
+                                 {"id": 7, "path_with_namespace": ".hidden/.dotfiles",
+                                  "default_branch": "main"},
+                                 {"id": 8, "path_with_namespace": ".reef/x",
+                                  "default_branch": "main"}])
+        if path == "/api/v4/projects/.hidden%2F.dotfiles":
+            return self.json(h, {"id": 7, "path_with_namespace": ".hidden/.dotfiles",
+                                 "default_branch": "main", "empty_repo": False})
+        if path == "/api/v4/projects/acme%2Fempty":
+            return self.json(h, {"id": 6, "path_with_namespace": "acme/empty",
+                                 "default_branch": "main", "empty_repo": True})
+        if path in ("/api/v4/projects/6/repository/branches",
+                    "/api/v4/projects/6/repository/tags", "/api/v4/projects/5/repository/tags"):
+            return self.json(h, [])
+        if path.startswith("/api/v4/projects/5/pipelines") or \
+                path.startswith("/api/v4/projects/5/jobs/"):
+            return self.ci(h, path)
+        if path == f"/api/v4/projects/5/repository/commits/{self.COMMIT}":
+            return self.json(h, {"id": self.COMMIT, "short_id": self.COMMIT[:8]})
         if path == "/api/v4/projects/5/repository/branches/main":
             return self.json(h, {"name": "main", "commit": {"id": self.COMMIT}})
         if path == "/api/v4/projects/5/repository/tree":
@@ -506,6 +562,44 @@ class Fake:
                     return
                 return self.send(h, 200, data, {"Content-Type": "application/octet-stream"})
         return self.json(h, {"message": "404 Not Found"}, 404)
+
+
+def _fake_ci(self, h, path):
+    """One finished pipeline with one job whose artifacts archive is answered 206 to
+    "Range: bytes=0-", as GitLab's Workhorse does."""
+    import io
+    import zipfile
+    pipe = {"id": 11, "iid": 1, "project_id": 5, "status": "success", "ref": "main",
+            "sha": self.COMMIT, "source": "push", "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": "2024-01-01T00:00:00Z", "web_url": f"{self.url}/acme/cats/-/pipelines/11"}
+    job = {"id": 21, "name": "build", "stage": "build", "status": "success", "ref": "main",
+           "created_at": "2024-01-01T00:00:00Z", "pipeline": pipe,
+           "artifacts_file": {"filename": "artifacts.zip", "size": 1},
+           "artifacts": [{"file_type": "archive", "filename": "artifacts.zip", "size": 1}],
+           "web_url": f"{self.url}/acme/cats/-/jobs/21"}
+    p = "/api/v4/projects/5"
+    if path == p + "/pipelines":
+        return self.json(h, [pipe])
+    if path == p + "/pipelines/11":
+        return self.json(h, pipe)
+    if path == p + "/pipelines/11/jobs":
+        return self.json(h, [job])
+    if path == p + "/jobs/21":
+        return self.json(h, job)
+    if path == p + "/jobs/21/artifacts":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("out/result.txt", "done\n")
+        data = buf.getvalue()
+        headers = {"Content-Type": "application/zip"}
+        if h.headers.get("Range") == "bytes=0-":
+            headers["Content-Range"] = f"bytes 0-{len(data) - 1}/{len(data)}"
+            return self.send(h, 206, data, headers)
+        return self.send(h, 200, data, headers)
+    return self.json(h, {"message": "404 Not Found"}, 404)
+
+
+Fake.ci = _fake_ci
 
 
 @pytest.fixture

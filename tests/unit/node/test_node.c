@@ -20,8 +20,11 @@ static void test_names(void)
 	CHECK(node_name_is_gitlab_path("acme"));
 	CHECK(node_name_is_gitlab_path("my-proj_1.x"));
 	CHECK(!node_name_is_gitlab_path(""));
-	CHECK(!node_name_is_gitlab_path(".reef"));
-	CHECK(!node_name_is_gitlab_path(".Trash-0"));
+	/* GitLab paths may start with '.' (alice/.dotfiles); "." and ".." never name one */
+	CHECK(node_name_is_gitlab_path(".dotfiles"));
+	CHECK(node_name_is_gitlab_path(".reef")); /* the root's .reef is the mount's own */
+	CHECK(!node_name_is_gitlab_path("."));
+	CHECK(!node_name_is_gitlab_path(".."));
 	CHECK(!node_name_is_gitlab_path("-x"));
 	CHECK(!node_name_is_gitlab_path("a b"));
 	CHECK(!node_name_is_gitlab_path("repo.git"));
