@@ -166,6 +166,7 @@ int gl_git_caps(struct gl *g, const char *project_path)
 	free(enc);
 	if (r < 0)
 		return -ENOMEM;
+	t.url = url; /* its headers go to this origin only */
 	t.headers = hv;
 	t.nheaders = 1;
 	t.basic = true;
@@ -343,6 +344,7 @@ int gl_git_fetch(struct gl *g, const char *project_path, const char *const *want
 	x->arg = arg;
 	sink.data = gl_fetch_body;
 	sink.arg = x;
+	t.url = url; /* its headers go to this origin only */
 	t.headers = hv;
 	t.nheaders = 1;
 	t.basic = true;
