@@ -1,0 +1,220 @@
+/* Internals shared by the FUSE operations' modules: ops.c (lookups, attributes, files,
+ * directories, xattrs, the operations table), ops_jobs.c (background work) and
+ * ops_ctl.c (.reef/status, .reef/ctl). Not for other callers: they use ops.h. */
+#ifndef REEF_OPS_INT_H
+#define REEF_OPS_INT_H
+
+#include <assert.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "cache.h"
+#include "mlfs.h"
+#include "node.h"
+#include "ops.h"
+#include "passthru.h"
+
+#ifndef REEF_VERSION
+#define REEF_VERSION "unknown"
+#endif
+
+/* Names whose binding can never change (inside a revision, tags, commits) are cached by
+ * the kernel for a year; attributes of every node but the generated .reef files never
+ * change because a node's identity includes the object it shows. */
+#define FOREVER_S         (365.0 * 24 * 3600)
+#define STATUS_MAX        (64 * 1024)
+#define READ_MAX          (4u << 20)
+#define OPS_CTL_MAX       (64 * 1024) /* one control request; larger writes are EFBIG */
+#define OPS_CTL_ERROR_MAX 1024
+#define XATTR_OID         "user.reef.oid"
+#define XATTR_COMMIT      "user.reef.commit"
+#define XATTR_LFS         "user.reef.lfs.oid"
+
+/* Background work. Invalidations have their own thread so a slow download never delays
+ * them; prefetches share a small pool with a bounded queue, so a huge directory read in
+ * order cannot turn into a storm of requests. */
+#define INVAL_QUEUE_MAX      4096
+#define FETCH_QUEUE_MAX      64
+#define FETCH_THREADS        2
+#define FETCH_BUF            (1u << 20)
+#define SIBLING_MAX_SIZE     ((uint64_t)64 << 20) /* larger siblings are not prefetched */
+#define SEQ_SLOTS            64                   /* directories tracked for sequential opens */
+#define SEQ_STREAK           2    /* consecutive sibling opens before prefetching starts */
+#define INVAL_WAIT_MS        3000 /* how long a ctl write waits for its invalidations */
+#define OPS_PREFETCH_NOCAP   UINT64_MAX
+#define OPS_MAX_BACKGROUND   32
+#define BRANCH_TIMEOUT_POLLS 10   /* a branch root's entry lives this many poll intervals */
+#define BRANCH_TIMEOUT_MAX   60.0 /* seconds, at most */
+
+/* Open files and directories, so those the kernel never released (a signal ended the
+ * session) are freed with the context. */
+struct ops_handle {
+	struct ops_handle *prev, *next;
+	bool is_dir;
+};
+
+enum job_kind { JOB_BRANCH, JOB_INVAL, JOB_FETCH };
+
+struct job {
+	struct job *next;
+	enum job_kind kind;
+	uint64_t seq;
+	int64_t project_id;
+	char *branch;        /* JOB_BRANCH: full branch name */
+	char commit[41];     /* JOB_BRANCH: the new head; JOB_FETCH: the commit of path */
+	char *path;          /* JOB_FETCH: the file's path in commit */
+	char oid[41];        /* JOB_FETCH: the blob */
+	int64_t listed_size; /* JOB_FETCH: the size its listing gave (-1 unknown) */
+	uint64_t max_size;   /* JOB_FETCH: skip objects larger than this */
+	uint64_t *inos;      /* JOB_INVAL: inodes whose pages and attributes to drop */
+	size_t n;
+};
+
+struct jobq {
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* work queued, or stop */
+	pthread_cond_t done; /* a job finished */
+	struct job *head, *tail;
+	size_t len, max, running;
+	uint64_t next_seq, done_seq;
+	uint64_t completed, dropped;
+	bool stop;
+	pthread_t threads[FETCH_THREADS];
+	size_t nthreads;
+};
+
+/* Sequential opens of siblings: the directory, the listing index opened last, how many
+ * opens in a row went forward by one or two, and how far prefetch has been queued. */
+struct seq_slot {
+	uint64_t dir;
+	size_t last, ahead;
+	unsigned streak;
+};
+
+/* The commit a branch or tag under a directory resolved to last (keyed by a hash of
+ * directory inode and name), so a listing of branches/ or tags/ can give the d_ino the
+ * lookup will. A fixed table: an entry pushed out only costs a stand-in d_ino. */
+#define REFMEM_SLOTS 1024
+struct refmem {
+	uint64_t dir, hash;
+	char commit[41];
+};
+
+struct ops_ctx {
+	struct cache *cache;
+	struct fuse_session *se;
+	pthread_mutex_t hlock;
+	struct ops_handle handles; /* list head */
+	struct node_table *nodes;
+	char *server;
+	char *mountpoint;
+	double dyn_timeout;
+	double branch_timeout;
+	double poll_s;
+	unsigned prefetch_ahead;
+	unsigned readahead_kb;
+	uint64_t forgotten; /* entries forgotten since the last malloc_trim (atomic) */
+	bool no_opendir;    /* the kernel opens directories without asking (set at init) */
+	uid_t uid;
+	gid_t gid;
+	struct timespec mount_time;
+
+	struct jobq inval;
+	struct jobq fetch;
+	bool started;
+
+	pthread_mutex_t seq_lock; /* also guards refmem */
+	struct seq_slot seq[SEQ_SLOTS];
+	struct refmem refmem[REFMEM_SLOTS];
+
+	pthread_mutex_t ctl_lock;
+	char ctl_error[OPS_CTL_ERROR_MAX];
+	uint64_t ctl_requests, ctl_errors, invalidations;
+
+	struct mlfs *ml; /* experiments, pipelines, processors; NULL without them */
+};
+
+/* An open file: a cached object, the bytes of a generated file (.reef/status,
+ * .reef/ctl.error) rendered at open, or the control file. */
+struct ops_file {
+	struct ops_handle h;
+	struct cache_obj *obj;
+	char *data;
+	size_t len;
+	bool ctl;
+	bool counted; /* its open is counted by passthru_open */
+	bool pass;    /* the kernel reads the cache file itself */
+	uint64_t ino;
+};
+
+struct ops_dirent {
+	char *name;
+	uint64_t ino;
+	mode_t type;
+};
+
+/* A directory snapshot taken at opendir, so offsets stay valid however the remote side
+ * changes meanwhile. Revision directories share the node's immutable listing. */
+struct ops_dir {
+	struct ops_handle h;
+	struct node *node; /* pinned */
+	const struct node_listing *listing;
+	struct ops_dirent *v;
+	size_t n;
+};
+
+static_assert((int)NODE_REF_BRANCH == (int)CACHE_REF_BRANCH &&
+                  (int)NODE_REF_TAG == (int)CACHE_REF_TAG &&
+                  (int)NODE_REF_COMMIT == (int)CACHE_REF_COMMIT,
+              "node and cache ref kinds must agree");
+
+static inline struct ops_ctx *ctx_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* ops.c */
+void touch_branch(struct ops_ctx *ctx, const struct node *n);
+int resolve_child(struct ops_ctx *ctx, struct node *parent, const char *name, struct node **out,
+                  bool *negative_ok);
+
+/* ops_jobs.c and ops_ctl.c */
+void job_free(struct job *j);
+void jobq_init(struct jobq *q, size_t max);
+void jobq_destroy(struct jobq *q);
+uint64_t jobq_push(struct jobq *q, struct job *j);
+bool jobq_wait(struct jobq *q, uint64_t seq, unsigned ms);
+bool jobq_stopping(struct jobq *q);
+void *worker_main(void *arg);
+int jobq_start(struct ops_ctx *ctx, struct jobq *q, size_t nthreads);
+void jobq_stop(struct jobq *q);
+void send_inval_inode(struct ops_ctx *ctx, uint64_t ino);
+void job_branch(struct ops_ctx *ctx, struct job *j);
+void job_fetch(struct ops_ctx *ctx, struct job *j, char *buf);
+void job_run(struct ops_ctx *ctx, struct job *j, char *buf);
+void on_branch_moved(void *arg, int64_t project_id, const char *branch, const char *old_commit,
+                     const char *new_commit);
+int fetch_queue(struct ops_ctx *ctx, int64_t project_id, const char *commit, const char *path,
+                const char *oid, int64_t listed_size, uint64_t max_size);
+void inval_inodes(struct ops_ctx *ctx, uint64_t *inos, size_t n);
+void sibling_note(struct ops_ctx *ctx, const struct node *n);
+json_t *jobq_json(struct jobq *q);
+int status_render(struct ops_ctx *ctx, char **out, size_t *len);
+int reefctl_error_render(struct ops_ctx *ctx, char **out, size_t *len);
+int generated_render(struct ops_ctx *ctx, const struct node *n, char **out, size_t *len);
+int reefctl_fail(struct ops_ctx *ctx, const char *req, int r, const char *fmt, ...);
+int reefctl_step(struct ops_ctx *ctx, struct node **cur, const char *name);
+int reefctl_resolve(struct ops_ctx *ctx, char *path, struct node **out);
+int reefctl_tree_of(struct ops_ctx *ctx, const struct node *n, char tree[41]);
+int reefctl_prefetch(struct ops_ctx *ctx, const char *req, struct node *n);
+int reefctl_forget(struct ops_ctx *ctx, const char *req, struct node *n);
+void reefctl_echo(char *out, size_t cap, const char *s, size_t len);
+int reefctl_exec(struct ops_ctx *ctx, const char *data, size_t len);
+void dir_changing(struct ops_ctx *ctx, fuse_ino_t ino);
+void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+              struct fuse_file_info *fi);
+
+#endif
