@@ -105,6 +105,7 @@ class Suite:
         self.tree = gen.gen_tree(self.data_root, self.home, sz["tree_files"], sz["tree_commits"])
         self.ds = gen.gen_dataset(self.data_root, self.home, sz["ds_files"], sz["ds_mbytes"])
         self.big = gen.gen_big(self.data_root, self.home, sz["big_mib"])
+        self.dir1k = gen.gen_dir1k(self.data_root, self.home)
         log(f"data ready in {time.perf_counter() - t:.1f} s")
 
     def start_hub(self):
@@ -114,7 +115,8 @@ class Suite:
         self.header_file = self.run_dir / "auth.hdr"
         self.header_file.write_text(f"PRIVATE-TOKEN: {self.token}\n")
         self.header_file.chmod(0o600)
-        for name, meta in (("tree", self.tree), ("dataset", self.ds), ("big", self.big)):
+        for name, meta in (("tree", self.tree), ("dataset", self.ds), ("big", self.big),
+                           ("dir1k", self.dir1k)):
             self.hub.project(f"bench/{name}", "bench")
             H.git(["-C", meta["repo"], "push", "-q", self.hub.git_url(f"bench/{name}", self.token),
                    "main"], self.home)
@@ -239,6 +241,121 @@ class Suite:
             "second repeat (information): once more. The kernel marks a FUSE directory's "
             "atime stale after every listing it fetched, so the first repeat asks for each "
             "directory's attributes again (one request per directory), the second does not")
+
+    def b3_cold(self):
+        """find + stat over the whole tree from an empty cache vs git clone --depth 1."""
+        log(f"B3 cold: find + stat over {self.tree['files']} files from an empty cache vs "
+            f"git clone --depth 1 ({self.runs} runs)")
+        url = self.hub.git_url("bench/tree", self.token)
+        base = self.run_dir / "b3cold"
+        base.mkdir()
+        reef_t, clone_t, entries = [], [], None
+        for i in range(self.runs):
+            m = self.mount(f"b3cold-reefd{i}")
+            reef = m / "bench/tree/branches/main"
+            os.listdir(reef)  # mounted, project and branch resolved: the tree is the cost
+            H.drop_caches()
+            reef_t.append(sh(stat_tree_cmd(reef)))
+            if entries is None:
+                entries = len(subprocess.run(["find", str(reef)], check=True,
+                                             capture_output=True).stdout.splitlines())
+            remote = json.loads((m / ".reef/status").read_text())["cache"].get("remote", {})
+            self.unmount(m, "B3 cold")
+            dst = base / "clone"
+            H.drop_caches()
+            t = time.perf_counter()
+            H.git(["clone", "-q", "--depth", "1", url, str(dst)], self.home)
+            clone_t.append(time.perf_counter() - t)
+            shutil.rmtree(dst)
+        return self.record(
+            "B3 cold", workload=f"find + stat over {entries} entries, empty cache",
+            reef_s=reef_t, clone_s=clone_t, remote=remote,
+            ratios={"reef/(clone --depth 1)": ("reef_s", "clone_s")},
+            targets={"reef/(clone --depth 1)": ("<=", 1.0)},
+            note="reefd: trees in one protocol v2 fetch (blob:none, depth 1), sizes over "
+            "GraphQL a directory at a time; the clone writes every file")
+
+    def b10(self):
+        """ls -l then cat of every file of a cold 1,000-file directory: requests counted."""
+        n = self.dir1k["files"]
+        log(f"B10: ls -l + read of a cold {n}-file directory, requests ({self.runs} runs)")
+        proxy = CountingProxy(self.hub.port)
+        url = self.hub.git_url("bench/dir1k", self.token, proxy.url)
+        want = None
+        reqs, reef_t, clone_reqs, clone_t = [], [], [], []
+        base = self.run_dir / "b10"
+        base.mkdir()
+        try:
+            for i in range(self.runs):
+                proxy.reset()
+                m = self.mount(f"b10-reefd{i}", server=proxy.url)
+                d = m / "bench/dir1k/branches/main/data"
+                t = time.perf_counter()
+                listing = subprocess.run(["ls", "-l", str(d)], check=True, capture_output=True,
+                                         text=True).stdout.splitlines()
+                sh(f"cat '{d}'/* > /dev/null")
+                reef_t.append(time.perf_counter() - t)
+                reqs.append(proxy.snapshot()["requests"])
+                if len(listing) != n + 1:
+                    raise RuntimeError(f"B10: ls -l shows {len(listing) - 1} files, not {n}")
+                if want is None:
+                    want = tree_sums(d)
+                self.unmount(m, "B10")
+                dst = base / "clone"
+                proxy.reset()
+                t = time.perf_counter()
+                H.git(["clone", "-q", "--depth", "1", url, str(dst)], self.home)
+                sh(read_tree_cmd(dst, prune_git=True))
+                clone_t.append(time.perf_counter() - t)
+                clone_reqs.append(proxy.snapshot()["requests"])
+                if tree_sums(dst / "data") != want:
+                    raise RuntimeError("B10: reefd's directory differs from the clone")
+                shutil.rmtree(dst)
+        finally:
+            proxy.close()
+        return self.record(
+            "B10", workload=f"ls -l + read of a cold {n}-file directory (requests)",
+            reef_requests=reqs, clone_requests=clone_reqs, reef_s=reef_t, clone_s=clone_t,
+            value={"requests, mount included": float(med(reqs)),
+                   "requests of git clone --depth 1 + read (info)": float(med(clone_reqs))},
+            targets={"requests, mount included": ("<=", 30)},
+            note="counted by the suite's proxy (request lines on the wire), from reefd's "
+            "start (GET /user) to the last byte read")
+
+    def b11(self):
+        """B5's dataset read cold through 20 ms of latency each way vs clone + read."""
+        log(f"B11: cold read of {self.ds['files']} files through +20 ms each way "
+            f"({self.runs} runs)")
+        proxy = CountingProxy(self.hub.port, delay_s=0.020)
+        url = self.hub.git_url("bench/dataset", self.token, proxy.url)
+        base = self.run_dir / "b11"
+        base.mkdir()
+        reef_t, clone_t, reef_r, clone_r = [], [], [], []
+        try:
+            for i in range(self.runs):
+                dst = base / "clone"
+                proxy.reset()
+                t = time.perf_counter()
+                H.git(["clone", "-q", "--depth", "1", url, str(dst)], self.home)
+                sh(read_tree_cmd(dst, prune_git=True))
+                clone_t.append(time.perf_counter() - t)
+                clone_r.append(proxy.snapshot()["requests"])
+                shutil.rmtree(dst)
+                m = self.mount(f"b11-reefd{i}", server=proxy.url)
+                d = m / "bench/dataset/branches/main"
+                proxy.reset()
+                reef_t.append(sh(read_tree_cmd(d)))
+                reef_r.append(proxy.snapshot()["requests"])
+                self.unmount(m, "B11")
+        finally:
+            proxy.close()
+        return self.record(
+            "B11", workload=f"cold read of {self.ds['files']} files, +20 ms each way",
+            reef_s=reef_t, clone_total_s=clone_t, reef_requests=reef_r, clone_requests=clone_r,
+            ratios={"reef/(clone --depth 1 + read)": ("reef_s", "clone_total_s")},
+            targets={"reef/(clone --depth 1 + read)": ("<=", 0.5)},
+            note="the same proxy holds every byte 20 ms in each direction for both; mount "
+            "start-up excluded for reefd")
 
     def b5(self):
         """Cold read of every file of the CSV dataset vs clone --depth 1 + read, vs rclone."""
@@ -485,7 +602,7 @@ class Suite:
             anon[w] = max((p.get("RssAnon", 0) for _, p in vs), default=None)
             filed[w] = max((p.get("RssFile", 0) for _, p in vs), default=None)
         peak = max((v for v in per.values() if v is not None), default=None)
-        self.record("B7", workload="reefd peak resident memory (VmHWM) through B1-B8",
+        self.record("B7", workload="reefd peak resident memory (VmHWM) through B1-B11",
                     per_workload_kib=per, peak_kib=peak, sampled_peak_anon_kib=anon,
                     sampled_peak_file_kib=filed,
                     value={"peak MiB": peak / 1024 if peak else None},
@@ -504,8 +621,14 @@ class Suite:
                 self.guard("B4", self.b4)
                 if want("B3"):
                     self.guard("B3", self.b3)
+            if want("B3cold"):
+                self.guard("B3 cold", self.b3_cold)
             if want("B5"):
                 self.guard("B5", self.b5)
+            if want("B10"):
+                self.guard("B10", self.b10)
+            if want("B11"):
+                self.guard("B11", self.b11)
             if want("B1") or want("B2") or want("B6"):
                 def big():
                     m, res = self.big_cold(
@@ -614,7 +737,8 @@ def fmt_s(xs):
 
 def table(suite):
     rows = []
-    for wid in ("B1", "B2", "B3", "B4", "B5", "B6", "B6-blob", "B7", "B8"):
+    for wid in ("B1", "B2", "B3", "B3 cold", "B4", "B5", "B6", "B6-blob", "B7", "B8", "B10",
+                "B11"):
         r = suite.results.get(wid)
         if r is None:
             continue
@@ -644,6 +768,8 @@ def medians(suite):
             if k.endswith("_s") and isinstance(v, list) and v:
                 out.append(f"{wid:8} {k:24} median {med(v):8.3f} s  (runs: "
                            + ", ".join(f"{x:.3f}" for x in v) + ")")
+            elif k.endswith("_requests") and isinstance(v, list) and v:
+                out.append(f"{wid:8} {k:24} median {med(v):8.0f}")
             elif k.endswith("_bytes") and isinstance(v, list) and v:
                 out.append(f"{wid:8} {k:24} median {med(v):12.0f} B")
     return "\n".join(out)

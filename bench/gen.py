@@ -196,6 +196,26 @@ def gen_dataset(root, home, files, mbytes):
                                          if p.stat().st_size >= 1 << 20)})
 
 
+def gen_dir1k(root, home, files=1000):
+    """B10's directory: `files` small CSV files side by side in data/ (1-4 KB each)."""
+    ds = DataSet(root, "dir1k", {"files": files})
+    if ds.ready():
+        return ds.meta
+    ds.fresh()
+    r = random.Random(1000)
+    content = {}
+    for n in range(files):
+        rows = [f"{n},{i},{r.random():.6f},{r.randint(0, 99999)}\n"
+                for i in range(r.randint(40, 160))]
+        content[f"data/part-{n:04d}.csv"] = "id,row,value,count\n" + "".join(rows)
+    work = small_repo(ds, home, content, "Add 1,000 small files")
+    repo = ds.dir / "repo.git"
+    run(["git", "clone", "-q", "--bare", work, str(repo)], env=git_env(home))
+    shutil.rmtree(work)
+    return ds.finish({"repo": str(repo), "files": files,
+                      "bytes": sum(len(v) for v in content.values())})
+
+
 def random_file(path, mib, seed):
     r = random.Random(seed)
     with open(path, "wb") as f:

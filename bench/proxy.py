@@ -1,17 +1,27 @@
-"""A TCP proxy on loopback that counts the bytes it relays, both ways.
+"""A TCP proxy on loopback that counts the bytes it relays, both ways, and the HTTP
+requests it carries; it can also add a fixed latency to each direction.
 
 B4 compares the bytes a cold `cat` through reefd moves with the bytes of a `git clone`.
 Pointing both clients at this proxy instead of the hub counts every byte on the wire
 (HTTP headers included) the same way for both, without trusting either side's own
 accounting. Only loopback addresses are accepted, upstream and for listening.
+
+B10 counts requests (request lines in the client's bytes: against a real GitLab, requests
+are the cost); B11 adds `delay_s` to every byte each way, as a link with that one-way
+latency does (bytes are held, not throttled: a long transfer pays the delay once).
 """
 
+import queue
+import re
 import socket
 import threading
+import time
+
+REQUEST_LINE = re.compile(rb"(?:GET|POST|HEAD|PUT|PATCH|DELETE) /[!-~]* HTTP/1\.[01]\r\n")
 
 
 class CountingProxy:
-    def __init__(self, upstream_port, upstream_host="127.0.0.1"):
+    def __init__(self, upstream_port, upstream_host="127.0.0.1", delay_s=0.0):
         if upstream_host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the proxy only relays to loopback")
         self.upstream = (upstream_host, upstream_port)
@@ -24,6 +34,8 @@ class CountingProxy:
         self.up = 0      # client -> server
         self.down = 0    # server -> client
         self.conns = 0
+        self.requests = 0
+        self.delay_s = delay_s
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -33,11 +45,12 @@ class CountingProxy:
 
     def reset(self):
         with self.lock:
-            self.up = self.down = self.conns = 0
+            self.up = self.down = self.conns = self.requests = 0
 
     def snapshot(self):
         with self.lock:
             return {"up": self.up, "down": self.down, "total": self.up + self.down,
+                    "requests": self.requests,
                     "connections": self.conns}
 
     def close(self):
@@ -64,18 +77,56 @@ class CountingProxy:
             for a, b, way in ((client, server, "up"), (server, client, "down")):
                 threading.Thread(target=self._pump, args=(a, b, way), daemon=True).start()
 
+    def _count(self, tail, data):
+        """Request lines in the client's stream; tail: the end of what came before, so a
+        line split across two reads counts once."""
+        buf = tail + data
+        n = sum(1 for m in REQUEST_LINE.finditer(buf) if m.end() > len(tail))
+        if n:
+            with self.lock:
+                self.requests += n
+        return buf[-2048:]
+
     def _pump(self, src, dst, way):
+        tail = b""
+        held = None
+        if self.delay_s:
+            held = queue.Queue()
+
+            def sender():
+                while True:
+                    at, data = held.get()
+                    if data is None:
+                        return
+                    wait = at + self.delay_s - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                    try:
+                        dst.sendall(data)
+                    except OSError:
+                        return
+
+            out = threading.Thread(target=sender, daemon=True)
+            out.start()
         try:
             while True:
                 data = src.recv(1 << 18)
                 if not data:
                     break
-                dst.sendall(data)
+                if way == "up":
+                    tail = self._count(tail, data)
+                if held is not None:
+                    held.put((time.monotonic(), data))
+                else:
+                    dst.sendall(data)
                 with self.lock:
                     setattr(self, way, getattr(self, way) + len(data))
         except OSError:
             pass
         finally:
+            if held is not None:
+                held.put((0, None))
+                out.join(timeout=30)
             # Half-close so the other direction can finish (HTTP bodies after a request).
             for s, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
                 try:
