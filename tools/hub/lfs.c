@@ -156,6 +156,25 @@ static bool parse_u64(const char *s, const char **end, uint64_t *out)
 	return true;
 }
 
+/* A byte position of a Range header: digits beyond 64 bits saturate, since a larger last
+ * position only means "to the end" (RFC 9110, 14.1.2). */
+static bool parse_pos(const char *s, const char **end, uint64_t *out)
+{
+	uint64_t v = 0;
+	const char *p = s;
+
+	if (!isdigit((unsigned char)*p))
+		return false;
+	for (; isdigit((unsigned char)*p); p++) {
+		uint64_t d = (uint64_t)(*p - '0');
+
+		v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d;
+	}
+	*end = p;
+	*out = v;
+	return true;
+}
+
 static bool only_spaces(const char *p)
 {
 	while (*p == ' ' || *p == '\t')
@@ -180,7 +199,7 @@ int hub_lfs_range_parse(const char *h, uint64_t size, uint64_t *from, uint64_t *
 	if (strchr(p, ','))
 		return 0; /* several ranges: the whole body is a valid answer */
 	if (*p == '-') {
-		if (!parse_u64(p + 1, &p, &b) || !only_spaces(p))
+		if (!parse_pos(p + 1, &p, &b) || !only_spaces(p))
 			return 0;
 		if (b == 0 || size == 0)
 			return -ERANGE;
@@ -188,12 +207,12 @@ int hub_lfs_range_parse(const char *h, uint64_t size, uint64_t *from, uint64_t *
 		*to = size - 1;
 		return 1;
 	}
-	if (!parse_u64(p, &p, &a) || *p != '-')
+	if (!parse_pos(p, &p, &a) || *p != '-')
 		return 0;
 	p++;
 	if (only_spaces(p)) {
 		b = UINT64_MAX;
-	} else if (!parse_u64(p, &p, &b) || !only_spaces(p) || b < a) {
+	} else if (!parse_pos(p, &p, &b) || !only_spaces(p) || b < a) {
 		return 0;
 	}
 	if (a >= size)
@@ -852,13 +871,20 @@ int hub_lfs_body(struct hub_lfs *l, const void *data, size_t len)
 	if (!l)
 		return -EINVAL;
 	if (l->route != LFS_PUT) {
-		if (!l->body_too_big && buf_append(&l->body, data, len) < 0)
+		if (!l->body_too_big && buf_append(&l->body, data, len) < 0) {
 			l->body_too_big = true;
+			return -EFBIG; /* the server answers 413 and reads no further */
+		}
 		return 0;
 	}
-	if (l->io_err || l->received + len > l->size) {
-		/* keep counting to report the size; store nothing more */
-		l->received = l->received + len < l->received ? UINT64_MAX : l->received + len;
+	if (l->received + len > l->size || l->received + len < l->received) {
+		/* More than the declared size (a chunked body says nothing up front): stop
+		 * reading here rather than at the end of what may be gigabytes. */
+		l->received = UINT64_MAX;
+		return -EMSGSIZE;
+	}
+	if (l->io_err) {
+		l->received += len; /* keep counting; store nothing more */
 		return 0;
 	}
 	if (hash_update(l->sha, data, len) < 0) {
@@ -1024,12 +1050,14 @@ static void batch(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l)
 		const char *oid = jsonx_str(o, "oid");
 		json_t *sz = json_object_get(o, "size");
 
+		/* No object can be larger than the store takes (HUB_LFS_MAX_OBJECT). */
 		if (!oid || !hash_is_hex(oid, HASH_SHA256_HEX) || !json_is_integer(sz) ||
-		    json_integer_value(sz) < 0) {
+		    json_integer_value(sz) < 0 ||
+		    (uint64_t)json_integer_value(sz) > HUB_LFS_MAX_OBJECT) {
 			snprintf(msg, sizeof(msg),
 			         "Invalid object %zu: oid must be 64 lowercase hex digits and size "
-			         "a non-negative integer",
-			         i);
+			         "an integer from 0 to %" PRIu64,
+			         i, HUB_LFS_MAX_OBJECT);
 			lfs_error(resp, 422, msg);
 			goto out;
 		}

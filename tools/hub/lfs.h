@@ -43,8 +43,9 @@ bool hub_lfs_match(const char *path);
 int hub_lfs_start(struct hub_req *req, struct hub_resp *resp, const char *path,
                   struct hub_lfs **out);
 /* Takes request body bytes: buffered (JSON routes, capped) or streamed to disk (PUT).
- * Problems are remembered and answered by hub_lfs_finish; 0, or a negative errno only
- * when the connection should be dropped. */
+ * Problems are remembered and answered by hub_lfs_finish; 0, or a negative errno when
+ * the server should answer at once and read no further: -EFBIG (a JSON body over
+ * HUB_LFS_MAX_JSON: 413), -EMSGSIZE (an upload longer than its declared size: 400). */
 int hub_lfs_body(struct hub_lfs *l, const void *data, size_t len);
 /* Answers the request into resp (an fd body for object downloads). */
 void hub_lfs_finish(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l);
