@@ -132,8 +132,8 @@ def test_chunked_body_over_cap_is_cut_short(hub):
             sent += 0x10000
     except (BrokenPipeError, ConnectionResetError):
         pass
-    # stopped at the 1 MiB cap, not at the end of 64 MiB
-    assert sent < (16 << 20), sent
+    # stopped soon after the 1 MiB cap (16 MiB dropped at most), not at 64 MiB
+    assert sent < (24 << 20), sent
     s.close()
 
 

@@ -991,38 +991,41 @@ static bool ctype_ok(const struct hub_req *req)
 	       (n == 16 && !strncasecmp(ct, "application/json", 16));
 }
 
-static void batch(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l)
+static int batch_fail(char *msg, size_t msglen, int status, const char *text)
 {
-	json_t *root = NULL, *objs, *tr, *outs = NULL, *o;
-	const char *op, *algo;
-	char msg[160];
-	size_t i;
-	bool upload;
+	snprintf(msg, msglen, "%s", text);
+	return status;
+}
 
-	if (!ctype_ok(req)) {
-		lfs_error(resp, 415, "Content-Type must be " HUB_LFS_CONTENT_TYPE);
-		return;
+int hub_lfs_batch_parse(const char *body, size_t len, json_t **root_out, bool *upload, char *msg,
+                        size_t msglen)
+{
+	json_t *root = NULL, *objs, *tr, *o;
+	const char *op, *algo;
+	size_t i;
+
+	*root_out = NULL;
+	*upload = false;
+	if (jsonx_parse(&root, body, len, 16, HUB_LFS_MAX_JSON) < 0 || !json_is_object(root)) {
+		json_decref(root);
+		return batch_fail(msg, msglen, 400, "Malformed JSON body");
 	}
-	if (!body_json(l, resp, &root))
-		return;
+	*root_out = root;
 	op = jsonx_str(root, "operation");
 	if (!op || (strcmp(op, "download") && strcmp(op, "upload"))) {
-		lfs_error(resp, 422, "operation must be download or upload");
-		goto out;
+		return batch_fail(msg, msglen, 422, "operation must be download or upload");
 	}
-	upload = !strcmp(op, "upload");
+	*upload = !strcmp(op, "upload");
 	algo = jsonx_str(root, "hash_algo");
 	if (json_object_get(root, "hash_algo") && (!algo || strcmp(algo, "sha256"))) {
-		lfs_error(resp, 409, "Unsupported hash algorithm: only sha256");
-		goto out;
+		return batch_fail(msg, msglen, 409, "Unsupported hash algorithm: only sha256");
 	}
 	tr = json_object_get(root, "transfers");
 	if (tr) {
 		bool basic = false;
 
 		if (!json_is_array(tr)) {
-			lfs_error(resp, 422, "transfers must be an array");
-			goto out;
+			return batch_fail(msg, msglen, 422, "transfers must be an array");
 		}
 		for (i = 0; i < json_array_size(tr); i++) {
 			o = json_array_get(tr, i);
@@ -1030,20 +1033,18 @@ static void batch(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l)
 				basic = true;
 		}
 		if (!basic && json_array_size(tr)) {
-			lfs_error(resp, 422, "Unsupported transfer: only basic is offered");
-			goto out;
+			return batch_fail(msg, msglen, 422,
+			                  "Unsupported transfer: only basic is offered");
 		}
 	}
 	objs = json_object_get(root, "objects");
 	if (!json_is_array(objs)) {
-		lfs_error(resp, 422, "objects must be an array");
-		goto out;
+		return batch_fail(msg, msglen, 422, "objects must be an array");
 	}
 	if (json_array_size(objs) > HUB_LFS_MAX_BATCH_OBJECTS) {
-		snprintf(msg, sizeof(msg), "Too many objects in one batch (at most %d)",
+		snprintf(msg, msglen, "Too many objects in one batch (at most %d)",
 		         HUB_LFS_MAX_BATCH_OBJECTS);
-		lfs_error(resp, 413, msg);
-		goto out;
+		return 413;
 	}
 	json_array_foreach(objs, i, o)
 	{
@@ -1054,14 +1055,39 @@ static void batch(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l)
 		if (!oid || !hash_is_hex(oid, HASH_SHA256_HEX) || !json_is_integer(sz) ||
 		    json_integer_value(sz) < 0 ||
 		    (uint64_t)json_integer_value(sz) > HUB_LFS_MAX_OBJECT) {
-			snprintf(msg, sizeof(msg),
+			snprintf(msg, msglen,
 			         "Invalid object %zu: oid must be 64 lowercase hex digits and size "
 			         "an integer from 0 to %" PRIu64,
 			         i, HUB_LFS_MAX_OBJECT);
-			lfs_error(resp, 422, msg);
-			goto out;
+			return 422;
 		}
 	}
+	return 0;
+}
+
+static void batch(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l)
+{
+	json_t *root = NULL, *objs, *outs = NULL, *o;
+	char msg[160];
+	size_t i;
+	bool upload;
+	int st;
+
+	if (!ctype_ok(req)) {
+		lfs_error(resp, 415, "Content-Type must be " HUB_LFS_CONTENT_TYPE);
+		return;
+	}
+	if (l->body_too_big) {
+		lfs_error(resp, 413, "Request too large");
+		return;
+	}
+	st = hub_lfs_batch_parse(l->body.data ? l->body.data : "", l->body.len, &root, &upload, msg,
+	                         sizeof(msg));
+	if (st) {
+		lfs_error(resp, st, msg);
+		goto out;
+	}
+	objs = json_object_get(root, "objects");
 	if (upload && !l->can_write) {
 		lfs_refuse(l, resp);
 		goto out;

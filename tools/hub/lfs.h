@@ -36,6 +36,11 @@ struct hub_lfs; /* one LFS request in progress */
 int hub_lfs_init(struct hub *hub);
 void hub_lfs_shutdown(void);
 
+/* Parses and checks a batch request body: 0 with *root (the caller frees it; its
+ * "objects" hold at most HUB_LFS_MAX_BATCH_OBJECTS valid oid/size pairs) and *upload,
+ * or the HTTP status to answer with msg. Pure: fuzzed by tests/fuzz/fuzz_lfs_batch.c. */
+int hub_lfs_batch_parse(const char *body, size_t len, json_t **root, bool *upload, char *msg,
+                        size_t msglen);
 /* True when the raw path names an LFS route of some project (see above). */
 bool hub_lfs_match(const char *path);
 /* Authenticates the caller and checks what the headers allow. 0: go on (feed the body

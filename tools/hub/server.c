@@ -31,6 +31,8 @@
 #define HUB_MAX_FORM_PARAMS 4096
 /* Routes that take no file content: their bodies are small JSON or form data. */
 #define HUB_MAX_SMALL_BODY ((size_t)1 << 20)
+/* Bytes of an API body past its cap read (and dropped) before the connection is cut. */
+#define HUB_MAX_DRAIN ((uint64_t)HUB_MAX_BODY)
 /* An API request's body must arrive within this (git and LFS transfers have none). */
 #define HUB_BODY_TIMEOUT_MS 60000u
 /* No byte in either direction for this long ends even an active transfer. */
@@ -55,9 +57,11 @@ struct hub_ctx {
 	int status; /* what was sent, for the log */
 	bool started;
 	bool bad_uri;
-	bool bad_query;  /* a malformed escape or an encoded NUL in the query */
-	size_t body_cap; /* bytes this route's body may have */
-	size_t charged;  /* bytes of the in-flight budget this request holds */
+	bool too_big;     /* the body passed its cap: the rest is read and dropped */
+	uint64_t dropped; /* bytes of it dropped so far */
+	bool bad_query;   /* a malformed escape or an encoded NUL in the query */
+	size_t body_cap;  /* bytes this route's body may have */
+	size_t charged;   /* bytes of the in-flight budget this request holds */
 	bool is_git;
 	struct hub_git *git;
 	bool is_lfs;
@@ -784,8 +788,15 @@ static int api_start(struct hub_ctx *c, struct MHD_Connection *conn)
 static enum MHD_Result api_body(struct hub_ctx *c, struct MHD_Connection *conn, const char *data,
                                 size_t n)
 {
-	if (buf_append(&c->req.body, data, n) < 0)
-		return hub_conn_refuse(conn, 413, "application/json", json_413);
+	if (c->too_big || buf_append(&c->req.body, data, n) < 0) {
+		/* Clients such as requests only read the answer once they have sent the
+		 * body: drop a bounded overshoot so they get their 413, cut the rest. */
+		c->too_big = true;
+		c->dropped += n;
+		if (c->dropped > HUB_MAX_DRAIN)
+			return hub_conn_refuse(conn, 413, "application/json", json_413);
+		return MHD_YES;
+	}
 	if (c->req.body.alloc > c->charged) {
 		size_t more = c->req.body.alloc - c->charged;
 
@@ -909,6 +920,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		return ret;
 	}
 	hub_conn_busy(conn, 0);
+	if (c->too_big) {
+		hub_resp_error(&c->resp, 413, "413 Request Entity Too Large");
+		return queue(c, conn);
+	}
 	if (api_json_ok(c))
 		handle_api(c);
 	return queue(c, conn);
