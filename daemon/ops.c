@@ -23,6 +23,7 @@
 #include "node.h"
 #include "passthru.h"
 #include "reef/log.h"
+#include "reef/util.h"
 
 #ifndef REEF_VERSION
 #define REEF_VERSION "unknown"
@@ -1628,16 +1629,18 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static int reefctl_fail(struct ops_ctx *ctx, const char *req, int r, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-static int reefctl_fail(struct ops_ctx *ctx, const char *req, int r, const char *fmt, ...)
+static int reefctl_fail(struct ops_ctx *ctx, const char *req_raw, int r, const char *fmt, ...)
 {
-	char why[512], when[32];
+	char why_raw[512], why[512], when[32], req[256];
 	struct timespec now;
 	struct tm tm;
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
+	vsnprintf(why_raw, sizeof(why_raw), fmt, ap);
 	va_end(ap);
+	text_escape(why_raw, why, sizeof(why));
+	text_escape(req_raw, req, sizeof(req));
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);

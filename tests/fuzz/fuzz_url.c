@@ -31,6 +31,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		free(dec);
 	}
+	{
+		char esc[256];
+
+		/* one line of printable text, always terminated */
+		text_escape(s, esc, sizeof(esc));
+		for (const char *p = esc; *p; p++)
+			if (*p < 0x20 || *p > 0x7e)
+				abort();
+	}
 	buf_reset(&b);
 	base64_decode(s, strlen(s), &b);
 	if (path_is_safe(s, 4096) && (strstr(s, "/../") || !strncmp(s, "../", 3) || s[0] == '/'))
