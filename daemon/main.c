@@ -153,7 +153,8 @@ static int token_read(const char *path, char **out)
 	int fd;
 
 	*out = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO (or a device) must be refused below, not wait for a writer. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return log_ret(-errno, "cannot open token file %s: %s", path, strerror(errno));
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -231,6 +232,27 @@ static int mkdir_p(const char *path)
 			return -errno;
 		tmp[i] = path[i];
 	}
+	return 0;
+}
+
+/* The cache holds private repositories' objects and the control journal: a directory
+ * that already existed must be ours, and is made 0700 if group or others had access. */
+static int cache_dir_private(const char *dir)
+{
+	struct stat st;
+
+	if (lstat(dir, &st) < 0)
+		return log_ret(-errno, "cannot stat cache directory %s: %s", dir, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return log_ret(-ENOTDIR, "cache %s is not a directory", dir);
+	if (st.st_uid != getuid())
+		return log_ret(-EPERM, "cache directory %s is not owned by the mounting user", dir);
+	if ((st.st_mode & 077) && chmod(dir, 0700) < 0)
+		return log_ret(-errno, "cannot make cache directory %s private: %s", dir,
+		               strerror(errno));
+	if (st.st_mode & 077)
+		log_warn("cache directory %s was mode %04o: now 0700", dir,
+		         (unsigned)(st.st_mode & 07777));
 	return 0;
 }
 
@@ -470,6 +492,8 @@ int main(int argc, char **argv)
 		log_error("cannot create cache directory %s: %s", cache_dir, strerror(-r));
 		goto out;
 	}
+	if (cache_dir_private(cache_dir) < 0)
+		goto out;
 	co.dir = cache_dir;
 	co.server = o.server;
 	co.token = token;

@@ -18,6 +18,7 @@
 #include "reef/buf.h"
 #include "reef/jsonx.h"
 #include "reef/log.h"
+#include "reef/util.h"
 #include "svg.h"
 
 #define ML_RENDER_MAX     ((size_t)64 << 20)
@@ -345,13 +346,15 @@ static char *ml_error_get(struct mlfs *ml, const char *key)
 
 static void ml_error_format(char *out, size_t n, int r, const char *reason)
 {
-	char when[32];
+	char when[32], text[CTL_ERR_MAX + 96];
 	time_t now = time(NULL);
 	struct tm tm;
 
+	/* reasons quote what users and the server wrote: keep the file one line of text */
+	text_escape(reason, text, sizeof(text));
 	gmtime_r(&now, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	snprintf(out, n, "%s %s: %s\n", when, ml_errno_name(r), reason);
+	snprintf(out, n, "%s %s: %s\n", when, ml_errno_name(r), text);
 }
 
 /* A request the server refused on delivery: its control file's .error says why. */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "reef/log.h"
+#include "reef/util.h"
 
 /* ---- generated files: .reef/status and .reef/ctl.error ---- */
 
@@ -118,16 +119,18 @@ int generated_render(struct ops_ctx *ctx, const struct node *n, char **out, size
 int reefctl_fail(struct ops_ctx *ctx, const char *req, int r, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-int reefctl_fail(struct ops_ctx *ctx, const char *req, int r, const char *fmt, ...)
+int reefctl_fail(struct ops_ctx *ctx, const char *req_raw, int r, const char *fmt, ...)
 {
-	char why[512], when[32];
+	char why_raw[512], why[512], when[32], req[256];
 	struct timespec now;
 	struct tm tm;
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
+	vsnprintf(why_raw, sizeof(why_raw), fmt, ap);
 	va_end(ap);
+	text_escape(why_raw, why, sizeof(why));
+	text_escape(req_raw, req, sizeof(req));
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);

@@ -1,6 +1,7 @@
 #include "reef/util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -147,4 +148,21 @@ int err_from_http(long status)
 	default:
 		return -EIO;
 	}
+}
+
+void text_escape(const char *s, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	for (; *s && o + 5 < cap; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c >= 0x20 && c < 0x7f && c != '\\') {
+			out[o++] = (char)c;
+		} else {
+			snprintf(out + o, cap - o, "\\x%02x", c);
+			o += 4;
+		}
+	}
+	out[o] = '\0';
 }

@@ -19,6 +19,9 @@ bool path_is_safe(const char *p, size_t max_len);
 /* Appends the bytes of base64 text (standard or URL alphabet, padding optional, white
  * space ignored) to out. -EINVAL on any other character or bad padding; out's cap holds. */
 int base64_decode(const char *s, size_t n, struct buf *out);
+/* Copies s into out (cap bytes, NUL included) with every byte outside printable ASCII
+ * and the backslash as \\xHH, cut at a whole escape: user text shown as one line. */
+void text_escape(const char *s, char *out, size_t cap);
 /* Maps an HTTP status to a negative errno (2xx -> 0). */
 int err_from_http(long status);
 

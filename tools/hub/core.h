@@ -5,10 +5,11 @@
 
 #include "hub.h"
 
-#define HUB_SCHEMA_VERSION 1
-#define HUB_TOKEN_PREFIX   "glpat-"
-#define HUB_MAX_SPOOL      ((uint64_t)4 << 30) /* git request bodies spooled to disk */
-#define HUB_MAX_NAME       255
+#define HUB_SCHEMA_VERSION  1
+#define HUB_TOKEN_PREFIX    "glpat-"
+#define HUB_MAX_SPOOL       ((uint64_t)4 << 30) /* git request bodies spooled to disk */
+#define HUB_MAX_NAME        255
+#define HUB_MAX_GROUP_DEPTH 21 /* a top-level group and 20 levels of subgroups */
 
 /* Token scopes, a bit set stored as a comma list. */
 enum hub_scope {

@@ -3,6 +3,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <git2.h>
 #include <pthread.h>
@@ -123,8 +124,17 @@ int hub_db_open(struct hub *hub, const char *dir, bool create)
 		return -ENAMETOOLONG;
 	snprintf(hub->dir, sizeof(hub->dir), "%s", dir);
 	hub_pathf(path, sizeof(path), "%s/hub.db", dir);
-	if (create)
+	if (create) {
+		/* Owner-only from the first byte (SQLite gives its -wal and -shm files the
+		 * database's mode); tokens' hashes and private projects' names live here. */
+		int fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+		if (fd >= 0)
+			close(fd);
 		flags |= SQLITE_OPEN_CREATE;
+	}
+	/* A database made before this was 0644 */
+	chmod(path, 0600);
 	rc = sqlite3_open_v2(path, &hub->db, flags, NULL);
 	if (rc != SQLITE_OK) {
 		int r = hub_db_err(rc);
@@ -771,7 +781,13 @@ int hub_namespace_ensure(struct hub *hub, const char *full_path, int64_t creator
 	bool created = false;
 	int r;
 
-	if (!*full_path || strlen(full_path) > 900)
+	size_t levels = 1;
+
+	for (const char *p = full_path; *p; p++)
+		levels += *p == '/';
+	/* GitLab: a group has at most 20 ancestors (Namespace::NUMBER_OF_ANCESTORS_ALLOWED,
+	 * "has too deep level of nesting"): a top-level group and 20 levels of subgroups. */
+	if (!*full_path || strlen(full_path) > 900 || levels > HUB_MAX_GROUP_DEPTH)
 		return -EINVAL;
 	r = begin(hub);
 	if (r < 0)

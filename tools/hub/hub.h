@@ -33,7 +33,15 @@ struct hub {
 	char dir[PATH_MAX]; /* data directory: hub.db, repos/ */
 	char base_url[256]; /* external base URL without trailing '/', e.g. http://127.0.0.1:8080 */
 	sqlite3 *db;        /* serialized mode; shared by all connection threads */
+	/* Connection limits of `serve` (0: the defaults below) */
+	unsigned max_conns;        /* open connections at once */
+	unsigned max_conns_per_ip; /* of them from one client address */
+	unsigned header_timeout;   /* seconds a connection may wait for a request's headers */
 };
+
+#define HUB_DEFAULT_MAX_CONNS        4096
+#define HUB_DEFAULT_MAX_CONNS_PER_IP 256
+#define HUB_DEFAULT_HEADER_TIMEOUT   30 /* Puma's first_data_timeout */
 
 struct hub_user {
 	int64_t id;

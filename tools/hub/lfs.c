@@ -156,6 +156,25 @@ static bool parse_u64(const char *s, const char **end, uint64_t *out)
 	return true;
 }
 
+/* A byte position of a Range header: digits beyond 64 bits saturate, since a larger last
+ * position only means "to the end" (RFC 9110, 14.1.2). */
+static bool parse_pos(const char *s, const char **end, uint64_t *out)
+{
+	uint64_t v = 0;
+	const char *p = s;
+
+	if (!isdigit((unsigned char)*p))
+		return false;
+	for (; isdigit((unsigned char)*p); p++) {
+		uint64_t d = (uint64_t)(*p - '0');
+
+		v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d;
+	}
+	*end = p;
+	*out = v;
+	return true;
+}
+
 static bool only_spaces(const char *p)
 {
 	while (*p == ' ' || *p == '\t')
@@ -180,7 +199,7 @@ int hub_lfs_range_parse(const char *h, uint64_t size, uint64_t *from, uint64_t *
 	if (strchr(p, ','))
 		return 0; /* several ranges: the whole body is a valid answer */
 	if (*p == '-') {
-		if (!parse_u64(p + 1, &p, &b) || !only_spaces(p))
+		if (!parse_pos(p + 1, &p, &b) || !only_spaces(p))
 			return 0;
 		if (b == 0 || size == 0)
 			return -ERANGE;
@@ -188,12 +207,12 @@ int hub_lfs_range_parse(const char *h, uint64_t size, uint64_t *from, uint64_t *
 		*to = size - 1;
 		return 1;
 	}
-	if (!parse_u64(p, &p, &a) || *p != '-')
+	if (!parse_pos(p, &p, &a) || *p != '-')
 		return 0;
 	p++;
 	if (only_spaces(p)) {
 		b = UINT64_MAX;
-	} else if (!parse_u64(p, &p, &b) || !only_spaces(p) || b < a) {
+	} else if (!parse_pos(p, &p, &b) || !only_spaces(p) || b < a) {
 		return 0;
 	}
 	if (a >= size)
@@ -862,13 +881,20 @@ int hub_lfs_body(struct hub_lfs *l, const void *data, size_t len)
 	if (!l)
 		return -EINVAL;
 	if (l->route != LFS_PUT) {
-		if (!l->body_too_big && buf_append(&l->body, data, len) < 0)
+		if (!l->body_too_big && buf_append(&l->body, data, len) < 0) {
 			l->body_too_big = true;
+			return -EFBIG; /* the server answers 413 and reads no further */
+		}
 		return 0;
 	}
-	if (l->io_err || l->received + len > l->size) {
-		/* keep counting to report the size; store nothing more */
-		l->received = l->received + len < l->received ? UINT64_MAX : l->received + len;
+	if (l->received + len > l->size || l->received + len < l->received) {
+		/* More than the declared size (a chunked body says nothing up front): stop
+		 * reading here rather than at the end of what may be gigabytes. */
+		l->received = UINT64_MAX;
+		return -EMSGSIZE;
+	}
+	if (l->io_err) {
+		l->received += len; /* keep counting; store nothing more */
 		return 0;
 	}
 	if (hash_update(l->sha, data, len) < 0) {
@@ -975,38 +1001,41 @@ static bool ctype_ok(const struct hub_req *req)
 	       (n == 16 && !strncasecmp(ct, "application/json", 16));
 }
 
-static void batch(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l)
+static int batch_fail(char *msg, size_t msglen, int status, const char *text)
 {
-	json_t *root = NULL, *objs, *tr, *outs = NULL, *o;
-	const char *op, *algo;
-	char msg[160];
-	size_t i;
-	bool upload;
+	snprintf(msg, msglen, "%s", text);
+	return status;
+}
 
-	if (!ctype_ok(req)) {
-		lfs_error(resp, 415, "Content-Type must be " HUB_LFS_CONTENT_TYPE);
-		return;
+int hub_lfs_batch_parse(const char *body, size_t len, json_t **root_out, bool *upload, char *msg,
+                        size_t msglen)
+{
+	json_t *root = NULL, *objs, *tr, *o;
+	const char *op, *algo;
+	size_t i;
+
+	*root_out = NULL;
+	*upload = false;
+	if (jsonx_parse(&root, body, len, 16, HUB_LFS_MAX_JSON) < 0 || !json_is_object(root)) {
+		json_decref(root);
+		return batch_fail(msg, msglen, 400, "Malformed JSON body");
 	}
-	if (!body_json(l, resp, &root))
-		return;
+	*root_out = root;
 	op = jsonx_str(root, "operation");
 	if (!op || (strcmp(op, "download") && strcmp(op, "upload"))) {
-		lfs_error(resp, 422, "operation must be download or upload");
-		goto out;
+		return batch_fail(msg, msglen, 422, "operation must be download or upload");
 	}
-	upload = !strcmp(op, "upload");
+	*upload = !strcmp(op, "upload");
 	algo = jsonx_str(root, "hash_algo");
 	if (json_object_get(root, "hash_algo") && (!algo || strcmp(algo, "sha256"))) {
-		lfs_error(resp, 409, "Unsupported hash algorithm: only sha256");
-		goto out;
+		return batch_fail(msg, msglen, 409, "Unsupported hash algorithm: only sha256");
 	}
 	tr = json_object_get(root, "transfers");
 	if (tr) {
 		bool basic = false;
 
 		if (!json_is_array(tr)) {
-			lfs_error(resp, 422, "transfers must be an array");
-			goto out;
+			return batch_fail(msg, msglen, 422, "transfers must be an array");
 		}
 		for (i = 0; i < json_array_size(tr); i++) {
 			o = json_array_get(tr, i);
@@ -1014,36 +1043,61 @@ static void batch(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l)
 				basic = true;
 		}
 		if (!basic && json_array_size(tr)) {
-			lfs_error(resp, 422, "Unsupported transfer: only basic is offered");
-			goto out;
+			return batch_fail(msg, msglen, 422,
+			                  "Unsupported transfer: only basic is offered");
 		}
 	}
 	objs = json_object_get(root, "objects");
 	if (!json_is_array(objs)) {
-		lfs_error(resp, 422, "objects must be an array");
-		goto out;
+		return batch_fail(msg, msglen, 422, "objects must be an array");
 	}
 	if (json_array_size(objs) > HUB_LFS_MAX_BATCH_OBJECTS) {
-		snprintf(msg, sizeof(msg), "Too many objects in one batch (at most %d)",
+		snprintf(msg, msglen, "Too many objects in one batch (at most %d)",
 		         HUB_LFS_MAX_BATCH_OBJECTS);
-		lfs_error(resp, 413, msg);
-		goto out;
+		return 413;
 	}
 	json_array_foreach(objs, i, o)
 	{
 		const char *oid = jsonx_str(o, "oid");
 		json_t *sz = json_object_get(o, "size");
 
+		/* No object can be larger than the store takes (HUB_LFS_MAX_OBJECT). */
 		if (!oid || !hash_is_hex(oid, HASH_SHA256_HEX) || !json_is_integer(sz) ||
-		    json_integer_value(sz) < 0) {
-			snprintf(msg, sizeof(msg),
+		    json_integer_value(sz) < 0 ||
+		    (uint64_t)json_integer_value(sz) > HUB_LFS_MAX_OBJECT) {
+			snprintf(msg, msglen,
 			         "Invalid object %zu: oid must be 64 lowercase hex digits and size "
-			         "a non-negative integer",
-			         i);
-			lfs_error(resp, 422, msg);
-			goto out;
+			         "an integer from 0 to %" PRIu64,
+			         i, HUB_LFS_MAX_OBJECT);
+			return 422;
 		}
 	}
+	return 0;
+}
+
+static void batch(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l)
+{
+	json_t *root = NULL, *objs, *outs = NULL, *o;
+	char msg[160];
+	size_t i;
+	bool upload;
+	int st;
+
+	if (!ctype_ok(req)) {
+		lfs_error(resp, 415, "Content-Type must be " HUB_LFS_CONTENT_TYPE);
+		return;
+	}
+	if (l->body_too_big) {
+		lfs_error(resp, 413, "Request too large");
+		return;
+	}
+	st = hub_lfs_batch_parse(l->body.data ? l->body.data : "", l->body.len, &root, &upload, msg,
+	                         sizeof(msg));
+	if (st) {
+		lfs_error(resp, st, msg);
+		goto out;
+	}
+	objs = json_object_get(root, "objects");
 	if (upload && !l->can_write) {
 		lfs_refuse(l, resp);
 		goto out;

@@ -36,6 +36,11 @@ struct hub_lfs; /* one LFS request in progress */
 int hub_lfs_init(struct hub *hub);
 void hub_lfs_shutdown(void);
 
+/* Parses and checks a batch request body: 0 with *root (the caller frees it; its
+ * "objects" hold at most HUB_LFS_MAX_BATCH_OBJECTS valid oid/size pairs) and *upload,
+ * or the HTTP status to answer with msg. Pure: fuzzed by tests/fuzz/fuzz_lfs_batch.c. */
+int hub_lfs_batch_parse(const char *body, size_t len, json_t **root, bool *upload, char *msg,
+                        size_t msglen);
 /* True when the raw path names an LFS route of some project (see above). */
 bool hub_lfs_match(const char *path);
 /* Authenticates the caller and checks what the headers allow. 0: go on (feed the body
@@ -43,8 +48,9 @@ bool hub_lfs_match(const char *path);
 int hub_lfs_start(struct hub_req *req, struct hub_resp *resp, const char *path,
                   struct hub_lfs **out);
 /* Takes request body bytes: buffered (JSON routes, capped) or streamed to disk (PUT).
- * Problems are remembered and answered by hub_lfs_finish; 0, or a negative errno only
- * when the connection should be dropped. */
+ * Problems are remembered and answered by hub_lfs_finish; 0, or a negative errno when
+ * the server should answer at once and read no further: -EFBIG (a JSON body over
+ * HUB_LFS_MAX_JSON: 413), -EMSGSIZE (an upload longer than its declared size: 400). */
 int hub_lfs_body(struct hub_lfs *l, const void *data, size_t len);
 /* Answers the request into resp (an fd body for object downloads). */
 void hub_lfs_finish(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l);

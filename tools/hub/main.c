@@ -27,7 +27,8 @@ static const char usage_text[] =
     "  init DIR\n"
     "      Create DIR (mode 0700) with an empty database and repos/.\n"
     "  serve DIR --listen HOST:PORT [--base-url URL] [--allow-remote] [--verbose]\n"
-    "            [--blob-cache-limit SIZE] [--unsafe-runner]\n"
+    "            [--blob-cache-limit SIZE] [--unsafe-runner] [--max-connections N]\n"
+    "            [--max-connections-per-ip N] [--header-timeout SECONDS]\n"
     "      Serve the API under /api/v4 and git at /<namespace>/<project>.git.\n"
     "      HOST must be a loopback address unless --allow-remote; PORT 0 picks a free\n"
     "      port. Prints 'listening on http://HOST:PORT' once ready. --base-url sets the\n"
@@ -37,6 +38,11 @@ static const char usage_text[] =
     "      4G; 0 keeps none). SIGTERM or SIGINT stop it (exit 0).\n"
     "      --unsafe-runner runs CI jobs without their bubblewrap sandbox, as this\n"
     "      user with DIR readable (otherwise jobs fail when bwrap cannot run).\n"
+    "      --max-connections (default 4096, at most what the descriptor limit allows)\n"
+    "      and --max-connections-per-ip (default 256, per client address) cap open\n"
+    "      connections; when full, the oldest idle one makes room. --header-timeout\n"
+    "      (default 30, 5 when over half the slots are taken) is how long a connection\n"
+    "      may wait for a request's headers. See docs/hub.md, Limits.\n"
     "  user add DIR NAME [--admin] [--email E] [--name N]\n"
     "      Create a user (and its personal namespace NAME).\n"
     "  token create DIR USER [--name N] [--expires-at YYYY-MM-DD] [--scopes S,...]\n"
@@ -269,7 +275,8 @@ static int cmd_project_create(int argc, char **argv)
 	r = hub_namespace_ensure(&hub, nspath, u.id, &ns);
 	if (r < 0) {
 		fprintf(stderr, "reef-hub: cannot create namespace %s: %s\n", nspath,
-		        r == -EINVAL ? "invalid path (no subgroups in a user namespace)"
+		        r == -EINVAL ? "invalid path (no subgroups in a user namespace, at most "
+		                       "20 levels of subgroups)"
 		                     : strerror(-r));
 		goto out;
 	}
@@ -349,7 +356,20 @@ static int size_parse(const char *s, uint64_t *out)
 
 static int cmd_serve(int argc, char **argv)
 {
-	static const char *const values[] = {"--listen", "--base-url", "--blob-cache-limit", NULL};
+	static const char *const values[] = {"--listen",
+	                                     "--base-url",
+	                                     "--blob-cache-limit",
+	                                     "--max-connections",
+	                                     "--max-connections-per-ip",
+	                                     "--header-timeout",
+	                                     NULL};
+	static const struct {
+		const char *name;
+		unsigned max;
+	} counts[] = {{"--max-connections", 1u << 20},
+	              {"--max-connections-per-ip", 1u << 20},
+	              {"--header-timeout", 3600}};
+	unsigned count_vals[3] = {0};
 	static const char *const flags[] = {"--allow-remote", "--verbose", "--unsafe-runner", NULL};
 	const char *listen_at = opt_value(argc, argv, "--listen");
 	const char *base = opt_value(argc, argv, "--base-url");
@@ -380,6 +400,22 @@ static int cmd_serve(int argc, char **argv)
 		fprintf(stderr, "reef-hub: --blob-cache-limit wants a size such as 4G or 512M\n");
 		return 2;
 	}
+	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+		const char *v = opt_value(argc, argv, counts[i].name);
+		char *end;
+		unsigned long n;
+
+		if (!v)
+			continue;
+		errno = 0;
+		n = strtoul(v, &end, 10);
+		if (errno || *end || end == v || n < 1 || n > counts[i].max) {
+			fprintf(stderr, "reef-hub: %s wants a number from 1 to %u\n",
+			        counts[i].name, counts[i].max);
+			return 2;
+		}
+		count_vals[i] = (unsigned)n;
+	}
 	if (opt_flag(argc, argv, "--verbose"))
 		log_set_level(LOG_LVL_DEBUG);
 	ci_runner_unsafe_set(opt_flag(argc, argv, "--unsafe-runner"));
@@ -401,6 +437,9 @@ static int cmd_serve(int argc, char **argv)
 		hub_db_close(&hub);
 		return 1;
 	}
+	hub.max_conns = count_vals[0];
+	hub.max_conns_per_ip = count_vals[1];
+	hub.header_timeout = count_vals[2];
 	r = hub_serve(&hub, listen_at, opt_flag(argc, argv, "--allow-remote"));
 	hub_db_close(&hub);
 	return r < 0 ? 1 : 0;

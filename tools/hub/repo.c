@@ -861,7 +861,10 @@ static bool branch_name_valid(const char *name)
 	char full[1024];
 	int valid = 0;
 
-	if (!*name || strlen(name) > 900 || name[0] == '-' || !strcmp(name, "HEAD"))
+	/* Gitlab::GitRefValidator (lib/gitlab/git_ref_validator.rb): EXPANDED_PREFIXES
+	 * refs/heads/ and refs/remotes/, a leading '-' and HEAD are refused. */
+	if (!*name || strlen(name) > 900 || name[0] == '-' || !strcmp(name, "HEAD") ||
+	    !strncmp(name, "refs/heads/", 11) || !strncmp(name, "refs/remotes/", 13))
 		return false;
 	snprintf(full, sizeof full, "refs/heads/%s", name);
 	return git_reference_name_is_valid(&valid, full) == 0 && valid;

@@ -1,6 +1,7 @@
 /* The HTTP server: libmicrohttpd with a thread per connection, request contexts,
  * authentication, the hub_req/hub_resp helpers of hub.h, request logging and dispatch
  * to the API (api.c) and to git over smart HTTP (git.c). */
+#include "conn.h"
 #include "core.h"
 #include "authz.h"
 #include "git.h"
@@ -27,6 +28,16 @@
 
 #define HUB_MAX_QUERY_PARAMS 64
 #define HUB_MAX_URI          (16 * 1024)
+/* Rack::QueryParser's default params_limit (rack 3.1), GitLab's form body limit. */
+#define HUB_MAX_FORM_PARAMS 4096
+/* Routes that take no file content: their bodies are small JSON or form data. */
+#define HUB_MAX_SMALL_BODY ((size_t)1 << 20)
+/* Bytes of an API body past its cap read (and dropped) before the connection is cut. */
+#define HUB_MAX_DRAIN ((uint64_t)HUB_MAX_BODY)
+/* An API request's body must arrive within this (git and LFS transfers have none). */
+#define HUB_BODY_TIMEOUT_MS 60000u
+/* No byte in either direction for this long ends even an active transfer. */
+#define HUB_IDLE_TIMEOUT_S 120u
 
 struct hub_param {
 	char *key;
@@ -46,8 +57,12 @@ struct hub_ctx {
 	unsigned scopes;
 	int status; /* what was sent, for the log */
 	bool started;
-	bool too_big;
 	bool bad_uri;
+	bool too_big;     /* the body passed its cap: the rest is read and dropped */
+	uint64_t dropped; /* bytes of it dropped so far */
+	bool bad_query;   /* a malformed escape or an encoded NUL in the query */
+	size_t body_cap;  /* bytes this route's body may have */
+	size_t charged;   /* bytes of the in-flight budget this request holds */
 	bool is_git;
 	struct hub_git *git;
 	bool is_lfs;
@@ -76,8 +91,9 @@ static void ctx_parse_query(struct hub_ctx *c)
 		if (eq)
 			*eq++ = '\0';
 		if (url_decode(pair, pair, true) < 0 || (eq && url_decode(eq, eq, true) < 0)) {
-			/* A malformed escape makes the parameter absent, as GitLab would reject
-			 * it; an encoded NUL never reaches a handler. */
+			/* GitLab answers 400 (Gitlab::Middleware::HandleMalformedStrings); an
+			 * encoded NUL never reaches a handler. */
+			c->bad_query = true;
 			free(pair);
 		} else {
 			pp = &c->params[c->n_params++];
@@ -109,7 +125,7 @@ const char *hub_req_header(const struct hub_req *req, const char *name)
 
 static int form_parse(json_t *obj, const char *s, size_t len)
 {
-	size_t i = 0;
+	size_t i = 0, n_params = 0;
 
 	while (i < len) {
 		size_t n = 0;
@@ -117,6 +133,9 @@ static int form_parse(json_t *obj, const char *s, size_t len)
 
 		while (i + n < len && s[i + n] != '&')
 			n++;
+		/* Rack's QueryParser params_limit, which GitLab runs on */
+		if (++n_params > HUB_MAX_FORM_PARAMS)
+			return -E2BIG;
 		pair = strndup(s + i, n);
 		if (!pair)
 			return -ENOMEM;
@@ -147,9 +166,12 @@ int hub_req_params(const struct hub_req *req, json_t **out)
 	for (size_t i = 0; i < c->n_params; i++)
 		json_object_set_new(obj, c->params[i].key, json_string(c->params[i].value));
 	if (req->body.len && ct && strncasecmp(ct, "application/json", 16) == 0) {
+		static const struct jsonx_limits lim = JSONX_GITLAB_LIMITS;
 		json_t *body = NULL;
 
-		r = jsonx_parse(&body, req->body.data, req->body.len, 0, HUB_MAX_BODY);
+		/* access_cb checked the limits already; this keeps hub_req_params safe for
+		 * bodies set by internal callers too. */
+		r = jsonx_parse_limited(&body, req->body.data, req->body.len, &lim, NULL);
 		if (r == 0 && !json_is_object(body))
 			r = -EINVAL;
 		if (r == 0)
@@ -569,6 +591,7 @@ static void ctx_free(struct hub_ctx *c)
 	free(c->path);
 	free(c->query);
 	buf_free(&c->req.body);
+	hub_conn_release(c->charged);
 	resp_free(&c->resp);
 	hub_git_free(c->git);
 	hub_lfs_free(c->lfs);
@@ -613,6 +636,7 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	         toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (aborted)");
 	ctx_free(c);
 	*con_cls = NULL;
+	hub_conn_idle(conn);
 }
 
 static ssize_t head_body_unread(void *cls, uint64_t pos, char *buf, size_t max)
@@ -728,6 +752,90 @@ static uint64_t content_length(struct MHD_Connection *conn, bool *given)
 	return cl ? strtoull(cl, NULL, 10) : 0;
 }
 
+/* The bytes an API route's body may have: file contents travel in the files and commits
+ * APIs (GitLab sets no general cap; its JSON validation has none by default), every
+ * other route takes a few fields. */
+static size_t api_body_cap(const char *path)
+{
+	if (strncmp(path, "/api/v4/projects/", 17) == 0 &&
+	    (strstr(path, "/repository/files/") || strstr(path, "/repository/commits")))
+		return HUB_MAX_BODY;
+	return HUB_MAX_SMALL_BODY;
+}
+
+static const char json_413[] = "{\"message\":\"413 Request Entity Too Large\"}";
+static const char json_503[] = "{\"message\":\"503 Service Unavailable: too many request "
+                               "bodies in flight, retry\"}";
+
+/* First call for an API request: checks the declared size and takes the body's share of
+ * the in-flight budget. 0 to go on, 1 when resp holds the answer. */
+static int api_start(struct hub_ctx *c, struct MHD_Connection *conn)
+{
+	bool given;
+	uint64_t cl = content_length(conn, &given);
+
+	c->body_cap = api_body_cap(c->path);
+	if (cl > c->body_cap) {
+		hub_resp_error(&c->resp, 413, "413 Request Entity Too Large");
+		return 1;
+	}
+	if (given && cl > 0) {
+		/* The buffer never grows past the declared length. */
+		buf_init(&c->req.body, (size_t)cl);
+		if (!hub_conn_charge((size_t)cl + 1)) {
+			hub_resp_raw(&c->resp, 503, "application/json", json_503, strlen(json_503));
+			hub_resp_header(&c->resp, "Retry-After", "1");
+			return 1;
+		}
+		c->charged = (size_t)cl + 1;
+	} else {
+		buf_init(&c->req.body, c->body_cap);
+	}
+	return 0;
+}
+
+/* Takes an API body chunk; MHD_NO (after an answer written directly) when the body is
+ * over the route's cap or the in-flight budget is spent. */
+static enum MHD_Result api_body(struct hub_ctx *c, struct MHD_Connection *conn, const char *data,
+                                size_t n)
+{
+	if (c->too_big || buf_append(&c->req.body, data, n) < 0) {
+		/* Clients such as requests only read the answer once they have sent the
+		 * body: drop a bounded overshoot so they get their 413, cut the rest. */
+		c->too_big = true;
+		c->dropped += n;
+		if (c->dropped > HUB_MAX_DRAIN)
+			return hub_conn_refuse(conn, 413, "application/json", json_413);
+		return MHD_YES;
+	}
+	if (c->req.body.alloc > c->charged) {
+		size_t more = c->req.body.alloc - c->charged;
+
+		if (!hub_conn_charge(more))
+			return hub_conn_refuse(conn, 503, "application/json", json_503);
+		c->charged += more;
+	}
+	return MHD_YES;
+}
+
+/* GitLab's JSON validation middleware (Gitlab::Middleware::JsonValidation): a JSON
+ * body, or any body of an /api/ request without a media type, within the default
+ * limits, before any tree is built; 400 {"error": ...} otherwise. */
+static bool api_json_ok(struct hub_ctx *c)
+{
+	static const struct jsonx_limits lim = JSONX_GITLAB_LIMITS;
+	const char *ct = hub_req_header(&c->req, "Content-Type");
+	enum jsonx_verdict v;
+
+	if (!c->req.body.len || (ct && *ct && strncasecmp(ct, "application/json", 16) != 0))
+		return true;
+	v = jsonx_check(c->req.body.data, c->req.body.len, &lim);
+	if (v == JSONX_OK)
+		return true;
+	hub_resp_json(&c->resp, 400, json_pack("{s:s}", "error", jsonx_verdict_message(v)));
+	return false;
+}
+
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls)
@@ -745,13 +853,19 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 			hub_resp_error(&c->resp, 400, "400 Bad request");
 			return queue(c, conn);
 		}
+		if (c->bad_query) {
+			/* Gitlab::Middleware::HandleMalformedStrings */
+			hub_resp_raw(&c->resp, 400, "text/plain", "Bad Request", 11);
+			return queue(c, conn);
+		}
 		if (is_api(c->path)) {
-			if (content_length(conn, &given) > HUB_MAX_BODY) {
-				hub_resp_error(&c->resp, 413, "413 Request Entity Too Large");
+			/* the body has a deadline; the handler afterwards has none */
+			hub_conn_busy(conn, HUB_BODY_TIMEOUT_MS);
+			if (api_start(c, conn) != 0)
 				return queue(c, conn);
-			}
 			return MHD_YES;
 		}
+		hub_conn_busy(conn, 0);
 		if (hub_lfs_match(c->path)) {
 			/* LFS bodies stream to disk (uploads of any size) or are capped
 			 * JSON; lfs.c checks Content-Length per route. */
@@ -777,26 +891,27 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		size_t n = *upload_data_size;
 
 		*upload_data_size = 0;
-		if (c->too_big)
-			return MHD_YES;
 		if (c->is_lfs) {
-			if (hub_lfs_body(c->lfs, upload_data, n) < 0)
-				return MHD_NO;
-		} else if (c->is_git) {
+			int r = hub_lfs_body(c->lfs, upload_data, n);
+
+			if (r == -EFBIG)
+				return hub_conn_refuse(conn, 413, "application/vnd.git-lfs+json",
+				                       "{\"message\":\"Request too large\"}");
+			if (r == -EMSGSIZE)
+				return hub_conn_refuse(
+				    conn, 400, "application/vnd.git-lfs+json",
+				    "{\"message\":\"Size mismatch: more bytes than "
+				    "the object's declared size\"}");
+			return r < 0 ? MHD_NO : MHD_YES;
+		}
+		if (c->is_git) {
 			int r = hub_git_body(c->git, upload_data, n);
 
 			if (r == -EFBIG)
-				c->too_big = true;
-			else if (r < 0)
-				return MHD_NO;
-		} else if (buf_append(&c->req.body, upload_data, n) < 0) {
-			c->too_big = true;
+				return hub_conn_refuse(conn, 413, "application/json", json_413);
+			return r < 0 ? MHD_NO : MHD_YES;
 		}
-		return MHD_YES;
-	}
-	if (c->too_big) {
-		hub_resp_error(&c->resp, 413, "413 Request Entity Too Large");
-		return queue(c, conn);
+		return api_body(c, conn, upload_data, n);
 	}
 	if (c->is_lfs) {
 		hub_lfs_finish(&c->req, &c->resp, c->lfs);
@@ -815,7 +930,13 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		MHD_destroy_response(mr);
 		return ret;
 	}
-	handle_api(c);
+	hub_conn_busy(conn, 0);
+	if (c->too_big) {
+		hub_resp_error(&c->resp, 413, "413 Request Entity Too Large");
+		return queue(c, conn);
+	}
+	if (api_json_ok(c))
+		handle_api(c);
 	return queue(c, conn);
 }
 
@@ -893,7 +1014,7 @@ static int listen_open(const char *listen_at, bool allow_remote, char *shown, si
 		return log_ret(rc, "socket: %s", strerror(-rc));
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0 ||
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0 ||
 	    getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
 		rc = -errno;
 		close(fd);
@@ -922,6 +1043,7 @@ int hub_serve(struct hub *hub, const char *listen_at, bool allow_remote)
 	struct MHD_Daemon *d;
 	char shown[300];
 	sigset_t set;
+	unsigned mhd_limit = 0;
 	int fd, sig = 0;
 
 	g_hub = hub;
@@ -949,16 +1071,28 @@ int hub_serve(struct hub *hub, const char *listen_at, bool allow_remote)
 		hub_lfs_shutdown();
 		return log_ret(-EIO, "cannot start the CI runner");
 	}
+	if (hub_conn_start(hub, &mhd_limit) < 0) {
+		close(fd);
+		hub_ci_shutdown(hub);
+		hub_lfs_shutdown();
+		return -EIO;
+	}
+	/* A thread per connection: handlers block on git and SQLite. Idle sockets cost a
+	 * sleeping thread each and are reaped by conn.c, which also makes room for new
+	 * clients, so they never starve the accept path. */
 	d = MHD_start_daemon(
 	    MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
 	        MHD_USE_ERROR_LOG,
-	    0, NULL, NULL, access_cb, hub, MHD_OPTION_LISTEN_SOCKET, fd,
+	    0, hub_conn_accept_cb, hub, access_cb, hub, MHD_OPTION_LISTEN_SOCKET, fd,
 	    MHD_OPTION_URI_LOG_CALLBACK, uri_log_cb, hub, MHD_OPTION_NOTIFY_COMPLETED, completed_cb,
-	    hub, MHD_OPTION_UNESCAPE_CALLBACK, unescape_noop, hub, MHD_OPTION_EXTERNAL_LOGGER,
-	    mhd_log, hub, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
-	    MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_END);
+	    hub, MHD_OPTION_NOTIFY_CONNECTION, hub_conn_notify_cb, hub,
+	    MHD_OPTION_UNESCAPE_CALLBACK, unescape_noop, hub, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+	    hub, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
+	    MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+	    HUB_IDLE_TIMEOUT_S, MHD_OPTION_END);
 	if (!d) {
 		close(fd);
+		hub_conn_stop();
 		hub_ci_shutdown(hub);
 		hub_lfs_shutdown();
 		return log_ret(-EIO, "cannot start the HTTP server on %s", shown);
@@ -970,6 +1104,7 @@ int hub_serve(struct hub *hub, const char *listen_at, bool allow_remote)
 		;
 	log_info("signal %d: stopping", sig);
 	MHD_stop_daemon(d);
+	hub_conn_stop();
 	hub_ci_shutdown(hub);
 	hub_lfs_shutdown();
 	return 0;

@@ -112,7 +112,12 @@ static void test_range(void)
 	CHECK_EQ_INT(hub_lfs_range_parse("bytes=9-3", 100, &a, &b), 0);
 	CHECK_EQ_INT(hub_lfs_range_parse("items=0-3", 100, &a, &b), 0);
 	CHECK_EQ_INT(hub_lfs_range_parse("bytes=x-3", 100, &a, &b), 0);
-	CHECK_EQ_INT(hub_lfs_range_parse("bytes=99999999999999999999999-", 100, &a, &b), 0);
+	/* positions past 64 bits saturate: a first one is unsatisfiable, a last one clamps */
+	CHECK_EQ_INT(hub_lfs_range_parse("bytes=99999999999999999999999-", 100, &a, &b), -ERANGE);
+	CHECK_EQ_INT(hub_lfs_range_parse("bytes=0-18446744073709551615", 100, &a, &b), 1);
+	CHECK(a == 0 && b == 99);
+	CHECK_EQ_INT(hub_lfs_range_parse("bytes=3-99999999999999999999999", 100, &a, &b), 1);
+	CHECK(a == 3 && b == 99);
 }
 
 static void test_tokens(void)
