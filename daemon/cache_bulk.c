@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,16 +256,97 @@ static void *bulk_gql_main(void *arg)
 	return NULL;
 }
 
+/* Files whose sizes a round of GraphQL requests asks for. */
+struct bulk_item {
+	char *path;
+	char oid[41];
+	uint32_t mode;
+};
+
+struct bulk_list {
+	struct bulk_item *v;
+	size_t n, cap;
+};
+
+static void bulk_list_free(struct bulk_list *w)
+{
+	for (size_t i = 0; i < w->n; i++)
+		free(w->v[i].path);
+	free(w->v);
+}
+
+/* Adds the files of directory dir (entries e) whose shown size the index does not know,
+ * up to max items in all. */
+static int bulk_list_add(struct cache *c, struct bulk_list *w, const char *dir,
+                         struct tree_entry *e, size_t n, size_t max)
+{
+	idx_sizes_fill(c->idx, e, n);
+	for (size_t i = 0; i < n && w->n < max; i++) {
+		struct bulk_item *it;
+		struct idx_lfs l;
+
+		if ((e[i].mode & 0170000) != 0100000 && e[i].mode != TREE_MODE_LINK)
+			continue;
+		if (idx_lfs_get(c->idx, e[i].oid, &l) == 0 ||
+		    (e[i].size >= 0 && !CACHE_LFS_CANDIDATE(e[i].size)))
+			continue; /* shown size known already */
+		if (w->n == w->cap) {
+			size_t ncap = w->cap ? w->cap * 2 : 128;
+			struct bulk_item *nv = realloc(w->v, ncap * sizeof(*nv));
+
+			if (!nv)
+				return -ENOMEM;
+			w->v = nv;
+			w->cap = ncap;
+		}
+		it = &w->v[w->n];
+		if (asprintf(&it->path, "%s%s%s", dir, *dir ? "/" : "", e[i].name) < 0)
+			return -ENOMEM;
+		memcpy(it->oid, e[i].oid, 41);
+		it->mode = e[i].mode;
+		w->n++;
+	}
+	return 0;
+}
+
+/* Files of the directories after dir in its parent (find and ls -R go there next), as
+ * far as their trees are indexed, until the round holds max items. */
+static void bulk_list_ahead(struct cache *c, int64_t pid, const char *commit, const char *dir,
+                            struct bulk_list *w, size_t max)
+{
+	char parent[BULK_PATH_MAX], sub[BULK_PATH_MAX];
+	struct tree_entry *pe = NULL;
+	const char *name = strrchr(dir, '/');
+	size_t pn = 0, i;
+
+	if (!*dir || bulk_dir_of(c, pid, commit, dir, parent, &pe, &pn) < 0)
+		return;
+	name = name ? name + 1 : dir;
+	for (i = 0; i < pn && strcmp(pe[i].name, name) != 0; i++)
+		;
+	for (i++; i < pn && w->n < max; i++) {
+		struct tree_entry *se = NULL;
+		size_t sn = 0;
+
+		if (pe[i].mode != TREE_MODE_DIR || idx_tree_get(c->idx, pe[i].oid, &se, &sn) < 0)
+			continue;
+		if ((size_t)snprintf(sub, sizeof(sub), "%s%s%s", parent, *parent ? "/" : "",
+		                     pe[i].name) < sizeof(sub))
+			bulk_list_add(c, w, sub, se, sn, max);
+		free(se);
+	}
+	free(pe);
+}
+
 int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const char *path)
 {
 	char project[1024], dir[BULK_PATH_MAX], key[64];
-	const struct tree_entry **ents = NULL;
 	struct gl_blob_info *info = NULL;
+	struct bulk_list w = {0};
 	struct tree_entry *e = NULL;
 	const char **paths = NULL, **lfs_oids = NULL;
-	char *names = NULL;
-	size_t n = 0, want = 0, dlen, nlfs = 0;
-	int r, lfs_ok = -1;
+	size_t n = 0, nlfs = 0;
+	int r;
 
 	if (!gl_graphql_supported(c->gl))
 		return -ENOTSUP;
@@ -279,53 +361,37 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 		free(e);
 		return 0;
 	}
-	idx_sizes_fill(c->idx, e, n);
-	dlen = strlen(dir);
-	paths = calloc(n ? n : 1, sizeof(*paths));
-	ents = calloc(n ? n : 1, sizeof(*ents));
-	names = malloc((n ? n : 1) * (dlen + TREE_NAME_MAX + 2));
-	if (!paths || !ents || !names) {
+	r = bulk_list_add(c, &w, dir, e, n, BULK_DIR_FILES);
+	/* a round is BULK_GQL_PARALLEL requests at once: fill it with the next directories */
+	if (r == 0 && w.n && w.n < GL_GQL_PATHS * BULK_GQL_PARALLEL)
+		bulk_list_ahead(c, pid, commit, dir, &w, GL_GQL_PATHS * BULK_GQL_PARALLEL);
+	if (r < 0 || !w.n)
+		goto out;
+	info = calloc(w.n, sizeof(*info));
+	paths = calloc(w.n, sizeof(*paths));
+	lfs_oids = calloc(w.n, sizeof(*lfs_oids));
+	if (!info || !paths || !lfs_oids) {
 		r = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < n && want < BULK_DIR_FILES; i++) {
-		struct idx_lfs l;
-		char *p = names + want * (dlen + TREE_NAME_MAX + 2);
-
-		if ((e[i].mode & 0170000) != 0100000 && e[i].mode != TREE_MODE_LINK)
-			continue;
-		if (idx_lfs_get(c->idx, e[i].oid, &l) == 0 ||
-		    (e[i].size >= 0 && !CACHE_LFS_CANDIDATE(e[i].size)))
-			continue; /* shown size known already */
-		snprintf(p, dlen + TREE_NAME_MAX + 2, "%s%s%s", dir, dlen ? "/" : "", e[i].name);
-		paths[want] = p;
-		ents[want] = &e[i];
-		want++;
-	}
-	if (!want)
-		goto out;
-	info = calloc(want, sizeof(*info));
-	lfs_oids = calloc(want, sizeof(*lfs_oids));
-	if (!info || !lfs_oids) {
-		r = -ENOMEM;
-		goto out;
-	}
+	for (size_t i = 0; i < w.n; i++)
+		paths[i] = w.v[i].path;
 	/* GL_GQL_PATHS a request, BULK_GQL_PARALLEL at a time */
-	for (size_t from = 0; from < want && r == 0;) {
+	for (size_t from = 0; from < w.n && r == 0;) {
 		struct bulk_gql q[BULK_GQL_PARALLEL];
 		pthread_t th[BULK_GQL_PARALLEL];
 		bool started[BULK_GQL_PARALLEL] = {false};
 		size_t k = 0;
 
-		for (; k < BULK_GQL_PARALLEL && from < want; k++) {
+		for (; k < BULK_GQL_PARALLEL && from < w.n; k++) {
 			q[k] = (struct bulk_gql){.c = c,
 			                         .project = project,
 			                         .commit = commit,
 			                         .paths = paths,
 			                         .info = info,
 			                         .from = from,
-			                         .n = want - from < GL_GQL_PATHS ? want - from
-			                                                         : GL_GQL_PATHS};
+			                         .n = w.n - from < GL_GQL_PATHS ? w.n - from
+			                                                        : GL_GQL_PATHS};
 			from += q[k].n;
 		}
 		/* the first batch on this thread, the others on threads of their own */
@@ -343,39 +409,35 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 	}
 	if (r < 0)
 		goto out;
-	for (size_t i = 0; i < want; i++) {
+	for (size_t i = 0; i < w.n; i++) {
 		struct idx_lfs l = {0};
 
-		if (!info[i].found || strcmp(info[i].oid, ents[i]->oid) != 0 || info[i].size < 0)
+		if (!info[i].found || strcmp(info[i].oid, w.v[i].oid) != 0 || info[i].size < 0)
 			continue; /* not there, or another blob than the tree names: per file later
 			           */
-		idx_size_put(c->idx, ents[i]->oid, (uint64_t)info[i].size);
-		if (ents[i]->mode == TREE_MODE_LINK)
+		idx_size_put(c->idx, w.v[i].oid, (uint64_t)info[i].size);
+		if (w.v[i].mode == TREE_MODE_LINK)
 			continue;
 		l.size = (uint64_t)info[i].size;
-		if (info[i].lfs && CACHE_LFS_CANDIDATE(info[i].size)) {
-			/* git-lfs smudges only where .gitattributes says filter=lfs: the same
-			 * rule as for pointers found by download (cache.c) */
-			if (lfs_ok < 0)
-				lfs_ok = cache_lfs_possible(c, pid, commit, paths[i]) != 0;
-			if (lfs_ok) {
-				/* the server's pointer check is laxer than git-lfs's: the verdict
-				 * comes from the pointer's own bytes, all of them in one fetch */
-				lfs_oids[nlfs++] = ents[i]->oid;
-				continue;
-			}
+		/* git-lfs smudges only where .gitattributes says filter=lfs (the same rule as
+		 * for pointers found by download, cache.c); GitLab's pointer check is laxer
+		 * than git-lfs's: the verdict comes from the pointer's own bytes, all of them
+		 * in one fetch */
+		if (info[i].lfs && CACHE_LFS_CANDIDATE(info[i].size) &&
+		    cache_lfs_possible(c, pid, commit, w.v[i].path) != 0) {
+			lfs_oids[nlfs++] = w.v[i].oid;
+			continue;
 		}
-		idx_lfs_put(c->idx, ents[i]->oid, &l);
+		idx_lfs_put(c->idx, w.v[i].oid, &l);
 	}
 	if (nlfs)
 		bulk_pointers(c, project, lfs_oids, nlfs);
 out:
 	bulk_release(c, key);
 	free(lfs_oids);
-	free(info);
-	free(names);
-	free(ents);
 	free(paths);
+	free(info);
+	bulk_list_free(&w);
 	free(e);
 	if (r == -ENOTSUP)
 		return r;
