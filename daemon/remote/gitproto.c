@@ -147,13 +147,28 @@ static int gl_caps_line(void *arg, int kind, const unsigned char *d, size_t n)
 	return 0;
 }
 
+int gl_git_caps_parse(const void *d, size_t n)
+{
+	struct gl_caps c = {0};
+	struct gl_pkt *p = calloc(1, sizeof(*p));
+	int r;
+
+	if (!p)
+		return -ENOMEM;
+	p->line = gl_caps_line;
+	p->arg = &c;
+	r = gl_pkt_feed(p, d, n);
+	free(p);
+	if (r < 0)
+		return r;
+	return c.v2 && c.fetch && c.shallow && c.filter && !c.sha256 ? 0 : -ENOTSUP;
+}
+
 int gl_git_caps(struct gl *g, const char *project_path)
 {
 	struct gl_target t = {0};
 	char hdr[] = "Git-Protocol: version=2", *hv[1] = {hdr};
 	char *enc = NULL, *url = NULL;
-	struct gl_caps c = {0};
-	struct gl_pkt *p;
 	struct gl_req rq;
 	int r;
 
@@ -175,29 +190,18 @@ int gl_git_caps(struct gl *g, const char *project_path)
 	rq.target = &t;
 	rq.content_type = "Accept: */*";
 	r = gl_perform(g, &rq);
-	if (r == 0) {
-		p = calloc(1, sizeof(*p));
-		if (!p) {
-			r = -ENOMEM;
-		} else {
-			p->line = gl_caps_line;
-			p->arg = &c;
-			r = gl_pkt_feed(p,
-			                (const unsigned char *)(rq.body.data ? rq.body.data : ""),
-			                rq.body.len);
-			free(p);
-		}
-	}
+	if (r == 0)
+		r = gl_git_caps_parse(rq.body.data ? rq.body.data : "", rq.body.len);
 	gl_req_free(&rq);
 	free(url);
-	if (r < 0)
-		return r == -EIO && rq.status == 200 ? -ENOTSUP : r;
-	if (!c.v2 || !c.fetch || !c.shallow || !c.filter || c.sha256) {
+	if (r == -EIO && rq.status == 200)
+		r = -ENOTSUP; /* not pkt-lines: a v0 or dumb answer */
+	if (r == -ENOTSUP)
 		log_info("git transport: %s answers no protocol v2 fetch with shallow and filter; "
 		         "trees come from the REST API",
 		         g->server);
-		return -ENOTSUP;
-	}
+	if (r < 0)
+		return r;
 	return 0;
 }
 
@@ -269,6 +273,25 @@ static int gl_fetch_body(void *arg, const void *d, size_t n)
 	struct gl_fetch_rx *x = arg;
 
 	return gl_pkt_feed(&x->pkt, d, n);
+}
+
+int gl_git_answer_parse(const void *d, size_t n, int (*data)(void *arg, const void *d, size_t n),
+                        void *arg)
+{
+	struct gl_fetch_rx *x = calloc(1, sizeof(*x));
+	int r;
+
+	if (!x)
+		return -ENOMEM;
+	x->pkt.line = gl_fetch_line;
+	x->pkt.arg = x;
+	x->data = data;
+	x->arg = arg;
+	r = gl_pkt_feed(&x->pkt, d, n);
+	if (r == 0 && (!x->ended || x->pkt.have))
+		r = -EIO;
+	free(x);
+	return r;
 }
 
 static int gl_pkt_put(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -131,4 +131,11 @@ int gl_get_pages(struct gl *g, const char *first, size_t max_items,
                  int (*on_page)(void *arg, json_t *arr), void *arg);
 int gl_get_list(struct gl *g, const char *url, json_t **out);
 
+/* git protocol v2 answers (gitproto.c), pure, for the fuzz targets: a capability
+ * advertisement (0 usable, -ENOTSUP not v2 with shallow and filter, -EIO malformed), and a
+ * whole `fetch` answer whose pack bytes go to data (-EIO malformed or truncated). */
+int gl_git_caps_parse(const void *d, size_t n);
+int gl_git_answer_parse(const void *d, size_t n, int (*data)(void *arg, const void *d, size_t n),
+                        void *arg);
+
 #endif
