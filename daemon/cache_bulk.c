@@ -28,6 +28,8 @@
 #define BULK_GQL_PARALLEL 4                    /* GraphQL requests of one directory at once */
 #define BULK_BLOBS_BYTES  ((uint64_t)64 << 20) /* blobs of one batch, by their sizes */
 #define BULK_DIR_FILES    100000               /* files of one directory sized in bulk */
+#define BULK_AHEAD_DIRS   4096                 /* directories a look-ahead walks at most */
+#define BULK_AHEAD_BYTES  ((uint64_t)16 << 20) /* small blobs fetched ahead of a reader */
 
 void cache_bulk_init(struct cache *c)
 {
@@ -309,33 +311,74 @@ static int bulk_list_add(struct cache *c, struct bulk_list *w, const char *dir,
 	return 0;
 }
 
-/* Files of the directories after dir in its parent (find and ls -R go there next), as
- * far as their trees are indexed, until the round holds max items. */
-static void bulk_list_ahead(struct cache *c, int64_t pid, const char *commit, const char *dir,
-                            struct bulk_list *w, size_t max)
+typedef int (*bulk_visit_fn)(void *arg, const char *dir, struct tree_entry *e, size_t n);
+
+/* Depth-first under tree oid at path: visit's verdict (non-zero: stop), at most
+ * *budget directories. */
+static int bulk_walk_tree(struct cache *c, const char *path, const char *oid, unsigned depth,
+                          unsigned *budget, bulk_visit_fn visit, void *arg)
 {
-	char parent[BULK_PATH_MAX], sub[BULK_PATH_MAX];
-	struct tree_entry *pe = NULL;
-	const char *name = strrchr(dir, '/');
-	size_t pn = 0, i;
+	struct tree_entry *e = NULL;
+	char sub[BULK_PATH_MAX];
+	size_t n = 0;
+	int stop;
 
-	if (!*dir || bulk_dir_of(c, pid, commit, dir, parent, &pe, &pn) < 0)
-		return;
-	name = name ? name + 1 : dir;
-	for (i = 0; i < pn && strcmp(pe[i].name, name) != 0; i++)
-		;
-	for (i++; i < pn && w->n < max; i++) {
-		struct tree_entry *se = NULL;
-		size_t sn = 0;
+	if (!*budget || depth > 64 || idx_tree_get(c->idx, oid, &e, &n) < 0)
+		return 0;
+	(*budget)--;
+	stop = visit(arg, path, e, n);
+	for (size_t i = 0; !stop && i < n; i++)
+		if (e[i].mode == TREE_MODE_DIR &&
+		    (size_t)snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "/" : "",
+		                     e[i].name) < sizeof(sub))
+			stop = bulk_walk_tree(c, sub, e[i].oid, depth + 1, budget, visit, arg);
+	free(e);
+	return stop;
+}
 
-		if (pe[i].mode != TREE_MODE_DIR || idx_tree_get(c->idx, pe[i].oid, &se, &sn) < 0)
-			continue;
-		if ((size_t)snprintf(sub, sizeof(sub), "%s%s%s", parent, *parent ? "/" : "",
-		                     pe[i].name) < sizeof(sub))
-			bulk_list_add(c, w, sub, se, sn, max);
-		free(se);
+/* Visits the directories after dir in depth-first tree order — the order find and ls -R
+ * go next — as far as their trees are indexed (every tree of a commit is, once fetched
+ * over git), until visit returns non-zero or BULK_AHEAD_DIRS were seen. */
+static void bulk_walk_ahead(struct cache *c, int64_t pid, const char *commit, const char *dir,
+                            bulk_visit_fn visit, void *arg)
+{
+	char cur[BULK_PATH_MAX], parent[BULK_PATH_MAX], sub[BULK_PATH_MAX];
+	unsigned budget = BULK_AHEAD_DIRS;
+	int stop = 0;
+
+	snprintf(cur, sizeof(cur), "%s", dir);
+	while (*cur && !stop && budget) {
+		struct tree_entry *pe = NULL;
+		const char *name = strrchr(cur, '/');
+		size_t pn = 0, i;
+
+		if (bulk_dir_of(c, pid, commit, cur, parent, &pe, &pn) < 0)
+			return;
+		name = name ? name + 1 : cur;
+		for (i = 0; i < pn && strcmp(pe[i].name, name) != 0; i++)
+			;
+		stop = visit(arg, parent, pe, pn); /* the parent's own files */
+		for (i++; !stop && i < pn; i++)
+			if (pe[i].mode == TREE_MODE_DIR &&
+			    (size_t)snprintf(sub, sizeof(sub), "%s%s%s", parent, *parent ? "/" : "",
+			                     pe[i].name) < sizeof(sub))
+				stop = bulk_walk_tree(c, sub, pe[i].oid, 0, &budget, visit, arg);
+		free(pe);
+		memcpy(cur, parent, sizeof(cur));
 	}
-	free(pe);
+}
+
+struct bulk_size_walk {
+	struct cache *c;
+	struct bulk_list *w;
+	size_t max;
+};
+
+static int bulk_size_visit(void *arg, const char *dir, struct tree_entry *e, size_t n)
+{
+	struct bulk_size_walk *s = arg;
+
+	return bulk_list_add(s->c, s->w, dir, e, n, s->max) < 0 || s->w->n >= s->max;
 }
 
 int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const char *path)
@@ -363,8 +406,11 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 	}
 	r = bulk_list_add(c, &w, dir, e, n, BULK_DIR_FILES);
 	/* a round is BULK_GQL_PARALLEL requests at once: fill it with the next directories */
-	if (r == 0 && w.n && w.n < GL_GQL_PATHS * BULK_GQL_PARALLEL)
-		bulk_list_ahead(c, pid, commit, dir, &w, GL_GQL_PATHS * BULK_GQL_PARALLEL);
+	if (r == 0 && w.n && w.n < GL_GQL_PATHS * BULK_GQL_PARALLEL) {
+		struct bulk_size_walk sw = {c, &w, GL_GQL_PATHS * BULK_GQL_PARALLEL};
+
+		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &sw);
+	}
 	if (r < 0 || !w.n)
 		goto out;
 	info = calloc(w.n, sizeof(*info));
@@ -444,14 +490,52 @@ out:
 	return r < 0 ? r : 0;
 }
 
+struct bulk_blobs {
+	struct cache *c;
+	char (*oid)[41];
+	size_t n, cap;
+	uint64_t total, cap_bytes;
+};
+
+/* Small blobs of known size not stored yet, within the batch's caps. Non-zero: full. */
+static int bulk_blob_visit(void *arg, const char *dir, struct tree_entry *e, size_t n)
+{
+	struct bulk_blobs *b = arg;
+
+	(void)dir;
+	idx_sizes_fill(b->c->idx, e, n);
+	for (size_t i = 0; i < n; i++) {
+		if ((e[i].mode & 0170000) != 0100000 || e[i].size <= 0 ||
+		    (uint64_t)e[i].size >= ODB_RAW_THRESHOLD ||
+		    b->total + (uint64_t)e[i].size > b->cap_bytes ||
+		    odb_blob_has(b->c->odb, e[i].oid))
+			continue;
+		if (b->n == FETCH_BLOBS_MAX)
+			return 1;
+		if (b->n == b->cap) {
+			size_t ncap = b->cap ? b->cap * 2 : 256;
+			char(*nv)[41] = realloc(b->oid, ncap * sizeof(*nv));
+
+			if (!nv)
+				return 1;
+			b->oid = nv;
+			b->cap = ncap;
+		}
+		memcpy(b->oid[b->n++], e[i].oid, 41);
+		b->total += (uint64_t)e[i].size;
+	}
+	return b->total >= b->cap_bytes;
+}
+
 int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const char *path,
                      const char *oid)
 {
 	char project[1024], dir[BULK_PATH_MAX], key[64];
+	struct bulk_blobs b = {.c = c, .cap_bytes = BULK_BLOBS_BYTES};
 	struct tree_entry *e = NULL;
 	const char **oids = NULL;
-	uint64_t total = 0, size;
-	size_t n = 0, k = 0;
+	uint64_t size;
+	size_t n = 0;
 	int r;
 
 	r = cache_pid_path(c, pid, project);
@@ -477,39 +561,46 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 		free(e);
 		return 0;
 	}
-	idx_sizes_fill(c->idx, e, n);
-	oids = calloc(n + 1, sizeof(*oids));
+	if (oid) {
+		/* the blob asked for first, whatever the caps (duplicates are asked once) */
+		b.oid = malloc(256 * sizeof(*b.oid));
+		if (!b.oid) {
+			r = -ENOMEM;
+			goto out;
+		}
+		b.cap = 256;
+		memcpy(b.oid[b.n++], oid, 41);
+		if (idx_size_get(c->idx, oid, &size) == 0)
+			b.total = size;
+	}
+	bulk_blob_visit(&b, dir, e, n);
+	/* a reader of a directory's files goes on to the next directories: their small
+	 * files too, up to BULK_AHEAD_BYTES more */
+	if (oid && b.total < BULK_AHEAD_BYTES) {
+		b.cap_bytes = BULK_AHEAD_BYTES;
+		bulk_walk_ahead(c, pid, commit, dir, bulk_blob_visit, &b);
+	}
+	if (!b.n)
+		goto out;
+	oids = calloc(b.n, sizeof(*oids));
 	if (!oids) {
 		r = -ENOMEM;
 		goto out;
 	}
-	if (oid) {
-		oids[k++] = oid;
-		if (idx_size_get(c->idx, oid, &size) == 0)
-			total = size;
-	}
-	for (size_t i = 0; i < n && k < FETCH_BLOBS_MAX; i++) {
-		if ((e[i].mode & 0170000) != 0100000 || e[i].size <= 0 ||
-		    (uint64_t)e[i].size >= ODB_RAW_THRESHOLD || (oid && !strcmp(e[i].oid, oid)) ||
-		    total + (uint64_t)e[i].size > BULK_BLOBS_BYTES ||
-		    odb_blob_has(c->odb, e[i].oid))
-			continue;
-		oids[k++] = e[i].oid;
-		total += (uint64_t)e[i].size;
-	}
-	if (!k)
-		goto out;
-	/* a blob can sit under several names: git sends it once, asking twice is harmless */
-	cache_evict(c, total);
+	for (size_t i = 0; i < b.n; i++)
+		oids[i] = b.oid[i];
+	cache_evict(c, b.total);
 	__atomic_add_fetch(&c->bulk.git_fetches, 1, __ATOMIC_RELAXED);
-	r = fetch_blobs(c->gl, c->odb, c->idx, project, oids, k, total + (total >> 2) + (1 << 20),
-	                bulk_blob_stored, c);
+	/* a blob can sit under several names: fetch_blobs asks once for each */
+	r = fetch_blobs(c->gl, c->odb, c->idx, project, oids, b.n,
+	                b.total + (b.total >> 2) + (1 << 20), bulk_blob_stored, c);
 	if (r < 0)
-		cache_err_note(c, "git fetch of %zu blobs of %s/%s: %s", k, project, dir,
+		cache_err_note(c, "git fetch of %zu blobs of %s/%s: %s", b.n, project, dir,
 		               strerror(-r));
 out:
 	bulk_release(c, key);
 	free(oids);
+	free(b.oid);
 	free(e);
 	return r < 0 ? r : 0;
 }

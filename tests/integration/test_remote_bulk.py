@@ -55,7 +55,7 @@ def test_ls_and_read_of_1000_files_costs_a_few_requests(hub, mount_factory, tmp_
     assert len([r for r in reqs if "POST /api/graphql" in r]) == 10
     st = status(m)["cache"]["remote"]
     assert st["trees_via"] == "git protocol v2" and st["sizes_via"] == "GraphQL", st
-    assert st["git_blobs"] == 1000
+    assert 1000 <= st["git_blobs"] <= 1002  # with the next directories' small files
     # every tree of the commit came with the first fetch: a deep path costs its sizes and
     # its bytes, no listing
     mark = log_mark(hub)
