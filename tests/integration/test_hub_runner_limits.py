@@ -23,6 +23,7 @@ LIMITS = ["--job-pids", "64", "--job-memory", "96M", "--job-cpu-seconds", "1",
 MARK = os.getpid() % 1000 + 6000  # unique sleep durations, to find leftover processes
 
 CI = f"""
+stages: [test, last]
 normal:
   script:
     - for i in 1 2 3 4 5 6 7 8; do sleep 0.2 & done; wait
@@ -30,6 +31,9 @@ normal:
     - head -c 8M /dev/zero > small.bin
     - echo "normal-done"
 forkbomb:
+  # last: with rlimits only, RLIMIT_NPROC is shared by all jobs of the uid
+  stage: last
+  when: always
   script:
     - 'b() {{ if [ $1 -gt 0 ]; then b $(($1-1)) & b $(($1-1)) & fi; sleep {MARK}.1; }}; b 9'
     - echo bomb-survived
@@ -53,17 +57,27 @@ sleeper:
 """
 
 
-@pytest.fixture(scope="module")
-def ran(tmp_path_factory):
-    """The hub, and the jobs of one pipeline by name with their traces."""
+@pytest.fixture(scope="module", params=["host", "rlimits"])
+def ran(request, tmp_path_factory):
+    """The hub, and the jobs of one pipeline by name with their traces: with what the host
+    allows (cgroups where the hub may create them), then with rlimits only."""
     base = tmp_path_factory.mktemp("limits")
-    old = os.environ.get("REEF_HUB_CONCURRENT")
-    os.environ["REEF_HUB_CONCURRENT"] = "8"
-    hub = Hub(base, serve_args=LIMITS).start()
-    if old is None:
-        del os.environ["REEF_HUB_CONCURRENT"]
-    else:
-        os.environ["REEF_HUB_CONCURRENT"] = old
+    env = {"REEF_HUB_CONCURRENT": "8",
+           "REEF_HUB_JOB_CGROUPS": "0" if request.param == "rlimits" else None}
+    old = {k: os.environ.get(k) for k in env}
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    try:
+        hub = Hub(base, serve_args=LIMITS).start()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     try:
         tok = hub.user("alice")
         hub.project("alice/lim", "alice")
@@ -111,8 +125,16 @@ def test_normal_job_is_unaffected(ran):
 def test_fork_bomb_stops_at_the_process_limit(ran):
     hub, jobs, _ = ran
     job = jobs["forkbomb"]
-    if "processes 64 (NOT enforced)" in limits_line(job["trace"]):
+    line = limits_line(job["trace"])
+    if "processes 64 (NOT enforced)" in line:
         pytest.skip("no pids cgroup and no job uid here: the process limit is not enforced")
+    if "RLIMIT_NPROC" in line:
+        # no counter tells the hub: the shell's fork fails and the job fails with it
+        assert job["status"] == "failed", job["trace"]
+        assert "bomb-survived" not in job["trace"].splitlines()
+        assert re.search(r"fork|Resource temporarily unavailable", job["trace"]), job["trace"]
+        wait_for(lambda: pids_with(f"sleep {MARK}.1") == [], 5, "the bomb's processes to end")
+        return
     assert_stopped(job, "process limit reached: the job tried to run more than 64 processes")
     assert "bomb-survived" not in job["trace"].splitlines()
     wait_for(lambda: pids_with(f"sleep {MARK}.1") == [], 5, "the bomb's processes to end")
@@ -125,6 +147,7 @@ def test_memory_hog_is_killed(ran):
     if "RLIMIT_DATA" in limits_line(job["trace"]):
         # per-process limit: the allocation fails inside python, nothing is OOM-killed
         assert job["status"] == "failed" and "MemoryError" in job["trace"], job["trace"]
+        assert last_line(job["trace"]) == "ERROR: Job failed: exit code 1"
         return
     assert_stopped(job, "out of memory: the job used more than its memory limit of 96 MiB")
 
@@ -192,6 +215,8 @@ def test_job_cgroups_are_removed(ran):
     assert leftovers == []
     log = hub.log_path.read_text()
     assert "ci: Job limits:" in log, log
+    if "REEF_HUB_JOB_CGROUPS=0" in log:
+        assert "cgroup" not in limits_line(jobs["normal"]["trace"])
 
 
 def test_bad_limit_options_are_refused(tmp_path):

@@ -360,13 +360,19 @@ static const char *jl_rate_by(void)
 void joblim_probe(bool shared_uid, int workers)
 {
 	const struct joblim_conf *c = &jl.conf;
+	const char *env;
+	bool no_cg;
 
 	jl.shared_uid = shared_uid;
 	jl.workers = workers;
 	for (int h = 0; h < JL_N; h++)
 		jl.base[h][0] = '\0';
 	jl.v2_pids = jl.v2_memory = jl.v2_cpu = false;
-	if (jl_base_find(NULL, jl.base[JL_V2]) == 0) {
+	/* REEF_HUB_JOB_CGROUPS=0: rlimits only, as on a host without writable cgroups */
+	no_cg = (env = getenv("REEF_HUB_JOB_CGROUPS")) && !strcmp(env, "0");
+	if (no_cg)
+		log_info("ci: job cgroups disabled (REEF_HUB_JOB_CGROUPS=0)");
+	if (!no_cg && jl_base_find(NULL, jl.base[JL_V2]) == 0) {
 		jl.v2_pids = c->pids && jl_v2_enable(jl.base[JL_V2], "pids");
 		jl.v2_memory = c->memory && jl_v2_enable(jl.base[JL_V2], "memory");
 		jl.v2_cpu = c->cpu_milli && jl_v2_enable(jl.base[JL_V2], "cpu");
@@ -380,7 +386,7 @@ void joblim_probe(bool shared_uid, int workers)
 		            (h == JL_V1_CPU && c->cpu_milli && !jl.v2_cpu) ||
 		            (h == JL_V1_CPUACCT && c->cpu_seconds && !jl.base[JL_V2][0]);
 
-		if (!want || jl_base_find(jl_v1_names[h], jl.base[h]) < 0)
+		if (!want || no_cg || jl_base_find(jl_v1_names[h], jl.base[h]) < 0)
 			jl.base[h][0] = '\0';
 	}
 	for (int h = 0; h < JL_N; h++)
@@ -693,10 +699,8 @@ static enum joblim_hit jl_counters(const struct joblim *l)
 
 enum joblim_hit joblim_check(struct joblim *l, double now)
 {
-	(void)now;
 	if (!l || l->hit)
 		return l ? l->hit : JOBLIM_NONE;
-	now = jl_now();
 	if (now >= l->next_counters) {
 		l->next_counters = now + JL_COUNTERS_EVERY;
 		l->hit = jl_counters(l);
@@ -712,7 +716,7 @@ enum joblim_hit joblim_check(struct joblim *l, double now)
 			l->disk_every = JL_DISK_EVERY;
 		if (l->disk_every > JL_DISK_EVERY_MAX)
 			l->disk_every = JL_DISK_EVERY_MAX;
-		l->next_disk = jl_now() + l->disk_every;
+		l->next_disk = now + took + l->disk_every;
 	}
 	return l->hit;
 }
