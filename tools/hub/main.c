@@ -14,6 +14,7 @@
 
 #include "blobcache.h"
 #include "hook.h"
+#include "joblimits.h"
 #include "reef/log.h"
 #include "runner.h"
 
@@ -29,6 +30,8 @@ static const char usage_text[] =
     "  serve DIR --listen HOST:PORT [--base-url URL] [--allow-remote] [--verbose]\n"
     "            [--blob-cache-limit SIZE] [--unsafe-runner] [--max-connections N]\n"
     "            [--max-connections-per-ip N] [--header-timeout SECONDS]\n"
+    "            [--job-pids N] [--job-memory SIZE] [--job-cpu-seconds N]\n"
+    "            [--job-cpus N] [--job-disk SIZE] [--job-timeout DURATION]\n"
     "      Serve the API under /api/v4 and git at /<namespace>/<project>.git.\n"
     "      HOST must be a loopback address unless --allow-remote; PORT 0 picks a free\n"
     "      port. Prints 'listening on http://HOST:PORT' once ready. --base-url sets the\n"
@@ -43,6 +46,12 @@ static const char usage_text[] =
     "      connections; when full, the oldest idle one makes room. --header-timeout\n"
     "      (default 30, 5 when over half the slots are taken) is how long a connection\n"
     "      may wait for a request's headers. See docs/hub.md, Limits.\n"
+    "      Each CI job is limited (0 turns a limit off; docs/hub.md, \"Job limits\"):\n"
+    "      --job-pids processes at once (default 256), --job-memory (default 2G),\n"
+    "      --job-cpu-seconds CPU time of all its processes (default 3600),\n"
+    "      --job-cpus CPU rate such as 1.5 (default 0: all), --job-disk its workspace,\n"
+    "      HOME and temporary files (default 1G), --job-timeout wall time such as 90s,\n"
+    "      10m or 1h (default 1h, or REEF_HUB_JOB_TIMEOUT seconds).\n"
     "  user add DIR NAME [--admin] [--email E] [--name N]\n"
     "      Create a user (and its personal namespace NAME).\n"
     "  token create DIR USER [--name N] [--expires-at YYYY-MM-DD] [--scopes S,...]\n"
@@ -354,6 +363,67 @@ static int size_parse(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* "N" or "N.NNN" CPUs into thousandths; -EINVAL otherwise. */
+static int cpus_parse(const char *s, uint64_t *out)
+{
+	uint64_t v = 0, frac = 0;
+	int digits = 0;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	for (; *s >= '0' && *s <= '9'; s++)
+		if ((v = v * 10 + (uint64_t)(*s - '0')) > 4096)
+			return -EINVAL;
+	if (*s == '.')
+		for (s++; *s >= '0' && *s <= '9'; s++)
+			if (digits++ < 3)
+				frac = frac * 10 + (uint64_t)(*s - '0');
+	if (*s)
+		return -EINVAL;
+	for (; digits < 3; digits++)
+		frac *= 10;
+	*out = v * 1000 + frac;
+	return 0;
+}
+
+/* The job limits from the serve options (and REEF_HUB_JOB_TIMEOUT, older). */
+static int job_limits_parse(int argc, char **argv)
+{
+	struct joblim_conf c = JOBLIM_CONF_DEFAULT;
+	const char *v, *env = getenv("REEF_HUB_JOB_TIMEOUT");
+	uint64_t n;
+
+	if (env && *env && joblim_duration_parse(env, &n) == 0 && n > 0)
+		c.timeout = n;
+	if ((v = opt_value(argc, argv, "--job-pids")) && size_parse(v, &c.pids) < 0)
+		goto bad;
+	if ((v = opt_value(argc, argv, "--job-memory")) && size_parse(v, &c.memory) < 0)
+		goto bad;
+	if ((v = opt_value(argc, argv, "--job-disk")) && size_parse(v, &c.disk) < 0)
+		goto bad;
+	if ((v = opt_value(argc, argv, "--job-cpu-seconds")) &&
+	    joblim_duration_parse(v, &c.cpu_seconds) < 0)
+		goto bad;
+	if ((v = opt_value(argc, argv, "--job-cpus")) && cpus_parse(v, &c.cpu_milli) < 0)
+		goto bad;
+	if ((v = opt_value(argc, argv, "--job-timeout")) &&
+	    joblim_duration_parse(v, &c.timeout) < 0)
+		goto bad;
+	/* values the kernel files and rlimits take without overflow */
+	if (c.pids > 4194304 || c.memory > ((uint64_t)1 << 60) || c.disk > ((uint64_t)1 << 60) ||
+	    c.cpu_seconds > ((uint64_t)1 << 32) || c.timeout > ((uint64_t)1 << 32))
+		goto bad;
+	joblim_conf_set(&c);
+	return 0;
+bad:
+	fprintf(stderr,
+	        "reef-hub: bad job limit %s: --job-pids N, --job-memory/--job-disk SIZE "
+	        "(such as 2G), --job-cpu-seconds/--job-timeout DURATION (such as 90s, "
+	        "10m, 1h), --job-cpus N.NNN\n",
+	        v ? v : "");
+	return -EINVAL;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
 	static const char *const values[] = {"--listen",
@@ -362,6 +432,12 @@ static int cmd_serve(int argc, char **argv)
 	                                     "--max-connections",
 	                                     "--max-connections-per-ip",
 	                                     "--header-timeout",
+	                                     "--job-pids",
+	                                     "--job-memory",
+	                                     "--job-cpu-seconds",
+	                                     "--job-cpus",
+	                                     "--job-disk",
+	                                     "--job-timeout",
 	                                     NULL};
 	static const struct {
 		const char *name;
@@ -416,6 +492,8 @@ static int cmd_serve(int argc, char **argv)
 		}
 		count_vals[i] = (unsigned)n;
 	}
+	if (job_limits_parse(argc, argv) < 0)
+		return 2;
 	if (opt_flag(argc, argv, "--verbose"))
 		log_set_level(LOG_LVL_DEBUG);
 	ci_runner_unsafe_set(opt_flag(argc, argv, "--unsafe-runner"));

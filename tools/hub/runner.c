@@ -10,7 +10,9 @@
  * hub is root) an unprivileged uid, so a script cannot read hub.db, the LFS secret, other
  * projects' repositories or other jobs' workspaces. The network is shared: jobs call the
  * hub back over loopback (git, artifacts, reef-epf). The checkout before the script is
- * done by the hub itself, with a fixed environment that job variables cannot reach. */
+ * done by the hub itself, with a fixed environment that job variables cannot reach.
+ * The scripts run under the job's resource limits (joblimits.h): forked rather than
+ * spawned, so the child joins the job's cgroups and takes its rlimits before exec. */
 #include "runner.h"
 
 #include <errno.h>
@@ -38,6 +40,7 @@
 #include <zip.h>
 
 #include "core.h"
+#include "joblimits.h"
 #include "reef/buf.h"
 #include "reef/hash.h"
 #include "reef/jsonx.h"
@@ -74,6 +77,7 @@ struct rn_slot {
 	int cancel; /* set by API threads, read by the worker (atomics) */
 	pthread_t thread;
 	struct rn_mask mask; /* the running job's token; worker-private */
+	enum joblim_hit hit; /* the limit the running script ran into */
 };
 
 static struct {
@@ -84,7 +88,6 @@ static struct {
 	int stopping;
 	int n_workers;
 	struct rn_slot *slots;
-	int timeout;
 	char epf_dir[PATH_MAX];
 	char dir[PATH_MAX]; /* the data directory, absolute: jobs run elsewhere */
 	ci_pipeline_hook_fn hook;
@@ -1138,6 +1141,22 @@ static void rn_trace(int fd, const char *fmt, ...)
 		log_warn("ci: trace write: %s", strerror(errno));
 }
 
+/* Ends the trace's last line, so the verdict the hub adds after a killed job (whose
+ * output may stop mid-line) is a line of its own. */
+static void rn_trace_eol(const char *trace_path, int trace)
+{
+	int fd = open(trace_path, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	char c = '\n';
+
+	if (fd < 0)
+		return;
+	if (fstat(fd, &sb) == 0 && sb.st_size > 0 && pread(fd, &c, 1, sb.st_size - 1) == 1 &&
+	    c != '\n')
+		rn_trace(trace, "\n");
+	close(fd);
+}
+
 static int rn_spawn(char *const argv[], char *const envp[], const char *cwd, int out_fd, pid_t *pid)
 {
 	posix_spawn_file_actions_t fa;
@@ -1166,7 +1185,48 @@ static int rn_spawn(char *const argv[], char *const envp[], const char *cwd, int
 	return -r;
 }
 
-enum rn_end { RN_EXITED, RN_CANCELED, RN_TIMEOUT, RN_STOPPED };
+/* rn_spawn for a job's script: fork, so the child joins the job's cgroups and takes its
+ * rlimits before exec (a process moved after exec could fork first). The child of this
+ * threaded process only makes async-signal-safe calls; argv[0] is an absolute path. */
+static int rn_spawn_limited(struct joblim *lim, char *const argv[], char *const envp[],
+                            const char *cwd, int out_fd, pid_t *pid)
+{
+	static const char msg[] = "ERROR: Job failed (system failure): cannot enter the job's"
+	                          " cgroup or set its limits\n";
+	pid_t p = fork();
+
+	if (p < 0)
+		return -errno;
+	if (p == 0) {
+		struct sigaction dfl = {.sa_handler = SIG_DFL};
+		sigset_t none;
+		int null = open("/dev/null", O_RDONLY);
+
+		for (int sig = 1; sig < NSIG; sig++)
+			sigaction(sig, &dfl, NULL);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		setpgid(0, 0);
+		if (null < 0 || dup2(null, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0)
+			_exit(127);
+		if (joblim_child_enter(lim) < 0) {
+			if (write(1, msg, sizeof(msg) - 1) < 0)
+				_exit(126);
+			_exit(126);
+		}
+		if (cwd && chdir(cwd) < 0)
+			_exit(127);
+		closefrom(3);
+		execve(argv[0], argv, envp);
+		_exit(127);
+	}
+	/* also from the parent: no signal may reach the group before the child made it */
+	setpgid(p, p);
+	*pid = p;
+	return 0;
+}
+
+enum rn_end { RN_EXITED, RN_CANCELED, RN_TIMEOUT, RN_STOPPED, RN_LIMIT };
 
 /* Waits for the process (group leader) while watching cancel, hub stop and the
  * deadline: SIGTERM to the group, SIGKILL after a grace period. Leftover members of the
@@ -1272,8 +1332,8 @@ static int rn_relay(int in, int trace, struct rn_mask *m)
 	return n == 0 ? -1 : 0;
 }
 
-static enum rn_end rn_wait(struct rn_slot *slot, pid_t pid, double deadline, int *status, int out,
-                           int trace)
+static enum rn_end rn_wait(struct rn_slot *slot, struct joblim *lim, pid_t pid, double deadline,
+                           int *status, int out, int trace)
 {
 	enum rn_end why = RN_EXITED;
 	double term_at = 0;
@@ -1293,7 +1353,13 @@ static enum rn_end rn_wait(struct rn_slot *slot, pid_t pid, double deadline, int
 				why = RN_STOPPED;
 			else if (now > deadline)
 				why = RN_TIMEOUT;
-			if (why != RN_EXITED) {
+			else if ((slot->hit = joblim_check(lim, now)) != JOBLIM_NONE)
+				why = RN_LIMIT;
+			if (why == RN_LIMIT) {
+				/* no grace: a fork bomb or a disk filler would use it */
+				joblim_kill(lim);
+				kill(-pid, SIGKILL);
+			} else if (why != RN_EXITED) {
 				kill(-pid, SIGTERM);
 				term_at = now;
 			}
@@ -1312,6 +1378,7 @@ static enum rn_end rn_wait(struct rn_slot *slot, pid_t pid, double deadline, int
 		}
 	}
 	kill(-pid, SIGKILL);
+	joblim_kill(lim);
 	slot->pid = 0;
 	/* what is buffered; a writer that left the group is not waited for */
 	if (out >= 0)
@@ -1320,8 +1387,8 @@ static enum rn_end rn_wait(struct rn_slot *slot, pid_t pid, double deadline, int
 	return why;
 }
 
-static int rn_run(struct rn_slot *slot, char *const argv[], char *const envp[], const char *cwd,
-                  int trace_fd, double deadline, enum rn_end *why)
+static int rn_run(struct rn_slot *slot, struct joblim *lim, char *const argv[], char *const envp[],
+                  const char *cwd, int trace_fd, double deadline, enum rn_end *why)
 {
 	pid_t pid;
 	int st, r, out[2];
@@ -1332,7 +1399,8 @@ static int rn_run(struct rn_slot *slot, char *const argv[], char *const envp[], 
 		return 127;
 	}
 	fcntl(out[0], F_SETFL, O_NONBLOCK);
-	r = rn_spawn(argv, envp, cwd, out[1], &pid);
+	r = lim ? rn_spawn_limited(lim, argv, envp, cwd, out[1], &pid)
+	        : rn_spawn(argv, envp, cwd, out[1], &pid);
 	close(out[1]);
 	if (r < 0) {
 		close(out[0]);
@@ -1340,7 +1408,7 @@ static int rn_run(struct rn_slot *slot, char *const argv[], char *const envp[], 
 		*why = RN_EXITED;
 		return 127;
 	}
-	*why = rn_wait(slot, pid, deadline, &st, out[0], trace_fd);
+	*why = rn_wait(slot, lim, pid, deadline, &st, out[0], trace_fd);
 	close(out[0]);
 	if (WIFEXITED(st))
 		return WEXITSTATUS(st);
@@ -1481,16 +1549,8 @@ static void rn_sandbox_base(struct rn_argv *a)
 	                                   "/",
 	                                   "--dev",
 	                                   "/dev",
-	                                   "--perms",
-	                                   "01777",
-	                                   "--tmpfs",
-	                                   "/dev/shm",
 	                                   "--proc",
 	                                   "/proc",
-	                                   "--perms",
-	                                   "01777",
-	                                   "--tmpfs",
-	                                   "/tmp",
 	                                   "--unshare-pid",
 	                                   "--unshare-ipc",
 	                                   "--unshare-uts",
@@ -1498,11 +1558,32 @@ static void rn_sandbox_base(struct rn_argv *a)
 	                                   "--new-session",
 	                                   NULL};
 
+	static const char *const tmpfs[][2] = {{"01777", "/dev/shm"}, {"01777", "/tmp"}};
+	uint64_t disk = joblim_conf_get()->disk;
+	char size[32];
+
 	rn_argv_add(a, rn.bwrap);
 	for (const char *const *o = opts; *o; o++)
 		rn_argv_add(a, *o);
+	/* the job's tmpfs mounts hold at most its disk limit each (they are memory, which a
+	 * memory cgroup also counts) */
+	snprintf(size, sizeof(size), "%llu", (unsigned long long)disk);
+	for (size_t i = 0; i < sizeof(tmpfs) / sizeof(tmpfs[0]); i++) {
+		rn_argv_add(a, "--perms");
+		rn_argv_add(a, tmpfs[i][0]);
+		if (disk) {
+			rn_argv_add(a, "--size");
+			rn_argv_add(a, size);
+		}
+		rn_argv_add(a, "--tmpfs");
+		rn_argv_add(a, tmpfs[i][1]);
+	}
 	rn_argv_add(a, "--perms");
 	rn_argv_add(a, "0755");
+	if (disk) {
+		rn_argv_add(a, "--size");
+		rn_argv_add(a, size);
+	}
 	rn_argv_add(a, "--tmpfs");
 	rn_argv_add(a, rn.dir);
 	/* reef-epf, first on the job's PATH, is shown at a fixed place on the data directory's
@@ -1698,7 +1779,7 @@ static void rn_sandbox_probe(void)
 	{
 		char *const env[] = {"PATH=/usr/local/bin:/usr/bin:/bin", NULL};
 
-		code = rn_run(&slot, a.v, env, NULL, fd, ci_now() + 30, &why);
+		code = rn_run(&slot, NULL, a.v, env, NULL, fd, ci_now() + 30, &why);
 	}
 	if (code == 0) {
 		rn.sandbox_ok = true;
@@ -1871,7 +1952,7 @@ int ci_exec(char *const argv[], char *const envp[])
 
 	if (fd < 0)
 		return -errno;
-	code = rn_run(&slot, argv, envp ? envp : empty, NULL, fd, ci_now() + 600, &why);
+	code = rn_run(&slot, NULL, argv, envp ? envp : empty, NULL, fd, ci_now() + 600, &why);
 	close(fd);
 	return code;
 }
@@ -1913,10 +1994,11 @@ static int rn_git_env(struct rn_env *e, const char *ws)
 	return e->n == 5 ? 0 : -ENOMEM;
 }
 
-/* Runs one script of the job (main or after_script) in the job's sandbox. */
-static int rn_script_run(struct rn_slot *slot, const char *ws, const char *ro_dir,
-                         const char *script, struct rn_env *env, int trace, double deadline,
-                         enum rn_end *why)
+/* Runs one script of the job (main or after_script) in the job's sandbox and limits. A
+ * script that failed because of a limit (an OOM kill, SIGXFSZ, ...) ends as RN_LIMIT. */
+static int rn_script_run(struct rn_slot *slot, struct joblim *lim, const char *ws,
+                         const char *ro_dir, const char *script, struct rn_env *env, int trace,
+                         double deadline, enum rn_end *why)
 {
 	struct rn_argv a = {0};
 	int code;
@@ -1927,8 +2009,11 @@ static int rn_script_run(struct rn_slot *slot, const char *ws, const char *ro_di
 		rn_trace(trace, "ERROR: could not prepare the job sandbox\n");
 		return -1;
 	}
-	code = rn_run(slot, a.v, env->v, ws, trace, deadline, why);
+	slot->hit = JOBLIM_NONE;
+	code = rn_run(slot, lim, a.v, env->v, ws, trace, deadline, why);
 	rn_argv_free(&a);
+	if (*why == RN_EXITED && (slot->hit = joblim_verdict(lim, code)) != JOBLIM_NONE)
+		*why = RN_LIMIT;
 	return code;
 }
 
@@ -1942,7 +2027,10 @@ static void rn_job_run(struct rn_slot *slot, struct rn_job *j, char status[24], 
 	char idstr[32], ro_dir[PATH_MAX];
 	struct rn_env env = {0}, genv = {0};
 	enum rn_end why = RN_EXITED;
-	double deadline = ci_now() + rn.timeout;
+	const struct joblim_conf *lc = joblim_conf_get();
+	double deadline = lc->timeout ? ci_now() + (double)lc->timeout : 1e300;
+	struct joblim *lim = NULL;
+	char lim_text[512];
 	const json_t *main_sections[2];
 	int trace, code = 0;
 	bool ok = false, ran = false;
@@ -1992,6 +2080,8 @@ static void rn_job_run(struct rn_slot *slot, struct rn_job *j, char status[24], 
 		rn_trace(trace, "Using a bubblewrap sandbox as uid %u\n", (unsigned)rn.job_uid);
 	else
 		rn_trace(trace, "Using a bubblewrap sandbox\n");
+	joblim_describe(lim_text, sizeof(lim_text));
+	rn_trace(trace, "%s\n", lim_text);
 	rn_ro_dir(j->ro_dir, ro_dir, trace);
 	if ((mkdir(home, 0700) < 0 && errno != EEXIST) ||
 	    (mkdir(tmpdir, 0700) < 0 && errno != EEXIST)) {
@@ -2027,12 +2117,12 @@ static void rn_job_run(struct rn_slot *slot, struct rn_job *j, char status[24], 
 		char *co[] = {"git",      "-C", ws,         "-c",   "advice.detachedHead=false",
 		              "checkout", "-q", "--detach", j->sha, NULL};
 
-		if (rn_run(slot, clone, genv.v, NULL, trace, deadline, &why) != 0 ||
+		if (rn_run(slot, NULL, clone, genv.v, NULL, trace, deadline, &why) != 0 ||
 		    why != RN_EXITED ||
-		    rn_run(slot, seturl, genv.v, NULL, trace, deadline, &why) != 0 ||
+		    rn_run(slot, NULL, seturl, genv.v, NULL, trace, deadline, &why) != 0 ||
 		    why != RN_EXITED ||
-		    rn_run(slot, rn_has_lfs() ? co_lfs : co, genv.v, NULL, trace, deadline, &why) !=
-		        0) {
+		    rn_run(slot, NULL, rn_has_lfs() ? co_lfs : co, genv.v, NULL, trace, deadline,
+		           &why) != 0) {
 			if (why == RN_EXITED)
 				rn_trace(trace, "ERROR: Job failed: could not check out %s\n",
 				         j->sha);
@@ -2045,12 +2135,25 @@ static void rn_job_run(struct rn_slot *slot, struct rn_job *j, char status[24], 
 		                " the job's user\n");
 		goto out;
 	}
+	{
+		const char *watch[] = {ws, home, tmpdir, NULL};
+		int r = joblim_new(&lim, j->id, watch);
+
+		if (r < 0) {
+			rn_trace(
+			    trace,
+			    "ERROR: Job failed (system failure): cannot set up the job's limits: "
+			    "%s\n",
+			    strerror(-r));
+			goto out;
+		}
+	}
 	main_sections[0] = json_object_get(j->spec, "before_script");
 	main_sections[1] = json_object_get(j->spec, "script");
 	if (rn_write_script(script, main_sections, 2) < 0)
 		goto out;
 	rn_trace(trace, "Executing \"step_script\" stage of the job script\n");
-	code = rn_script_run(slot, ws, ro_dir, script, &env, trace, deadline, &why);
+	code = rn_script_run(slot, lim, ws, ro_dir, script, &env, trace, deadline, &why);
 	if (code < 0)
 		goto out;
 	ran = true;
@@ -2062,7 +2165,7 @@ static void rn_job_run(struct rn_slot *slot, struct rn_job *j, char status[24], 
 		rn_env_set(&env, "CI_JOB_STATUS", ok ? "success" : "failed");
 		rn_trace(trace, "Running after_script\n");
 		if (rn_write_script(after, sect, 1) < 0 ||
-		    rn_script_run(slot, ws, ro_dir, after, &env, trace,
+		    rn_script_run(slot, lim, ws, ro_dir, after, &env, trace,
 		                  ci_now() + RN_AFTER_TIMEOUT < deadline + RN_AFTER_TIMEOUT
 		                      ? ci_now() + RN_AFTER_TIMEOUT
 		                      : deadline,
@@ -2099,9 +2202,18 @@ ended:
 		reason[0] = '\0';
 		break;
 	case RN_TIMEOUT:
-		rn_trace(trace, "ERROR: Job failed: execution took longer than %ds seconds\n",
-		         rn.timeout);
+		rn_trace_eol(trace_path, trace);
+		/* GitLab Runner's wording, its odd "seconds" included */
+		joblim_duration_format(lc->timeout, lim_text, sizeof(lim_text));
+		rn_trace(trace, "ERROR: Job failed: execution took longer than %s seconds\n",
+		         lim_text);
 		snprintf(reason, 64, "job_execution_timeout");
+		break;
+	case RN_LIMIT:
+		rn_trace_eol(trace_path, trace);
+		joblim_message(slot->hit, lim_text, sizeof(lim_text));
+		rn_trace(trace, "ERROR: Job failed: %s\n", lim_text);
+		snprintf(reason, 64, "%s", joblim_failure_reason(slot->hit));
 		break;
 	case RN_STOPPED:
 		rn_trace(trace, "ERROR: Job failed (system failure): the hub stopped\n");
@@ -2120,6 +2232,7 @@ ended:
 		break;
 	}
 out:
+	joblim_free(lim);
 	rn_mask_init(&slot->mask, NULL);
 	rn_env_free(&env);
 	rn_env_free(&genv);
@@ -2341,12 +2454,10 @@ int ci_runner_start(struct hub *h)
 		log_warn("ci: job sandbox unavailable, jobs will fail (start with --unsafe-runner"
 		         " to run them unsandboxed): %s",
 		         rn.sandbox_err);
-	rn.timeout = 3600;
-	if ((s = getenv("REEF_HUB_JOB_TIMEOUT")) && atoi(s) > 0)
-		rn.timeout = atoi(s);
 	rn.n_workers = 4;
 	if ((s = getenv("REEF_HUB_CONCURRENT")) && atoi(s) > 0)
 		rn.n_workers = atoi(s) > RN_MAX_WORKERS ? RN_MAX_WORKERS : atoi(s);
+	joblim_probe(rn.drop && !rn.unsafe, rn.n_workers);
 	rn.slots = calloc((size_t)rn.n_workers, sizeof(*rn.slots));
 	if (!rn.slots)
 		return -ENOMEM;

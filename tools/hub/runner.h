@@ -19,8 +19,8 @@
 
 /* Opens the CI database connection, creates the tables, fails the jobs a previous hub
  * left running (failure_reason runner_system_failure) and starts the workers: their
- * number comes from REEF_HUB_CONCURRENT (default 4, at most 64), the job timeout from
- * REEF_HUB_JOB_TIMEOUT seconds (default 3600). */
+ * number comes from REEF_HUB_CONCURRENT (default 4, at most 64); the job limits, wall
+ * time included, from joblim_conf_set (joblimits.h) before. */
 int ci_runner_start(struct hub *h);
 /* Before start: true runs jobs without the sandbox, as the hub's own user with the data
  * directory reachable (`reef-hub serve --unsafe-runner`). Without it, jobs fail when
