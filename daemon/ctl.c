@@ -411,8 +411,8 @@ int ctl_experiment_spec(json_t *in, bool lines, json_t **out, char err[CTL_ERR_M
 		         s);
 		goto out;
 	}
-	if (s && (!strcmp(s, "launch") || !strcmp(s, "launch.error"))) {
-		ctl_fail(err, r, "name %s is reserved: experiments/%s is a control file", s, s);
+	if (s && (!strcmp(s, "launch") || !strcmp(s, "launch.error") || !strcmp(s, "README"))) {
+		ctl_fail(err, r, "name %s is reserved: it is a file beside the launches", s);
 		goto out;
 	}
 	s = json_string_value(json_object_get(o, "source_branch"));

@@ -181,7 +181,7 @@ void journal_free(struct journal *j)
 	free(j);
 }
 
-static int journal_key(char out[33])
+int journal_key_new(char out[33])
 {
 	unsigned char r[16];
 
@@ -197,9 +197,11 @@ int journal_add(struct journal *j, struct journal_entry *e)
 	sqlite3_stmt *st = NULL;
 	int rc, r;
 
-	r = journal_key(e->key);
-	if (r < 0)
-		return r;
+	if (strlen(e->key) != 32 || strspn(e->key, "0123456789abcdef") != 32) {
+		r = journal_key_new(e->key);
+		if (r < 0)
+			return r;
+	}
 	e->state = JOURNAL_QUEUED;
 	e->created_at = e->updated_at = journal_now();
 	pthread_mutex_lock(&j->lock);

@@ -42,8 +42,11 @@ struct journal;
 int journal_open(struct journal **out, const char *path);
 void journal_free(struct journal *j); /* stops the delivery thread; accepts NULL */
 
-/* Commits e (state queued) durably; sets e->id, e->key, e->created_at. Wakes the
- * delivery thread. */
+/* A new random key: 32 lowercase hex digits (128 bits). */
+int journal_key_new(char out[33]);
+/* Commits e (state queued) durably; sets e->id, e->created_at, and e->key unless it holds
+ * a key already (one of journal_key_new's, so a request can carry its key before it is
+ * journaled). Wakes the delivery thread. */
 int journal_add(struct journal *j, struct journal_entry *e);
 int journal_get(struct journal *j, int64_t id, struct journal_entry *out);
 /* Entries of project_id of a kind that are not delivered (queued or failed), oldest

@@ -33,6 +33,7 @@
 
 struct reefd_opts {
 	char *server;
+	char *mgmt;
 	char *token_file;
 	char *cache;
 	char *branch_ttl;
@@ -47,6 +48,7 @@ struct reefd_opts {
 
 static const struct fuse_opt reefd_spec[] = {
     {"server=%s", offsetof(struct reefd_opts, server), 0},
+    {"mgmt=%s", offsetof(struct reefd_opts, mgmt), 0},
     {"token_file=%s", offsetof(struct reefd_opts, token_file), 0},
     {"cache=%s", offsetof(struct reefd_opts, cache), 0},
     {"branch_ttl=%s", offsetof(struct reefd_opts, branch_ttl), 0},
@@ -71,6 +73,10 @@ static void usage(FILE *f, const char *prog)
 	    "  -f                   stay in the foreground (logs go to stderr)\n"
 	    "  -d                   debug: log every FUSE request (implies -f)\n"
 	    "  -o server=URL        base URL of the GitLab or reef-hub server\n"
+	    "  -o mgmt=URL          base URL of the management API (/api/v1: experiments,\n"
+	    "                       data pipelines, visualizations, processors) when it is\n"
+	    "                       not the server's (default: the server); the token is\n"
+	    "                       sent there too\n"
 	    "  -o token_file=PATH   file holding a personal access token (mode 0600);\n"
 	    "                       without it the token is read from $REEF_TOKEN\n"
 	    "  -o cache=DIR         object cache (default ~/.cache/reef/<host_port>)\n"
@@ -413,6 +419,11 @@ int main(int argc, char **argv)
 		ret = 2;
 		goto out;
 	}
+	if (o.mgmt && strncmp(o.mgmt, "http://", 7) != 0 && strncmp(o.mgmt, "https://", 8) != 0) {
+		fprintf(stderr, "reefd: mgmt must be an http:// or https:// URL\n");
+		ret = 2;
+		goto out;
+	}
 	if (o.branch_ttl && seconds_parse(o.branch_ttl, 0, 86400, &ttl) < 0) {
 		fprintf(stderr, "reefd: branch_ttl must be a number of seconds (0-86400)\n");
 		ret = 2;
@@ -533,7 +544,8 @@ int main(int argc, char **argv)
 	}
 	ops_ctx_set_cache(ctx, cache);
 	r = mlops_new(&mlops,
-	              &(struct mlops_opts){.server = o.server, .token = token, .dir = cache_dir});
+	              &(struct mlops_opts){
+	                  .server = o.server, .mgmt = o.mgmt, .token = token, .dir = cache_dir});
 	if (r == 0)
 		r = ops_ctx_set_mlops(ctx, mlops);
 	if (r == 0)
@@ -620,6 +632,7 @@ out:
 		free(token);
 	}
 	free(o.server);
+	free(o.mgmt);
 	free(o.token_file);
 	free(o.cache);
 	free(o.branch_ttl);

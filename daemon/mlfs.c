@@ -28,6 +28,7 @@
 enum ml_what {
 	W_NONE,
 	W_EXPS,
+	W_EXPS_README,
 	W_EXP_LAUNCH,
 	W_EXP_LAUNCH_ERR,
 	W_EXP,
@@ -56,14 +57,19 @@ enum ml_what {
 /* A path of the ML tree, taken apart. */
 struct ml_loc {
 	enum ml_what w;
+	enum mlops_kind kind;     /* for W_EXP*: experiments, data pipelines or visualizations */
 	char name[NODE_PATH_MAX]; /* experiment, job name or processor slug */
 	int64_t pipeline;
 	char file[32];           /* the file's name, for *_FILE */
 	char sub[NODE_PATH_MAX]; /* below artifacts/: "" or "dir/file" */
 };
 
-static const char *const ml_exp_files[] = {
-    "experiment.json", "status", "params.json", "metrics.json", "metrics.svg", "log", NULL};
+/* The files of a launch, by kind: the first is the launch as the API shows it. */
+static const char *const ml_exp_files[MLOPS_KINDS][7] = {
+    {"experiment.json", "status", "params.json", "metrics.json", "metrics.svg", "log", NULL},
+    {"data-pipeline.json", "status", "params.json", "log", NULL},
+    {"visualization.json", "status", "params.json", "log", NULL},
+};
 static const char *const ml_pipe_files[] = {"pipeline.json", "status", NULL};
 static const char *const ml_job_files[] = {"job.json", "status", "log", NULL};
 static const char *const ml_proc_files[] = {"processor.json", "README.md", NULL};
@@ -133,11 +139,12 @@ static bool ml_slug_ok(const char *s)
 	       strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
 }
 
-/* An experiment name shown by the mount: what the hub accepts, minus the names of the
- * control files beside them. */
+/* A launch name shown by the mount: what the hub accepts, minus the names of the files
+ * beside them. */
 static bool ml_exp_name_ok(const char *s)
 {
-	return ctl_name_ok(s) && strcmp(s, "launch") && strcmp(s, "launch.error");
+	return ctl_name_ok(s) && strcmp(s, "launch") && strcmp(s, "launch.error") &&
+	       strcmp(s, "README");
 }
 
 static int ml_parse(const char *path, struct ml_loc *l)
@@ -155,7 +162,7 @@ static int ml_parse(const char *path, struct ml_loc *l)
 		seg[n++] = s;
 		/* below artifacts/ the rest is a member path */
 		if (n >= 3 && !strcmp(seg[n - 1], "artifacts") &&
-		    ((!strcmp(seg[0], "experiments") && n == 3) ||
+		    ((mlops_kind_of(seg[0]) >= 0 && n == 3) ||
 		     (!strcmp(seg[0], "pipelines") && n == 5))) {
 			rest = (size_t)(s + strlen(s) - buf);
 			if (path[rest] == '/')
@@ -165,9 +172,13 @@ static int ml_parse(const char *path, struct ml_loc *l)
 	}
 	if (n == 0)
 		return -ENOENT;
-	if (!strcmp(seg[0], "experiments")) {
+	if (mlops_kind_of(seg[0]) >= 0 &&
+	    !strcmp(seg[0], mlops_kinds[mlops_kind_of(seg[0])].route)) {
+		l->kind = (enum mlops_kind)mlops_kind_of(seg[0]);
 		if (n == 1)
 			return l->w = W_EXPS, 0;
+		if (n == 2 && !strcmp(seg[1], "README"))
+			return l->w = W_EXPS_README, 0;
 		if (n == 2 && !strcmp(seg[1], "launch"))
 			return l->w = W_EXP_LAUNCH, 0;
 		if (n == 2 && !strcmp(seg[1], "launch.error"))
@@ -187,7 +198,7 @@ static int ml_parse(const char *path, struct ml_loc *l)
 			return l->w = W_EXP_OUTPUTS, 0;
 		if (!strcmp(seg[2], "artifacts"))
 			return l->w = W_EXP_ARTS, 0;
-		if (!ml_in(seg[2], ml_exp_files))
+		if (!ml_in(seg[2], ml_exp_files[l->kind]))
 			return -ENOENT;
 		snprintf(l->file, sizeof(l->file), "%s", seg[2]);
 		return l->w = W_EXP_FILE, 0;
@@ -364,14 +375,16 @@ static void ml_on_done(void *arg, const struct journal_entry *e)
 	char path[NODE_PATH_MAX], key[NODE_PATH_MAX + 32], why[CTL_ERR_MAX + 88],
 	    msg[sizeof(why) + 64];
 
+	int k = mlops_kind_of(e->kind);
+
 	if (e->state != JOURNAL_FAILED)
 		return;
-	if (!strcmp(e->kind, "experiment"))
-		snprintf(path, sizeof(path), "experiments/launch");
+	if (k >= 0 && !strcmp(e->kind, mlops_kinds[k].kind))
+		snprintf(path, sizeof(path), "%s/launch", mlops_kinds[k].route);
 	else if (!strcmp(e->kind, "pipeline"))
 		snprintf(path, sizeof(path), "pipelines/launch");
-	else if (!strcmp(e->kind, "experiment-ctl"))
-		snprintf(path, sizeof(path), "experiments/%s/ctl", e->target);
+	else if (k >= 0)
+		snprintf(path, sizeof(path), "%s/%s/ctl", mlops_kinds[k].route, e->target);
 	else
 		snprintf(path, sizeof(path), "pipelines/%s/ctl", e->target);
 	ml_error_key(key, sizeof(key), e->project_id, path);
@@ -466,16 +479,17 @@ static json_t *ml_local_view(const struct journal_entry *e)
 	return o;
 }
 
-static int ml_exp_view(struct mlfs *ml, int64_t pid, const char *name, json_t **out, bool *local)
+static int ml_exp_view(struct mlfs *ml, enum mlops_kind k, int64_t pid, const char *name,
+                       json_t **out, bool *local)
 {
 	struct journal_entry *e = NULL;
 	size_t n = 0, pick = SIZE_MAX;
-	int r = mlops_experiment(ml->m, pid, name, out);
+	int r = mlops_launch_get(ml->m, k, pid, name, out);
 
 	*local = false;
 	if (r == 0 || (r != -ENOENT && r != -EIO))
 		return r;
-	if (journal_pending(mlops_journal(ml->m), pid, "experiment", &e, &n) < 0)
+	if (journal_pending(mlops_journal(ml->m), pid, mlops_kinds[k].kind, &e, &n) < 0)
 		return r;
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(e[i].target, name) &&
@@ -658,13 +672,13 @@ int mlfs_lookup(struct mlfs *ml, struct node *parent, const char *name, struct n
 		return r;
 	switch (l.w) {
 	case W_EXP:
-		r = ml_exp_view(ml, pid, l.name, &v, &local);
+		r = ml_exp_view(ml, l.kind, pid, l.name, &v, &local);
 		break;
 	case W_EXP_OUTPUTS: {
 		char tree[41], commit[41], opath[NODE_PATH_MAX];
 		struct node_attrs a = {.kind = NODE_TREE};
 
-		r = ml_exp_view(ml, pid, l.name, &v, &local);
+		r = ml_exp_view(ml, l.kind, pid, l.name, &v, &local);
 		if (r < 0)
 			break;
 		if (!local && ml_outputs(ml, pid, v, tree, commit, opath, sizeof(opath)) == 0) {
@@ -681,7 +695,7 @@ int mlfs_lookup(struct mlfs *ml, struct node *parent, const char *name, struct n
 	}
 	case W_EXP_ARTS:
 		if (!l.sub[0]) {
-			r = ml_exp_view(ml, pid, l.name, &v, &local);
+			r = ml_exp_view(ml, l.kind, pid, l.name, &v, &local);
 			if (r == 0)
 				snprintf(oid, sizeof(oid), "%" PRId64, ml_job_of(v));
 			break;
@@ -723,6 +737,10 @@ int mlfs_lookup(struct mlfs *ml, struct node *parent, const char *name, struct n
 	case W_PROC:
 		r = mlops_processor(ml->m, l.name, &v);
 		break;
+	case W_EXPS_README:
+		if (mlops_mgmt_state(ml->m, NULL) == 0)
+			r = -ENOENT; /* only there while the service is missing */
+		break;
 	default:
 		break;
 	}
@@ -748,7 +766,8 @@ static int ml_add_set(mlfs_add_fn add, void *arg, const char *const *set, const 
 	return r;
 }
 
-static int ml_list_exps(struct mlfs *ml, int64_t pid, mlfs_add_fn add, void *arg)
+static int ml_list_exps(struct mlfs *ml, enum mlops_kind kind, int64_t pid, mlfs_add_fn add,
+                        void *arg)
 {
 	struct journal_entry *e = NULL;
 	json_t *list = NULL, *x;
@@ -758,9 +777,11 @@ static int ml_list_exps(struct mlfs *ml, int64_t pid, mlfs_add_fn add, void *arg
 	r = add(arg, "launch", "", S_IFREG);
 	if (r == 0)
 		r = add(arg, "launch.error", "", S_IFREG);
+	if (r == 0 && mlops_mgmt_state(ml->m, NULL) == -ENOENT)
+		r = add(arg, "README", "", S_IFREG); /* why there is nothing else */
 	if (r < 0)
 		return r;
-	if (mlops_experiments(ml->m, pid, &list) < 0)
+	if (mlops_launches(ml->m, kind, pid, &list) < 0)
 		list = NULL; /* what waits in the journal still shows */
 	json_array_foreach(list, i, x)
 	{
@@ -769,7 +790,8 @@ static int ml_list_exps(struct mlfs *ml, int64_t pid, mlfs_add_fn add, void *arg
 		if (name && ml_exp_name_ok(name) && (r = add(arg, name, "", S_IFDIR)) < 0)
 			break;
 	}
-	if (r == 0 && journal_pending(mlops_journal(ml->m), pid, "experiment", &e, &n) == 0) {
+	if (r == 0 &&
+	    journal_pending(mlops_journal(ml->m), pid, mlops_kinds[kind].kind, &e, &n) == 0) {
 		for (k = 0; k < n && r == 0; k++) {
 			bool dup = false;
 
@@ -849,7 +871,9 @@ int mlfs_list(struct mlfs *ml, const struct node *dir, mlfs_add_fn add, void *ar
 	if (!ml)
 		return 0;
 	if (dir->kind == NODE_PROJECT) {
-		r = add(arg, "experiments", "", S_IFDIR);
+		r = 0;
+		for (int k = 0; k < MLOPS_KINDS && r == 0; k++)
+			r = add(arg, mlops_kinds[k].route, "", S_IFDIR);
 		return r == 0 ? add(arg, "pipelines", "", S_IFDIR) : r;
 	}
 	if (dir->kind == NODE_CTL_DIR) {
@@ -861,15 +885,15 @@ int mlfs_list(struct mlfs *ml, const struct node *dir, mlfs_add_fn add, void *ar
 		return r;
 	switch (l.w) {
 	case W_EXPS:
-		return ml_list_exps(ml, pid, add, arg);
+		return ml_list_exps(ml, l.kind, pid, add, arg);
 	case W_EXP: {
 		char tree[41], commit[41], opath[NODE_PATH_MAX], job[32];
 
-		r = ml_exp_view(ml, pid, l.name, &v, &local);
+		r = ml_exp_view(ml, l.kind, pid, l.name, &v, &local);
 		if (r < 0)
 			return r;
 		snprintf(job, sizeof(job), "%" PRId64, ml_job_of(v));
-		r = ml_add_set(add, arg, ml_exp_files, "");
+		r = ml_add_set(add, arg, ml_exp_files[l.kind], "");
 		if (r == 0)
 			r = add(arg, "ctl", "", S_IFREG);
 		if (r == 0)
@@ -983,6 +1007,15 @@ static int ml_dump(json_t *v, struct buf *out)
 	return r;
 }
 
+/* The directory whose launch file runs a processor of this type. */
+static const char *ml_route_of_type(const char *type)
+{
+	for (int k = 0; type && k < MLOPS_KINDS; k++)
+		if (!strcmp(type, mlops_kinds[k].type))
+			return mlops_kinds[k].route;
+	return mlops_kinds[MLOPS_EXPERIMENT].route;
+}
+
 static void ml_readme(const json_t *p, struct buf *b)
 {
 	const char *slug = jsonx_str(p, "slug") ?: "";
@@ -1027,8 +1060,8 @@ static void ml_readme(const json_t *p, struct buf *b)
 	}
 	buf_printf(b,
 	           "\n## Launch\n\nFrom a data project in the mount:\n\n"
-	           "    printf 'processor=%s\\n' > <group>/<project>/experiments/launch\n",
-	           slug);
+	           "    printf 'processor=%s\\n' > <group>/<project>/%s/launch\n",
+	           slug, ml_route_of_type(jsonx_str(p, "type")));
 }
 
 /* Renders a generated file (not logs, artifact members or control files). */
@@ -1056,11 +1089,26 @@ static int ml_render(struct mlfs *ml, const struct node *n, const struct ml_loc 
 		free(msg);
 		return r;
 	}
+	case W_EXPS_README: {
+		const char *url;
+
+		if (mlops_mgmt_state(ml->m, &url) == 0)
+			return buf_puts(out,
+			                "The management API answers; launches are listed here.\n");
+		return buf_printf(
+		    out,
+		    "No management API at %s: it answers 404 on /api/v1 (a GitLab without the\n"
+		    "reef-hub management service). Experiments, data pipelines and\n"
+		    "visualizations need it: mount with -o mgmt=URL, the base URL of reef-hub\n"
+		    "serving /api/v1 beside this server (docs/deploy.md). CI pipelines\n"
+		    "(pipelines/) work without it. This is checked again every %d s.\n",
+		    url, MLOPS_PROBE_MS / 1000);
+	}
 	case W_EXP_FILE:
-		r = ml_exp_view(ml, pid, l->name, &v, &local);
+		r = ml_exp_view(ml, l->kind, pid, l->name, &v, &local);
 		if (r < 0)
 			return r;
-		if (!strcmp(l->file, "experiment.json")) {
+		if (!strcmp(l->file, ml_exp_files[l->kind][0])) {
 			r = ml_dump(v, out);
 		} else if (!strcmp(l->file, "status")) {
 			r = buf_printf(out, "%s\n", jsonx_str(v, "status") ?: "unknown");
@@ -1139,7 +1187,7 @@ static int ml_log_job(struct mlfs *ml, const struct node *n, const struct ml_loc
 	*job = 0;
 	*finished = false;
 	if (l->w == W_EXP_FILE) {
-		r = ml_exp_view(ml, n->project_id, l->name, &v, &local);
+		r = ml_exp_view(ml, l->kind, n->project_id, l->name, &v, &local);
 		if (r < 0)
 			return r;
 		*job = ml_job_of(v);
@@ -1374,7 +1422,8 @@ void mlfs_read(struct mlfs *ml, fuse_req_t req, size_t size, off_t off, struct f
 			json_t *v = NULL;
 			bool local;
 
-			if (ml_exp_view(ml, f->project_id, f->loc.name, &v, &local) == 0) {
+			if (ml_exp_view(ml, f->loc.kind, f->project_id, f->loc.name, &v, &local) ==
+			    0) {
 				fin = ml_finished(jsonx_str(v, "status"));
 				job = ml_job_of(v);
 				if (job > 0 && f->job_id <= 0)
@@ -1406,13 +1455,14 @@ static int ml_submit(struct mlfs *ml, struct mlfs_file *f)
 
 	switch (f->loc.w) {
 	case W_EXP_LAUNCH:
-		r = mlops_experiment_launch(ml->m, f->project_id, d, len, &id, name, err);
+		r = mlops_launch(ml->m, f->loc.kind, f->project_id, d, len, &id, name, err);
 		break;
 	case W_PIPE_LAUNCH:
 		r = mlops_pipeline_launch(ml->m, f->project_id, d, len, &id, err);
 		break;
 	case W_EXP_CTL:
-		r = mlops_experiment_ctl(ml->m, f->project_id, f->loc.name, d, len, &id, err);
+		r = mlops_launch_ctl(ml->m, f->loc.kind, f->project_id, f->loc.name, d, len, &id,
+		                     err);
 		break;
 	case W_PIPE_CTL:
 		r = mlops_pipeline_ctl(ml->m, f->project_id, f->loc.pipeline, d, len, &id, err);

@@ -1,5 +1,7 @@
-/* The experiments, pipelines and processors of the mount (daemon/mlfs.c): the nodes
- * below <project>/experiments, <project>/pipelines, .reef/processors and
+/* The experiments, data pipelines, visualizations, CI pipelines and processors of the
+ * mount (daemon/mlfs.c): the nodes below <project>/experiments, <project>/data-pipelines,
+ * <project>/visualizations (one grammar, mlops.h's launch kinds), <project>/pipelines,
+ * .reef/processors and
  * .reef/usage.json, and their FUSE operations, on top of mlops.h (server and journal)
  * and the cache (an experiment's outputs/ is the ordinary tree of its branch). ops.c
  * calls in with one line per operation; docs/layout.md is the contract.

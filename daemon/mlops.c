@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,10 +31,29 @@ struct mlops_cached {
 	int64_t at_ms;
 };
 
+const struct mlops_kind_info mlops_kinds[MLOPS_KINDS] = {
+    {"experiments", "experiment", "experiment-ctl", "ALGORITHM"},
+    {"data-pipelines", "data-pipeline", "data-pipeline-ctl", "OPERATION"},
+    {"visualizations", "visualization", "visualization-ctl", "VISUALIZATION"},
+};
+
+int mlops_kind_of(const char *s)
+{
+	for (int k = 0; s && k < MLOPS_KINDS; k++)
+		if (!strcmp(s, mlops_kinds[k].route) || !strcmp(s, mlops_kinds[k].kind) ||
+		    !strcmp(s, mlops_kinds[k].ctl))
+			return k;
+	return -1;
+}
+
 struct mlops {
 	struct gl *gl;
+	struct gl *gl_mgmt; /* -o mgmt=URL: /api/v1 goes there; NULL: the server */
 	char *server;
+	char *mgmt; /* the base URL /api/v1 is looked for at */
 	char *dir;
+	int64_t probed_ms; /* mlops_mgmt_state's last answer and when */
+	int probe_state;
 	struct journal *journal;
 	pthread_mutex_t lock; /* the response cache and the callback */
 	struct mlops_cached cache[MLOPS_CACHE_MAX];
@@ -64,13 +82,79 @@ static void mlops_cache_clear(struct mlops *m)
 	pthread_mutex_unlock(&m->lock);
 }
 
+/* The connection a path goes through: the management API's own, or the server's. */
+static struct gl *mlops_gl(struct mlops *m, const char *path)
+{
+	return m->gl_mgmt && !strncmp(path, "/api/v1/", 8) ? m->gl_mgmt : m->gl;
+}
+
+static char *mlops_enc(const char *s);
+
+/* Before a launch is (re)sent: is its run there already? 1 yes (*status, *body are the
+ * run, as the POST would have answered), 0 no (send it), -1 the server cannot say now
+ * (*status set: the journal retries later). */
+static int mlops_launch_sent(struct mlops *m, int k, const struct journal_entry *e, long *status,
+                             char **body)
+{
+	char path[2048], *enc = mlops_enc(e->target), *got = NULL;
+	json_t *v = NULL;
+	size_t len = 0;
+	long st = 0;
+	int found = 0;
+
+	if (!enc)
+		return 0;
+	snprintf(path, sizeof(path), "/api/v1/projects/%" PRId64 "/%s/%s", e->project_id,
+	         mlops_kinds[k].route, enc);
+	free(enc);
+	if (gl_call(mlops_gl(m, path), "GET", path, NULL, NULL, &st, &got, &len) < 0) {
+		free(got);
+		if (st == 0 || st >= 500 || st == 408 || st == 429) {
+			*status = st;
+			return -1;
+		}
+		return 0; /* 404: not there; 401/403: the POST gets the same answer */
+	}
+	if (jsonx_parse(&v, got, len, 0, GL_JSON_MAX) == 0 &&
+	    !strcmp(jsonx_str(v, "request_id") ?: "", e->key)) {
+		*status = 201;
+		*body = got;
+		got = NULL;
+		found = 1;
+		log_info("control request %" PRId64 ": %s %s was started by it already; not sent "
+		         "again",
+		         e->id, e->kind, e->target);
+	}
+	json_decref(v);
+	free(got);
+	return found;
+}
+
 static void mlops_send(void *arg, const struct journal_entry *e, long *status, char **body)
 {
 	struct mlops *m = arg;
-	char hdr[64];
+	int k = mlops_kind_of(e->kind);
+	char hdr[64], *send = NULL;
 
+	*status = 0;
+	if (k >= 0 && !strcmp(e->kind, mlops_kinds[k].kind)) {
+		json_t *b = NULL;
+
+		/* every send, not only retries: a reefd killed between POST and answer left
+		 * attempts at 0 */
+		if (mlops_launch_sent(m, k, e, status, body) != 0)
+			return;
+		if (e->body && jsonx_parse(&b, e->body, strlen(e->body), 0, 0) == 0 &&
+		    json_is_object(b)) {
+			json_object_set_new(b, "request_id", json_string(e->key));
+			send = json_dumps(b, JSON_COMPACT | JSON_SORT_KEYS);
+		}
+		json_decref(b);
+	}
 	snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s", e->key);
-	gl_call(m->gl, "POST", e->path, e->body, hdr, status, body, NULL);
+	gl_call(mlops_gl(m, e->path), "POST", e->path, send ? send : e->body, hdr, status, body,
+	        NULL);
+	free(send);
 }
 
 static void mlops_delivered(void *arg, const struct journal_entry *e)
@@ -98,14 +182,20 @@ int mlops_new(struct mlops **out, const struct mlops_opts *o)
 	pthread_mutex_init(&m->zip_lock, NULL);
 	pthread_mutex_init(&m->cb_lock, NULL);
 	m->server = strdup(o->server);
+	m->mgmt = strdup(o->mgmt ? o->mgmt : o->server);
 	m->dir = strdup(o->dir);
-	if (!m->server || !m->dir) {
+	if (!m->server || !m->mgmt || !m->dir) {
 		r = -ENOMEM;
 		goto fail;
 	}
 	while (strlen(m->server) && m->server[strlen(m->server) - 1] == '/')
 		m->server[strlen(m->server) - 1] = '\0';
+	while (strlen(m->mgmt) && m->mgmt[strlen(m->mgmt) - 1] == '/')
+		m->mgmt[strlen(m->mgmt) - 1] = '\0';
 	r = gl_new(&m->gl, o->server, o->token);
+	/* the token goes to the management service too: it checks it with the server */
+	if (r == 0 && strcmp(m->mgmt, m->server))
+		r = gl_new(&m->gl_mgmt, m->mgmt, o->token);
 	if (r < 0)
 		goto fail;
 	snprintf(path, sizeof(path), "%s/artifacts", o->dir);
@@ -136,10 +226,12 @@ void mlops_free(struct mlops *m)
 	journal_free(m->journal); /* stops the delivery thread first */
 	mlops_cache_clear(m);
 	gl_free(m->gl);
+	gl_free(m->gl_mgmt);
 	pthread_mutex_destroy(&m->lock);
 	pthread_mutex_destroy(&m->zip_lock);
 	pthread_mutex_destroy(&m->cb_lock);
 	free(m->server);
+	free(m->mgmt);
 	free(m->dir);
 	free(m);
 }
@@ -203,7 +295,7 @@ static int mlops_get(struct mlops *m, const char *path, unsigned ttl_ms, json_t 
 		}
 	}
 	pthread_mutex_unlock(&m->lock);
-	r = gl_call(m->gl, "GET", path, NULL, NULL, &status, &body, &len);
+	r = gl_call(mlops_gl(m, path), "GET", path, NULL, NULL, &status, &body, &len);
 	if (r == 0 && jsonx_parse(out, body, len, 0, GL_JSON_MAX) < 0) {
 		log_warn("GET %s: malformed JSON (%zu bytes)", path, len);
 		r = -EIO;
@@ -269,15 +361,43 @@ static int mlops_get_all(struct mlops *m, const char *path, json_t **out)
 	return 0;
 }
 
-int mlops_experiments(struct mlops *m, int64_t project_id, json_t **out)
+int mlops_mgmt_state(struct mlops *m, const char **url)
+{
+	int64_t now = mlops_now_ms();
+	long status = 0;
+	int state;
+
+	if (url)
+		*url = m->mgmt;
+	pthread_mutex_lock(&m->lock);
+	if (m->probed_ms && now - m->probed_ms < MLOPS_PROBE_MS) {
+		state = m->probe_state;
+		pthread_mutex_unlock(&m->lock);
+		return state;
+	}
+	pthread_mutex_unlock(&m->lock);
+	/* processors always answer a signed-in user where the service runs; GitLab (and any
+	 * server without it) answers 404 for a route under /api/v1 */
+	gl_call(mlops_gl(m, "/api/v1/"), "GET", "/api/v1/processors?per_page=1", NULL, NULL,
+	        &status, NULL, NULL);
+	state = status == 404 ? -ENOENT : 0;
+	pthread_mutex_lock(&m->lock);
+	m->probe_state = state;
+	m->probed_ms = now;
+	pthread_mutex_unlock(&m->lock);
+	return state;
+}
+
+int mlops_launches(struct mlops *m, enum mlops_kind k, int64_t project_id, json_t **out)
 {
 	char p[MLOPS_PATH_MAX];
 
-	snprintf(p, sizeof(p), "/api/v1/projects/%" PRId64 "/experiments", project_id);
+	snprintf(p, sizeof(p), "/api/v1/projects/%" PRId64 "/%s", project_id, mlops_kinds[k].route);
 	return mlops_get_all(m, p, out);
 }
 
-int mlops_experiment(struct mlops *m, int64_t project_id, const char *name, json_t **out)
+int mlops_launch_get(struct mlops *m, enum mlops_kind k, int64_t project_id, const char *name,
+                     json_t **out)
 {
 	char p[MLOPS_PATH_MAX], *enc = mlops_enc(name);
 	int r;
@@ -285,7 +405,8 @@ int mlops_experiment(struct mlops *m, int64_t project_id, const char *name, json
 	*out = NULL;
 	if (!enc)
 		return -ENOMEM;
-	r = mlops_pathf(p, "/api/v1/projects/%" PRId64 "/experiments/%s", project_id, enc);
+	r = mlops_pathf(p, "/api/v1/projects/%" PRId64 "/%s/%s", project_id, mlops_kinds[k].route,
+	                enc);
 	free(enc);
 	return r < 0 ? r : mlops_get(m, p, MLOPS_TTL_MS, out);
 }
@@ -616,13 +737,14 @@ static int mlops_ref_check(struct mlops *m, int64_t project_id, const char *ref,
 	return r;
 }
 
-static bool mlops_pending_name(struct mlops *m, int64_t project_id, const char *name)
+static bool mlops_pending_name(struct mlops *m, enum mlops_kind k, int64_t project_id,
+                               const char *name)
 {
 	struct journal_entry *e = NULL;
 	size_t n = 0;
 	bool found = false;
 
-	if (journal_pending(m->journal, project_id, "experiment", &e, &n) < 0)
+	if (journal_pending(m->journal, project_id, mlops_kinds[k].kind, &e, &n) < 0)
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if (e[i].state == JOURNAL_QUEUED && !strcmp(e[i].target, name))
@@ -631,13 +753,16 @@ static bool mlops_pending_name(struct mlops *m, int64_t project_id, const char *
 	return found;
 }
 
+/* key: the request's key when it was chosen before (a launch's name holds it), or NULL. */
 static int mlops_journal_add(struct mlops *m, int64_t project_id, const char *kind,
-                             const char *target, const char *path, json_t *body, int64_t *id,
-                             char err[CTL_ERR_MAX])
+                             const char *target, const char *path, json_t *body, const char *key,
+                             int64_t *id, char err[CTL_ERR_MAX])
 {
 	struct journal_entry e = {0};
 	int r;
 
+	if (key)
+		snprintf(e.key, sizeof(e.key), "%s", key);
 	e.project_id = project_id;
 	snprintf(e.kind, sizeof(e.kind), "%s", kind);
 	snprintf(e.target, sizeof(e.target), "%s", target);
@@ -654,16 +779,21 @@ static int mlops_journal_add(struct mlops *m, int64_t project_id, const char *ki
 	return r < 0 ? -EIO : 0;
 }
 
-int mlops_experiment_launch(struct mlops *m, int64_t project_id, const char *data, size_t len,
-                            int64_t *id, char *name, char err[CTL_ERR_MAX])
+int mlops_launch(struct mlops *m, enum mlops_kind k, int64_t project_id, const char *data,
+                 size_t len, int64_t *id, char *name, char err[CTL_ERR_MAX])
 {
 	json_t *in = NULL, *spec = NULL, *proc = NULL, *existing = NULL, *project = NULL;
-	char path[MLOPS_PATH_MAX], gen[CTL_NAME_MAX + 1];
-	const char *slug, *given, *type;
+	char path[MLOPS_PATH_MAX], gen[CTL_NAME_MAX + 1], key[33];
+	const char *slug, *given, *type, *url;
 	bool lines, online = true;
 	int r;
 
 	name[0] = '\0';
+	if (mlops_mgmt_state(m, &url) == -ENOENT)
+		return mlops_fail(err, -ENOENT,
+		                  "no management API at %.200s (it answers 404 on /api/v1); "
+		                  "mount with -o mgmt=URL of the service",
+		                  url);
 	r = ctl_parse(data, len, &in, &lines, err);
 	if (r == 0)
 		r = ctl_experiment_spec(in, lines, &spec, err);
@@ -682,10 +812,9 @@ int mlops_experiment_launch(struct mlops *m, int64_t project_id, const char *dat
 		goto out;
 	} else {
 		type = jsonx_str(proc, "type");
-		if (type && strcmp(type, "ALGORITHM")) {
-			r = mlops_fail(err, -EINVAL,
-			               "processor %s is %s; experiments run ALGORITHM processors",
-			               slug, type);
+		if (type && strcmp(type, mlops_kinds[k].type)) {
+			r = mlops_fail(err, -EINVAL, "processor %s is %s; %s run %s processors",
+			               slug, type, mlops_kinds[k].route, mlops_kinds[k].type);
 			goto out;
 		}
 		r = ctl_params_check(json_object_get(spec, "params"),
@@ -712,30 +841,30 @@ int mlops_experiment_launch(struct mlops *m, int64_t project_id, const char *dat
 			goto out;
 		}
 	}
-	given = jsonx_str(spec, "name");
-	if (!given) {
-		unsigned char rnd[3];
-
-		/* chosen here, not by the server, so the request can show under its name
-		 * while it waits in the journal */
-		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
-			r = mlops_fail(err, -EIO, "no randomness for a name");
-			goto out;
-		}
-		snprintf(gen, sizeof(gen), "%.80s-%02x%02x%02x", slug, rnd[0], rnd[1], rnd[2]);
-		json_object_set_new(spec, "name", json_string(gen));
-		given = jsonx_str(spec, "name");
-	} else if (online && mlops_experiment(m, project_id, given, &existing) == 0) {
-		r = mlops_fail(err, -EEXIST, "experiment %s already exists", given);
+	if (journal_key_new(key) < 0) {
+		r = mlops_fail(err, -EIO, "no randomness for a request id");
 		goto out;
 	}
-	if (mlops_pending_name(m, project_id, given)) {
-		r = mlops_fail(err, -EEXIST, "experiment %s is already queued", given);
+	given = jsonx_str(spec, "name");
+	if (!given) {
+		/* chosen here, not by the server, so the request can show under its name
+		 * while it waits in the journal; the request id in it makes the run's branch
+		 * name it too */
+		snprintf(gen, sizeof(gen), "%.80s-%.8s", slug, key);
+		json_object_set_new(spec, "name", json_string(gen));
+		given = jsonx_str(spec, "name");
+	} else if (online && mlops_launch_get(m, k, project_id, given, &existing) == 0) {
+		r = mlops_fail(err, -EEXIST, "%s %s already exists", mlops_kinds[k].kind, given);
+		goto out;
+	}
+	if (mlops_pending_name(m, k, project_id, given)) {
+		r = mlops_fail(err, -EEXIST, "%s %s is already queued", mlops_kinds[k].kind, given);
 		goto out;
 	}
 	snprintf(name, CTL_NAME_MAX + 1, "%s", given);
-	snprintf(path, sizeof(path), "/api/v1/projects/%" PRId64 "/experiments", project_id);
-	r = mlops_journal_add(m, project_id, "experiment", given, path, spec, id, err);
+	snprintf(path, sizeof(path), "/api/v1/projects/%" PRId64 "/%s", project_id,
+	         mlops_kinds[k].route);
+	r = mlops_journal_add(m, project_id, mlops_kinds[k].kind, given, path, spec, key, id, err);
 out:
 	json_decref(in);
 	json_decref(spec);
@@ -769,7 +898,7 @@ int mlops_pipeline_launch(struct mlops *m, int64_t project_id, const char *data,
 		goto out;
 	}
 	snprintf(path, sizeof(path), "/api/v4/projects/%" PRId64 "/pipeline", project_id);
-	r = mlops_journal_add(m, project_id, "pipeline", "", path, spec, id, err);
+	r = mlops_journal_add(m, project_id, "pipeline", "", path, spec, NULL, id, err);
 out:
 	json_decref(in);
 	json_decref(spec);
@@ -778,8 +907,8 @@ out:
 
 static const char *const mlops_ctl_words[] = {"cancel", "retry", NULL};
 
-int mlops_experiment_ctl(struct mlops *m, int64_t project_id, const char *name, const char *data,
-                         size_t len, int64_t *id, char err[CTL_ERR_MAX])
+int mlops_launch_ctl(struct mlops *m, enum mlops_kind k, int64_t project_id, const char *name,
+                     const char *data, size_t len, int64_t *id, char err[CTL_ERR_MAX])
 {
 	char path[MLOPS_PATH_MAX], *enc;
 	json_t *e = NULL;
@@ -788,24 +917,25 @@ int mlops_experiment_ctl(struct mlops *m, int64_t project_id, const char *name, 
 	w = ctl_command(data, len, mlops_ctl_words, err);
 	if (w < 0)
 		return w;
-	r = mlops_experiment(m, project_id, name, &e);
+	r = mlops_launch_get(m, k, project_id, name, &e);
 	json_decref(e);
-	if (r == -ENOENT && !mlops_pending_name(m, project_id, name))
-		return mlops_fail(err, r, "unknown experiment %s", name);
+	if (r == -ENOENT && !mlops_pending_name(m, k, project_id, name))
+		return mlops_fail(err, r, "unknown %s %s", mlops_kinds[k].kind, name);
 	if (r < 0 && r != -ENOENT && r != -EIO)
-		return mlops_remote_fail(err, r, "the experiment");
+		return mlops_remote_fail(err, r, mlops_kinds[k].kind);
 	enc = mlops_enc(name);
 	if (!enc)
 		return -ENOMEM;
-	r = mlops_pathf(path, "/api/v1/projects/%" PRId64 "/experiments/%s/%s", project_id, enc,
-	                mlops_ctl_words[w]);
+	r = mlops_pathf(path, "/api/v1/projects/%" PRId64 "/%s/%s/%s", project_id,
+	                mlops_kinds[k].route, enc, mlops_ctl_words[w]);
 	free(enc);
 	if (r < 0)
 		return mlops_fail(err, r, "name too long");
 	{
 		json_t *body = json_object();
 
-		r = mlops_journal_add(m, project_id, "experiment-ctl", name, path, body, id, err);
+		r = mlops_journal_add(m, project_id, mlops_kinds[k].ctl, name, path, body, NULL, id,
+		                      err);
 		json_decref(body);
 	}
 	return r;
@@ -831,7 +961,7 @@ int mlops_pipeline_ctl(struct mlops *m, int64_t project_id, int64_t pipeline_id,
 	         project_id, pipeline_id, mlops_ctl_words[w]);
 	snprintf(target, sizeof(target), "%" PRId64, pipeline_id);
 	body = json_object();
-	r = mlops_journal_add(m, project_id, "pipeline-ctl", target, path, body, id, err);
+	r = mlops_journal_add(m, project_id, "pipeline-ctl", target, path, body, NULL, id, err);
 	json_decref(body);
 	return r;
 }

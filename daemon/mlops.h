@@ -1,15 +1,23 @@
 /* reefd's side of experiments, pipelines and processors (daemon/mlops.c): reads of the
- * management API (/api/v1: experiments, processors, usage) and of GitLab's pipelines,
+ * management API (/api/v1: experiments, data pipelines, visualizations — the three
+ * launch kinds —, processors, usage; at the server or at -o mgmt=URL) and of GitLab's
+ * pipelines,
  * jobs, traces and artifacts (/api/v4), through gl_call with a short-lived response
  * cache; and the control writes: each request is parsed (ctl.h), validated against the
  * server where it can be reached (processor manifest, parameter types, refs, names) and
  * committed to the journal (journal.h), whose thread delivers it.
  *
  * Errors: -EINVAL malformed or invalid request, -ENOENT unknown processor, ref,
- * experiment or pipeline, -EACCES the server refused, -EFBIG oversize, -EEXIST the
+ * launch or pipeline, -EACCES the server refused, -EFBIG oversize, -EEXIST the
  * experiment exists, -EAGAIN an unfinished JSON object, -EIO server trouble (reads) or
  * a journal failure (writes). Where the server cannot be reached a write is checked
  * only for form and journaled (`queued`); the server checks the rest on delivery.
+ *
+ * Exactly once: a launch carries its journal key as `request_id` (the service puts it in
+ * the run's pipeline variables) and, when reefd names it, in its name (and so in its
+ * branch). Before each send of a launch the delivery looks the name up: a run there with
+ * this request id is the answer, and nothing is sent again — so a lost answer never
+ * starts a second run, even on a server that ignores Idempotency-Key.
  * No FUSE here. */
 #ifndef REEF_MLOPS_H
 #define REEF_MLOPS_H
@@ -28,8 +36,21 @@
 
 struct mlops;
 
+/* The kinds of launch: one collection each in the management API and the mount. */
+enum mlops_kind { MLOPS_EXPERIMENT, MLOPS_DATA_PIPELINE, MLOPS_VISUALIZATION, MLOPS_KINDS };
+struct mlops_kind_info {
+	const char *route; /* "experiments": the API collection and the project's directory */
+	const char *kind;  /* "experiment": the journal's kind and the JSON file's stem */
+	const char *ctl;   /* "experiment-ctl": the journal's kind of its cancel/retry */
+	const char *type;  /* "ALGORITHM": the processor type it runs */
+};
+extern const struct mlops_kind_info mlops_kinds[MLOPS_KINDS];
+/* The kind a route, journal kind or ctl kind names; -1 for none. */
+int mlops_kind_of(const char *s);
+
 struct mlops_opts {
 	const char *server; /* base URL, no /api/v4 */
+	const char *mgmt;   /* the management API's base URL (no /api/v1); NULL: the server */
 	const char *token;  /* never logged */
 	const char *dir;    /* the cache directory: journal.db and artifacts/ live there */
 };
@@ -39,9 +60,16 @@ int mlops_new(struct mlops **out, const struct mlops_opts *o);
 int mlops_start(struct mlops *m);
 void mlops_free(struct mlops *m); /* accepts NULL */
 
+/* The management API's state: 0 it answers (or cannot be reached: it may come back),
+ * -ENOENT it is not there (404 on /api/v1: a GitLab without the service). Asked at most
+ * every MLOPS_PROBE_MS. The base URL it was looked for at goes to url (may be NULL). */
+#define MLOPS_PROBE_MS 10000
+int mlops_mgmt_state(struct mlops *m, const char **url);
+
 /* ---- reads; JSON results are new references ---- */
-int mlops_experiments(struct mlops *m, int64_t project_id, json_t **out);
-int mlops_experiment(struct mlops *m, int64_t project_id, const char *name, json_t **out);
+int mlops_launches(struct mlops *m, enum mlops_kind k, int64_t project_id, json_t **out);
+int mlops_launch_get(struct mlops *m, enum mlops_kind k, int64_t project_id, const char *name,
+                     json_t **out);
 int mlops_pipelines(struct mlops *m, int64_t project_id, json_t **out);
 int mlops_pipeline(struct mlops *m, int64_t project_id, int64_t id, json_t **out);
 int mlops_jobs(struct mlops *m, int64_t project_id, int64_t pipeline_id, json_t **out);
@@ -65,14 +93,15 @@ int mlops_artifact_open(struct mlops *m, int64_t project_id, int64_t job_id, con
                         int *fd);
 
 /* ---- control writes: validated, journaled; *id gets the journal entry ---- */
-/* name (CTL_NAME_MAX + 1) gets the experiment's name (generated when not given). */
-int mlops_experiment_launch(struct mlops *m, int64_t project_id, const char *data, size_t len,
-                            int64_t *id, char *name, char err[CTL_ERR_MAX]);
+/* A launch of kind k. name (CTL_NAME_MAX + 1) gets its name (generated when not given:
+ * <processor>-<first 8 hex digits of the request id>). */
+int mlops_launch(struct mlops *m, enum mlops_kind k, int64_t project_id, const char *data,
+                 size_t len, int64_t *id, char *name, char err[CTL_ERR_MAX]);
 int mlops_pipeline_launch(struct mlops *m, int64_t project_id, const char *data, size_t len,
                           int64_t *id, char err[CTL_ERR_MAX]);
-/* `cancel` or `retry` of an experiment (target: its name) or a pipeline (its id). */
-int mlops_experiment_ctl(struct mlops *m, int64_t project_id, const char *name, const char *data,
-                         size_t len, int64_t *id, char err[CTL_ERR_MAX]);
+/* `cancel` or `retry` of a launch (target: its name) or a pipeline (its id). */
+int mlops_launch_ctl(struct mlops *m, enum mlops_kind k, int64_t project_id, const char *name,
+                     const char *data, size_t len, int64_t *id, char err[CTL_ERR_MAX]);
 int mlops_pipeline_ctl(struct mlops *m, int64_t project_id, int64_t pipeline_id, const char *data,
                        size_t len, int64_t *id, char err[CTL_ERR_MAX]);
 

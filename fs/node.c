@@ -734,7 +734,8 @@ int node_child_kind(const struct node *parent, const char *name, enum node_ref_k
 			*ref_kind = NODE_REF_TAG;
 		else if (strcmp(name, "commits") == 0)
 			*ref_kind = NODE_REF_COMMIT;
-		else if (strcmp(name, "experiments") == 0 || strcmp(name, "pipelines") == 0)
+		else if (strcmp(name, "experiments") == 0 || strcmp(name, "pipelines") == 0 ||
+		         strcmp(name, "data-pipelines") == 0 || strcmp(name, "visualizations") == 0)
 			return NODE_ML_DIR;
 		else
 			return -ENOENT;

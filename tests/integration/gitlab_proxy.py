@@ -1,7 +1,9 @@
 """An HTTP reverse proxy in front of a real reef-hub that behaves like other GitLab
 servers do: one that does not speak git's protocol v2 (drops the Git-Protocol header, as a
 proxy or an old GitLab does, so upload-pack answers v0), one without GraphQL (404, as
-GitLab before the blobs field), one whose upload-pack answers arrive damaged. Tree listings lose the hub's `size` field,
+GitLab before the blobs field), one whose upload-pack answers arrive damaged; one that
+ignores Idempotency-Key (as GitLab) and loses answers after the server acted; one without
+the management API (/api/v1 is 404, as on GitLab). Tree listings lose the hub's `size` field,
 as GitLab sends none. It counts
 requests per kind, so tests can assert what reefd asked. Loopback only."""
 
@@ -19,6 +21,10 @@ class GitLabProxy:
         self.no_graphql = False     # /api/graphql answers 404
         self.corrupt_packs = False  # flip a byte in the middle of every upload-pack answer
         self.tree_sizes = False     # GitLab's tree entries carry no size; the hub's do
+        self.no_idempotency = False  # strip Idempotency-Key, as GitLab ignores it
+        self.no_v1 = False          # /api/v1 answers 404, as on a GitLab without the service
+        self.drop = None            # (regex on "METHOD path", n): forward the first n
+        #                             matching requests, then close without an answer
         self.lock = threading.Lock()
         self.log = []               # (method, path)
         proxy = self
@@ -64,6 +70,14 @@ class GitLabProxy:
         path = h.path
         with self.lock:
             self.log.append((h.command, path.split("?")[0]))
+        if self.no_v1 and path.startswith("/api/v1/"):
+            data = b'{"message":"404 Not Found"}'
+            h.send_response(404)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+            return
         if self.no_graphql and path.startswith("/api/graphql"):
             data = b'{"message":"404 Not Found"}'
             h.send_response(404)
@@ -76,11 +90,21 @@ class GitLabProxy:
                    if k.lower() not in ("host", "connection", "content-length")}
         if self.no_v2:
             headers = {k: v for k, v in headers.items() if k.lower() != "git-protocol"}
+        if self.no_idempotency:
+            headers = {k: v for k, v in headers.items() if k.lower() != "idempotency-key"}
         conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
         conn.request(h.command, path, body=body, headers=headers)
         r = conn.getresponse()
         data = r.read()
         conn.close()
+        with self.lock:
+            drop = self.drop and self.drop[1] > 0 and re.search(self.drop[0],
+                                                                f"{h.command} {path}")
+            if drop:
+                self.drop = (self.drop[0], self.drop[1] - 1)
+        if drop:  # the server acted; its answer is lost on the way
+            h.close_connection = True
+            return
         if (not self.tree_sizes and r.status == 200 and
                 re.match(r"/api/v4/projects/[^/]+/repository/tree", path)):
             items = json.loads(data)

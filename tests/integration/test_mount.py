@@ -177,8 +177,9 @@ def test_namespaces_and_project_layout(world):
     assert sorted(os.listdir(m)) == [".reef", "acme"]
     assert sorted(os.listdir(m / "acme")) == ["empty", "vision"]
     assert os.listdir(m / "acme/vision") == ["cats"]
-    assert sorted(os.listdir(world.proj)) == ["HEAD", "branches", "commits", "experiments",
-                                              "pipelines", "tags"]
+    assert sorted(os.listdir(world.proj)) == ["HEAD", "branches", "commits", "data-pipelines",
+                                              "experiments", "pipelines", "tags",
+                                              "visualizations"]
     assert os.readlink(world.proj / "HEAD") == "branches/main"
     assert os.path.realpath(world.proj / "HEAD") == str(world.proj / "branches/main")
     assert sorted(os.listdir(world.proj / "HEAD")) == sorted(os.listdir(world.proj /
@@ -534,8 +535,8 @@ def test_sigterm_exits_zero(world, tmp_path):
 
 def test_empty_project_has_no_head(world):
     p = world.m.mnt / "acme/empty"
-    assert sorted(os.listdir(p)) == ["branches", "commits", "experiments", "pipelines",
-                                     "tags"]
+    assert sorted(os.listdir(p)) == ["branches", "commits", "data-pipelines", "experiments",
+                                     "pipelines", "tags", "visualizations"]
     expect_errno(errno.ENOENT, os.lstat, p / "HEAD")
     assert os.listdir(p / "branches") == [] and os.listdir(p / "tags") == []
 

@@ -62,6 +62,13 @@ static const char mg_schema[] =
     " finished_at REAL, UNIQUE(project_id, branch));"
     "CREATE INDEX IF NOT EXISTS mg_launches_pipeline ON mg_launches(pipeline_id);";
 
+/* Added after the first schema: the client's request id of a launch (exactly once
+ * without Idempotency-Key). ALTER fails harmlessly when the column exists. */
+static const char mg_schema_request_id[] = "ALTER TABLE mg_launches ADD COLUMN request_id TEXT;";
+static const char mg_schema_request_index[] =
+    "CREATE INDEX IF NOT EXISTS mg_launches_request ON mg_launches(project_id, kind,"
+    " user_id, request_id);";
+
 struct mg_kind {
 	const char *route;  /* collection name in the URL */
 	const char *kind;   /* stored kind */
@@ -165,6 +172,21 @@ static bool mg_param_name_ok(const char *s)
 	for (size_t i = 0; i < n; i++)
 		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
 		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
+			return false;
+	return true;
+}
+
+/* A client's request id: 8-64 of [A-Za-z0-9_-] (reefd sends its journal key). It is
+ * put in a pipeline variable, so it must be safe there as it is. */
+static bool mg_request_id_ok(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	if (n < 8 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_'))
 			return false;
 	return true;
 }
@@ -639,7 +661,7 @@ static const char mg_launch_cols[] =
     "id, project_id, kind, name, branch, source_branch, source_sha, processor_slug,"
     " processor_sha, params, input_path, output_path, status, pipeline_id, metrics,"
     " epf_started_at, epf_finished_at, epf_status, epf_exit_code, user_id, created_at,"
-    " updated_at, finished_at";
+    " updated_at, finished_at, request_id";
 
 static json_t *mg_launch_json(struct hub_req *req, const struct hub_project *p, sqlite3_stmt *st)
 {
@@ -689,6 +711,7 @@ static json_t *mg_launch_json(struct hub_req *req, const struct hub_project *p, 
 	mg_time(o, "created_at", st, 20);
 	mg_time(o, "updated_at", st, 21);
 	mg_time(o, "finished_at", st, 22);
+	json_object_set_new(o, "request_id", mg_str(st, 23));
 	snprintf(url, sizeof(url), "%s/%s/-/tree/%s", req->hub->base_url, p->path_with_namespace,
 	         (const char *)sqlite3_column_text(st, 4));
 	json_object_set_new(o, "web_url", json_string(url));
@@ -853,6 +876,18 @@ static int mg_launch_pipeline(struct hub_req *req, const struct hub_project *p, 
 	vars = json_pack("[{s:s,s:s}, {s:s,s:s}, {s:s,s:s}, {s:s,s:s}]", "key", "EPF_URL", "value",
 	                 url, "key", "EPF_SECRET", "value", secret, "key", "EXPERIMENT_ID", "value",
 	                 idstr, "key", "PROCESSOR_DIR", "value", pdir);
+	{
+		/* the client's request id travels with the run, so the run can be found by it
+		 * (docs/mgmt-api.md, "Exactly once") */
+		sqlite3_stmt *st =
+		    ci_db_prep("SELECT request_id FROM mg_launches WHERE id=?", "i", lid);
+
+		if (st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+			json_array_append_new(
+			    vars, json_pack("{s:s,s:s}", "key", "REEF_REQUEST_ID", "value",
+			                    (const char *)sqlite3_column_text(st, 0)));
+		sqlite3_finalize(st);
+	}
 	ci_db_exec(NULL, "UPDATE mg_launches SET secret_hash=?, updated_at=? WHERE id=?", "tdi",
 	           hash, ci_now(), lid);
 	o.variables = vars;
@@ -890,6 +925,23 @@ static int mg_launch_row(int64_t project_id, const char *kind, const char *name,
 	return -ENOENT;
 }
 
+/* The name of the launch a user's request id already made, if any. Lock held. */
+static int mg_launch_by_request(int64_t project_id, const char *kind, int64_t user_id,
+                                const char *request_id, char *name, size_t n)
+{
+	sqlite3_stmt *st = ci_db_prep("SELECT name FROM mg_launches WHERE project_id=? AND kind=?"
+	                              " AND user_id=? AND request_id=?",
+	                              "itit", project_id, kind, user_id, request_id);
+	int r = -ENOENT;
+
+	if (st && sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(name, n, "%s", (const char *)sqlite3_column_text(st, 0));
+		r = 0;
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
 static void mg_send_launch(struct hub_req *req, struct hub_resp *resp, const struct hub_project *p,
                            const struct mg_kind *k, const char *name, int status)
 {
@@ -907,7 +959,7 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
                              const struct hub_project *p, const struct mg_kind *k)
 {
 	json_t *body = NULL, *decl = NULL, *given, *args = json_object(), *v;
-	const char *slug, *source, *input, *output, *name, *key;
+	const char *slug, *source, *input, *output, *name, *key, *request_id;
 	char sql[512], ptype[32] = "", pcmd[4200] = "", psha[41] = "", sha[41], branch[256];
 	char gen_name[MG_MAX_NAME + 1], err[CI_MAX_ERR], *params_json = NULL, *sval;
 	struct buf ci = BUF_INIT(1 << 20), dummy = BUF_INIT(16);
@@ -1034,6 +1086,12 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 		               "paths inside the project");
 		goto out;
 	}
+	request_id = jsonx_str(body, "request_id");
+	if (request_id && !mg_request_id_ok(request_id)) {
+		hub_resp_error(resp, 400,
+		               "400 (Bad request) request_id must be 8-64 of [A-Za-z0-9_-]");
+		goto out;
+	}
 	params_json = jsonx_dump(args);
 	hub_user_by_id(req->hub, req->user->id, &u);
 	/* the name: given (experiments) or <slug>-N, the first free one */
@@ -1057,13 +1115,24 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 		snprintf(msg, sizeof(msg), "[skip ci] Launch %s %s with processor %s", k->kind,
 		         gen_name, slug);
 		ci_lock();
+		if (request_id && mg_launch_by_request(p->id, k->kind, req->user->id, request_id,
+		                                       gen_name, sizeof(gen_name)) == 0) {
+			/* this request was acted on already (its answer was lost): the same run,
+			 * not a second one */
+			ci_unlock();
+			hub_resp_header(resp, "Reef-Request-Replayed", "true");
+			mg_send_launch(req, resp, p, k, gen_name, 201);
+			goto out;
+		}
 		r = ci_db_exec(&lid,
 		               "INSERT OR IGNORE INTO mg_launches(project_id, kind, name, branch,"
 		               " source_branch, source_sha, processor_slug, processor_sha, params,"
 		               " input_path, output_path, status, secret_hash, user_id, created_at,"
-		               " updated_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,'created','',?,?,?)",
-		               "ittttttttttidd", p->id, k->kind, gen_name, full, branch, sha, slug,
-		               psha, params_json, input, output, req->user->id, ci_now(), ci_now());
+		               " updated_at, request_id)"
+		               " VALUES(?,?,?,?,?,?,?,?,?,?,?,'created','',?,?,?,?)",
+		               "ittttttttttiddt", p->id, k->kind, gen_name, full, branch, sha, slug,
+		               psha, params_json, input, output, req->user->id, ci_now(), ci_now(),
+		               request_id);
 		if (r == 0 && sqlite3_changes(ci_db()) == 1) {
 			r = mg_commit_branch(p, full, sha, &u, ci.data, msg);
 			if (r < 0)
@@ -1505,6 +1574,13 @@ int hub_ci_init(struct hub *h)
 	if ((r = ci_runner_start(h)) < 0)
 		return r;
 	if (sqlite3_exec(ci_db(), mg_schema, NULL, NULL, &errmsg) != SQLITE_OK) {
+		log_error("mgmt: schema: %s", errmsg ? errmsg : "?");
+		sqlite3_free(errmsg);
+		ci_runner_stop();
+		return -EIO;
+	}
+	sqlite3_exec(ci_db(), mg_schema_request_id, NULL, NULL, NULL); /* exists: fine */
+	if (sqlite3_exec(ci_db(), mg_schema_request_index, NULL, NULL, &errmsg) != SQLITE_OK) {
 		log_error("mgmt: schema: %s", errmsg ? errmsg : "?");
 		sqlite3_free(errmsg);
 		ci_runner_stop();

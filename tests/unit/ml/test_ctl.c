@@ -98,6 +98,7 @@ static void test_experiment_spec(void)
 		    "processor=sgd\nname=-x\n",                /* name */
 		    "processor=sgd\nname=a..b\n",              /* name */
 		    "processor=sgd\nname=launch\n",            /* reserved */
+		    "processor=sgd\nname=README\n",            /* reserved: no-service note */
 		    "processor=sgd\ninput_path=../etc\n",      /* escapes */
 		    "processor=sgd\noutput_path=.git/hooks\n", /* into .git */
 		    "processor=sgd\noutput_path=.\n",          /* the whole project */
