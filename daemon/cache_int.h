@@ -12,6 +12,7 @@
 #include "gl.h"
 #include "reef/idx.h"
 #include "reef/odb.h"
+#include "stream.h"
 
 /* How a server is asked for trees and sizes, learnt at the first need. */
 enum cache_via { CACHE_VIA_UNKNOWN, CACHE_VIA_BULK, CACHE_VIA_REST };
@@ -153,6 +154,26 @@ struct cache {
 	struct cache_bulk bulk;     /* cache_bulk.c's state */
 };
 
+/* An open object (cache.h): shared between cache_obj.c, which opens and reads it, and
+ * cache_jobs.c, whose prefetch waits for its stream. */
+struct cache_obj {
+	struct cache *c;
+	enum odb_kind kind;
+	char oid[65];
+	bool lfs;
+	uint64_t size;
+	struct odb_blob *blob; /* stored and verified */
+	struct stream *s;      /* or streaming */
+	/* A git blob of known size is fetched (stored whole when small, streamed when large)
+	 * at its first read, not at open: an open that is never read costs no request. */
+	bool lazy;
+	bool ready; /* __atomic: a lazy object's blob or s is set */
+	int64_t pid;
+	char commit[41]; /* where a lazy small blob sits, so its first read can bring its */
+	char *path;      /* directory's small files along (cache_bulk_blobs); or NULL */
+	pthread_mutex_t load_lock;
+};
+
 /* cache.c */
 int64_t cache_now_ms(void);
 void cache_err_note(struct cache *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -160,6 +181,74 @@ int cache_evict(struct cache *c, uint64_t need);
 void cache_obj_note(struct cache *c, enum odb_kind kind, const char *oid, uint64_t size);
 int cache_pid_path(struct cache *c, int64_t id, char path[1024]);
 int cache_lfs_possible(struct cache *c, int64_t project_id, const char *commit, const char *path);
+
+bool cache_oid_valid(const char *oid);
+int cache_path_ok(const char *path);
+int cache_ref_from_json(const json_t *j, enum cache_ref_kind kind, char commit[41]);
+bool cache_fresh_at(int64_t at, unsigned ttl_ms);
+int cache_project_parse(const json_t *j, struct cache_project *p);
+void cache_pid_note(struct cache *c, int64_t id, const char *path);
+
+/* cache_evict.c, cache_obj.c, cache_jobs.c */
+void cache_err_note(struct cache *c, const char *fmt, ...);
+enum idx_obj_kind cache_idx_kind(enum odb_kind kind);
+void cache_touch_flush(struct cache *c);
+void cache_obj_note(struct cache *c, enum odb_kind kind, const char *oid, uint64_t size);
+void cache_touch(struct cache *c, enum odb_kind kind, const char *oid);
+unsigned cache_live_hash(enum odb_kind kind, const char *oid);
+struct cache_live *cache_live_find(struct cache *c, enum odb_kind kind, const char *oid);
+struct cache_live *cache_live_get(struct cache *c, enum odb_kind kind, const char *oid);
+void cache_live_settle(struct cache *c, struct cache_live *l);
+bool cache_is_live(struct cache *c, enum odb_kind kind, const char *oid);
+int cache_stream_wait(struct cache *c, enum odb_kind kind, const char *oid);
+int cache_limit_parse(const char *s, uint64_t *out);
+int cache_set_limit(struct cache *c, uint64_t limit);
+uint64_t cache_reserved(struct cache *c);
+int cache_evict(struct cache *c, uint64_t need);
+void cache_pid_note(struct cache *c, int64_t id, const char *path);
+int cache_pid_path(struct cache *c, int64_t id, char path[1024]);
+int cache_attrs_lfs(struct cache *c, int64_t project_id, const struct tree_entry *e, size_t n);
+int cache_lfs_possible(struct cache *c, int64_t project_id, const char *commit, const char *path);
+int cache_blob_info(struct cache *c, int64_t project_id, const char *commit, const char *path,
+                    const char *oid, int64_t listed_size, struct cache_blob_info *info);
+int cache_src_fetch(void *arg, uint64_t off, const struct gl_stream_sink *sink);
+void cache_src_free(void *arg);
+void cache_stream_done(void *arg, struct stream *s, int result, const char *reason);
+int cache_room(void *arg, uint64_t bytes);
+int cache_stream_start(struct cache *c, int64_t pid, enum odb_kind kind, const char *oid,
+                       uint64_t size, struct stream **out, bool *keep);
+int cache_obj_attach(struct cache *c, int64_t pid, enum odb_kind kind, const char *oid,
+                     int64_t size, struct cache_obj *o, struct cache_live *l, bool defer);
+int cache_obj_get(struct cache *c, int64_t pid, enum odb_kind kind, const char *oid, int64_t size,
+                  struct cache_obj *o);
+int cache_lfs_confirm(struct cache *c, int64_t pid, const char *oid,
+                      const struct cache_blob_info *info);
+int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, const char *path,
+                   const char *oid, struct cache_obj **out);
+uint64_t cache_obj_size(const struct cache_obj *o);
+int cache_obj_load(struct cache_obj *o);
+ssize_t cache_obj_pread(struct cache_obj *o, void *buf, size_t n, uint64_t off);
+int cache_obj_fd(struct cache_obj *o);
+const char *cache_obj_lfs_oid(const struct cache_obj *o);
+void cache_obj_close(struct cache_obj *o);
+int cache_job_push(struct cache *c, int64_t pid, const char *commit, const char *path,
+                   const char *oid, bool tree);
+void cache_job_run(struct cache *c, struct cache_job *j);
+void *cache_worker_main(void *arg);
+int cache_prefetch(struct cache *c, int64_t project_id, const char *commit, const char *path,
+                   const char *tree_oid);
+size_t cache_jobs_pending(struct cache *c);
+void cache_forget_settle(struct cache *c, enum odb_kind kind, const char *oid);
+int cache_forget_blob(struct cache *c, const char *oid);
+int cache_forget(struct cache *c, int64_t project_id, const char *oid, bool is_tree);
+void cache_refresh(struct cache *c);
+void cache_on_branch_moved(struct cache *c, cache_branch_moved_fn fn, void *arg);
+void cache_branch_moved(struct cache *c, int64_t pid, const char *name, const char *old,
+                        const char *now);
+void cache_branch_touch(struct cache *c, int64_t project_id, const char *branch);
+void cache_poll_branches(struct cache *c);
+int cache_reconcile_one(void *arg, enum odb_kind kind, const char *oid, uint64_t bytes);
+void *cache_maint_main(void *arg);
 
 /* cache_bulk.c */
 void cache_bulk_init(struct cache *c);
