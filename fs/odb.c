@@ -186,11 +186,11 @@ int odb_open(struct odb **out, const char *cache_dir)
 		return -ENOMEM;
 	pthread_mutex_init(&o->lock, NULL);
 	o->dir = strdup(cache_dir);
-	snprintf(o->tmpdir, sizeof(o->tmpdir), "%s/tmp", cache_dir);
 	if (!o->dir) {
 		r = -ENOMEM;
 		goto out;
 	}
+	snprintf(o->tmpdir, sizeof(o->tmpdir), "%s/tmp", o->dir);
 	r = odb_mkdir(cache_dir);
 	static const char *const subdirs[] = {"raw", "tmp", "lfs"};
 	for (size_t i = 0; r == 0 && i < 3; i++) {
