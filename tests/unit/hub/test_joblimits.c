@@ -39,6 +39,7 @@ static void test_disk_and_verdicts(void)
 {
 	struct joblim_conf c = JOBLIM_CONF_DEFAULT;
 	char dir[] = "/tmp/reef-joblim-XXXXXX", file[64], msg[256];
+	static const char kib[1024];
 	const char *watch[2] = {dir, NULL};
 	struct joblim *l = NULL;
 	FILE *f;
@@ -54,7 +55,7 @@ static void test_disk_and_verdicts(void)
 	snprintf(file, sizeof(file), "%s/big", dir);
 	CHECK((f = fopen(file, "w")));
 	for (int i = 0; i < 2048; i++)
-		CHECK(fwrite(file, 1, 1024, f) == 1024);
+		CHECK(fwrite(kib, 1, sizeof(kib), f) == sizeof(kib));
 	CHECK(fclose(f) == 0);
 	CHECK_EQ_INT(joblim_check(l, 1.5), JOBLIM_NONE); /* measured at most every second */
 	CHECK_EQ_INT(joblim_check(l, 2.5), JOBLIM_DISK);
