@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fetch.h"
 #include "reef/hash.h"
@@ -39,6 +40,8 @@ void cache_bulk_init(struct cache *c)
 
 void cache_bulk_fini(struct cache *c)
 {
+	for (size_t i = 0; i < CACHE_LFS_AHEAD; i++)
+		gl_target_free(&c->bulk.lfs[i].t);
 	pthread_cond_destroy(&c->bulk.cond);
 }
 
@@ -603,6 +606,109 @@ out:
 	free(b.oid);
 	free(e);
 	return r < 0 ? r : 0;
+}
+
+int cache_bulk_lfs(struct cache *c, int64_t pid, const char *commit, const char *dir,
+                   const struct tree_entry *e, size_t n)
+{
+	struct gl_lfs_obj objs[GL_LFS_BATCH_MAX];
+	struct gl_target *t = NULL;
+	char project[1024], probe[BULK_PATH_MAX];
+	int *err = NULL, r;
+	size_t k = 0;
+
+	/* the verdicts first (a directory's sizes and pointers in a few requests) */
+	if ((size_t)snprintf(probe, sizeof(probe), "%s%s", dir, *dir ? "/" : "") < sizeof(probe))
+		cache_bulk_sizes(c, pid, commit, probe);
+	r = cache_pid_path(c, pid, project);
+	if (r < 0)
+		return r;
+	t = calloc(GL_LFS_BATCH_MAX, sizeof(*t));
+	err = calloc(GL_LFS_BATCH_MAX, sizeof(*err));
+	if (!t || !err) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i <= n; i++) {
+		struct idx_lfs l;
+
+		if (i < n &&
+		    ((e[i].mode & 0170000) != 0100000 || idx_lfs_get(c->idx, e[i].oid, &l) < 0 ||
+		     !l.lfs || odb_lfs_has(c->odb, l.oid)))
+			continue;
+		if (i < n) {
+			bool dup = false;
+
+			for (size_t m = 0; m < k; m++)
+				dup = dup || strcmp(objs[m].oid, l.oid) == 0;
+			if (dup)
+				continue;
+			/* the oid lives in the index record: copied into the slot below */
+			objs[k].oid = strdup(l.oid);
+			if (!objs[k].oid) {
+				r = -ENOMEM;
+				break;
+			}
+			objs[k++].size = l.size;
+		}
+		if (k && (k == GL_LFS_BATCH_MAX || i == n)) {
+			r = gl_lfs_targets(c->gl, project, objs, k, t, err);
+			pthread_mutex_lock(&c->lock);
+			for (size_t m = 0; r == 0 && m < k; m++) {
+				struct cache_lfs_ahead *a;
+
+				if (err[m] < 0)
+					continue;
+				a = &c->bulk.lfs[c->bulk.lfs_next];
+				c->bulk.lfs_next = (c->bulk.lfs_next + 1) % CACHE_LFS_AHEAD;
+				gl_target_free(&a->t);
+				snprintf(a->oid, sizeof(a->oid), "%s", objs[m].oid);
+				a->t = t[m];
+				memset(&t[m], 0, sizeof(t[m]));
+			}
+			pthread_mutex_unlock(&c->lock);
+			for (size_t m = 0; m < k; m++) {
+				gl_target_free(&t[m]);
+				free((char *)(uintptr_t)objs[m].oid);
+			}
+			k = 0;
+			if (r < 0)
+				break;
+		}
+	}
+	for (size_t m = 0; m < k; m++)
+		free((char *)(uintptr_t)objs[m].oid);
+out:
+	free(t);
+	free(err);
+	return r;
+}
+
+bool cache_bulk_lfs_take(struct cache *c, const char *oid, struct gl_target *out)
+{
+	bool found = false;
+	struct timespec ts;
+	int64_t now;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < CACHE_LFS_AHEAD && !found; i++) {
+		struct cache_lfs_ahead *a = &c->bulk.lfs[i];
+
+		if (!a->oid[0] || strcmp(a->oid, oid) != 0)
+			continue;
+		/* an action about to expire is asked again by its fetcher */
+		if (!a->t.expires_ms || a->t.expires_ms > now + 10000) {
+			*out = a->t;
+			memset(&a->t, 0, sizeof(a->t));
+			found = true;
+		}
+		gl_target_free(&a->t);
+		a->oid[0] = '\0';
+	}
+	pthread_mutex_unlock(&c->lock);
+	return found;
 }
 
 int cache_bulk_stats(struct cache *c, json_t *j)

@@ -24,11 +24,21 @@ struct cache_dirjob {
 	struct cache_dirjob *next;
 };
 
+/* LFS download actions asked in a batch ahead of their readers (prefetch), taken by the
+ * first fetch of each object. */
+#define CACHE_LFS_AHEAD 256
+struct cache_lfs_ahead {
+	char oid[65]; /* "" when the slot is free */
+	struct gl_target t;
+};
+
 struct cache_bulk {
 	enum cache_via trees;                                     /* __atomic */
 	uint64_t git_fetches, git_trees, git_blobs, gql_requests; /* __atomic */
 	struct cache_dirjob *jobs;                                /* under the cache's lock */
 	pthread_cond_t cond;
+	struct cache_lfs_ahead lfs[CACHE_LFS_AHEAD]; /* under the cache's lock */
+	size_t lfs_next;
 };
 
 #define CACHE_REFLISTS_MAX 64 /* (project, kind) ref listings kept in memory */
@@ -264,6 +274,12 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
  * by one). */
 int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const char *path,
                      const char *oid);
+/* The LFS objects of a directory that are not stored, GL_LFS_BATCH_MAX a batch request:
+ * their download actions are kept for the fetches that follow (cache_bulk_lfs_take). */
+int cache_bulk_lfs(struct cache *c, int64_t pid, const char *commit, const char *dir,
+                   const struct tree_entry *e, size_t n);
+/* Moves a kept, unexpired action for LFS object oid into out: true, or false. */
+bool cache_bulk_lfs_take(struct cache *c, const char *oid, struct gl_target *out);
 /* Adds the bulk counters and the paths in use to status. */
 int cache_bulk_stats(struct cache *c, json_t *j);
 

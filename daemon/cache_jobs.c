@@ -79,6 +79,8 @@ void cache_job_run(struct cache *c, struct cache_job *j)
 	}
 	/* the directory's small files in one request before their jobs find them cached */
 	cache_bulk_blobs(c, j->pid, j->commit, j->path, NULL);
+	/* and its LFS objects' download actions, 100 a batch request, not one each */
+	cache_bulk_lfs(c, j->pid, j->commit, j->path, e, n);
 	pthread_mutex_lock(&c->lock);
 	for (size_t i = 0; i < n && !c->stop; i++) {
 		bool tree = e[i].mode == TREE_MODE_DIR;

@@ -282,7 +282,23 @@ int cache_src_fetch(void *arg, uint64_t off, const struct gl_stream_sink *sink)
 	char project[1024];
 	int r = 0;
 
+	struct gl_target ahead = {0};
+	bool took = false, need;
+
 	pthread_mutex_lock(&src->lock);
+	need = !src->have_target;
+	pthread_mutex_unlock(&src->lock);
+	/* an action a prefetch batch asked already (outside src's lock: the cache's lock
+	 * is never taken inside it) */
+	if (need && src->kind == ODB_KIND_LFS)
+		took = cache_bulk_lfs_take(c, src->oid, &ahead);
+	pthread_mutex_lock(&src->lock);
+	if (!src->have_target && took) {
+		src->t = ahead;
+		src->have_target = true;
+	} else if (took) {
+		gl_target_free(&ahead);
+	}
 	if (!src->have_target) {
 		if (src->kind == ODB_KIND_BLOB) {
 			r = gl_blob_target(c->gl, src->pid, src->oid, &src->t);
@@ -373,9 +389,13 @@ int cache_stream_start(struct cache *c, int64_t pid, enum odb_kind kind, const c
 	if (kind == ODB_KIND_LFS) {
 		char project[1024];
 
-		r = cache_pid_path(c, pid, project);
-		if (r == 0)
-			r = gl_lfs_target(c->gl, project, oid, size, &src->t);
+		/* an action asked ahead in a prefetch batch, else one batch request now */
+		r = 0;
+		if (!cache_bulk_lfs_take(c, oid, &src->t)) {
+			r = cache_pid_path(c, pid, project);
+			if (r == 0)
+				r = gl_lfs_target(c->gl, project, oid, size, &src->t);
+		}
 		if (r < 0) {
 			if (r == -EIO)
 				cache_err_note(c, "LFS object %s: no download action", oid);
