@@ -168,6 +168,7 @@ int reef_mount_root(const char *path, char *root, size_t rsize, char *rel, size_
 int reef_ctl_write(const char *file, const char *req, char *reason, size_t rsize,
                    struct buf *ticket)
 {
+	struct buf back = BUF_INIT(65536);
 	size_t len = strlen(req);
 	ssize_t n;
 	int fd, r = 0;
@@ -188,23 +189,28 @@ int reef_ctl_write(const char *file, const char *req, char *reason, size_t rsize
 	if (n < 0)
 		r = -errno;
 	else if ((size_t)n != len)
-		r = -EIO; /* the mount takes a request in one write */
-	if (r < 0 && reason && rsize > 1) {
-		n = pread(fd, reason, rsize - 1, 0);
-		reason[n > 0 ? n : 0] = '\0';
-		reason[strcspn(reason, "\n")] = '\0';
-	} else if (r == 0 && ticket) {
+		r = -EIO;
+	/* reading the descriptor ends the request (the mount sends it then, or at close)
+	 * and shows its ticket, or the reason it was refused */
+	buf_reset(&back);
+	for (off_t off = 0; back.len < 65536; off += n) {
 		char chunk[4096];
 
-		buf_reset(ticket);
-		for (off_t off = 0; ticket->len < 65536; off += n) {
-			n = pread(fd, chunk, sizeof(chunk), off);
-			if (n <= 0 || buf_append(ticket, chunk, (size_t)n) < 0)
-				break;
-		}
+		n = pread(fd, chunk, sizeof(chunk), off);
+		if (n <= 0 || buf_append(&back, chunk, (size_t)n) < 0)
+			break;
 	}
 	if (close(fd) < 0 && r == 0)
 		r = -errno;
+	if (r < 0 && reason && rsize > 1) {
+		snprintf(reason, rsize, "%.*s", (int)back.len, back.data ? back.data : "");
+		reason[strcspn(reason, "\n")] = '\0';
+	} else if (r == 0 && ticket) {
+		buf_reset(ticket);
+		if (back.len)
+			buf_append(ticket, back.data, back.len);
+	}
+	buf_free(&back);
 	return r;
 }
 

@@ -1,0 +1,61 @@
+"""Everyday use (issue 11): the mount behaves like the Linux tools people know. A launch
+written by bash's printf (one write per line), commit times as mtimes, the demo rerun
+after a failure, mounting twice or over a dead mount, an unreachable server, --version,
+man pages, mount -t fuse.reefd."""
+
+import errno
+import json
+import os
+import subprocess
+
+import pytest
+
+from test_mount_mlops import FINISHED, make_projects, wait_file
+
+
+def sh(cmd, **kw):
+    return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, **kw)
+
+
+def test_printf_launch_is_one_request(hub, tmp_path, mount_factory):
+    token, api, m = make_projects(hub, tmp_path, mount_factory)
+    exps = m / "alice/cats/experiments"
+    launch = exps / "launch"
+    # the demo's hint: bash's printf sends one write() per line
+    r = sh(f"printf 'name=p1\\nprocessor=sgd-train\\ninput_path=data\\nepochs=3\\n' > {launch}")
+    assert r.returncode == 0, r.stderr
+    seen = wait_file(exps / "p1/status", FINISHED)
+    assert seen[-1] == "success", (exps / "p1/log").read_text()
+    assert json.loads((exps / "p1/params.json").read_text())["epochs"] in ("3", 3)
+    assert "trained 3 epochs" in (exps / "p1/log").read_text()
+    assert [x["name"] for x in api("GET", "/projects/alice%2Fcats/experiments").json()] == ["p1"]
+    # a wrong line reaches the writer at its write, and nothing is launched
+    r = sh(f"printf 'name=p2\\nprocessor=sgd-tran\\ninput_path=data\\n' > {launch}")
+    assert r.returncode != 0 and "No such file" in r.stderr, r
+    assert "unknown processor sgd-tran" in (exps / "launch.error").read_text()
+    r = sh(f"printf 'name=p3\\nprocessor=sgd-train\\nthis is not a pair\\nepochs=2\\n' > {launch}")
+    assert r.returncode != 0 and "Invalid argument" in r.stderr, r
+    assert "line 3: expected key=value" in (exps / "launch.error").read_text()
+    # an error only the whole request shows reaches close() (coreutils' printf checks it)
+    r = subprocess.run(["sh", "-c", f"exec /usr/bin/printf 'name=p4\\nprocessor=sgd-train\\n"
+                        f"epochs=many\\n' > {launch}"], capture_output=True, text=True)
+    assert r.returncode != 0, r
+    assert "epochs must be an integer" in (exps / "launch.error").read_text()
+    # a request cut short (JSON never closed) is refused at close, not half-sent
+    fd = os.open(launch, os.O_WRONLY)
+    os.write(fd, b'{"name": "p5", "processor": "sgd-train",')
+    with pytest.raises(OSError) as ei:
+        os.close(fd)
+    assert ei.value.errno == errno.EINVAL
+    # the cap holds across writes
+    fd = os.open(launch, os.O_WRONLY)
+    try:
+        os.write(fd, b"name=p6\nprocessor=sgd-train\n")
+        with pytest.raises(OSError) as ei:
+            for _ in range(100):
+                os.write(fd, b"# " + b"x" * 4000 + b"\n")
+        assert ei.value.errno == errno.EFBIG
+    finally:
+        os.close(fd)
+    assert [x["name"] for x in api("GET", "/projects/alice%2Fcats/experiments").json()] == ["p1"]
+    assert json.loads((m / ".reef/status").read_text())["queued_control_writes"] == 0
