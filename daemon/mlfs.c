@@ -89,8 +89,8 @@ struct mlfs_file {
 	bool ctl;
 	struct buf in;
 	int64_t req_id;
-	int refused;  /* the request's negative errno once refused; later writes get it too */
-	bool told;    /* the refusal already reached the writer (at a write or a close) */
+	int refused; /* the request's negative errno once refused; later writes get it too */
+	bool told;   /* the refusal already reached the writer (at a write or a close) */
 	char err[CTL_ERR_MAX + 96];
 	char errkey[NODE_PATH_MAX + 32];
 };
@@ -672,6 +672,7 @@ int mlfs_lookup(struct mlfs *ml, struct node *parent, const char *name, struct n
 			a.tree = tree;
 			a.commit = commit;
 			a.path = opath;
+			cache_commit_time(ml->cache, commit, &a.time); /* its mtime; 0 unknown */
 			json_decref(v);
 			return node_lookup(ml->nodes, parent, name, &a, out);
 		}
@@ -1509,7 +1510,8 @@ void mlfs_write(struct mlfs *ml, fuse_req_t req, const char *buf, size_t size, o
 	}
 	pthread_mutex_lock(&f->lock);
 	if (f->req_id) {
-		r = ml_refuse(ml, f, -EINVAL, "one request per open: this descriptor already sent one");
+		r = ml_refuse(ml, f, -EINVAL,
+		              "one request per open: this descriptor already sent one");
 		f->refused = 0; /* the request sent stands; only this write is refused */
 	} else if (f->refused) {
 		r = f->refused; /* the rest of a refused request (printf writes line by line) */

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "reef/buf.h"
 
@@ -19,6 +20,10 @@ bool path_is_safe(const char *p, size_t max_len);
 /* Appends the bytes of base64 text (standard or URL alphabet, padding optional, white
  * space ignored) to out. -EINVAL on any other character or bad padding; out's cap holds. */
 int base64_decode(const char *s, size_t n, struct buf *out);
+/* Milliseconds since the epoch of "2016-11-10T15:29:07Z", with fractions or a
+ * "+hh:mm"/"-hh:mm" offset (RFC 3339: GitLab's committed_date, LFS's expires_at); -1 when
+ * malformed. */
+int64_t time_parse_rfc3339(const char *v);
 /* Maps an HTTP status to a negative errno (2xx -> 0). */
 int err_from_http(long status);
 

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -59,3 +60,55 @@ def test_printf_launch_is_one_request(hub, tmp_path, mount_factory):
         os.close(fd)
     assert [x["name"] for x in api("GET", "/projects/alice%2Fcats/experiments").json()] == ["p1"]
     assert json.loads((m / ".reef/status").read_text())["queued_control_writes"] == 0
+
+
+def commit_time(work):
+    return int(subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=work, check=True,
+                              capture_output=True, text=True).stdout)
+
+
+def test_revisions_show_commit_time(hub, tmp_path, mount_factory):
+    from conftest import git
+    from test_hub_ci import push_files
+
+    token = hub.user("alice")
+    hub.project("alice/data", "alice")
+    os.environ["GIT_COMMITTER_DATE"] = "2021-03-04T05:06:07+02:00"
+    try:
+        push_files(hub, token, "alice/data", {"d/a.txt": "one\n", "b.txt": "bee\n"}, tmp_path)
+    finally:
+        del os.environ["GIT_COMMITTER_DATE"]
+    work = tmp_path / "w-alice-data-main"
+    t1 = commit_time(work)
+    assert t1 == 1614827167
+    m = mount_factory(hub, token, extra_opts="branch_ttl=0.2")
+    main = m / "alice/data/branches/main"
+    for p in (main, main / "d", main / "d/a.txt", main / "b.txt"):
+        st = os.stat(p)
+        assert st.st_mtime == t1 and st.st_ctime == t1, (p, st)
+    # commits/<sha> shows the same time, learned from the commit answer
+    sha = git("rev-parse", "HEAD", cwd=work).stdout.strip()
+    assert os.stat(m / f"alice/data/commits/{sha[:10]}/b.txt").st_mtime == t1
+    # rsync -a copies, then a same-size change pushed later is seen by its new mtime
+    dst = tmp_path / "copy"
+    r = subprocess.run(["rsync", "-a", f"{main}/", f"{dst}/"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert os.stat(dst / "d/a.txt").st_mtime == t1
+    push_files(hub, token, "alice/data", {"d/a.txt": "two\n"}, tmp_path, message="change")
+    t2 = commit_time(work)
+    assert t2 > t1
+    deadline = time.time() + 10
+    while os.stat(main / "d/a.txt").st_mtime != t2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert os.stat(main).st_mtime == t2
+    assert os.stat(main / "d/a.txt").st_mtime == t2
+    r = subprocess.run(["rsync", "-a", "--itemize-changes", f"{main}/", f"{dst}/"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "d/a.txt" in r.stdout, r.stdout
+    assert (dst / "d/a.txt").read_text() == "two\n"
+    assert os.stat(dst / "d/a.txt").st_mtime == t2
+    # a new mount of the same cache knows the times from its index
+    m.stop()
+    m.start()
+    assert os.stat(m / "alice/data/branches/main/b.txt").st_mtime == t2
