@@ -6,11 +6,14 @@ man pages, mount -t fuse.reefd."""
 import errno
 import json
 import os
+import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
+from conftest import BUILD
 from test_mount_mlops import FINISHED, make_projects, wait_file
 
 
@@ -112,3 +115,60 @@ def test_revisions_show_commit_time(hub, tmp_path, mount_factory):
     m.stop()
     m.start()
     assert os.stat(m / "alice/data/branches/main/b.txt").st_mtime == t2
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_demo(tmp_path, port, *args, path=None):
+    env = dict(os.environ, REEF_DEMO_DIR=str(tmp_path / "demo"), REEF_DEMO_PORT=str(port),
+               REEF_BUILD=str(BUILD))
+    if path:
+        env["PATH"] = path
+    return subprocess.run([str(ROOT / "scripts/demo.sh"), *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_demo_reruns_after_a_failed_first_run(tmp_path):
+    port = free_port()
+    # a first run that fails at its first push (a network error, an interrupt)
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "git").write_text('#!/bin/sh\n[ "$3" = push ] && { echo "fatal: unable to access" >&2;'
+                              ' exit 128; }\nexec /usr/bin/git "$@"\n')
+    (fake / "git").chmod(0o755)
+    try:
+        r = run_demo(tmp_path, port, path=f"{fake}:{os.environ['PATH']}")
+        assert r.returncode != 0, r.stdout
+        assert "unable to access" in r.stderr
+        run_demo(tmp_path, port, "stop")
+        # the rerun completes what is missing: the dataset is there, the model trains
+        r = run_demo(tmp_path, port)
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+        assert "150 rows" in r.stdout
+        assert "\n  success\n" in r.stdout, r.stdout[-2000:]
+        mnt = tmp_path / "demo/mnt"
+        assert "iris.csv" in os.listdir(mnt / "acme/iris/branches/main/data")
+    finally:
+        run_demo(tmp_path, port, "stop")
+    assert not any(line.split()[4] == str(tmp_path / "demo/mnt")
+                   for line in open("/proc/self/mountinfo"))
+
+
+def test_demo_names_the_port_variable(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        try:
+            r = run_demo(tmp_path, port)
+        finally:
+            run_demo(tmp_path, port, "stop")
+    assert r.returncode != 0
+    assert f"REEF_DEMO_PORT" in r.stderr and str(port) in r.stderr, r.stderr
