@@ -172,3 +172,65 @@ def test_demo_names_the_port_variable(tmp_path):
             run_demo(tmp_path, port, "stop")
     assert r.returncode != 0
     assert f"REEF_DEMO_PORT" in r.stderr and str(port) in r.stderr, r.stderr
+
+
+def mounts_at(path):
+    with open("/proc/self/mountinfo") as f:
+        return sum(1 for line in f if line.split()[4] == str(path))
+
+
+def test_reef_mount_twice_nonempty_and_dead(hub, tmp_path):
+    from test_reef_cli import reef
+
+    token = hub.user("alice")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / "cfg"),
+               XDG_CACHE_HOME=str(home / "cache"))
+    env.pop("REEF_REEFD", None)
+    assert reef(env, "login", hub.url, input=token + "\n").returncode == 0
+    mnt = tmp_path / "mnt"
+    try:
+        r = reef(env, "mount", mnt)
+        assert r.returncode == 0, r
+        # a second mount on the same directory is refused: one reefd, one entry
+        r = reef(env, "mount", mnt)
+        assert r.returncode == 1 and "already mounted" in r.stderr, r
+        assert mounts_at(mnt) == 1
+        # reefd killed: status says the mount is dead and how to recover
+        pid = int(subprocess.run(["pgrep", "-n", "-f", f"reefd .*{mnt}"], capture_output=True,
+                                 text=True).stdout)
+        os.kill(pid, 9)
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                os.stat(mnt)
+            except OSError as e:
+                if e.errno == errno.ENOTCONN:
+                    break
+            time.sleep(0.05)
+        r = reef(env, "status", mnt)
+        assert r.returncode == 1, r
+        assert "dead" in r.stderr and f"fusermount3 -u {mnt}" in r.stderr, r.stderr
+        # reef mount cleans it up and mounts again
+        r = reef(env, "mount", mnt)
+        assert r.returncode == 0, r
+        assert "dead mount" in r.stderr and mounts_at(mnt) == 1
+        assert reef(env, "status", mnt).returncode == 0
+        assert reef(env, "unmount", mnt).returncode == 0
+        # a non-empty directory: refused, unless -o nonempty
+        full = tmp_path / "full"
+        full.mkdir()
+        (full / "notes.txt").write_text("mine\n")
+        r = reef(env, "mount", full)
+        assert r.returncode == 1 and "not empty" in r.stderr and "-o nonempty" in r.stderr, r
+        assert mounts_at(full) == 0
+        r = reef(env, "mount", "-o", "nonempty", full)
+        assert r.returncode == 0, r
+        assert mounts_at(full) == 1 and ".reef" in os.listdir(full)
+        assert reef(env, "unmount", full).returncode == 0
+        assert (full / "notes.txt").read_text() == "mine\n"
+    finally:
+        for d in (mnt, tmp_path / "full"):
+            while mounts_at(d):
+                subprocess.run(["fusermount3", "-u", str(d)], check=False)
