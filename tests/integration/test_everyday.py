@@ -234,3 +234,55 @@ def test_reef_mount_twice_nonempty_and_dead(hub, tmp_path):
         for d in (mnt, tmp_path / "full"):
             while mounts_at(d):
                 subprocess.run(["fusermount3", "-u", str(d)], check=False)
+
+
+def test_versions():
+    from conftest import REEF_BIN, REEFD_BIN
+
+    for binary, name in ((REEFD_BIN, "reefd"), (REEF_BIN, "reef"),
+                         (BUILD / "tools/hub/reef-hub", "reef-hub"),
+                         (BUILD / "tools/epf/reef-epf", "reef-epf")):
+        r = subprocess.run([str(binary), "--version"], capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.startswith(f"{name} 0."), (name, r)
+
+
+def test_mount_t_fuse_reefd(hub, tmp_path):
+    """mount -t fuse.reefd URL DIR -o token_file=… works through mount.fuse3, as an fstab
+    line "URL DIR fuse.reefd token_file=…,noauto 0 0" would."""
+    from conftest import REEFD_BIN
+    from test_hub_ci import push_files
+
+    if not os.path.exists("/sbin/mount.fuse3") or os.geteuid() != 0:
+        pytest.skip("needs mount.fuse3 and root for mount(8)")
+    token = hub.user("alice")
+    hub.project("alice/cats", "alice")
+    push_files(hub, token, "alice/cats", {"a.txt": "hello\n"}, tmp_path)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "reefd").symlink_to(REEFD_BIN)
+    tok = tmp_path / "token"
+    tok.write_text(token + "\n")
+    tok.chmod(0o600)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    opts = f"token_file={tok},cache={tmp_path / 'cache'}"
+    r = subprocess.run(["mount", "-t", "fuse.reefd", hub.url, str(mnt), "-o", opts],
+                       capture_output=True, text=True, env=env, timeout=30)
+    if r.returncode != 0 and "reefd: not found" in r.stderr:
+        # mount(8) runs its helpers with a safe PATH (no test directory in it): run the
+        # helper as mount(8) does, "mount.fuse SOURCE DIR -o OPTS -t fuse.reefd"
+        r = subprocess.run(["/sbin/mount.fuse3", hub.url, str(mnt), "-o", opts, "-t",
+                            "fuse.reefd"], capture_output=True, text=True, env=env, timeout=30)
+    try:
+        assert r.returncode == 0, r
+        assert mounts_at(mnt) == 1
+        assert (mnt / "alice/cats/branches/main/a.txt").read_text() == "hello\n"
+        assert json.loads((mnt / ".reef/status").read_text())["server"] == hub.url
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
+    assert mounts_at(mnt) == 0
+    # the URL given twice, differently, is a usage error
+    r = subprocess.run([str(REEFD_BIN), hub.url, str(mnt), "-o", "server=http://other:1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "two servers" in r.stderr

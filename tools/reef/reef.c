@@ -362,6 +362,10 @@ int main(int argc, char **argv)
 		fputs(usage_text, stdout);
 		return REEF_EXIT_OK;
 	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("reef %s\n", REEF_VERSION);
+		return REEF_EXIT_OK;
+	}
 	for (size_t i = 0; i < sizeof(reef_cmds) / sizeof(reef_cmds[0]); i++)
 		if (!strcmp(argv[1], reef_cmds[i].name))
 			return reef_cmds[i].fn(argc - 1, argv + 1);
