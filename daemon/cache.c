@@ -500,6 +500,8 @@ static void cache_refs_record(struct cache *c, int64_t pid, enum cache_ref_kind 
 			memcpy(moved[nmoved].now, commit, 41);
 			nmoved++;
 		}
+		if (!have || strcmp(old, commit) != 0)
+			cache_commit_time_note(c, commit, json_object_get(it, "commit"));
 		refs[n].ref = keys[n];
 		memcpy(refs[n].commit, commit, 41);
 		n++;
@@ -613,6 +615,25 @@ int cache_ref_from_json(const json_t *j, enum cache_ref_kind kind, char commit[4
 	return 0;
 }
 
+/* The committer date the answer that named commit gave (commit JSON's committed_date):
+ * what the revision shows as mtime, learned with no request of its own. */
+void cache_commit_time_note(struct cache *c, const char *commit, const json_t *cj)
+{
+	const char *date = jsonx_str(cj, "committed_date");
+	int64_t ms = date ? time_parse_rfc3339(date) : -1;
+
+	if (ms > 0)
+		idx_commit_time_put(c->idx, commit, ms / 1000);
+}
+
+int cache_commit_time(struct cache *c, const char *commit, int64_t *when)
+{
+	*when = 0;
+	if (!cache_oid_valid(commit))
+		return -EINVAL;
+	return idx_commit_time_get(c->idx, commit, when);
+}
+
 int cache_ref_resolve(struct cache *c, int64_t project_id, enum cache_ref_kind kind,
                       const char *name, char commit[41])
 {
@@ -659,6 +680,9 @@ int cache_ref_resolve(struct cache *c, int64_t project_id, enum cache_ref_kind k
 	}
 	if (r == 0)
 		r = cache_ref_from_json(j, kind, commit);
+	if (r == 0)
+		cache_commit_time_note(c, commit,
+		                       kind == CACHE_REF_COMMIT ? j : json_object_get(j, "commit"));
 	json_decref(j);
 	if (r == 0 && kind == CACHE_REF_COMMIT && strncmp(commit, name, len) != 0) {
 		log_warn("cache: server resolved commit %s to %s", name, commit);

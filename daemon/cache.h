@@ -80,6 +80,11 @@ int cache_ref_resolve(struct cache *c, int64_t project_id, enum cache_ref_kind k
 int cache_ref_peek(struct cache *c, int64_t project_id, enum cache_ref_kind kind, const char *name,
                    char commit[41]);
 
+/* A commit's committer time (seconds since the epoch) as the index knows it: recorded
+ * when a branch, tag or commit answer named it, or when its commit object came over git.
+ * Never asks the server: -ENOENT when unknown. */
+int cache_commit_time(struct cache *c, const char *commit, int64_t *when);
+
 /* The root tree of a commit: its id and entries. *out malloc'ed (free()). */
 int cache_root_tree(struct cache *c, int64_t project_id, const char *commit, char tree_oid[41],
                     struct tree_entry **out, size_t *n);

@@ -198,6 +198,7 @@ int cache_ref_from_json(const json_t *j, enum cache_ref_kind kind, char commit[4
 bool cache_fresh_at(int64_t at, unsigned ttl_ms);
 int cache_project_parse(const json_t *j, struct cache_project *p);
 void cache_pid_note(struct cache *c, int64_t id, const char *path);
+void cache_commit_time_note(struct cache *c, const char *commit, const json_t *cj);
 
 /* cache_evict.c, cache_obj.c, cache_jobs.c */
 void cache_err_note(struct cache *c, const char *fmt, ...);

@@ -396,6 +396,8 @@ void cache_poll_branches(struct cache *c)
 		r = gl_branch_get(c->gl, due[i].pid, due[i].name, &j);
 		if (r == 0)
 			r = cache_ref_from_json(j, CACHE_REF_BRANCH, commit);
+		if (r == 0 && (!have || strcmp(old, commit) != 0))
+			cache_commit_time_note(c, commit, json_object_get(j, "commit"));
 		json_decref(j);
 		pthread_mutex_lock(&c->lock);
 		for (struct cache_branch *b = c->branches; b; b = b->next) {

@@ -131,7 +131,8 @@ static int ctl_set_path(json_t *o, const char *key, const char *value, size_t li
 	return json_object_set_new(o, part, json_string(value)) < 0 ? -ENOMEM : 0;
 }
 
-static int ctl_parse_lines(const char *data, size_t len, json_t **out, char err[CTL_ERR_MAX])
+static int ctl_parse_lines(const char *data, size_t len, bool empty_ok, json_t **out,
+                           char err[CTL_ERR_MAX])
 {
 	json_t *o = json_object();
 	size_t off = 0, line = 0;
@@ -183,7 +184,7 @@ static int ctl_parse_lines(const char *data, size_t len, json_t **out, char err[
 		r = ctl_set_path(o, key, value, line, err);
 		free(value);
 	}
-	if (r == 0 && json_object_size(o) == 0)
+	if (r == 0 && json_object_size(o) == 0 && !empty_ok)
 		r = ctl_fail(err, -EINVAL, "empty request");
 	if (r < 0) {
 		json_decref(o);
@@ -250,7 +251,58 @@ int ctl_parse(const char *data, size_t len, json_t **out, bool *lines, char err[
 		return 0;
 	}
 	*lines = true;
-	return ctl_parse_lines(data, len, out, err);
+	return ctl_parse_lines(data, len, false, out, err);
+}
+
+/* The length of data without a UTF-8 sequence cut short at its end: the next write may
+ * bring the rest of that character. */
+static size_t ctl_whole_chars(const unsigned char *s, size_t len)
+{
+	for (size_t back = 1; back <= 3 && back <= len; back++) {
+		unsigned char c = s[len - back];
+		size_t need;
+
+		if ((c & 0xc0) == 0x80)
+			continue; /* a continuation byte: look further back for its lead */
+		need = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 1;
+		return need > back ? len - back : len;
+	}
+	return len;
+}
+
+int ctl_prefix_check(const char *data, size_t len, char err[CTL_ERR_MAX])
+{
+	const char *nl;
+	json_t *o = NULL;
+	size_t i = 0, whole;
+	bool lines;
+	int r;
+
+	err[0] = '\0';
+	if (len > CTL_MAX)
+		return ctl_fail(err, -EFBIG, "request of %zu bytes or more; at most %d", len,
+		                CTL_MAX);
+	whole = ctl_whole_chars((const unsigned char *)data, len);
+	r = ctl_text_check((const unsigned char *)data, whole, err);
+	if (r < 0)
+		return r;
+	while (i < whole && strchr(" \t\r\n", data[i]))
+		i++;
+	if (i == whole)
+		return 0;
+	if (data[i] == '{' || data[i] == '[' || data[i] == '"') {
+		r = ctl_parse(data, whole, &o, &lines, err);
+		json_decref(o);
+		return r == -EAGAIN ? 0 : r;
+	}
+	/* key=value lines: the complete ones must already be right; the last line may be
+	 * the first half of one */
+	nl = memrchr(data, '\n', whole);
+	if (!nl)
+		return 0;
+	r = ctl_parse_lines(data, (size_t)(nl - data) + 1, true, &o, err);
+	json_decref(o);
+	return r;
 }
 
 bool ctl_name_ok(const char *s)

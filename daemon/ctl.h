@@ -23,6 +23,13 @@
  * strings, to be typed later against a manifest. */
 int ctl_parse(const char *data, size_t len, json_t **out, bool *lines, char err[CTL_ERR_MAX]);
 
+/* Checks the start of a request still being written (a control file accumulates every
+ * write between open and close): 0 when more writes may still make it valid, or the
+ * error ctl_parse would give whatever follows (a complete key=value line that is wrong,
+ * malformed JSON, binary data, oversize). A trailing partial line or partial UTF-8
+ * character is left for later. */
+int ctl_prefix_check(const char *data, size_t len, char err[CTL_ERR_MAX]);
+
 /* An experiment spec, normalized to {name?, processor, source_branch?, input_path?,
  * output_path?, params{}}. Accepted aliases: slug (processor), branch/ref/source
  * (source_branch), input (input_path), output (output_path), parameters (params). In

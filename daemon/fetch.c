@@ -129,6 +129,7 @@ int fetch_commit_trees(struct gl *g, struct odb *o, struct idx *x, const char *p
 	struct pack *p = NULL;
 	enum pack_type type;
 	void *data = NULL;
+	int64_t when;
 	size_t len;
 	int r;
 
@@ -147,6 +148,8 @@ int fetch_commit_trees(struct gl *g, struct odb *o, struct idx *x, const char *p
 		r = -EIO;
 	if (r == 0)
 		r = pack_commit_tree(data, len, tree_oid);
+	if (r == 0 && pack_commit_time(data, len, &when) == 0)
+		idx_commit_time_put(x, commit, when); /* what the revision shows as mtime */
 	if (r < 0) {
 		log_warn("git fetch of %.12s from %s: no usable commit in the pack", commit,
 		         project);

@@ -1,5 +1,6 @@
 /* reefd: mounts a GitLab instance read-only (see docs/layout.md).
  *   reefd [-f] [-d] -o server=URL[,token_file=PATH][,cache=DIR][,OPTION=VALUE…] MOUNTPOINT
+ *   reefd URL MOUNTPOINT [-o OPTIONS]   (as mount.fuse3 runs it: mount -t fuse.reefd)
  * Exit status: 0 after a clean unmount or SIGTERM/SIGINT/SIGHUP, 1 on a runtime failure,
  * 2 on a usage error. */
 #include "ops.h"
@@ -44,6 +45,7 @@ struct reefd_opts {
 	char *passthrough;
 	char *retry_max;
 	char *max_requests;
+	char *source; /* the server URL given as the first argument (mount.fuse3, fstab) */
 };
 
 static const struct fuse_opt reefd_spec[] = {
@@ -62,12 +64,29 @@ static const struct fuse_opt reefd_spec[] = {
     FUSE_OPT_END,
 };
 
+/* mount -t fuse.reefd URL DIR -o OPTS (and an fstab line "URL DIR fuse.reefd OPTS") runs
+ * `reefd URL DIR -o OPTS` through mount.fuse3, as for sshfs: an http(s) URL before the
+ * mount point is the server. Everything else goes on to libfuse. */
+static int reefd_opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct reefd_opts *o = data;
+
+	(void)outargs;
+	if (key == FUSE_OPT_KEY_NONOPT && !o->source &&
+	    (!strncmp(arg, "http://", 7) || !strncmp(arg, "https://", 8))) {
+		o->source = strdup(arg);
+		return o->source ? 0 : -1;
+	}
+	return 1;
+}
+
 static void usage(FILE *f, const char *prog)
 {
 	fprintf(
 	    f,
 	    "usage: %s [-f] [-d] -o server=URL[,token_file=PATH][,cache=DIR][,OPTION=VALUE...] "
 	    "MOUNTPOINT\n"
+	    "   or: %s URL MOUNTPOINT [-o OPTIONS]  (mount -t fuse.reefd URL MOUNTPOINT, fstab)\n"
 	    "\n"
 	    "Mounts the GitLab instance at URL read-only on MOUNTPOINT (see docs/layout.md).\n"
 	    "  -f                   stay in the foreground (logs go to stderr)\n"
@@ -97,7 +116,7 @@ static void usage(FILE *f, const char *prog)
 	    "  -o max_threads=N     FUSE worker threads (default 4 per CPU, 16 to 64)\n"
 	    "  -o max_idle_threads=N  idle workers kept (default 2 per CPU, at least 4)\n"
 	    "Unmount with: fusermount3 -u MOUNTPOINT\n",
-	    prog, CACHE_LIMIT_DEFAULT_PCT, CACHE_POLL_MS_DEFAULT / 1000.0, DEFAULT_PREFETCH,
+	    prog, prog, CACHE_LIMIT_DEFAULT_PCT, CACHE_POLL_MS_DEFAULT / 1000.0, DEFAULT_PREFETCH,
 	    DEFAULT_READAHEAD, GL_RETRY_WAIT_S, GL_INFLIGHT_DEFAULT);
 }
 
@@ -385,7 +404,7 @@ int main(int argc, char **argv)
 	json_t *user = NULL;
 
 	log_set_ident("reefd");
-	if (fuse_opt_parse(&args, &o, reefd_spec, NULL) != 0) {
+	if (fuse_opt_parse(&args, &o, reefd_spec, reefd_opt_proc) != 0) {
 		usage(stderr, argv[0]);
 		ret = 2;
 		goto out;
@@ -407,6 +426,15 @@ int main(int argc, char **argv)
 	}
 	if (cmd.debug)
 		log_set_level(LOG_LVL_DEBUG);
+	if (o.source && o.server && strcmp(o.source, o.server)) {
+		fprintf(stderr, "reefd: two servers: %s and -o server=%s\n", o.source, o.server);
+		ret = 2;
+		goto out;
+	}
+	if (o.source && !o.server) {
+		o.server = o.source;
+		o.source = NULL;
+	}
 	if (!o.server || !o.server[0] || !cmd.mountpoint) {
 		fprintf(stderr, "reefd: %s\n",
 		        !cmd.mountpoint ? "missing MOUNTPOINT" : "missing -o server=URL");
@@ -633,6 +661,7 @@ out:
 	}
 	free(o.server);
 	free(o.mgmt);
+	free(o.source);
 	free(o.token_file);
 	free(o.cache);
 	free(o.branch_ttl);

@@ -92,10 +92,12 @@ struct mlfs_file {
 	bool finished;
 	int64_t fetched_ms;
 	pthread_mutex_t lock;
-	/* control files */
+	/* control files: a request is everything written between open and close */
 	bool ctl;
 	struct buf in;
 	int64_t req_id;
+	int refused; /* the request's negative errno once refused; later writes get it too */
+	bool told;   /* the refusal already reached the writer (at a write or a close) */
 	char err[CTL_ERR_MAX + 96];
 	char errkey[NODE_PATH_MAX + 32];
 };
@@ -687,6 +689,7 @@ int mlfs_lookup(struct mlfs *ml, struct node *parent, const char *name, struct n
 			a.tree = tree;
 			a.commit = commit;
 			a.path = opath;
+			cache_commit_time(ml->cache, commit, &a.time); /* its mtime; 0 unknown */
 			json_decref(v);
 			return node_lookup(ml->nodes, parent, name, &a, out);
 		}
@@ -1349,6 +1352,8 @@ static struct mlfs_file *ml_file(const struct fuse_file_info *fi)
 	return (struct mlfs_file *)(uintptr_t)(fi->fh & ~(uint64_t)1);
 }
 
+static int ml_end(struct mlfs *ml, struct mlfs_file *f);
+
 /* What reading a control file's descriptor shows: the fate of the request written on
  * it (live from the journal), or why the last write on it failed. */
 static int ml_ctl_render(struct mlfs *ml, struct mlfs_file *f, struct buf *out)
@@ -1397,6 +1402,9 @@ void mlfs_read(struct mlfs *ml, fuse_req_t req, size_t size, off_t off, struct f
 	if (f->ctl) {
 		struct buf b = BUF_INIT(ML_RENDER_MAX);
 
+		/* reading the fate of the request ends it (reef launch writes, then reads
+		 * the ticket back on the same descriptor) */
+		ml_end(ml, f);
 		/* rendered at offset 0, so a reader polling from the start sees it move */
 		if (off == 0 || !f->data) {
 			ml_ctl_render(ml, f, &b);
@@ -1478,7 +1486,8 @@ static int ml_submit(struct mlfs *ml, struct mlfs_file *f)
 		ml_error_format(f->err, sizeof(f->err), r, err[0] ? err : strerror(-r));
 		ml_error_set(ml, f->errkey, f->err);
 		log_info("control write refused: %s", err[0] ? err : strerror(-r));
-		buf_reset(&f->in); /* the descriptor may try again */
+		buf_reset(&f->in);
+		f->refused = r;
 		return r;
 	}
 	f->req_id = id;
@@ -1486,11 +1495,66 @@ static int ml_submit(struct mlfs *ml, struct mlfs_file *f)
 	return 0;
 }
 
+/* A request refused before it was sent: the descriptor says why, and so does .error. */
+static int ml_refuse(struct mlfs *ml, struct mlfs_file *f, int r, const char *why)
+{
+	ml_error_format(f->err, sizeof(f->err), r, why);
+	ml_error_set(ml, f->errkey, f->err);
+	log_info("control write refused: %s", why);
+	buf_reset(&f->in);
+	f->refused = r;
+	return r;
+}
+
+/* Ends the request written so far on f (at close, or at a read of its fate): sends it, or
+ * refuses it. -EAGAIN (JSON never finished) is a refusal here: nothing more will come. */
+static int ml_end(struct mlfs *ml, struct mlfs_file *f)
+{
+	int r;
+
+	if (f->req_id || f->refused || f->in.len == 0)
+		return f->refused;
+	r = ml_submit(ml, f);
+	if (r == -EAGAIN)
+		r = ml_refuse(ml, f, -EINVAL, "unfinished JSON object at close: nothing was sent");
+	return r;
+}
+
+/* What a launch still being written already says wrong that can be told now, so that a
+ * shell writer hears it from its write (bash ignores close() errors of a redirection):
+ * a complete processor= line naming a processor the server does not know. The rest is
+ * checked at close, on the whole request. */
+static int ml_precheck(struct mlfs *ml, struct mlfs_file *f, char err[CTL_ERR_MAX])
+{
+	const char *d = f->in.data, *nl = memrchr(f->in.data, '\n', f->in.len), *slug;
+	json_t *in = NULL, *proc = NULL;
+	bool lines;
+	int r;
+
+	if (f->loc.w != W_EXP_LAUNCH || !nl)
+		return 0;
+	r = ctl_parse(d, (size_t)(nl - d) + 1, &in, &lines, err);
+	if (r < 0 || !lines) {
+		json_decref(in);
+		return 0; /* nothing complete yet, or JSON: all checked at close */
+	}
+	slug = jsonx_str(in, "processor") ? jsonx_str(in, "processor") : jsonx_str(in, "slug");
+	r = slug ? mlops_processor(ml->m, slug, &proc) : 0;
+	if (r == -ENOENT)
+		snprintf(err, CTL_ERR_MAX, "unknown processor %s", slug);
+	else
+		r = 0; /* offline or otherwise unsure: the check at close decides */
+	json_decref(proc);
+	json_decref(in);
+	return r;
+}
+
 void mlfs_write(struct mlfs *ml, fuse_req_t req, const char *buf, size_t size, off_t off,
                 struct fuse_file_info *fi)
 {
 	struct mlfs_file *f = ml_file(fi);
-	int r;
+	char why[CTL_ERR_MAX];
+	int r = 0;
 
 	(void)off; /* requests accumulate in the descriptor, wherever it points */
 	if (!f->ctl) {
@@ -1499,26 +1563,34 @@ void mlfs_write(struct mlfs *ml, fuse_req_t req, const char *buf, size_t size, o
 	}
 	pthread_mutex_lock(&f->lock);
 	if (f->req_id) {
-		ml_error_format(f->err, sizeof(f->err), -EINVAL,
-		                "one request per open: this descriptor already sent one");
-		ml_error_set(ml, f->errkey, f->err);
-		r = -EINVAL;
+		r = ml_refuse(ml, f, -EINVAL,
+		              "one request per open: this descriptor already sent one");
+		f->refused = 0; /* the request sent stands; only this write is refused */
+	} else if (f->refused) {
+		r = f->refused; /* the rest of a refused request (printf writes line by line) */
 	} else if (f->in.len + size > CTL_MAX) {
-		char why[128];
-
 		snprintf(why, sizeof(why), "request of %zu bytes or more; at most %d",
 		         f->in.len + size, CTL_MAX);
-		ml_error_format(f->err, sizeof(f->err), -EFBIG, why);
-		ml_error_set(ml, f->errkey, f->err);
-		buf_reset(&f->in);
-		r = -EFBIG;
+		r = ml_refuse(ml, f, -EFBIG, why);
 	} else {
+		/* a launch is sent at close: bash's printf sends one write per line, and a
+		 * request is all of them; a line already wrong is refused now */
+		bool command = f->loc.w == W_EXP_CTL || f->loc.w == W_PIPE_CTL;
+
+		why[0] = '\0';
 		r = buf_append(&f->in, buf, size);
-		if (r == 0)
-			r = ml_submit(ml, f);
-		if (r == -EAGAIN)
-			r = 0; /* part of a JSON object: the write that completes it submits it */
+		if (r == 0 && command) {
+			r = ml_submit(ml, f); /* one word: its write is the whole request */
+		} else if (r == 0) {
+			r = ctl_prefix_check(f->in.data, f->in.len, why);
+			if (r == 0)
+				r = ml_precheck(ml, f, why);
+			if (r < 0)
+				ml_refuse(ml, f, r, why[0] ? why : strerror(-r));
+		}
 	}
+	if (r < 0)
+		f->told = true;
 	pthread_mutex_unlock(&f->lock);
 	if (r < 0)
 		fuse_reply_err(req, -r);
@@ -1526,18 +1598,21 @@ void mlfs_write(struct mlfs *ml, fuse_req_t req, const char *buf, size_t size, o
 		fuse_reply_write(req, size);
 }
 
+/* Every close() of a descriptor (and of each dup of it) flushes: the request written so
+ * far is sent (journaled before this returns) or refused, and close() returns the
+ * refusal unless a write already did. */
 void mlfs_flush(struct mlfs *ml, fuse_req_t req, struct fuse_file_info *fi)
 {
 	struct mlfs_file *f = ml_file(fi);
 	int r = 0;
 
 	pthread_mutex_lock(&f->lock);
-	if (f->ctl && !f->req_id && f->in.len > 0) {
-		ml_error_format(f->err, sizeof(f->err), -EINVAL,
-		                "unfinished JSON object at close: nothing was sent");
-		ml_error_set(ml, f->errkey, f->err);
-		buf_reset(&f->in);
-		r = -EINVAL;
+	if (f->ctl) {
+		r = ml_end(ml, f);
+		if (f->told)
+			r = 0;
+		else if (r < 0)
+			f->told = true;
 	}
 	pthread_mutex_unlock(&f->lock);
 	fuse_reply_err(req, -r);

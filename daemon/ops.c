@@ -242,6 +242,14 @@ static void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st
 	st->st_atim = ctx->mount_time;
 	st->st_mtim = ctx->mount_time;
 	st->st_ctim = ctx->mount_time;
+	if (n->time > 0) {
+		/* a revision's content shows its commit's committer time, as a checkout made
+		 * then would: rsync -a and make see a push that changed a file */
+		st->st_mtim.tv_sec = (time_t)n->time;
+		st->st_mtim.tv_nsec = 0;
+		st->st_ctim = st->st_mtim;
+		st->st_atim = st->st_mtim;
+	}
 	/* The kernel keeps a directory's listing (no opendir: every directory is cached)
 	 * until it sees another mtime at a rewind; a listing that can change shows the time
 	 * its attributes were fetched, so it is listed anew once they expired. */
@@ -444,6 +452,9 @@ static int lookup_rev(struct ops_ctx *ctx, struct node *parent, const char *name
 		refmem_put(ctx, parent->ino, name, commit);
 	a.oid = commit;
 	a.commit = commit;
+	/* its mtime, and everything's below it: the commit's time, known from the answer
+	 * that resolved the ref (0 unknown: the mount time) */
+	cache_commit_time(ctx->cache, commit, &a.time);
 	return node_lookup(ctx->nodes, parent, name, &a, out);
 }
 

@@ -24,11 +24,12 @@ enum {
 	IDX_DB_SIZES,
 	IDX_DB_LFS,
 	IDX_DB_OBJECTS,
+	IDX_DB_TIMES,
 	IDX_DB_N
 };
 
-static const char *const idx_db_names[IDX_DB_N] = {"trees", "commits", "refs",   "projects",
-                                                   "sizes", "lfs",     "objects"};
+static const char *const idx_db_names[IDX_DB_N] = {"trees", "commits", "refs",    "projects",
+                                                   "sizes", "lfs",     "objects", "times"};
 
 struct idx {
 	MDB_env *env;
@@ -430,6 +431,36 @@ int idx_commit_get(struct idx *x, const char *commit, char tree_oid[41])
 		return r;
 	if (len == 21 && val[0] == IDX_VERSION)
 		hash_hex(tree_oid, val + 1, 20);
+	else
+		r = -EIO;
+	free(val);
+	return r;
+}
+
+int idx_commit_time_put(struct idx *x, const char *commit, int64_t when)
+{
+	uint8_t key[20], val[9] = {IDX_VERSION};
+	int r = oid_to_bin(commit, key);
+
+	if (r < 0)
+		return r;
+	put_u64(val + 1, (uint64_t)when);
+	return idx_put(x, IDX_DB_TIMES, key, 20, val, sizeof(val));
+}
+
+int idx_commit_time_get(struct idx *x, const char *commit, int64_t *when)
+{
+	uint8_t key[20], *val;
+	size_t len;
+	int r = oid_to_bin(commit, key);
+
+	if (r < 0)
+		return r;
+	r = idx_get(x, IDX_DB_TIMES, key, 20, &val, &len);
+	if (r < 0)
+		return r;
+	if (len == 9 && val[0] == IDX_VERSION)
+		*when = (int64_t)get_u64(val + 1);
 	else
 		r = -EIO;
 	free(val);

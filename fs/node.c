@@ -445,6 +445,7 @@ int node_lookup(struct node_table *t, struct node *parent, const char *name,
 		n->ref_kind = a->kind == NODE_REFS ? a->ref_kind : parent->ref_kind;
 		n->git_mode = a->git_mode;
 		n->size = a->size;
+		n->time = a->time ? a->time : parent->time;
 		if (a->lfs_oid) {
 			n->lfs_oid = strdup(a->lfs_oid);
 			if (!n->lfs_oid) {

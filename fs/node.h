@@ -111,6 +111,7 @@ struct node {
 	char *lfs_oid;      /* NODE_FILE showing an LFS object: its sha256; else NULL */
 	int64_t project_id; /* NODE_PROJECT and everything below it */
 	int64_t size;       /* NODE_FILE, NODE_SYMLINK: exact size; else 0 */
+	int64_t time;       /* NODE_REV and below: the commit's committer time; 0 unknown */
 	enum node_kind kind : 8;
 	enum node_ref_kind ref_kind : 8; /* NODE_REFS and everything below it */
 	uint32_t git_mode;               /* revision content: enum tree_mode */
@@ -134,6 +135,7 @@ struct node_attrs {
 	uint32_t git_mode;
 	int64_t size;
 	const char *lfs_oid; /* NULL: not an LFS file */
+	int64_t time;        /* 0: inherit the parent's */
 };
 
 struct node_table;
@@ -150,8 +152,8 @@ void node_pin(struct node_table *t, struct node *n);
 /* Finds or creates the child (parent, name, a->oid) and counts one kernel lookup on it.
  * Fields other than the key are taken from a only when the node is created. Inherited
  * from the parent: project id unless a->project_id is set (non-zero), commit unless
- * a->commit is set, ref kind unless a->kind is NODE_REFS. Returns 0, -ENOMEM, -EINVAL
- * (a name no directory entry can have). */
+ * a->commit is set, time unless a->time is set, ref kind unless a->kind is NODE_REFS. Returns 0,
+ * -ENOMEM, -EINVAL (a name no directory entry can have). */
 int node_lookup(struct node_table *t, struct node *parent, const char *name,
                 const struct node_attrs *a, struct node **out);
 /* Drops n kernel lookups of ino (FUSE forget); frees nodes whose count reaches zero. */

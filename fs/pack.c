@@ -315,3 +315,36 @@ int pack_commit_tree(const void *data, size_t len, char tree[41])
 	tree[40] = '\0';
 	return hash_is_hex(tree, HASH_SHA1_HEX) ? 0 : -EIO;
 }
+
+int pack_commit_time(const void *data, size_t len, int64_t *when)
+{
+	const char *p = data, *end = p + len;
+
+	/* headers end at the first empty line; the committer line is among them */
+	while (p < end && *p != '\n') {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		size_t n = eol ? (size_t)(eol - p) : (size_t)(end - p);
+
+		if (n > 10 && !memcmp(p, "committer ", 10)) {
+			/* "committer Name <email> 1700000000 +0100": the epoch follows the '>' */
+			const char *gt = memrchr(p, '>', n), *q;
+			int64_t v = 0;
+
+			if (!gt || gt + 2 >= p + n || gt[1] != ' ')
+				return -EIO;
+			for (q = gt + 2; q < p + n && *q >= '0' && *q <= '9'; q++) {
+				if (v > (INT64_MAX - 9) / 10)
+					return -EIO;
+				v = v * 10 + (*q - '0');
+			}
+			if (q == gt + 2 || (q < p + n && *q != ' '))
+				return -EIO;
+			*when = v;
+			return 0;
+		}
+		if (!eol)
+			break;
+		p = eol + 1;
+	}
+	return -ENOENT;
+}

@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 int url_encode(struct buf *out, const char *s)
 {
@@ -165,4 +167,37 @@ void text_escape(const char *s, char *out, size_t cap)
 		}
 	}
 	out[o] = '\0';
+}
+
+/* See util.h. */
+int64_t time_parse_rfc3339(const char *v)
+{
+	struct tm tm = {0};
+	int n = 0, oh = 0, om = 0;
+	char sign = 0;
+	const char *p;
+	time_t t;
+
+	if (sscanf(v, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+	           &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6)
+		return -1;
+	p = v + n;
+	if (*p == '.') /* fractions of a second */
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			;
+	if (*p == 'Z' || *p == 'z')
+		p++;
+	else if ((*p == '+' || *p == '-') && sscanf(p + 1, "%2d:%2d", &oh, &om) == 2)
+		sign = *p, p += 6;
+	else
+		return -1;
+	if (*p)
+		return -1;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	t = timegm(&tm);
+	if (t == (time_t)-1)
+		return -1;
+	t -= (sign == '-' ? -1 : 1) * (time_t)(oh * 3600 + om * 60);
+	return (int64_t)t * 1000;
 }

@@ -3,12 +3,18 @@
 # ./.demo, mounts it with reefd at ./.demo/mnt and reads the dataset through the mount.
 #   scripts/demo.sh        set up (or reuse) and show
 #   scripts/demo.sh stop   unmount and stop the hub
+# Environment: REEF_DEMO_PORT (default 18080), REEF_DEMO_DIR (default ./.demo),
+# REEF_BUILD (default ./build).
+# Rerunnable after a failure or an interrupt: the hub's data is built aside and renamed
+# into place once complete, and every later step checks what is there and redoes what
+# is missing.
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-DEMO="$ROOT/.demo"
-HUB="$ROOT/build/tools/hub/reef-hub"
-REEFD="$ROOT/build/daemon/reefd"
+DEMO=${REEF_DEMO_DIR:-$ROOT/.demo}
+BUILD=${REEF_BUILD:-$ROOT/build}
+HUB="$BUILD/tools/hub/reef-hub"
+REEFD="$BUILD/daemon/reefd"
 MNT="$DEMO/mnt"
 PORT=${REEF_DEMO_PORT:-18080}
 URL="http://127.0.0.1:$PORT"
@@ -32,28 +38,48 @@ if [ "${1:-}" = stop ]; then
 fi
 
 ./scripts/install-deps.sh
-[ -d build ] || meson setup build >/dev/null
-ninja -C build >/dev/null
+[ -d "$BUILD" ] || meson setup "$BUILD" >/dev/null
+ninja -C "$BUILD" >/dev/null
 
 stop
 mkdir -p "$DEMO"
-if [ ! -d "$DEMO/hub" ]; then
-	"$HUB" init "$DEMO/hub"
-	"$HUB" user add "$DEMO/hub" demo --name "Demo Scientist" --email demo@reef.invalid
-	(umask 077 && "$HUB" token create "$DEMO/hub" demo >"$DEMO/token")
-	"$HUB" project create "$DEMO/hub" acme/iris --visibility private --owner demo >/dev/null
-	SEED=1
+# The hub's data and its token are complete, or built again from nothing: a run stopped
+# half-way left them in hub.new and token.new, which are thrown away.
+if [ ! -d "$DEMO/hub" ] || [ ! -s "$DEMO/token" ]; then
+	rm -rf "$DEMO/hub" "$DEMO/hub.new" "$DEMO/token" "$DEMO/token.new" "$DEMO/cache"
+	"$HUB" init "$DEMO/hub.new"
+	"$HUB" user add "$DEMO/hub.new" demo --name "Demo Scientist" --email demo@reef.invalid
+	(umask 077 && "$HUB" token create "$DEMO/hub.new" demo >"$DEMO/token.new")
+	"$HUB" project create "$DEMO/hub.new" acme/iris --visibility private --owner demo >/dev/null
+	mv "$DEMO/token.new" "$DEMO/token"
+	mv "$DEMO/hub.new" "$DEMO/hub"
 fi
 
+# Something already answering on the port (another program, or a demo hub whose pid
+# file is gone): say which variable picks another one.
+if curl -s -o /dev/null --max-time 2 "$URL/"; then
+	echo "demo: port $PORT is taken (something answers at $URL);" \
+		"pick another with REEF_DEMO_PORT=<port> scripts/demo.sh" >&2
+	exit 1
+fi
 "$HUB" serve "$DEMO/hub" --listen "127.0.0.1:$PORT" >"$DEMO/hub.out" 2>"$DEMO/hub.log" &
 echo $! >"$DEMO/hub.pid"
 for _ in $(seq 50); do
 	grep -q "listening on" "$DEMO/hub.out" 2>/dev/null && break
 	sleep 0.1
 done
-grep -q "listening on" "$DEMO/hub.out" || { cat "$DEMO/hub.log"; exit 1; }
+if ! grep -q "listening on" "$DEMO/hub.out"; then
+	cat "$DEMO/hub.log" >&2
+	echo "demo: reef-hub did not start on port $PORT; if the port is taken, pick another" \
+		"with REEF_DEMO_PORT=<port> scripts/demo.sh" >&2
+	exit 1
+fi
+TOKEN=$(cat "$DEMO/token")
 
-if [ "${SEED:-0}" = 1 ]; then
+# The dataset: pushed unless the project's main branch already has it (a first run may
+# have stopped before or during the push).
+if ! curl -fs -o /dev/null -H "PRIVATE-TOKEN: $TOKEN" \
+	"$URL/api/v4/projects/acme%2Firis/repository/files/data%2Firis.csv?ref=main"; then
 	# The dataset: Fisher's iris measurements as shipped by scikit-learn, with named columns.
 	work="$DEMO/seed"
 	rm -rf "$work" && mkdir -p "$work/data"
@@ -67,7 +93,7 @@ if [ "${SEED:-0}" = 1 ]; then
 	git -C "$work" init -q -b main
 	git -C "$work" -c user.name=Demo -c user.email=demo@reef.invalid add -A
 	git -C "$work" -c user.name=Demo -c user.email=demo@reef.invalid commit -qm "Add the iris dataset"
-	git -C "$work" push -q "http://demo:$(cat "$DEMO/token")@127.0.0.1:$PORT/acme/iris.git" main
+	git -C "$work" push -q -f "http://demo:$TOKEN@127.0.0.1:$PORT/acme/iris.git" main
 	rm -rf "$work"
 fi
 
@@ -77,6 +103,11 @@ for _ in $(seq 50); do
 	grep -qs " $MNT " /proc/mounts && break
 	sleep 0.1
 done
+if ! grep -qs " $MNT " /proc/mounts; then
+	cat "$DEMO/reefd.log" >&2
+	echo "demo: reefd did not mount $MNT" >&2
+	exit 1
+fi
 pgrep -n -f "reefd .*$MNT" >"$DEMO/reefd.pid" || true
 
 echo "== reef-hub at $URL, mounted at $MNT"
@@ -93,17 +124,18 @@ print(f"{len(rows)} rows; species: {dict(by)}")
 print("mean petal length:", round(sum(float(r["petal_length"]) for r in rows) / len(rows), 3))
 PY
 
-# The processor: a code project carrying processor.json, published once.
-TOKEN=$(cat "$DEMO/token")
+# The processor: a code project carrying processor.json, published once (the project
+# may exist already, from a run stopped before the publish).
 if ! curl -fs -o /dev/null -H "PRIVATE-TOKEN: $TOKEN" "$URL/api/v1/processors/iris-sgd"; then
-	"$HUB" project create "$DEMO/hub" acme/iris-sgd --visibility private --owner demo >/dev/null
+	curl -fs -o /dev/null -H "PRIVATE-TOKEN: $TOKEN" "$URL/api/v4/projects/acme%2Firis-sgd" ||
+		"$HUB" project create "$DEMO/hub" acme/iris-sgd --visibility private --owner demo >/dev/null
 	work="$DEMO/seed-processor"
 	rm -rf "$work" && mkdir -p "$work"
 	cp scripts/demo/train.py scripts/demo/processor.json "$work/"
 	git -C "$work" init -q -b main
 	git -C "$work" -c user.name=Demo -c user.email=demo@reef.invalid add -A
 	git -C "$work" -c user.name=Demo -c user.email=demo@reef.invalid commit -qm "Add the iris SGD processor [skip ci]"
-	git -C "$work" push -q "http://demo:$TOKEN@127.0.0.1:$PORT/acme/iris-sgd.git" main
+	git -C "$work" push -q -f "http://demo:$TOKEN@127.0.0.1:$PORT/acme/iris-sgd.git" main
 	rm -rf "$work"
 	curl -fs -o /dev/null -H "PRIVATE-TOKEN: $TOKEN" -H "Content-Type: application/json" \
 		-d '{"ref": "main"}' "$URL/api/v1/code-projects/acme%2Firis-sgd/publish"

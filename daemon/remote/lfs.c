@@ -35,40 +35,6 @@ static int gl_lfs_header(const char *name, const char *value, char **out)
 	return asprintf(out, "%s: %s", name, value) < 0 ? -ENOMEM : 0;
 }
 
-/* "2016-11-10T15:29:07Z" or with "+hh:mm"/"-hh:mm" (RFC 3339, as the LFS batch API's
- * expires_at); -1 when malformed. */
-static int64_t gl_lfs_time(const char *v)
-{
-	struct tm tm = {0};
-	int n = 0, oh = 0, om = 0;
-	char sign = 0;
-	const char *p;
-	time_t t;
-
-	if (sscanf(v, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-	           &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6)
-		return -1;
-	p = v + n;
-	if (*p == '.') /* fractions of a second */
-		for (p++; *p >= '0' && *p <= '9'; p++)
-			;
-	if (*p == 'Z' || *p == 'z')
-		p++;
-	else if ((*p == '+' || *p == '-') && sscanf(p + 1, "%2d:%2d", &oh, &om) == 2)
-		sign = *p, p += 6;
-	else
-		return -1;
-	if (*p)
-		return -1;
-	tm.tm_year -= 1900;
-	tm.tm_mon -= 1;
-	t = timegm(&tm);
-	if (t == (time_t)-1)
-		return -1;
-	t -= (sign == '-' ? -1 : 1) * (time_t)(oh * 3600 + om * 60);
-	return (int64_t)t * 1000;
-}
-
 /* When an action stops working: the earlier of expires_in (seconds from the answer) and
  * expires_at; 0 when it names neither. */
 static int64_t gl_lfs_expiry(const json_t *action, int64_t answered_ms)
@@ -81,7 +47,7 @@ static int64_t gl_lfs_expiry(const json_t *action, int64_t answered_ms)
 	    json_integer_value(in) < (json_int_t)1 << 40)
 		e = answered_ms + (int64_t)json_integer_value(in) * 1000;
 	if (at) {
-		int64_t t = gl_lfs_time(at);
+		int64_t t = time_parse_rfc3339(at);
 
 		if (t > 0 && (e == 0 || t < e))
 			e = t;

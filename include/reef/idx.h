@@ -32,6 +32,9 @@ int idx_tree_get(struct idx *x, const char *tree_oid, struct tree_entry **out, s
 
 int idx_commit_put(struct idx *x, const char *commit, const char *tree_oid);
 int idx_commit_get(struct idx *x, const char *commit, char tree_oid[41]);
+/* commit → its committer time (seconds since the epoch): what a revision shows as mtime. */
+int idx_commit_time_put(struct idx *x, const char *commit, int64_t when);
+int idx_commit_time_get(struct idx *x, const char *commit, int64_t *when);
 
 /* ref is e.g. "branch:main", "tag:v1", "commit:3f2a" */
 int idx_ref_put(struct idx *x, int64_t project_id, const char *ref, const char *commit,

@@ -35,6 +35,9 @@ void pack_free(struct pack *p); /* accepts NULL; removes the pack's files */
 /* Parses a git tree object's content into entries (at most max; -EFBIG beyond, -EIO when
  * malformed: bad mode, empty or unsafe name, truncated id). Sizes are -1. *out malloc'ed. */
 int pack_tree_parse(const void *data, size_t len, size_t max, struct tree_entry **out, size_t *n);
+/* The committer time (seconds since the epoch) of a git commit object's content; -EIO
+ * when its committer line is malformed, -ENOENT when it has none. */
+int pack_commit_time(const void *data, size_t len, int64_t *when);
 /* The tree id a git commit object's content names (its first line). */
 int pack_commit_tree(const void *data, size_t len, char tree[41]);
 

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "reef/buf.h"
 
@@ -22,6 +23,10 @@ int base64_decode(const char *s, size_t n, struct buf *out);
 /* Copies s into out (cap bytes, NUL included) with every byte outside printable ASCII
  * and the backslash as \\xHH, cut at a whole escape: user text shown as one line. */
 void text_escape(const char *s, char *out, size_t cap);
+/* Milliseconds since the epoch of "2016-11-10T15:29:07Z", with fractions or a
+ * "+hh:mm"/"-hh:mm" offset (RFC 3339: GitLab's committed_date, LFS's expires_at); -1 when
+ * malformed. */
+int64_t time_parse_rfc3339(const char *v);
 /* Maps an HTTP status to a negative errno (2xx -> 0). */
 int err_from_http(long status);
 

@@ -49,17 +49,23 @@ def make_projects(hub, tmp_path, mount_factory, publish=True):
 
 
 def write_ctl(path, data):
-    """One open-write-close; returns the errno of write() (0 on success) and, for a failed
-    write, the text read back from the same descriptor."""
+    """One open-write-read-close; returns the errno of write() or close() (0 on success)
+    and the text read back from the same descriptor (the ticket, or why it was refused):
+    the read ends the request, as close would."""
     fd = os.open(path, os.O_RDWR)
+    err = 0
     try:
         try:
             os.write(fd, data if isinstance(data, bytes) else data.encode())
         except OSError as e:
-            return e.errno, os.pread(fd, 4096, 0).decode()
-        return 0, os.pread(fd, 65536, 0).decode()
+            err = e.errno
+        back = os.pread(fd, 65536, 0).decode()
     finally:
-        os.close(fd)
+        try:
+            os.close(fd)
+        except OSError as e:
+            err = err or e.errno
+    return err, back
 
 
 def wait_file(path, until, timeout=90):
@@ -193,13 +199,20 @@ def test_invalid_writes_get_errnos_and_reasons(hub, tmp_path, mount_factory):
     # a good request clears the error; a second request on the same descriptor is refused
     fd = os.open(launch, os.O_WRONLY)
     try:
-        os.write(fd, b"name=ok1\nprocessor=sgd-train\ninput_path=data\n")
+        os.write(fd, b"name=ok1\nprocessor=sgd-train\n")
+        os.write(fd, b"input_path=data\n")  # one request, however many writes carry it
+    finally:
+        os.close(fd)
+    fd = os.open(launch, os.O_RDWR)
+    try:
+        os.write(fd, b"name=ok2\nprocessor=sgd-train\ninput_path=data\n")
+        assert json.loads(os.pread(fd, 65536, 0))["target"] == "ok2"  # the read sent it
         with pytest.raises(OSError) as ei:
-            os.write(fd, b"name=ok2\nprocessor=sgd-train\n")
+            os.write(fd, b"name=ok2b\nprocessor=sgd-train\n")
         assert ei.value.errno == errno.EINVAL
     finally:
         os.close(fd)
-    # a JSON object split across writes is sent by the write that completes it
+    # a JSON object split across writes is sent at close
     fd = os.open(launch, os.O_WRONLY)
     try:
         os.write(fd, b'{"name": "ok3", "processor": ')
@@ -213,10 +226,10 @@ def test_invalid_writes_get_errnos_and_reasons(hub, tmp_path, mount_factory):
         os.close(fd)
     assert ei.value.errno == errno.EINVAL
     assert "unfinished JSON" in (m / "alice/cats/experiments/launch.error").read_text()
-    for name in ("ok1", "ok3"):
+    for name in ("ok1", "ok2", "ok3"):
         wait_file(m / f"alice/cats/experiments/{name}/status", FINISHED)
     assert sorted(x["name"] for x in api("GET", "/projects/alice%2Fcats/experiments").json()) \
-        == ["ok1", "ok3"]
+        == ["ok1", "ok2", "ok3"]
     # ctl files: unknown commands and unknown experiments
     err, back = write_ctl(m / "alice/cats/experiments/ok1/ctl", "explode\n")
     assert err == errno.EINVAL and "cancel or retry" in back

@@ -279,6 +279,10 @@ int main(int argc, char **argv)
 		fputs(usage_text, argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
 	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("reef-epf %s\n", REEF_VERSION);
+		return 0;
+	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (!strcmp(argv[1], "start"))
 		r = epf_post("start", "{}") == 0 ? 0 : 1;

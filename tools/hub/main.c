@@ -536,6 +536,10 @@ int main(int argc, char **argv)
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
 	    strcmp(argv[1], "help") == 0)
 		return usage(0);
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("reef-hub %s\n", REEF_VERSION);
+		return 0;
+	}
 	git_libgit2_init();
 	if (strcmp(argv[1], "init") == 0 && argc == 3)
 		code = cmd_init(argv[2]);

@@ -3,6 +3,7 @@
  * The token is read from stdin, checked once against GET /api/v4/user and never
  * printed or logged. */
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -29,6 +30,9 @@ static const char mount_help[] =
     "Mounts the server of 'reef login' at DIR (default ~/reef, created if missing) by\n"
     "running reefd with -o server=URL,token_file=PATH plus the OPTS given (see\n"
     "'reefd --help': cache=DIR, cache_limit=SIZE, poll=S, ...). Returns once mounted.\n"
+    "Refuses a DIR that is already mounted, and a DIR that is not empty unless\n"
+    "-o nonempty is given; a dead mount at DIR (reefd killed: 'Transport endpoint is\n"
+    "not connected') is cleaned up with fusermount3 -u first.\n"
     "reefd is $REEF_REEFD, else ../../daemon/reefd from reef's own directory (a build\n"
     "tree), else reefd next to reef, else reefd on PATH.\n";
 
@@ -338,11 +342,28 @@ static int mount_run(char *const argv[])
 	return 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
+/* dir exists and holds something (a mount would hide it). */
+static bool mount_dir_used(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	bool used = false;
+
+	if (!d)
+		return false;
+	while (!used && (e = readdir(d)))
+		used = strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	closedir(d);
+	return used;
+}
+
 int reef_cmd_mount(int argc, char **argv)
 {
 	char server[REEF_URL_MAX], token[PATH_MAX], dir[PATH_MAX], reefd[PATH_MAX];
 	struct buf opts = BUF_INIT(65536), extra = BUF_INIT(65536);
 	const char *target = NULL;
+	bool nonempty = false;
+	char fstype[64];
 	int r, code;
 
 	for (int i = 1; i < argc; i++) {
@@ -371,9 +392,17 @@ int reef_cmd_mount(int argc, char **argv)
 		} else {
 			target = argv[i];
 		}
-		if (o && *o && buf_printf(&extra, ",%s", o) < 0) {
-			r = reef_usage("mount", "-o options too long");
-			goto out;
+		/* nonempty is reef's own (fuse3 has no such option): the rest goes to reefd */
+		while (o && *o) {
+			size_t n = strcspn(o, ",");
+
+			if (n == 8 && !strncmp(o, "nonempty", 8))
+				nonempty = true;
+			else if (n && buf_printf(&extra, ",%.*s", (int)n, o) < 0) {
+				r = reef_usage("mount", "-o options too long");
+				goto out;
+			}
+			o += n + (o[n] == ',');
 		}
 	}
 	/* usage errors first: they do not depend on having logged in */
@@ -395,6 +424,32 @@ int reef_cmd_mount(int argc, char **argv)
 		snprintf(dir, sizeof(dir), "%s", target);
 	else if (reef_default_mount(dir, sizeof(dir)) < 0) {
 		r = reef_fail("no HOME: give the mount point");
+		goto out;
+	}
+	/* what sshfs users expect: no second mount on top of a live one, a dead one (its
+	 * reefd was killed) cleaned up, and no files hidden without a word */
+	code = reef_mountpoint(dir, fstype, sizeof(fstype));
+	if (code == 1 && reef_mount_dead(dir)) {
+		fprintf(stderr,
+		        "reef: %s: a dead mount (its reefd is gone: Transport endpoint is not "
+		        "connected); cleaning up with fusermount3 -u %s\n",
+		        dir, dir);
+		fflush(NULL);
+		if (mount_run((char *const[]){"fusermount3", "-u", dir, NULL}) != 0) {
+			r = reef_fail("fusermount3 -u %s failed: unmount it by hand (as root: "
+			              "umount -l %s)",
+			              dir, dir);
+			goto out;
+		}
+	} else if (code == 1) {
+		r = reef_fail("%s is already mounted (%s): 'reef unmount %s' first", dir, fstype,
+		              dir);
+		goto out;
+	}
+	if (!nonempty && mount_dir_used(dir)) {
+		r = reef_fail("%s is not empty: a mount would hide its files (give -o nonempty to "
+		              "mount over them anyway)",
+		              dir);
 		goto out;
 	}
 	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {

@@ -45,6 +45,28 @@ static const char prefetch_help[] =
     "fetched of the listed size, prefetches queued, downloads in flight) until nothing\n"
     "is queued or in flight.\n";
 
+/* A path in a mount whose reefd is gone (killed, crashed): says so and how to recover.
+ * Returns 1. */
+static int mnt_dead(const char *path)
+{
+	char abs[PATH_MAX];
+
+	if (reef_abs_path(path, abs, sizeof(abs)) < 0)
+		snprintf(abs, sizeof(abs), "%s", path);
+	/* the mount point is the innermost mount holding the path */
+	for (char *slash; strcmp(abs, "/") && reef_mountpoint(abs, (char[64]){0}, 64) != 1;) {
+		slash = strrchr(abs, '/');
+		if (slash == abs)
+			abs[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	return reef_fail("%s: the reef mount is dead (its reefd exited or was killed: Transport "
+	                 "endpoint is not connected); recover with 'fusermount3 -u %s', then "
+	                 "'reef mount %s' (which also cleans it up by itself)",
+	                 path, abs, abs);
+}
+
 /* The mount root for a command's optional DIR argument. 0, or 1 after a message. */
 static int mnt_root(const char *arg, char *root, size_t size)
 {
@@ -53,15 +75,24 @@ static int mnt_root(const char *arg, char *root, size_t size)
 
 	if (arg) {
 		r = reef_mount_root(arg, root, size, NULL, 0);
+		if (r == -ENOTCONN)
+			return mnt_dead(arg);
 		if (r < 0)
 			return reef_fail("%s: %s", arg,
 			                 r == -EXDEV ? "not inside a reef mount" : strerror(-r));
 		return 0;
 	}
-	if (reef_mount_root(".", root, size, NULL, 0) == 0)
+	r = reef_mount_root(".", root, size, NULL, 0);
+	if (r == 0)
 		return 0;
-	if (reef_default_mount(def, sizeof(def)) < 0 ||
-	    reef_mount_root(def, root, size, NULL, 0) < 0)
+	if (r == -ENOTCONN)
+		return mnt_dead(".");
+	if (reef_default_mount(def, sizeof(def)) < 0)
+		return reef_fail("no reef mount here (give DIR, or run 'reef mount')");
+	r = reef_mount_root(def, root, size, NULL, 0);
+	if (r == -ENOTCONN)
+		return mnt_dead(def);
+	if (r < 0)
 		return reef_fail("no reef mount here or at ~/reef (give DIR, or run 'reef mount')");
 	return 0;
 }

@@ -119,7 +119,7 @@ int reef_default_mount(char *out, size_t size)
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
-static bool reef_is_root(const char *dir)
+static int reef_is_root(const char *dir)
 {
 	char p[PATH_MAX + 16];
 	struct stat st;
@@ -127,7 +127,106 @@ static bool reef_is_root(const char *dir)
 	if (snprintf(p, sizeof(p), "%s/.reef/status", strcmp(dir, "/") ? dir : "") >=
 	    (int)sizeof(p))
 		return false;
-	return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+	if (stat(p, &st) == 0)
+		return S_ISREG(st.st_mode);
+	return errno == ENOTCONN ? -ENOTCONN : 0; /* a mount whose reefd is gone */
+}
+
+int reef_abs_path(const char *dir, char *out, size_t size)
+{
+	char tmp[PATH_MAX], abs[PATH_MAX], *slash, *last;
+	const char *parent;
+	size_t n;
+
+	if (snprintf(tmp, sizeof(tmp), "%s", dir) >= (int)sizeof(tmp) || !tmp[0])
+		return -ENAMETOOLONG;
+	for (n = strlen(tmp); n > 1 && tmp[n - 1] == '/'; n--)
+		tmp[n - 1] = '\0';
+	slash = strrchr(tmp, '/');
+	last = slash ? slash + 1 : tmp;
+	if (!strcmp(last, ".") || !strcmp(last, "..") || !strcmp(tmp, "/")) {
+		if (!realpath(tmp, abs))
+			return -errno;
+		return snprintf(out, size, "%s", abs) >= (int)size ? -ENAMETOOLONG : 0;
+	}
+	if (slash == tmp) {
+		parent = "/";
+	} else if (slash) {
+		*slash = '\0';
+		parent = tmp;
+	} else {
+		parent = ".";
+	}
+	if (!realpath(parent, abs))
+		return -errno;
+	if (snprintf(out, size, "%s/%s", strcmp(abs, "/") ? abs : "", last) >= (int)size)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+static void reef_unescape(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = '\0';
+}
+
+int reef_mountpoint(const char *dir, char *fstype, size_t tsize)
+{
+	char abs[PATH_MAX], *line = NULL;
+	size_t cap = 0;
+	int found = 0;
+	FILE *f;
+	int r = reef_abs_path(dir, abs, sizeof(abs));
+
+	if (r < 0)
+		return r;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -errno;
+	/* "36 35 98:0 / /mnt/x rw,noatime master:1 - fuse.reef reef rw,…": the mount
+	 * point is field 5, the type follows the lone "-"; the last match is the top one */
+	while (getline(&line, &cap, f) > 0) {
+		char *save = NULL, *tok, *mp = NULL;
+		int i = 0;
+		bool sep = false;
+
+		for (tok = strtok_r(line, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
+			if (++i == 5)
+				mp = tok;
+			else if (sep) {
+				if (mp) {
+					reef_unescape(mp);
+					if (!strcmp(mp, abs)) {
+						found = 1;
+						snprintf(fstype, tsize, "%s", tok);
+					}
+				}
+				break;
+			} else if (i > 6 && !strcmp(tok, "-"))
+				sep = true;
+		}
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+bool reef_mount_dead(const char *dir)
+{
+	struct stat st;
+
+	return stat(dir, &st) < 0 && errno == ENOTCONN;
 }
 
 int reef_mount_root(const char *path, char *root, size_t rsize, char *rel, size_t relsize)
@@ -140,7 +239,11 @@ int reef_mount_root(const char *path, char *root, size_t rsize, char *rel, size_
 		return -errno;
 	snprintf(cur, sizeof(cur), "%s", abs);
 	for (;;) {
-		if (reef_is_root(cur))
+		int is = reef_is_root(cur);
+
+		if (is < 0)
+			return is;
+		if (is)
 			break;
 		if (!strcmp(cur, "/"))
 			return -EXDEV;
@@ -168,6 +271,7 @@ int reef_mount_root(const char *path, char *root, size_t rsize, char *rel, size_
 int reef_ctl_write(const char *file, const char *req, char *reason, size_t rsize,
                    struct buf *ticket)
 {
+	struct buf back = BUF_INIT(65536);
 	size_t len = strlen(req);
 	ssize_t n;
 	int fd, r = 0;
@@ -188,23 +292,28 @@ int reef_ctl_write(const char *file, const char *req, char *reason, size_t rsize
 	if (n < 0)
 		r = -errno;
 	else if ((size_t)n != len)
-		r = -EIO; /* the mount takes a request in one write */
-	if (r < 0 && reason && rsize > 1) {
-		n = pread(fd, reason, rsize - 1, 0);
-		reason[n > 0 ? n : 0] = '\0';
-		reason[strcspn(reason, "\n")] = '\0';
-	} else if (r == 0 && ticket) {
+		r = -EIO;
+	/* reading the descriptor ends the request (the mount sends it then, or at close)
+	 * and shows its ticket, or the reason it was refused */
+	buf_reset(&back);
+	for (off_t off = 0; back.len < 65536; off += n) {
 		char chunk[4096];
 
-		buf_reset(ticket);
-		for (off_t off = 0; ticket->len < 65536; off += n) {
-			n = pread(fd, chunk, sizeof(chunk), off);
-			if (n <= 0 || buf_append(ticket, chunk, (size_t)n) < 0)
-				break;
-		}
+		n = pread(fd, chunk, sizeof(chunk), off);
+		if (n <= 0 || buf_append(&back, chunk, (size_t)n) < 0)
+			break;
 	}
 	if (close(fd) < 0 && r == 0)
 		r = -errno;
+	if (r < 0 && reason && rsize > 1) {
+		snprintf(reason, rsize, "%.*s", (int)back.len, back.data ? back.data : "");
+		reason[strcspn(reason, "\n")] = '\0';
+	} else if (r == 0 && ticket) {
+		buf_reset(ticket);
+		if (back.len)
+			buf_append(ticket, back.data, back.len);
+	}
+	buf_free(&back);
 	return r;
 }
 
@@ -251,6 +360,10 @@ int main(int argc, char **argv)
 	}
 	if (reef_is_help(argv[1]) || !strcmp(argv[1], "help")) {
 		fputs(usage_text, stdout);
+		return REEF_EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("reef %s\n", REEF_VERSION);
 		return REEF_EXIT_OK;
 	}
 	for (size_t i = 0; i < sizeof(reef_cmds) / sizeof(reef_cmds[0]); i++)

@@ -38,12 +38,22 @@ int reef_default_mount(char *out, size_t size);
 
 /* Finds the root of the reef mount holding path (the directory with .reef/status),
  * walking up from path. root gets the mount root, rel (if not NULL) the path below it
- * ("" for the root itself). -EXDEV when path is not inside a mount, -errno of
- * realpath (-ENOENT...) when path cannot be resolved. */
+ * ("" for the root itself). -EXDEV when path is not inside a mount, -ENOTCONN when it
+ * is inside a dead one, -errno of realpath (-ENOENT...) when path cannot be resolved. */
 int reef_mount_root(const char *path, char *root, size_t rsize, char *rel, size_t relsize);
 
-/* Writes one request to a control file (open, one write, close). 0 or -errno; on
- * failure reason gets the reason read back from the descriptor (may be empty). */
+/* dir made absolute without resolving its last component (a dead FUSE mount cannot be
+ * resolved: ENOTCONN), as /proc/self/mountinfo names mount points. */
+int reef_abs_path(const char *dir, char *out, size_t size);
+/* Whether a mount sits exactly at dir (/proc/self/mountinfo): 1 with its file system type
+ * in fstype ("fuse.reef"), 0 when none, or -errno. */
+int reef_mountpoint(const char *dir, char *fstype, size_t tsize);
+/* dir is a FUSE mount whose daemon is gone ("Transport endpoint is not connected"). */
+bool reef_mount_dead(const char *dir);
+
+/* Writes one request to a control file (open, write, read back, close: the request is
+ * sent at the read or the close). 0 or -errno; on failure reason gets the reason read
+ * back from the descriptor (may be empty), on success ticket the request's ticket. */
 int reef_ctl_write(const char *file, const char *req, char *reason, size_t rsize,
                    struct buf *ticket);
 

@@ -9,6 +9,7 @@
 
 #include "../check.h"
 #include "reef/idx.h"
+#include "reef/pack.h"
 
 static const char *T1 = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
 static const char *C1 = "0123456789abcdef0123456789abcdef01234567";
@@ -67,6 +68,26 @@ static void test_records(struct idx *x)
 	CHECK_EQ_INT(idx_commit_get(x, C1, oid), 0);
 	CHECK_EQ_STR(oid, T1);
 	CHECK_EQ_INT(idx_commit_put(x, "abc", T1), -EINVAL);
+	CHECK_EQ_INT(idx_commit_time_get(x, C1, &at), -ENOENT);
+	CHECK_EQ_INT(idx_commit_time_put(x, C1, 1614827167), 0);
+	CHECK_EQ_INT(idx_commit_time_get(x, C1, &at), 0);
+	CHECK_EQ_INT(at, 1614827167);
+	{
+		static const char c[] = "tree 1111111111111111111111111111111111111111\nparent "
+		                        "2222222222222222222222222222222222222222\n"
+		                        "author A <a@x> 1 +0000\ncommitter C D <c@x> 1614827167 "
+		                        "+0200\n\nmsg\ncommitter X <x> 5 +0000\n";
+		static const char bad[] =
+		    "tree 1111111111111111111111111111111111111111\ncommitter C <c@x> soon "
+		    "+0000\n\n";
+		static const char none[] =
+		    "tree 1111111111111111111111111111111111111111\n\ncommitter C <c@x> 5 +0000\n";
+
+		CHECK_EQ_INT(pack_commit_time(c, sizeof(c) - 1, &at), 0);
+		CHECK_EQ_INT(at, 1614827167);
+		CHECK_EQ_INT(pack_commit_time(bad, sizeof(bad) - 1, &at), -EIO);
+		CHECK_EQ_INT(pack_commit_time(none, sizeof(none) - 1, &at), -ENOENT);
+	}
 
 	CHECK_EQ_INT(idx_ref_get(x, 7, "branch:main", oid, &at), -ENOENT);
 	CHECK_EQ_INT(idx_ref_put(x, 7, "branch:main", C1, 1700000000123LL), 0);
