@@ -1540,9 +1540,19 @@ static int ml_precheck(struct mlfs *ml, struct mlfs_file *f, char err[CTL_ERR_MA
 	}
 	slug = jsonx_str(in, "processor") ? jsonx_str(in, "processor") : jsonx_str(in, "slug");
 	r = slug ? mlops_processor(ml->m, slug, &proc) : 0;
-	if (r == -ENOENT)
-		snprintf(err, CTL_ERR_MAX, "unknown processor %s", slug);
-	else
+	if (r == -ENOENT) {
+		const char *url = NULL;
+
+		/* no management API at all is not an unknown processor: say which */
+		if (mlops_mgmt_state(ml->m, &url) == -ENOENT)
+			snprintf(
+			    err, CTL_ERR_MAX,
+			    "no management API at %.200s (it answers 404 on /api/v1); mount with "
+			    "-o mgmt=URL of the service",
+			    url ? url : "the server");
+		else
+			snprintf(err, CTL_ERR_MAX, "unknown processor %s", slug);
+	} else
 		r = 0; /* offline or otherwise unsure: the check at close decides */
 	json_decref(proc);
 	json_decref(in);
