@@ -249,11 +249,21 @@ class Suite:
         url = self.hub.git_url("bench/tree", self.token)
         base = self.run_dir / "b3cold"
         base.mkdir()
-        reef_t, clone_t, entries = [], [], None
+        reef_t, clone_t, trees_t, gitfetch_t, entries = [], [], [], [], None
         for i in range(self.runs):
+            # the tree fetch alone, by git itself: what the git program would cost reefd
+            gdir = base / "gitfetch"
+            H.git(["init", "-q", "--bare", str(gdir)], self.home)
+            t = time.perf_counter()
+            H.git(["-C", str(gdir), "fetch", "-q", "--depth", "1", "--filter=blob:none", url,
+                   "main"], self.home)
+            gitfetch_t.append(time.perf_counter() - t)
+            shutil.rmtree(gdir)
             m = self.mount(f"b3cold-reefd{i}")
             reef = m / "bench/tree/branches/main"
-            os.listdir(reef)  # mounted, project and branch resolved: the tree is the cost
+            t = time.perf_counter()
+            os.listdir(reef)  # the project, the branch, and every tree in one git fetch
+            trees_t.append(time.perf_counter() - t)
             H.drop_caches()
             reef_t.append(sh(stat_tree_cmd(reef)))
             if entries is None:
@@ -269,8 +279,11 @@ class Suite:
             shutil.rmtree(dst)
         return self.record(
             "B3 cold", workload=f"find + stat over {entries} entries, empty cache",
-            reef_s=reef_t, clone_s=clone_t, remote=remote,
-            ratios={"reef/(clone --depth 1)": ("reef_s", "clone_s")},
+            reef_s=reef_t, clone_s=clone_t, remote=remote, reef_trees_s=trees_t,
+            git_treefetch_s=gitfetch_t,
+            ratios={"reef/(clone --depth 1)": ("reef_s", "clone_s"),
+                    "reefd's tree fetch / git fetch --filter=blob:none (info)":
+                    ("reef_trees_s", "git_treefetch_s")},
             targets={"reef/(clone --depth 1)": ("<=", 1.0)},
             note="reefd: trees in one protocol v2 fetch (blob:none, depth 1), sizes over "
             "GraphQL a directory at a time; the clone writes every file")
