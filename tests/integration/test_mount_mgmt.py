@@ -78,16 +78,20 @@ def test_lost_launch_answer_starts_one_run(hub, tmp_path, mount_factory):
         seen = wait_file(exps / "lost1/status", FINISHED)
         assert seen[-1] == "success", seen
         posts = proxy.count(r"^POST /api/v1/projects/\d+/experiments$")
-        assert 1 <= posts <= 2 and proxy.drop[1] == 2 - posts  # every answer was lost
+        # the answers dropped were for sends that did launch (libcurl's own resend over a
+        # reused connection is one of them when it happens)
+        assert 1 <= posts <= 3 and proxy.drop[1] == max(0, 2 - posts)
         runs = [x for x in api("GET", "/projects/alice%2Fcats/experiments").json()
                 if x["name"] == "lost1"]
         assert len(runs) == 1 and runs[0]["request_id"] == key
         assert len(pipelines_of(hub, token, "experiment/lost1")) == 1
         st = json.loads((m / ".reef/status").read_text())
         assert st["control_writes"] == {"queued": 0, "failed": 0, "delivered": 1}
-        # the delivery ended with the lookup, not with a second launch
-        assert "was started by it already; not sent again" in m.log_path.read_text()
-        assert proxy.count(r"^GET /api/v1/projects/\d+/experiments/lost1$") >= 2
+        # the delivery ended with the lookup (or, when an answer got through after two
+        # lost ones, with the service's own replay of the request id): not a second run
+        assert proxy.count(r"^GET /api/v1/projects/\d+/experiments/lost1$") >= 1
+        assert posts == 3 or "was started by it already; not sent again" in \
+            m.log_path.read_text()
     finally:
         proxy.close()
 

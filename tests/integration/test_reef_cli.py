@@ -180,7 +180,7 @@ def test_launch_and_follow(hub, tmp_path, mount_factory, cli_env):
     r = reef(cli_env, "launch", proj, "sgd-train", "input_path=data", "epochs=3", "--follow")
     assert r.returncode == 0, r
     first = r.stdout.splitlines()[0]
-    assert re.fullmatch(re.escape(str(proj)) + r"/experiments/sgd-train-[0-9a-f]{6}", first), first
+    assert re.fullmatch(re.escape(str(proj)) + r"/experiments/sgd-train-[0-9a-f]{8}", first), first
     assert os.path.isdir(first)
     assert "trained 3 epochs" in r.stdout
     last = json.loads(r.stdout.splitlines()[-1].removeprefix("metrics: "))
