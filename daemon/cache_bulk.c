@@ -26,13 +26,12 @@
 #include "reef/util.h"
 
 #define BULK_PATH_MAX     4096
-#define BULK_GQL_PARALLEL 4                     /* GraphQL requests of one directory at once */
-#define BULK_BLOBS_BYTES  ((uint64_t)8 << 20)   /* blobs of one batch, by their sizes */
-#define BULK_DIR_FILES    100000                /* files of one directory sized in bulk */
-#define BULK_AHEAD_DIRS   4096                  /* directories a look-ahead walks at most */
-#define BULK_AHEAD_BYTES  ((uint64_t)8 << 20)   /* small blobs fetched ahead of a reader */
-#define BULK_BLOB_MAX     ((uint64_t)256 << 10) /* larger blobs stream one by one */
-#define BULK_REST_PAGES   8                     /* REST tree pages before all trees over git */
+#define BULK_GQL_PARALLEL 4                   /* GraphQL requests of one directory at once */
+#define BULK_BLOBS_BYTES  ((uint64_t)8 << 20) /* blobs of one batch, by their sizes */
+#define BULK_DIR_FILES    100000              /* files of one directory sized in bulk */
+#define BULK_AHEAD_DIRS   4096                /* directories a look-ahead walks at most */
+#define BULK_AHEAD_BYTES  ((uint64_t)8 << 20) /* small blobs fetched ahead of a reader */
+#define BULK_REST_PAGES   8                   /* REST tree pages before all trees over git */
 
 void cache_bulk_init(struct cache *c)
 {
@@ -617,6 +616,8 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 		free(e);
 		return 0;
 	}
+	if (oid && (idx_size_get(c->idx, oid, &size) < 0 || size > CACHE_BATCH_BLOB_MAX))
+		oid = NULL; /* streamed on its own (cache_obj.c); the others still come along */
 	if (oid) {
 		/* the blob asked for first, whatever the caps (duplicates are asked once) */
 		b.oid = malloc(256 * sizeof(*b.oid));

@@ -32,6 +32,10 @@ struct cache_lfs_ahead {
 	struct gl_target t;
 };
 
+/* Blobs up to this size come in a directory's batch (cache_bulk_blobs); larger ones
+ * stream one by one, several at once, as soon as a reader asks. */
+#define CACHE_BATCH_BLOB_MAX ((uint64_t)64 << 10)
+
 /* How a commit has been read so far: REST tree pages listed, blob batches fetched, and
  * whether all its trees came over git. */
 #define CACHE_COMMIT_USES 64

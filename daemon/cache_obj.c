@@ -605,7 +605,7 @@ int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, cons
 			known = (int64_t)info.blob_size;
 		/* a small file not cached: at its first read its directory's small files
 		 * come with it, in one request (cache_obj_load) */
-		if (commit && path && known >= 0 && (uint64_t)known < ODB_RAW_THRESHOLD) {
+		if (commit && path && known >= 0 && (uint64_t)known <= CACHE_BATCH_BLOB_MAX) {
 			memcpy(o->commit, commit, 41);
 			o->path = strdup(path);
 		}
