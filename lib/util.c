@@ -27,7 +27,7 @@ int url_encode(struct buf *out, const char *s)
 	return r;
 }
 
-static int hexval(char c)
+int hex_digit(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -44,7 +44,7 @@ int url_decode(char *out, const char *in, bool plus_is_space)
 
 	while (*in) {
 		if (*in == '%') {
-			int hi = hexval(in[1]), lo = hi < 0 ? -1 : hexval(in[2]);
+			int hi = hex_digit(in[1]), lo = hi < 0 ? -1 : hex_digit(in[2]);
 
 			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 				return -EINVAL;

@@ -50,14 +50,12 @@ static int gl_pkt_feed(struct gl_pkt *p, const unsigned char *d, size_t n)
 				return 0;
 		}
 		for (int i = 0; i < 4; i++) {
-			unsigned char c = p->buf[i];
-			unsigned v = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
-			             : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
-			                                    : 16u;
+			int v = hex_digit((char)p->buf[i]);
 
-			if (v == 16)
+			/* pkt-line lengths are lowercase hex (gitprotocol-common) */
+			if (v < 0 || (p->buf[i] >= 'A' && p->buf[i] <= 'F'))
 				return -EIO;
-			len = len * 16 + v;
+			len = len * 16 + (unsigned)v;
 		}
 		if (len < 4) {
 			int r;

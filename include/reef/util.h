@@ -8,6 +8,8 @@
 
 #include "reef/buf.h"
 
+/* The value of one hexadecimal digit (either case), or -1. */
+int hex_digit(char c);
 /* Percent-encodes everything but unreserved characters (RFC 3986), so '/' becomes %2F
  * as GitLab wants for :id and :file_path. */
 int url_encode(struct buf *out, const char *s);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "gql.h"
+#include "reef/util.h"
 
 /* --- arena --- */
 
@@ -397,17 +398,6 @@ static const char *name(struct parser *ps)
 	return s;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static size_t utf8_put(char *d, uint32_t cp)
 {
 	if (cp < 0x80) {
@@ -439,7 +429,7 @@ static int hex4(const char *s, const char *end, uint32_t *out)
 	if (end - s < 4)
 		return -1;
 	for (int i = 0; i < 4; i++) {
-		int h = hexval(s[i]);
+		int h = hex_digit(s[i]);
 
 		if (h < 0)
 			return -1;
