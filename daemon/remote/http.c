@@ -606,6 +606,26 @@ static int gl_stream_begin(struct gl_req *rq, long status)
 	return rq->ssink->begin ? rq->ssink->begin(rq->ssink->arg, status == 206, first, total) : 0;
 }
 
+/* Hands a chunk of a 2xx body to a sink within the request's byte cap; libcurl's
+ * write-callback convention: len, or 0 to abort (why in cb_err). */
+static size_t gl_deliver(struct gl_req *rq, int (*fn)(void *arg, const void *d, size_t n),
+                         void *arg, const char *data, size_t len)
+{
+	int r;
+
+	if (len > rq->max - rq->got) {
+		rq->cb_err = -EIO;
+		return 0;
+	}
+	rq->got += len;
+	r = fn(arg, data, len);
+	if (r < 0) {
+		rq->cb_err = r;
+		return 0;
+	}
+	return len;
+}
+
 static size_t gl_on_stream(struct gl_req *rq, char *data, size_t len, long status)
 {
 	int r;
@@ -624,17 +644,7 @@ static size_t gl_on_stream(struct gl_req *rq, char *data, size_t len, long statu
 			return 0;
 		}
 	}
-	if (len > rq->max - rq->got) {
-		rq->cb_err = -EIO;
-		return 0;
-	}
-	rq->got += len;
-	r = rq->ssink->data(rq->ssink->arg, data, len);
-	if (r < 0) {
-		rq->cb_err = r;
-		return 0;
-	}
-	return len;
+	return gl_deliver(rq, rq->ssink->data, rq->ssink->arg, data, len);
 }
 
 static size_t gl_on_body(char *data, size_t size, size_t nmemb, void *arg)
@@ -678,17 +688,7 @@ static size_t gl_on_body(char *data, size_t size, size_t nmemb, void *arg)
 			return 0;
 		}
 	}
-	if (len > rq->max - rq->got) {
-		rq->cb_err = -EIO;
-		return 0;
-	}
-	rq->got += len;
-	r = rq->sink->data(rq->sink->arg, data, len);
-	if (r < 0) {
-		rq->cb_err = r;
-		return 0;
-	}
-	return len;
+	return gl_deliver(rq, rq->sink->data, rq->sink->arg, data, len);
 }
 
 /* An empty body for a 2xx stream still has to begin (the empty blob). */
