@@ -7,6 +7,7 @@ not at all when the hub is killed in the middle of it."""
 import os
 import signal
 import subprocess
+from pathlib import Path
 import time
 
 import gitlab
@@ -51,7 +52,7 @@ def test_default_branch_protected_with_gitlab_shape(hub, team, tmp_path):
     main = project.protectedbranches.get("main")
     assert main.push_access_levels[0]["access_level"] == 40
     assert main.push_access_levels[0]["access_level_description"] == "Maintainers"
-    assert main.merge_access_levels[0]["access_level"] == 40
+    assert main.merge_access_levels[0]["access_level"] == 30  # developers merge
     assert main.allow_force_push is False and main.code_owner_approval_required is False
     # create a wildcard rule, refuse a duplicate, delete it
     pb = project.protectedbranches.create({"name": "release/*", "push_access_level": 30,
@@ -225,9 +226,21 @@ def test_token_scopes_as_gitlab(hub, team, tmp_path):
     assert r.status_code == 403
 
 
-def _git_children():
+def _git_children(root):
+    """git processes serving this hub's repositories (GIT_PROJECT_ROOT under root): other
+    hubs on the machine (a benchmark, say) are not this test's business."""
     out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
-    return [l for l in out.splitlines() if "receive-pack" in l or "http-backend" in l]
+    found = []
+    for line in out.splitlines():
+        if "receive-pack" not in line and "http-backend" not in line:
+            continue
+        try:
+            env = Path(f"/proc/{line.split()[0]}/environ").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        if str(root).encode() in env:
+            found.append(line)
+    return found
 
 
 @pytest.mark.parametrize("at,lands", [("pre-receive", False), ("committed", True)])
@@ -257,7 +270,7 @@ def test_hub_killed_during_push(tmp_path, at, lands):
     h.proc = None
     push.communicate(timeout=30)
     time.sleep(3)  # past the hook's sleep: an orphan would have moved main by now
-    assert not _git_children(), _git_children()
+    assert not _git_children(h.dir), _git_children(h.dir)
     bare = h.dir / "repos" / "1.git"
     moved = subprocess.run(["git", "--git-dir", str(bare), "rev-parse", "--verify", "-q",
                             "refs/heads/main"], capture_output=True, text=True)

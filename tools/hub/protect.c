@@ -45,10 +45,13 @@ int hub_protect_default(struct hub *hub, int64_t project_id, const char *branch)
 	sqlite3_stmt *st = NULL;
 	int rc;
 
+	/* maintainers push, developers merge, nobody force-pushes or deletes: the rule
+	 * issue 9 asks for, GitLab's "protected against pushes" with force push off (its
+	 * instance default, "fully protected", lets only maintainers merge) */
 	rc = sqlite3_prepare_v2(hub->db,
 	                        "INSERT OR IGNORE INTO protected_branches(project_id, name,"
 	                        " push_access_level, merge_access_level, allow_force_push)"
-	                        " VALUES(?1, ?2, 40, 40, 0)",
+	                        " VALUES(?1, ?2, 40, 30, 0)",
 	                        -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return hub_db_err(rc);
