@@ -117,6 +117,7 @@ int cache_new(struct cache **out, const struct cache_opts *o)
 		goto fail;
 	}
 	gl_set_stall(c->gl, o->stall_s);
+	gl_set_err_hook(c->gl, cache_err_hook, c);
 	r = cache_set_limit(c, o->limit);
 	if (r < 0)
 		goto fail;
@@ -227,6 +228,21 @@ int cache_user_known(struct cache *c, json_t **out)
 	*out = c->user ? json_incref(c->user) : NULL;
 	pthread_mutex_unlock(&c->lock);
 	return *out ? 0 : -ENOENT;
+}
+
+int cache_check(struct cache *c, char *why, size_t n)
+{
+	json_t *u = NULL;
+	int r = gl_user_why(c->gl, &u, why, n);
+
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	if (!c->user)
+		c->user = json_incref(u);
+	pthread_mutex_unlock(&c->lock);
+	json_decref(u);
+	return 0;
 }
 
 int cache_user(struct cache *c, json_t **out)

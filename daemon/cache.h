@@ -51,6 +51,13 @@ enum cache_ref_kind { CACHE_REF_BRANCH, CACHE_REF_TAG, CACHE_REF_COMMIT };
 int cache_new(struct cache **out, const struct cache_opts *o);
 void cache_free(struct cache *c); /* accepts NULL */
 
+/* One request (GET /user) to see whether the server answers and takes the token: 0, or
+ * a negative errno (-EACCES: token refused) with a one-line reason in why (n bytes). */
+int cache_check(struct cache *c, char *why, size_t n);
+/* Records a failure for .reef/status (last_errors) and logs it: for errors the cache
+ * layer does not see, such as refused control requests. */
+void cache_err_note(struct cache *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* The authenticated user (GET /user), fetched once; *out is a new reference. */
 int cache_user(struct cache *c, json_t **out);
 /* The user as already known, without asking the server (-ENOENT when not known yet):

@@ -27,22 +27,37 @@
 
 /* --- errors, access times, limit and eviction --- */
 
-void cache_err_note(struct cache *c, const char *fmt, ...)
+static void cache_err_put(struct cache *c, const char *msg, bool log)
 {
 	struct cache_err *e;
-	va_list ap;
 
 	pthread_mutex_lock(&c->lock);
 	e = &c->errs[c->errs_next];
-	va_start(ap, fmt);
-	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
-	va_end(ap);
+	snprintf(e->msg, sizeof(e->msg), "%s", msg);
 	e->at = cache_now_ms();
 	c->errs_next = (c->errs_next + 1) % CACHE_ERRORS;
 	if (c->nerrs < CACHE_ERRORS)
 		c->nerrs++;
-	log_error("cache: %s", e->msg);
+	if (log)
+		log_error("cache: %s", e->msg);
 	pthread_mutex_unlock(&c->lock);
+}
+
+void cache_err_note(struct cache *c, const char *fmt, ...)
+{
+	char msg[sizeof(((struct cache_err *)0)->msg)];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	cache_err_put(c, msg, true);
+}
+
+/* Every request that failed (gl_set_err_hook): http.c has logged it already. */
+void cache_err_hook(void *arg, const char *msg)
+{
+	cache_err_put(arg, msg, false);
 }
 
 enum idx_obj_kind cache_idx_kind(enum odb_kind kind)

@@ -99,7 +99,7 @@ struct cache_live {
 
 struct cache_err {
 	int64_t at;
-	char msg[200];
+	char msg[400]; /* room for a request's URL and curl's reason */
 };
 
 struct cache_branch {
@@ -217,6 +217,7 @@ void cache_commit_time_note(struct cache *c, const char *commit, const json_t *c
 
 /* cache_evict.c, cache_obj.c, cache_jobs.c */
 void cache_err_note(struct cache *c, const char *fmt, ...);
+void cache_err_hook(void *arg, const char *msg);
 enum idx_obj_kind cache_idx_kind(enum odb_kind kind);
 void cache_touch_flush(struct cache *c);
 void cache_obj_note(struct cache *c, enum odb_kind kind, const char *oid, uint64_t size);

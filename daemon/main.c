@@ -1,6 +1,9 @@
-/* reefd: mounts a GitLab instance read-only (see docs/layout.md).
- *   reefd [-f] [-d] -o server=URL[,token_file=PATH][,cache=DIR][,OPTION=VALUE…] MOUNTPOINT
+/* reefd: mounts a GitLab instance read-only (see docs/layout.md, man reefd).
+ *   reefd [-f] [-d] [-v] -o server=URL[,token_file=PATH][,cache=DIR][,OPTION=VALUE…] MOUNTPOINT
  *   reefd URL MOUNTPOINT [-o OPTIONS]   (as mount.fuse3 runs it: mount -t fuse.reefd)
+ * Before it mounts (and before the parent of a daemon exits) it asks the server once
+ * (GET /user): a refused token, or an unreachable server with nothing cached, fails the
+ * mount with the reason. Logs go to stderr, once daemonized to syslog, and to -o log=FILE.
  * Exit status: 0 after a clean unmount or SIGTERM/SIGINT/SIGHUP, 1 on a runtime failure,
  * 2 on a usage error. */
 #include "ops.h"
@@ -15,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -46,6 +50,9 @@ struct reefd_opts {
 	char *retry_max;
 	char *max_requests;
 	char *source; /* the server URL given as the first argument (mount.fuse3, fstab) */
+	char *log;
+	char *unreachable;
+	int verbose;
 };
 
 static const struct fuse_opt reefd_spec[] = {
@@ -61,6 +68,11 @@ static const struct fuse_opt reefd_spec[] = {
     {"passthrough=%s", offsetof(struct reefd_opts, passthrough), 0},
     {"retry_max=%s", offsetof(struct reefd_opts, retry_max), 0},
     {"max_requests=%s", offsetof(struct reefd_opts, max_requests), 0},
+    {"log=%s", offsetof(struct reefd_opts, log), 0},
+    {"unreachable=%s", offsetof(struct reefd_opts, unreachable), 0},
+    {"verbose", offsetof(struct reefd_opts, verbose), 1},
+    {"-v", offsetof(struct reefd_opts, verbose), 1},
+    {"--verbose", offsetof(struct reefd_opts, verbose), 1},
     FUSE_OPT_END,
 };
 
@@ -84,20 +96,32 @@ static void usage(FILE *f, const char *prog)
 {
 	fprintf(
 	    f,
-	    "usage: %s [-f] [-d] -o server=URL[,token_file=PATH][,cache=DIR][,OPTION=VALUE...] "
+	    "usage: %s [-f] [-d] [-v] -o server=URL[,token_file=PATH][,cache=DIR][,OPTION=VALUE...] "
 	    "MOUNTPOINT\n"
 	    "   or: %s URL MOUNTPOINT [-o OPTIONS]  (mount -t fuse.reefd URL MOUNTPOINT, fstab)\n"
 	    "\n"
 	    "Mounts the GitLab instance at URL read-only on MOUNTPOINT (see docs/layout.md).\n"
 	    "  -f                   stay in the foreground (logs go to stderr)\n"
 	    "  -d                   debug: log every FUSE request (implies -f)\n"
-	    "  -o server=URL        base URL of the GitLab or reef-hub server\n"
+	    "  -v, -o verbose       log debug messages too (without -d's FUSE trace)\n"
+	    "  -V, --version        print the version\n"
+	    "  -o log=FILE          also append the log to FILE (created mode 0600); once\n"
+	    "                       in the background the log goes to syslog (the journal:\n"
+	    "                       journalctl -t reefd) as well\n"
+	    "  -o unreachable=cache|mount|fail\n"
+	    "                       when the server cannot be reached at mount time: mount\n"
+	    "                       and serve the cache if it holds anything (cache, the\n"
+	    "                       default), mount even with an empty cache (mount), or\n"
+	    "                       fail (fail). A refused token always fails.\n"
+	    "  -o server=URL        base URL of the GitLab or reef-hub server (default\n"
+	    "                       $GITLAB_URL)\n"
 	    "  -o mgmt=URL          base URL of the management API (/api/v1: experiments,\n"
 	    "                       data pipelines, visualizations, processors) when it is\n"
 	    "                       not the server's (default: the server); the token is\n"
 	    "                       sent there too\n"
 	    "  -o token_file=PATH   file holding a personal access token (mode 0600);\n"
-	    "                       without it the token is read from $REEF_TOKEN\n"
+	    "                       without it the token is read from $REEF_TOKEN, else\n"
+	    "                       $GITLAB_PRIVATE_TOKEN\n"
 	    "  -o cache=DIR         object cache (default ~/.cache/reef/<host_port>)\n"
 	    "  -o cache_limit=SIZE  hard cache size: bytes, or N with K, M, G or T (powers of\n"
 	    "                       1024); default %d%% of the free disk, at least 1G\n"
@@ -380,6 +404,76 @@ static void daemon_ready(int *notify_fd, char status)
 	*notify_fd = -1;
 }
 
+/* libfuse's own messages (a lost /dev/fuse, a bad option) go where reefd's go: after
+ * daemonizing, stderr is /dev/null. */
+static void reefd_fuse_log(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	enum log_level l = level <= FUSE_LOG_ERR       ? LOG_LVL_ERROR
+	                   : level <= FUSE_LOG_WARNING ? LOG_LVL_WARN
+	                   : level <= FUSE_LOG_INFO    ? LOG_LVL_INFO
+	                                               : LOG_LVL_DEBUG;
+	char msg[1024];
+	size_t n;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		msg[--n] = 0;
+	if (n)
+		log_msg(l, "fuse: %s", msg);
+}
+
+/* Whether the cache holds anything to serve without the server. */
+static bool cache_has_data(struct cache *c)
+{
+	json_t *st = NULL;
+	bool has;
+
+	if (cache_stats(c, &st) < 0)
+		return false;
+	has = json_integer_value(json_object_get(st, "objects")) > 0;
+	json_decref(st);
+	return has;
+}
+
+/* The mount-time check (see the header): 0 to go on mounting, -1 after saying why not. */
+static int server_check(struct cache *c, const char *server, const char *mode,
+                        const char *cache_dir)
+{
+	char why[256] = "";
+	int r = cache_check(c, why, sizeof(why));
+	bool has;
+
+	if (r == 0)
+		return 0;
+	if (r == -EACCES) {
+		log_error("%s refused the token (%s): not mounting; log in again (reef login) or "
+		          "check token_file",
+		          server, why);
+		return -1;
+	}
+	if (r != -EIO) { /* it answered, but not as a GitLab does */
+		log_error("%s: GET /api/v4/user failed (%s): not mounting; is it the base URL of a "
+		          "GitLab server (without /api/v4)?",
+		          server, why);
+		return -1;
+	}
+	has = cache_has_data(c);
+	if (!strcmp(mode, "fail") || (!strcmp(mode, "cache") && !has)) {
+		log_error("cannot reach %s: %s: not mounting%s", server, why,
+		          strcmp(mode, "fail") ? " (nothing cached to serve offline; "
+		                                 "-o unreachable=mount mounts anyway)"
+		                               : "");
+		return -1;
+	}
+	/* logged, and kept in .reef/status last_errors for reef status */
+	cache_err_note(c,
+	               "at mount: cannot reach %s (%s): mounted offline, serving what is cached "
+	               "in %s; the server is asked again when a lookup needs it",
+	               server, why, cache_dir);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -404,6 +498,7 @@ int main(int argc, char **argv)
 	json_t *user = NULL;
 
 	log_set_ident("reefd");
+	fuse_set_log_func(reefd_fuse_log);
 	if (fuse_opt_parse(&args, &o, reefd_spec, reefd_opt_proc) != 0) {
 		usage(stderr, argv[0]);
 		ret = 2;
@@ -424,8 +519,28 @@ int main(int argc, char **argv)
 		ret = 0;
 		goto out;
 	}
-	if (cmd.debug)
+	if (cmd.debug || o.verbose)
 		log_set_level(LOG_LVL_DEBUG);
+	if (o.unreachable && strcmp(o.unreachable, "cache") && strcmp(o.unreachable, "mount") &&
+	    strcmp(o.unreachable, "fail")) {
+		fprintf(stderr, "reefd: unreachable must be cache, mount or fail\n");
+		ret = 2;
+		goto out;
+	}
+	if (o.log) {
+		char lp[PATH_MAX];
+
+		/* absolute: a daemon changes to / */
+		r = absolute(o.log, lp, sizeof(lp));
+		if (r == 0)
+			r = log_file_open(lp);
+		if (r < 0) {
+			fprintf(stderr, "reefd: cannot open the log file %s: %s\n", o.log,
+			        strerror(-r));
+			ret = 2;
+			goto out;
+		}
+	}
 	if (o.source && o.server && strcmp(o.source, o.server)) {
 		fprintf(stderr, "reefd: two servers: %s and -o server=%s\n", o.source, o.server);
 		ret = 2;
@@ -434,6 +549,14 @@ int main(int argc, char **argv)
 	if (o.source && !o.server) {
 		o.server = o.source;
 		o.source = NULL;
+	}
+	/* python-gitlab's and glab's variable, as the last resort */
+	if (!o.server && getenv("GITLAB_URL") && getenv("GITLAB_URL")[0]) {
+		o.server = strdup(getenv("GITLAB_URL"));
+		if (!o.server)
+			goto out;
+		for (size_t n = strlen(o.server); n > 8 && o.server[n - 1] == '/'; n--)
+			o.server[n - 1] = 0;
 	}
 	if (!o.server || !o.server[0] || !cmd.mountpoint) {
 		fprintf(stderr, "reefd: %s\n",
@@ -497,16 +620,19 @@ int main(int argc, char **argv)
 	if (o.token_file) {
 		if (token_read(o.token_file, &token) < 0)
 			goto out;
-	} else if (getenv("REEF_TOKEN")) {
-		if (token_check(getenv("REEF_TOKEN")) < 0) {
-			log_error("REEF_TOKEN does not hold a printable token");
+	} else if (getenv("REEF_TOKEN") || getenv("GITLAB_PRIVATE_TOKEN")) {
+		const char *var = getenv("REEF_TOKEN") ? "REEF_TOKEN" : "GITLAB_PRIVATE_TOKEN";
+
+		if (token_check(getenv(var)) < 0) {
+			log_error("%s does not hold a printable token", var);
 			goto out;
 		}
-		token = strdup(getenv("REEF_TOKEN"));
+		token = strdup(getenv(var));
 		if (!token)
 			goto out;
 	} else {
-		fprintf(stderr, "reefd: no token: give -o token_file=PATH or set REEF_TOKEN\n");
+		fprintf(stderr, "reefd: no token: give -o token_file=PATH or set REEF_TOKEN (or "
+		                "GITLAB_PRIVATE_TOKEN)\n");
 		usage(stderr, argv[0]);
 		ret = 2;
 		goto out;
@@ -545,14 +671,9 @@ int main(int argc, char **argv)
 		log_error("cannot open the cache in %s: %s", cache_dir, strerror(-r));
 		goto out;
 	}
-	r = cache_user(cache, &user);
-	if (r == -EACCES) {
-		log_error("%s refused the token (401/403); not mounting", o.server);
+	if (server_check(cache, o.server, o.unreachable ? o.unreachable : "cache", cache_dir) < 0)
 		goto out;
-	} else if (r < 0) {
-		log_warn("%s: cannot identify the user (%s); serving what is cached", o.server,
-		         strerror(-r));
-	} else {
+	if (cache_user_known(cache, &user) == 0) {
 		log_info("connected to %s as %s", o.server,
 		         json_string_value(json_object_get(user, "username"))
 		             ? json_string_value(json_object_get(user, "username"))
@@ -624,6 +745,8 @@ int main(int argc, char **argv)
 		idle = 4;
 	log_info("mounted %s on %s (cache %s, branch ttl %.3gs, poll %.3gs, %u threads)", o.server,
 	         mnt, cache_dir, ttl, poll, cmd.singlethread ? 1 : threads);
+	if (notify_fd >= 0)
+		log_syslog_start(); /* stderr becomes /dev/null below */
 	daemon_ready(&notify_fd, 0);
 
 	lcfg = fuse_loop_cfg_create();
@@ -672,7 +795,10 @@ out:
 	free(o.max_requests);
 	free(o.readahead);
 	free(o.passthrough);
+	free(o.log);
+	free(o.unreachable);
 	free(cmd.mountpoint);
+	log_close();
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -325,6 +325,11 @@ static void ml_error_set(struct mlfs *ml, const char *key, const char *msg)
 {
 	struct ml_error *slot = NULL;
 
+	if (msg && ml->cache) { /* also in .reef/status last_errors, without the time */
+		const char *m = strchr(msg, ' ') ? strchr(msg, ' ') + 1 : msg;
+
+		cache_err_note(ml->cache, "control file %s: %.*s", key, (int)strcspn(m, "\n"), m);
+	}
 	pthread_mutex_lock(&ml->lock);
 	for (size_t i = 0; i < ML_ERRORS; i++)
 		if (!strcmp(ml->errors[i].key, key))

@@ -139,7 +139,10 @@ int reefctl_fail(struct ops_ctx *ctx, const char *req_raw, int r, const char *fm
 	snprintf(ctx->ctl_error, sizeof(ctx->ctl_error), "%s %s: %.200s: %s\n", when,
 	         strerrorname_np(-r) ? strerrorname_np(-r) : "error", req, why);
 	pthread_mutex_unlock(&ctx->ctl_lock);
-	log_info("ctl: %.200s: %s", req, why);
+	if (ctx->cache) /* logged there, and shown in .reef/status last_errors */
+		cache_err_note(ctx->cache, "ctl: %.200s: %s", req, why);
+	else
+		log_info("ctl: %.200s: %s", req, why);
 	return r;
 }
 

@@ -43,13 +43,21 @@ void gl_limits_set(unsigned retry_max_s, unsigned max_in_flight);
 /* server: base URL without /api/v4, e.g. http://127.0.0.1:8080. token may be NULL. */
 int gl_new(struct gl **out, const char *server, const char *token);
 void gl_free(struct gl *g); /* accepts NULL */
-/* Requests made and requests failed since gl_new. */
+/* Requests made and requests failed since gl_new (a failure is anything but an answer:
+ * unreachable, TLS, an HTTP error status other than 404, an aborted transfer). */
 void gl_counters(struct gl *g, uint64_t *requests, uint64_t *errors);
 /* Connections opened so far (requests over a kept-alive connection open none). */
 uint64_t gl_connections(struct gl *g);
 
+/* fn(arg, "GET URL: why") after every request that failed and was counted as an error,
+ * from the thread that made it; set before the first request. */
+void gl_set_err_hook(struct gl *g, void (*fn)(void *arg, const char *msg), void *arg);
+
 /* JSON results are new references. */
 int gl_user(struct gl *g, json_t **out);
+/* gl_user that also says why it failed, in one line (e.g. "Could not resolve host: x",
+ * "HTTP 401"), into why (n bytes). */
+int gl_user_why(struct gl *g, json_t **out, char *why, size_t n);
 /* Projects the user is a member of: membership=true&simple=true, all pages. */
 int gl_projects_list(struct gl *g, json_t **out);
 /* By full path ("acme/cats", encoded here) or decimal id. */

@@ -48,6 +48,9 @@ struct gl {
 	/* The server's external URL (http_url_to_repo without "/<project>.git"), learnt from
 	 * the API; LFS hrefs under it are the server under another name (g->lock). */
 	char *external;
+	/* told every failed request (not a 404, not a cancel), for status (gl_set_err_hook) */
+	void (*err_hook)(void *arg, const char *msg);
+	void *err_arg;
 };
 
 /* An LFS object's download action and how to ask for it again when it expires (see
@@ -91,6 +94,7 @@ struct gl_req {
 	char blob_id[48];
 	char size[24];
 	char content_range[96];
+	char why[256]; /* on failure: one line saying why (curl's message, the HTTP status) */
 	CURL *h;
 };
 

@@ -349,6 +349,12 @@ int64_t gl_retry_until(struct gl *g)
 	return __atomic_load_n(&g->retry_until, __ATOMIC_RELAXED);
 }
 
+void gl_set_err_hook(struct gl *g, void (*fn)(void *arg, const char *msg), void *arg)
+{
+	g->err_hook = fn;
+	g->err_arg = arg;
+}
+
 void gl_counters(struct gl *g, uint64_t *requests, uint64_t *errors)
 {
 	*requests = __atomic_load_n(&g->requests, __ATOMIC_RELAXED);
@@ -809,7 +815,7 @@ static struct curl_slist *gl_add_headers(struct gl *g, const struct gl_req *rq, 
  * origin may see) and retrying 429s (and 503s that say when) within the retry budget. */
 int gl_perform(struct gl *g, struct gl_req *rq)
 {
-	char *url = strdup(rq->url);
+	char *url = strdup(rq->url), errbuf[CURL_ERROR_SIZE];
 	unsigned redirects = 0, retries = 0;
 	int64_t waited_ms = 0, budget_ms = (int64_t)gl_retry_budget_s() * 1000;
 	int r = 0;
@@ -836,10 +842,14 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 		if (!gl_url_allowed(g, url)) {
 			log_warn("%s %s: refused: plain http to a host that is not the server",
 			         rq->method, rq->show);
+			snprintf(rq->why, sizeof(rq->why),
+			         "refused: plain http to a host that is not the server");
 			r = -EIO;
 			break;
 		}
 		curl_easy_reset(h);
+		errbuf[0] = 0;
+		rq->why[0] = 0;
 		buf_reset(&rq->body);
 		buf_reset(&rq->errbody);
 		rq->cb_err = 0;
@@ -856,6 +866,7 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 			break;
 		}
 		curl_easy_setopt(h, CURLOPT_URL, url);
+		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
 		if (g->share)
 			curl_easy_setopt(h, CURLOPT_SHARE, g->share);
 		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -919,8 +930,13 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 		}
 		if (c != CURLE_OK) {
 			r = rq->cb_err ? rq->cb_err : gl_err_from_curl(c);
+			/* curl's own message names the host, the port or the certificate */
+			snprintf(rq->why, sizeof(rq->why), "%s",
+			         rq->cb_err ? strerror(-rq->cb_err)
+			         : errbuf[0] ? errbuf
+			                     : curl_easy_strerror(c));
 			if (!rq->cb_err)
-				log_warn("%s %s: %s", rq->method, rq->show, curl_easy_strerror(c));
+				log_warn("%s %s: %s", rq->method, rq->show, rq->why);
 			break;
 		}
 		if (own)
@@ -936,6 +952,8 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 			    !next ||
 			    (strncmp(next, "http://", 7) != 0 &&
 			     strncmp(next, "https://", 8) != 0)) {
+				snprintf(rq->why, sizeof(rq->why), "HTTP %ld to a place not followed",
+				         rq->status);
 				r = -EIO;
 				break;
 			}
@@ -955,6 +973,9 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 				log_warn("%s %s: HTTP %ld asks to wait %" PRId64
 				         " s, more than the retry budget (retry_max=%" PRId64 ")",
 				         rq->method, rq->show, rq->status, s, budget_ms / 1000);
+				snprintf(rq->why, sizeof(rq->why),
+				         "HTTP %ld asks to wait %" PRId64 " s, more than retry_max=%" PRId64,
+				         rq->status, s, budget_ms / 1000);
 				r = -EIO;
 				break;
 			}
@@ -968,15 +989,33 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 		/* another host's refusal is not the server's verdict on the file */
 		if (r < 0 && !own)
 			r = -EIO;
-		if (r == 0)
+		if (r == 0) {
 			r = gl_finish_stream(rq);
-		else if (r != -ENOENT)
+			if (r < 0)
+				snprintf(rq->why, sizeof(rq->why), "transfer incomplete: %s",
+				         strerror(-r));
+		} else if (r != -ENOENT) {
 			log_warn("%s %s: HTTP %ld %.200s", rq->method, rq->show, rq->status,
 			         own && rq->errbody.data ? rq->errbody.data : "");
+			snprintf(rq->why, sizeof(rq->why), "HTTP %ld%s", rq->status,
+			         rq->status == 401   ? " (the token was refused)"
+			         : rq->status == 403 ? " (forbidden)"
+			                             : "");
+		}
 		break;
 	}
-	if (r < 0 && r != -ECANCELED)
+	/* a 404 is an answer (no such path), a cancel the caller's choice: neither is a
+	 * failure; every other one is counted and told, so status shows each with its why */
+	if (r < 0 && r != -ECANCELED && r != -ENOENT) {
 		__atomic_add_fetch(&g->errors, 1, __ATOMIC_RELAXED);
+		if (g->err_hook) {
+			char msg[512];
+
+			snprintf(msg, sizeof(msg), "%s %.200s: %s", rq->method, rq->show,
+			         rq->why[0] ? rq->why : strerror(-r));
+			g->err_hook(g->err_arg, msg);
+		}
+	}
 	gl_handle_put(g, rq->h);
 	rq->h = NULL;
 	free(url);

@@ -22,12 +22,27 @@
 
 int gl_user(struct gl *g, json_t **out)
 {
+	return gl_user_why(g, out, NULL, 0);
+}
+
+int gl_user_why(struct gl *g, json_t **out, char *why, size_t n)
+{
+	struct gl_req rq;
 	char *url;
 	int r = gl_url(g, &url, "user");
 
+	*out = NULL;
 	if (r < 0)
 		return r;
-	r = gl_get_json(g, url, out);
+	gl_req_init(&rq, "GET", url);
+	r = gl_perform(g, &rq);
+	if (r == 0 && gl_parse(&rq, out) < 0) {
+		r = -EIO;
+		snprintf(rq.why, sizeof(rq.why), "GET /api/v4/user answered no JSON (not a GitLab?)");
+	}
+	if (r < 0 && why && n)
+		snprintf(why, n, "%s", rq.why[0] ? rq.why : strerror(-r));
+	gl_req_free(&rq);
 	free(url);
 	if (r == 0 && !json_is_object(*out)) {
 		json_decref(*out);
