@@ -8,6 +8,7 @@
 #include "cache.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -300,6 +301,73 @@ static int cache_projects_copy(const struct cache_project *src, size_t n,
 	return 0;
 }
 
+/* The member projects' listing is kept on disk too (projects.json in the cache), so a
+ * mount started while the server is down still finds its namespaces and projects. */
+#define CACHE_PROJECTS_FILE_MAX ((size_t)64 << 20)
+
+static void cache_projects_save(struct cache *c, const struct cache_project *list, size_t n)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	json_t *arr = json_array();
+
+	if (!arr)
+		return;
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(arr, json_pack("{s:I,s:s,s:s}", "id", (json_int_t)list[i].id,
+		                                     "path_with_namespace", list[i].path,
+		                                     "default_branch", list[i].default_branch));
+	snprintf(path, sizeof(path), "%s/projects.json", c->dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if (json_dump_file(arr, tmp, JSON_COMPACT) == 0) {
+		if (rename(tmp, path) < 0)
+			unlink(tmp);
+	} else {
+		unlink(tmp);
+	}
+	json_decref(arr);
+}
+
+static int cache_projects_load(struct cache *c, struct cache_project **out, size_t *n)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	json_t *arr = NULL, *it;
+	size_t i, count = 0;
+	char *data;
+	FILE *f;
+	int r = -EIO;
+
+	snprintf(path, sizeof(path), "%s/projects.json", c->dir);
+	f = fopen(path, "re");
+	if (!f)
+		return -EIO;
+	if (fstat(fileno(f), &st) < 0 || st.st_size <= 0 ||
+	    (size_t)st.st_size > CACHE_PROJECTS_FILE_MAX) {
+		fclose(f);
+		return -EIO;
+	}
+	data = malloc((size_t)st.st_size);
+	if (data && fread(data, 1, (size_t)st.st_size, f) == (size_t)st.st_size &&
+	    jsonx_parse(&arr, data, (size_t)st.st_size, 0, CACHE_PROJECTS_FILE_MAX) == 0 &&
+	    json_is_array(arr)) {
+		*out = calloc(json_array_size(arr) + 1, sizeof(**out));
+		if (*out) {
+			json_array_foreach(arr, i, it)
+			{
+				if (cache_project_parse(it, &(*out)[count]) == 0 &&
+				    path_is_safe((*out)[count].path, sizeof((*out)[count].path) - 1))
+					count++;
+			}
+			*n = count;
+			r = 0;
+		}
+	}
+	json_decref(arr);
+	free(data);
+	fclose(f);
+	return r;
+}
+
 int cache_projects_list(struct cache *c, struct cache_project **out, size_t *n)
 {
 	struct cache_project *list = NULL;
@@ -334,8 +402,32 @@ int cache_projects_list(struct cache *c, struct cache_project **out, size_t *n)
 		}
 	}
 	json_decref(arr);
+	if (r == 0)
+		cache_projects_save(c, list, count);
 	now = cache_now_ms();
 	pthread_mutex_lock(&c->lock);
+	if (r == -EIO && !c->have_projects) {
+		struct cache_project *saved = NULL;
+		size_t nsaved = 0;
+
+		/* offline since the mount began: the listing of an earlier mount, stale so that
+		 * the next lookup asks the server again */
+		pthread_mutex_unlock(&c->lock);
+		if (cache_projects_load(c, &saved, &nsaved) == 0) {
+			log_info("cache: server unavailable, listing the %zu projects cached", nsaved);
+			pthread_mutex_lock(&c->lock);
+			if (!c->have_projects) {
+				c->projects = saved;
+				c->nprojects = nsaved;
+				c->projects_at = 0;
+				c->have_projects = true;
+				saved = NULL;
+			}
+			pthread_mutex_unlock(&c->lock);
+			free(saved);
+		}
+		pthread_mutex_lock(&c->lock);
+	}
 	if (r == 0) {
 		free(c->projects);
 		c->projects = list;

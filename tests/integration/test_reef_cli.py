@@ -78,13 +78,13 @@ def test_login_bad_token_stores_nothing(hub, cli_env, tmp_path):
     r = reef(cli_env, "login", hub.url, input="not-a-real-token-at-all\n")
     assert r.returncode == 1 and "refused the token (HTTP 401)" in r.stderr, r
     assert "not-a-real-token" not in r.stdout + r.stderr
-    assert not (cfg / "token").exists() and not (cfg / "config").exists()
+    assert not (cfg / "tokens").exists() and not (cfg / "config").exists()
     r = reef(cli_env, "login", hub.url, input="")
     assert r.returncode == 1 and "no token" in r.stderr
     # a server that is not there
     r = reef(cli_env, "login", "http://127.0.0.1:1", input="abc\n")
     assert r.returncode == 1 and "cannot reach" in r.stderr
-    assert not (cfg / "token").exists()
+    assert not (cfg / "tokens").exists()
     # mount without a login says so
     r = reef(cli_env, "mount", tmp_path / "mnt")
     assert r.returncode == 1 and "not logged in" in r.stderr
@@ -115,9 +115,10 @@ def test_login_on_a_terminal_does_not_echo(hub, cli_env, tmp_path):
     finally:
         os.close(master)
     assert p.returncode == 0, (out, err)
-    assert out == f"logged in to {hub.url} as alice\n"
+    name = hub.url.split("//")[1].replace(":", "_")
+    assert out == f"logged in to {hub.url} as alice (server {name})\n"
     assert token.encode() not in echoed and token not in err
-    assert (tmp_path / "home/cfg/reef/token").read_text() == token
+    assert (tmp_path / "home/cfg/reef/tokens" / name).read_text() == token
 
 
 def test_login_mount_status_unmount(hub, cli_env, cli_mounts, tmp_path):
@@ -126,13 +127,16 @@ def test_login_mount_status_unmount(hub, cli_env, cli_mounts, tmp_path):
     push_repo(hub, token, "alice/cats", {"a.txt": b"hello\n"}, tmp_path)
     r = reef(cli_env, "login", hub.url + "/", input=f"  {token}  \n")
     assert r.returncode == 0, r
-    assert r.stdout == f"logged in to {hub.url} as alice\n"
+    name = hub.url.split("//")[1].replace(":", "_")
+    assert r.stdout == f"logged in to {hub.url} as alice (server {name})\n"
     assert token not in r.stdout + r.stderr
     cfg = tmp_path / "home/cfg/reef"
-    st = os.stat(cfg / "token")
+    st = os.stat(cfg / "tokens" / name)
     assert stat.S_IMODE(st.st_mode) == 0o600
-    assert (cfg / "token").read_text() == token
-    assert (cfg / "config").read_text() == f"server={hub.url}\n"
+    assert stat.S_IMODE(os.stat(cfg / "tokens").st_mode) == 0o700
+    assert (cfg / "tokens" / name).read_text() == token
+    assert f"default = {name}\n" in (cfg / "config").read_text()
+    assert f"[{name}]\nurl = {hub.url}\n" in (cfg / "config").read_text()
 
     # the default mount point, ~/reef, created on demand
     mnt = tmp_path / "home/reef"

@@ -1,7 +1,8 @@
-/* reef login, mount, unmount: the configuration ($XDG_CONFIG_HOME/reef/config holding
- * `server=URL`, and the token in .../reef/token, mode 0600) and running reefd with it.
- * The token is read from stdin, checked once against GET /api/v4/user and never
- * printed or logged. */
+/* reef login, servers, mount, unmount: storing a server (conf.c: the configuration,
+ * $XDG_CONFIG_HOME/reef/config, one section per named server, tokens in tokens/NAME,
+ * mode 0600) and running reefd with one. The token is read from stdin (or taken from
+ * python-gitlab's file or $GITLAB_PRIVATE_TOKEN), checked once against GET /api/v4/user
+ * and never printed or logged. */
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
@@ -19,17 +20,30 @@
 #include "reef/jsonx.h"
 
 static const char login_help[] =
-    "Usage: reef login SERVER_URL\n"
+    "Usage: reef login [--name NAME] [SERVER_URL]\n"
+    "   or: reef login --gitlab SECTION [--name NAME]\n"
     "Reads a personal access token from stdin (not echoed on a terminal), checks it with\n"
-    "GET SERVER_URL/api/v4/user and stores the server in $XDG_CONFIG_HOME/reef/config and\n"
-    "the token in $XDG_CONFIG_HOME/reef/token (mode 0600; XDG_CONFIG_HOME defaults to\n"
-    "~/.config). SERVER_URL is the http:// or https:// base URL, without /api/v4.\n";
+    "GET SERVER_URL/api/v4/user and stores the server as NAME in\n"
+    "$XDG_CONFIG_HOME/reef/config and the token in $XDG_CONFIG_HOME/reef/tokens/NAME\n"
+    "(mode 0600; XDG_CONFIG_HOME defaults to ~/.config). Other servers stay; the one\n"
+    "logged in to becomes the default of 'reef mount'. SERVER_URL is the http:// or\n"
+    "https:// base URL, without /api/v4; default $GITLAB_URL. On a terminal with\n"
+    "$GITLAB_PRIVATE_TOKEN set, that token is used instead of asking.\n"
+    "  --name NAME       the server's name ([A-Za-z0-9._-]; default: the name it already\n"
+    "                    has, else its host and port)\n"
+    "  --gitlab SECTION  take the URL and private_token of python-gitlab's SECTION\n"
+    "                    ($PYTHON_GITLAB_CFG, else /etc/python-gitlab.cfg and\n"
+    "                    ~/.python-gitlab.cfg)\n";
 
 static const char mount_help[] =
-    "Usage: reef mount [-o OPTS]... [DIR]\n"
-    "Mounts the server of 'reef login' at DIR (default ~/reef, created if missing) by\n"
-    "running reefd with -o server=URL,token_file=PATH plus the OPTS given (see\n"
-    "'reefd --help': cache=DIR, cache_limit=SIZE, poll=S, ...). Returns once mounted.\n"
+    "Usage: reef mount [-o OPTS]... [NAME] [DIR]\n"
+    "Mounts server NAME (see 'reef servers'; default: the default server) at DIR\n"
+    "(default ~/reef, or ~/reef-NAME when NAME is given; created if missing) by running\n"
+    "reefd with -o server=URL,token_file=PATH plus the OPTS given (see 'reefd --help':\n"
+    "cache=DIR, cache_limit=SIZE, poll=S, log=FILE, unreachable=...). Returns once\n"
+    "mounted. One argument is NAME when a server has that name, else DIR.\n"
+    "Without a 'reef login', the server is $GITLAB_URL with $GITLAB_PRIVATE_TOKEN, else\n"
+    "python-gitlab's default section; NAME may also be a python-gitlab section.\n"
     "Refuses a DIR that is already mounted, and a DIR that is not empty unless\n"
     "-o nonempty is given; a dead mount at DIR (reefd killed: 'Transport endpoint is\n"
     "not connected') is cleaned up with fusermount3 -u first.\n"
@@ -37,8 +51,14 @@ static const char mount_help[] =
     "tree), else reefd next to reef, else reefd on PATH.\n";
 
 static const char unmount_help[] =
-    "Usage: reef unmount [DIR]\n"
-    "Unmounts DIR (default ~/reef) with fusermount3 -u; reefd then exits.\n";
+    "Usage: reef unmount [NAME|DIR]\n"
+    "Unmounts DIR (default ~/reef; ~/reef-NAME for a server's NAME) with fusermount3 -u;\n"
+    "reefd then exits.\n";
+
+static const char servers_help[] =
+    "Usage: reef servers\n"
+    "Lists the servers 'reef mount NAME' knows: reef's own (reef login; * marks the\n"
+    "default), python-gitlab's sections and $GITLAB_URL. Tokens are never shown.\n";
 
 static size_t login_sink(void *data, size_t size, size_t n, void *user)
 {
@@ -158,38 +178,12 @@ out:
 	return r;
 }
 
-/* Writes data to dir/name through a temporary file and rename, so a reader never sees
- * half a file and the token is never, even briefly, in a file others may read. */
-static int login_store(const char *dir, const char *name, const char *data)
-{
-	char tmp[PATH_MAX], dst[PATH_MAX];
-	size_t len = strlen(data);
-	int fd, r = 0;
-
-	if (snprintf(dst, sizeof(dst), "%s/%s", dir, name) >= (int)sizeof(dst) ||
-	    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	unlink(tmp);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -errno;
-	errno = 0;
-	if (write(fd, data, len) != (ssize_t)len || fsync(fd) < 0)
-		r = errno ? -errno : -EIO;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
-	if (r == 0 && rename(tmp, dst) < 0)
-		r = -errno;
-	if (r < 0)
-		unlink(tmp);
-	return r;
-}
-
 static int login_mkdirs(const char *dir)
 {
-	char p[PATH_MAX];
+	char p[PATH_MAX + 16];
 
-	snprintf(p, sizeof(p), "%s", dir);
+	if (snprintf(p, sizeof(p), "%s", dir) >= (int)sizeof(p))
+		return -ENAMETOOLONG;
 	for (char *s = p + 1; *s; s++) {
 		if (*s != '/')
 			continue;
@@ -203,25 +197,83 @@ static int login_mkdirs(const char *dir)
 	return 0;
 }
 
+/* host[_port] of a URL, as a server name. */
+static void login_name_from_url(const char *url, char *out, size_t size)
+{
+	const char *p = strstr(url, "://");
+	size_t i = 0;
+
+	p = p ? p + 3 : url;
+	if (strchr(p, '@') && (!strchr(p, '/') || strchr(p, '@') < strchr(p, '/')))
+		p = strchr(p, '@') + 1;
+	for (; *p && *p != '/' && i + 1 < size && i + 1 < REEF_NAME_MAX; p++) {
+		if (*p == '[' || *p == ']')
+			continue;
+		out[i++] = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		                   (*p >= '0' && *p <= '9') || *p == '.' || *p == '-'
+		               ? *p
+		               : '_';
+	}
+	out[i] = 0;
+	if (!reef_server_name_ok(out))
+		snprintf(out, size, "default");
+}
+
 int reef_cmd_login(int argc, char **argv)
 {
 	char server[REEF_URL_MAX], tok[REEF_TOKEN_MAX + 2], user[256], dir[PATH_MAX];
-	char conf[REEF_URL_MAX + 16];
+	char tokdir[PATH_MAX + 8], tokfile[PATH_MAX + 80], name[REEF_NAME_MAX], why[512];
+	const char *url = NULL, *want = NULL, *section = NULL, *known;
+	struct reef_servers *s = NULL;
+	struct reef_server pg;
 	size_t n;
 	int r;
 
-	if (argc == 2 && reef_is_help(argv[1])) {
-		fputs(login_help, stdout);
-		return REEF_EXIT_OK;
+	for (int i = 1; i < argc; i++)
+		if (reef_is_help(argv[i])) {
+			fputs(login_help, stdout);
+			return REEF_EXIT_OK;
+		}
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--name") || !strcmp(argv[i], "--gitlab")) {
+			if (i + 1 >= argc)
+				return reef_usage("login", "%s needs a value", argv[i]);
+			*(!strcmp(argv[i], "--name") ? &want : &section) = argv[i + 1];
+			i++;
+		} else if (argv[i][0] == '-') {
+			return reef_usage("login", "unknown option %s", argv[i]);
+		} else if (url) {
+			return reef_usage("login", "login takes one SERVER_URL");
+		} else {
+			url = argv[i];
+		}
 	}
-	if (argc != 2)
+	if (want && !reef_server_name_ok(want))
+		return reef_usage("login", "NAME must be letters, digits, '.', '_' or '-' (at most "
+		                           "%d), and not 'global'",
+		                  REEF_NAME_MAX - 1);
+	if (section && url)
+		return reef_usage("login", "give SERVER_URL or --gitlab SECTION, not both");
+	if (section) {
+		r = reef_server_find(section, &pg, why, sizeof(why));
+		if (r == 0 && pg.from != REEF_FROM_PYTHON_GITLAB) {
+			r = -ENOENT;
+			snprintf(why, sizeof(why), "python-gitlab has no section [%s]", section);
+		}
+		if (r < 0)
+			return reef_fail("%s", why);
+		url = pg.url;
+	}
+	if (!url && getenv("GITLAB_URL") && *getenv("GITLAB_URL"))
+		url = getenv("GITLAB_URL");
+	if (!url)
 		return reef_usage("login", "login takes one SERVER_URL");
-	n = strlen(argv[1]);
-	if ((strncmp(argv[1], "http://", 7) && strncmp(argv[1], "https://", 8)) ||
-	    n >= sizeof(server) || strpbrk(argv[1], ", \t\n\r"))
+	n = strlen(url);
+	if ((strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) || n >= sizeof(server) ||
+	    strpbrk(url, ", \t\n\r"))
 		return reef_usage("login", "SERVER_URL must be an http:// or https:// URL "
 		                           "without commas or blanks");
-	snprintf(server, sizeof(server), "%s", argv[1]);
+	snprintf(server, sizeof(server), "%s", url);
 	while (n > 8 && server[n - 1] == '/')
 		server[--n] = '\0';
 	if (n >= 7 && !strcmp(server + n - 7, "/api/v4"))
@@ -231,65 +283,106 @@ int reef_cmd_login(int argc, char **argv)
 		return reef_fail("no configuration directory: set HOME or XDG_CONFIG_HOME");
 	if (strchr(dir, ','))
 		return reef_fail("%s: a comma in the path cannot be passed to reefd", dir);
-	r = login_read_token(tok, sizeof(tok) - 1);
-	if (r == -EFBIG)
-		return reef_fail("the token is longer than %d bytes", REEF_TOKEN_MAX);
-	if (r < 0)
-		return reef_fail("no token on stdin (paste a personal access token)");
-	if (strlen(tok) > REEF_TOKEN_MAX)
-		return reef_fail("the token is longer than %d bytes", REEF_TOKEN_MAX);
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return reef_fail("out of memory");
+	/* a configuration that cannot be read is not overwritten: it may hold other servers */
+	r = reef_servers_load(s, why, sizeof(why));
+	if (r < 0 && r != -ENOENT) {
+		free(s);
+		return reef_fail("cannot read the configuration: %s", why);
+	}
+	known = reef_server_name_by_url(s, server);
+	if (want)
+		snprintf(name, sizeof(name), "%s", want);
+	else if (known)
+		snprintf(name, sizeof(name), "%s", known);
+	else
+		login_name_from_url(server, name, sizeof(name));
+	if (section) {
+		snprintf(tok, sizeof(tok), "%s", pg.token);
+		explicit_bzero(&pg, sizeof(pg));
+	} else if (isatty(STDIN_FILENO) && getenv("GITLAB_PRIVATE_TOKEN") &&
+	           *getenv("GITLAB_PRIVATE_TOKEN")) {
+		if (strlen(getenv("GITLAB_PRIVATE_TOKEN")) > REEF_TOKEN_MAX) {
+			free(s);
+			return reef_fail("the token is longer than %d bytes", REEF_TOKEN_MAX);
+		}
+		snprintf(tok, sizeof(tok), "%s", getenv("GITLAB_PRIVATE_TOKEN"));
+		fprintf(stderr, "reef: using the token in $GITLAB_PRIVATE_TOKEN\n");
+	} else {
+		r = login_read_token(tok, sizeof(tok) - 1);
+		if (r == -EFBIG || (r == 0 && strlen(tok) > REEF_TOKEN_MAX)) {
+			free(s);
+			return reef_fail("the token is longer than %d bytes", REEF_TOKEN_MAX);
+		}
+		if (r < 0) {
+			free(s);
+			return reef_fail("no token on stdin (paste a personal access token)");
+		}
+	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	r = login_check(server, tok, user, sizeof(user));
 	if (r)
 		goto out;
-	snprintf(conf, sizeof(conf), "server=%s\n", server);
-	if ((r = login_mkdirs(dir)) < 0 || (r = login_store(dir, "token", tok)) < 0 ||
-	    (r = login_store(dir, "config", conf)) < 0) {
+	snprintf(tokdir, sizeof(tokdir), "%s/tokens", dir);
+	snprintf(tokfile, sizeof(tokfile), "%s/%s", tokdir, name);
+	if ((r = login_mkdirs(tokdir)) < 0 || (r = reef_store_file(tokdir, name, tok)) < 0 ||
+	    (r = reef_servers_add(s, name, server, tokfile)) < 0 ||
+	    (r = reef_servers_save(dir, s)) < 0) {
 		r = reef_fail("cannot store the login in %s: %s", dir, strerror(-r));
 		goto out;
 	}
-	printf("logged in to %s as %s\n", server, user);
+	printf("logged in to %s as %s (server %s)\n", server, user, name);
 	r = REEF_EXIT_OK;
 out:
 	explicit_bzero(tok, sizeof(tok));
+	free(s);
 	curl_global_cleanup();
 	return r;
 }
 
-int reef_config_load(char *server, size_t ssize, char *token_path, size_t tsize)
+int reef_cmd_servers(int argc, char **argv)
 {
-	char dir[PATH_MAX], path[PATH_MAX + 16];
-	struct buf b = BUF_INIT(0);
-	const char *v;
-	int r;
+	struct reef_servers *s = calloc(2, sizeof(*s));
+	char why[512];
+	const char *env = getenv("GITLAB_URL");
+	int r, any = 0;
 
-	r = reef_config_dir(dir, sizeof(dir));
-	if (r < 0)
-		return r;
-	snprintf(path, sizeof(path), "%s/config", dir);
-	r = reef_read_file(path, 65536, &b);
-	if (r < 0)
-		goto out;
-	r = -ENOENT;
-	for (char *line = b.data, *next; line && *line; line = next) {
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = '\0';
-		if (strncmp(line, "server=", 7))
-			continue;
-		v = line + 7;
-		if (strlen(v) >= ssize || !*v) {
-			r = -EINVAL;
-			goto out;
-		}
-		snprintf(server, ssize, "%s", v);
-		r = 0;
+	if (argc == 2 && reef_is_help(argv[1])) {
+		free(s);
+		fputs(servers_help, stdout);
+		return REEF_EXIT_OK;
 	}
-	if (r == 0 && snprintf(token_path, tsize, "%s/token", dir) >= (int)tsize)
-		r = -ENAMETOOLONG;
-out:
-	buf_free(&b);
-	return r;
+	if (argc > 1) {
+		free(s);
+		return reef_usage("servers", "servers takes no arguments");
+	}
+	if (!s)
+		return reef_fail("out of memory");
+	r = reef_servers_load(s, why, sizeof(why));
+	if (r < 0 && r != -ENOENT) {
+		free(s);
+		return reef_fail("cannot read the configuration: %s", why);
+	}
+	for (size_t i = 0; i < s->n; i++, any++)
+		printf("%c %-20s %s\n", strcmp(s->v[i].name, s->def) ? ' ' : '*', s->v[i].name,
+		       s->v[i].url);
+	r = reef_pgl_load(s + 1, why, sizeof(why));
+	if (r < 0 && r != -ENOENT)
+		fprintf(stderr, "reef: python-gitlab's configuration: %s\n", why);
+	for (size_t i = 0; r == 0 && i < s[1].n; i++, any++)
+		printf("  %-20s %s (python-gitlab%s)\n", s[1].v[i].name, s[1].v[i].url,
+		       strcmp(s[1].v[i].name, s[1].def) ? "" : ", its default");
+	if (env && *env) {
+		printf("  %-20s %s (environment)\n", "GITLAB_URL", env);
+		any++;
+	}
+	explicit_bzero(s + 1, sizeof(*s));
+	free(s);
+	if (!any)
+		printf("no servers: run 'reef login SERVER_URL'\n");
+	return REEF_EXIT_OK;
 }
 
 /* Where reefd is: see mount_help. */
@@ -357,17 +450,40 @@ static bool mount_dir_used(const char *dir)
 	return used;
 }
 
+/* One positional argument of mount/unmount: a server's name (no '/', and a server has
+ * it), else a directory. */
+static bool mount_arg_is_name(const char *arg)
+{
+	return !strchr(arg, '/') && reef_server_known(arg);
+}
+
+static int mount_dir_of(const char *name, char *out, size_t size)
+{
+	const char *home = getenv("HOME");
+
+	if (!name)
+		return reef_default_mount(out, size);
+	if (!home || !*home)
+		return -ENOENT;
+	return snprintf(out, size, "%s/reef-%s", home, name) >= (int)size ? -ENAMETOOLONG : 0;
+}
+
 int reef_cmd_mount(int argc, char **argv)
 {
-	char server[REEF_URL_MAX], token[PATH_MAX], dir[PATH_MAX], reefd[PATH_MAX];
+	char dir[PATH_MAX], reefd[PATH_MAX], why[512];
 	struct buf opts = BUF_INIT(65536), extra = BUF_INIT(65536);
-	const char *target = NULL;
+	const char *pos[2] = {NULL, NULL}, *name = NULL, *target = NULL;
+	struct reef_server *sv = calloc(1, sizeof(*sv));
 	bool nonempty = false;
+	size_t npos = 0;
 	char fstype[64];
 	int r, code;
 
+	if (!sv)
+		return reef_fail("out of memory");
 	for (int i = 1; i < argc; i++) {
 		if (reef_is_help(argv[i])) {
+			free(sv);
 			fputs(mount_help, stdout);
 			return REEF_EXIT_OK;
 		}
@@ -386,11 +502,11 @@ int reef_cmd_mount(int argc, char **argv)
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			r = reef_usage("mount", "unknown option %s", argv[i]);
 			goto out;
-		} else if (target) {
-			r = reef_usage("mount", "mount takes one DIR");
+		} else if (npos == 2) {
+			r = reef_usage("mount", "mount takes [NAME] [DIR]");
 			goto out;
 		} else {
-			target = argv[i];
+			pos[npos++] = argv[i];
 		}
 		/* nonempty is reef's own (fuse3 has no such option): the rest goes to reefd */
 		while (o && *o) {
@@ -405,24 +521,38 @@ int reef_cmd_mount(int argc, char **argv)
 			o += n + (o[n] == ',');
 		}
 	}
+	if (npos == 2) {
+		name = pos[0];
+		target = pos[1];
+	} else if (npos == 1 && mount_arg_is_name(pos[0])) {
+		name = pos[0];
+	} else {
+		target = pos[0];
+	}
 	/* usage errors first: they do not depend on having logged in */
-	r = reef_config_load(server, sizeof(server), token, sizeof(token));
-	if (r == -ENOENT) {
-		r = reef_fail("not logged in: run 'reef login SERVER_URL' first");
-		goto out;
-	}
+	r = reef_server_find(name, sv, why, sizeof(why));
 	if (r < 0) {
-		r = reef_fail("cannot read the configuration: %s", strerror(-r));
+		r = reef_fail("%s", why);
 		goto out;
 	}
-	if (buf_printf(&opts, "server=%s,token_file=%s%s", server, token,
-	               extra.data ? extra.data : "") < 0) {
+	if (strpbrk(sv->url, ", \t\n") || strchr(sv->token_file, ',')) {
+		r = reef_fail("server %s: a comma or a blank in its URL or token path cannot be "
+		              "passed to reefd",
+		              sv->name);
+		goto out;
+	}
+	if (sv->token_file[0])
+		r = buf_printf(&opts, "server=%s,token_file=%s%s", sv->url, sv->token_file,
+		               extra.data ? extra.data : "");
+	else /* python-gitlab's or the environment's: to reefd in its environment only */
+		r = buf_printf(&opts, "server=%s%s", sv->url, extra.data ? extra.data : "");
+	if (r < 0) {
 		r = reef_usage("mount", "-o options too long");
 		goto out;
 	}
 	if (target)
 		snprintf(dir, sizeof(dir), "%s", target);
-	else if (reef_default_mount(dir, sizeof(dir)) < 0) {
+	else if (mount_dir_of(name, dir, sizeof(dir)) < 0) {
 		r = reef_fail("no HOME: give the mount point");
 		goto out;
 	}
@@ -457,12 +587,16 @@ int reef_cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	mount_find_reefd(reefd, sizeof(reefd));
+	if (!sv->token_file[0] && setenv("REEF_TOKEN", sv->token, 1) < 0) {
+		r = reef_fail("cannot pass the token to reefd: %s", strerror(errno));
+		goto out;
+	}
 	fflush(NULL);
 	/* reefd without -f forks and exits only once the mount is up (or failed, having
 	 * said why on stderr) */
 	code = mount_run((char *const[]){reefd, "-o", opts.data, dir, NULL});
 	if (code == 0) {
-		printf("mounted %s at %s\n", server, dir);
+		printf("mounted %s at %s\n", sv->url, dir);
 		r = REEF_EXIT_OK;
 	} else if (code < 0) {
 		r = reef_fail("cannot run %s: %s", reefd, strerror(errno));
@@ -470,6 +604,8 @@ int reef_cmd_mount(int argc, char **argv)
 		r = reef_fail("reefd failed to mount %s (exit %d)", dir, code);
 	}
 out:
+	explicit_bzero(sv, sizeof(*sv));
+	free(sv);
 	buf_free(&opts);
 	buf_free(&extra);
 	return r;
@@ -485,10 +621,13 @@ int reef_cmd_unmount(int argc, char **argv)
 		return REEF_EXIT_OK;
 	}
 	if (argc > 2)
-		return reef_usage("unmount", "unmount takes one DIR");
+		return reef_usage("unmount", "unmount takes one NAME or DIR");
 	if (argc == 2 && argv[1][0] == '-')
 		return reef_usage("unmount", "unknown option %s", argv[1]);
-	if (argc == 2)
+	if (argc == 2 && mount_arg_is_name(argv[1]) && access(argv[1], F_OK) < 0) {
+		if (mount_dir_of(argv[1], dir, sizeof(dir)) < 0)
+			return reef_fail("no HOME: give the mount point");
+	} else if (argc == 2)
 		snprintf(dir, sizeof(dir), "%s", argv[1]);
 	else if (reef_default_mount(dir, sizeof(dir)) < 0)
 		return reef_fail("no HOME: give the mount point");

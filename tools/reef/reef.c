@@ -18,9 +18,10 @@ static const char usage_text[] =
     "The command line of reef, a GitLab instance mounted as a filesystem.\n"
     "\n"
     "Commands:\n"
-    "  login SERVER_URL                 check a personal access token (stdin) and store it\n"
-    "  mount [-o OPTS] [DIR]            mount the server at DIR (default ~/reef)\n"
-    "  unmount [DIR]                    unmount it\n"
+    "  login [--name NAME] SERVER_URL   check a personal access token (stdin) and store it\n"
+    "  servers                          the servers known, by name\n"
+    "  mount [-o OPTS] [NAME] [DIR]     mount a server at DIR (default ~/reef)\n"
+    "  unmount [NAME|DIR]               unmount it\n"
     "  status [--json] [DIR]            what the daemon is doing\n"
     "  launch PROJECT_DIR PROCESSOR [key=value...] [--follow]\n"
     "                                   launch an experiment\n"
@@ -29,8 +30,8 @@ static const char usage_text[] =
     "  cache [DIR]                      cache size and limit\n"
     "  gc [DIR] PATH...                 drop the cached objects of PATHs\n"
     "\n"
-    "Run 'reef COMMAND --help' for a command's options. Exit status: 0 ok, 1 failure,\n"
-    "2 usage error.\n";
+    "Run 'reef COMMAND --help' for a command's options, 'man reef' for more. Exit\n"
+    "status: 0 ok, 1 failure, 2 usage error.\n";
 
 int reef_fail(const char *fmt, ...)
 {
@@ -349,7 +350,7 @@ static const struct {
     {"login", reef_cmd_login},    {"mount", reef_cmd_mount},       {"unmount", reef_cmd_unmount},
     {"umount", reef_cmd_unmount}, {"status", reef_cmd_status},     {"launch", reef_cmd_launch},
     {"follow", reef_cmd_follow},  {"prefetch", reef_cmd_prefetch}, {"cache", reef_cmd_cache},
-    {"gc", reef_cmd_gc},
+    {"gc", reef_cmd_gc},          {"servers", reef_cmd_servers},
 };
 
 int main(int argc, char **argv)

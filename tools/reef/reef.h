@@ -30,9 +30,44 @@ int reef_read_file(const char *path, size_t cap, struct buf *out);
 
 /* ~/.config/reef (or $XDG_CONFIG_HOME/reef) into out; -ENAMETOOLONG / -ENOENT (no HOME). */
 int reef_config_dir(char *out, size_t size);
-/* The server of the last `reef login` and the path of its token file. -ENOENT when
- * nobody logged in. */
-int reef_config_load(char *server, size_t ssize, char *token_path, size_t tsize);
+/* Servers (conf.c). One comes from reef's config (`reef login`), python-gitlab's
+ * configuration files, or GITLAB_URL/GITLAB_PRIVATE_TOKEN. */
+#define REEF_SERVERS_MAX 64
+#define REEF_NAME_MAX    64
+enum reef_from { REEF_FROM_REEF, REEF_FROM_PYTHON_GITLAB, REEF_FROM_ENV };
+struct reef_server {
+	char name[REEF_NAME_MAX];
+	char url[REEF_URL_MAX];
+	char token_file[4096 + 80];      /* reef's own servers */
+	char token[REEF_TOKEN_MAX + 1];  /* python-gitlab's private_token, GITLAB_PRIVATE_TOKEN */
+	char unsupported[32];            /* a python-gitlab token kind reef cannot send */
+	enum reef_from from;
+};
+struct reef_servers {
+	struct reef_server v[REEF_SERVERS_MAX];
+	size_t n;
+	char def[REEF_NAME_MAX * 4]; /* the default's name */
+	char legacy[REEF_URL_MAX];   /* server= of the single-server file */
+};
+/* [A-Za-z0-9._-], not "global", "." or "..". */
+bool reef_server_name_ok(const char *name);
+/* reef's own servers; an absent file gives none and -ENOENT. why: one line on error. */
+int reef_servers_load(struct reef_servers *s, char *why, size_t wsize);
+/* python-gitlab's sections with a url; -ENOENT when there is no file. */
+int reef_pgl_load(struct reef_servers *s, char *why, size_t wsize);
+/* The server to use: by name (reef's, else python-gitlab's section), or without a name
+ * reef's default, else GITLAB_URL with GITLAB_PRIVATE_TOKEN, else python-gitlab's
+ * [global] default. 0 or a negative errno with why filled. */
+int reef_server_find(const char *name, struct reef_server *out, char *why, size_t wsize);
+/* Adds or replaces name (now the default) and writes dir/config. */
+int reef_servers_add(struct reef_servers *s, const char *name, const char *url,
+                     const char *token_file);
+int reef_servers_save(const char *dir, const struct reef_servers *s);
+/* Whether name is one of reef's servers or python-gitlab's sections. */
+bool reef_server_known(const char *name);
+const char *reef_server_name_by_url(const struct reef_servers *s, const char *url);
+/* Writes dir/name (mode 0600) through a temporary file and a rename. */
+int reef_store_file(const char *dir, const char *name, const char *data);
 /* The default mount point, ~/reef. */
 int reef_default_mount(char *out, size_t size);
 
@@ -66,6 +101,7 @@ const char *reef_errno_name(int err, char *tmp, size_t size);
 int reef_cmd_login(int argc, char **argv);
 int reef_cmd_mount(int argc, char **argv);
 int reef_cmd_unmount(int argc, char **argv);
+int reef_cmd_servers(int argc, char **argv);
 int reef_cmd_status(int argc, char **argv);
 int reef_cmd_cache(int argc, char **argv);
 int reef_cmd_gc(int argc, char **argv);
