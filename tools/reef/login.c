@@ -36,12 +36,13 @@ static const char login_help[] =
     "                    ~/.python-gitlab.cfg)\n";
 
 static const char mount_help[] =
-    "Usage: reef mount [-o OPTS]... [NAME] [DIR]\n"
+    "Usage: reef mount [-f] [-o OPTS]... [NAME] [DIR]\n"
     "Mounts server NAME (see 'reef servers'; default: the default server) at DIR\n"
     "(default ~/reef, or ~/reef-NAME when NAME is given; created if missing) by running\n"
     "reefd with -o server=URL,token_file=PATH plus the OPTS given (see 'reefd --help':\n"
     "cache=DIR, cache_limit=SIZE, poll=S, log=FILE, unreachable=...). Returns once\n"
-    "mounted. One argument is NAME when a server has that name, else DIR.\n"
+    "mounted; with -f, reefd stays in the foreground in reef's place (for systemd).\n"
+    "One argument is NAME when a server has that name, else DIR.\n"
     "Without a 'reef login', the server is $GITLAB_URL with $GITLAB_PRIVATE_TOKEN, else\n"
     "python-gitlab's default section; NAME may also be a python-gitlab section.\n"
     "Refuses a DIR that is already mounted, and a DIR that is not empty unless\n"
@@ -474,7 +475,7 @@ int reef_cmd_mount(int argc, char **argv)
 	struct buf opts = BUF_INIT(65536), extra = BUF_INIT(65536);
 	const char *pos[2] = {NULL, NULL}, *name = NULL, *target = NULL;
 	struct reef_server *sv = calloc(1, sizeof(*sv));
-	bool nonempty = false;
+	bool nonempty = false, fg = false;
 	size_t npos = 0;
 	char fstype[64];
 	int r, code;
@@ -499,6 +500,8 @@ int reef_cmd_mount(int argc, char **argv)
 			o = argv[++i];
 		} else if (!strncmp(argv[i], "-o", 2)) {
 			o = argv[i] + 2;
+		} else if (!strcmp(argv[i], "-f")) {
+			fg = true;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			r = reef_usage("mount", "unknown option %s", argv[i]);
 			goto out;
@@ -592,6 +595,11 @@ int reef_cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	fflush(NULL);
+	if (fg) { /* for a service manager: reefd itself is the process it watches */
+		execvp(reefd, (char *const[]){reefd, "-f", "-o", opts.data, dir, NULL});
+		r = reef_fail("cannot run %s: %s", reefd, strerror(errno));
+		goto out;
+	}
 	/* reefd without -f forks and exits only once the mount is up (or failed, having
 	 * said why on stderr) */
 	code = mount_run((char *const[]){reefd, "-o", opts.data, dir, NULL});
