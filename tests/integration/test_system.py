@@ -7,6 +7,7 @@ completion, the systemd user unit and `meson install`."""
 
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -174,6 +175,8 @@ def test_offline_mount_from_a_cache_logs_and_status(hub, tmp_path, env):
                    for e in st["cache"]["last_errors"]), st["cache"]["last_errors"]
         out = run(REEF_BIN, "status", mnt, env=env).stdout
         assert "last errors: none" not in out and "mounted offline" in out, out
+        assert re.search(r"^  \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ at mount: cannot reach", out,
+                         re.M), out
         assert "(server not reached)" in out
     finally:
         unmount(mnt)
@@ -290,6 +293,20 @@ def test_named_servers_and_old_config(hub, tmp_path, env):
     finally:
         unmount(home / "reef-work")
         unmount(tmp_path / "d2")
+    # -f: reefd in the foreground in reef's place (the systemd unit's ExecStart)
+    fg = tmp_path / "fg"
+    p = subprocess.Popen([str(REEF_BIN), "mount", "-f", "work", str(fg)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 20
+        while not is_mounted(fg) and time.time() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        assert is_mounted(fg) and p.poll() is None, p.stderr.read() if p.poll() else ""
+        assert open(f"/proc/{p.pid}/comm").read().strip() == "reefd"
+        assert json.loads((fg / ".reef/status").read_text())["user"] == "bob"
+    finally:
+        unmount(fg)
+        assert p.wait(timeout=20) == 0
     r = run(REEF_BIN, "mount", "nosuch", tmp_path / "x", env=env)
     assert r.returncode == 1 and "no server named nosuch" in r.stderr, r
     (cfg / "config").write_text("[work]\nurl = x\n  continued\n")

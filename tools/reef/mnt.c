@@ -184,8 +184,14 @@ int reef_cmd_status(int argc, char **argv)
 		printf("last errors:\n");
 		json_array_foreach(errs, i, e)
 		{
-			printf("  %s %s\n", jsonx_str(e, "time") ? jsonx_str(e, "time") : "",
-			       jsonx_str(e, "message") ? jsonx_str(e, "message") : "");
+			/* time is seconds since the epoch */
+			time_t t = (time_t)jsonx_int(e, "time", 0);
+			char when[32] = "";
+			struct tm tm;
+
+			if (t > 0 && gmtime_r(&t, &tm))
+				strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+			printf("  %s %s\n", when, jsonx_str(e, "message") ? jsonx_str(e, "message") : "");
 		}
 	} else {
 		printf("last errors: none\n");
