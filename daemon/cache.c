@@ -355,7 +355,8 @@ static int cache_projects_load(struct cache *c, struct cache_project **out, size
 			json_array_foreach(arr, i, it)
 			{
 				if (cache_project_parse(it, &(*out)[count]) == 0 &&
-				    path_is_safe((*out)[count].path, sizeof((*out)[count].path) - 1))
+				    path_is_safe((*out)[count].path,
+				                 sizeof((*out)[count].path) - 1))
 					count++;
 			}
 			*n = count;
@@ -414,7 +415,8 @@ int cache_projects_list(struct cache *c, struct cache_project **out, size_t *n)
 		 * the next lookup asks the server again */
 		pthread_mutex_unlock(&c->lock);
 		if (cache_projects_load(c, &saved, &nsaved) == 0) {
-			log_info("cache: server unavailable, listing the %zu projects cached", nsaved);
+			log_info("cache: server unavailable, listing the %zu projects cached",
+			         nsaved);
 			pthread_mutex_lock(&c->lock);
 			if (!c->have_projects) {
 				c->projects = saved;

@@ -96,7 +96,8 @@ static void usage(FILE *f, const char *prog)
 {
 	fprintf(
 	    f,
-	    "usage: %s [-f] [-d] [-v] -o server=URL[,token_file=PATH][,cache=DIR][,OPTION=VALUE...] "
+	    "usage: %s [-f] [-d] [-v] -o "
+	    "server=URL[,token_file=PATH][,cache=DIR][,OPTION=VALUE...] "
 	    "MOUNTPOINT\n"
 	    "   or: %s URL MOUNTPOINT [-o OPTIONS]  (mount -t fuse.reefd URL MOUNTPOINT, fstab)\n"
 	    "\n"

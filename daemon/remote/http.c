@@ -932,7 +932,7 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 			r = rq->cb_err ? rq->cb_err : gl_err_from_curl(c);
 			/* curl's own message names the host, the port or the certificate */
 			snprintf(rq->why, sizeof(rq->why), "%s",
-			         rq->cb_err ? strerror(-rq->cb_err)
+			         rq->cb_err  ? strerror(-rq->cb_err)
 			         : errbuf[0] ? errbuf
 			                     : curl_easy_strerror(c));
 			if (!rq->cb_err)
@@ -952,8 +952,8 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 			    !next ||
 			    (strncmp(next, "http://", 7) != 0 &&
 			     strncmp(next, "https://", 8) != 0)) {
-				snprintf(rq->why, sizeof(rq->why), "HTTP %ld to a place not followed",
-				         rq->status);
+				snprintf(rq->why, sizeof(rq->why),
+				         "HTTP %ld to a place not followed", rq->status);
 				r = -EIO;
 				break;
 			}
@@ -974,7 +974,8 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 				         " s, more than the retry budget (retry_max=%" PRId64 ")",
 				         rq->method, rq->show, rq->status, s, budget_ms / 1000);
 				snprintf(rq->why, sizeof(rq->why),
-				         "HTTP %ld asks to wait %" PRId64 " s, more than retry_max=%" PRId64,
+				         "HTTP %ld asks to wait %" PRId64
+				         " s, more than retry_max=%" PRId64,
 				         rq->status, s, budget_ms / 1000);
 				r = -EIO;
 				break;

@@ -38,7 +38,8 @@ int gl_user_why(struct gl *g, json_t **out, char *why, size_t n)
 	r = gl_perform(g, &rq);
 	if (r == 0 && gl_parse(&rq, out) < 0) {
 		r = -EIO;
-		snprintf(rq.why, sizeof(rq.why), "GET /api/v4/user answered no JSON (not a GitLab?)");
+		snprintf(rq.why, sizeof(rq.why),
+		         "GET /api/v4/user answered no JSON (not a GitLab?)");
 	}
 	if (r < 0 && why && n)
 		snprintf(why, n, "%s", rq.why[0] ? rq.why : strerror(-r));

@@ -93,8 +93,7 @@ static int conf_cb(void *arg, const char *section, const char *key, const char *
 }
 
 /* Reads one INI file into s; -ENOENT when it does not exist. */
-static int conf_read(const char *path, struct reef_servers *s, bool pgl, char *why,
-                     size_t wsize)
+static int conf_read(const char *path, struct reef_servers *s, bool pgl, char *why, size_t wsize)
 {
 	struct conf_parse p = {.s = s, .pgl = pgl};
 	struct buf b = BUF_INIT(0);
@@ -184,8 +183,8 @@ int reef_pgl_load(struct reef_servers *s, char *why, size_t wsize)
 	r = conf_read("/etc/python-gitlab.cfg", s, true, why, wsize);
 	if (r < 0 && r != -ENOENT)
 		return r;
-	if (home && *home && snprintf(user, sizeof(user), "%s/.python-gitlab.cfg", home) <
-	                         (int)sizeof(user)) {
+	if (home && *home &&
+	    snprintf(user, sizeof(user), "%s/.python-gitlab.cfg", home) < (int)sizeof(user)) {
 		r = conf_read(user, s, true, why, wsize);
 		if (r < 0 && r != -ENOENT)
 			return r;
@@ -318,9 +317,10 @@ int reef_servers_save(const char *dir, const struct reef_servers *s)
 	char tokdefault[PATH_MAX + 16];
 	int r;
 
-	r = buf_printf(&b, "# reef's servers, written by 'reef login' (see man reef). Tokens are\n"
-	                   "# in tokens/NAME (mode 0600) unless token_file says otherwise.\n"
-	                   "default = %s\n",
+	r = buf_printf(&b,
+	               "# reef's servers, written by 'reef login' (see man reef). Tokens are\n"
+	               "# in tokens/NAME (mode 0600) unless token_file says otherwise.\n"
+	               "default = %s\n",
 	               s->def);
 	for (size_t i = 0; r == 0 && i < s->n; i++) {
 		const struct reef_server *v = &s->v[i];

@@ -250,8 +250,9 @@ int reef_cmd_login(int argc, char **argv)
 		}
 	}
 	if (want && !reef_server_name_ok(want))
-		return reef_usage("login", "NAME must be letters, digits, '.', '_' or '-' (at most "
-		                           "%d), and not 'global'",
+		return reef_usage("login",
+		                  "NAME must be letters, digits, '.', '_' or '-' (at most "
+		                  "%d), and not 'global'",
 		                  REEF_NAME_MAX - 1);
 	if (section && url)
 		return reef_usage("login", "give SERVER_URL or --gitlab SECTION, not both");

@@ -191,7 +191,8 @@ int reef_cmd_status(int argc, char **argv)
 
 			if (t > 0 && gmtime_r(&t, &tm))
 				strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-			printf("  %s %s\n", when, jsonx_str(e, "message") ? jsonx_str(e, "message") : "");
+			printf("  %s %s\n", when,
+			       jsonx_str(e, "message") ? jsonx_str(e, "message") : "");
 		}
 	} else {
 		printf("last errors: none\n");

@@ -38,9 +38,9 @@ enum reef_from { REEF_FROM_REEF, REEF_FROM_PYTHON_GITLAB, REEF_FROM_ENV };
 struct reef_server {
 	char name[REEF_NAME_MAX];
 	char url[REEF_URL_MAX];
-	char token_file[4096 + 80];      /* reef's own servers */
-	char token[REEF_TOKEN_MAX + 1];  /* python-gitlab's private_token, GITLAB_PRIVATE_TOKEN */
-	char unsupported[32];            /* a python-gitlab token kind reef cannot send */
+	char token_file[4096 + 80];     /* reef's own servers */
+	char token[REEF_TOKEN_MAX + 1]; /* python-gitlab's private_token, GITLAB_PRIVATE_TOKEN */
+	char unsupported[32];           /* a python-gitlab token kind reef cannot send */
 	enum reef_from from;
 };
 struct reef_servers {
