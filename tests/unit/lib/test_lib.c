@@ -1,10 +1,14 @@
-/* Unit tests of the shared library: buffers, hashing, URL coding, path checks, JSON caps. */
+/* Unit tests of the shared library: buffers, hashing, URL coding, path checks, JSON caps,
+ * INI files. */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../check.h"
 #include "reef/buf.h"
 #include "reef/hash.h"
+#include "reef/ini.h"
 #include "reef/jsonx.h"
 #include "reef/util.h"
 
@@ -124,6 +128,71 @@ static void test_json(void)
 	CHECK_EQ_INT(err_from_http(502), -EIO);
 }
 
+struct ini_seen {
+	char text[1024];
+};
+
+static int ini_collect(void *arg, const char *section, const char *key, const char *value)
+{
+	struct ini_seen *s = arg;
+	size_t n = strlen(s->text);
+
+	snprintf(s->text + n, sizeof(s->text) - n, "%s.%s=%s;", section, key, value);
+	return 0;
+}
+
+static int ini_stop(void *arg, const char *section, const char *key, const char *value)
+{
+	(void)arg;
+	(void)section;
+	(void)value;
+	return strcmp(key, "stop") ? 0 : 7;
+}
+
+static void test_ini(void)
+{
+	/* as configparser reads python-gitlab's file: '=' or ':', keys lower-cased and
+	 * trimmed, '#' and ';' comment lines, blank lines, a byte order mark */
+	static const char cfg[] = "\xef\xbb\xbftop = 1\n# comment\n; another\n\n[global]\n"
+	                          "Default = work\n[work]\r\nurl: https://x.example/a=b \r\n"
+	                          "private_token =\n[ sp ace ]\nk=v";
+	struct ini_seen s = {""};
+	unsigned line = 9;
+	char big[INI_LINE_MAX + 8];
+
+	CHECK_EQ_INT(ini_parse(cfg, strlen(cfg), ini_collect, &s, &line), 0);
+	CHECK_EQ_STR(s.text, ".top=1;global.default=work;work.url=https://x.example/a=b;"
+	                     "work.private_token=; sp ace .k=v;");
+	CHECK_EQ_INT(line, 0);
+	/* refused, with the line: continuation lines, a key without a value separator, an
+	 * unclosed header, an empty key, a NUL byte */
+	CHECK_EQ_INT(ini_parse("[a]\nk = v\n  more\n", 17, ini_collect, &s, &line), -EINVAL);
+	CHECK_EQ_INT(line, 3);
+	CHECK_EQ_INT(ini_parse("[a]\nkey\n", 8, ini_collect, &s, &line), -EINVAL);
+	CHECK_EQ_INT(line, 2);
+	CHECK_EQ_INT(ini_parse("[a\n", 3, ini_collect, &s, &line), -EINVAL);
+	CHECK_EQ_INT(ini_parse("= v\n", 4, ini_collect, &s, &line), -EINVAL);
+	CHECK_EQ_INT(ini_parse("a=b\0c", 5, ini_collect, &s, &line), -EINVAL);
+	/* caps: a line, the number of entries */
+	memset(big, 'a', sizeof(big));
+	big[0] = 'k';
+	big[1] = '=';
+	CHECK_EQ_INT(ini_parse(big, sizeof(big), ini_collect, &s, &line), -E2BIG);
+	{
+		size_t n = (INI_ENTRIES_MAX + 1) * 4;
+		char *many = malloc(n + 1);
+
+		for (size_t i = 0; i < INI_ENTRIES_MAX + 1; i++)
+			memcpy(many + i * 4, "k=v\n", 4);
+		many[n] = 0;
+		CHECK_EQ_INT(ini_parse(many, n, ini_stop, NULL, &line), -E2BIG);
+		CHECK_EQ_INT(line, INI_ENTRIES_MAX + 1);
+		free(many);
+	}
+	/* the callback stops the parse with its own value */
+	CHECK_EQ_INT(ini_parse("a=1\nstop=1\nb=2\n", 14, ini_stop, NULL, NULL), 7);
+}
+
 int main(void)
 {
 	test_buf();
@@ -132,5 +201,6 @@ int main(void)
 	test_base64();
 	test_path();
 	test_json();
+	test_ini();
 	return 0;
 }
