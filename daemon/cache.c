@@ -833,14 +833,14 @@ static int cache_tree_fetch(struct cache *c, int64_t pid, const char *commit, co
 		return r;
 	r = odb_tree_put(c->odb, expected, e, count, tree_oid);
 	if (r == -EIO || r == -EINVAL) {
-		log_error("cache: listing of %.12s:/%s does not match tree %s", commit, path,
-		          expected ? expected : "(root)");
+		cache_err_note(c, "listing of %.12s:/%s does not match tree %s; not cached", commit,
+		               path, expected ? expected : "(root)");
 		r = -EIO;
 	}
 	if (r == 0) {
 		r = idx_tree_put(c->idx, tree_oid, e, count);
 		if (r < 0)
-			log_warn("cache: cannot index tree %s: %s", tree_oid, strerror(-r));
+			cache_err_note(c, "cannot index tree %s: %s", tree_oid, strerror(-r));
 		r = 0; /* the listing is good; the index only saves a request next time */
 	}
 	if (r < 0) {
@@ -890,7 +890,7 @@ int cache_root_tree(struct cache *c, int64_t project_id, const char *commit, cha
 	cache_bulk_listed(c, commit, *n);
 	r = idx_commit_put(c->idx, commit, tree_oid);
 	if (r < 0)
-		log_warn("cache: cannot index commit %s: %s", commit, strerror(-r));
+		cache_err_note(c, "cannot index commit %s: %s", commit, strerror(-r));
 	return 0;
 }
 
@@ -929,8 +929,8 @@ static int cache_dl_begin(void *arg, int64_t content_length)
 	uint64_t size = ODB_SIZE_UNKNOWN;
 
 	if (d->known >= 0 && content_length >= 0 && d->known != content_length) {
-		log_error("cache: blob %s: server sends %" PRId64 " bytes, expected %" PRId64,
-		          d->oid, content_length, d->known);
+		cache_err_note(d->c, "blob %s: server sends %" PRId64 " bytes, expected %" PRId64,
+		               d->oid, content_length, d->known);
 		return -EIO;
 	}
 	if (d->known >= 0)
@@ -1077,8 +1077,8 @@ int cache_blob_size(struct cache *c, int64_t project_id, const char *commit, con
 	if (commit && cache_oid_valid(commit) && path && path_is_safe(path, CACHE_PATH_MAX - 1)) {
 		r = gl_file_head(c->gl, project_id, commit, path, got, size);
 		if (r == 0 && strcmp(got, oid) != 0) {
-			log_error("cache: %.12s:/%s is blob %s on the server, %s in its tree",
-			          commit, path, got, oid);
+			cache_err_note(c, "%.12s:/%s is blob %s on the server, %s in its tree",
+			               commit, path, got, oid);
 			return -EIO;
 		}
 		if (r == 0) {

@@ -553,9 +553,10 @@ int cache_lfs_confirm(struct cache *c, int64_t pid, const char *oid,
 	if (got > 0 && lfs_pointer_parse(data, (size_t)got, &ptr) == 0 &&
 	    strcmp(ptr.oid, info->lfs_oid) == 0 && ptr.size == info->size)
 		return 0;
-	log_error("cache: blob %s is not the LFS pointer the server described; its verdict is "
-	          "corrected",
-	          oid);
+	cache_err_note(c,
+	               "blob %s is not the LFS pointer the server described; its verdict is "
+	               "corrected",
+	               oid);
 	if (got > 0 && lfs_pointer_parse(data, (size_t)got, &ptr) == 0) {
 		l.lfs = true;
 		memcpy(l.oid, ptr.oid, sizeof(l.oid));
