@@ -448,6 +448,10 @@ static int server_check(struct cache *c, const char *server, const char *mode,
 	if (r == 0)
 		return 0;
 	if (r == -EACCES) {
+		char *paren = strstr(why, " (");
+
+		if (paren) /* "HTTP 401 (the token was refused)": the message says it already */
+			*paren = 0;
 		log_error("%s refused the token (%s): not mounting; log in again (reef login) or "
 		          "check token_file",
 		          server, why);

@@ -411,8 +411,9 @@ def test_hostile_bodies_are_eio_in_bounded_time(dfake, lives, tmp_path, fault):
         assert live.cmd("ocat", 7, c, name, out) == ("err", "EIO")
         assert time.monotonic() - t0 < 15
     stats = live.stats()
-    assert len(stats["last_errors"]) >= 2
-    assert all("not cached" in e["message"] for e in stats["last_errors"][-2:])
+    # one "not cached" per object (the failed requests themselves have their lines too)
+    msgs = [e["message"] for e in stats["last_errors"]]
+    assert sum("not cached" in m for m in msgs) >= 2, msgs
     cache = tmp_path / "cache"
     assert not any((cache / "lfs").glob("*/*")) and not any((cache / "raw").glob("*/*"))
     assert list((cache / "tmp").iterdir()) == []
