@@ -57,6 +57,9 @@ int cache_check(struct cache *c, char *why, size_t n);
 /* Records a failure for .reef/status (last_errors) and logs it: for errors the cache
  * layer does not see, such as refused control requests. */
 void cache_err_note(struct cache *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same for a failed request of another GitLab client (gl_set_err_hook; arg is the
+ * cache): recorded, not logged again. */
+void cache_err_hook(void *arg, const char *msg);
 
 /* The authenticated user (GET /user), fetched once; *out is a new reference. */
 int cache_user(struct cache *c, json_t **out);

@@ -700,8 +700,10 @@ int main(int argc, char **argv)
 	r = mlops_new(&mlops,
 	              &(struct mlops_opts){
 	                  .server = o.server, .mgmt = o.mgmt, .token = token, .dir = cache_dir});
-	if (r == 0)
+	if (r == 0) {
+		mlops_set_err_hook(mlops, cache_err_hook, cache);
 		r = ops_ctx_set_mlops(ctx, mlops);
+	}
 	if (r == 0)
 		r = mlops_start(mlops); /* delivers what a previous run left queued */
 	if (r < 0) {

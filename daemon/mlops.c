@@ -169,6 +169,13 @@ static void mlops_delivered(void *arg, const struct journal_entry *e)
 	pthread_mutex_unlock(&m->cb_lock);
 }
 
+void mlops_set_err_hook(struct mlops *m, void (*fn)(void *arg, const char *msg), void *arg)
+{
+	gl_set_err_hook(m->gl, fn, arg);
+	if (m->gl_mgmt)
+		gl_set_err_hook(m->gl_mgmt, fn, arg);
+}
+
 int mlops_new(struct mlops **out, const struct mlops_opts *o)
 {
 	struct mlops *m = calloc(1, sizeof(*m));

@@ -59,6 +59,9 @@ int mlops_new(struct mlops **out, const struct mlops_opts *o);
 /* Starts the delivery thread (after the daemon forked). */
 int mlops_start(struct mlops *m);
 void mlops_free(struct mlops *m); /* accepts NULL */
+/* Tells fn every failed request to the server or the management API (gl_set_err_hook),
+ * for .reef/status last_errors. Call before mlops_start. */
+void mlops_set_err_hook(struct mlops *m, void (*fn)(void *arg, const char *msg), void *arg);
 
 /* The management API's state: 0 it answers (or cannot be reached: it may come back),
  * -ENOENT it is not there (404 on /api/v1: a GitLab without the service). Asked at most

@@ -208,6 +208,19 @@ def test_status_lists_every_counted_error(hub, tmp_path, mount_factory):
     hub.start(hub.port)
 
 
+def test_management_api_failures_in_last_errors(hub, tmp_path, mount_factory):
+    """The management API's client (experiments, processors) reports its failures too."""
+    token = hub.user("alice")
+    m = mount_factory(hub, token, extra_opts=f"mgmt=http://127.0.0.1:{closed_port()}")
+    try:
+        os.listdir(m.mnt / ".reef/processors")
+    except OSError:
+        pass
+    st = json.loads((m.mnt / ".reef/status").read_text())["cache"]
+    assert any("/api/v1/" in e["message"] and "Couldn't connect" in e["message"]
+               for e in st["last_errors"]), st["last_errors"]
+
+
 def test_syslog_when_daemonized(hub, tmp_path, env):
     """Once in the background, reefd's lines go to syslog (here a socket standing in for
     /dev/log, when the machine has none)."""
