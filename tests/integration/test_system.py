@@ -355,6 +355,25 @@ def test_gitlab_env_and_python_gitlab_cfg(hub, tmp_path, env):
     finally:
         unmount(mnt)
 
+    # reef login on a terminal: GITLAB_URL is the default URL, GITLAB_PRIVATE_TOKEN the
+    # token (not asked for); from a pipe the token is read from stdin as ever
+    import pty
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([str(REEF_BIN), "login"], env=e, stdin=slave,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.close(slave)
+        out, err = p.communicate(timeout=30)
+    finally:
+        os.close(master)
+    assert p.returncode == 0 and "using the token in $GITLAB_PRIVATE_TOKEN" in err, (out, err)
+    name = hub.url.split("//")[1].replace(":", "_")
+    assert out == f"logged in to {hub.url} as alice (server {name})\n"
+    assert token not in out + err
+    r = run(REEF_BIN, "login", env=e, input=bob + "\n")
+    assert r.returncode == 0 and "as bob" in r.stdout, r
+    shutil.rmtree(Path(env["XDG_CONFIG_HOME"]) / "reef")
+
     # python-gitlab's file: the same file python-gitlab itself uses
     pcfg = tmp_path / "pg.cfg"
     pcfg.write_text(f"[global]\ndefault = main\nssl_verify = true\n\n"
