@@ -26,8 +26,9 @@ static const char usage_text[] =
     "                                   launch an experiment\n"
     "  follow EXPERIMENT_DIR            print an experiment's log until it ends\n"
     "  prefetch PATH                    download PATH into the cache, with progress\n"
-    "  cache [DIR]                      cache size and limit\n"
-    "  gc [DIR] PATH...                 drop the cached objects of PATHs\n"
+    "  cache [DIR]                      cache size and limit (ls: what is cached;\n"
+    "                                   --evict-all: drop it)\n"
+    "  gc [DIR] PATH...                 drop the cached objects of PATHs (--all: all)\n"
     "\n"
     "Run 'reef COMMAND --help' for a command's options. Exit status: 0 ok, 1 failure,\n"
     "2 usage error.\n";
