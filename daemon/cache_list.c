@@ -91,11 +91,11 @@ static int rev_dir(const char *ref, char *out, size_t n)
 struct cache_walk {
 	struct cache *c;
 	struct cache_held held;
-	json_t *files;   /* listing: one object per cached file, or NULL */
-	bool forget;     /* forget: drop what is found */
-	int dropped;     /* forget: objects dropped */
-	size_t visited;  /* entries seen, capped by CACHE_WALK_MAX */
-	bool truncated;  /* the cap was reached */
+	json_t *files;  /* listing: one object per cached file, or NULL */
+	bool forget;    /* forget: drop what is found */
+	int dropped;    /* forget: objects dropped */
+	size_t visited; /* entries seen, capped by CACHE_WALK_MAX */
+	bool truncated; /* the cap was reached */
 };
 
 static json_t *held_json(struct cache *c, const struct idx_obj *o)
