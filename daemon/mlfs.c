@@ -23,7 +23,8 @@
 
 /* The files of a launch, by kind: the first is the launch as the API shows it. */
 const char *const ml_exp_files[MLOPS_KINDS][ML_EXP_FILES_MAX] = {
-    {"experiment.json", "status", "params.json", "metrics.json", "metrics.svg", "log", NULL},
+    {"experiment.json", "status", "params.json", "metrics.json", "metrics.jsonl", "metrics.svg",
+     "log", NULL},
     {"data-pipeline.json", "status", "params.json", "log", NULL},
     {"visualization.json", "status", "params.json", "log", NULL},
 };
@@ -915,6 +916,23 @@ void mlfs_read(struct mlfs *ml, fuse_req_t req, size_t size, off_t off, struct f
 		r = ml_log_fetch(ml, f);
 		if (r == 0)
 			f->finished = fin;
+	} else if (ml_is_growing(&f->loc) && (uint64_t)off + size > f->len && !f->finished &&
+	           ml_now_ms() - f->fetched_ms >= ML_LOG_REFETCH_MS) {
+		/* a reader at the end of metrics.jsonl (tail -f): render again; only what was
+		 * added at the end is taken, so bytes already read never change under the
+		 * reader (a retried run starts the file over: seen at the next open) */
+		struct buf b = BUF_INIT(ML_RENDER_MAX);
+		bool fin;
+
+		if (ml_growing_render(ml, f->project_id, &f->loc, &b, &fin) == 0 &&
+		    b.len >= f->len && (!f->len || !memcmp(b.data, f->data, f->len))) {
+			free(f->data);
+			f->len = b.len;
+			f->data = buf_steal(&b);
+			f->finished = fin;
+		}
+		f->fetched_ms = ml_now_ms();
+		buf_free(&b);
 	}
 	{
 		size_t o = (size_t)off < f->len ? (size_t)off : f->len;
@@ -1024,7 +1042,7 @@ static int ml_precheck(struct mlfs *ml, struct mlfs_file *f, char err[CTL_ERR_MA
 			    "-o mgmt=URL of the service",
 			    url ? url : "the server");
 		else
-			snprintf(err, CTL_ERR_MAX, "unknown processor %s", slug);
+			mlops_unknown_processor(ml->m, f->loc.kind, slug, err);
 	} else
 		r = 0; /* offline or otherwise unsure: the check at close decides */
 	json_decref(proc);

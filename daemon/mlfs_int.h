@@ -124,5 +124,11 @@ int64_t ml_oid_job(const struct node *n);
 int ml_outputs(struct mlfs *ml, int64_t pid, const json_t *exp, char tree[41], char commit[41],
                char *opath, size_t opath_len);
 int ml_render(struct mlfs *ml, const struct node *n, const struct ml_loc *l, struct buf *out);
+/* A file that only grows while its run goes (metrics.jsonl): a reader at its end asks
+ * again, as for a log. */
+bool ml_is_growing(const struct ml_loc *l);
+/* Its content now, and whether the run has finished (nothing will be added). */
+int ml_growing_render(struct mlfs *ml, int64_t pid, const struct ml_loc *l, struct buf *out,
+                      bool *finished);
 
 #endif

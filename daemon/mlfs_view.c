@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,6 +280,73 @@ static void ml_readme(const json_t *p, struct buf *b)
 }
 
 /* Renders a generated file (not logs, artifact members or control files). */
+/* The server keeps a launch's parameters as CI variables, all strings: params.json shows
+ * each as the processor declares it (INTEGER, FLOAT, BOOLEAN, STRING). A value that
+ * does not read as its type, a parameter the manifest does not declare, or a processor
+ * that cannot be asked now, stays as the server says. */
+static void ml_params_typed(struct mlfs *ml, const json_t *launch, json_t *params)
+{
+	const char *slug = jsonx_str(json_object_get(launch, "processor"), "slug");
+	json_t *proc = NULL, *decl, *d, *v;
+	size_t i;
+
+	if (!slug || mlops_processor(ml->m, slug, &proc) < 0)
+		return;
+	decl = json_object_get(proc, "parameters");
+	json_array_foreach(decl, i, d)
+	{
+		const char *name = jsonx_str(d, "name"), *type = jsonx_str(d, "type"), *s;
+		json_t *typed = NULL;
+		char *end;
+
+		if (!name || !type || !(v = json_object_get(params, name)) ||
+		    !(s = json_string_value(v)) || !*s)
+			continue;
+		if (!strcmp(type, "INTEGER")) {
+			long long x;
+
+			errno = 0;
+			x = strtoll(s, &end, 10);
+			if (!*end && !errno)
+				typed = json_integer(x);
+		} else if (!strcmp(type, "FLOAT")) {
+			double x = strtod(s, &end);
+
+			if (!*end && isfinite(x))
+				typed = json_real(x);
+		} else if (!strcmp(type, "BOOLEAN")) {
+			if (!strcmp(s, "true") || !strcmp(s, "false"))
+				typed = json_boolean(!strcmp(s, "true"));
+		}
+		if (typed)
+			json_object_set_new(params, name, typed);
+	}
+	json_decref(proc);
+}
+
+/* metrics.jsonl: one compact JSON object per reported epoch, in the order reported, each
+ * on its own line. Epochs are only added at the end while a run goes, so the file only
+ * grows and a reader at its end (tail -f) reads the new lines. */
+static int ml_metrics_lines(const json_t *metrics, struct buf *out)
+{
+	const json_t *rec;
+	size_t i;
+	int r = 0;
+
+	json_array_foreach(metrics, i, rec)
+	{
+		char *line = json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+		if (!line)
+			return -ENOMEM;
+		r = buf_printf(out, "%s\n", line);
+		free(line);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 int ml_render(struct mlfs *ml, const struct node *n, const struct ml_loc *l, struct buf *out)
 {
 	int64_t pid = n->project_id;
@@ -329,11 +397,15 @@ int ml_render(struct mlfs *ml, const struct node *n, const struct ml_loc *l, str
 		} else if (!strcmp(l->file, "params.json")) {
 			json_t *p = json_object_get(v, "params");
 
+			if (json_is_object(p))
+				ml_params_typed(ml, v, p);
 			r = p ? ml_dump(p, out) : buf_puts(out, "{}\n");
 		} else if (!strcmp(l->file, "metrics.json")) {
 			json_t *m = json_object_get(v, "metrics");
 
 			r = m ? ml_dump(m, out) : buf_puts(out, "[]\n");
+		} else if (!strcmp(l->file, "metrics.jsonl")) {
+			r = ml_metrics_lines(json_object_get(v, "metrics"), out);
 		} else if (!strcmp(l->file, "metrics.svg")) {
 			char title[300];
 
@@ -455,4 +527,26 @@ off_t mlfs_size(struct mlfs *ml, const struct node *n)
 		size = (off_t)b.len;
 	buf_free(&b);
 	return size;
+}
+
+bool ml_is_growing(const struct ml_loc *l)
+{
+	return l->w == W_EXP_FILE && !strcmp(l->file, "metrics.jsonl");
+}
+
+int ml_growing_render(struct mlfs *ml, int64_t pid, const struct ml_loc *l, struct buf *out,
+                      bool *finished)
+{
+	json_t *v = NULL;
+	bool local;
+	int r;
+
+	*finished = false;
+	r = ml_exp_view(ml, l->kind, pid, l->name, &v, &local);
+	if (r < 0)
+		return r;
+	*finished = ml_finished(jsonx_str(v, "status"));
+	r = ml_metrics_lines(json_object_get(v, "metrics"), out);
+	json_decref(v);
+	return r;
 }

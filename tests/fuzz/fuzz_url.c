@@ -46,8 +46,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		/* a size accepted is digits, at most one point, and a unit at the end */
 		if (size_parse(s, &v) == 0 &&
-		    (strspn(s, "0123456789.") == 0 || strchr(strchr(s, '.') ? strchr(s, '.') + 1 : s, '.') ||
-		     s[strspn(s, "0123456789.") + strspn(s + strspn(s, "0123456789."), "KkMmGgTtIiBb")]))
+		    (strspn(s, "0123456789.") == 0 ||
+		     strchr(strchr(s, '.') ? strchr(s, '.') + 1 : s, '.') ||
+		     s[strspn(s, "0123456789.") +
+		       strspn(s + strspn(s, "0123456789."), "KkMmGgTtIiBb")]))
 			abort();
 	}
 	buf_reset(&b);

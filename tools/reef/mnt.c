@@ -439,8 +439,15 @@ static int mnt_ctl(const char *root, const char *verb, const char *rel)
 		why.data[strcspn(why.data, "\n")] = '\0';
 		snprintf(reason, sizeof(reason), "%s", why.data);
 	}
-	r = reef_fail("%s %s: %s (%s)%s%s", verb, rel[0] ? rel : "/", strerror(-r),
-	              reef_errno_name(-r, tmp, sizeof(tmp)), reason[0] ? ": " : "", reason);
+	/* the errno once, by name, after the daemon's reason (or its text when none) */
+	req.data[strcspn(req.data, "\n")] = '\0';
+	{
+		const char *because = reef_reason(reason, req.data);
+
+		r = reef_fail("%s %s: %s (%s)", verb, rel[0] ? rel : "/",
+		              *because ? because : strerror(-r),
+		              reef_errno_name(-r, tmp, sizeof(tmp)));
+	}
 out:
 	buf_free(&req);
 	buf_free(&why);

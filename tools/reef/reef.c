@@ -343,6 +343,25 @@ const char *reef_errno_name(int err, char *tmp, size_t size)
 	return tmp;
 }
 
+const char *reef_reason(const char *line, const char *req)
+{
+	const char *p = line;
+	size_t n;
+
+	/* "2026-12-02T07:00:00Z ": the time the daemon refused it */
+	if (strlen(p) > 21 && p[4] == '-' && p[10] == 'T' && p[19] == 'Z' && p[20] == ' ')
+		p += 21;
+	/* "EINVAL: " (or "error: "): the errno, which the caller names itself */
+	n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789");
+	if ((n > 1 && p[0] == 'E' && !strncmp(p + n, ": ", 2)) || !strncmp(p, "error: ", 7))
+		p += (p[0] == 'E' ? n : 5) + 2;
+	/* "forget x: ": the request echoed, which the caller says itself */
+	n = req ? strlen(req) : 0;
+	if (n && !strncmp(p, req, n) && !strncmp(p + n, ": ", 2))
+		p += n + 2;
+	return p;
+}
+
 static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);

@@ -119,9 +119,9 @@ static void test_size(void)
 	    {"1.000000001G", (1u << 30) + 1},
 	    {"18446744073709551615", UINT64_MAX},
 	};
-	static const char *const bad[] = {"",     "G",   "-1G", "1.G", ".5G", "1 G", "1GG",
-	                                  "1Gi",  "1KBB", "1E",  "1.1234567890G", "+1",
-	                                  "1iB",  "0x10", "1G "};
+	static const char *const bad[] = {"",    "G",    "-1G",  "1.G", ".5G",           "1 G",
+	                                  "1GG", "1Gi",  "1KBB", "1E",  "1.1234567890G", "+1",
+	                                  "1iB", "0x10", "1G "};
 	uint64_t v;
 
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
