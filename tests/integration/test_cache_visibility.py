@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REEFD_BIN
 from test_mount_data import push_repo, status
-from test_reef_cli import cli_env, reef  # noqa: F401 (cli_env is a fixture)
+from test_reef_cli import cli_env, cli_mounts, is_mounted, reef  # noqa: F401 (fixtures)
 
 MAIN = "alice/data/branches/main"
 
@@ -154,3 +154,25 @@ def test_cache_limit_sizes(hub, mount_factory, tmp_path):
         assert f"cache_limit={value}: {why}" in r.stderr and "1.5G, 1GB" in r.stderr, r.stderr
     r = subprocess.run([str(REEFD_BIN), "--help"], capture_output=True, text=True)
     assert "1GB = 2^30 bytes" in r.stdout + r.stderr
+
+
+def test_reef_mount_takes_sizes_with_units(hub, cli_env, cli_mounts, tmp_path):  # noqa: F811
+    token = hub.user("carol")
+    r = reef(cli_env, "login", hub.url, input=token + "\n")
+    assert r.returncode == 0, r
+    mnt = tmp_path / "r"
+    cli_mounts.append(mnt)
+    r = reef(cli_env, "mount", "-o", "cache_limit=1GB", mnt)
+    assert r.returncode == 0, r
+    assert status_of(mnt)["cache"]["limit"] == 1 << 30
+    r = reef(cli_env, "cache", mnt)
+    assert r.returncode == 0 and "of 1073741824 bytes" in r.stdout, r.stdout
+    assert reef(cli_env, "unmount", mnt).returncode == 0
+    # a bad size fails the mount, with reefd's reason
+    r = reef(cli_env, "mount", "-o", "cache_limit=lots", mnt)
+    assert r.returncode == 1 and not is_mounted(mnt), r
+    assert "cache_limit=lots: not a size" in r.stderr, r.stderr
+
+
+def status_of(mnt):
+    return json.loads((mnt / ".reef/status").read_text())
