@@ -466,13 +466,15 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (o.cache_limit && (r = cache_limit_parse(o.cache_limit, &limit)) < 0) {
-		fprintf(stderr,
-		        "reefd: cache_limit=%s: %s; a size is bytes, or a number with K, M, G or "
-		        "T, alone or with B or iB (512M, 1.5G, 1GB, 2GiB: powers of 1024)\n",
-		        o.cache_limit,
-		        r == -ERANGE                               ? "too large (at most 16 EiB)"
-		        : size_parse(o.cache_limit, &limit) == 0 ? "must be more than 0"
-		                                                 : "not a size");
+		fprintf(
+		    stderr,
+		    "reefd: cache_limit=%s: %s; it must be a size above 0: bytes, or a number "
+		    "with K, M, G or T, alone or with B or iB (512M, 1.5G, 1GB, 2GiB: powers of "
+		    "1024)\n",
+		    o.cache_limit,
+		    r == -ERANGE                             ? "too large (at most 16 EiB)"
+		    : size_parse(o.cache_limit, &limit) == 0 ? "zero"
+		                                             : "not a size");
 		ret = 2;
 		goto out;
 	}
