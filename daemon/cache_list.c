@@ -152,29 +152,31 @@ static void walk_file(struct cache_walk *w, const struct tree_entry *e, const ch
 		json_array_append_new(w->files, f);
 }
 
-/* Depth first over the stored listings below tree, at path; depth-capped by the path
- * length (a tree cannot hold itself: ids are hashes of content). */
+/* Depth first over the stored listings below tree, at path. A tree cannot hold itself
+ * (ids are hashes of content), and the path cap bounds the depth (at most 2048 levels of
+ * one-byte names); the path of each level is on the heap, not the thread's stack. */
 static void walk_tree(struct cache_walk *w, const char *tree, const char *path)
 {
 	struct tree_entry *e = NULL;
 	size_t n = 0;
+	char *sub;
 
 	if (w->truncated || idx_tree_get(w->c->idx, tree, &e, &n) < 0)
 		return;
-	for (size_t i = 0; i < n; i++) {
-		char sub[CACHE_PATH_MAX];
-
+	sub = malloc(CACHE_PATH_MAX);
+	for (size_t i = 0; sub && i < n; i++) {
 		if (++w->visited > CACHE_WALK_MAX) {
 			w->truncated = true;
 			break;
 		}
-		if (snprintf(sub, sizeof(sub), "%s/%s", path, e[i].name) >= (int)sizeof(sub))
+		if (snprintf(sub, CACHE_PATH_MAX, "%s/%s", path, e[i].name) >= CACHE_PATH_MAX)
 			continue;
 		if (e[i].mode == TREE_MODE_DIR)
 			walk_tree(w, e[i].oid, sub);
 		else if (e[i].mode != TREE_MODE_SUBMODULE)
 			walk_file(w, &e[i], sub);
 	}
+	free(sub);
 	free(e);
 }
 

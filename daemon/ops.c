@@ -223,9 +223,13 @@ static void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st
 	case NODE_ML_FILE:
 		st->st_size = mlfs_size(ctx->ml, n);
 		break;
+	case NODE_CACHE_LIST:
+		/* size 0, as /proc's files: its size is known only by walking the whole
+		 * index, which stat and ls -l must not cost (reads go to the end: direct_io) */
+		st->st_size = 0;
+		break;
 	case NODE_STATUS:
-	case NODE_CONTROL_ERROR:
-	case NODE_CACHE_LIST: {
+	case NODE_CONTROL_ERROR: {
 		char *s;
 		size_t len;
 

@@ -45,6 +45,10 @@ def test_list_evict_all_and_df(hub, data_repo, mount_factory, cli_env):
     m = mount_factory(hub, token, "prefetch=0,cache_limit=1GB")
     assert status(m)["cache"]["limit"] == 1 << 30  # 1GB: powers of 1024, as documented
     assert cached_paths(m) == {}
+    # size 0 as in /proc (the walk is not paid by stat), and read to the end all the same
+    assert os.stat(m / ".reef/cache.json").st_size == 0
+    with open(m / ".reef/cache.json", "rb") as f:
+        assert json.loads(f.read())["limit"] == 1 << 30
 
     d = m / MAIN / "data"
     assert (d / "f1.bin").read_bytes() == files["data/f1.bin"]
