@@ -164,11 +164,28 @@ int cache_prefetch(struct cache *c, int64_t project_id, const char *commit, cons
  * listings are cached, or the one blob oid when is_tree is false. Objects open by a
  * reader stay. Returns the number of objects dropped or a negative errno. */
 int cache_forget(struct cache *c, int64_t project_id, const char *oid, bool is_tree);
+/* What the cache holds (.reef/cache.json, docs/layout.md): {"bytes", "objects", "limit"
+ * as in cache_stats, "contents": objects held, "files": [{path (from the mount root),
+ * size, stored, kind, oid, atime, open}] for every cached file a known revision names,
+ * "other": [{kind, oid, stored, atime, open}] for contents no known revision names,
+ * "truncated"}. Reads the index only, never the server. */
+int cache_list(struct cache *c, json_t **out);
+/* Drops the cached contents under every known revision of every project at or under
+ * the path prefix ("acme/iris", or a namespace "acme"). Objects open by a reader stay.
+ * The number dropped, -ENOENT when no project there is known, or a negative errno. */
+int cache_forget_projects(struct cache *c, const char *prefix);
+/* Drops every cached content (blobs and LFS objects) nobody has open or is downloading;
+ * *kept counts those left. Listings and metadata stay. The number dropped or a negative
+ * errno. */
+int cache_evict_all(struct cache *c, uint64_t *kept);
+/* Bytes and objects stored and the limit, as .reef/status shows them (for statfs). */
+void cache_usage(struct cache *c, uint64_t *bytes, uint64_t *objects, uint64_t *limit);
 /* Expires every branch head and listing now: the next lookup asks the server. */
 void cache_refresh(struct cache *c);
 /* Changes the hard size limit (0: the default); evicts at once when above it. */
 int cache_set_limit(struct cache *c, uint64_t limit);
-/* Parses BYTES or N{K,M,G,T} (powers of 1024) as the cache_limit option. */
+/* Parses the cache_limit option: a size as size_parse (lib/util.h) reads it, more than 0.
+ * -EINVAL when malformed or 0, -ERANGE when too large. */
 int cache_limit_parse(const char *s, uint64_t *out);
 
 /* Branches that move. The cache calls fn (from its poller thread, or the thread whose

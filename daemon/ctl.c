@@ -1,6 +1,7 @@
 /* The grammar of control files: see ctl.h. */
 #include "ctl.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -678,6 +679,72 @@ static int ctl_typed(const char *name, const char *type, json_t *v, json_t **out
 	return *out ? 0 : -ENOMEM;
 }
 
+/* Edit distance (insertions, deletions, substitutions; case-insensitive) of a and b,
+ * both cut at CTL_SUGGEST_LEN bytes. */
+#define CTL_SUGGEST_LEN 64
+static size_t ctl_distance(const char *a, const char *b)
+{
+	size_t la = strnlen(a, CTL_SUGGEST_LEN), lb = strnlen(b, CTL_SUGGEST_LEN);
+	size_t row[CTL_SUGGEST_LEN + 1], prev, cur;
+
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		prev = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t sub = prev + (tolower((unsigned char)a[i - 1]) !=
+			                     tolower((unsigned char)b[j - 1]));
+
+			cur = row[j];
+			row[j] = sub;
+			if (cur + 1 < row[j])
+				row[j] = cur + 1;
+			if (row[j - 1] + 1 < row[j])
+				row[j] = row[j - 1] + 1;
+			prev = cur;
+		}
+	}
+	return row[lb];
+}
+
+void ctl_suggest(char err[CTL_ERR_MAX], const char *given, const char *const *names, size_t n)
+{
+	size_t best = SIZE_MAX, pick = 0, len = strlen(err), max;
+
+	if (n == 0) {
+		snprintf(err + len, CTL_ERR_MAX - len, " (there are none)");
+		return;
+	}
+	/* a typo: at most a third of the name wrong (one edit for short names) */
+	max = strlen(given) / 3 > 1 ? strlen(given) / 3 : 1;
+	for (size_t i = 0; i < n; i++) {
+		size_t d = ctl_distance(given, names[i]);
+
+		if (d < best) {
+			best = d;
+			pick = i;
+		}
+	}
+	if (best <= max)
+		len += (size_t)snprintf(err + len, CTL_ERR_MAX - len, "; did you mean %.60s?",
+		                        names[pick]);
+	if (len >= CTL_ERR_MAX - 1)
+		return;
+	len += (size_t)snprintf(err + len, CTL_ERR_MAX - len, " (one of:");
+	for (size_t i = 0; i < n && len < CTL_ERR_MAX - 1; i++) {
+		/* the list is cut at the reason's size, with "..." rather than half a name */
+		if (len + strlen(names[i]) + 8 >= CTL_ERR_MAX) {
+			snprintf(err + len, CTL_ERR_MAX - len, " ...)");
+			return;
+		}
+		len +=
+		    (size_t)snprintf(err + len, CTL_ERR_MAX - len, "%s %s", i ? "," : "", names[i]);
+	}
+	if (len < CTL_ERR_MAX - 1)
+		snprintf(err + len, CTL_ERR_MAX - len, ")");
+}
+
 int ctl_params_check(json_t *params, const json_t *decl, char err[CTL_ERR_MAX])
 {
 	const char *k;
@@ -696,9 +763,21 @@ int ctl_params_check(json_t *params, const json_t *decl, char err[CTL_ERR_MAX])
 			if (n && !strcmp(n, k))
 				known = true;
 		}
-		if (!known)
-			return ctl_fail(err, -EINVAL, "unknown parameter %.60s for this processor",
-			                k);
+		if (!known) {
+			const char *names[CTL_SUGGEST_MAX];
+			size_t nn = 0;
+
+			json_array_foreach(decl, i, d)
+			{
+				const char *n = json_string_value(json_object_get(d, "name"));
+
+				if (n && nn < CTL_SUGGEST_MAX)
+					names[nn++] = n;
+			}
+			ctl_fail(err, -EINVAL, "unknown parameter %.60s for this processor", k);
+			ctl_suggest(err, k, names, nn);
+			return -EINVAL;
+		}
 	}
 	json_array_foreach(decl, i, d)
 	{

@@ -49,6 +49,12 @@ int ctl_command(const char *data, size_t len, const char *const *allowed, char e
  * replaced by their typed form (so "5" becomes 5 for an INTEGER). */
 int ctl_params_check(json_t *params, const json_t *decl, char err[CTL_ERR_MAX]);
 
+/* Appends to err (a reason naming an unknown `given`) "; did you mean X?" when one of
+ * names is a likely typo of it (case-insensitive edit distance at most a third of its
+ * length, at least 1), then " (one of: a, b, ...)", cut to fit CTL_ERR_MAX. */
+#define CTL_SUGGEST_MAX 256 /* names listed */
+void ctl_suggest(char err[CTL_ERR_MAX], const char *given, const char *const *names, size_t n);
+
 /* An experiment name the hub accepts: 1-100 of [A-Za-z0-9._-], not starting with '.'
  * or '-'. Also a valid path component of the mount. */
 bool ctl_name_ok(const char *s);

@@ -25,6 +25,7 @@
 #include "mlops.h"
 #include "passthru.h"
 #include "reef/log.h"
+#include "reef/util.h"
 #include "remote/gl.h"
 
 #ifndef REEF_VERSION
@@ -124,8 +125,10 @@ static void usage(FILE *f, const char *prog)
 	    "                       without it the token is read from $REEF_TOKEN, else\n"
 	    "                       $GITLAB_PRIVATE_TOKEN\n"
 	    "  -o cache=DIR         object cache (default ~/.cache/reef/<host_port>)\n"
-	    "  -o cache_limit=SIZE  hard cache size: bytes, or N with K, M, G or T (powers of\n"
-	    "                       1024); default %d%% of the free disk, at least 1G\n"
+	    "  -o cache_limit=SIZE  hard cache size: bytes, or a number (1.5 allowed) with K, M,\n"
+	    "                       G or T, alone or with B or iB (512M, 1.5G, 1GB, 2GiB); all\n"
+	    "                       powers of 1024 (1GB = 2^30 bytes); default %d%% of the\n"
+	    "                       free disk, at least 1G\n"
 	    "  -o branch_ttl=S      seconds a branch head is trusted (default 5)\n"
 	    "  -o poll=S            seconds between polls of the branches in use; a push shows\n"
 	    "                       within this (default %g)\n"
@@ -590,8 +593,16 @@ int main(int argc, char **argv)
 		ret = 2;
 		goto out;
 	}
-	if (o.cache_limit && (cache_limit_parse(o.cache_limit, &limit) < 0 || limit == 0)) {
-		fprintf(stderr, "reefd: cache_limit must be a size: BYTES or N{K,M,G,T}\n");
+	if (o.cache_limit && (r = cache_limit_parse(o.cache_limit, &limit)) < 0) {
+		fprintf(
+		    stderr,
+		    "reefd: cache_limit=%s: %s; it must be a size above 0: bytes, or a number "
+		    "with K, M, G or T, alone or with B or iB (512M, 1.5G, 1GB, 2GiB: powers of "
+		    "1024)\n",
+		    o.cache_limit,
+		    r == -ERANGE                             ? "too large (at most 16 EiB)"
+		    : size_parse(o.cache_limit, &limit) == 0 ? "zero"
+		                                             : "not a size");
 		ret = 2;
 		goto out;
 	}

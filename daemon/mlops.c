@@ -710,6 +710,29 @@ static int mlops_fail(char err[CTL_ERR_MAX], int r, const char *fmt, ...)
 	return r;
 }
 
+int mlops_unknown_processor(struct mlops *m, enum mlops_kind k, const char *slug,
+                            char err[CTL_ERR_MAX])
+{
+	const char *names[CTL_SUGGEST_MAX];
+	json_t *all = NULL, *p;
+	size_t i, n = 0;
+
+	mlops_fail(err, -ENOENT, "unknown processor %.100s", slug);
+	/* the ones this kind runs (an experiment runs ALGORITHM processors...) */
+	if (mlops_processors(m, &all) < 0)
+		return -ENOENT; /* no list to offer now: the reason stays short */
+	json_array_foreach(all, i, p)
+	{
+		const char *s = jsonx_str(p, "slug"), *t = jsonx_str(p, "type");
+
+		if (s && n < CTL_SUGGEST_MAX && (!t || !strcmp(t, mlops_kinds[k].type)))
+			names[n++] = s;
+	}
+	ctl_suggest(err, slug, names, n);
+	json_decref(all);
+	return -ENOENT;
+}
+
 /* The server's refusal, as a reason. */
 static int mlops_remote_fail(char err[CTL_ERR_MAX], int r, const char *what)
 {
@@ -809,7 +832,7 @@ int mlops_launch(struct mlops *m, enum mlops_kind k, int64_t project_id, const c
 	slug = jsonx_str(spec, "processor");
 	r = mlops_processor(m, slug, &proc);
 	if (r == -ENOENT) {
-		r = mlops_fail(err, r, "unknown processor %s", slug);
+		r = mlops_unknown_processor(m, k, slug, err);
 		goto out;
 	}
 	if (r == -EIO) {

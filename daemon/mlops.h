@@ -81,6 +81,10 @@ int mlops_job(struct mlops *m, int64_t project_id, int64_t job_id, json_t **out)
 int mlops_branch_head(struct mlops *m, int64_t project_id, const char *branch, char commit[41]);
 int mlops_processors(struct mlops *m, json_t **out);
 int mlops_processor(struct mlops *m, const char *slug, json_t **out);
+/* err gets "unknown processor <slug>", a did-you-mean and the processors kind k runs
+ * (ctl_suggest); returns -ENOENT. */
+int mlops_unknown_processor(struct mlops *m, enum mlops_kind k, const char *slug,
+                            char err[CTL_ERR_MAX]);
 int mlops_usage(struct mlops *m, json_t **out);
 /* A job's log as it is now (fresh: not cached). *out malloc'ed. */
 int mlops_trace(struct mlops *m, int64_t project_id, int64_t job_id, char **out, size_t *len);

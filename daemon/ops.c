@@ -223,6 +223,11 @@ static void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st
 	case NODE_ML_FILE:
 		st->st_size = mlfs_size(ctx->ml, n);
 		break;
+	case NODE_CACHE_LIST:
+		/* size 0, as /proc's files: its size is known only by walking the whole
+		 * index, which stat and ls -l must not cost (reads go to the end: direct_io) */
+		st->st_size = 0;
+		break;
 	case NODE_STATUS:
 	case NODE_CONTROL_ERROR: {
 		char *s;
@@ -264,7 +269,7 @@ static double attr_timeout(struct ops_ctx *ctx, const struct node *n)
 	if (ctx->no_opendir && listing_can_change(n))
 		return ctx->dyn_timeout;
 	return n->kind == NODE_STATUS || n->kind == NODE_CONTROL_ERROR || n->kind == NODE_ML_FILE ||
-	               n->kind == NODE_ML_CTL
+	               n->kind == NODE_ML_CTL || n->kind == NODE_CACHE_LIST
 	           ? 0.0
 	           : FOREVER_S;
 }
@@ -836,7 +841,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else if (acc != O_RDONLY || (fi->flags & O_TRUNC)) {
 		r = -EROFS;
 	} else if (n->kind != NODE_FILE && n->kind != NODE_STATUS &&
-	           n->kind != NODE_CONTROL_ERROR) {
+	           n->kind != NODE_CONTROL_ERROR && n->kind != NODE_CACHE_LIST) {
 		r = is_dir_kind(n->kind) ? -EISDIR : -EINVAL;
 	} else {
 		r = 0;
@@ -1124,6 +1129,8 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 			r = dir_add_node(ctx, d, &cap, "ctl.error", "", S_IFREG);
 		if (r == 0)
 			r = dir_add_node(ctx, d, &cap, "status", "", S_IFREG);
+		if (r == 0)
+			r = dir_add_node(ctx, d, &cap, "cache.json", "", S_IFREG);
 		if (r == 0)
 			r = mlfs_list(ctx->ml, n, dir_add_ml, &ml);
 		break;
@@ -1600,8 +1607,16 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct ops_ctx *ctx = ctx_of(req);
 	struct statvfs sv = {0};
 
+	uint64_t bytes, objects, limit;
+
+	(void)ino;
+	/* df shows the cache: its limit as the size, what it stores as used */
+	cache_usage(ctx->cache, &bytes, &objects, &limit);
 	sv.f_bsize = 4096;
 	sv.f_frsize = 4096;
+	sv.f_blocks = (fsblkcnt_t)((limit + 4095) / 4096);
+	sv.f_bfree = (fsblkcnt_t)(bytes < limit ? (limit - bytes) / 4096 : 0);
+	sv.f_bavail = sv.f_bfree;
 	sv.f_namemax = TREE_NAME_MAX;
 	sv.f_files = node_table_count(ctx->nodes);
 	fuse_reply_statfs(req, &sv);

@@ -1,5 +1,6 @@
-/* The mount's own files: .reef/status and .reef/ctl.error rendered at open, and the
- * .reef/ctl control requests (refresh, prefetch, forget). See ops_int.h. */
+/* The mount's own files: .reef/status, .reef/cache.json and .reef/ctl.error rendered at
+ * open, and the .reef/ctl control requests (refresh, prefetch, forget, evict-all). See
+ * ops_int.h. */
 #include "ops_int.h"
 
 #include <assert.h>
@@ -23,7 +24,7 @@
 #include "reef/log.h"
 #include "reef/util.h"
 
-/* ---- generated files: .reef/status and .reef/ctl.error ---- */
+/* ---- generated files: .reef/status, .reef/cache.json and .reef/ctl.error ---- */
 
 json_t *jobq_json(struct jobq *q)
 {
@@ -107,10 +108,41 @@ int reefctl_error_render(struct ops_ctx *ctx, char **out, size_t *len)
 	return 0;
 }
 
+/* .reef/cache.json: what the cache holds, by path (cache_list). */
+static int cachelist_render(struct ops_ctx *ctx, char **out, size_t *len)
+{
+	json_t *o = NULL;
+	char *s;
+	int r;
+
+	*out = NULL;
+	r = cache_list(ctx->cache, &o);
+	if (r < 0)
+		return r;
+	s = json_dumps(o, JSON_INDENT(1) | JSON_SORT_KEYS);
+	json_decref(o);
+	if (!s)
+		return -ENOMEM;
+	*len = strlen(s);
+	if (*len + 1 > CACHELIST_MAX) {
+		free(s);
+		return -EFBIG;
+	}
+	s[(*len)++] = '\n'; /* json_dumps leaves room: it allocated strlen + 1 */
+	*out = s;
+	return 0;
+}
+
 int generated_render(struct ops_ctx *ctx, const struct node *n, char **out, size_t *len)
 {
-	return n->kind == NODE_STATUS ? status_render(ctx, out, len)
-	                              : reefctl_error_render(ctx, out, len);
+	switch (n->kind) {
+	case NODE_STATUS:
+		return status_render(ctx, out, len);
+	case NODE_CACHE_LIST:
+		return cachelist_render(ctx, out, len);
+	default:
+		return reefctl_error_render(ctx, out, len);
+	}
 }
 
 /* ---- .reef/ctl ---- */
@@ -276,10 +308,20 @@ int reefctl_forget(struct ops_ctx *ctx, const char *req, struct node *n)
 		if (r >= 0 && node_collect_under(ctx->nodes, n->ino, NODE_FILE, &inos, &cnt) < 0)
 			cnt = 0;
 		break;
+	case NODE_NAMESPACE:
+	case NODE_PROJECT:
+		/* every revision of the project (or of each project below the namespace) the
+		 * index knows, whether or not the mount shows it now */
+		r = cache_forget_projects(ctx->cache, n->path);
+		if (r == -ENOENT)
+			return reefctl_fail(ctx, req, r, "nothing of %s was ever cached", n->path);
+		if (r >= 0 && node_collect_under(ctx->nodes, n->ino, NODE_FILE, &inos, &cnt) < 0)
+			cnt = 0;
+		break;
 	default:
 		return reefctl_fail(ctx, req, -EINVAL,
-		                    "forget takes a file or directory inside a revision "
-		                    "(branches/, tags/ or commits/)");
+		                    "forget takes a project, a namespace, or a file or directory "
+		                    "inside a revision (branches/, tags/ or commits/)");
 	}
 	if (r < 0) {
 		free(inos);
@@ -287,6 +329,22 @@ int reefctl_forget(struct ops_ctx *ctx, const char *req, struct node *n)
 	}
 	log_info("ctl: forgot %d object%s under %s", r, r == 1 ? "" : "s", n->path);
 	/* the kernel kept the pages (keep_cache): a forgotten object is read anew */
+	inval_inodes(ctx, inos, cnt);
+	return 0;
+}
+
+/* Drops every cached content nobody reads; the kernel forgets the pages it kept. */
+static int reefctl_evict_all(struct ops_ctx *ctx, const char *req)
+{
+	uint64_t *inos = NULL, kept = 0;
+	size_t cnt = 0;
+	int r;
+
+	r = cache_evict_all(ctx->cache, &kept);
+	if (r < 0)
+		return reefctl_fail(ctx, req, r, "%s", strerror(-r));
+	if (node_collect_under(ctx->nodes, NODE_ROOT_INO, NODE_FILE, &inos, &cnt) < 0)
+		cnt = 0;
 	inval_inodes(ctx, inos, cnt);
 	return 0;
 }
@@ -333,8 +391,8 @@ void reefctl_echo(char *out, size_t cap, const char *s, size_t len)
 	out[o] = 0;
 }
 
-/* Parses and runs one control request: "refresh [path]", "prefetch <path>" or
- * "forget <path>", one line (a final newline is allowed). */
+/* Parses and runs one control request: "refresh [path]", "prefetch <path>",
+ * "forget <path>" or "evict-all", one line (a final newline is allowed). */
 int reefctl_exec(struct ops_ctx *ctx, const char *data, size_t len)
 {
 	char *s, *cmd, *path, req[256];
@@ -371,10 +429,15 @@ int reefctl_exec(struct ops_ctx *ctx, const char *data, size_t len)
 	for (i = strlen(path); i > 0 && (path[i - 1] == ' ' || path[i - 1] == '\t'); i--)
 		path[i - 1] = 0;
 	if (strcmp(cmd, "refresh") != 0 && strcmp(cmd, "prefetch") != 0 &&
-	    strcmp(cmd, "forget") != 0) {
+	    strcmp(cmd, "forget") != 0 && strcmp(cmd, "evict-all") != 0) {
 		r = reefctl_fail(ctx, req, -EINVAL,
 		                 "unknown command; one of: refresh [path], prefetch <path>, "
-		                 "forget <path>");
+		                 "forget <path>, evict-all");
+		goto out;
+	}
+	if (strcmp(cmd, "evict-all") == 0) {
+		r = *path ? reefctl_fail(ctx, req, -EINVAL, "evict-all takes no path")
+		          : reefctl_evict_all(ctx, req);
 		goto out;
 	}
 	if (!*path && strcmp(cmd, "refresh") != 0) {

@@ -26,6 +26,7 @@
  * change because a node's identity includes the object it shows. */
 #define FOREVER_S         (365.0 * 24 * 3600)
 #define STATUS_MAX        (64 * 1024)
+#define CACHELIST_MAX     ((size_t)64 << 20) /* .reef/cache.json */
 #define READ_MAX          (4u << 20)
 #define OPS_CTL_MAX       (64 * 1024) /* one control request; larger writes are EFBIG */
 #define OPS_CTL_ERROR_MAX 1024

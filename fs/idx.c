@@ -910,3 +910,115 @@ int idx_obj_list(struct idx *x, struct idx_obj **out, size_t *n)
 	*n = count;
 	return 0;
 }
+
+/* Appends one record to a growing array; ENOMEM (positive, as LMDB codes are) on failure. */
+static int idx_grow(void **list, size_t *alloc, size_t count, size_t each)
+{
+	size_t na;
+	void *nl;
+
+	if (count < *alloc)
+		return 0;
+	na = *alloc ? *alloc * 2 : 64;
+	nl = realloc(*list, na * each);
+	if (!nl)
+		return ENOMEM;
+	*list = nl;
+	*alloc = na;
+	return 0;
+}
+
+int idx_project_list(struct idx *x, struct idx_project_rec **out, size_t *n)
+{
+	struct idx_project_rec *list = NULL;
+	size_t count = 0, alloc = 0;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return idx_err(rc);
+	rc = mdb_cursor_open(txn, x->dbi[IDX_DB_PROJECTS], &cur);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return idx_err(rc);
+	}
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		const uint8_t *vp = v.mv_data;
+
+		if (k.mv_size == 0 || k.mv_size > IDX_KEY_MAX || v.mv_size < 17 ||
+		    vp[0] != IDX_VERSION || memchr(k.mv_data, 0, k.mv_size))
+			continue;
+		if ((rc = idx_grow((void **)&list, &alloc, count, sizeof(*list))))
+			break;
+		memcpy(list[count].path, k.mv_data, k.mv_size);
+		list[count].path[k.mv_size] = '\0';
+		list[count].id = (int64_t)get_u64(vp + 1);
+		count++;
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	if (rc != MDB_NOTFOUND) {
+		free(list);
+		return rc == ENOMEM ? -ENOMEM : idx_err(rc);
+	}
+	*out = list;
+	*n = count;
+	return 0;
+}
+
+int idx_ref_list(struct idx *x, int64_t project_id, struct idx_ref_rec **out, size_t *n)
+{
+	struct idx_ref_rec *list = NULL;
+	size_t count = 0, alloc = 0;
+	uint8_t prefix[8];
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k = {.mv_size = sizeof(prefix), .mv_data = prefix}, v;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	put_u64(prefix, (uint64_t)project_id);
+	rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return idx_err(rc);
+	rc = mdb_cursor_open(txn, x->dbi[IDX_DB_REFS], &cur);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return idx_err(rc);
+	}
+	/* keys start with the project id: the project's refs are one run of keys */
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		const uint8_t *vp = v.mv_data;
+
+		if (k.mv_size < 8 || memcmp(k.mv_data, prefix, 8) != 0) {
+			rc = MDB_NOTFOUND;
+			break;
+		}
+		if (k.mv_size == 8 || v.mv_size != 29 || vp[0] != IDX_VERSION ||
+		    memchr((const uint8_t *)k.mv_data + 8, 0, k.mv_size - 8))
+			continue;
+		if ((rc = idx_grow((void **)&list, &alloc, count, sizeof(*list))))
+			break;
+		memcpy(list[count].ref, (const uint8_t *)k.mv_data + 8, k.mv_size - 8);
+		list[count].ref[k.mv_size - 8] = '\0';
+		hash_hex(list[count].commit, vp + 1, 20);
+		count++;
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	if (rc != MDB_NOTFOUND) {
+		free(list);
+		return rc == ENOMEM ? -ENOMEM : idx_err(rc);
+	}
+	*out = list;
+	*n = count;
+	return 0;
+}

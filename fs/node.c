@@ -719,6 +719,8 @@ int node_child_kind(const struct node *parent, const char *name, enum node_ref_k
 			return NODE_CONTROL;
 		if (strcmp(name, "ctl.error") == 0)
 			return NODE_CONTROL_ERROR;
+		if (strcmp(name, "cache.json") == 0)
+			return NODE_CACHE_LIST;
 		if (strcmp(name, "processors") == 0)
 			return NODE_ML_DIR;
 		if (strcmp(name, "usage.json") == 0)
@@ -759,6 +761,7 @@ int node_child_kind(const struct node *parent, const char *name, enum node_ref_k
 	case NODE_STATUS:
 	case NODE_CONTROL:
 	case NODE_CONTROL_ERROR:
+	case NODE_CACHE_LIST:
 	case NODE_HEAD:
 	case NODE_FILE:
 	case NODE_SYMLINK:
@@ -957,6 +960,7 @@ mode_t node_st_mode(const struct node *n)
 	switch (n->kind) {
 	case NODE_STATUS:
 	case NODE_CONTROL_ERROR:
+	case NODE_CACHE_LIST:
 	case NODE_ML_FILE:
 		return S_IFREG | 0444;
 	case NODE_CONTROL:
@@ -1017,6 +1021,7 @@ bool node_entry_is_immutable(const struct node *parent)
 	case NODE_STATUS:
 	case NODE_CONTROL:
 	case NODE_CONTROL_ERROR:
+	case NODE_CACHE_LIST:
 	case NODE_HEAD:
 	case NODE_FILE:
 	case NODE_SYMLINK:

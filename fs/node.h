@@ -6,6 +6,7 @@
  *   /.reef/status                       NODE_STATUS
  *   /.reef/ctl                          NODE_CONTROL (write-only control file)
  *   /.reef/ctl.error                    NODE_CONTROL_ERROR (why the last ctl write failed)
+ *   /.reef/cache.json                   NODE_CACHE_LIST (what the cache holds, by path)
  *   /<group>[/<sub>…]/                  NODE_NAMESPACE
  *   /<group>[/<sub>…]/<project>/        NODE_PROJECT
  *       HEAD                            NODE_HEAD (symlink to branches/<default branch>)
@@ -54,6 +55,7 @@ enum node_kind {
 	NODE_STATUS,
 	NODE_CONTROL,
 	NODE_CONTROL_ERROR,
+	NODE_CACHE_LIST,
 	NODE_NAMESPACE,
 	NODE_PROJECT,
 	NODE_HEAD,

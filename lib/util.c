@@ -201,3 +201,46 @@ int64_t time_parse_rfc3339(const char *v)
 	t -= (sign == '-' ? -1 : 1) * (time_t)(oh * 3600 + om * 60);
 	return (int64_t)t * 1000;
 }
+
+int size_parse(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGT";
+	unsigned __int128 whole = 0, frac = 0, scale = 1, v;
+	unsigned shift = 0, digits = 0;
+	const char *p = s, *u;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		whole = whole * 10 + (unsigned)(*p - '0');
+		if (whole > UINT64_MAX)
+			return -ERANGE;
+	}
+	if (*p == '.') {
+		for (p++; *p >= '0' && *p <= '9'; p++) {
+			if (++digits > 9)
+				return -EINVAL;
+			frac = frac * 10 + (unsigned)(*p - '0');
+			scale *= 10;
+		}
+		if (digits == 0)
+			return -EINVAL; /* "1." */
+	}
+	if (*p && (u = strchr(units, *p & ~0x20)) && *p != '\0') {
+		shift = 10 * (unsigned)(u - units + 1);
+		p++;
+		if ((p[0] | 0x20) == 'i' && (p[1] | 0x20) == 'b')
+			p += 2;
+		else if ((p[0] | 0x20) == 'b')
+			p++;
+	} else if ((*p | 0x20) == 'b') {
+		p++; /* "4096B": bytes */
+	}
+	if (*p)
+		return -EINVAL;
+	v = (whole << shift) + ((frac << shift) / scale);
+	if (v > UINT64_MAX)
+		return -ERANGE;
+	*out = (uint64_t)v;
+	return 0;
+}

@@ -56,6 +56,20 @@ int idx_project_put(struct idx *x, const char *path, int64_t id, const char *def
 int idx_project_get(struct idx *x, const char *path, int64_t *id, char *default_branch,
                     size_t db_len, int64_t *fetched_at);
 int idx_project_del(struct idx *x, const char *path);
+/* Every project the index knows, in path order (for the cache listing). *out malloc'ed
+ * (free()). */
+struct idx_project_rec {
+	char path[512];
+	int64_t id;
+};
+int idx_project_list(struct idx *x, struct idx_project_rec **out, size_t *n);
+/* Every ref of one project the index knows ("branch:main", "tag:v1", "commit:<sha>")
+ * with its commit, in name order. *out malloc'ed (free()). */
+struct idx_ref_rec {
+	char ref[512];
+	char commit[41];
+};
+int idx_ref_list(struct idx *x, int64_t project_id, struct idx_ref_rec **out, size_t *n);
 
 int idx_size_put(struct idx *x, const char *oid, uint64_t size);
 int idx_size_get(struct idx *x, const char *oid, uint64_t *size);

@@ -29,6 +29,12 @@ void text_escape(const char *s, char *out, size_t cap);
  * "+hh:mm"/"-hh:mm" offset (RFC 3339: GitLab's committed_date, LFS's expires_at); -1 when
  * malformed. */
 int64_t time_parse_rfc3339(const char *v);
+/* A size as people write it: "1048576", "512K", "1GB", "2GiB", "1.5g", "100MB", "4096B".
+ * Units K, M, G, T (either case) alone or followed by "B" or "iB" (case-insensitive);
+ * every one is a power of 1024 (1GB = 1G = 1GiB = 2^30 bytes, as reef always read K, M,
+ * G and T). At most 9 digits after a decimal point; the result is rounded down to whole
+ * bytes. No sign, no spaces. -EINVAL when malformed, -ERANGE past 2^64 - 1. */
+int size_parse(const char *s, uint64_t *out);
 /* Maps an HTTP status to a negative errno (2xx -> 0). */
 int err_from_http(long status);
 

@@ -1,5 +1,6 @@
-/* URL and query decoding, encoding, base64 and path checks (lib/util.c): request
- * targets, query strings, Basic credentials and file paths from clients. */
+/* URL and query decoding, encoding, base64, path checks and sizes (lib/util.c): request
+ * targets, query strings, Basic credentials, file paths from clients and sizes from
+ * users (cache_limit=1.5G). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (const char *p = esc; *p; p++)
 			if (*p < 0x20 || *p > 0x7e)
 				abort();
+	}
+	{
+		uint64_t v;
+
+		/* a size accepted is digits, at most one point, and a unit at the end */
+		if (size_parse(s, &v) == 0 &&
+		    (strspn(s, "0123456789.") == 0 ||
+		     strchr(strchr(s, '.') ? strchr(s, '.') + 1 : s, '.') ||
+		     s[strspn(s, "0123456789.") +
+		       strspn(s + strspn(s, "0123456789."), "KkMmGgTtIiBb")]))
+			abort();
 	}
 	buf_reset(&b);
 	base64_decode(s, strlen(s), &b);

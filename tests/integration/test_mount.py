@@ -296,8 +296,8 @@ def test_status(world):
     assert st["cache"]["objects"] > 0 and st["cache"]["bytes"] > 0
     assert st["version"]
     assert st["mounted_at"].endswith("Z")
-    assert sorted(os.listdir(world.m.mnt / ".reef")) == ["ctl", "ctl.error", "processors",
-                                                          "status", "usage.json"]
+    assert sorted(os.listdir(world.m.mnt / ".reef")) == ["cache.json", "ctl", "ctl.error",
+                                                          "processors", "status", "usage.json"]
 
 
 def expect_errno(code, fn, *args):

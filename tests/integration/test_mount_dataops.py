@@ -139,8 +139,8 @@ def test_data_pipeline_makes_a_dataset_version(hub, tmp_path, mount_factory):
     assert d["kind"] == "data-pipeline" and d["branch"] == "data-pipeline/dp1"
     assert d["processor"]["slug"] == "row-filter"
     assert d["request_id"] == ticket["key"]  # the run carries the request's id
-    assert json.loads((dps / "dp1/params.json").read_text()) == {"column": "label",
-                                                                  "min": "1"}
+    # typed as the manifest declares: min is a FLOAT
+    assert json.loads((dps / "dp1/params.json").read_text()) == {"column": "label", "min": 1.0}
     assert "kept" in (dps / "dp1/log").read_text()
     src = list(csv.DictReader(io.StringIO(csv_data())))
     want = [r for r in src if float(r["label"]) >= 1]

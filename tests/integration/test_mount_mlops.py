@@ -100,12 +100,12 @@ def test_experiment_through_the_mount(hub, tmp_path, mount_factory):
     assert "running" in seen or "pending" in seen or "queued" in seen or "created" in seen
     assert "exp1" in os.listdir(exps)
     assert sorted(os.listdir(exps / "exp1")) == sorted(
-        ["experiment.json", "status", "params.json", "metrics.json", "metrics.svg", "log",
-         "ctl", "ctl.error", "outputs", "artifacts"])
+        ["experiment.json", "status", "params.json", "metrics.json", "metrics.jsonl",
+         "metrics.svg", "log", "ctl", "ctl.error", "outputs", "artifacts"])
     e = json.loads((exps / "exp1/experiment.json").read_text())
     assert e["branch"] == "experiment/exp1" and e["status"] == "success"
     assert json.loads((exps / "exp1/params.json").read_text()) == {
-        "epochs": "4", "learning-rate": "0.05", "fail": "false"}
+        "epochs": 4, "learning-rate": 0.05, "fail": False}
     metrics = json.loads((exps / "exp1/metrics.json").read_text())
     assert [x["epoch"] for x in metrics] == [1, 2, 3, 4]
     assert metrics[-1]["accuracy"] > 0.8

@@ -712,8 +712,17 @@ static json_t *mg_launch_json(struct hub_req *req, const struct hub_project *p, 
 	mg_time(o, "updated_at", st, 21);
 	mg_time(o, "finished_at", st, 22);
 	json_object_set_new(o, "request_id", mg_str(st, 23));
-	snprintf(url, sizeof(url), "%s/%s/-/tree/%s", req->hub->base_url, p->path_with_namespace,
-	         (const char *)sqlite3_column_text(st, 4));
+	/* a URL this hub serves (it has no web pages, so no /-/tree/ view): the launch itself
+	 * on this API, behind the same access rules; names are [A-Za-z0-9._-] */
+	{
+		const char *kind = (const char *)sqlite3_column_text(st, 2), *route = "experiments";
+
+		for (size_t i = 0; kind && i < sizeof(mg_kinds) / sizeof(mg_kinds[0]); i++)
+			if (!strcmp(kind, mg_kinds[i].kind))
+				route = mg_kinds[i].route;
+		snprintf(url, sizeof(url), "%s/api/v1/projects/%lld/%s/%s", req->hub->base_url,
+		         (long long)p->id, route, (const char *)sqlite3_column_text(st, 3));
+	}
 	json_object_set_new(o, "web_url", json_string(url));
 	return o;
 }

@@ -104,9 +104,11 @@ int reef_cmd_launch(int argc, char **argv)
 			why.data[strcspn(why.data, "\n")] = '\0';
 			snprintf(reason, sizeof(reason), "%s", why.data);
 		}
-		r = reef_fail("launch %s in %s: %s (%s)%s%s", proc, proj, strerror(err),
-		              reef_errno_name(err, tmp, sizeof(tmp)), reason[0] ? ": " : "",
-		              reason);
+		/* the errno once, by name, after the daemon's reason (or its text when none) */
+		r = reef_fail("launch %s in %s: %s (%s)", proc, proj,
+		              *reef_reason(reason, NULL) ? reef_reason(reason, NULL)
+		                                         : strerror(err),
+		              reef_errno_name(err, tmp, sizeof(tmp)));
 		goto out;
 	}
 	if (!name && jsonx_parse(&t, ticket.data ? ticket.data : "", ticket.len, 0, 0) == 0)

@@ -27,16 +27,30 @@ static const char status_help[] =
 
 static const char cache_help[] =
     "Usage: reef cache [DIR]\n"
-    "Prints the cache's size, its limit and the number of objects held. DIR as for\n"
-    "'reef status'.\n";
+    "       reef cache ls [--json] [PATH]     (also: reef cache --list [PATH])\n"
+    "       reef cache --evict-all [DIR]\n"
+    "Without a subcommand: the cache's size, its limit and the number of objects held\n"
+    "(the same numbers 'df' shows for the mount). DIR as for 'reef status'.\n"
+    "ls lists what is cached, one line per file: its size, ' open' when a reader holds\n"
+    "it, and its path as project/revision/path (from .reef/cache.json). PATH limits the\n"
+    "listing to a project, revision or directory: a path in the mount (absolute or\n"
+    "relative to the current directory) or relative to the mount root (acme/iris,\n"
+    "acme/iris/branches/main/data). Contents no known revision names are counted at the\n"
+    "end. --json prints the matching part of .reef/cache.json.\n"
+    "--evict-all drops every cached file content except those open by a reader (they\n"
+    "stay until closed); listings stay. The next read downloads again.\n";
 
 static const char gc_help[] =
     "Usage: reef gc [DIR] PATH...\n"
-    "Drops the cached objects of each PATH (a file, or everything cached under a\n"
-    "directory) through .reef/ctl 'forget': the next read downloads them again; objects\n"
-    "open by a reader stay until closed. A PATH that exists is taken as is (absolute or\n"
-    "relative to the current directory); otherwise it is relative to the mount root DIR\n"
-    "(e.g. group/project/branches/main/data), DIR defaulting as for 'reef status'.\n";
+    "       reef gc --all [DIR]\n"
+    "Drops the cached objects of each PATH through .reef/ctl 'forget': a file,\n"
+    "everything cached under a directory of a revision, or everything cached of a\n"
+    "project or namespace (every revision of it the cache knows). The next read\n"
+    "downloads them again; objects open by a reader stay until closed. A PATH that\n"
+    "exists is taken as is (absolute or relative to the current directory); otherwise\n"
+    "it is relative to the mount root DIR (e.g. acme/iris, or\n"
+    "acme/iris/branches/main/data), DIR defaulting as for 'reef status'.\n"
+    "--all drops everything cached (as 'reef cache --evict-all').\n";
 
 static const char prefetch_help[] =
     "Usage: reef prefetch PATH\n"
@@ -203,23 +217,201 @@ out:
 	return r;
 }
 
+/* PATH of a command to its mount root and the path below it: a path that exists is
+ * taken as is (absolute or relative to the current directory), otherwise it is relative
+ * to the mount root of the current directory (or ~/reef). 0, or 1 after a message. */
+static int mnt_path(const char *p, char *root, size_t rsize, char *rel, size_t relsize)
+{
+	int r;
+
+	if (access(p, F_OK) == 0) {
+		r = reef_mount_root(p, root, rsize, rel, relsize);
+		if (r == -ENOTCONN)
+			return mnt_dead(p);
+		if (r < 0)
+			return reef_fail("%s: %s", p,
+			                 r == -EXDEV ? "not inside a reef mount" : strerror(-r));
+		return 0;
+	}
+	if (mnt_root(NULL, root, rsize))
+		return REEF_EXIT_FAIL;
+	while (*p == '/')
+		p++;
+	if ((size_t)snprintf(rel, relsize, "%s", p) >= relsize)
+		return reef_fail("%s: path too long", p);
+	/* "acme/iris/" names what "acme/iris" does */
+	for (size_t l = strlen(rel); l > 0 && rel[l - 1] == '/'; l--)
+		rel[l - 1] = '\0';
+	return 0;
+}
+
+/* Whether the listing's path p is rel or lies under it ("" matches all). */
+static bool mnt_under(const char *p, const char *rel)
+{
+	size_t l = strlen(rel);
+
+	return l == 0 || (strncmp(p, rel, l) == 0 && (p[l] == '\0' || p[l] == '/'));
+}
+
+#define CACHE_LIST_CAP ((size_t)64 << 20) /* the daemon's own cap on .reef/cache.json */
+
+/* reef cache ls [--json] [PATH] */
+static int cache_ls(int argc, char **argv)
+{
+	char root[PATH_MAX], rel[PATH_MAX] = "", path[PATH_MAX + 32], sz[32], tot[32];
+	struct buf raw = BUF_INIT(0);
+	const char *arg = NULL;
+	json_t *o = NULL, *files, *f, *keep = NULL;
+	bool as_json = false;
+	int64_t total = 0;
+	size_t i, shown = 0;
+	int r;
+
+	for (int k = 1; k < argc; k++) {
+		if (reef_is_help(argv[k])) {
+			fputs(cache_help, stdout);
+			return REEF_EXIT_OK;
+		} else if (!strcmp(argv[k], "--json")) {
+			as_json = true;
+		} else if (argv[k][0] == '-') {
+			return reef_usage("cache", "unknown option %s", argv[k]);
+		} else if (arg) {
+			return reef_usage("cache", "cache ls takes one PATH");
+		} else {
+			arg = argv[k];
+		}
+	}
+	if (arg)
+		r = mnt_path(arg, root, sizeof(root), rel, sizeof(rel));
+	else
+		r = mnt_root(NULL, root, sizeof(root));
+	if (r)
+		return r;
+	snprintf(path, sizeof(path), "%s/.reef/cache.json", root);
+	r = reef_read_file(path, CACHE_LIST_CAP, &raw);
+	if (r < 0) {
+		r = reef_fail("%s: %s", path, strerror(-r));
+		goto out;
+	}
+	if (jsonx_parse(&o, raw.data ? raw.data : "", raw.len, 0, 0) < 0 || !json_is_object(o)) {
+		r = reef_fail("%s: not a JSON object", path);
+		goto out;
+	}
+	files = json_object_get(o, "files");
+	keep = json_array();
+	if (!keep) {
+		r = reef_fail("out of memory");
+		goto out;
+	}
+	json_array_foreach(files, i, f)
+	{
+		const char *p = jsonx_str(f, "path");
+
+		if (p && mnt_under(p, rel)) {
+			json_array_append(keep, f);
+			total += jsonx_int(f, "size", 0) > 0 ? jsonx_int(f, "size", 0) : 0;
+		}
+	}
+	if (as_json) {
+		char *s;
+
+		json_object_set(o, "files", keep);
+		if (rel[0]) /* "other" has no paths: it belongs to no PATH */
+			json_object_set_new(o, "other", json_array());
+		s = json_dumps(o, JSON_INDENT(1) | JSON_SORT_KEYS);
+		if (s)
+			puts(s);
+		free(s);
+		goto out;
+	}
+	json_array_foreach(keep, i, f)
+	{
+		int64_t size = jsonx_int(f, "size", -1);
+
+		if (size >= 0)
+			reef_fmt_bytes(sz, sizeof(sz), (double)size);
+		else
+			snprintf(sz, sizeof(sz), "?");
+		printf("%10s  %s%s\n", sz, jsonx_str(f, "path"),
+		       json_is_true(json_object_get(f, "open")) ? "  (open)" : "");
+		shown++;
+	}
+	reef_fmt_bytes(tot, sizeof(tot), (double)total);
+	printf("%zu cached file%s, %s%s%s\n", shown, shown == 1 ? "" : "s", tot,
+	       rel[0] ? " under " : "", rel);
+	if (!rel[0] && json_array_size(json_object_get(o, "other")))
+		printf("%zu more cached objects no known revision names (a branch moved on)\n",
+		       json_array_size(json_object_get(o, "other")));
+	if (json_is_true(json_object_get(o, "truncated")))
+		printf("(listing cut short: too many entries to walk)\n");
+out:
+	json_decref(keep);
+	json_decref(o);
+	buf_free(&raw);
+	return r;
+}
+
+static int mnt_ctl(const char *root, const char *verb, const char *rel);
+
+/* reef cache --evict-all [DIR], reef gc --all [DIR] */
+static int cache_evict_all(const char *dir)
+{
+	char root[PATH_MAX], before[32], after[32];
+	struct buf raw = BUF_INIT(0);
+	json_t *o = NULL;
+	int64_t b0 = 0, b1 = 0, n1 = 0;
+	int r;
+
+	if ((r = mnt_root(dir, root, sizeof(root))) || (r = mnt_status(root, &o, &raw)))
+		goto out;
+	b0 = mnt_int(o, "cache", "bytes");
+	json_decref(o);
+	o = NULL;
+	if ((r = mnt_ctl(root, "evict-all", "")))
+		goto out;
+	if ((r = mnt_status(root, &o, &raw)))
+		goto out;
+	b1 = mnt_int(o, "cache", "bytes");
+	n1 = mnt_int(o, "cache", "objects");
+	reef_fmt_bytes(before, sizeof(before), (double)b0);
+	reef_fmt_bytes(after, sizeof(after), (double)b1);
+	printf("evicted: cache %s -> %s (%lld objects left: listings, and contents open by a "
+	       "reader)\n",
+	       before, after, (long long)n1);
+out:
+	json_decref(o);
+	buf_free(&raw);
+	return r;
+}
+
 int reef_cmd_cache(int argc, char **argv)
 {
 	char root[PATH_MAX], used[32], limit[32];
 	struct buf raw = BUF_INIT(0);
+	const char *dir = NULL;
 	json_t *o = NULL, *c;
+	bool evict = false;
 	int r;
 
-	if (argc >= 2 && reef_is_help(argv[1])) {
-		fputs(cache_help, stdout);
-		return REEF_EXIT_OK;
+	if (argc >= 2 && (!strcmp(argv[1], "ls") || !strcmp(argv[1], "--list")))
+		return cache_ls(argc - 1, argv + 1);
+	for (int k = 1; k < argc; k++) {
+		if (reef_is_help(argv[k])) {
+			fputs(cache_help, stdout);
+			return REEF_EXIT_OK;
+		} else if (!strcmp(argv[k], "--evict-all")) {
+			evict = true;
+		} else if (argv[k][0] == '-') {
+			return reef_usage("cache", "unknown option %s", argv[k]);
+		} else if (dir) {
+			return reef_usage("cache", "cache takes one DIR");
+		} else {
+			dir = argv[k];
+		}
 	}
-	if (argc > 2)
-		return reef_usage("cache", "cache takes one DIR");
-	if (argc == 2 && argv[1][0] == '-')
-		return reef_usage("cache", "unknown option %s", argv[1]);
-	if ((r = mnt_root(argc == 2 ? argv[1] : NULL, root, sizeof(root))) ||
-	    (r = mnt_status(root, &o, &raw)))
+	if (evict)
+		return cache_evict_all(dir);
+	if ((r = mnt_root(dir, root, sizeof(root))) || (r = mnt_status(root, &o, &raw)))
 		goto out;
 	c = json_object_get(o, "cache");
 	reef_fmt_bytes(used, sizeof(used), (double)jsonx_int(c, "bytes", 0));
@@ -254,8 +446,15 @@ static int mnt_ctl(const char *root, const char *verb, const char *rel)
 		why.data[strcspn(why.data, "\n")] = '\0';
 		snprintf(reason, sizeof(reason), "%s", why.data);
 	}
-	r = reef_fail("%s %s: %s (%s)%s%s", verb, rel[0] ? rel : "/", strerror(-r),
-	              reef_errno_name(-r, tmp, sizeof(tmp)), reason[0] ? ": " : "", reason);
+	/* the errno once, by name, after the daemon's reason (or its text when none) */
+	req.data[strcspn(req.data, "\n")] = '\0';
+	{
+		const char *because = reef_reason(reason, req.data);
+
+		r = reef_fail("%s %s: %s (%s)", verb, rel[0] ? rel : "/",
+		              *because ? because : strerror(-r),
+		              reef_errno_name(-r, tmp, sizeof(tmp)));
+	}
 out:
 	buf_free(&req);
 	buf_free(&why);
@@ -266,18 +465,29 @@ int reef_cmd_gc(int argc, char **argv)
 {
 	char root[PATH_MAX], rel[PATH_MAX], dirroot[PATH_MAX];
 	const char *dir = NULL;
-	int first = 1, bad = 0, r;
+	int first = 1, bad = 0;
+	bool all = false;
 
 	for (int k = 1; k < argc; k++) {
 		if (reef_is_help(argv[k])) {
 			fputs(gc_help, stdout);
 			return REEF_EXIT_OK;
 		}
-		if (argv[k][0] == '-')
+		if (!strcmp(argv[k], "--all"))
+			all = true;
+		else if (argv[k][0] == '-')
 			return reef_usage("gc", "unknown option %s", argv[k]);
 	}
+	if (all) {
+		if (argc > 3)
+			return reef_usage("gc", "gc --all takes one DIR");
+		for (int k = 1; k < argc; k++)
+			if (strcmp(argv[k], "--all"))
+				dir = argv[k];
+		return cache_evict_all(dir);
+	}
 	if (argc < 2)
-		return reef_usage("gc", "gc needs a PATH");
+		return reef_usage("gc", "gc needs a PATH (or --all)");
 	/* a first argument that is a mount root, followed by paths, is DIR */
 	if (argc > 2 && reef_mount_root(argv[1], dirroot, sizeof(dirroot), rel, sizeof(rel)) == 0 &&
 	    !rel[0]) {
@@ -287,26 +497,21 @@ int reef_cmd_gc(int argc, char **argv)
 	for (int k = first; k < argc; k++) {
 		const char *p = argv[k];
 
-		if (access(p, F_OK) == 0) {
-			r = reef_mount_root(p, root, sizeof(root), rel, sizeof(rel));
-			if (r < 0) {
-				bad |= reef_fail("%s: %s", p,
-				                 r == -EXDEV ? "not inside a reef mount"
-				                             : strerror(-r));
-				continue;
-			}
-		} else {
-			if (mnt_root(dir, root, sizeof(root)))
-				return REEF_EXIT_FAIL;
+		if (dir && access(p, F_OK) != 0) {
+			/* relative to the DIR given, not to the current directory's mount */
+			snprintf(root, sizeof(root), "%s", dirroot);
 			while (*p == '/')
 				p++;
 			snprintf(rel, sizeof(rel), "%s", p);
+		} else if (mnt_path(p, root, sizeof(root), rel, sizeof(rel))) {
+			bad = 1;
+			continue;
 		}
 		if (mnt_ctl(root, "forget", rel)) {
 			bad = 1;
 			continue;
 		}
-		printf("forgot %s\n", rel);
+		printf("forgot %s\n", rel[0] ? rel : "/");
 	}
 	return bad ? REEF_EXIT_FAIL : REEF_EXIT_OK;
 }

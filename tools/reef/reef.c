@@ -27,8 +27,9 @@ static const char usage_text[] =
     "                                   launch an experiment\n"
     "  follow EXPERIMENT_DIR            print an experiment's log until it ends\n"
     "  prefetch PATH                    download PATH into the cache, with progress\n"
-    "  cache [DIR]                      cache size and limit\n"
-    "  gc [DIR] PATH...                 drop the cached objects of PATHs\n"
+    "  cache [DIR]                      cache size and limit (ls: what is cached;\n"
+    "                                   --evict-all: drop it)\n"
+    "  gc [DIR] PATH...                 drop the cached objects of PATHs (--all: all)\n"
     "\n"
     "Run 'reef COMMAND --help' for a command's options, 'man reef' for more. Exit\n"
     "status: 0 ok, 1 failure, 2 usage error.\n";
@@ -341,6 +342,25 @@ const char *reef_errno_name(int err, char *tmp, size_t size)
 		return n;
 	snprintf(tmp, size, "errno %d", err);
 	return tmp;
+}
+
+const char *reef_reason(const char *line, const char *req)
+{
+	const char *p = line;
+	size_t n;
+
+	/* "2026-12-02T07:00:00Z ": the time the daemon refused it */
+	if (strlen(p) > 21 && p[4] == '-' && p[10] == 'T' && p[19] == 'Z' && p[20] == ' ')
+		p += 21;
+	/* "EINVAL: " (or "error: "): the errno, which the caller names itself */
+	n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789");
+	if ((n > 1 && p[0] == 'E' && !strncmp(p + n, ": ", 2)) || !strncmp(p, "error: ", 7))
+		p += (p[0] == 'E' ? n : 5) + 2;
+	/* "forget x: ": the request echoed, which the caller says itself */
+	n = req ? strlen(req) : 0;
+	if (n && !strncmp(p, req, n) && !strncmp(p + n, ": ", 2))
+		p += n + 2;
+	return p;
 }
 
 static const struct {

@@ -98,6 +98,11 @@ void reef_fmt_bytes(char *out, size_t size, double bytes);
 /* The errno's symbolic name ("ENOENT"), or its number. */
 const char *reef_errno_name(int err, char *tmp, size_t size);
 
+/* The reason in a line of a control file's .error (or read back from its descriptor)
+ * without what the caller's own message says already: the time, the errno name and the
+ * request echoed ("2026-…Z ENOENT: forget x: why" gives "why"). Points into line. */
+const char *reef_reason(const char *line, const char *req);
+
 int reef_cmd_login(int argc, char **argv);
 int reef_cmd_mount(int argc, char **argv);
 int reef_cmd_unmount(int argc, char **argv);

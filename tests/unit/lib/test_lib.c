@@ -101,6 +101,51 @@ static void test_path(void)
 	CHECK(!path_is_safe("abcdef", 5));
 }
 
+static void test_size(void)
+{
+	static const struct {
+		const char *in;
+		uint64_t want;
+	} ok[] = {
+	    {"0", 0},
+	    {"4096", 4096},
+	    {"4096B", 4096},
+	    {"512K", 512u << 10},
+	    {"512kb", 512u << 10},
+	    {"1GB", 1u << 30},
+	    {"1G", 1u << 30},
+	    {"1GiB", 1u << 30},
+	    {"1gib", 1u << 30},
+	    {"1.5G", 3u << 29},
+	    {"100MB", 100u << 20},
+	    {"2T", (uint64_t)2 << 40},
+	    {"0.5K", 512},
+	    {"1.000000001G", (1u << 30) + 1},
+	    {"18446744073709551615", UINT64_MAX},
+	};
+	static const char *const bad[] = {"",    "G",    "-1G",  "1.G", ".5G",           "1 G",
+	                                  "1GG", "1Gi",  "1KBB", "1E",  "1.1234567890G", "+1",
+	                                  "1iB", "0x10", "1G "};
+	uint64_t v;
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		v = 7;
+		if (size_parse(ok[i].in, &v) != 0 || v != ok[i].want) {
+			fprintf(stderr, "size_parse(%s) = %llu\n", ok[i].in, (unsigned long long)v);
+			CHECK(0);
+		}
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (size_parse(bad[i], &v) != -EINVAL) {
+			fprintf(stderr, "size_parse(%s) accepted\n", bad[i]);
+			CHECK(0);
+		}
+	}
+	CHECK_EQ_INT(size_parse("18446744073709551616", &v), -ERANGE);
+	CHECK_EQ_INT(size_parse("16777216T", &v), -ERANGE);
+	CHECK_EQ_INT(size_parse(NULL, &v), -EINVAL);
+}
+
 static void test_json(void)
 {
 	json_t *v;
@@ -200,6 +245,7 @@ int main(void)
 	test_url();
 	test_base64();
 	test_path();
+	test_size();
 	test_json();
 	test_ini();
 	return 0;

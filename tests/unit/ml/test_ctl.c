@@ -152,8 +152,40 @@ static void test_params_check(void)
 	p = json_pack("{s:s, s:s}", "mode", "x", "nope", "1");
 	CHECK_EQ_INT(ctl_params_check(p, decl, err), -EINVAL);
 	CHECK(strstr(err, "unknown parameter nope"));
+	CHECK(!strstr(err, "did you mean")); /* nothing is close to nope */
+	CHECK(strstr(err, "(one of: epochs, lr, fail, mode)"));
+	json_decref(p);
+	p = json_pack("{s:s, s:s}", "mode", "x", "epoch", "1");
+	CHECK_EQ_INT(ctl_params_check(p, decl, err), -EINVAL);
+	CHECK(strstr(err, "unknown parameter epoch for this processor; did you mean epochs? (one "
+	                  "of: epochs, lr, fail, mode)"));
 	json_decref(p);
 	json_decref(decl);
+}
+
+static void test_suggest(void)
+{
+	const char *procs[] = {"iris-sgd", "iris-tree", "mnist-cnn"};
+	const char *many[200];
+	char err[CTL_ERR_MAX];
+
+	snprintf(err, sizeof(err), "unknown processor iris-sdg");
+	ctl_suggest(err, "iris-sdg", procs, 3);
+	CHECK_EQ_STR(err, "unknown processor iris-sdg; did you mean iris-sgd? (one of: iris-sgd, "
+	                  "iris-tree, mnist-cnn)");
+	snprintf(err, sizeof(err), "unknown processor SGD-TRAIN");
+	ctl_suggest(err, "SGD-TRAIN", procs, 3);
+	CHECK(!strstr(err, "did you mean"));
+	snprintf(err, sizeof(err), "unknown processor x");
+	ctl_suggest(err, "x", procs, 0);
+	CHECK_EQ_STR(err, "unknown processor x (there are none)");
+	/* a long list is cut to the reason's size, never mid-name */
+	for (size_t i = 0; i < 200; i++)
+		many[i] = "a-rather-long-processor-name";
+	snprintf(err, sizeof(err), "unknown processor y");
+	ctl_suggest(err, "y", many, 200);
+	CHECK(strlen(err) < CTL_ERR_MAX);
+	CHECK(strstr(err, "name ...)"));
 }
 
 static void test_pipeline_spec_and_commands(void)
@@ -195,6 +227,7 @@ int main(void)
 	test_limits_and_binary();
 	test_experiment_spec();
 	test_params_check();
+	test_suggest();
 	test_pipeline_spec_and_commands();
 	return 0;
 }

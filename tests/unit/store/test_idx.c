@@ -311,6 +311,37 @@ static void test_batches(char *dir)
 	idx_close(x);
 }
 
+/* The cache listing walks every project and every ref of each (after test_records). */
+static void test_lists(struct idx *x)
+{
+	struct idx_project_rec *p = NULL;
+	struct idx_ref_rec *r = NULL;
+	size_t n = 0;
+
+	CHECK_EQ_INT(idx_project_put(x, "acme/iris", 44, "main", 1), 0);
+	CHECK_EQ_INT(idx_project_list(x, &p, &n), 0);
+	CHECK_EQ_INT(n, 2); /* acme/cats (test_records) and acme/iris, in path order */
+	CHECK_EQ_STR(p[0].path, "acme/cats");
+	CHECK_EQ_INT(p[0].id, 42);
+	CHECK_EQ_STR(p[1].path, "acme/iris");
+	CHECK_EQ_INT(p[1].id, 44);
+	free(p);
+	/* refs of one project only, in name order; neighbours by id are not mixed in */
+	CHECK_EQ_INT(idx_ref_put(x, 6, "branch:zzz", C1, 1), 0);
+	CHECK_EQ_INT(idx_ref_put(x, 7, "tag:v1", C1, 1), 0);
+	CHECK_EQ_INT(idx_ref_put(x, 8, "branch:other", C1, 1), 0);
+	CHECK_EQ_INT(idx_ref_list(x, 7, &r, &n), 0);
+	CHECK_EQ_INT(n, 2);
+	CHECK_EQ_STR(r[0].ref, "branch:main");
+	CHECK_EQ_STR(r[0].commit, B1);
+	CHECK_EQ_STR(r[1].ref, "tag:v1");
+	CHECK_EQ_STR(r[1].commit, C1);
+	free(r);
+	CHECK_EQ_INT(idx_ref_list(x, 1000, &r, &n), 0);
+	CHECK_EQ_INT(n, 0);
+	free(r);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/reef-test-idx-XXXXXX", path[4096], oid[41];
@@ -324,6 +355,7 @@ int main(void)
 	CHECK_EQ_INT(idx_open(&x, path, 0), 0);
 	test_trees(x);
 	test_records(x);
+	test_lists(x);
 	test_fill(x);
 	test_lfs_and_lru(x);
 	test_batches(dir);
