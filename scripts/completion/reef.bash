@@ -93,11 +93,14 @@ _reef()
 		if [[ $cur == -* ]]; then
 			local o="--help"
 			[[ $cmd == status ]] && o="--json --help"
+			[[ $cmd == cache ]] && o="--list --evict-all --json --help"
+			[[ $cmd == gc ]] && o="--all --help"
 			COMPREPLY=($(compgen -W "$o" -- "$cur"))
 			return
 		fi
+		[[ $cmd == cache && $COMP_CWORD -eq 2 ]] && COMPREPLY=($(compgen -W "ls" -- "$cur"))
 		local IFS=$'\n'
-		COMPREPLY=($(compgen -W "$(_reef_mounts)" -- "$cur"))
+		COMPREPLY+=($(compgen -W "$(_reef_mounts)" -- "$cur"))
 		_reef_dirs "$cur"
 		;;
 	launch)
