@@ -59,6 +59,16 @@ static const char mg_schema[] =
 /* Added after the first schema: the client's request id of a launch (exactly once
  * without Idempotency-Key). ALTER fails harmlessly when the column exists. */
 static const char mg_schema_request_id[] = "ALTER TABLE mg_launches ADD COLUMN request_id TEXT;";
+/* Added for the management role beside a GitLab (mgmt_gl.c): the launch's job and user
+ * as GitLab names them, when its status was last asked; a processor's image and code
+ * project path. Each ALTER fails harmlessly when the column exists. */
+static const char *const mg_schema_gitlab[] = {
+    "ALTER TABLE mg_launches ADD COLUMN job_id INTEGER;",
+    "ALTER TABLE mg_launches ADD COLUMN username TEXT;",
+    "ALTER TABLE mg_launches ADD COLUMN refreshed_at REAL;",
+    "ALTER TABLE mg_processors ADD COLUMN image TEXT;",
+    "ALTER TABLE mg_processors ADD COLUMN code_project_path TEXT;",
+};
 static const char mg_schema_request_index[] =
     "CREATE INDEX IF NOT EXISTS mg_launches_request ON mg_launches(project_id, kind,"
     " user_id, request_id);";
@@ -185,6 +195,8 @@ static bool mg_request_id_ok(const char *s)
 /* Loads a project by URL segment (id or encoded path) the caller may see. */
 int mg_project(struct hub_req *req, struct hub_resp *resp, const char *seg, struct hub_project *p)
 {
+	if (mgl_active())
+		return mgl_project(req, resp, seg, p);
 	char id[HUB_MAX_PATH + 1];
 
 	if (strlen(seg) >= sizeof(id) || url_decode(id, seg, false) < 0 ||
@@ -205,7 +217,7 @@ static const char mg_launch_cols[] =
     "id, project_id, kind, name, branch, source_branch, source_sha, processor_slug,"
     " processor_sha, params, input_path, output_path, status, pipeline_id, metrics,"
     " epf_started_at, epf_finished_at, epf_status, epf_exit_code, user_id, created_at,"
-    " updated_at, finished_at, request_id";
+    " updated_at, finished_at, request_id, job_id, username";
 
 static json_t *mg_launch_json(struct hub_req *req, const struct hub_project *p, sqlite3_stmt *st)
 {
@@ -231,9 +243,14 @@ static json_t *mg_launch_json(struct hub_req *req, const struct hub_project *p, 
 	json_object_set_new(o, "status", mg_str(st, 12));
 	json_object_set_new(o, "pipeline_id", pid > 0 ? json_integer(pid) : json_null());
 	json_object_set_new(o, "job_id", json_null());
-	js = ci_db_prep("SELECT id FROM ci_jobs WHERE pipeline_id=? AND retried=0 ORDER BY id DESC"
-	                " LIMIT 1",
-	                "i", pid);
+	if (sqlite3_column_type(st, 24) != SQLITE_NULL) /* the job as GitLab names it */
+		json_object_set_new(o, "job_id", json_integer(sqlite3_column_int64(st, 24)));
+	js = mgl_active()
+	         ? NULL
+	         : ci_db_prep(
+	               "SELECT id FROM ci_jobs WHERE pipeline_id=? AND retried=0 ORDER BY id DESC"
+	               " LIMIT 1",
+	               "i", pid);
 	if (js && sqlite3_step(js) == SQLITE_ROW)
 		json_object_set_new(o, "job_id", json_integer(sqlite3_column_int64(js, 0)));
 	sqlite3_finalize(js);
@@ -246,7 +263,12 @@ static json_t *mg_launch_json(struct hub_req *req, const struct hub_project *p, 
 	                        ? json_null()
 	                        : json_integer(sqlite3_column_int64(st, 18)));
 	json_object_set_new(o, "epf", epf);
-	if (hub_user_by_id(req->hub, sqlite3_column_int64(st, 19), &u) == 0)
+	if (mgl_active())
+		json_object_set_new(o, "user",
+		                    json_pack("{s:I, s:O}", "id",
+		                              (json_int_t)sqlite3_column_int64(st, 19), "username",
+		                              mg_str(st, 25)));
+	else if (hub_user_by_id(req->hub, sqlite3_column_int64(st, 19), &u) == 0)
 		json_object_set_new(
 		    o, "user",
 		    json_pack("{s:I, s:s}", "id", (json_int_t)u.id, "username", u.username));
@@ -256,7 +278,8 @@ static json_t *mg_launch_json(struct hub_req *req, const struct hub_project *p, 
 	mg_time(o, "updated_at", st, 21);
 	mg_time(o, "finished_at", st, 22);
 	json_object_set_new(o, "request_id", mg_str(st, 23));
-	snprintf(url, sizeof(url), "%s/%s/-/tree/%s", req->hub->base_url, p->path_with_namespace,
+	snprintf(url, sizeof(url), "%s/%s/-/tree/%s",
+	         mgl_active() ? mgl_web_base() : req->hub->base_url, p->path_with_namespace,
 	         (const char *)sqlite3_column_text(st, 4));
 	json_object_set_new(o, "web_url", json_string(url));
 	return o;
@@ -289,9 +312,14 @@ static void mg_sh_quote(struct buf *b, const char *s)
 }
 
 /* The CI file committed on the launch branch. Secrets and host paths are pipeline
- * variables, never in the file. */
+ * variables, never in the file. Every keyword is GitLab's (docs.gitlab.com/ee/ci/yaml:
+ * stages, variables, stage, image, script, after_script, artifacts:when/paths), so a
+ * real GitLab runs it; image is the processor's container when its manifest names one
+ * (Docker and Kubernetes executors run the job in it; a shell executor ignores it).
+ * proc_dir is where the processor's code is in the job, as a shell expression. */
 static void mg_ci_file(struct buf *y, const struct mg_kind *k, const char *name,
-                       const char *command, json_t *args, const char *input, const char *output)
+                       const char *command, json_t *args, const char *input, const char *output,
+                       const char *image, const char *proc_dir)
 {
 	struct buf line = BUF_INIT(0);
 	const char *key;
@@ -303,12 +331,20 @@ static void mg_ci_file(struct buf *y, const struct mg_kind *k, const char *name,
 	mg_yaml_quote(y, input);
 	buf_puts(y, "\n  OUTPUT_PATH: ");
 	mg_yaml_quote(y, output);
-	buf_printf(y, "\n%s:\n  stage: run\n  script:\n", k->kind);
+	buf_printf(y, "\n%s:\n  stage: run\n", k->kind);
+	if (image) {
+		buf_puts(y, "  image: ");
+		mg_yaml_quote(y, image);
+		buf_puts(y, "\n");
+	}
+	buf_puts(y, "  script:\n");
 	buf_puts(y, "    - reef-epf start\n");
 	buf_puts(y, "    - mkdir -p \"$CI_PROJECT_DIR/$OUTPUT_PATH\"\n");
 	/* the processor runs from its published snapshot, reading and writing the checkout */
-	buf_puts(&line, "reef-epf run --metrics-file \"$CI_PROJECT_DIR/$OUTPUT_PATH/metrics.json\" "
-	                "-- sh -c 'cd \"$PROCESSOR_DIR\" && exec ");
+	buf_printf(&line,
+	           "reef-epf run --metrics-file \"$CI_PROJECT_DIR/$OUTPUT_PATH/metrics.json\" "
+	           "-- sh -c 'cd \"%s\" && exec ",
+	           proc_dir);
 	buf_puts(&line, command);
 	buf_puts(&line, " \"$@\"' processor --input-path \"$CI_PROJECT_DIR/$INPUT_PATH\" "
 	                "--output-path \"$CI_PROJECT_DIR/$OUTPUT_PATH\"");
@@ -491,6 +527,12 @@ static void mg_send_launch(struct hub_req *req, struct hub_resp *resp, const str
 {
 	sqlite3_stmt *st;
 
+	if (mgl_active() && mg_launch_row(p->id, k->kind, name, &st) == 0) {
+		int64_t lid = sqlite3_column_int64(st, 0);
+
+		sqlite3_finalize(st);
+		mgl_launch_refresh(p, lid);
+	}
 	if (mg_launch_row(p->id, k->kind, name, &st) < 0) {
 		mg_error(resp, 404, "404 %s Not Found", k->kind);
 		return;
@@ -504,7 +546,8 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 {
 	json_t *body = NULL, *decl = NULL, *given, *args = json_object(), *v;
 	const char *slug, *source, *input, *output, *name, *key, *request_id;
-	char sql[512], ptype[32] = "", pcmd[4200] = "", psha[41] = "", sha[41], branch[256];
+	char sql[512], ptype[32] = "", pcmd[4200] = "", psha[41] = "", sha[41] = "", branch[256];
+	char image[256] = "";
 	char gen_name[MG_MAX_NAME + 1], err[CI_MAX_ERR], *params_json = NULL, *sval;
 	struct buf ci = BUF_INIT(1 << 20), dummy = BUF_INIT(16);
 	struct hub_user u;
@@ -531,16 +574,15 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 	}
 	/* the processor: known, visible to the caller, of the type this collection runs */
 	snprintf(sql, sizeof(sql),
-	         "SELECT type, command, sha, parameters, project_id FROM"
+	         "SELECT type, command, sha, parameters, project_id, image FROM"
 	         " mg_processors WHERE slug=?");
 	st = ci_db_prep(sql, "t", slug);
 	if (st && sqlite3_step(st) == SQLITE_ROW) {
-		struct hub_project cp;
-		char id[32];
 		const char *pj = (const char *)sqlite3_column_text(st, 3);
 
-		snprintf(id, sizeof(id), "%lld", (long long)sqlite3_column_int64(st, 4));
-		if (hub_project_load(req->hub, id, &cp) == 0 && mg_code_readable(req, &cp)) {
+		if (mg_code_visible(req, sqlite3_column_int64(st, 4))) {
+			if (sqlite3_column_text(st, 5))
+				snprintf(image, sizeof(image), "%s", sqlite3_column_text(st, 5));
 			snprintf(ptype, sizeof(ptype), "%s", sqlite3_column_text(st, 0));
 			snprintf(pcmd, sizeof(pcmd), "%s", sqlite3_column_text(st, 1));
 			snprintf(psha, sizeof(psha), "%s", sqlite3_column_text(st, 2));
@@ -602,7 +644,17 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 	}
 	/* where: source branch, input and output folders */
 	source = jsonx_str(body, "source_branch");
-	if (!source) {
+	if (!source && mgl_active()) {
+		/* GitLab resolves the branch when the launch's commit starts from it */
+		snprintf(branch, sizeof(branch), "%s",
+		         p->default_branch[0] ? p->default_branch : "main");
+	} else if (source && mgl_active()) {
+		if (strlen(source) >= sizeof(branch) || !path_is_safe(source, 255)) {
+			hub_resp_error(resp, 404, "404 Branch Not Found");
+			goto out;
+		}
+		snprintf(branch, sizeof(branch), "%s", source);
+	} else if (!source) {
 		json_t *pj = json_object();
 
 		hub_repo_project_fields(p, pj);
@@ -611,7 +663,7 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 		json_decref(pj);
 		source = branch;
 	}
-	{
+	if (!mgl_active()) {
 		char src[256];
 
 		snprintf(src, sizeof(src), "%s", source);
@@ -630,6 +682,15 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 		               "paths inside the project");
 		goto out;
 	}
+	if (mgl_active() &&
+	    (!path_is_safe(p->ci_config_path, 255) || strpbrk(p->ci_config_path, "@:") ||
+	     !strncmp(p->ci_config_path, MGL_CODE_DIR, strlen(MGL_CODE_DIR)))) {
+		mg_error(resp, 400,
+		         "400 (Bad request) the project's CI configuration %.200s is not a file of "
+		         "its repository; a launch writes its CI file there",
+		         p->ci_config_path);
+		goto out;
+	}
 	request_id = jsonx_str(body, "request_id");
 	if (request_id && !mg_request_id_ok(request_id)) {
 		hub_resp_error(resp, 400,
@@ -637,7 +698,10 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 		goto out;
 	}
 	params_json = jsonx_dump(args);
-	hub_user_by_id(req->hub, req->user->id, &u);
+	if (mgl_active())
+		u = *req->user;
+	else
+		hub_user_by_id(req->hub, req->user->id, &u);
 	/* the name: given (experiments) or <slug>-N, the first free one */
 	name = jsonx_str(body, "name");
 	if (name && !mg_name_ok(name)) {
@@ -655,9 +719,12 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 			snprintf(gen_name, sizeof(gen_name), "%s", name);
 		snprintf(full, sizeof(full), "%s%s", k->prefix, gen_name);
 		buf_reset(&ci);
-		mg_ci_file(&ci, k, gen_name, pcmd, args, input, output);
-		snprintf(msg, sizeof(msg), "[skip ci] Launch %s %s with processor %s", k->kind,
-		         gen_name, slug);
+		mg_ci_file(&ci, k, gen_name, pcmd, args, input, output, image[0] ? image : NULL,
+		           mgl_active() ? "$CI_PROJECT_DIR/" MGL_CODE_DIR : "$PROCESSOR_DIR");
+		/* the request id in the commit lets a launch whose answer was lost be found */
+		snprintf(msg, sizeof(msg), "[skip ci] Launch %s %s with processor %s%s%s", k->kind,
+		         gen_name, slug, request_id ? "\n\nReef-Request-Id: " : "",
+		         request_id ? request_id : "");
 		ci_lock();
 		if (request_id && mg_launch_by_request(p->id, k->kind, req->user->id, request_id,
 		                                       gen_name, sizeof(gen_name)) == 0) {
@@ -672,11 +739,22 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 		               "INSERT OR IGNORE INTO mg_launches(project_id, kind, name, branch,"
 		               " source_branch, source_sha, processor_slug, processor_sha, params,"
 		               " input_path, output_path, status, secret_hash, user_id, created_at,"
-		               " updated_at, request_id)"
-		               " VALUES(?,?,?,?,?,?,?,?,?,?,?,'created','',?,?,?,?)",
-		               "ittttttttttiddt", p->id, k->kind, gen_name, full, branch, sha, slug,
-		               psha, params_json, input, output, req->user->id, ci_now(), ci_now(),
-		               request_id);
+		               " updated_at, request_id, username)"
+		               " VALUES(?,?,?,?,?,?,?,?,?,?,?,'created','',?,?,?,?,?)",
+		               "ittttttttttiddtt", p->id, k->kind, gen_name, full, branch, sha,
+		               slug, psha, params_json, input, output, req->user->id, ci_now(),
+		               ci_now(), request_id, u.username);
+		if (mgl_active()) {
+			/* GitLab is asked without the lock: the row reserves the name here */
+			r = r == 0 && sqlite3_changes(ci_db()) == 1 ? 0 : r < 0 ? r : -EEXIST;
+			ci_unlock();
+			if (r == 0)
+				r = mgl_launch_commit(p, lid, full, branch, ci.data, msg, slug,
+				                      psha, request_id);
+			if (r == 0 || r != -EEXIST || name)
+				break;
+			continue;
+		}
 		if (r == 0 && sqlite3_changes(ci_db()) == 1) {
 			r = mg_commit_branch(p, full, sha, &u, ci.data, msg);
 			if (r < 0)
@@ -692,15 +770,30 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 		mg_error(resp, 409, "409 Conflict: %s %s already exists", k->kind, gen_name);
 		goto out;
 	}
+	if (r == -ENOENT) {
+		hub_resp_error(resp, 404, "404 Branch Not Found");
+		goto out;
+	}
+	if (r == -EACCES) {
+		hub_resp_error(resp, 403, "403 Forbidden");
+		goto out;
+	}
 	if (r < 0) {
-		hub_resp_error(resp, 500, "500 Internal Server Error");
+		hub_resp_error(resp, mgl_active() ? 502 : 500,
+		               mgl_active()
+		                   ? "502 GitLab refused or did not answer the launch's commit"
+		                   : "500 Internal Server Error");
 		goto out;
 	}
 	{
 		char full[300];
 
+		err[0] = '\0';
 		snprintf(full, sizeof(full), "%s%s", k->prefix, gen_name);
-		r = mg_launch_pipeline(req, p, lid, full, slug, psha, err);
+		if (mgl_active())
+			r = mgl_launch_pipeline(req, p, lid, full, err, sizeof(err));
+		else
+			r = mg_launch_pipeline(req, p, lid, full, slug, psha, err);
 	}
 	if (r < 0 && r != -EINVAL) {
 		mg_error(resp, 500, "500 pipeline not started: %s", err);
@@ -730,6 +823,15 @@ static void mg_launch_list(struct hub_req *req, struct hub_resp *resp, const str
 		total = (size_t)sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
 	hub_paginate(req, resp, total, &off, &lim);
+	if (mgl_active()) {
+		/* the launches of this page that may have moved on GitLab */
+		st = ci_db_prep("SELECT id FROM mg_launches WHERE project_id=? AND kind=? ORDER BY"
+		                " id DESC LIMIT ? OFFSET ?",
+		                "itii", p->id, k->kind, (int64_t)lim, (int64_t)off);
+		while (st && sqlite3_step(st) == SQLITE_ROW)
+			mgl_launch_refresh(p, sqlite3_column_int64(st, 0));
+		sqlite3_finalize(st);
+	}
 	snprintf(sql, sizeof(sql),
 	         "SELECT %s FROM mg_launches WHERE project_id=? AND kind=? ORDER BY id DESC"
 	         " LIMIT ? OFFSET ?",
@@ -765,7 +867,9 @@ static void mg_launch_action(struct hub_req *req, struct hub_resp *resp,
 	snprintf(psha, sizeof(psha), "%s", sqlite3_column_text(st, 8));
 	sqlite3_finalize(st);
 	if (!strcmp(action, "cancel")) {
-		if (pid > 0)
+		if (pid > 0 && mgl_active())
+			mgl_pipeline_cancel(p, pid);
+		else if (pid > 0)
 			ci_pipeline_cancel(pid);
 		mg_send_launch(req, resp, p, k, name, 200);
 		return;
@@ -775,7 +879,10 @@ static void mg_launch_action(struct hub_req *req, struct hub_resp *resp,
 	           "UPDATE mg_launches SET metrics='[]', epf_started_at=NULL, epf_finished_at=NULL,"
 	           " epf_status=NULL, epf_exit_code=NULL WHERE id=?",
 	           "i", lid);
-	mg_launch_pipeline(req, p, lid, branch, slug, psha, err);
+	if (mgl_active())
+		mgl_launch_pipeline(req, p, lid, branch, err, sizeof(err));
+	else
+		mg_launch_pipeline(req, p, lid, branch, slug, psha, err);
 	mg_send_launch(req, resp, p, k, name, 201);
 }
 
@@ -829,6 +936,11 @@ int hub_ci_init(struct hub *h)
 	int r;
 
 	mg_hub = h;
+	if (h->gitlab_url[0]) {
+		if ((r = mgl_init(h->gitlab_url)) < 0)
+			return log_ret(r, "mgmt: --gitlab must be an http(s) URL");
+		ci_runner_store_only_set(true);
+	}
 	if ((r = ci_runner_start(h)) < 0)
 		return r;
 	if (sqlite3_exec(ci_db(), mg_schema, NULL, NULL, &errmsg) != SQLITE_OK) {
@@ -838,6 +950,8 @@ int hub_ci_init(struct hub *h)
 		return -EIO;
 	}
 	sqlite3_exec(ci_db(), mg_schema_request_id, NULL, NULL, NULL); /* exists: fine */
+	for (size_t i = 0; i < sizeof(mg_schema_gitlab) / sizeof(mg_schema_gitlab[0]); i++)
+		sqlite3_exec(ci_db(), mg_schema_gitlab[i], NULL, NULL, NULL); /* exists: fine */
 	if (sqlite3_exec(ci_db(), mg_schema_request_index, NULL, NULL, &errmsg) != SQLITE_OK) {
 		log_error("mgmt: schema: %s", errmsg ? errmsg : "?");
 		sqlite3_free(errmsg);
@@ -848,6 +962,8 @@ int hub_ci_init(struct hub *h)
 		ci_runner_stop();
 		return r;
 	}
+	if (mgl_active())
+		return 0; /* no repositories, no runner: GitLab has them */
 	ci_pipeline_hook_set(mg_on_pipeline);
 	/* pushes that landed while no hub was left to start their pipelines */
 	hub_push_events_run(h, NULL);
@@ -927,17 +1043,25 @@ static void mg_route(struct hub_req *req, struct hub_resp *resp, const char *res
 		}
 	} else if (!strcmp(seg[0], "code-projects") && n == 3 && !strcmp(seg[2], "publish") &&
 	           !strcmp(req->method, "POST")) {
-		mg_publish(req, resp, seg[1]);
+		if (mgl_active())
+			mgl_publish(req, resp, seg[1]);
+		else
+			mg_publish(req, resp, seg[1]);
 	} else if (!strcmp(seg[0], "projects") && n >= 3) {
 		mg_project_route(req, resp, seg, n);
 	} else if (!strcmp(seg[0], "usage") && n == 1 && mg_is_get(req)) {
-		mg_usage(req, resp, NULL);
+		if (mgl_active())
+			mgl_usage(req, resp, NULL);
+		else
+			mg_usage(req, resp, NULL);
 	} else if (!strcmp(seg[0], "namespaces") && n == 3 && !strcmp(seg[2], "usage") &&
 	           mg_is_get(req)) {
 		char ns[1100];
 
 		if (strlen(seg[1]) >= sizeof(ns) || url_decode(ns, seg[1], false) < 0)
 			hub_resp_error(resp, 400, "400 Bad request");
+		else if (mgl_active())
+			mgl_usage(req, resp, ns);
 		else
 			mg_usage(req, resp, ns);
 	} else {
@@ -951,8 +1075,24 @@ void hub_mgmt_route(struct hub_req *req, struct hub_resp *resp, const char *rest
 {
 	struct hub_idem *idem;
 
-	if (hub_idem_begin(req, resp, &idem))
-		return;
-	mg_route(req, resp, rest);
-	hub_idem_end(idem, resp);
+	if (mgl_active() && strncmp(rest, "epf/", 4)) {
+		/* the management role: the caller is whoever GitLab says their token is;
+		 * reef-epf's callbacks carry the run's secret instead */
+		int r = mgl_auth(req);
+
+		if (r == -EIO) {
+			hub_resp_error(resp, 502, "502 GitLab did not answer");
+			return;
+		}
+		if (r < 0 || !req->user) {
+			hub_resp_error(resp, 401, "401 Unauthorized");
+			return;
+		}
+	}
+	if (hub_idem_begin(req, resp, &idem) == 0) {
+		mg_route(req, resp, rest);
+		hub_idem_end(idem, resp);
+	}
+	if (mgl_active())
+		mgl_request_end();
 }

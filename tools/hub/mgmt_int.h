@@ -49,4 +49,39 @@ void mg_epf_route(struct hub_req *req, struct hub_resp *resp, char **seg, size_t
 void mg_on_pipeline(int64_t pipeline_id, const char *status);
 void mg_usage(struct hub_req *req, struct hub_resp *resp, const char *ns_path);
 
+/* Checks a manifest; err gets the reason. */
+int mg_manifest_check(const json_t *m, char *err, size_t n);
+/* The caller may read the code of project_id (here or, in the management role, on
+ * GitLab). */
+bool mg_code_visible(struct hub_req *req, int64_t project_id);
+
+/* ---- the management role beside a GitLab (mgmt_gl.c) ---- */
+bool mgl_active(void);
+/* Enters the management role with GitLab at gitlab_url. */
+int mgl_init(const char *gitlab_url);
+/* Authenticates the caller with their GitLab token: 0 (req->user set, or NULL without a
+ * token), -EACCES for a token GitLab refuses, -EIO when GitLab did not answer. */
+int mgl_auth(struct hub_req *req);
+/* Forgets the request's token (end of the request). */
+void mgl_request_end(void);
+/* A GitLab project the caller sees (404 otherwise, as GitLab). */
+int mgl_project(struct hub_req *req, struct hub_resp *resp, const char *seg, struct hub_project *p);
+bool mgl_code_readable(struct hub_req *req, int64_t project_id);
+void mgl_publish(struct hub_req *req, struct hub_resp *resp, const char *project_seg);
+#define MGL_CODE_DIR ".reef/processor" /* the processor's code on a launch's branch */
+/* GitLab's web base URL (web_url of launches). */
+const char *mgl_web_base(void);
+/* The commit that makes launch lid's branch from source on GitLab: the CI file and the
+ * processor's code. Lock not held. On failure the launch row is removed: -EEXIST (the
+ * branch exists), -ENOENT (no source branch), -EACCES, -EIO (GitLab did not answer and
+ * the branch is not this request's). */
+int mgl_launch_commit(const struct hub_project *p, int64_t lid, const char *branch,
+                      const char *source, const char *ci, const char *message, const char *slug,
+                      const char *psha, const char *request_id);
+int mgl_launch_pipeline(struct hub_req *req, const struct hub_project *p, int64_t lid,
+                        const char *branch, char *err, size_t n);
+void mgl_launch_refresh(const struct hub_project *p, int64_t lid);
+int mgl_pipeline_cancel(const struct hub_project *p, int64_t pid);
+void mgl_usage(struct hub_req *req, struct hub_resp *resp, const char *ns_path);
+
 #endif

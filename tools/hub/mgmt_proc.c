@@ -28,7 +28,8 @@
 
 static const char mg_proc_cols[] =
     "slug, name, type, description, command, input_data_type, output_data_type,"
-    " parameters, metrics, project_id, ref, sha, created_at, updated_at, id";
+    " parameters, metrics, project_id, ref, sha, created_at, updated_at, id, image,"
+    " code_project_path";
 
 json_t *mg_processor_json(sqlite3_stmt *st)
 {
@@ -48,8 +49,11 @@ json_t *mg_processor_json(sqlite3_stmt *st)
 	json_object_set_new(o, "metrics", mg_json_col(st, 8));
 	json_object_set_new(o, "code_project_id", json_integer(sqlite3_column_int64(st, 9)));
 	snprintf(id, sizeof(id), "%lld", (long long)sqlite3_column_int64(st, 9));
-	if (hub_project_load(mg_hub, id, &p) == 0)
+	if (sqlite3_column_text(st, 16))
+		json_object_set_new(o, "code_project_path", mg_str(st, 16));
+	else if (hub_project_load(mg_hub, id, &p) == 0)
 		json_object_set_new(o, "code_project_path", json_string(p.path_with_namespace));
+	json_object_set_new(o, "image", mg_str(st, 15));
 	json_object_set_new(o, "ref", mg_str(st, 10));
 	json_object_set_new(o, "sha", mg_str(st, 11));
 	mg_time(o, "published_at", st, 12);
@@ -66,12 +70,22 @@ bool mg_code_readable(struct hub_req *req, const struct hub_project *p)
 	        hub_project_access(req->hub, p, req->user) >= HUB_ACCESS_REPORTER);
 }
 
+bool mg_code_visible(struct hub_req *req, int64_t project_id)
+{
+	struct hub_project p;
+	char id[32];
+
+	if (mgl_active())
+		return req->user && mgl_code_readable(req, project_id);
+	snprintf(id, sizeof(id), "%lld", (long long)project_id);
+	return hub_project_load(req->hub, id, &p) == 0 && mg_code_readable(req, &p);
+}
+
 /* A processor row the caller may see (its code is readable by them). */
 sqlite3_stmt *mg_processor_row(struct hub_req *req, const char *slug)
 {
-	char sql[512], id[32];
+	char sql[512];
 	sqlite3_stmt *st;
-	struct hub_project p;
 
 	snprintf(sql, sizeof(sql), "SELECT %s FROM mg_processors WHERE slug=?", mg_proc_cols);
 	st = ci_db_prep(sql, "t", slug);
@@ -79,8 +93,7 @@ sqlite3_stmt *mg_processor_row(struct hub_req *req, const char *slug)
 		sqlite3_finalize(st);
 		return NULL;
 	}
-	snprintf(id, sizeof(id), "%lld", (long long)sqlite3_column_int64(st, 9));
-	if (hub_project_load(req->hub, id, &p) < 0 || !mg_code_readable(req, &p)) {
+	if (!mg_code_visible(req, sqlite3_column_int64(st, 9))) {
 		sqlite3_finalize(st);
 		return NULL;
 	}
@@ -168,7 +181,7 @@ char *mg_param_value(const char *type, const json_t *v)
 }
 
 /* Checks a manifest; err gets the reason. */
-static int mg_manifest_check(const json_t *m, char *err, size_t n)
+int mg_manifest_check(const json_t *m, char *err, size_t n)
 {
 	const json_t *params = json_object_get(m, "parameters"), *metrics, *v;
 	const char *cmd = jsonx_str(m, "command");
@@ -182,6 +195,12 @@ static int mg_manifest_check(const json_t *m, char *err, size_t n)
 		return snprintf(err, n, "name must be a non-empty string"), -EINVAL;
 	if (!mg_type_ok(jsonx_str(m, "type")))
 		return snprintf(err, n, "type must be ALGORITHM, OPERATION or VISUALIZATION"),
+		       -EINVAL;
+	if (json_object_get(m, "image") &&
+	    (!jsonx_str(m, "image") || !*jsonx_str(m, "image") ||
+	     strlen(jsonx_str(m, "image")) > 255 || strpbrk(jsonx_str(m, "image"), "\n\r\"\\ ")))
+		return snprintf(err, n,
+		                "image must be a container image name, e.g. \"python:3.12\""),
 		       -EINVAL;
 	if (!cmd || !*cmd || strlen(cmd) > 4096 || strchr(cmd, '\n'))
 		return snprintf(err, n, "command must be one line, e.g. \"python3 main.py\""),
@@ -455,11 +474,7 @@ void mg_processors_list(struct hub_req *req, struct hub_resp *resp)
 	         mg_proc_cols);
 	st = ci_db_prep(sql, "tt", type, like);
 	while (st && sqlite3_step(st) == SQLITE_ROW) {
-		struct hub_project p;
-		char id[32];
-
-		snprintf(id, sizeof(id), "%lld", (long long)sqlite3_column_int64(st, 9));
-		if (hub_project_load(req->hub, id, &p) == 0 && mg_code_readable(req, &p))
+		if (mg_code_visible(req, sqlite3_column_int64(st, 9)))
 			json_array_append_new(all, mg_processor_json(st));
 	}
 	sqlite3_finalize(st);

@@ -1025,6 +1025,11 @@ int ci_runner_start(struct hub *h)
 	sqlite3_finalize(st);
 	ci_db_exec(NULL, "UPDATE ci_jobs SET token_hash=NULL WHERE status!='running'", NULL);
 	ci_unlock();
+	if (rn.store_only) {
+		/* the management role: the database without a runner */
+		rn.started = true;
+		return 0;
+	}
 	rn_builds_sweep();
 	rn_find_epf();
 	if (!rn.unsafe)
@@ -1060,6 +1065,11 @@ int ci_runner_start(struct hub *h)
 		log_info("ci: jobs sandboxed by %s%s", rn.bwrap,
 		         rn.drop ? ", as an unprivileged user" : "");
 	return 0;
+}
+
+void ci_runner_store_only_set(bool store_only)
+{
+	rn.store_only = store_only;
 }
 
 void ci_runner_stop(void)

@@ -57,6 +57,7 @@ struct rn_state {
 	char dir[PATH_MAX]; /* the data directory, absolute: jobs run elsewhere */
 	ci_pipeline_hook_fn hook;
 	bool started;
+	bool store_only; /* the management role: the database, no workers */
 	/* the job sandbox, probed at start */
 	bool unsafe;            /* --unsafe-runner: no sandbox at all */
 	bool sandbox_ok;        /* bwrap works here */

@@ -1,0 +1,200 @@
+"""reef-hub in the management role beside a GitLab (`serve --gitlab URL`), with two hubs
+on loopback: hub A is a normal reef-hub playing GitLab (its /api/v4, git and its own
+runner run the jobs), hub B runs `--gitlab <A>` and serves /api/v1 only. reefd mounts A
+with `-o mgmt=<B>` and launches through the mount; the job runs on A's runner as the
+launching user, reef-epf in it reports to B, and status, log, metrics, outputs and
+artifacts show through the mount. B authenticates with A's tokens, shows only what A
+shows the caller, and keeps no token in clear."""
+
+import base64
+import json
+import os
+import time
+import urllib.parse
+
+import pytest
+import requests
+
+from conftest import Hub
+from test_hub_ci import push_files
+from test_hub_mgmt import MANIFEST, TRAIN_PY, csv_data
+from test_mount_mlops import FINISHED, wait_file, write_ctl
+
+IMAGE = "python:3.12-slim"
+
+
+@pytest.fixture
+def two(hub, tmp_path):
+    """hub is A (the GitLab); B is the management service beside it."""
+    bdir = tmp_path / "b"
+    bdir.mkdir()
+    b = Hub(bdir, serve_args=["--gitlab", hub.url]).start()
+    yield hub, b
+    code = b.stop()
+    assert code == 0, f"hub B exited {code}; log: {b.log_path.read_text()}"
+
+
+def v1(b, token, method, route, **kw):
+    headers = kw.pop("headers", {})
+    if token:
+        headers["PRIVATE-TOKEN"] = token
+    return requests.request(method, b.url + "/api/v1" + route, headers=headers, timeout=60,
+                            **kw)
+
+
+def setup_projects(a, tmp_path):
+    token = a.user("alice")
+    a.project("alice/sgd", "alice")
+    a.project("alice/cats", "alice")
+    manifest = dict(MANIFEST, image=IMAGE)
+    push_files(a, token, "alice/sgd", {"train.py": TRAIN_PY,
+                                       "processor.json": json.dumps(manifest)}, tmp_path)
+    push_files(a, token, "alice/cats", {"data/train.csv": csv_data(), "README.md": "cats\n"},
+               tmp_path)
+    # the job pushes its outputs with its job token, which GitLab allows only with this
+    # project setting (doc/ci/jobs/ci_job_token.md, "Allow Git push requests")
+    r = a.api("PUT", "/projects/alice%2Fcats", token,
+              json={"ci_push_repository_for_job_token_allowed": True})
+    assert r.status_code == 200, r.text
+    return token
+
+
+def test_two_hubs_experiment_through_the_mount(two, tmp_path, mount_factory):
+    a, b = two
+    token = setup_projects(a, tmp_path)
+    # B serves /api/v1 only: no v4, no git, no LFS, no GraphQL
+    assert requests.get(b.url + "/api/v4/user", headers={"PRIVATE-TOKEN": token}).status_code \
+        == 404
+    assert requests.get(b.url + "/alice/cats.git/info/refs?service=git-upload-pack"
+                        ).status_code == 404
+    assert requests.post(b.url + "/api/graphql", json={"query": "{x}"},
+                         headers={"PRIVATE-TOKEN": token}).status_code == 404
+    # publish from A's project through B (manifest through A's files API)
+    r = v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish", json={"ref": "main"})
+    assert r.status_code == 201, r.text
+    proc = r.json()
+    assert proc["slug"] == "sgd-train" and proc["image"] == IMAGE
+    assert proc["code_project_path"] == "alice/sgd" and len(proc["sha"]) == 40
+    head = a.api("GET", "/projects/alice%2Fsgd/repository/branches/main", token).json()
+    assert proc["sha"] == head["commit"]["id"]
+
+    m = mount_factory(a, token, extra_opts=f"mgmt={b.url}")
+    assert os.listdir(m / ".reef/processors") == ["sgd-train"]
+    exps = m / "alice/cats/experiments"
+    assert sorted(os.listdir(exps)) == ["launch", "launch.error"]
+    t0 = time.time()
+    err, out = write_ctl(exps / "launch", "name=gl1\nprocessor=sgd-train\ninput_path=data\n"
+                                          "epochs=3\nlearning-rate=0.05\n")
+    assert err == 0, out
+    seen = wait_file(exps / "gl1/status", FINISHED, timeout=120)
+    assert seen[-1] == "success", (seen, (exps / "gl1/log").read_text()
+                                   if os.path.exists(exps / "gl1/log") else None,
+                                   b.log_path.read_text())
+    e = json.loads((exps / "gl1/experiment.json").read_text())
+    assert e["branch"] == "experiment/gl1" and e["user"]["username"] == "alice"
+    assert e["web_url"].startswith(a.url + "/alice/cats/")
+    # the run is A's pipeline and job, started as alice
+    pl = a.api("GET", f"/projects/alice%2Fcats/pipelines/{e['pipeline_id']}", token).json()
+    assert pl["ref"] == "experiment/gl1" and pl["status"] == "success"
+    assert pl["user"]["username"] == "alice"
+    job = a.api("GET", f"/projects/alice%2Fcats/jobs/{e['job_id']}", token).json()
+    assert job["pipeline"]["id"] == e["pipeline_id"]
+    # reef-epf reported to B: metrics per epoch, start and finish
+    metrics = json.loads((exps / "gl1/metrics.json").read_text())
+    assert [x["epoch"] for x in metrics] == [1, 2, 3]
+    assert e["epf"]["started_at"] and e["epf"]["reported_status"] == "success"
+    # the log is A's job trace; the secret never shows in it
+    log = (exps / "gl1/log").read_text()
+    assert "trained 3 epochs" in log
+    # outputs pushed to the branch on A, artifacts from A's jobs API
+    assert "model.json" in os.listdir(exps / "gl1/outputs")
+    assert os.listdir(exps / "gl1/artifacts") == ["output"]
+    # the committed CI file: GitLab keywords only, the processor's image, no secret
+    ci = a.api("GET", "/projects/alice%2Fcats/repository/files/.gitlab-ci.yml/raw",
+               token, params={"ref": "experiment/gl1"}).text
+    assert f'image: "{IMAGE}"' in ci and "EPF_SECRET" not in ci
+    tree = a.api("GET", "/projects/alice%2Fcats/repository/tree", token,
+                 params={"ref": "experiment/gl1", "path": ".reef/processor"}).json()
+    assert sorted(x["name"] for x in tree) == ["processor.json", "train.py"]
+    # the pipeline's variables carry the callback and the request id, not in the file
+    keys = {x["key"]: x["value"] for x in a.api(
+        "GET", f"/projects/alice%2Fcats/pipelines/{e['pipeline_id']}/variables",
+        token).json()}
+    assert keys["EPF_URL"] == f"{b.url}/api/v1/epf/experiments/{e['id']}"
+    assert keys["REEF_REQUEST_ID"] == e["request_id"] and len(keys["EPF_SECRET"]) == 64
+    assert keys["EPF_SECRET"] not in log
+    print(f"launch to success through two hubs: {time.time() - t0:.1f} s")
+
+    # the same request id twice starts one run (the service looks it up first)
+    body = {"name": "gl2", "processor": "sgd-train", "input_path": "data",
+            "params": {"epochs": 1}, "request_id": "req-0123456789abcdef"}
+    r1 = v1(b, token, "POST", "/projects/alice%2Fcats/experiments", json=body)
+    r2 = v1(b, token, "POST", "/projects/alice%2Fcats/experiments", json=body)
+    assert r1.status_code == r2.status_code == 201, (r1.text, r2.text)
+    assert r1.json()["id"] == r2.json()["id"]
+    assert r2.headers.get("Reef-Request-Replayed") == "true"
+    pls = a.api("GET", "/projects/alice%2Fcats/pipelines", token,
+                params={"ref": "experiment/gl2"}).json()
+    assert len(pls) == 1
+    # a name already taken on GitLab is a conflict, not a second branch
+    r3 = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+            json={**body, "request_id": "req-other-0123456789"})
+    assert r3.status_code == 409, r3.text
+    # usage: job seconds and artifact bytes from A's jobs API
+    u = v1(b, token, "GET", "/namespaces/alice/usage")
+    assert u.status_code == 200, u.text
+    assert u.json()["pipeline_seconds"] > 0 and u.json()["storage_bytes"]["artifacts"] > 0
+
+    # B keeps no token in clear: not in its database, its WAL or its log
+    for name in os.listdir(b.dir):
+        p = b.dir / name
+        if p.is_file():
+            assert token.encode() not in p.read_bytes(), name
+    assert token not in b.log_path.read_text()
+
+
+def test_two_hubs_auth_and_visibility(two, tmp_path):
+    a, b = two
+    token = setup_projects(a, tmp_path)
+    bob = a.user("bob")
+    assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
+              json={"ref": "main"}).status_code == 201
+    # a token A does not know: 401, as are none and a garbled one
+    assert v1(b, "glpat-not-a-token-at-all", "GET", "/processors").status_code == 401
+    assert v1(b, None, "GET", "/processors").status_code == 401
+    assert v1(b, None, "GET", "/processors",
+              headers={"Authorization": "Bearer nope"}).status_code == 401
+    # Authorization: Bearer works as PRIVATE-TOKEN does
+    r = v1(b, None, "GET", "/processors", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and [x["slug"] for x in r.json()] == ["sgd-train"]
+    # bob sees nothing of alice's private projects: 404, no processors, no launch
+    assert v1(b, bob, "GET", "/projects/alice%2Fcats/experiments").status_code == 404
+    assert v1(b, bob, "GET", "/processors").json() == []
+    assert v1(b, bob, "GET", "/processors/sgd-train").status_code == 404
+    r = v1(b, bob, "POST", "/projects/alice%2Fcats/experiments",
+           json={"processor": "sgd-train"})
+    assert r.status_code == 404
+    assert v1(b, bob, "POST", "/code-projects/alice%2Fsgd/publish",
+              json={"ref": "main"}).status_code == 404
+    assert v1(b, bob, "GET", "/namespaces/alice/usage").status_code == 404
+    # a reporter sees but cannot launch (GitLab's permissions decide)
+    a.member("alice/cats", "bob", "reporter")
+    a.member("alice/sgd", "bob", "reporter")
+    time.sleep(10.5)  # B's answer about bob's access to the project is 10 s old at most
+    assert v1(b, bob, "GET", "/projects/alice%2Fcats/experiments").status_code == 200
+    r = v1(b, bob, "POST", "/projects/alice%2Fcats/experiments",
+           json={"processor": "sgd-train"})
+    assert r.status_code == 403, r.text
+    # an unknown parameter is refused before anything reaches GitLab
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+           json={"processor": "sgd-train", "params": {"nope": 1}})
+    assert r.status_code == 400 and "nope" in r.text
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+           json={"processor": "sgd-train", "source_branch": "no-such"})
+    assert r.status_code == 404 and "Branch" in r.text
+    assert a.api("GET", "/projects/alice%2Fcats/pipelines", token).json() == []
+    for name in os.listdir(b.dir):
+        p = b.dir / name
+        if p.is_file():
+            data = p.read_bytes()
+            assert token.encode() not in data and bob.encode() not in data, name
