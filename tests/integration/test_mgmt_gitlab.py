@@ -198,3 +198,83 @@ def test_two_hubs_auth_and_visibility(two, tmp_path):
         if p.is_file():
             data = p.read_bytes()
             assert token.encode() not in data and bob.encode() not in data, name
+
+
+def test_lost_gitlab_answers_start_one_run(hub, tmp_path):
+    """GitLab acts on the launch's commit and on its pipeline but the answers are lost on
+    the way back to the service: it finds the branch by the request id in its head commit,
+    and the pipeline on the launch's own branch, instead of sending either again."""
+    from gitlab_proxy import GitLabProxy
+    a = hub
+    token = setup_projects(a, tmp_path)
+    proxy = GitLabProxy(a.port)
+    bdir = tmp_path / "b"
+    bdir.mkdir()
+    b = Hub(bdir, serve_args=["--gitlab", proxy.url]).start()
+    try:
+        assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
+                  json={"ref": "main"}).status_code == 201
+        url = "/projects/alice%2Fcats/experiments"
+        for name, what in (("lost-commit", r"^POST /api/v4/projects/\d+/repository/commits$"),
+                           ("lost-pipeline", r"^POST /api/v4/projects/\d+/pipeline$")):
+            proxy.reset()
+            proxy.drop = (what, 1)
+            body = {"name": name, "processor": "sgd-train", "input_path": "data",
+                    "params": {"epochs": 1}, "request_id": f"rid-{name}-0123456789"}
+            r = v1(b, token, "POST", url, json=body)
+            assert r.status_code == 201, r.text
+            assert proxy.drop[1] == 0  # GitLab acted and its answer was lost
+            assert proxy.count(what) == 1  # and nothing was sent again
+            e = r.json()
+            assert e["pipeline_id"] and e["request_id"] == body["request_id"]
+            pls = a.api("GET", "/projects/alice%2Fcats/pipelines", token,
+                        params={"ref": f"experiment/{name}"}).json()
+            assert [p["id"] for p in pls] == [e["pipeline_id"]]
+            commits = a.api("GET", "/projects/alice%2Fcats/repository/commits", token,
+                            params={"ref_name": f"experiment/{name}", "per_page": 5}).json()
+            assert body["request_id"] in commits[0]["message"]
+            # a client resending the same request gets the same run
+            r2 = v1(b, token, "POST", url, json=body)
+            assert r2.status_code == 201 and r2.json()["id"] == e["id"]
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                st = v1(b, token, "GET", f"{url}/{name}").json()["status"]
+                if st in FINISHED:
+                    break
+                time.sleep(0.3)
+            assert st == "success", (st, b.log_path.read_text()[-2000:])
+    finally:
+        code = b.stop()
+        proxy.close()
+    assert code == 0
+
+
+def test_revoked_token_stops_within_the_cache_time(hub, tmp_path):
+    import hashlib
+    import sqlite3
+    a = hub
+    token = a.user("alice")
+    bdir = tmp_path / "b"
+    bdir.mkdir()
+    b = Hub(bdir, serve_args=["--gitlab", a.url])
+    os.environ["REEF_HUB_AUTH_TTL"] = "2"
+    try:
+        b.start()
+    finally:
+        del os.environ["REEF_HUB_AUTH_TTL"]
+    try:
+        assert v1(b, token, "GET", "/processors").status_code == 200
+        # revoked on A (as an admin would): GitLab refuses it at once, B within 2 s
+        db = sqlite3.connect(a.dir / "hub.db")
+        with db:
+            db.execute("UPDATE tokens SET revoked=1 WHERE sha256=?",
+                       (hashlib.sha256(token.encode()).hexdigest(),))
+        db.close()
+        assert a.api("GET", "/user", token).status_code == 401
+        t0 = time.time()
+        while v1(b, token, "GET", "/processors").status_code == 200:
+            assert time.time() - t0 < 2.5, "B still trusts a token revoked on A"
+            time.sleep(0.1)
+        assert v1(b, token, "GET", "/processors").status_code == 401
+    finally:
+        assert b.stop() == 0

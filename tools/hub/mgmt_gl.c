@@ -42,6 +42,7 @@
 #include "runner.h"
 
 #define MGL_AUTH_TTL       30 /* seconds a verified token is trusted (revocation delay) */
+#define MGL_AUTH_TTL_MAX   3600
 #define MGL_PROJECT_TTL    10 /* seconds a project's access answer is reused */
 #define MGL_CACHE_N        1024
 #define MGL_MAX_CODE_FILES 500
@@ -49,6 +50,7 @@
 #define MGL_REFRESH_S      1.0 /* a launch's status is asked of GitLab at most this often */
 
 static bool mgl_on;
+static double mgl_auth_ttl = MGL_AUTH_TTL;
 
 bool mgl_active(void)
 {
@@ -58,7 +60,12 @@ bool mgl_active(void)
 int mgl_init(const char *gitlab_url)
 {
 	int r = glc_init(gitlab_url);
+	const char *ttl = getenv("REEF_HUB_AUTH_TTL");
 
+	/* how long a token GitLab accepted is trusted without asking again: the delay
+	 * before a revocation on GitLab takes effect here */
+	if (ttl && atoi(ttl) >= 1 && atoi(ttl) <= MGL_AUTH_TTL_MAX)
+		mgl_auth_ttl = atoi(ttl);
 	if (r == 0)
 		mgl_on = true;
 	return r;
@@ -170,7 +177,7 @@ int mgl_auth(struct hub_req *req)
 			json_decref(u);
 			u = NULL;
 		}
-		mgl_cache_put(key, u, status, MGL_AUTH_TTL);
+		mgl_cache_put(key, u, status, mgl_auth_ttl);
 	}
 	if (!u)
 		return -EACCES;
