@@ -3,7 +3,7 @@ on loopback: hub A is a normal reef-hub playing GitLab (its /api/v4, git and its
 runner run the jobs), hub B runs `--gitlab <A>` and serves /api/v1 only. reefd mounts A
 with `-o mgmt=<B>` and launches through the mount; the job runs on A's runner as the
 launching user, reef-epf in it reports to B, and status, log, metrics, outputs and
-artifacts show through the mount. B authenticates with A's tokens, shows only what A
+artifacts show through the mount (experiments, data pipelines, visualizations). B authenticates with A's tokens, shows only what A
 shows the caller, and keeps no token in clear."""
 
 import base64
@@ -278,3 +278,44 @@ def test_revoked_token_stops_within_the_cache_time(hub, tmp_path):
         assert v1(b, token, "GET", "/processors").status_code == 401
     finally:
         assert b.stop() == 0
+
+
+def test_two_hubs_data_pipeline_and_visualization(two, tmp_path, mount_factory):
+    """OPERATION and VISUALIZATION processors through the mount with the service beside
+    the GitLab: the data pipeline's output is a new branch on A that shows in branches/,
+    the visualization's outputs are files in its directory."""
+    from test_mount_dataops import FILTER_PY, OPERATION, PLOT_PY, VISUALIZATION
+    a, b = two
+    token = setup_projects(a, tmp_path)
+    push_files(a, token, "alice/sgd", {"filter.py": FILTER_PY, "op.json": json.dumps(OPERATION),
+                                       "plot.py": PLOT_PY, "viz.json": json.dumps(VISUALIZATION)},
+               tmp_path, message="more processors")
+    for path in ("op.json", "viz.json"):
+        r = v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
+               json={"ref": "main", "path": path})
+        assert r.status_code == 201, r.text
+    m = mount_factory(a, token, extra_opts=f"mgmt={b.url}")
+    proj = m / "alice/cats"
+    err, out = write_ctl(proj / "data-pipelines/launch",
+                         "name=dp1\nprocessor=row-filter\ninput_path=data\ncolumn=label\nmin=1\n")
+    assert err == 0, out
+    err, out = write_ctl(proj / "visualizations/launch",
+                         "name=viz1\nprocessor=histogram\ninput_path=data\nbins=3\n")
+    assert err == 0, out
+    for d in (proj / "data-pipelines/dp1", proj / "visualizations/viz1"):
+        seen = wait_file(d / "status", FINISHED, timeout=120)
+        assert seen[-1] == "success", (d, seen, (d / "log").read_text())
+    # the new dataset version: a branch on A, seen through the mount like any other
+    assert "dp1" in os.listdir(proj / "branches/data-pipeline")
+    version = proj / "branches/data-pipeline/dp1"
+    assert (version / "output/train.csv").read_bytes() == \
+        (proj / "data-pipelines/dp1/outputs/train.csv").read_bytes()
+    assert (version / "data/train.csv").read_text() == csv_data()
+    pls = a.api("GET", "/projects/alice%2Fcats/pipelines", token,
+                params={"ref": "data-pipeline/dp1"}).json()
+    assert len(pls) == 1 and pls[0]["status"] == "success"
+    out_dir = proj / "visualizations/viz1/outputs"
+    assert sorted(os.listdir(out_dir)) == ["index.html", "plot.svg", "summary.json"]
+    assert len(json.loads((out_dir / "summary.json").read_text())["bins"]) == 3
+    assert json.loads((proj / "visualizations/viz1/visualization.json").read_text())[
+        "branch"] == "data-visualization/viz1"
