@@ -3,8 +3,9 @@ on loopback: hub A is a normal reef-hub playing GitLab (its /api/v4, git and its
 runner run the jobs), hub B runs `--gitlab <A>` and serves /api/v1 only. reefd mounts A
 with `-o mgmt=<B>` and launches through the mount; the job runs on A's runner as the
 launching user, reef-epf in it reports to B, and status, log, metrics, outputs and
-artifacts show through the mount (experiments, data pipelines, visualizations). B authenticates with A's tokens, shows only what A
-shows the caller, and keeps no token in clear."""
+artifacts show through the mount (experiments, data pipelines, visualizations). B
+authenticates with A's tokens, shows only what A shows the caller, keeps no token in
+clear, and does not start a second run when GitLab's answer is lost."""
 
 import base64
 import json
@@ -140,6 +141,29 @@ def test_two_hubs_experiment_through_the_mount(two, tmp_path, mount_factory):
     r3 = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
             json={**body, "request_id": "req-other-0123456789"})
     assert r3.status_code == 409, r3.text
+    # cancel goes to GitLab's pipeline; the launch's status follows it
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments/gl2/cancel")
+    assert r.status_code == 200, r.text
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        st = v1(b, token, "GET", "/projects/alice%2Fcats/experiments/gl2").json()["status"]
+        if st in FINISHED:
+            break
+        time.sleep(0.2)
+    assert st == "canceled"
+    assert a.api("GET", f"/projects/alice%2Fcats/pipelines/{r1.json()['pipeline_id']}",
+                 token).json()["status"] == "canceled"
+    # retry: a new pipeline on the same branch, with a new secret, run to the end
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments/gl2/retry")
+    assert r.status_code == 201, r.text
+    assert r.json()["pipeline_id"] != r1.json()["pipeline_id"]
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        st = v1(b, token, "GET", "/projects/alice%2Fcats/experiments/gl2").json()["status"]
+        if st in FINISHED:
+            break
+        time.sleep(0.3)
+    assert st == "success"
     # usage: job seconds and artifact bytes from A's jobs API
     u = v1(b, token, "GET", "/namespaces/alice/usage")
     assert u.status_code == 200, u.text
