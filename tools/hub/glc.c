@@ -72,6 +72,9 @@ int glc_call(const char *method, const char *path, const char *token, const json
 		json = jsonx_dump(body);
 		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, json ? json : "{}");
+	} else if (!strcmp(method, "POST") || !strcmp(method, "PUT")) {
+		/* Content-Length: 0, which proxies in front of GitLab want on a POST */
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
 	}
 	curl_easy_setopt(c, CURLOPT_URL, url.data);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);

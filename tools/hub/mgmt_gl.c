@@ -46,7 +46,9 @@
 #define MGL_PROJECT_TTL    10 /* seconds a project's access answer is reused */
 #define MGL_CACHE_N        1024
 #define MGL_MAX_CODE_FILES 500
-#define MGL_MAX_CODE_BYTES ((uint64_t)20 << 20)
+/* the launch's commit carries the code in base64 (4/3 larger) in one JSON body, which
+ * must stay under the request body limits in front of GitLab (and reef-hub's 16 MiB) */
+#define MGL_MAX_CODE_BYTES ((uint64_t)8 << 20)
 #define MGL_REFRESH_S      1.0 /* a launch's status is asked of GitLab at most this often */
 
 static bool mgl_on;
