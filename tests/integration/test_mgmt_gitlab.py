@@ -168,6 +168,12 @@ def test_two_hubs_experiment_through_the_mount(two, tmp_path, mount_factory):
     u = v1(b, token, "GET", "/namespaces/alice/usage")
     assert u.status_code == 200, u.text
     assert u.json()["pipeline_seconds"] > 0 and u.json()["storage_bytes"]["artifacts"] > 0
+    # git bytes from GitLab's project statistics (reporters and up; A serves them too)
+    stats = a.api("GET", "/projects/alice%2Fcats", token, params={"statistics": "true"}
+                  ).json()["statistics"]
+    assert stats["repository_size"] > 0 and stats["lfs_objects_size"] == 0
+    assert u.json()["storage_bytes"]["git"] >= stats["repository_size"]
+    assert "statistics" not in a.api("GET", "/projects/alice%2Fcats", token).json()
 
     # B keeps no token in clear: not in its database, its WAL or its log
     for name in os.listdir(b.dir):
@@ -201,11 +207,20 @@ def test_two_hubs_auth_and_visibility(two, tmp_path):
     assert v1(b, bob, "POST", "/code-projects/alice%2Fsgd/publish",
               json={"ref": "main"}).status_code == 404
     assert v1(b, bob, "GET", "/namespaces/alice/usage").status_code == 404
+    assert a.api("GET", "/projects/alice%2Fsgd", token, params={"statistics": "true"}
+                 ).json()["statistics"]["repository_size"] > 0
     # a reporter sees but cannot launch (GitLab's permissions decide)
     a.member("alice/cats", "bob", "reporter")
     a.member("alice/sgd", "bob", "reporter")
     time.sleep(10.5)  # B's answer about bob's access to the project is 10 s old at most
     assert v1(b, bob, "GET", "/projects/alice%2Fcats/experiments").status_code == 200
+    # statistics for reporters and up only
+    assert "statistics" in a.api("GET", "/projects/alice%2Fcats", bob,
+                                 params={"statistics": "true"}).json()
+    carol = a.user("carol")
+    a.member("alice/cats", "carol", "guest")
+    pj = a.api("GET", "/projects/alice%2Fcats", carol, params={"statistics": "true"})
+    assert pj.status_code == 200 and "statistics" not in pj.json()
     r = v1(b, bob, "POST", "/projects/alice%2Fcats/experiments",
            json={"processor": "sgd-train"})
     assert r.status_code == 403, r.text

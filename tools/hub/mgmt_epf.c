@@ -221,6 +221,28 @@ static uint64_t mg_du(const char *path)
 	return v;
 }
 
+json_t *hub_ci_project_statistics(struct hub *h, int64_t project_id)
+{
+	uint64_t git, lfs = 0, arts = 0;
+	char dir[PATH_MAX];
+	sqlite3_stmt *q;
+
+	if (!ci_db())
+		return NULL;
+	hub_repo_dir(h, project_id, dir);
+	git = mg_du(dir);
+	if (hub_lfs_project_bytes(h, project_id, &lfs) < 0)
+		lfs = 0;
+	q = ci_db_prep("SELECT COALESCE(SUM(artifacts_size),0) FROM ci_jobs WHERE project_id=?",
+	               "i", project_id);
+	if (q && sqlite3_step(q) == SQLITE_ROW)
+		arts = (uint64_t)sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	return json_pack("{s:I, s:I, s:I, s:I}", "repository_size", (json_int_t)git,
+	                 "lfs_objects_size", (json_int_t)lfs, "job_artifacts_size",
+	                 (json_int_t)arts, "storage_size", (json_int_t)(git + lfs + arts));
+}
+
 static json_t *mg_usage_json(struct hub *h, int64_t ns_id, const char *full_path, const char *kind)
 {
 	uint64_t git = 0, lfs = 0, arts = 0, transfer = 0;
