@@ -9,9 +9,13 @@ Two ways to use it:
   from the suite:   import b8_launch
                     b8_launch.prepare(hub_bin, hub_dir, hub_url, token, owner)
                     res = b8_launch.measure(hub_url, token, mountpoint, "bench/dataset", runs=5)
-  on its own:       /usr/bin/python3 bench/b8_launch.py --build build [--runs 5]
+  on its own:       /usr/bin/python3 bench/b8_launch.py --build build [--runs 5] [--two-hubs]
                     (starts its own reef-hub and reefd in a temporary directory, all on
                     127.0.0.1, and removes everything at the end)
+  --two-hubs:       the management role beside a GitLab: hub A plays GitLab (its runner
+                    runs the job), hub B runs `serve --gitlab <A>`, reefd mounts A with
+                    -o mgmt=<B>; the launch goes through B to A's commits and pipeline
+                    API, and "running" is what A's jobs API shows for the launch's branch.
 The processor it launches (slug b8-noop) does nothing, so the number is the platform's.
 """
 
@@ -57,27 +61,41 @@ def _push(hub_url, token, path, files, work):
     _git("push", "-q", f"{u.scheme}://b8:{token}@{u.netloc}/{path}.git", "main", cwd=work)
 
 
-def prepare(hub_bin, hub_dir, hub_url, token, owner, namespace="bench"):
-    """Creates <namespace>/b8-proc (via the hub's CLI) and publishes the no-op processor;
-    does nothing when the processor is already published."""
+def prepare(hub_bin, hub_dir, hub_url, token, owner, namespace="bench", mgmt_url=None):
+    """Creates <namespace>/b8-proc (via the hub's CLI) and publishes the no-op processor
+    (through mgmt_url when the management service is elsewhere); does nothing when the
+    processor is already published."""
     h = {"PRIVATE-TOKEN": token}
-    if requests.get(f"{hub_url}/api/v1/processors/{SLUG}", headers=h, timeout=30).ok:
+    mgmt_url = mgmt_url or hub_url
+    if requests.get(f"{mgmt_url}/api/v1/processors/{SLUG}", headers=h, timeout=30).ok:
         return
     path = f"{namespace}/b8-proc"
     subprocess.run([str(hub_bin), "project", "create", str(hub_dir), path, "--owner", owner],
                    check=True, capture_output=True)
     with tempfile.TemporaryDirectory() as tmp:
         _push(hub_url, token, path, {"processor.json": json.dumps(MANIFEST)}, Path(tmp) / "w")
-    r = requests.post(f"{hub_url}/api/v1/code-projects/{urllib.parse.quote(path, safe='')}"
+    r = requests.post(f"{mgmt_url}/api/v1/code-projects/{urllib.parse.quote(path, safe='')}"
                       "/publish", headers=h, json={"ref": "main"}, timeout=30)
     r.raise_for_status()
 
 
-def measure(hub_url, token, mountpoint, project, runs=5, log=print, timeout=60):
+def _job_running(hub_url, h, pid, name):
+    """A's jobs API (GitLab's): the launch's job on its branch, past created/pending."""
+    jobs = requests.get(f"{hub_url}/api/v4/projects/{pid}/jobs", params={"per_page": 20},
+                        headers=h, timeout=30).json()
+    return any(j.get("ref") == f"experiment/{name}" and
+               j.get("status") not in ("created", "pending") for j in jobs)
+
+
+def measure(hub_url, token, mountpoint, project, runs=5, log=print, timeout=60, mgmt_url=None):
     """Launches `runs` experiments of the no-op processor through the mount, one after the
-    other (each waits for the previous to end, so runner slots never queue it)."""
+    other (each waits for the previous to end, so runner slots never queue it). With
+    mgmt_url (the management role beside a GitLab at hub_url), the job is looked for in
+    GitLab's jobs API directly: the service learns it only when a client reads the run."""
     h = {"PRIVATE-TOKEN": token}
     pid = urllib.parse.quote(project, safe="")
+    two = mgmt_url is not None
+    mgmt_url = mgmt_url or hub_url
     launch = Path(mountpoint) / project / "experiments" / "launch"
     lat, writes = [], []
     for i in range(runs):
@@ -89,6 +107,12 @@ def measure(hub_url, token, mountpoint, project, runs=5, log=print, timeout=60):
         started = None
         deadline = time.time() + timeout
         while time.time() < deadline:
+            if two:
+                if _job_running(hub_url, h, pid, name):
+                    started = time.time()
+                    break
+                time.sleep(0.005)
+                continue
             e = requests.get(f"{hub_url}/api/v1/projects/{pid}/experiments/{name}", headers=h,
                              timeout=30)
             if e.ok and e.json().get("job_id"):
@@ -104,8 +128,8 @@ def measure(hub_url, token, mountpoint, project, runs=5, log=print, timeout=60):
         log(f"B8 run {i + 1}/{runs}: write() {writes[-1] * 1000:.1f} ms, job running after "
             f"{lat[-1] * 1000:.0f} ms")
         while time.time() < deadline:
-            e = requests.get(f"{hub_url}/api/v1/projects/{pid}/experiments/{name}", headers=h,
-                             timeout=30).json()
+            e = requests.get(f"{mgmt_url}/api/v1/projects/{pid}/experiments/{name}",
+                             headers=h, timeout=30).json()
             if e.get("status") in FINISHED:
                 break
             time.sleep(0.05)
@@ -115,11 +139,31 @@ def measure(hub_url, token, mountpoint, project, runs=5, log=print, timeout=60):
             "meets_target": med <= 1.0}
 
 
-def _standalone(build, runs):
+def _serve(hub_bin, hub_dir, log, *extra):
+    hub = subprocess.Popen([str(hub_bin), "serve", str(hub_dir), "--listen", "127.0.0.1:0",
+                            *extra], stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+    for _ in range(100):
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", hub.stdout.readline())
+        if m:
+            return hub, m.group(1)
+    hub.terminate()
+    raise RuntimeError("reef-hub did not start")
+
+
+def _standalone(build, runs, two_hubs=False):
+    res = run_standalone(build, runs, two_hubs, log=lambda s: print(s, file=sys.stderr))
+    print(json.dumps(res, indent=2))
+    return 0 if res["meets_target"] else 1
+
+
+def run_standalone(build, runs, two_hubs=False, log=print):
+    """Starts its own hub(s) and reefd in a temporary directory, measures, removes
+    everything; returns measure()'s result."""
     build = Path(build).resolve()
     hub_bin, reefd_bin = build / "tools/hub/reef-hub", build / "daemon/reefd"
     tmp = Path(tempfile.mkdtemp(prefix="reef-b8-"))
-    hub = reefd = None
+    hub = reefd = mgmt = None
+    mgmt_url = None
     mnt = tmp / "mnt"
     try:
         hub_dir = tmp / "hub"
@@ -132,41 +176,44 @@ def _standalone(build, runs):
         cli("user", "add", str(hub_dir), "bench")
         token = cli("token", "create", str(hub_dir), "bench")
         cli("project", "create", str(hub_dir), "bench/dataset", "--owner", "bench")
-        hub = subprocess.Popen([str(hub_bin), "serve", str(hub_dir), "--listen", "127.0.0.1:0"],
-                               stdout=subprocess.PIPE, stderr=open(tmp / "hub.log", "w"),
-                               text=True)
-        url = None
-        for _ in range(100):
-            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", hub.stdout.readline())
-            if m:
-                url = m.group(1)
-                break
-        if not url:
-            raise RuntimeError("reef-hub did not start")
+        hub, url = _serve(hub_bin, hub_dir, tmp / "hub.log")
+        if two_hubs:
+            cli("init", str(tmp / "mgmt"))
+            mgmt, mgmt_url = _serve(hub_bin, tmp / "mgmt", tmp / "mgmt.log", "--gitlab", url)
         _push(url, token, "bench/dataset", {"data/x.csv": "a,b\n1,2\n"}, tmp / "data")
-        prepare(hub_bin, hub_dir, url, token, "bench")
+        if two_hubs:
+            # the launch's job pushes its outputs with its job token (GitLab's setting)
+            requests.put(f"{url}/api/v4/projects/bench%2Fdataset",
+                         headers={"PRIVATE-TOKEN": token}, timeout=30,
+                         json={"ci_push_repository_for_job_token_allowed": True}
+                         ).raise_for_status()
+        prepare(hub_bin, hub_dir, url, token, "bench", mgmt_url=mgmt_url)
         mnt.mkdir()
         (tmp / "token").write_text(token + "\n")
         (tmp / "token").chmod(0o600)
-        reefd = subprocess.Popen([str(reefd_bin), "-f", "-o",
-                                  f"server={url},token_file={tmp / 'token'},cache={tmp / 'cache'}",
-                                  str(mnt)], stdout=subprocess.DEVNULL,
+        opts = f"server={url},token_file={tmp / 'token'},cache={tmp / 'cache'}"
+        if mgmt_url:
+            opts += f",mgmt={mgmt_url}"
+        reefd = subprocess.Popen([str(reefd_bin), "-f", "-o", opts, str(mnt)],
+                                 stdout=subprocess.DEVNULL,
                                  stderr=open(tmp / "reefd.log", "w"))
         for _ in range(100):
             if os.path.exists(mnt / "bench"):
                 break
             time.sleep(0.05)
-        res = measure(url, token, mnt, "bench/dataset", runs=runs,
-                      log=lambda s: print(s, file=sys.stderr))
-        print(json.dumps(res, indent=2))
-        return 0 if res["meets_target"] else 1
+        res = measure(url, token, mnt, "bench/dataset", runs=runs, log=log,
+                      mgmt_url=mgmt_url)
+        if two_hubs:
+            res["setup"] = "two hubs: A plays GitLab (runner), B --gitlab A, reefd mgmt=B"
+        return res
     finally:
         if reefd:
             subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
             reefd.wait(timeout=15)
-        if hub:
-            hub.terminate()
-            hub.wait(timeout=15)
+        for h in (mgmt, hub):
+            if h:
+                h.terminate()
+                h.wait(timeout=15)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -174,7 +221,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default="build", help="meson build directory")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--two-hubs", action="store_true",
+                    help="measure through reef-hub --gitlab beside a reef-hub playing GitLab")
     a = ap.parse_args()
     if a.runs < 5:
         ap.error("B8 is a median over at least 5 launches")
-    sys.exit(_standalone(a.build, a.runs))
+    sys.exit(_standalone(a.build, a.runs, a.two_hubs))

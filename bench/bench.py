@@ -598,6 +598,24 @@ class Suite:
                     note="from open() of the control file to the hub's jobs API showing the "
                     "job running (polled every 5 ms); processor job: sh wait.sh (sleep 3)")
 
+    def b8_two_hubs(self):
+        """B8 with the management service beside a GitLab: a second reef-hub runs
+        `serve --gitlab <hub A>`, reefd mounts A with -o mgmt=<B>; the launch goes through
+        B's GitLab calls (commit, pipeline) and the job runs on A's runner. Own hubs and
+        mount in a temporary directory (bench/b8_launch.py --two-hubs)."""
+        import b8_launch
+        log(f"B8 two hubs: experiments/launch via reef-hub --gitlab -> job running "
+            f"({max(self.runs, 5)} runs)")
+        res = b8_launch.run_standalone(self.build, max(self.runs, 5), two_hubs=True, log=log)
+        self.record("B8 two hubs", workload="write to experiments/launch -> job running, "
+                    "service beside a GitLab", reef_write_s=res["write_s"],
+                    reef_s=res["latency_s"], value={"median s": res["median_s"]},
+                    targets={"median s": ("<=", 1.0)},
+                    note="hub A plays GitLab (its runner), hub B serve --gitlab A, reefd "
+                    "server=A,mgmt=B; from open() of the control file to A's jobs API "
+                    "showing the launch's job past pending (polled every 5 ms); no-op "
+                    "processor")
+
     def wait_job(self, name, states, deadline):
         ref = f"experiment/{name}"
         while time.perf_counter() < deadline:
@@ -657,6 +675,7 @@ class Suite:
                 self.guard("B6", self.b6)
             if want("B8"):
                 self.guard("B8", self.b8)
+                self.guard("B8 two hubs", self.b8_two_hubs)
             self.b7()
         finally:
             if self.reg:
@@ -750,8 +769,8 @@ def fmt_s(xs):
 
 def table(suite):
     rows = []
-    for wid in ("B1", "B2", "B3", "B3 cold", "B4", "B5", "B6", "B6-blob", "B7", "B8", "B10",
-                "B11"):
+    for wid in ("B1", "B2", "B3", "B3 cold", "B4", "B5", "B6", "B6-blob", "B7", "B8",
+                "B8 two hubs", "B10", "B11"):
         r = suite.results.get(wid)
         if r is None:
             continue

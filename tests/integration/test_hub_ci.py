@@ -208,18 +208,18 @@ def test_yaml_errors_surface(setup):
     hub, token, gl, tmp = setup
     push_files(hub, token, "alice/ci", {".gitlab-ci.yml": """
 build:
-  image: debian
+  services: [postgres]
   script: [make]
 """}, tmp)
     project = gl.projects.get("alice/ci")
     with pytest.raises(gitlab.exceptions.GitlabCreateError) as e:
         project.pipelines.create({"ref": "main"})
     assert e.value.response_code == 400
-    assert "image" in str(e.value)
+    assert "services" in str(e.value)
     pls = project.pipelines.list()
     assert len(pls) == 1 and pls[0].status == "failed"
     full = project.pipelines.get(pls[0].id)
-    assert "jobs:build uses image" in full.yaml_errors
+    assert "jobs:build uses services" in full.yaml_errors
     # a ref that does not exist, and a missing file
     with pytest.raises(gitlab.exceptions.GitlabCreateError):
         project.pipelines.create({"ref": "no-such-branch"})

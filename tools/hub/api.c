@@ -927,8 +927,16 @@ void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 		route_projects_create(req, resp);
 	} else if (n == 2 && strcmp(seg[0], "projects") == 0 && is_get(req) && !repo_rest &&
 	           !ci_rest) {
-		if (project_resolve(req, resp, seg[1], &p) == 0)
-			hub_resp_json(resp, 200, hub_project_json(req, &p, false));
+		if (project_resolve(req, resp, seg[1], &p) == 0) {
+			json_t *o = hub_project_json(req, &p, false);
+			const char *stats = hub_req_query(req, "statistics");
+
+			/* reporters and up (read_statistics), as lib/api/entities/project.rb */
+			if (stats && !strcmp(stats, "true") && (int)p.access >= HUB_ACCESS_REPORTER)
+				json_object_set_new(o, "statistics",
+				                    hub_ci_project_statistics(req->hub, p.id));
+			hub_resp_json(resp, 200, o);
+		}
 	} else if (n == 2 && strcmp(seg[0], "projects") == 0 && strcmp(req->method, "PUT") == 0 &&
 	           !repo_rest && !ci_rest) {
 		route_project_update(req, resp, seg[1]);

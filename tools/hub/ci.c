@@ -498,20 +498,33 @@ static int ci_refs(struct ci_ctx *c, yaml_node_t *n, const char *where, json_t *
 /* Keys GitLab knows on a job but this subset does not run: named in the error, so a
  * user sees what to change instead of a job that silently behaves differently. */
 static const char *const ci_unsupported_job_keys[] = {
-    "image",         "services",
-    "cache",         "tags",
-    "needs",         "rules",
-    "extends",       "dependencies",
-    "retry",         "timeout",
-    "coverage",      "environment",
-    "parallel",      "trigger",
-    "interruptible", "resource_group",
-    "release",       "inherit",
-    "id_tokens",     "secrets",
-    "hooks",         "pages",
-    "start_in",      "dast_configuration",
-    "identity",      "manual_confirmation",
-    "run",           NULL,
+    "services",
+    "cache",
+    "tags",
+    "needs",
+    "rules",
+    "extends",
+    "dependencies",
+    "retry",
+    "timeout",
+    "coverage",
+    "environment",
+    "parallel",
+    "trigger",
+    "interruptible",
+    "resource_group",
+    "release",
+    "inherit",
+    "id_tokens",
+    "secrets",
+    "hooks",
+    "pages",
+    "start_in",
+    "dast_configuration",
+    "identity",
+    "manual_confirmation",
+    "run",
+    NULL,
 };
 
 static const char *const ci_unsupported_top_keys[] = {
@@ -593,6 +606,23 @@ static int ci_job(struct ci_ctx *c, const char *name, yaml_node_t *n, const json
 				            sub);
 			else
 				json_object_set_new(job, "allow_failure", json_boolean(b));
+		} else if (!strcmp(k, "image")) {
+			/* the container a Docker or Kubernetes executor runs the job in; this
+			 * runner is a shell executor, which ignores it as GitLab Runner's does
+			 * (docs.gitlab.com/ee/ci/yaml/#image: a name, or a hash with name) */
+			const char *img = ci_scalar(val);
+
+			if (!img && val->type == YAML_MAPPING_NODE)
+				for (yaml_node_pair_t *ip = val->data.mapping.pairs.start;
+				     ip < val->data.mapping.pairs.top; ip++)
+					if (ci_scalar(ci_node(c, ip->key)) &&
+					    !strcmp(ci_scalar(ci_node(c, ip->key)), "name"))
+						img = ci_scalar(ci_node(c, ip->value));
+			if (!img || !*img || ci_is_null(val))
+				r = ci_fail(c, "%s config should be a string or a hash with name",
+				            sub);
+			else
+				json_object_set_new(job, "image", json_string(img));
 		} else if (!strcmp(k, "when")) {
 			r = ci_when(c, val, sub, &when);
 		} else if (!strcmp(k, "artifacts")) {

@@ -37,6 +37,8 @@ struct hub {
 	unsigned max_conns;        /* open connections at once */
 	unsigned max_conns_per_ip; /* of them from one client address */
 	unsigned header_timeout;   /* seconds a connection may wait for a request's headers */
+	/* The management role (`serve --gitlab URL`): /api/v1 only, beside this GitLab */
+	char gitlab_url[512];
 };
 
 #define HUB_DEFAULT_MAX_CONNS        4096
@@ -60,6 +62,9 @@ struct hub_project {
 	char visibility[16];      /* private | internal | public */
 	char repo_path[PATH_MAX]; /* absolute path of the bare repository */
 	enum hub_access access;   /* the caller's effective access (0 when only public/internal) */
+	/* set only in the management role, from GitLab's project */
+	char default_branch[256];
+	char ci_config_path[256]; /* the file GitLab's pipelines read (".gitlab-ci.yml") */
 };
 
 struct hub_req {

@@ -53,5 +53,10 @@ void hub_ci_project_fields(const struct hub_project *p, json_t *project_json);
 int hub_ci_project_update(const struct hub_project *p, const json_t *params);
 /* Counts bytes a project served (git fetch, LFS download) toward its namespace's usage. */
 void hub_ci_transfer_add(int64_t project_id, uint64_t bytes);
+/* A project's `statistics` as GET /projects/:id?statistics=true shows them to reporters
+ * and up (gitlabhq lib/api/entities/project.rb, API::Entities::ProjectStatistics):
+ * repository_size, lfs_objects_size, job_artifacts_size, storage_size (their sum); NULL
+ * before the CI module started. */
+json_t *hub_ci_project_statistics(struct hub *h, int64_t project_id);
 
 #endif

@@ -32,6 +32,7 @@ static const char usage_text[] =
     "            [--max-connections-per-ip N] [--header-timeout SECONDS]\n"
     "            [--job-pids N] [--job-memory SIZE] [--job-cpu-seconds N]\n"
     "            [--job-cpus N] [--job-disk SIZE] [--job-timeout DURATION]\n"
+    "            [--gitlab URL]\n"
     "      Serve the API under /api/v4 and git at /<namespace>/<project>.git.\n"
     "      HOST must be a loopback address unless --allow-remote; PORT 0 picks a free\n"
     "      port. Prints 'listening on http://HOST:PORT' once ready. --base-url sets the\n"
@@ -52,6 +53,10 @@ static const char usage_text[] =
     "      --job-cpus CPU rate such as 1.5 (default 0: all), --job-disk its workspace,\n"
     "      HOME and temporary files (default 1G), --job-timeout wall time such as 90s,\n"
     "      10m or 1h (default 1h, or REEF_HUB_JOB_TIMEOUT seconds).\n"
+    "      --gitlab URL runs the management role beside the GitLab at URL: /api/v1\n"
+    "      only (no /api/v4, git or runner), users authenticated with their GitLab\n"
+    "      tokens, launches run as GitLab pipelines (docs/mgmt-api.md, \"Beside a\n"
+    "      GitLab\").\n"
     "  user add DIR NAME [--admin] [--email E] [--name N]\n"
     "      Create a user (and its personal namespace NAME).\n"
     "  token create DIR USER [--name N] [--expires-at YYYY-MM-DD] [--scopes S,...]\n"
@@ -438,6 +443,7 @@ static int cmd_serve(int argc, char **argv)
 	                                     "--job-cpus",
 	                                     "--job-disk",
 	                                     "--job-timeout",
+	                                     "--gitlab",
 	                                     NULL};
 	static const struct {
 		const char *name;
@@ -494,6 +500,20 @@ static int cmd_serve(int argc, char **argv)
 	}
 	if (job_limits_parse(argc, argv) < 0)
 		return 2;
+	if (opt_value(argc, argv, "--gitlab")) {
+		const char *gl = opt_value(argc, argv, "--gitlab");
+		size_t n = strlen(gl);
+
+		if (n >= sizeof(hub.gitlab_url) ||
+		    (strncmp(gl, "http://", 7) != 0 && strncmp(gl, "https://", 8) != 0)) {
+			fprintf(stderr, "reef-hub: --gitlab must be GitLab's http(s) URL\n");
+			return 2;
+		}
+		while (n > 0 && gl[n - 1] == '/')
+			n--;
+		memcpy(hub.gitlab_url, gl, n);
+		hub.gitlab_url[n] = '\0';
+	}
 	if (opt_flag(argc, argv, "--verbose"))
 		log_set_level(LOG_LVL_DEBUG);
 	ci_runner_unsafe_set(opt_flag(argc, argv, "--unsafe-runner"));

@@ -32,13 +32,7 @@
 #include "reef/log.h"
 #include "reef/util.h"
 #include "runner.h"
-
-#define MG_MAX_MANIFEST ((size_t)256 << 10)
-#define MG_MAX_PARAMS   100
-#define MG_MAX_METRICS  10000 /* metric records kept per launch */
-#define MG_MAX_EPF_BODY ((size_t)1 << 20)
-#define MG_MAX_NAME     100
-#define MG_CI_FILE      ".mlreef.yml"
+#include "mgmt_int.h"
 
 static const char mg_schema[] =
     "CREATE TABLE IF NOT EXISTS mg_transfer(project_id INTEGER PRIMARY KEY,"
@@ -65,6 +59,16 @@ static const char mg_schema[] =
 /* Added after the first schema: the client's request id of a launch (exactly once
  * without Idempotency-Key). ALTER fails harmlessly when the column exists. */
 static const char mg_schema_request_id[] = "ALTER TABLE mg_launches ADD COLUMN request_id TEXT;";
+/* Added for the management role beside a GitLab (mgmt_gl.c): the launch's job and user
+ * as GitLab names them, when its status was last asked; a processor's image and code
+ * project path. Each ALTER fails harmlessly when the column exists. */
+static const char *const mg_schema_gitlab[] = {
+    "ALTER TABLE mg_launches ADD COLUMN job_id INTEGER;",
+    "ALTER TABLE mg_launches ADD COLUMN username TEXT;",
+    "ALTER TABLE mg_launches ADD COLUMN refreshed_at REAL;",
+    "ALTER TABLE mg_processors ADD COLUMN image TEXT;",
+    "ALTER TABLE mg_processors ADD COLUMN code_project_path TEXT;",
+};
 static const char mg_schema_request_index[] =
     "CREATE INDEX IF NOT EXISTS mg_launches_request ON mg_launches(project_id, kind,"
     " user_id, request_id);";
@@ -82,11 +86,11 @@ static const struct mg_kind mg_kinds[] = {
     {"visualizations", "visualization", "VISUALIZATION", "data-visualization/"},
 };
 
-static struct hub *mg_hub;
+struct hub *mg_hub;
 
 /* ---- small helpers ---- */
 
-static void mg_time(json_t *o, const char *key, sqlite3_stmt *st, int col)
+void mg_time(json_t *o, const char *key, sqlite3_stmt *st, int col)
 {
 	char iso[32];
 
@@ -98,14 +102,14 @@ static void mg_time(json_t *o, const char *key, sqlite3_stmt *st, int col)
 	json_object_set_new(o, key, json_string(iso));
 }
 
-static json_t *mg_str(sqlite3_stmt *st, int col)
+json_t *mg_str(sqlite3_stmt *st, int col)
 {
 	const unsigned char *s = sqlite3_column_text(st, col);
 
 	return s ? json_string((const char *)s) : json_null();
 }
 
-static json_t *mg_json_col(sqlite3_stmt *st, int col)
+json_t *mg_json_col(sqlite3_stmt *st, int col)
 {
 	const char *s = (const char *)sqlite3_column_text(st, col);
 	json_t *v = NULL;
@@ -115,10 +119,7 @@ static json_t *mg_json_col(sqlite3_stmt *st, int col)
 	return v;
 }
 
-static void mg_error(struct hub_resp *resp, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void mg_error(struct hub_resp *resp, int status, const char *fmt, ...)
+void mg_error(struct hub_resp *resp, int status, const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
@@ -129,13 +130,13 @@ static void mg_error(struct hub_resp *resp, int status, const char *fmt, ...)
 	hub_resp_error(resp, status, msg);
 }
 
-static bool mg_is_get(const struct hub_req *req)
+bool mg_is_get(const struct hub_req *req)
 {
 	return !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
 }
 
 /* slug: lowercase letters, digits and '-', starting with a letter or digit. */
-static bool mg_slug_ok(const char *s)
+bool mg_slug_ok(const char *s)
 {
 	size_t n = s ? strlen(s) : 0;
 
@@ -162,7 +163,7 @@ static bool mg_name_ok(const char *s)
 	return true;
 }
 
-static bool mg_param_name_ok(const char *s)
+bool mg_param_name_ok(const char *s)
 {
 	size_t n = s ? strlen(s) : 0;
 
@@ -192,9 +193,10 @@ static bool mg_request_id_ok(const char *s)
 }
 
 /* Loads a project by URL segment (id or encoded path) the caller may see. */
-static int mg_project(struct hub_req *req, struct hub_resp *resp, const char *seg,
-                      struct hub_project *p)
+int mg_project(struct hub_req *req, struct hub_resp *resp, const char *seg, struct hub_project *p)
 {
+	if (mgl_active())
+		return mgl_project(req, resp, seg, p);
 	char id[HUB_MAX_PATH + 1];
 
 	if (strlen(seg) >= sizeof(id) || url_decode(id, seg, false) < 0 ||
@@ -209,459 +211,13 @@ static int mg_project(struct hub_req *req, struct hub_resp *resp, const char *se
 	return 0;
 }
 
-/* ---- processors ---- */
-
-static const char mg_proc_cols[] =
-    "slug, name, type, description, command, input_data_type, output_data_type,"
-    " parameters, metrics, project_id, ref, sha, created_at, updated_at, id";
-
-static json_t *mg_processor_json(sqlite3_stmt *st)
-{
-	json_t *o = json_object();
-	struct hub_project p;
-	char id[32];
-
-	json_object_set_new(o, "id", json_integer(sqlite3_column_int64(st, 14)));
-	json_object_set_new(o, "slug", mg_str(st, 0));
-	json_object_set_new(o, "name", mg_str(st, 1));
-	json_object_set_new(o, "type", mg_str(st, 2));
-	json_object_set_new(o, "description", mg_str(st, 3));
-	json_object_set_new(o, "command", mg_str(st, 4));
-	json_object_set_new(o, "input_data_type", mg_str(st, 5));
-	json_object_set_new(o, "output_data_type", mg_str(st, 6));
-	json_object_set_new(o, "parameters", mg_json_col(st, 7));
-	json_object_set_new(o, "metrics", mg_json_col(st, 8));
-	json_object_set_new(o, "code_project_id", json_integer(sqlite3_column_int64(st, 9)));
-	snprintf(id, sizeof(id), "%lld", (long long)sqlite3_column_int64(st, 9));
-	if (hub_project_load(mg_hub, id, &p) == 0)
-		json_object_set_new(o, "code_project_path", json_string(p.path_with_namespace));
-	json_object_set_new(o, "ref", mg_str(st, 10));
-	json_object_set_new(o, "sha", mg_str(st, 11));
-	mg_time(o, "published_at", st, 12);
-	mg_time(o, "updated_at", st, 13);
-	return o;
-}
-
-/* A processor is its code: the caller must be able to read its code project's
- * repository, which a guest of a private project cannot (doc/user/permissions.md). */
-static bool mg_code_readable(struct hub_req *req, const struct hub_project *p)
-{
-	return hub_project_visible(req->hub, p, req->user) &&
-	       (strcmp(p->visibility, "private") ||
-	        hub_project_access(req->hub, p, req->user) >= HUB_ACCESS_REPORTER);
-}
-
-/* A processor row the caller may see (its code is readable by them). */
-static sqlite3_stmt *mg_processor_row(struct hub_req *req, const char *slug)
-{
-	char sql[512], id[32];
-	sqlite3_stmt *st;
-	struct hub_project p;
-
-	snprintf(sql, sizeof(sql), "SELECT %s FROM mg_processors WHERE slug=?", mg_proc_cols);
-	st = ci_db_prep(sql, "t", slug);
-	if (!st || sqlite3_step(st) != SQLITE_ROW) {
-		sqlite3_finalize(st);
-		return NULL;
-	}
-	snprintf(id, sizeof(id), "%lld", (long long)sqlite3_column_int64(st, 9));
-	if (hub_project_load(req->hub, id, &p) < 0 || !mg_code_readable(req, &p)) {
-		sqlite3_finalize(st);
-		return NULL;
-	}
-	return st;
-}
-
-static bool mg_type_ok(const char *t)
-{
-	return t &&
-	       (!strcmp(t, "ALGORITHM") || !strcmp(t, "OPERATION") || !strcmp(t, "VISUALIZATION"));
-}
-
-static bool mg_ptype_ok(const char *t)
-{
-	return t && (!strcmp(t, "INTEGER") || !strcmp(t, "FLOAT") || !strcmp(t, "STRING") ||
-	             !strcmp(t, "BOOLEAN"));
-}
-
-/* The shortest decimal that reads back as x, as Python and JSON print floats. */
-static char *mg_double_str(double x)
-{
-	char buf[64];
-
-	for (int prec = 1; prec <= 17; prec++) {
-		snprintf(buf, sizeof(buf), "%.*g", prec, x);
-		if (strtod(buf, NULL) == x)
-			break;
-	}
-	return strdup(buf);
-}
-
-/* Normalizes a parameter value to its declared type; NULL when it does not fit. The
- * result is a string ready for the command line. */
-static char *mg_param_value(const char *type, const json_t *v)
-{
-	char buf[64];
-
-	if (!strcmp(type, "STRING")) {
-		if (json_is_string(v))
-			return strlen(json_string_value(v)) <= 4096 ? strdup(json_string_value(v))
-			                                            : NULL;
-		return NULL;
-	}
-	if (!strcmp(type, "BOOLEAN")) {
-		const char *s = json_string_value(v);
-
-		if (json_is_boolean(v))
-			return strdup(json_is_true(v) ? "true" : "false");
-		if (s && (!strcmp(s, "true") || !strcmp(s, "false")))
-			return strdup(s);
-		return NULL;
-	}
-	if (!strcmp(type, "INTEGER")) {
-		const char *s = json_string_value(v);
-		char *end;
-
-		if (json_is_integer(v)) {
-			snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
-			return strdup(buf);
-		}
-		if (s && *s && strlen(s) < 24) {
-			long long x = strtoll(s, &end, 10);
-
-			if (!*end) {
-				snprintf(buf, sizeof(buf), "%lld", x);
-				return strdup(buf);
-			}
-		}
-		return NULL;
-	}
-	if (!strcmp(type, "FLOAT")) {
-		const char *s = json_string_value(v);
-		char *end;
-
-		if (json_is_number(v))
-			return mg_double_str(json_number_value(v));
-		if (s && *s && strlen(s) < 48) {
-			double x = strtod(s, &end);
-
-			if (!*end && x == x)
-				return mg_double_str(x);
-		}
-	}
-	return NULL;
-}
-
-/* Checks a manifest; err gets the reason. */
-static int mg_manifest_check(const json_t *m, char *err, size_t n)
-{
-	const json_t *params = json_object_get(m, "parameters"), *metrics, *v;
-	const char *cmd = jsonx_str(m, "command");
-	size_t i;
-
-	if (!json_is_object(m))
-		return snprintf(err, n, "the manifest must be a JSON object"), -EINVAL;
-	if (!mg_slug_ok(jsonx_str(m, "slug")))
-		return snprintf(err, n, "slug must be 1-64 of [a-z0-9-]"), -EINVAL;
-	if (!jsonx_str(m, "name") || !*jsonx_str(m, "name") || strlen(jsonx_str(m, "name")) > 255)
-		return snprintf(err, n, "name must be a non-empty string"), -EINVAL;
-	if (!mg_type_ok(jsonx_str(m, "type")))
-		return snprintf(err, n, "type must be ALGORITHM, OPERATION or VISUALIZATION"),
-		       -EINVAL;
-	if (!cmd || !*cmd || strlen(cmd) > 4096 || strchr(cmd, '\n'))
-		return snprintf(err, n, "command must be one line, e.g. \"python3 main.py\""),
-		       -EINVAL;
-	if (params && (!json_is_array(params) || json_array_size(params) > MG_MAX_PARAMS))
-		return snprintf(err, n, "parameters must be a list of at most %d", MG_MAX_PARAMS),
-		       -EINVAL;
-	json_array_foreach(params, i, v)
-	{
-		const char *name = jsonx_str(v, "name"), *type = jsonx_str(v, "type");
-		const json_t *def = json_object_get(v, "default");
-		char *val;
-
-		if (!mg_param_name_ok(name))
-			return snprintf(err, n, "parameters[%zu].name is not a valid name", i),
-			       -EINVAL;
-		if (!mg_ptype_ok(type))
-			return snprintf(
-			           err, n,
-			           "parameters[%zu].type must be INTEGER, FLOAT, STRING or BOOLEAN",
-			           i),
-			       -EINVAL;
-		if (def && !json_is_null(def)) {
-			if (!(val = mg_param_value(type, def)))
-				return snprintf(err, n, "parameters[%zu].default is not a %s", i,
-				                type),
-				       -EINVAL;
-			free(val);
-		}
-	}
-	metrics = json_object_get(m, "metrics");
-	if (metrics && (!json_is_array(metrics) || json_array_size(metrics) > 50))
-		return snprintf(err, n, "metrics must be a list of at most 50 names"), -EINVAL;
-	json_array_foreach(metrics, i, v) if (!json_is_string(v)) return snprintf(
-	    err, n, "metrics[%zu] must be a string", i),
-	    -EINVAL;
-	return 0;
-}
-
-/* Reads a file of the repository at ref; *sha gets the commit. */
-static int mg_repo_file(const char *repo_path, const char *ref, const char *path, char sha[41],
-                        struct buf *out)
-{
-	git_repository *repo = NULL;
-	git_object *obj = NULL;
-	git_commit *c = NULL;
-	git_tree *tree = NULL;
-	git_tree_entry *e = NULL;
-	git_blob *blob = NULL;
-	char spec[HUB_MAX_PATH + 16];
-	int r = -ENOENT;
-
-	if (git_repository_open_bare(&repo, repo_path) != 0)
-		return -EIO;
-	snprintf(spec, sizeof(spec), "refs/heads/%s", ref);
-	if (git_revparse_single(&obj, repo, spec) != 0) {
-		snprintf(spec, sizeof(spec), "refs/tags/%s", ref);
-		if (git_revparse_single(&obj, repo, spec) != 0)
-			goto out;
-	}
-	if (git_object_peel((git_object **)&c, obj, GIT_OBJECT_COMMIT) != 0)
-		goto out;
-	git_oid_tostr(sha, 41, git_commit_id(c));
-	r = -ENODATA;
-	if (!path)
-		goto ok;
-	if (git_commit_tree(&tree, c) != 0 || git_tree_entry_bypath(&e, tree, path) != 0 ||
-	    git_tree_entry_type(e) != GIT_OBJECT_BLOB ||
-	    git_blob_lookup(&blob, repo, git_tree_entry_id(e)) != 0)
-		goto out;
-	if ((size_t)git_blob_rawsize(blob) > MG_MAX_MANIFEST) {
-		r = -EFBIG;
-		goto out;
-	}
-	if (buf_append(out, git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob)) < 0 ||
-	    buf_puts(out, "") < 0) {
-		r = -ENOMEM;
-		goto out;
-	}
-ok:
-	r = 0;
-out:
-	git_blob_free(blob);
-	git_tree_entry_free(e);
-	git_tree_free(tree);
-	git_commit_free(c);
-	git_object_free(obj);
-	git_repository_free(repo);
-	return r;
-}
-
-/* The code at sha, extracted once into DIR/processors/<slug>/<sha>/ (read-only use). */
-static int mg_snapshot(const struct hub_project *p, const char *slug, const char *sha)
-{
-	char dir[PATH_MAX], tmp[PATH_MAX + 16], parent[PATH_MAX];
-	struct stat sb;
-	int code;
-
-	hub_pathf(parent, sizeof(parent), "%s/processors", ci_data_dir());
-	mkdir(parent, 0700);
-	hub_pathf(parent, sizeof(parent), "%s/processors/%s", ci_data_dir(), slug);
-	mkdir(parent, 0700);
-	if (hub_pathf(dir, sizeof(dir), "%s/%s", parent, sha) < 0)
-		return -ENAMETOOLONG;
-	if (stat(dir, &sb) == 0)
-		return 0;
-	hub_pathf(tmp, sizeof(tmp), "%s.tmp%d", dir, (int)getpid());
-	mkdir(tmp, 0700);
-	{
-		char repo[PATH_MAX], commit[41];
-		char *argv[] = {
-		    "/bin/sh",
-		    "-c",
-		    "git --git-dir=\"$1\" archive --format=tar \"$2\" | tar -x -C \"$3\"",
-		    "sh",
-		    repo,
-		    commit,
-		    tmp,
-		    NULL};
-		char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "GIT_CONFIG_NOSYSTEM=1", NULL};
-
-		snprintf(repo, sizeof(repo), "%s", p->repo_path);
-		snprintf(commit, sizeof(commit), "%s", sha);
-		code = ci_exec(argv, envp);
-	}
-	if (code != 0 || rename(tmp, dir) < 0) {
-		char *rm[] = {"/bin/rm", "-rf", tmp, NULL};
-
-		ci_exec(rm, NULL);
-		return stat(dir, &sb) == 0 ? 0 : -EIO; /* a concurrent publish won */
-	}
-	return 0;
-}
-
-static void mg_publish(struct hub_req *req, struct hub_resp *resp, const char *project_seg)
-{
-	struct hub_project p;
-	json_t *params = NULL, *m = NULL;
-	struct buf content = BUF_INIT(MG_MAX_MANIFEST + 1);
-	char sha[41] = "", err[512], *pj = NULL, *mj = NULL;
-	const char *ref, *path;
-	int64_t owner;
-	double now = ci_now();
-	int r;
-
-	if (!req->user) {
-		hub_resp_error(resp, 401, "401 Unauthorized");
-		return;
-	}
-	if (mg_project(req, resp, project_seg, &p) < 0)
-		return;
-	if (p.access < HUB_ACCESS_DEVELOPER) {
-		hub_resp_error(resp, 403, "403 Forbidden");
-		return;
-	}
-	if (hub_req_params(req, &params) < 0) {
-		hub_resp_error(resp, 400, "400 Bad request");
-		return;
-	}
-	ref = jsonx_str(params, "ref");
-	if (!ref)
-		ref = jsonx_str(params, "branch");
-	path = jsonx_str(params, "path") ? jsonx_str(params, "path") : "processor.json";
-	if (!ref || !*ref) {
-		hub_resp_missing(resp, "ref");
-		goto out;
-	}
-	if (!path_is_safe(path, HUB_MAX_PATH)) {
-		hub_resp_error(resp, 400, "400 (Bad request) \"path\" is not a safe path");
-		goto out;
-	}
-	r = mg_repo_file(p.repo_path, ref, path, sha, &content);
-	if (r == -ENOENT) {
-		hub_resp_error(resp, 404, "404 Branch Not Found");
-		goto out;
-	}
-	if (r == -ENODATA) {
-		mg_error(resp, 400, "400 (Bad request) no processor manifest %s at %s", path, ref);
-		goto out;
-	}
-	if (r < 0 || jsonx_parse(&m, content.data, content.len, 16, MG_MAX_MANIFEST) < 0) {
-		mg_error(resp, 400, "400 (Bad request) %s is not valid JSON", path);
-		goto out;
-	}
-	if (mg_manifest_check(m, err, sizeof(err)) < 0) {
-		mg_error(resp, 400, "400 (Bad request) %s: %s", path, err);
-		goto out;
-	}
-	if (mg_snapshot(&p, jsonx_str(m, "slug"), sha) < 0) {
-		hub_resp_error(resp, 500, "500 Internal Server Error");
-		goto out;
-	}
-	pj = jsonx_dump(json_object_get(m, "parameters") ? json_object_get(m, "parameters")
-	                                                 : json_array());
-	mj = jsonx_dump(json_object_get(m, "metrics") ? json_object_get(m, "metrics")
-	                                              : json_array());
-	ci_lock();
-	{
-		sqlite3_stmt *st = ci_db_prep("SELECT project_id FROM mg_processors WHERE slug=?",
-		                              "t", jsonx_str(m, "slug"));
-
-		owner = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-		sqlite3_finalize(st);
-	}
-	if (owner && owner != p.id) {
-		ci_unlock();
-		mg_error(resp, 409, "409 Conflict: processor slug %s belongs to another project",
-		         jsonx_str(m, "slug"));
-		goto out;
-	}
-	r = ci_db_exec(
-	    NULL,
-	    "INSERT INTO mg_processors(slug, name, type, description, command,"
-	    " input_data_type, output_data_type, parameters, metrics, project_id, ref,"
-	    " sha, published_by, created_at, updated_at)"
-	    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(slug) DO UPDATE SET"
-	    " name=excluded.name, type=excluded.type, description=excluded.description,"
-	    " command=excluded.command, input_data_type=excluded.input_data_type,"
-	    " output_data_type=excluded.output_data_type,"
-	    " parameters=excluded.parameters, metrics=excluded.metrics, ref=excluded.ref,"
-	    " sha=excluded.sha, published_by=excluded.published_by,"
-	    " updated_at=excluded.updated_at",
-	    "tttttttttittidd", jsonx_str(m, "slug"), jsonx_str(m, "name"), jsonx_str(m, "type"),
-	    jsonx_str(m, "description") ? jsonx_str(m, "description") : "", jsonx_str(m, "command"),
-	    jsonx_str(m, "input_data_type"), jsonx_str(m, "output_data_type"), pj, mj, p.id, ref,
-	    sha, req->user->id, now, now);
-	ci_unlock();
-	if (r < 0) {
-		hub_resp_error(resp, 500, "500 Internal Server Error");
-		goto out;
-	}
-	{
-		sqlite3_stmt *st = mg_processor_row(req, jsonx_str(m, "slug"));
-
-		if (st)
-			hub_resp_json(resp, 201, mg_processor_json(st));
-		else
-			hub_resp_error(resp, 500, "500 Internal Server Error");
-		sqlite3_finalize(st);
-	}
-out:
-	free(pj);
-	free(mj);
-	json_decref(m);
-	json_decref(params);
-	buf_free(&content);
-}
-
-static void mg_processors_list(struct hub_req *req, struct hub_resp *resp)
-{
-	const char *type = hub_req_query(req, "type"), *q = hub_req_query(req, "q");
-	char sql[1024], like[600];
-	json_t *all = json_array(), *page = json_array();
-	size_t off = 0, lim = 0;
-	sqlite3_stmt *st;
-
-	if (!q)
-		q = hub_req_query(req, "search");
-	if (type && !mg_type_ok(type)) {
-		json_decref(all);
-		json_decref(page);
-		hub_resp_error(
-		    resp, 400,
-		    "400 (Bad request) type must be ALGORITHM, OPERATION or VISUALIZATION");
-		return;
-	}
-	snprintf(like, sizeof(like), "%%%.500s%%", q ? q : "");
-	snprintf(sql, sizeof(sql),
-	         "SELECT %s FROM mg_processors WHERE (?1 IS NULL OR type=?1) AND (slug LIKE ?2 OR"
-	         " name LIKE ?2 OR description LIKE ?2) ORDER BY slug",
-	         mg_proc_cols);
-	st = ci_db_prep(sql, "tt", type, like);
-	while (st && sqlite3_step(st) == SQLITE_ROW) {
-		struct hub_project p;
-		char id[32];
-
-		snprintf(id, sizeof(id), "%lld", (long long)sqlite3_column_int64(st, 9));
-		if (hub_project_load(req->hub, id, &p) == 0 && mg_code_readable(req, &p))
-			json_array_append_new(all, mg_processor_json(st));
-	}
-	sqlite3_finalize(st);
-	hub_paginate(req, resp, json_array_size(all), &off, &lim);
-	for (size_t i = off; i < off + lim && i < json_array_size(all); i++)
-		json_array_append(page, json_array_get(all, i));
-	json_decref(all);
-	hub_resp_json(resp, 200, page);
-}
-
 /* ---- launches: experiments, data pipelines, visualizations ---- */
 
 static const char mg_launch_cols[] =
     "id, project_id, kind, name, branch, source_branch, source_sha, processor_slug,"
     " processor_sha, params, input_path, output_path, status, pipeline_id, metrics,"
     " epf_started_at, epf_finished_at, epf_status, epf_exit_code, user_id, created_at,"
-    " updated_at, finished_at, request_id";
+    " updated_at, finished_at, request_id, job_id, username";
 
 static json_t *mg_launch_json(struct hub_req *req, const struct hub_project *p, sqlite3_stmt *st)
 {
@@ -687,9 +243,14 @@ static json_t *mg_launch_json(struct hub_req *req, const struct hub_project *p, 
 	json_object_set_new(o, "status", mg_str(st, 12));
 	json_object_set_new(o, "pipeline_id", pid > 0 ? json_integer(pid) : json_null());
 	json_object_set_new(o, "job_id", json_null());
-	js = ci_db_prep("SELECT id FROM ci_jobs WHERE pipeline_id=? AND retried=0 ORDER BY id DESC"
-	                " LIMIT 1",
-	                "i", pid);
+	if (sqlite3_column_type(st, 24) != SQLITE_NULL) /* the job as GitLab names it */
+		json_object_set_new(o, "job_id", json_integer(sqlite3_column_int64(st, 24)));
+	js = mgl_active()
+	         ? NULL
+	         : ci_db_prep(
+	               "SELECT id FROM ci_jobs WHERE pipeline_id=? AND retried=0 ORDER BY id DESC"
+	               " LIMIT 1",
+	               "i", pid);
 	if (js && sqlite3_step(js) == SQLITE_ROW)
 		json_object_set_new(o, "job_id", json_integer(sqlite3_column_int64(js, 0)));
 	sqlite3_finalize(js);
@@ -702,7 +263,12 @@ static json_t *mg_launch_json(struct hub_req *req, const struct hub_project *p, 
 	                        ? json_null()
 	                        : json_integer(sqlite3_column_int64(st, 18)));
 	json_object_set_new(o, "epf", epf);
-	if (hub_user_by_id(req->hub, sqlite3_column_int64(st, 19), &u) == 0)
+	if (mgl_active())
+		json_object_set_new(o, "user",
+		                    json_pack("{s:I, s:O}", "id",
+		                              (json_int_t)sqlite3_column_int64(st, 19), "username",
+		                              mg_str(st, 25)));
+	else if (hub_user_by_id(req->hub, sqlite3_column_int64(st, 19), &u) == 0)
 		json_object_set_new(
 		    o, "user",
 		    json_pack("{s:I, s:s}", "id", (json_int_t)u.id, "username", u.username));
@@ -712,9 +278,13 @@ static json_t *mg_launch_json(struct hub_req *req, const struct hub_project *p, 
 	mg_time(o, "updated_at", st, 21);
 	mg_time(o, "finished_at", st, 22);
 	json_object_set_new(o, "request_id", mg_str(st, 23));
-	/* a URL this hub serves (it has no web pages, so no /-/tree/ view): the launch itself
-	 * on this API, behind the same access rules; names are [A-Za-z0-9._-] */
-	{
+	if (mgl_active()) {
+		/* beside a GitLab: its web view of the launch's branch */
+		snprintf(url, sizeof(url), "%s/%s/-/tree/%s", mgl_web_base(), p->path_with_namespace,
+		         (const char *)sqlite3_column_text(st, 4));
+	} else {
+		/* a URL this hub serves (it has no web pages, so no /-/tree/ view): the launch
+		 * itself on this API, behind the same access rules; names are [A-Za-z0-9._-] */
 		const char *kind = (const char *)sqlite3_column_text(st, 2), *route = "experiments";
 
 		for (size_t i = 0; kind && i < sizeof(mg_kinds) / sizeof(mg_kinds[0]); i++)
@@ -754,9 +324,14 @@ static void mg_sh_quote(struct buf *b, const char *s)
 }
 
 /* The CI file committed on the launch branch. Secrets and host paths are pipeline
- * variables, never in the file. */
+ * variables, never in the file. Every keyword is GitLab's (docs.gitlab.com/ee/ci/yaml:
+ * stages, variables, stage, image, script, after_script, artifacts:when/paths), so a
+ * real GitLab runs it; image is the processor's container when its manifest names one
+ * (Docker and Kubernetes executors run the job in it; a shell executor ignores it).
+ * proc_dir is where the processor's code is in the job, as a shell expression. */
 static void mg_ci_file(struct buf *y, const struct mg_kind *k, const char *name,
-                       const char *command, json_t *args, const char *input, const char *output)
+                       const char *command, json_t *args, const char *input, const char *output,
+                       const char *image, const char *proc_dir)
 {
 	struct buf line = BUF_INIT(0);
 	const char *key;
@@ -768,12 +343,20 @@ static void mg_ci_file(struct buf *y, const struct mg_kind *k, const char *name,
 	mg_yaml_quote(y, input);
 	buf_puts(y, "\n  OUTPUT_PATH: ");
 	mg_yaml_quote(y, output);
-	buf_printf(y, "\n%s:\n  stage: run\n  script:\n", k->kind);
+	buf_printf(y, "\n%s:\n  stage: run\n", k->kind);
+	if (image) {
+		buf_puts(y, "  image: ");
+		mg_yaml_quote(y, image);
+		buf_puts(y, "\n");
+	}
+	buf_puts(y, "  script:\n");
 	buf_puts(y, "    - reef-epf start\n");
 	buf_puts(y, "    - mkdir -p \"$CI_PROJECT_DIR/$OUTPUT_PATH\"\n");
 	/* the processor runs from its published snapshot, reading and writing the checkout */
-	buf_puts(&line, "reef-epf run --metrics-file \"$CI_PROJECT_DIR/$OUTPUT_PATH/metrics.json\" "
-	                "-- sh -c 'cd \"$PROCESSOR_DIR\" && exec ");
+	buf_printf(&line,
+	           "reef-epf run --metrics-file \"$CI_PROJECT_DIR/$OUTPUT_PATH/metrics.json\" "
+	           "-- sh -c 'cd \"%s\" && exec ",
+	           proc_dir);
 	buf_puts(&line, command);
 	buf_puts(&line, " \"$@\"' processor --input-path \"$CI_PROJECT_DIR/$INPUT_PATH\" "
 	                "--output-path \"$CI_PROJECT_DIR/$OUTPUT_PATH\"");
@@ -956,6 +539,12 @@ static void mg_send_launch(struct hub_req *req, struct hub_resp *resp, const str
 {
 	sqlite3_stmt *st;
 
+	if (mgl_active() && mg_launch_row(p->id, k->kind, name, &st) == 0) {
+		int64_t lid = sqlite3_column_int64(st, 0);
+
+		sqlite3_finalize(st);
+		mgl_launch_refresh(p, lid);
+	}
 	if (mg_launch_row(p->id, k->kind, name, &st) < 0) {
 		mg_error(resp, 404, "404 %s Not Found", k->kind);
 		return;
@@ -969,7 +558,8 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 {
 	json_t *body = NULL, *decl = NULL, *given, *args = json_object(), *v;
 	const char *slug, *source, *input, *output, *name, *key, *request_id;
-	char sql[512], ptype[32] = "", pcmd[4200] = "", psha[41] = "", sha[41], branch[256];
+	char sql[512], ptype[32] = "", pcmd[4200] = "", psha[41] = "", sha[41] = "", branch[256];
+	char image[256] = "";
 	char gen_name[MG_MAX_NAME + 1], err[CI_MAX_ERR], *params_json = NULL, *sval;
 	struct buf ci = BUF_INIT(1 << 20), dummy = BUF_INIT(16);
 	struct hub_user u;
@@ -996,16 +586,15 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 	}
 	/* the processor: known, visible to the caller, of the type this collection runs */
 	snprintf(sql, sizeof(sql),
-	         "SELECT type, command, sha, parameters, project_id FROM"
+	         "SELECT type, command, sha, parameters, project_id, image FROM"
 	         " mg_processors WHERE slug=?");
 	st = ci_db_prep(sql, "t", slug);
 	if (st && sqlite3_step(st) == SQLITE_ROW) {
-		struct hub_project cp;
-		char id[32];
 		const char *pj = (const char *)sqlite3_column_text(st, 3);
 
-		snprintf(id, sizeof(id), "%lld", (long long)sqlite3_column_int64(st, 4));
-		if (hub_project_load(req->hub, id, &cp) == 0 && mg_code_readable(req, &cp)) {
+		if (mg_code_visible(req, sqlite3_column_int64(st, 4))) {
+			if (sqlite3_column_text(st, 5))
+				snprintf(image, sizeof(image), "%s", sqlite3_column_text(st, 5));
 			snprintf(ptype, sizeof(ptype), "%s", sqlite3_column_text(st, 0));
 			snprintf(pcmd, sizeof(pcmd), "%s", sqlite3_column_text(st, 1));
 			snprintf(psha, sizeof(psha), "%s", sqlite3_column_text(st, 2));
@@ -1067,7 +656,17 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 	}
 	/* where: source branch, input and output folders */
 	source = jsonx_str(body, "source_branch");
-	if (!source) {
+	if (!source && mgl_active()) {
+		/* GitLab resolves the branch when the launch's commit starts from it */
+		snprintf(branch, sizeof(branch), "%s",
+		         p->default_branch[0] ? p->default_branch : "main");
+	} else if (source && mgl_active()) {
+		if (strlen(source) >= sizeof(branch) || !path_is_safe(source, 255)) {
+			hub_resp_error(resp, 404, "404 Branch Not Found");
+			goto out;
+		}
+		snprintf(branch, sizeof(branch), "%s", source);
+	} else if (!source) {
 		json_t *pj = json_object();
 
 		hub_repo_project_fields(p, pj);
@@ -1076,7 +675,7 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 		json_decref(pj);
 		source = branch;
 	}
-	{
+	if (!mgl_active()) {
 		char src[256];
 
 		snprintf(src, sizeof(src), "%s", source);
@@ -1095,6 +694,15 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 		               "paths inside the project");
 		goto out;
 	}
+	if (mgl_active() &&
+	    (!path_is_safe(p->ci_config_path, 255) || strpbrk(p->ci_config_path, "@:") ||
+	     !strncmp(p->ci_config_path, MGL_CODE_DIR, strlen(MGL_CODE_DIR)))) {
+		mg_error(resp, 400,
+		         "400 (Bad request) the project's CI configuration %.200s is not a file of "
+		         "its repository; a launch writes its CI file there",
+		         p->ci_config_path);
+		goto out;
+	}
 	request_id = jsonx_str(body, "request_id");
 	if (request_id && !mg_request_id_ok(request_id)) {
 		hub_resp_error(resp, 400,
@@ -1102,7 +710,10 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 		goto out;
 	}
 	params_json = jsonx_dump(args);
-	hub_user_by_id(req->hub, req->user->id, &u);
+	if (mgl_active())
+		u = *req->user;
+	else
+		hub_user_by_id(req->hub, req->user->id, &u);
 	/* the name: given (experiments) or <slug>-N, the first free one */
 	name = jsonx_str(body, "name");
 	if (name && !mg_name_ok(name)) {
@@ -1120,9 +731,12 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 			snprintf(gen_name, sizeof(gen_name), "%s", name);
 		snprintf(full, sizeof(full), "%s%s", k->prefix, gen_name);
 		buf_reset(&ci);
-		mg_ci_file(&ci, k, gen_name, pcmd, args, input, output);
-		snprintf(msg, sizeof(msg), "[skip ci] Launch %s %s with processor %s", k->kind,
-		         gen_name, slug);
+		mg_ci_file(&ci, k, gen_name, pcmd, args, input, output, image[0] ? image : NULL,
+		           mgl_active() ? "$CI_PROJECT_DIR/" MGL_CODE_DIR : "$PROCESSOR_DIR");
+		/* the request id in the commit lets a launch whose answer was lost be found */
+		snprintf(msg, sizeof(msg), "[skip ci] Launch %s %s with processor %s%s%s", k->kind,
+		         gen_name, slug, request_id ? "\n\nReef-Request-Id: " : "",
+		         request_id ? request_id : "");
 		ci_lock();
 		if (request_id && mg_launch_by_request(p->id, k->kind, req->user->id, request_id,
 		                                       gen_name, sizeof(gen_name)) == 0) {
@@ -1137,11 +751,22 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 		               "INSERT OR IGNORE INTO mg_launches(project_id, kind, name, branch,"
 		               " source_branch, source_sha, processor_slug, processor_sha, params,"
 		               " input_path, output_path, status, secret_hash, user_id, created_at,"
-		               " updated_at, request_id)"
-		               " VALUES(?,?,?,?,?,?,?,?,?,?,?,'created','',?,?,?,?)",
-		               "ittttttttttiddt", p->id, k->kind, gen_name, full, branch, sha, slug,
-		               psha, params_json, input, output, req->user->id, ci_now(), ci_now(),
-		               request_id);
+		               " updated_at, request_id, username)"
+		               " VALUES(?,?,?,?,?,?,?,?,?,?,?,'created','',?,?,?,?,?)",
+		               "ittttttttttiddtt", p->id, k->kind, gen_name, full, branch, sha,
+		               slug, psha, params_json, input, output, req->user->id, ci_now(),
+		               ci_now(), request_id, u.username);
+		if (mgl_active()) {
+			/* GitLab is asked without the lock: the row reserves the name here */
+			r = r == 0 && sqlite3_changes(ci_db()) == 1 ? 0 : r < 0 ? r : -EEXIST;
+			ci_unlock();
+			if (r == 0)
+				r = mgl_launch_commit(p, lid, full, branch, ci.data, msg, slug,
+				                      psha, request_id);
+			if (r == 0 || r != -EEXIST || name)
+				break;
+			continue;
+		}
 		if (r == 0 && sqlite3_changes(ci_db()) == 1) {
 			r = mg_commit_branch(p, full, sha, &u, ci.data, msg);
 			if (r < 0)
@@ -1157,15 +782,30 @@ static void mg_launch_create(struct hub_req *req, struct hub_resp *resp,
 		mg_error(resp, 409, "409 Conflict: %s %s already exists", k->kind, gen_name);
 		goto out;
 	}
+	if (r == -ENOENT) {
+		hub_resp_error(resp, 404, "404 Branch Not Found");
+		goto out;
+	}
+	if (r == -EACCES) {
+		hub_resp_error(resp, 403, "403 Forbidden");
+		goto out;
+	}
 	if (r < 0) {
-		hub_resp_error(resp, 500, "500 Internal Server Error");
+		hub_resp_error(resp, mgl_active() ? 502 : 500,
+		               mgl_active()
+		                   ? "502 GitLab refused or did not answer the launch's commit"
+		                   : "500 Internal Server Error");
 		goto out;
 	}
 	{
 		char full[300];
 
+		err[0] = '\0';
 		snprintf(full, sizeof(full), "%s%s", k->prefix, gen_name);
-		r = mg_launch_pipeline(req, p, lid, full, slug, psha, err);
+		if (mgl_active())
+			r = mgl_launch_pipeline(req, p, lid, full, err, sizeof(err));
+		else
+			r = mg_launch_pipeline(req, p, lid, full, slug, psha, err);
 	}
 	if (r < 0 && r != -EINVAL) {
 		mg_error(resp, 500, "500 pipeline not started: %s", err);
@@ -1195,6 +835,15 @@ static void mg_launch_list(struct hub_req *req, struct hub_resp *resp, const str
 		total = (size_t)sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
 	hub_paginate(req, resp, total, &off, &lim);
+	if (mgl_active()) {
+		/* the launches of this page that may have moved on GitLab */
+		st = ci_db_prep("SELECT id FROM mg_launches WHERE project_id=? AND kind=? ORDER BY"
+		                " id DESC LIMIT ? OFFSET ?",
+		                "itii", p->id, k->kind, (int64_t)lim, (int64_t)off);
+		while (st && sqlite3_step(st) == SQLITE_ROW)
+			mgl_launch_refresh(p, sqlite3_column_int64(st, 0));
+		sqlite3_finalize(st);
+	}
 	snprintf(sql, sizeof(sql),
 	         "SELECT %s FROM mg_launches WHERE project_id=? AND kind=? ORDER BY id DESC"
 	         " LIMIT ? OFFSET ?",
@@ -1230,7 +879,9 @@ static void mg_launch_action(struct hub_req *req, struct hub_resp *resp,
 	snprintf(psha, sizeof(psha), "%s", sqlite3_column_text(st, 8));
 	sqlite3_finalize(st);
 	if (!strcmp(action, "cancel")) {
-		if (pid > 0)
+		if (pid > 0 && mgl_active())
+			mgl_pipeline_cancel(p, pid);
+		else if (pid > 0)
 			ci_pipeline_cancel(pid);
 		mg_send_launch(req, resp, p, k, name, 200);
 		return;
@@ -1240,7 +891,10 @@ static void mg_launch_action(struct hub_req *req, struct hub_resp *resp,
 	           "UPDATE mg_launches SET metrics='[]', epf_started_at=NULL, epf_finished_at=NULL,"
 	           " epf_status=NULL, epf_exit_code=NULL WHERE id=?",
 	           "i", lid);
-	mg_launch_pipeline(req, p, lid, branch, slug, psha, err);
+	if (mgl_active())
+		mgl_launch_pipeline(req, p, lid, branch, err, sizeof(err));
+	else
+		mg_launch_pipeline(req, p, lid, branch, slug, psha, err);
 	mg_send_launch(req, resp, p, k, name, 201);
 }
 
@@ -1286,292 +940,6 @@ static void mg_project_route(struct hub_req *req, struct hub_resp *resp, char **
 		hub_resp_not_found(resp);
 }
 
-/* ---- EPF callbacks ---- */
-
-static bool mg_secret_ok(const char *given, const char *hash)
-{
-	char h[65];
-	unsigned char diff = 0;
-
-	if (!given || !*given || strlen(given) > 128 || strlen(hash) != 64)
-		return false;
-	ci_token_hash(given, h);
-	for (size_t i = 0; i < 64; i++)
-		diff |= (unsigned char)(h[i] ^ hash[i]);
-	return diff == 0;
-}
-
-/* One metrics record: {"epoch": n, name: number...} or {"epoch": n, "metrics": {...}}. */
-static json_t *mg_metric_record(json_t *in)
-{
-	json_t *rec = json_object(), *src = json_object_get(in, "metrics"), *v;
-	const char *k;
-
-	if (!json_is_object(in) || !json_is_integer(json_object_get(in, "epoch")))
-		goto bad;
-	json_object_set_new(rec, "epoch",
-	                    json_integer(json_integer_value(json_object_get(in, "epoch"))));
-	if (!json_is_object(src))
-		src = in;
-	json_object_foreach(src, k, v)
-	{
-		if (!strcmp(k, "epoch"))
-			continue;
-		if (!json_is_number(v) || strlen(k) > 64 || json_object_size(rec) > 64)
-			goto bad;
-		json_object_set_new(rec, k, json_real(json_number_value(v)));
-	}
-	return rec;
-bad:
-	json_decref(rec);
-	return NULL;
-}
-
-static void mg_epf_route(struct hub_req *req, struct hub_resp *resp, char **seg, size_t n)
-{
-	const char *secret = hub_req_header(req, "EPF-BOT-TOKEN");
-	const char *authz = hub_req_header(req, "Authorization");
-	char hash[65] = "", status[24] = "", id_s[32];
-	json_t *body = NULL, *metrics = NULL;
-	sqlite3_stmt *st;
-	int64_t lid;
-	char *end;
-
-	if (n != 4 || strcmp(seg[1], "experiments") || strcmp(req->method, "POST")) {
-		hub_resp_not_found(resp);
-		return;
-	}
-	if (!secret && authz && !strncasecmp(authz, "Bearer ", 7))
-		secret = authz + 7;
-	snprintf(id_s, sizeof(id_s), "%s", seg[2]);
-	lid = strtoll(id_s, &end, 10);
-	if (*end || lid <= 0) {
-		hub_resp_not_found(resp);
-		return;
-	}
-	st =
-	    ci_db_prep("SELECT secret_hash, status, metrics FROM mg_launches WHERE id=?", "i", lid);
-	if (st && sqlite3_step(st) == SQLITE_ROW) {
-		const char *m = (const char *)sqlite3_column_text(st, 2);
-
-		snprintf(hash, sizeof(hash), "%s", sqlite3_column_text(st, 0));
-		snprintf(status, sizeof(status), "%s", sqlite3_column_text(st, 1));
-		jsonx_parse(&metrics, m, strlen(m), 0, 0);
-	}
-	sqlite3_finalize(st);
-	/* an unknown id and a wrong secret look the same */
-	if (!hash[0] || !mg_secret_ok(secret, hash)) {
-		hub_resp_error(resp, 401, "401 Unauthorized");
-		goto out;
-	}
-	if (ci_status_finished(status)) {
-		hub_resp_error(resp, 409, "409 Conflict: the run has ended");
-		goto out;
-	}
-	if (req->body.len > MG_MAX_EPF_BODY) {
-		hub_resp_error(resp, 413, "413 Request Entity Too Large");
-		goto out;
-	}
-	if (req->body.len &&
-	    (jsonx_parse(&body, req->body.data, req->body.len, 8, MG_MAX_EPF_BODY) < 0)) {
-		hub_resp_error(resp, 400, "400 (Bad request) the body must be JSON");
-		goto out;
-	}
-	if (!strcmp(seg[3], "start")) {
-		ci_db_exec(NULL, "UPDATE mg_launches SET epf_started_at=?, updated_at=? WHERE id=?",
-		           "ddi", ci_now(), ci_now(), lid);
-	} else if (!strcmp(seg[3], "update")) {
-		json_t *recs = json_is_array(body) ? json_incref(body) : json_pack("[O]", body);
-		json_t *r;
-		size_t i;
-		char *dump;
-
-		if (!json_is_array(metrics))
-			metrics = json_array();
-		json_array_foreach(recs, i, r)
-		{
-			json_t *rec = mg_metric_record(r);
-			size_t j;
-			json_t *old;
-			bool replaced = false;
-
-			if (!rec) {
-				json_decref(recs);
-				hub_resp_error(resp, 400,
-				               "400 (Bad request) a metrics record is {\"epoch\": "
-				               "N, \"<name>\": <number>, ...}");
-				goto out;
-			}
-			json_array_foreach(
-			    metrics, j,
-			    old) if (json_integer_value(json_object_get(old, "epoch")) ==
-			             json_integer_value(json_object_get(rec, "epoch")))
-			{
-				json_array_set(metrics, j, rec);
-				replaced = true;
-				break;
-			}
-			if (!replaced)
-				json_array_append(metrics, rec);
-			json_decref(rec);
-		}
-		json_decref(recs);
-		if (json_array_size(metrics) > MG_MAX_METRICS) {
-			hub_resp_error(resp, 413, "413 too many metric records");
-			goto out;
-		}
-		dump = jsonx_dump(metrics);
-		ci_db_exec(NULL, "UPDATE mg_launches SET metrics=?, updated_at=? WHERE id=?", "tdi",
-		           dump, ci_now(), lid);
-		free(dump);
-	} else if (!strcmp(seg[3], "finish")) {
-		const char *s = jsonx_str(body, "status");
-		int64_t code = jsonx_int(body, "exit_code", -1);
-
-		/* recorded as reported; the run's status stays its pipeline's */
-		ci_db_exec(
-		    NULL,
-		    "UPDATE mg_launches SET epf_finished_at=?, epf_status=?, epf_exit_code=?,"
-		    " updated_at=? WHERE id=?",
-		    "dtidi", ci_now(), s ? s : "unknown", code, ci_now(), lid);
-		if (code < 0)
-			ci_db_exec(NULL, "UPDATE mg_launches SET epf_exit_code=NULL WHERE id=?",
-			           "i", lid);
-	} else {
-		hub_resp_not_found(resp);
-		goto out;
-	}
-	hub_resp_json(resp, 200, json_pack("{s:I, s:s}", "id", (json_int_t)lid, "status", status));
-out:
-	json_decref(body);
-	json_decref(metrics);
-}
-
-/* The pipeline's status is the launch's: called by the runner under its lock. */
-static void mg_on_pipeline(int64_t pipeline_id, const char *status)
-{
-	ci_db_exec(NULL,
-	           "UPDATE mg_launches SET status=?1, updated_at=?2, finished_at=CASE WHEN ?1 IN"
-	           " ('success','failed','canceled','skipped') THEN ?2 ELSE NULL END"
-	           " WHERE pipeline_id=?3",
-	           "tdi", status, ci_now(), pipeline_id);
-}
-
-/* ---- usage ---- */
-
-static uint64_t mg_du_total;
-
-static int mg_du_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)path;
-	(void)ftw;
-	if (flag == FTW_F)
-		mg_du_total += (uint64_t)sb->st_size;
-	return 0;
-}
-
-static pthread_mutex_t mg_du_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static uint64_t mg_du(const char *path)
-{
-	uint64_t v;
-
-	pthread_mutex_lock(&mg_du_lock);
-	mg_du_total = 0;
-	nftw(path, mg_du_cb, 16, FTW_PHYS);
-	v = mg_du_total;
-	pthread_mutex_unlock(&mg_du_lock);
-	return v;
-}
-
-static json_t *mg_usage_json(struct hub *h, int64_t ns_id, const char *full_path, const char *kind)
-{
-	uint64_t git = 0, lfs = 0, arts = 0, transfer = 0;
-	double seconds = 0;
-	char prefix[1100];
-	sqlite3_stmt *st;
-
-	/* a prefix compare, not LIKE: '_' and '%' are legal in paths and would match siblings */
-	snprintf(prefix, sizeof(prefix), "%s/", full_path);
-	st = ci_db_prep("SELECT p.id FROM projects p JOIN namespaces n ON n.id=p.namespace_id"
-	                " WHERE n.id=? OR substr(n.full_path, 1, length(?2)) = ?2",
-	                "it", ns_id, prefix);
-	while (st && sqlite3_step(st) == SQLITE_ROW) {
-		int64_t pid = sqlite3_column_int64(st, 0);
-		char dir[PATH_MAX];
-		uint64_t lfs_bytes = 0;
-		sqlite3_stmt *q;
-
-		hub_repo_dir(h, pid, dir);
-		git += mg_du(dir);
-		if (hub_lfs_project_bytes(h, pid, &lfs_bytes) == 0)
-			lfs += lfs_bytes;
-		q = ci_db_prep(
-		    "SELECT COALESCE(SUM(finished_at-started_at),0),"
-		    " COALESCE(SUM(artifacts_size),0) FROM ci_jobs WHERE project_id=? AND"
-		    " started_at IS NOT NULL AND finished_at IS NOT NULL",
-		    "i", pid);
-		if (q && sqlite3_step(q) == SQLITE_ROW) {
-			seconds += sqlite3_column_double(q, 0);
-			arts += (uint64_t)sqlite3_column_int64(q, 1);
-		}
-		sqlite3_finalize(q);
-		q = ci_db_prep("SELECT bytes FROM mg_transfer WHERE project_id=?", "i", pid);
-		if (q && sqlite3_step(q) == SQLITE_ROW)
-			transfer += (uint64_t)sqlite3_column_int64(q, 0);
-		sqlite3_finalize(q);
-	}
-	sqlite3_finalize(st);
-	return json_pack("{s:{s:I, s:s, s:s}, s:f, s:{s:I, s:I, s:I, s:I}, s:I}", "namespace", "id",
-	                 (json_int_t)ns_id, "full_path", full_path, "kind", kind,
-	                 "pipeline_seconds", seconds, "storage_bytes", "git", (json_int_t)git,
-	                 "lfs", (json_int_t)lfs, "artifacts", (json_int_t)arts, "total",
-	                 (json_int_t)(git + lfs + arts), "transfer_bytes", (json_int_t)transfer);
-}
-
-/* Namespaces whose usage the user may see: their own, groups they (or an ancestor
- * group's membership) belong to; admins see all. */
-static const char mg_member_ns_sql[] =
-    "WITH RECURSIVE anc(ns, id) AS ("
-    " SELECT id, id FROM namespaces UNION ALL"
-    " SELECT anc.ns, n.parent_id FROM anc JOIN namespaces n ON n.id=anc.id"
-    " WHERE n.parent_id IS NOT NULL)"
-    " SELECT n.id, n.full_path, n.kind FROM namespaces n WHERE (?1 = 1"
-    " OR (n.kind='user' AND n.owner_id=?2)"
-    " OR EXISTS(SELECT 1 FROM anc JOIN group_members g ON g.namespace_id=anc.id"
-    "   WHERE anc.ns=n.id AND g.user_id=?2))"
-    " AND (?3 IS NULL OR n.full_path=?3 COLLATE NOCASE) ORDER BY n.full_path";
-
-static void mg_usage(struct hub_req *req, struct hub_resp *resp, const char *ns_path)
-{
-	json_t *arr = json_array();
-	sqlite3_stmt *st;
-
-	if (!req->user) {
-		json_decref(arr);
-		hub_resp_error(resp, 401, "401 Unauthorized");
-		return;
-	}
-	st = ci_db_prep(mg_member_ns_sql, "iit", (int64_t)req->user->is_admin, req->user->id,
-	                ns_path);
-	while (st && sqlite3_step(st) == SQLITE_ROW)
-		json_array_append_new(arr, mg_usage_json(req->hub, sqlite3_column_int64(st, 0),
-		                                         (const char *)sqlite3_column_text(st, 1),
-		                                         (const char *)sqlite3_column_text(st, 2)));
-	sqlite3_finalize(st);
-	if (!ns_path) {
-		hub_resp_json(resp, 200, arr);
-		return;
-	}
-	if (json_array_size(arr) == 0) {
-		json_decref(arr);
-		hub_resp_error(resp, 404, "404 Namespace Not Found");
-		return;
-	}
-	hub_resp_json(resp, 200, json_incref(json_array_get(arr, 0)));
-	json_decref(arr);
-}
-
 /* ---- hooks ---- */
 
 int hub_ci_init(struct hub *h)
@@ -1580,6 +948,11 @@ int hub_ci_init(struct hub *h)
 	int r;
 
 	mg_hub = h;
+	if (h->gitlab_url[0]) {
+		if ((r = mgl_init(h->gitlab_url)) < 0)
+			return log_ret(r, "mgmt: --gitlab must be an http(s) URL");
+		ci_runner_store_only_set(true);
+	}
 	if ((r = ci_runner_start(h)) < 0)
 		return r;
 	if (sqlite3_exec(ci_db(), mg_schema, NULL, NULL, &errmsg) != SQLITE_OK) {
@@ -1589,6 +962,8 @@ int hub_ci_init(struct hub *h)
 		return -EIO;
 	}
 	sqlite3_exec(ci_db(), mg_schema_request_id, NULL, NULL, NULL); /* exists: fine */
+	for (size_t i = 0; i < sizeof(mg_schema_gitlab) / sizeof(mg_schema_gitlab[0]); i++)
+		sqlite3_exec(ci_db(), mg_schema_gitlab[i], NULL, NULL, NULL); /* exists: fine */
 	if (sqlite3_exec(ci_db(), mg_schema_request_index, NULL, NULL, &errmsg) != SQLITE_OK) {
 		log_error("mgmt: schema: %s", errmsg ? errmsg : "?");
 		sqlite3_free(errmsg);
@@ -1599,6 +974,8 @@ int hub_ci_init(struct hub *h)
 		ci_runner_stop();
 		return r;
 	}
+	if (mgl_active())
+		return 0; /* no repositories, no runner: GitLab has them */
 	ci_pipeline_hook_set(mg_on_pipeline);
 	/* pushes that landed while no hub was left to start their pipelines */
 	hub_push_events_run(h, NULL);
@@ -1678,17 +1055,25 @@ static void mg_route(struct hub_req *req, struct hub_resp *resp, const char *res
 		}
 	} else if (!strcmp(seg[0], "code-projects") && n == 3 && !strcmp(seg[2], "publish") &&
 	           !strcmp(req->method, "POST")) {
-		mg_publish(req, resp, seg[1]);
+		if (mgl_active())
+			mgl_publish(req, resp, seg[1]);
+		else
+			mg_publish(req, resp, seg[1]);
 	} else if (!strcmp(seg[0], "projects") && n >= 3) {
 		mg_project_route(req, resp, seg, n);
 	} else if (!strcmp(seg[0], "usage") && n == 1 && mg_is_get(req)) {
-		mg_usage(req, resp, NULL);
+		if (mgl_active())
+			mgl_usage(req, resp, NULL);
+		else
+			mg_usage(req, resp, NULL);
 	} else if (!strcmp(seg[0], "namespaces") && n == 3 && !strcmp(seg[2], "usage") &&
 	           mg_is_get(req)) {
 		char ns[1100];
 
 		if (strlen(seg[1]) >= sizeof(ns) || url_decode(ns, seg[1], false) < 0)
 			hub_resp_error(resp, 400, "400 Bad request");
+		else if (mgl_active())
+			mgl_usage(req, resp, ns);
 		else
 			mg_usage(req, resp, ns);
 	} else {
@@ -1702,8 +1087,24 @@ void hub_mgmt_route(struct hub_req *req, struct hub_resp *resp, const char *rest
 {
 	struct hub_idem *idem;
 
-	if (hub_idem_begin(req, resp, &idem))
-		return;
-	mg_route(req, resp, rest);
-	hub_idem_end(idem, resp);
+	if (mgl_active() && strncmp(rest, "epf/", 4)) {
+		/* the management role: the caller is whoever GitLab says their token is;
+		 * reef-epf's callbacks carry the run's secret instead */
+		int r = mgl_auth(req);
+
+		if (r == -EIO) {
+			hub_resp_error(resp, 502, "502 GitLab did not answer");
+			return;
+		}
+		if (r < 0 || !req->user) {
+			hub_resp_error(resp, 401, "401 Unauthorized");
+			return;
+		}
+	}
+	if (hub_idem_begin(req, resp, &idem) == 0) {
+		mg_route(req, resp, rest);
+		hub_idem_end(idem, resp);
+	}
+	if (mgl_active())
+		mgl_request_end();
 }

@@ -26,6 +26,9 @@ int ci_runner_start(struct hub *h);
  * directory reachable (`reef-hub serve --unsafe-runner`). Without it, jobs fail when
  * bwrap is missing or cannot create namespaces. */
 void ci_runner_unsafe_set(bool unsafe);
+/* Before start: true opens the database only, with no workers and no sandbox (the
+ * management role, `serve --gitlab`, where GitLab's runners run the jobs). */
+void ci_runner_store_only_set(bool store_only);
 /* Stops the workers; jobs still running are killed and failed (runner_system_failure). */
 void ci_runner_stop(void);
 

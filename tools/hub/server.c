@@ -713,6 +713,11 @@ static void handle_api(struct hub_ctx *c)
 {
 	const char *rest = c->path + 7;
 
+	if (c->req.hub->gitlab_url[0]) {
+		/* the management role authenticates with GitLab itself (mgmt_gl.c) */
+		hub_mgmt_route(&c->req, &c->resp, rest + 1);
+		return;
+	}
 	if (strcmp(c->path, "/api/graphql") == 0) {
 		/* GraphQL authenticates on its own terms (no job tokens, api/read_api
 		 * scopes for every method) */
@@ -856,6 +861,11 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 		if (c->bad_query) {
 			/* Gitlab::Middleware::HandleMalformedStrings */
 			hub_resp_raw(&c->resp, 400, "text/plain", "Bad Request", 11);
+			return queue(c, conn);
+		}
+		if (c->req.hub->gitlab_url[0] && strncmp(c->path, "/api/v1/", 8) != 0) {
+			/* the management role serves /api/v1 only: GitLab has the rest */
+			hub_resp_not_found(&c->resp);
 			return queue(c, conn);
 		}
 		if (is_api(c->path)) {

@@ -118,8 +118,23 @@ static void test_errors(void)
 {
 	const char *e;
 
-	e = parse_err("build:\n  script: make\n  image: debian\n");
-	CHECK(strstr(e, "jobs:build") && strstr(e, "image"));
+	e = parse_err("build:\n  script: make\n  services: [postgres]\n");
+	CHECK(strstr(e, "jobs:build") && strstr(e, "services"));
+	/* image is accepted and ignored, as a shell executor does; a bad one is refused */
+	e = parse_err("build:\n  script: make\n  image: [debian]\n");
+	CHECK(strstr(e, "jobs:build:image") != NULL);
+	{
+		json_t *c =
+		    parse_ok("a:\n  image: \"python:3.12\"\n  script: [x]\n"
+		             "b:\n  image: {name: debian, entrypoint: [\"\"]}\n  script: [x]\n");
+		json_t *jobs = json_object_get(c, "jobs");
+
+		CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(jobs, 0), "image")),
+		             "python:3.12");
+		CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(jobs, 1), "image")),
+		             "debian");
+		json_decref(c);
+	}
 	e = parse_err("build:\n  script: make\n  bogus: 1\n");
 	CHECK_EQ_STR(e, "jobs:build config contains unknown keys: bogus");
 	e = parse_err("include: other.yml\nbuild:\n  script: make\n");

@@ -1,0 +1,360 @@
+"""reef-hub in the management role beside a GitLab (`serve --gitlab URL`), with two hubs
+on loopback: hub A is a normal reef-hub playing GitLab (its /api/v4, git and its own
+runner run the jobs), hub B runs `--gitlab <A>` and serves /api/v1 only. reefd mounts A
+with `-o mgmt=<B>` and launches through the mount; the job runs on A's runner as the
+launching user, reef-epf in it reports to B, and status, log, metrics, outputs and
+artifacts show through the mount (experiments, data pipelines, visualizations). B
+authenticates with A's tokens, shows only what A shows the caller, keeps no token in
+clear, and does not start a second run when GitLab's answer is lost."""
+
+import base64
+import json
+import os
+import time
+import urllib.parse
+
+import pytest
+import requests
+
+from conftest import Hub
+from test_hub_ci import push_files
+from test_hub_mgmt import MANIFEST, TRAIN_PY, csv_data
+from test_mount_mlops import FINISHED, wait_file, write_ctl
+
+IMAGE = "python:3.12-slim"
+
+
+@pytest.fixture
+def two(hub, tmp_path):
+    """hub is A (the GitLab); B is the management service beside it."""
+    bdir = tmp_path / "b"
+    bdir.mkdir()
+    b = Hub(bdir, serve_args=["--gitlab", hub.url]).start()
+    yield hub, b
+    code = b.stop()
+    assert code == 0, f"hub B exited {code}; log: {b.log_path.read_text()}"
+
+
+def v1(b, token, method, route, **kw):
+    headers = kw.pop("headers", {})
+    if token:
+        headers["PRIVATE-TOKEN"] = token
+    return requests.request(method, b.url + "/api/v1" + route, headers=headers, timeout=60,
+                            **kw)
+
+
+def setup_projects(a, tmp_path):
+    token = a.user("alice")
+    a.project("alice/sgd", "alice")
+    a.project("alice/cats", "alice")
+    manifest = dict(MANIFEST, image=IMAGE)
+    push_files(a, token, "alice/sgd", {"train.py": TRAIN_PY,
+                                       "processor.json": json.dumps(manifest)}, tmp_path)
+    push_files(a, token, "alice/cats", {"data/train.csv": csv_data(), "README.md": "cats\n"},
+               tmp_path)
+    # the job pushes its outputs with its job token, which GitLab allows only with this
+    # project setting (doc/ci/jobs/ci_job_token.md, "Allow Git push requests")
+    r = a.api("PUT", "/projects/alice%2Fcats", token,
+              json={"ci_push_repository_for_job_token_allowed": True})
+    assert r.status_code == 200, r.text
+    return token
+
+
+def test_two_hubs_experiment_through_the_mount(two, tmp_path, mount_factory):
+    a, b = two
+    token = setup_projects(a, tmp_path)
+    # B serves /api/v1 only: no v4, no git, no LFS, no GraphQL
+    assert requests.get(b.url + "/api/v4/user", headers={"PRIVATE-TOKEN": token}).status_code \
+        == 404
+    assert requests.get(b.url + "/alice/cats.git/info/refs?service=git-upload-pack"
+                        ).status_code == 404
+    assert requests.post(b.url + "/api/graphql", json={"query": "{x}"},
+                         headers={"PRIVATE-TOKEN": token}).status_code == 404
+    # publish from A's project through B (manifest through A's files API)
+    r = v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish", json={"ref": "main"})
+    assert r.status_code == 201, r.text
+    proc = r.json()
+    assert proc["slug"] == "sgd-train" and proc["image"] == IMAGE
+    assert proc["code_project_path"] == "alice/sgd" and len(proc["sha"]) == 40
+    head = a.api("GET", "/projects/alice%2Fsgd/repository/branches/main", token).json()
+    assert proc["sha"] == head["commit"]["id"]
+
+    m = mount_factory(a, token, extra_opts=f"mgmt={b.url}")
+    assert os.listdir(m / ".reef/processors") == ["sgd-train"]
+    exps = m / "alice/cats/experiments"
+    assert sorted(os.listdir(exps)) == ["launch", "launch.error"]
+    t0 = time.time()
+    err, out = write_ctl(exps / "launch", "name=gl1\nprocessor=sgd-train\ninput_path=data\n"
+                                          "epochs=3\nlearning-rate=0.05\n")
+    assert err == 0, out
+    seen = wait_file(exps / "gl1/status", FINISHED, timeout=120)
+    assert seen[-1] == "success", (seen, (exps / "gl1/log").read_text()
+                                   if os.path.exists(exps / "gl1/log") else None,
+                                   b.log_path.read_text())
+    e = json.loads((exps / "gl1/experiment.json").read_text())
+    assert e["branch"] == "experiment/gl1" and e["user"]["username"] == "alice"
+    assert e["web_url"].startswith(a.url + "/alice/cats/")
+    # the run is A's pipeline and job, started as alice
+    pl = a.api("GET", f"/projects/alice%2Fcats/pipelines/{e['pipeline_id']}", token).json()
+    assert pl["ref"] == "experiment/gl1" and pl["status"] == "success"
+    assert pl["user"]["username"] == "alice"
+    job = a.api("GET", f"/projects/alice%2Fcats/jobs/{e['job_id']}", token).json()
+    assert job["pipeline"]["id"] == e["pipeline_id"]
+    # reef-epf reported to B: metrics per epoch, start and finish
+    metrics = json.loads((exps / "gl1/metrics.json").read_text())
+    assert [x["epoch"] for x in metrics] == [1, 2, 3]
+    assert e["epf"]["started_at"] and e["epf"]["reported_status"] == "success"
+    # the log is A's job trace; the secret never shows in it
+    log = (exps / "gl1/log").read_text()
+    assert "trained 3 epochs" in log
+    # outputs pushed to the branch on A, artifacts from A's jobs API
+    assert "model.json" in os.listdir(exps / "gl1/outputs")
+    assert os.listdir(exps / "gl1/artifacts") == ["output"]
+    # the committed CI file: GitLab keywords only, the processor's image, no secret
+    ci = a.api("GET", "/projects/alice%2Fcats/repository/files/.gitlab-ci.yml/raw",
+               token, params={"ref": "experiment/gl1"}).text
+    assert f'image: "{IMAGE}"' in ci and "EPF_SECRET" not in ci
+    tree = a.api("GET", "/projects/alice%2Fcats/repository/tree", token,
+                 params={"ref": "experiment/gl1", "path": ".reef/processor"}).json()
+    assert sorted(x["name"] for x in tree) == ["processor.json", "train.py"]
+    # the pipeline's variables carry the callback and the request id, not in the file
+    keys = {x["key"]: x["value"] for x in a.api(
+        "GET", f"/projects/alice%2Fcats/pipelines/{e['pipeline_id']}/variables",
+        token).json()}
+    assert keys["EPF_URL"] == f"{b.url}/api/v1/epf/experiments/{e['id']}"
+    assert keys["REEF_REQUEST_ID"] == e["request_id"] and len(keys["EPF_SECRET"]) == 64
+    assert keys["EPF_SECRET"] not in log
+    print(f"launch to success through two hubs: {time.time() - t0:.1f} s")
+
+    # the same request id twice starts one run (the service looks it up first)
+    body = {"name": "gl2", "processor": "sgd-train", "input_path": "data",
+            "params": {"epochs": 1}, "request_id": "req-0123456789abcdef"}
+    r1 = v1(b, token, "POST", "/projects/alice%2Fcats/experiments", json=body)
+    r2 = v1(b, token, "POST", "/projects/alice%2Fcats/experiments", json=body)
+    assert r1.status_code == r2.status_code == 201, (r1.text, r2.text)
+    assert r1.json()["id"] == r2.json()["id"]
+    assert r2.headers.get("Reef-Request-Replayed") == "true"
+    pls = a.api("GET", "/projects/alice%2Fcats/pipelines", token,
+                params={"ref": "experiment/gl2"}).json()
+    assert len(pls) == 1
+    # a name already taken on GitLab is a conflict, not a second branch
+    r3 = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+            json={**body, "request_id": "req-other-0123456789"})
+    assert r3.status_code == 409, r3.text
+    # cancel goes to GitLab's pipeline; the launch's status follows it
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments/gl2/cancel")
+    assert r.status_code == 200, r.text
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        st = v1(b, token, "GET", "/projects/alice%2Fcats/experiments/gl2").json()["status"]
+        if st in FINISHED:
+            break
+        time.sleep(0.2)
+    assert st == "canceled"
+    assert a.api("GET", f"/projects/alice%2Fcats/pipelines/{r1.json()['pipeline_id']}",
+                 token).json()["status"] == "canceled"
+    # retry: a new pipeline on the same branch, with a new secret, run to the end
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments/gl2/retry")
+    assert r.status_code == 201, r.text
+    assert r.json()["pipeline_id"] != r1.json()["pipeline_id"]
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        st = v1(b, token, "GET", "/projects/alice%2Fcats/experiments/gl2").json()["status"]
+        if st in FINISHED:
+            break
+        time.sleep(0.3)
+    assert st == "success"
+    # usage: job seconds and artifact bytes from A's jobs API
+    u = v1(b, token, "GET", "/namespaces/alice/usage")
+    assert u.status_code == 200, u.text
+    assert u.json()["pipeline_seconds"] > 0 and u.json()["storage_bytes"]["artifacts"] > 0
+    # git bytes from GitLab's project statistics (reporters and up; A serves them too)
+    stats = a.api("GET", "/projects/alice%2Fcats", token, params={"statistics": "true"}
+                  ).json()["statistics"]
+    assert stats["repository_size"] > 0 and stats["lfs_objects_size"] == 0
+    assert u.json()["storage_bytes"]["git"] >= stats["repository_size"]
+    assert "statistics" not in a.api("GET", "/projects/alice%2Fcats", token).json()
+
+    # B keeps no token in clear: not in its database, its WAL or its log
+    for name in os.listdir(b.dir):
+        p = b.dir / name
+        if p.is_file():
+            assert token.encode() not in p.read_bytes(), name
+    assert token not in b.log_path.read_text()
+
+
+def test_two_hubs_auth_and_visibility(two, tmp_path):
+    a, b = two
+    token = setup_projects(a, tmp_path)
+    bob = a.user("bob")
+    assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
+              json={"ref": "main"}).status_code == 201
+    # a token A does not know: 401, as are none and a garbled one
+    assert v1(b, "glpat-not-a-token-at-all", "GET", "/processors").status_code == 401
+    assert v1(b, None, "GET", "/processors").status_code == 401
+    assert v1(b, None, "GET", "/processors",
+              headers={"Authorization": "Bearer nope"}).status_code == 401
+    # Authorization: Bearer works as PRIVATE-TOKEN does
+    r = v1(b, None, "GET", "/processors", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and [x["slug"] for x in r.json()] == ["sgd-train"]
+    # bob sees nothing of alice's private projects: 404, no processors, no launch
+    assert v1(b, bob, "GET", "/projects/alice%2Fcats/experiments").status_code == 404
+    assert v1(b, bob, "GET", "/processors").json() == []
+    assert v1(b, bob, "GET", "/processors/sgd-train").status_code == 404
+    r = v1(b, bob, "POST", "/projects/alice%2Fcats/experiments",
+           json={"processor": "sgd-train"})
+    assert r.status_code == 404
+    assert v1(b, bob, "POST", "/code-projects/alice%2Fsgd/publish",
+              json={"ref": "main"}).status_code == 404
+    assert v1(b, bob, "GET", "/namespaces/alice/usage").status_code == 404
+    assert a.api("GET", "/projects/alice%2Fsgd", token, params={"statistics": "true"}
+                 ).json()["statistics"]["repository_size"] > 0
+    # a reporter sees but cannot launch (GitLab's permissions decide)
+    a.member("alice/cats", "bob", "reporter")
+    a.member("alice/sgd", "bob", "reporter")
+    time.sleep(10.5)  # B's answer about bob's access to the project is 10 s old at most
+    assert v1(b, bob, "GET", "/projects/alice%2Fcats/experiments").status_code == 200
+    # statistics for reporters and up only
+    assert "statistics" in a.api("GET", "/projects/alice%2Fcats", bob,
+                                 params={"statistics": "true"}).json()
+    carol = a.user("carol")
+    a.member("alice/cats", "carol", "guest")
+    pj = a.api("GET", "/projects/alice%2Fcats", carol, params={"statistics": "true"})
+    assert pj.status_code == 200 and "statistics" not in pj.json()
+    r = v1(b, bob, "POST", "/projects/alice%2Fcats/experiments",
+           json={"processor": "sgd-train"})
+    assert r.status_code == 403, r.text
+    # an unknown parameter is refused before anything reaches GitLab
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+           json={"processor": "sgd-train", "params": {"nope": 1}})
+    assert r.status_code == 400 and "nope" in r.text
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+           json={"processor": "sgd-train", "source_branch": "no-such"})
+    assert r.status_code == 404 and "Branch" in r.text
+    assert a.api("GET", "/projects/alice%2Fcats/pipelines", token).json() == []
+    for name in os.listdir(b.dir):
+        p = b.dir / name
+        if p.is_file():
+            data = p.read_bytes()
+            assert token.encode() not in data and bob.encode() not in data, name
+
+
+def test_lost_gitlab_answers_start_one_run(hub, tmp_path):
+    """GitLab acts on the launch's commit and on its pipeline but the answers are lost on
+    the way back to the service: it finds the branch by the request id in its head commit,
+    and the pipeline on the launch's own branch, instead of sending either again."""
+    from gitlab_proxy import GitLabProxy
+    a = hub
+    token = setup_projects(a, tmp_path)
+    proxy = GitLabProxy(a.port)
+    bdir = tmp_path / "b"
+    bdir.mkdir()
+    b = Hub(bdir, serve_args=["--gitlab", proxy.url]).start()
+    try:
+        assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
+                  json={"ref": "main"}).status_code == 201
+        url = "/projects/alice%2Fcats/experiments"
+        for name, what in (("lost-commit", r"^POST /api/v4/projects/\d+/repository/commits$"),
+                           ("lost-pipeline", r"^POST /api/v4/projects/\d+/pipeline$")):
+            proxy.reset()
+            proxy.drop = (what, 1)
+            body = {"name": name, "processor": "sgd-train", "input_path": "data",
+                    "params": {"epochs": 1}, "request_id": f"rid-{name}-0123456789"}
+            r = v1(b, token, "POST", url, json=body)
+            assert r.status_code == 201, r.text
+            assert proxy.drop[1] == 0  # GitLab acted and its answer was lost
+            assert proxy.count(what) == 1  # and nothing was sent again
+            e = r.json()
+            assert e["pipeline_id"] and e["request_id"] == body["request_id"]
+            pls = a.api("GET", "/projects/alice%2Fcats/pipelines", token,
+                        params={"ref": f"experiment/{name}"}).json()
+            assert [p["id"] for p in pls] == [e["pipeline_id"]]
+            commits = a.api("GET", "/projects/alice%2Fcats/repository/commits", token,
+                            params={"ref_name": f"experiment/{name}", "per_page": 5}).json()
+            assert body["request_id"] in commits[0]["message"]
+            # a client resending the same request gets the same run
+            r2 = v1(b, token, "POST", url, json=body)
+            assert r2.status_code == 201 and r2.json()["id"] == e["id"]
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                st = v1(b, token, "GET", f"{url}/{name}").json()["status"]
+                if st in FINISHED:
+                    break
+                time.sleep(0.3)
+            assert st == "success", (st, b.log_path.read_text()[-2000:])
+    finally:
+        code = b.stop()
+        proxy.close()
+    assert code == 0
+
+
+def test_revoked_token_stops_within_the_cache_time(hub, tmp_path):
+    import hashlib
+    import sqlite3
+    a = hub
+    token = a.user("alice")
+    bdir = tmp_path / "b"
+    bdir.mkdir()
+    b = Hub(bdir, serve_args=["--gitlab", a.url])
+    os.environ["REEF_HUB_AUTH_TTL"] = "2"
+    try:
+        b.start()
+    finally:
+        del os.environ["REEF_HUB_AUTH_TTL"]
+    try:
+        assert v1(b, token, "GET", "/processors").status_code == 200
+        # revoked on A (as an admin would): GitLab refuses it at once, B within 2 s
+        db = sqlite3.connect(a.dir / "hub.db")
+        with db:
+            db.execute("UPDATE tokens SET revoked=1 WHERE sha256=?",
+                       (hashlib.sha256(token.encode()).hexdigest(),))
+        db.close()
+        assert a.api("GET", "/user", token).status_code == 401
+        t0 = time.time()
+        while v1(b, token, "GET", "/processors").status_code == 200:
+            assert time.time() - t0 < 2.5, "B still trusts a token revoked on A"
+            time.sleep(0.1)
+        assert v1(b, token, "GET", "/processors").status_code == 401
+    finally:
+        assert b.stop() == 0
+
+
+def test_two_hubs_data_pipeline_and_visualization(two, tmp_path, mount_factory):
+    """OPERATION and VISUALIZATION processors through the mount with the service beside
+    the GitLab: the data pipeline's output is a new branch on A that shows in branches/,
+    the visualization's outputs are files in its directory."""
+    from test_mount_dataops import FILTER_PY, OPERATION, PLOT_PY, VISUALIZATION
+    a, b = two
+    token = setup_projects(a, tmp_path)
+    push_files(a, token, "alice/sgd", {"filter.py": FILTER_PY, "op.json": json.dumps(OPERATION),
+                                       "plot.py": PLOT_PY, "viz.json": json.dumps(VISUALIZATION)},
+               tmp_path, message="more processors")
+    for path in ("op.json", "viz.json"):
+        r = v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
+               json={"ref": "main", "path": path})
+        assert r.status_code == 201, r.text
+    m = mount_factory(a, token, extra_opts=f"mgmt={b.url}")
+    proj = m / "alice/cats"
+    err, out = write_ctl(proj / "data-pipelines/launch",
+                         "name=dp1\nprocessor=row-filter\ninput_path=data\ncolumn=label\nmin=1\n")
+    assert err == 0, out
+    err, out = write_ctl(proj / "visualizations/launch",
+                         "name=viz1\nprocessor=histogram\ninput_path=data\nbins=3\n")
+    assert err == 0, out
+    for d in (proj / "data-pipelines/dp1", proj / "visualizations/viz1"):
+        seen = wait_file(d / "status", FINISHED, timeout=120)
+        assert seen[-1] == "success", (d, seen, (d / "log").read_text())
+    # the new dataset version: a branch on A, seen through the mount like any other
+    assert "dp1" in os.listdir(proj / "branches/data-pipeline")
+    version = proj / "branches/data-pipeline/dp1"
+    assert (version / "output/train.csv").read_bytes() == \
+        (proj / "data-pipelines/dp1/outputs/train.csv").read_bytes()
+    assert (version / "data/train.csv").read_text() == csv_data()
+    pls = a.api("GET", "/projects/alice%2Fcats/pipelines", token,
+                params={"ref": "data-pipeline/dp1"}).json()
+    assert len(pls) == 1 and pls[0]["status"] == "success"
+    out_dir = proj / "visualizations/viz1/outputs"
+    assert sorted(os.listdir(out_dir)) == ["index.html", "plot.svg", "summary.json"]
+    assert len(json.loads((out_dir / "summary.json").read_text())["bins"]) == 3
+    assert json.loads((proj / "visualizations/viz1/visualization.json").read_text())[
+        "branch"] == "data-visualization/viz1"
