@@ -286,3 +286,39 @@ def test_mount_t_fuse_reefd(hub, tmp_path):
     r = subprocess.run([str(REEFD_BIN), hub.url, str(mnt), "-o", "server=http://other:1"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "two servers" in r.stderr
+
+
+def test_fstab_entry(hub, tmp_path):
+    """An fstab line mounts with "mount DIR", as sshfs's do (util-linux's --fstab reads a
+    file of fstab's format). mount(8) runs helpers with a fixed PATH (/usr/local/bin and
+    the system's bin directories, where meson install puts reefd), which a test cannot
+    extend without installing; the line names the built reefd the way mount.fuse3 also
+    accepts, "PROGRAM#SOURCE" with type fuse."""
+    from conftest import REEFD_BIN
+    from test_hub_ci import push_files
+
+    if not os.path.exists("/sbin/mount.fuse3") or os.geteuid() != 0:
+        pytest.skip("needs mount.fuse3 and root for mount(8)")
+    token = hub.user("alice")
+    hub.project("alice/cats", "alice")
+    push_files(hub, token, "alice/cats", {"a.txt": "from fstab\n"}, tmp_path)
+    tok = tmp_path / "token"
+    tok.write_text(token + "\n")
+    tok.chmod(0o600)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    fstab = tmp_path / "fstab"
+    fstab.write_text("# reef\n"
+                     f"{REEFD_BIN}#{hub.url} {mnt} fuse "
+                     f"token_file={tok},cache={tmp_path / 'cache'},noauto 0 0\n")
+    r = subprocess.run(["mount", "--fstab", str(fstab), str(mnt)], capture_output=True,
+                       text=True, timeout=30)
+    try:
+        assert r.returncode == 0, r
+        assert mounts_at(mnt) == 1
+        assert (mnt / "alice/cats/branches/main/a.txt").read_text() == "from fstab\n"
+        # the fstab options reached reefd: its cache is the one the line names
+        assert (tmp_path / "cache").is_dir()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+    assert mounts_at(mnt) == 0
