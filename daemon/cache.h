@@ -158,6 +158,9 @@ int cache_forget(struct cache *c, int64_t project_id, const char *oid, bool is_t
 void cache_refresh(struct cache *c);
 /* Changes the hard size limit (0: the default); evicts at once when above it. */
 int cache_set_limit(struct cache *c, uint64_t limit);
+/* Bytes the cache holds now and its hard size (writable branch views keep their overlays
+ * within the same size: see docs/write.md). */
+void cache_usage(struct cache *c, uint64_t *bytes, uint64_t *limit);
 /* Parses BYTES or N{K,M,G,T} (powers of 1024) as the cache_limit option. */
 int cache_limit_parse(const char *s, uint64_t *out);
 

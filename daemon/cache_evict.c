@@ -243,6 +243,14 @@ int cache_limit_parse(const char *s, uint64_t *out)
 	return 0;
 }
 
+void cache_usage(struct cache *c, uint64_t *bytes, uint64_t *limit)
+{
+	uint64_t objects = 0;
+
+	odb_usage(c->odb, bytes, &objects);
+	*limit = __atomic_load_n(&c->limit, __ATOMIC_RELAXED);
+}
+
 int cache_set_limit(struct cache *c, uint64_t limit)
 {
 	if (limit == 0) {

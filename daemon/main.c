@@ -565,6 +565,7 @@ int main(int argc, char **argv)
 	oo.poll_s = poll;
 	oo.prefetch_ahead = (unsigned)prefetch;
 	oo.readahead_kb = (unsigned)readahead;
+	oo.cache_dir = cache_dir;
 	r = ops_ctx_new(&ctx, &oo);
 	if (r < 0) {
 		log_error("cannot set up the filesystem: %s", strerror(-r));

@@ -436,10 +436,14 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_
 	struct ops_file *f = (struct ops_file *)(uintptr_t)fi->fh;
 	int r;
 
-	(void)off; /* each write is one request, wherever the descriptor points */
+	/* a control write is one request, wherever the descriptor points */
 	if (mlfs_owns(fi)) {
 		dir_changing(ctx, ino);
 		mlfs_write(ctx->ml, req, buf, size, off, fi);
+		return;
+	}
+	if (f && f->has_ov) {
+		wv_write(req, ctx, f, buf, size, off);
 		return;
 	}
 	if (!f || !f->ctl) {
