@@ -154,6 +154,11 @@ int cache_prefetch(struct cache *c, int64_t project_id, const char *commit, cons
  * listings are cached, or the one blob oid when is_tree is false. Objects open by a
  * reader stay. Returns the number of objects dropped or a negative errno. */
 int cache_forget(struct cache *c, int64_t project_id, const char *oid, bool is_tree);
+/* Pushes a pack moving branch from old to new_id (gl_git_push, daemon/remote/gl.h): 0
+ * with *rep saying whether the branch moved, or the request's error. */
+struct gl_push_report;
+int cache_push(struct cache *c, const char *project_path, const char *branch, const char *old,
+               const char *new_id, int pack_fd, uint64_t pack_len, struct gl_push_report *rep);
 /* Expires every branch head and listing now: the next lookup asks the server. */
 void cache_refresh(struct cache *c);
 /* Changes the hard size limit (0: the default); evicts at once when above it. */

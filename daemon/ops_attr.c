@@ -62,6 +62,24 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
+	if (strcmp(name, XATTR_PENDING) == 0 && n->kind == NODE_REV) {
+		/* computed at each call; not listed (listxattr) since it may be long */
+		char *j = NULL;
+		size_t jl = 0;
+
+		r = wv_pending_json(ctx, n, &j, &jl);
+		if (r < 0)
+			fuse_reply_err(req, -r);
+		else if (size == 0)
+			fuse_reply_xattr(req, jl);
+		else if (size < jl)
+			fuse_reply_err(req, jl > 65536 ? E2BIG : ERANGE);
+		else
+			fuse_reply_buf(req, j, jl);
+		free(j);
+		node_put(ctx->nodes, n);
+		return;
+	}
 	r = xattr_value(ctx, n, name, v);
 	if (r < 0) {
 		log_remote_error(r == -ENODATA ? -ENOENT : r, "getxattr", n->name);

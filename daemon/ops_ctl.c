@@ -367,11 +367,15 @@ int reefctl_exec(struct ops_ctx *ctx, const char *data, size_t len)
 	}
 	for (i = strlen(path); i > 0 && (path[i - 1] == ' ' || path[i - 1] == '\t'); i--)
 		path[i - 1] = 0;
+	if (strcmp(cmd, "commit") == 0 || strcmp(cmd, "discard") == 0) {
+		r = reefctl_write_cmd(ctx, req, cmd, path); /* its argument is JSON */
+		goto out;
+	}
 	if (strcmp(cmd, "refresh") != 0 && strcmp(cmd, "prefetch") != 0 &&
 	    strcmp(cmd, "forget") != 0) {
 		r = reefctl_fail(ctx, req, -EINVAL,
 		                 "unknown command; one of: refresh [path], prefetch <path>, "
-		                 "forget <path>");
+		                 "forget <path>, commit <json>, discard <json>");
 		goto out;
 	}
 	if (!*path && strcmp(cmd, "refresh") != 0) {

@@ -260,6 +260,13 @@ void wv_write(fuse_req_t req, struct ops_ctx *ctx, struct ops_file *f, const cha
               off_t off);
 int wv_sync(struct ops_ctx *ctx, struct ops_file *f);
 int wv_discard_all(struct ops_ctx *ctx, struct overlay *ov);
+int wv_discard_paths(struct ops_ctx *ctx, struct overlay *ov, json_t *paths);
+
+/* ops_commit.c: commit and discard requests (arg: the request's JSON), the pending
+ * changes of a branch view as JSON (xattr user.reef.pending) */
+#define XATTR_PENDING "user.reef.pending"
+int reefctl_write_cmd(struct ops_ctx *ctx, const char *req, const char *cmd, const char *arg);
+int wv_pending_json(struct ops_ctx *ctx, const struct node *n, char **out, size_t *len);
 void op_create(fuse_req_t req, fuse_ino_t p, const char *name, mode_t mode,
                struct fuse_file_info *fi);
 void op_mknod(fuse_req_t req, fuse_ino_t p, const char *name, mode_t mode, dev_t rdev);

@@ -818,3 +818,8 @@ int ov_clear(struct overlay *ov)
 	free(v);
 	return r;
 }
+
+void ov_bump_epoch(struct overlay *ov)
+{
+	__atomic_add_fetch(&ov->epoch, 1, __ATOMIC_RELAXED);
+}

@@ -115,6 +115,9 @@ void ov_data_unlink(struct overlay *ov, int64_t id);
  * records a new one). */
 int ov_clear(struct overlay *ov);
 
+/* A change the kernel did not see (a partial discard): the views get new inodes. */
+void ov_bump_epoch(struct overlay *ov);
+
 /* A free-form value kept with the overlay (the commit intent of reef commit). */
 int ov_meta_get(struct overlay *ov, const char *key, char *out, size_t cap);
 int ov_meta_set(struct overlay *ov, const char *key, const char *value); /* NULL deletes */

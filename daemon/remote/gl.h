@@ -149,6 +149,24 @@ int gl_git_fetch(struct gl *g, const char *project_path, const char *const *want
                  bool trees_only, uint64_t max, int (*data)(void *arg, const void *d, size_t n),
                  void *arg);
 
+/* Pushes a pack over smart HTTP (POST <project>.git/git-receive-pack, git's
+ * gitprotocol-pack "pushing data", report-status and side-band-64k): the ref moves from
+ * old to new only if it still is at old (receive-pack's compare-and-swap: a ref that
+ * moved meanwhile is refused, never overwritten). pack_fd holds the whole pack
+ * (pack_len bytes). Returns 0 when the server answered (*rep says whether the ref moved:
+ * ref_ok, or the reason and any hook message), or the request's error (-EACCES when the
+ * server refused the token the push). */
+struct gl_push_report {
+	bool unpack_ok;
+	bool seen_ref;
+	bool ref_ok;
+	char unpack[128]; /* unpack status when not ok */
+	char reason[256]; /* "ng" reason */
+	char msg[1024];   /* side-band messages (hooks: a protected branch's refusal) */
+};
+int gl_git_push(struct gl *g, const char *project_path, const char *ref, const char *old,
+                const char *new_id, int pack_fd, uint64_t pack_len, struct gl_push_report *rep);
+
 /* GraphQL (remote/graphql.c): the blobs of paths in revision ref (a full commit id) of a
  * project, at most GL_GQL_PATHS a request: out[i] for paths[i], found false when the
  * server left the path out (no such file). -ENOTSUP when the server has no GraphQL
