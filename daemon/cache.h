@@ -159,6 +159,9 @@ int cache_forget(struct cache *c, int64_t project_id, const char *oid, bool is_t
 struct gl_push_report;
 int cache_push(struct cache *c, const char *project_path, const char *branch, const char *old,
                const char *new_id, int pack_fd, uint64_t pack_len, struct gl_push_report *rep);
+/* Uploads an LFS object (gl_lfs_upload): sha256 oid, size bytes of fd. */
+int cache_lfs_upload(struct cache *c, const char *project_path, const char *oid, uint64_t size,
+                     int fd);
 /* Expires every branch head and listing now: the next lookup asks the server. */
 void cache_refresh(struct cache *c);
 /* Changes the hard size limit (0: the default); evicts at once when above it. */

@@ -277,6 +277,12 @@ int cache_push(struct cache *c, const char *project_path, const char *branch, co
 	return gl_git_push(c->gl, project_path, ref, old, new_id, pack_fd, pack_len, rep);
 }
 
+int cache_lfs_upload(struct cache *c, const char *project_path, const char *oid, uint64_t size,
+                     int fd)
+{
+	return gl_lfs_upload(c->gl, project_path, oid, size, fd);
+}
+
 void cache_refresh(struct cache *c)
 {
 	pthread_mutex_lock(&c->lock);

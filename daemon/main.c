@@ -39,6 +39,7 @@ struct reefd_opts {
 	char *cache;
 	char *branch_ttl;
 	char *cache_limit;
+	char *lfs_above;
 	char *poll;
 	char *prefetch;
 	char *readahead;
@@ -55,6 +56,7 @@ static const struct fuse_opt reefd_spec[] = {
     {"cache=%s", offsetof(struct reefd_opts, cache), 0},
     {"branch_ttl=%s", offsetof(struct reefd_opts, branch_ttl), 0},
     {"cache_limit=%s", offsetof(struct reefd_opts, cache_limit), 0},
+    {"lfs_above=%s", offsetof(struct reefd_opts, lfs_above), 0},
     {"poll=%s", offsetof(struct reefd_opts, poll), 0},
     {"prefetch=%s", offsetof(struct reefd_opts, prefetch), 0},
     {"readahead=%s", offsetof(struct reefd_opts, readahead), 0},
@@ -99,6 +101,8 @@ static void usage(FILE *f, const char *prog)
 	    "  -o token_file=PATH   file holding a personal access token (mode 0600);\n"
 	    "                       without it the token is read from $REEF_TOKEN\n"
 	    "  -o cache=DIR         object cache (default ~/.cache/reef/<host_port>)\n"
+	    "  -o lfs_above=SIZE    reef commit sends files larger than SIZE to Git LFS and\n"
+	    "                       adds their .gitattributes lines (default: off)\n"
 	    "  -o cache_limit=SIZE  hard cache size: bytes, or N with K, M, G or T (powers of\n"
 	    "                       1024); default %d%% of the free disk, at least 1G\n"
 	    "  -o branch_ttl=S      seconds a branch head is trusted (default 5)\n"
@@ -462,6 +466,11 @@ int main(int argc, char **argv)
 		ret = 2;
 		goto out;
 	}
+	if (o.lfs_above && (cache_limit_parse(o.lfs_above, &oo.lfs_above) < 0 || !oo.lfs_above)) {
+		fprintf(stderr, "reefd: lfs_above must be a size: BYTES or N{K,M,G,T}\n");
+		ret = 2;
+		goto out;
+	}
 	if (o.cache_limit && (cache_limit_parse(o.cache_limit, &limit) < 0 || limit == 0)) {
 		fprintf(stderr, "reefd: cache_limit must be a size: BYTES or N{K,M,G,T}\n");
 		ret = 2;
@@ -667,6 +676,7 @@ out:
 	free(o.cache);
 	free(o.branch_ttl);
 	free(o.cache_limit);
+	free(o.lfs_above);
 	free(o.poll);
 	free(o.prefetch);
 	free(o.retry_max);

@@ -73,6 +73,7 @@ int ops_ctx_new(struct ops_ctx **out, const struct ops_opts *o)
 	if (ctx->branch_timeout < o->branch_timeout_s)
 		ctx->branch_timeout = o->branch_timeout_s;
 	ctx->prefetch_ahead = o->prefetch_ahead;
+	ctx->lfs_above = o->lfs_above;
 	ctx->readahead_kb = o->readahead_kb;
 	ctx->uid = getuid();
 	ctx->gid = getgid();

@@ -27,6 +27,7 @@ struct ops_opts {
 	unsigned prefetch_ahead; /* siblings prefetched ahead of a sequential reader (0: off) */
 	unsigned readahead_kb;   /* kernel readahead to set at init, when allowed (0: leave) */
 	const char *cache_dir;   /* where branch views keep their overlays (NULL: read-only) */
+	uint64_t lfs_above;      /* reef commit sends files larger than this to LFS (0: off) */
 };
 
 int ops_ctx_new(struct ops_ctx **out, const struct ops_opts *o);

@@ -19,6 +19,7 @@
  * overlay stays); none rebuilds on the new head. */
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,9 +58,17 @@ struct build {
 	struct ops_ctx *ctx;
 	struct overlay *ov;
 	int64_t project_id;
+	const char *project_path;
 	const char *head; /* the commit built on */
 	struct obj *v;
 	size_t n, cap;
+	/* Git LFS: the branch's .gitattributes (filter=lfs lines), files larger than
+	 * lfs_above (0: none) sent to LFS too, and the lines added for them */
+	char *gattr; /* the .gitattributes the commit has (malloc'ed), or NULL */
+	uint64_t lfs_above;
+	struct buf added; /* lines to add to .gitattributes */
+	unsigned lfs_files;
+	uint64_t lfs_bytes;
 };
 
 static void objs_free(struct build *b)
@@ -98,6 +107,161 @@ static int objs_add(struct build *b, int type, const char *oid, int64_t data, ui
 	b->v[b->n].buf = buf;
 	b->n++;
 	return 0;
+}
+
+/* ---- Git LFS ---- */
+
+/* Whether path matches a gitattributes pattern (gitattributes(5): a pattern without '/'
+ * matches the name in any directory; with one, the path from the root; a pattern ending
+ * in a slash and two stars, everything below that directory). */
+static bool gattr_match(const char *pat, const char *path)
+{
+	const char *base = strrchr(path, '/');
+	size_t pl = strlen(pat);
+
+	if (!strchr(pat, '/'))
+		return fnmatch(pat, base ? base + 1 : path, 0) == 0;
+	if (pat[0] == '/')
+		pat++, pl--;
+	if (pl > 3 && strcmp(pat + pl - 3, "/**") == 0)
+		return strncmp(path, pat, pl - 2) == 0;
+	return fnmatch(pat, path, FNM_PATHNAME) == 0;
+}
+
+/* What the branch's root .gitattributes says of path's filter: the last matching line
+ * that names one decides. ("[[:space:]]", git-lfs's way to write a space, is a
+ * bracket expression fnmatch knows.) */
+static bool gattr_is_lfs(const char *gattr, const char *path)
+{
+	bool lfs = false;
+	const char *line = gattr;
+
+	while (line && *line) {
+		const char *end = strchr(line, '\n');
+		size_t len = end ? (size_t)(end - line) : strlen(line);
+		char buf[1024], *save = NULL, *pat, *tok;
+
+		if (len < sizeof(buf)) {
+			memcpy(buf, line, len);
+			buf[len] = 0;
+			pat = strtok_r(buf, " \t\r", &save);
+			if (pat && pat[0] != '#' && gattr_match(pat, path)) {
+				for (tok = strtok_r(NULL, " \t\r", &save); tok;
+				     tok = strtok_r(NULL, " \t\r", &save)) {
+					if (strncmp(tok, "filter=", 7) == 0)
+						lfs = strcmp(tok + 7, "lfs") == 0;
+					else if (strcmp(tok, "-filter") == 0 ||
+					         strcmp(tok, "!filter") == 0)
+						lfs = false;
+				}
+			}
+		}
+		line = end ? end + 1 : NULL;
+	}
+	return lfs;
+}
+
+/* sha256 of a data file, uploaded through the LFS batch API; the pointer's text into
+ * *ptr (malloc'ed). */
+static int lfs_send(struct build *b, int64_t id, char **ptr, size_t *plen)
+{
+	struct hash_ctx *h = NULL;
+	unsigned char *buf = malloc(PACK_CHUNK);
+	uint8_t bin[32];
+	char oid[65];
+	struct stat sb;
+	uint64_t off = 0;
+	int fd = ov_data_open(b->ov, id, O_RDONLY), r, n;
+
+	r = fd < 0 ? fd : !buf ? -ENOMEM : fstat(fd, &sb) < 0 ? -errno : 0;
+	if (r == 0)
+		r = hash_new(&h, HASH_SHA256);
+	while (r == 0 && off < (uint64_t)sb.st_size) {
+		ssize_t got = pread(fd, buf, PACK_CHUNK, (off_t)off);
+
+		if (got <= 0) {
+			r = -EIO;
+			break;
+		}
+		r = hash_update(h, buf, (size_t)got);
+		off += (uint64_t)got;
+	}
+	if (r == 0)
+		r = hash_final(h, bin);
+	hash_free(h);
+	free(buf);
+	if (r == 0) {
+		hash_hex(oid, bin, 32);
+		r = cache_lfs_upload(b->ctx->cache, b->project_path, oid, off, fd);
+	}
+	if (fd >= 0)
+		close(fd);
+	if (r < 0)
+		return r;
+	n = asprintf(
+	    ptr, "version https://git-lfs.github.com/spec/v1\noid sha256:%s\nsize %" PRIu64 "\n",
+	    oid, off);
+	if (n < 0)
+		return -ENOMEM;
+	*plen = (size_t)n;
+	b->lfs_files++;
+	b->lfs_bytes += off;
+	return 0;
+}
+
+static char *blob_text(struct build *b, const char *oid)
+{
+	struct odb_blob *ob = NULL;
+	char *s = NULL;
+
+	if (cache_blob_open(b->ctx->cache, b->project_id, oid, &ob) == 0) {
+		uint64_t sz = odb_blob_size(ob);
+
+		if (sz < (1 << 20) && (s = calloc(1, sz + 1)) &&
+		    odb_blob_pread(ob, s, sz, 0) != (ssize_t)sz) {
+			free(s);
+			s = NULL;
+		}
+		odb_blob_close(ob);
+	}
+	return s;
+}
+
+/* The branch's root .gitattributes as the commit will have it (overlay, else head). */
+static int gattr_load(struct build *b)
+{
+	struct ov_ent *e = malloc(sizeof(*e));
+	struct tree_entry *t = NULL;
+	char root[41];
+	size_t n = 0;
+	int r = e ? 0 : -ENOMEM;
+
+	b->gattr = NULL;
+	if (r == 0 && ov_get(b->ov, ".gitattributes", e) == 0) {
+		if (e->kind == OV_FILE && e->data > 0) {
+			int64_t size = ov_data_size(b->ov, e->data);
+			int fd = ov_data_open(b->ov, e->data, O_RDONLY);
+
+			if (fd >= 0 && size >= 0 && size < (1 << 20) &&
+			    (b->gattr = calloc(1, (size_t)size + 1)) &&
+			    pread(fd, b->gattr, (size_t)size, 0) != size)
+				r = -EIO;
+			if (fd >= 0)
+				close(fd);
+		} else if (e->kind == OV_FILE) {
+			b->gattr = blob_text(b, e->blob);
+		}
+		free(e);
+		return r;
+	}
+	free(e);
+	if (r == 0)
+		r = cache_root_tree(b->ctx->cache, b->project_id, b->head, root, &t, &n);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		if (strcmp(t[i].name, ".gitattributes") == 0 && t[i].mode != TREE_MODE_DIR)
+			b->gattr = blob_text(b, t[i].oid);
+	free(t);
+	return r;
 }
 
 static int hash_git(const char *type, const void *d, size_t n, char oid[41])
@@ -289,7 +453,35 @@ static int build_tree(struct build *b, const char *dir, const char *lower, const
 		case OV_WH:
 			break;
 		case OV_FILE:
-			if (k->data > 0) {
+			if (k->data > 0 && strcmp(k->path, ".gitattributes") != 0 &&
+			    ((b->gattr && gattr_is_lfs(b->gattr, k->path)) ||
+			     (b->lfs_above &&
+			      (uint64_t)ov_data_size(b->ov, k->data) > b->lfs_above))) {
+				char *ptr = NULL;
+				size_t plen = 0;
+
+				if (!(b->gattr && gattr_is_lfs(b->gattr, k->path))) {
+					/* the line git-lfs track would write, spaces as it writes
+					 * them */
+					r = buf_puts(&b->added, "/");
+					for (const char *c = k->path; r == 0 && *c; c++)
+						r = *c == ' ' ? buf_puts(&b->added, "[[:space:]]")
+						              : buf_append(&b->added, c, 1);
+					if (r == 0)
+						r = buf_puts(
+						    &b->added,
+						    " filter=lfs diff=lfs merge=lfs -text\n");
+				}
+				if (r == 0)
+					r = lfs_send(b, k->data, &ptr, &plen);
+				if (r == 0)
+					r = hash_git("blob", ptr, plen, oid);
+				if (r == 0)
+					r = objs_add(b, OBJ_BLOB, oid, 0, plen,
+					             (unsigned char *)ptr);
+				else
+					free(ptr);
+			} else if (k->data > 0) {
 				r = hash_data(b->ov, k->data, oid, &size);
 				if (r == 0)
 					r = objs_add(b, OBJ_BLOB, oid, k->data, size, NULL);
@@ -320,6 +512,30 @@ static int build_tree(struct build *b, const char *dir, const char *lower, const
 			if (r == 0 && !gone)
 				r = entries_add(&e, &n, &cap, name, TREE_MODE_DIR, oid);
 			break;
+		}
+	}
+	if (r == 0 && !dir[0] && b->added.len) {
+		/* files sent to LFS for their size: .gitattributes says so from now on */
+		size_t gl = b->gattr ? strlen(b->gattr) : 0;
+		unsigned char *g = malloc(gl + 1 + b->added.len);
+
+		r = g ? 0 : -ENOMEM;
+		if (r == 0) {
+			memcpy(g, b->gattr ? b->gattr : "", gl);
+			if (gl && b->gattr[gl - 1] != '\n')
+				g[gl++] = '\n';
+			memcpy(g + gl, b->added.data, b->added.len);
+			gl += b->added.len;
+			r = hash_git("blob", g, gl, oid);
+		}
+		if (r == 0) {
+			r = objs_add(b, OBJ_BLOB, oid, 0, gl, g);
+			entries_del(e, &n, ".gitattributes");
+			if (r == 0)
+				r = entries_add(&e, &n, &cap, ".gitattributes", TREE_MODE_FILE,
+				                oid);
+		} else {
+			free(g);
 		}
 	}
 	if (r == 0)
@@ -684,7 +900,7 @@ static int reconcile(struct ops_ctx *ctx, struct overlay *ov)
 }
 
 static int reef_commit(struct ops_ctx *ctx, const char *req, const struct node *rev,
-                       const char *msg, char *why, size_t cap)
+                       const char *msg, uint64_t lfs_above, char *why, size_t cap)
 {
 	const struct node *proj = project_of(rev);
 	struct overlay *ov = NULL;
@@ -747,9 +963,18 @@ static int reef_commit(struct ops_ctx *ctx, const char *req, const struct node *
 				break;
 		}
 		objs_free(&b);
-		b = (struct build){
-		    .ctx = ctx, .ov = ov, .project_id = rev->project_id, .head = head};
-		r = build_tree(&b, "", "", "", root, &empty);
+		free(b.gattr);
+		buf_free(&b.added);
+		b = (struct build){.ctx = ctx,
+		                   .ov = ov,
+		                   .project_id = rev->project_id,
+		                   .project_path = proj->path,
+		                   .head = head,
+		                   .lfs_above = lfs_above};
+		buf_init(&b.added, 1 << 20);
+		r = gattr_load(&b);
+		if (r == 0)
+			r = build_tree(&b, "", "", "", root, &empty);
 		if (r == 0)
 			r = commit_object(&b, root, head, author, msg, commit);
 		if (r < 0) {
@@ -770,13 +995,16 @@ static int reef_commit(struct ops_ctx *ctx, const char *req, const struct node *
 		unlink(pack);
 		if (r == 0 && rep.ref_ok) {
 			log_info("%s: branch %s of %s moved %.12s -> %.12s (%zu objects, %" PRIu64
-			         " bytes)",
-			         req, rev->path, proj->path, head, commit, b.n, len);
+			         " bytes; %u files, %" PRIu64 " bytes to LFS)",
+			         req, rev->path, proj->path, head, commit, b.n, len, b.lfs_files,
+			         b.lfs_bytes);
 			ov_unlock(ov);
 			r = wv_discard_all(ctx, ov);
 			if (r == 0)
 				r = ov_meta_set(ov, "intent", NULL);
 			objs_free(&b);
+			free(b.gattr);
+			buf_free(&b.added);
 			snprintf(why, cap, "%s", commit);
 			return r;
 		}
@@ -826,6 +1054,8 @@ static int reef_commit(struct ops_ctx *ctx, const char *req, const struct node *
 	}
 	ov_unlock(ov);
 	objs_free(&b);
+	free(b.gattr);
+	buf_free(&b.added);
 	return r;
 }
 
@@ -879,6 +1109,11 @@ int reefctl_write_cmd(struct ops_ctx *ctx, const char *req, const char *cmd, con
 		                                  : strerror(-r));
 	}
 	if (strcmp(cmd, "commit") == 0) {
+		json_t *la = json_object_get(j, "lfs_above");
+		uint64_t lfs_above = ctx->lfs_above;
+
+		if (json_is_integer(la) && json_integer_value(la) > 0)
+			lfs_above = (uint64_t)json_integer_value(la);
 		msg = json_string_value(json_object_get(j, "message"));
 		/* text: no NUL inside (jansson allows one) */
 		if (!msg || !*msg || strlen(msg) > COMMIT_MSG_MAX ||
@@ -886,7 +1121,7 @@ int reefctl_write_cmd(struct ops_ctx *ctx, const char *req, const char *cmd, con
 			r = reefctl_fail(ctx, req, -EINVAL,
 			                 "a commit needs a message (text, at most %d bytes)",
 			                 COMMIT_MSG_MAX);
-		else if ((r = reef_commit(ctx, req, rev, msg, why, sizeof(why))) < 0)
+		else if ((r = reef_commit(ctx, req, rev, msg, lfs_above, why, sizeof(why))) < 0)
 			r = reefctl_fail(ctx, req, r, "%s", why[0] ? why : strerror(-r));
 	} else {
 		struct overlay *ov = NULL;

@@ -908,6 +908,8 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 		if (rq->post && (rq->post_head || rq->post_fd_len)) {
 			rq->post_pos = 0; /* again from the start at a retry */
 			curl_easy_setopt(h, CURLOPT_POST, 1L);
+			if (strcmp(rq->method, "PUT") == 0) /* an LFS upload: PUT with this body */
+				curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
 			curl_easy_setopt(h, CURLOPT_READFUNCTION, gl_on_upload);
 			curl_easy_setopt(h, CURLOPT_READDATA, rq);
 			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,

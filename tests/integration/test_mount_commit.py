@@ -221,3 +221,48 @@ def test_commit_survives_kill9_before_commit(hub, repo, mount_factory, tmp_path)
     c = clone(repo["url"], tmp_path / "check")
     assert (c / "after-crash.txt").read_text() == "durable\n"
     assert git("rev-parse", "HEAD", cwd=c).stdout.strip() == new
+
+
+def lfs_env(tmp_path):
+    home = tmp_path / "lfshome"
+    home.mkdir(exist_ok=True)
+    env = {"HOME": str(home)}
+    git("lfs", "install", "--skip-repo", env=env)
+    return env
+
+
+def test_lfs_by_gitattributes_and_size(hub, repo, mount_factory, tmp_path):
+    env = lfs_env(tmp_path)
+    src = repo["src"]
+    (src / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
+    git("add", ".gitattributes", cwd=src)
+    git("commit", "-qm", "track bin", cwd=src)
+    git("push", "-q", repo["url"], "main", cwd=src)
+    m = mount_factory(hub, repo["tok"])
+    b = m.mnt / "alice/data/branches/main"
+    rnd = random.Random(7)
+    binary = rnd.randbytes(3 << 20)
+    large = rnd.randbytes((2 << 20) + 5)
+    (b / "weights.bin").write_bytes(binary)
+    (b / "d").mkdir()
+    (b / "d/big table.dat").write_bytes(large)  # not tracked: by its size
+    (b / "small.dat").write_bytes(b"small\n")
+    reef("commit", "-m", "lfs", "--lfs-above", "1M", b)
+    # the branch holds pointers; the mount shows the objects again
+    assert (b / "weights.bin").read_bytes() == binary
+    assert (b / "d/big table.dat").read_bytes() == large
+    assert len(os.getxattr(b / "weights.bin", "user.reef.lfs.oid")) == 64
+    ga = (b / ".gitattributes").read_text()
+    assert "/d/big[[:space:]]table.dat filter=lfs diff=lfs merge=lfs -text" in ga
+    assert ga.startswith("*.bin filter=lfs")
+    c = tmp_path / "check"
+    git("clone", "-q", repo["url"], str(c), env=env)
+    assert (c / "weights.bin").read_bytes() == binary
+    assert (c / "d/big table.dat").read_bytes() == large
+    assert (c / "small.dat").read_bytes() == b"small\n"
+    files = git("lfs", "ls-files", "-n", cwd=c, env=env).stdout.split("\n")
+    assert "weights.bin" in files and "d/big table.dat" in files and "small.dat" not in files
+    assert git("lfs", "fsck", cwd=c, env=env).returncode == 0
+    # the pointer in git is git-lfs's own format
+    ptr = git("cat-file", "-p", "HEAD:weights.bin", cwd=c).stdout
+    assert ptr.startswith("version https://git-lfs.github.com/spec/v1\noid sha256:")

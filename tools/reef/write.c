@@ -18,11 +18,44 @@
 #define PENDING_MAX (64 * 1024) /* the kernel's cap on an xattr value */
 
 static const char commit_help[] =
-    "Usage: reef commit -m MESSAGE [DIR]\n"
+    "Usage: reef commit -m MESSAGE [--lfs-above SIZE] [DIR]\n"
     "Commits every pending change of the branch view DIR is in (default: the current\n"
     "directory) as one commit on that branch, pushed atomically: if the branch moved and\n"
     "the new commits changed a path you changed, nothing is committed and the paths are\n"
-    "named; otherwise the commit goes on top of the new head. Prints the new commit.\n";
+    "named; otherwise the commit goes on top of the new head. Prints the new commit.\n"
+    "Files the branch's .gitattributes marks filter=lfs go to Git LFS (uploaded with the\n"
+    "batch API, committed as pointers); --lfs-above SIZE (bytes, or N with K, M, G, T)\n"
+    "sends larger files there too and adds their .gitattributes lines.\n";
+
+/* N[KMGT] (powers of 1024) */
+static int size_parse(const char *s, unsigned long long *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || s[0] == '-')
+		return -EINVAL;
+	switch (*end) {
+	case 'T':
+		v <<= 10; /* fallthrough */
+	case 'G':
+		v <<= 10; /* fallthrough */
+	case 'M':
+		v <<= 10; /* fallthrough */
+	case 'K':
+		v <<= 10;
+		end++;
+		break;
+	default:
+		break;
+	}
+	if (*end || v == 0 || v > (1ULL << 50))
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
 
 static const char discard_help[] =
     "Usage: reef discard DIR [PATH...]\n"
@@ -104,6 +137,7 @@ int reef_cmd_commit(int argc, char **argv)
 {
 	const char *msg = NULL, *dir = ".";
 	char view[PATH_MAX], root[PATH_MAX], rel[PATH_MAX], head[64] = "";
+	unsigned long long lfs_above = 0;
 	struct buf why = BUF_INIT(4096);
 	json_t *arg;
 	int r;
@@ -114,6 +148,10 @@ int reef_cmd_commit(int argc, char **argv)
 			return REEF_EXIT_OK;
 		} else if (!strcmp(argv[k], "-m") && k + 1 < argc) {
 			msg = argv[++k];
+		} else if (!strcmp(argv[k], "--lfs-above") && k + 1 < argc) {
+			if (size_parse(argv[++k], &lfs_above) < 0)
+				return reef_usage("commit",
+				                  "--lfs-above takes a size: N, NK, NM, NG");
 		} else if (argv[k][0] == '-') {
 			return reef_usage("commit", "unknown option %s", argv[k]);
 		} else {
@@ -129,6 +167,8 @@ int reef_cmd_commit(int argc, char **argv)
 		                     ? "not inside a branch view (<project>/branches/<name>/)"
 		                     : strerror(-r));
 	arg = json_pack("{s:s,s:s}", "path", rel, "message", msg);
+	if (arg && lfs_above)
+		json_object_set_new(arg, "lfs_above", json_integer((json_int_t)lfs_above));
 	r = arg ? ctl_request(root, "commit", arg, &why) : -ENOMEM;
 	json_decref(arg);
 	if (r < 0) {
