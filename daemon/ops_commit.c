@@ -993,6 +993,11 @@ static int reef_commit(struct ops_ctx *ctx, const char *req, const struct node *
 		close(fd);
 		fd = -1;
 		unlink(pack);
+		if (r == 0 && rep.ref_ok && getenv("REEFD_FAULT_AFTER_PUSH")) {
+			/* fault injection for the crash tests: die where a crash hurts most */
+			log_warn("REEFD_FAULT_AFTER_PUSH: exiting between the push and the drop");
+			_exit(9);
+		}
 		if (r == 0 && rep.ref_ok) {
 			log_info("%s: branch %s of %s moved %.12s -> %.12s (%zu objects, %" PRIu64
 			         " bytes; %u files, %" PRIu64 " bytes to LFS)",

@@ -266,3 +266,64 @@ def test_lfs_by_gitattributes_and_size(hub, repo, mount_factory, tmp_path):
     # the pointer in git is git-lfs's own format
     ptr = git("cat-file", "-p", "HEAD:weights.bin", cwd=c).stdout
     assert ptr.startswith("version https://git-lfs.github.com/spec/v1\noid sha256:")
+
+
+def restart(m, env=None):
+    if m.proc.poll() is None:
+        m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait()
+    subprocess.run(["fusermount3", "-uz", str(m.mnt)], check=False)
+    m.log.close()
+    m.proc = None
+    m.start()
+
+
+def commit_count(hub, tok):
+    r = hub.api("GET", "/projects/alice%2Fdata/repository/commits?ref_name=main&per_page=100",
+                tok)
+    return len(r.json())
+
+
+def test_crash_between_push_and_drop_commits_once(hub, repo, mount_factory, tmp_path,
+                                                  monkeypatch):
+    monkeypatch.setenv("REEFD_FAULT_AFTER_PUSH", "1")
+    m = mount_factory(hub, repo["tok"])
+    monkeypatch.delenv("REEFD_FAULT_AFTER_PUSH")
+    b = m.mnt / "alice/data/branches/main"
+    (b / "once.txt").write_text("once\n")
+    before = commit_count(hub, repo["tok"])
+    r = reef("commit", "-m", "once", b, check=False)
+    assert r.returncode != 0  # the daemon died under it
+    m.proc.wait(timeout=10)
+    restart(m)
+    # the push landed: the restarted daemon sees its journaled intent on the server
+    assert commit_count(hub, repo["tok"]) == before + 1
+    assert "0 pending changes" in reef("status", b).stdout
+    r = reef("commit", "-m", "twice?", b, check=False)
+    assert r.returncode == 1 and "nothing to commit" in r.stderr
+    assert commit_count(hub, repo["tok"]) == before + 1
+    assert (b / "once.txt").read_text() == "once\n"
+
+
+def test_kill9_during_upload_moves_at_most_once(hub, repo, mount_factory, tmp_path):
+    m = mount_factory(hub, repo["tok"])
+    b = m.mnt / "alice/data/branches/main"
+    data = random.Random(9).randbytes(96 << 20)
+    (b / "large.bin").write_bytes(data)
+    before = commit_count(hub, repo["tok"])
+    p = subprocess.Popen([str(REEF_BIN), "commit", "-m", "large", str(b)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    restart(m)
+    p.communicate(timeout=60)
+    st = reef("status", b).stdout
+    moved = commit_count(hub, repo["tok"]) - before
+    assert moved in (0, 1)
+    if moved == 0:  # the upload did not finish: the change is still pending, intact
+        assert "large.bin" in st
+        reef("commit", "-m", "large", b)
+    else:
+        assert "0 pending changes" in st
+    assert commit_count(hub, repo["tok"]) == before + 1
+    c = clone(repo["url"], tmp_path / "check")
+    assert (c / "large.bin").read_bytes() == data
