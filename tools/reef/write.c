@@ -258,7 +258,7 @@ int reef_write_status(const char *dir, bool as_json)
 
 	r = view_of(dir, view, sizeof(view), root, sizeof(root), rel, sizeof(rel));
 	if (r < 0)
-		return r == -ENOTDIR ? -1 : reef_fail("%s: %s", dir, strerror(-r));
+		return -1; /* not a branch view (or not a mount): the mount's status says why */
 	r = pending_get(view, &j);
 	if (r < 0)
 		return reef_fail("%s: cannot read its pending changes: %s", rel, strerror(-r));
