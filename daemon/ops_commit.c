@@ -1146,6 +1146,76 @@ int reefctl_write_cmd(struct ops_ctx *ctx, const char *req, const char *cmd, con
 	return r;
 }
 
+/* ---- discard ---- */
+
+/* Drops every pending change of the overlay and shows the branch as it is. */
+int wv_discard_all(struct ops_ctx *ctx, struct overlay *ov)
+{
+	int r;
+
+	ov_lock(ov);
+	r = ov_clear(ov);
+	ov_unlock(ov);
+	if (r == 0)
+		on_branch_moved(ctx, ov_project(ov), ov_branch(ov), NULL, "");
+	return r;
+}
+
+/* Drops the pending changes at and below each of paths (a JSON array of paths relative
+ * to the branch root). A rename is two changes: its new name and its old one. */
+int wv_discard_paths(struct ops_ctx *ctx, struct overlay *ov, json_t *paths)
+{
+	struct ov_ent *e = malloc(sizeof(*e));
+	size_t i;
+	int r = e ? 0 : -ENOMEM;
+
+	for (i = 0; r == 0 && i < json_array_size(paths); i++) {
+		const char *p = json_string_value(json_array_get(paths, i));
+
+		if (!p || !*p || p[0] == '/' || p[strlen(p) - 1] == '/' || strstr(p, "//") ||
+		    strlen(p) >= OV_PATH_MAX)
+			r = -EINVAL;
+		for (const char *c = p; r == 0 && c; c = strchr(c, '/')) {
+			c += *c == '/';
+			if (strncmp(c, "..", 2) == 0 && (c[2] == '/' || !c[2]))
+				r = -EINVAL;
+			if (c[0] == '.' && (c[1] == '/' || !c[1]))
+				r = -EINVAL;
+		}
+	}
+	ov_lock(ov);
+	for (i = 0; r == 0 && i < json_array_size(paths); i++) {
+		const char *p = json_string_value(json_array_get(paths, i));
+		int64_t *ids = NULL, drop = 0;
+		size_t nids = 0;
+
+		r = ov_tx_begin(ov);
+		if (r < 0)
+			break;
+		r = ov_del_below(ov, p, &ids, &nids);
+		if (r == 0 && ov_get(ov, p, e) == 0) {
+			if (e->kind == OV_FILE)
+				drop = e->data;
+			r = ov_del(ov, p);
+		}
+		r = ov_tx_end(ov, r == 0) < 0 && r == 0 ? -EIO : r;
+		if (r == 0) {
+			for (size_t k = 0; k < nids; k++)
+				ov_data_unlink(ov, ids[k]);
+			if (drop > 0)
+				ov_data_unlink(ov, drop);
+		}
+		free(ids);
+	}
+	ov_unlock(ov);
+	free(e);
+	if (r == 0) {
+		ov_bump_epoch(ov);
+		on_branch_moved(ctx, ov_project(ov), ov_branch(ov), NULL, "");
+	}
+	return r;
+}
+
 /* ---- status ---- */
 
 /* Whether the head's tree has path (for added vs modified). */

@@ -140,7 +140,8 @@ struct ops_ctx {
 
 	struct ovset *ovs; /* overlays of branch views (daemon/overlay.h); NULL: read-only */
 	struct wstate *ws; /* renames of this mount (ops_write.c) */
-	uint64_t lfs_above; /* reef commit sends larger files to Git LFS (0: by .gitattributes only) */
+	uint64_t
+	    lfs_above; /* reef commit sends larger files to Git LFS (0: by .gitattributes only) */
 };
 
 /* An open file: a cached object, the bytes of a generated file (.reef/status,

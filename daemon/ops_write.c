@@ -140,7 +140,8 @@ struct overlay *wv_active(struct ops_ctx *ctx, const struct node *n)
 {
 	struct overlay *ov = NULL;
 
-	if (!in_view(n) || view_overlay(ctx, n, false, &ov) < 0 || !ov || ov_count(ov) == 0)
+	if (!ctx->ovs || !ovset_any(ctx->ovs) || !in_view(n) ||
+	    view_overlay(ctx, n, false, &ov) < 0 || !ov || ov_count(ov) == 0)
 		return NULL;
 	return ov;
 }
@@ -448,7 +449,8 @@ void wv_rev_oid(struct ops_ctx *ctx, int64_t project_id, const char *branch, con
 	struct overlay *ov = NULL;
 	uint64_t ep = 0;
 
-	if (ctx->ovs && ovset_get(ctx->ovs, project_id, branch, false, NULL, &ov) == 0 && ov)
+	if (ctx->ovs && ovset_any(ctx->ovs) &&
+	    ovset_get(ctx->ovs, project_id, branch, false, NULL, &ov) == 0 && ov)
 		ep = ov_epoch(ov);
 	if (ep)
 		snprintf(out, cap, "%s+%" PRIu64, commit, ep);
@@ -1433,72 +1435,4 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_inf
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	fuse_reply_err(req, 0); /* every change of a directory was durable when it replied */
-}
-
-/* Drops every pending change of the overlay and shows the branch as it is. */
-int wv_discard_all(struct ops_ctx *ctx, struct overlay *ov)
-{
-	int r;
-
-	ov_lock(ov);
-	r = ov_clear(ov);
-	ov_unlock(ov);
-	if (r == 0)
-		on_branch_moved(ctx, ov_project(ov), ov_branch(ov), NULL, "");
-	return r;
-}
-
-/* Drops the pending changes at and below each of paths (a JSON array of paths relative
- * to the branch root). A rename is two changes: its new name and its old one. */
-int wv_discard_paths(struct ops_ctx *ctx, struct overlay *ov, json_t *paths)
-{
-	struct ov_ent *e = malloc(sizeof(*e));
-	size_t i;
-	int r = e ? 0 : -ENOMEM;
-
-	for (i = 0; r == 0 && i < json_array_size(paths); i++) {
-		const char *p = json_string_value(json_array_get(paths, i));
-
-		if (!p || !*p || p[0] == '/' || p[strlen(p) - 1] == '/' || strstr(p, "//") ||
-		    strlen(p) >= OV_PATH_MAX)
-			r = -EINVAL;
-		for (const char *c = p; r == 0 && c; c = strchr(c, '/')) {
-			c += *c == '/';
-			if (strncmp(c, "..", 2) == 0 && (c[2] == '/' || !c[2]))
-				r = -EINVAL;
-			if (c[0] == '.' && (c[1] == '/' || !c[1]))
-				r = -EINVAL;
-		}
-	}
-	ov_lock(ov);
-	for (i = 0; r == 0 && i < json_array_size(paths); i++) {
-		const char *p = json_string_value(json_array_get(paths, i));
-		int64_t *ids = NULL, drop = 0;
-		size_t nids = 0;
-
-		r = ov_tx_begin(ov);
-		if (r < 0)
-			break;
-		r = ov_del_below(ov, p, &ids, &nids);
-		if (r == 0 && ov_get(ov, p, e) == 0) {
-			if (e->kind == OV_FILE)
-				drop = e->data;
-			r = ov_del(ov, p);
-		}
-		r = ov_tx_end(ov, r == 0) < 0 && r == 0 ? -EIO : r;
-		if (r == 0) {
-			free_ids(ov, ids, nids);
-			if (drop > 0)
-				ov_data_unlink(ov, drop);
-		} else {
-			free(ids);
-		}
-	}
-	ov_unlock(ov);
-	free(e);
-	if (r == 0) {
-		ov_bump_epoch(ov);
-		on_branch_moved(ctx, ov_project(ov), ov_branch(ov), NULL, "");
-	}
-	return r;
 }

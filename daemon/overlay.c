@@ -386,11 +386,16 @@ int ovset_get(struct ovset *s, int64_t project_id, const char *branch, bool crea
 	}
 	if (ov) {
 		ov->next = s->list;
-		s->list = ov;
+		__atomic_store_n(&s->list, ov, __ATOMIC_RELEASE);
 	}
 	pthread_mutex_unlock(&s->lock);
 	*out = ov;
 	return r;
+}
+
+bool ovset_any(struct ovset *s)
+{
+	return __atomic_load_n(&s->list, __ATOMIC_ACQUIRE) != NULL;
 }
 
 void ovset_each(struct ovset *s, void (*fn)(void *arg, struct overlay *ov), void *arg)

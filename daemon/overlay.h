@@ -59,6 +59,8 @@ void ovset_free(struct ovset *s); /* accepts NULL */
  * created with base as its base commit otherwise. Owned by the set. */
 int ovset_get(struct ovset *s, int64_t project_id, const char *branch, bool create,
               const char *base, struct overlay **out);
+/* Whether any overlay exists (lock-free: the read-only fast path of every lookup). */
+bool ovset_any(struct ovset *s);
 /* Calls fn for every overlay with pending changes. */
 void ovset_each(struct ovset *s, void (*fn)(void *arg, struct overlay *ov), void *arg);
 /* Total bytes of every overlay's data files. */
