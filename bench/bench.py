@@ -1,4 +1,4 @@
-"""reef's benchmark suite: workloads B1-B8 of DESIGN.md, side by side with their contenders.
+"""reef's benchmark suite: workloads B1-B13 of DESIGN.md and the issues, side by side with their contenders.
 
 Run it through scripts/bench.sh (which installs the contenders and builds a release build).
 Every workload interleaves reef and its contenders run by run, so a ratio compares numbers
@@ -29,9 +29,11 @@ from proxy import CountingProxy
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {
     "full": {"runs": 5, "tree_files": 100_000, "tree_commits": 500, "ds_files": 900,
-             "ds_mbytes": 80, "big_mib": 1024},
+             "ds_mbytes": 80, "big_mib": 1024, "pub_files": 100, "pub_mbytes": 80,
+             "pub_lfs_mib": 512},
     "quick": {"runs": 3, "tree_files": 10_000, "tree_commits": 50, "ds_files": 90,
-              "ds_mbytes": 8, "big_mib": 128},
+              "ds_mbytes": 8, "big_mib": 128, "pub_files": 100, "pub_mbytes": 8,
+              "pub_lfs_mib": 64},
 }
 MIB = 1 << 20
 
@@ -87,6 +89,10 @@ class Suite:
 
     # ---- setup ---------------------------------------------------------------------------
 
+    def needs(self, *wids):
+        only = set(self.args.only.split(",")) if self.args.only else None
+        return only is None or any(w in only for w in wids)
+
     def prepare(self):
         for d in (self.data_root, self.home):
             d.mkdir(parents=True, exist_ok=True)
@@ -102,10 +108,21 @@ class Suite:
         t = time.perf_counter()
         log("generating data (reused when already generated)")
         sz = self.sz
-        self.tree = gen.gen_tree(self.data_root, self.home, sz["tree_files"], sz["tree_commits"])
-        self.ds = gen.gen_dataset(self.data_root, self.home, sz["ds_files"], sz["ds_mbytes"])
-        self.big = gen.gen_big(self.data_root, self.home, sz["big_mib"])
-        self.dir1k = gen.gen_dir1k(self.data_root, self.home)
+        # only what the chosen workloads read (a B12/B13 run needs no 1 GiB blob)
+        self.tree = self.ds = self.big = self.dir1k = None
+        if self.needs("B3", "B4", "B3cold", "B12"):
+            self.tree = gen.gen_tree(self.data_root, self.home, sz["tree_files"],
+                                     sz["tree_commits"])
+        if self.needs("B5", "B11"):
+            self.ds = gen.gen_dataset(self.data_root, self.home, sz["ds_files"],
+                                      sz["ds_mbytes"])
+        if self.needs("B1", "B2", "B6"):
+            self.big = gen.gen_big(self.data_root, self.home, sz["big_mib"])
+        if self.needs("B10"):
+            self.dir1k = gen.gen_dir1k(self.data_root, self.home)
+        if self.needs("B12"):
+            self.pub = gen_publish(self.data_root, sz["pub_files"], sz["pub_mbytes"],
+                                   sz["pub_lfs_mib"])
         log(f"data ready in {time.perf_counter() - t:.1f} s")
 
     def start_hub(self):
@@ -117,6 +134,8 @@ class Suite:
         self.header_file.chmod(0o600)
         for name, meta in (("tree", self.tree), ("dataset", self.ds), ("big", self.big),
                            ("dir1k", self.dir1k)):
+            if meta is None:
+                continue
             self.hub.project(f"bench/{name}", "bench")
             H.git(["-C", meta["repo"], "push", "-q", self.hub.git_url(f"bench/{name}", self.token),
                    "main"], self.home)
@@ -130,12 +149,12 @@ class Suite:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, r.headers, r.read()
 
-    def mount(self, name, server=None, cache=None):
+    def mount(self, name, server=None, cache=None, opts=""):
         base = self.run_dir / name
         if base.exists():
             shutil.rmtree(base)
         return H.Reefd(self.reefd_bin, base, server or self.hub.url, self.token, self.reg,
-                       cache=cache).start()
+                       cache=cache, opts=opts).start()
 
     def unmount(self, m, workload, keep=False):
         m.stop()
@@ -626,6 +645,116 @@ class Suite:
             time.sleep(0.005)
         return None
 
+    def b12(self):
+        """Publishing a dataset into a branch of the large repository: cp into the mount +
+        reef commit, vs git clone --depth 1 --filter=blob:none + cp + git add + commit +
+        push with git-lfs, against the same hub. Each run a new branch off main."""
+        pub, runs = self.pub, min(self.runs, 3)
+        reef_bin = self.build / "tools" / "reef" / "reef"
+        url = self.hub.git_url("bench/tree", self.token)
+        env = gen.git_env(self.home)
+        subprocess.run(["git", "lfs", "install", "--skip-repo"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        log(f"B12: publish {pub['files']} CSV files ({pub['csv_bytes'] / 1e6:.0f} MB) + one "
+            f"{pub['lfs_mib']} MiB LFS file into a branch of bench/tree ({runs} runs)")
+        reef_t, git_t = [], []
+        for i in range(runs):
+            for who in ("reef", "git"):
+                branch = f"b12-{who}-{i}-{int(time.time())}"
+                H.git(["-C", self.tree["repo"], "push", "-q", url, f"main:refs/heads/{branch}"],
+                      self.home)
+                if who == "reef":
+                    m = self.mount("b12")
+                    dst = m.mnt / "bench/tree/branches" / branch
+                    os.stat(dst)  # the branch view resolved before the clock starts
+                    t = time.perf_counter()
+                    subprocess.run(f"cp -r {pub['dir']}/. '{dst}/'", shell=True, check=True)
+                    r = subprocess.run([str(reef_bin), "commit", "-m", "publish", str(dst)],
+                                       capture_output=True, text=True)
+                    reef_t.append(time.perf_counter() - t)
+                    if r.returncode != 0:
+                        raise RuntimeError(f"B12: reef commit failed: {r.stderr}")
+                    self.unmount(m, "B12")
+                else:
+                    work = self.run_dir / "b12-git"
+                    shutil.rmtree(work, ignore_errors=True)
+                    t = time.perf_counter()
+                    subprocess.run(["git", "clone", "-q", "--depth", "1", "--filter=blob:none",
+                                    "-b", branch, url, str(work)], env=env, check=True)
+                    subprocess.run(f"cp -r {pub['dir']}/. '{work}/'", shell=True, check=True)
+                    for cmd in (["add", "-A"], ["commit", "-qm", "publish"],
+                                ["push", "-q", "origin", branch]):
+                        subprocess.run(["git", "-C", str(work), *cmd], env=env, check=True,
+                                       stdout=subprocess.DEVNULL)
+                    git_t.append(time.perf_counter() - t)
+                    shutil.rmtree(work, ignore_errors=True)
+                self.check_published(branch, env)
+                log(f"  run {i + 1} {who}: {(reef_t if who == 'reef' else git_t)[-1]:.2f} s")
+        self.record("B12", workload=f"publish {pub['files']} CSV files "
+                    f"({pub['csv_bytes'] / 1e6:.0f} MB) + one {pub['lfs_mib']} MiB LFS file "
+                    "into a branch", reef_s=reef_t, git_s=git_t,
+                    ratios={"reef/git": ("reef_s", "git_s")},
+                    targets={"reef/git": ("<=", 1.0)},
+                    note="reef: cp -r into branches/<b>/ + reef commit (mount up, branch "
+                    "resolved); git: clone --depth 1 --filter=blob:none + cp -r + add + commit "
+                    "+ push (git-lfs uploads the .bin); .gitattributes tracks *.bin in both")
+
+    def check_published(self, branch, env):
+        """The branch holds the files, the LFS file as a pointer (spot check)."""
+        url = self.hub.git_url("bench/tree", self.token)
+        work = self.run_dir / "b12-check"
+        shutil.rmtree(work, ignore_errors=True)
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "--filter=blob:none",
+                        "--no-checkout", "-b", branch, url, str(work)], env=env, check=True)
+        ls = subprocess.run(["git", "-C", str(work), "ls-tree", "-r", "--name-only", "HEAD"],
+                            env=env, check=True, capture_output=True, text=True).stdout.split()
+        ptr = subprocess.run(["git", "-C", str(work), "cat-file", "-p", "HEAD:pub/model.bin"],
+                             env=env, check=True, capture_output=True, text=True).stdout
+        shutil.rmtree(work, ignore_errors=True)
+        if sum(1 for f in ls if f.startswith("pub/") and f.endswith(".csv")) != self.pub["files"]:
+            raise RuntimeError(f"B12: branch {branch} lacks the CSV files")
+        if not ptr.startswith("version https://git-lfs"):
+            raise RuntimeError(f"B12: pub/model.bin of {branch} is not an LFS pointer")
+
+    def b13(self):
+        """Sequential write of 1 GiB into a branch view's overlay vs the same write to a
+        directory of the same disk (dd, 1 MiB blocks, fsync at the end)."""
+        runs = min(self.runs, 3)
+        name = "bench/b13"
+        if not getattr(self, "b13_project", False):
+            self.hub.project(name, "bench")
+            src = self.run_dir / "b13-src"
+            H.git(["init", "-q", "-b", "main", str(src)], self.home)
+            (src / "README").write_text("b13\n")
+            H.git(["-C", str(src), "add", "-A"], self.home)
+            H.git(["-C", str(src), "commit", "-qm", "b13"], self.home)
+            H.git(["-C", str(src), "push", "-q", self.hub.git_url(name, self.token), "main"],
+                  self.home)
+            self.b13_project = True
+        log(f"B13: sequential write of 1 GiB, overlay vs native ({runs} runs)")
+        reef_t, native_t = [], []
+        native = self.run_dir / "b13-native"
+        native.mkdir(exist_ok=True)
+        dd = "dd if=/dev/zero of='{}' bs=1M count=1024 conv=fsync status=none"
+        for i in range(runs):
+            m = self.mount("b13", opts="cache_limit=8G")
+            dst = m.mnt / name / "branches/main"
+            os.stat(dst)
+            reef_t.append(sh(dd.format(dst / "b13.bin")))
+            if (dst / "b13.bin").stat().st_size != 1 << 30:
+                raise RuntimeError("B13: the overlay file is not 1 GiB")
+            self.unmount(m, "B13")
+            native_t.append(sh(dd.format(native / "b13.bin")))
+            (native / "b13.bin").unlink()
+            log(f"  run {i + 1}: overlay {reef_t[-1]:.2f} s, native {native_t[-1]:.2f} s")
+        shutil.rmtree(native, ignore_errors=True)
+        self.record("B13", workload="sequential write of 1 GiB (dd bs=1M conv=fsync)",
+                    reef_s=reef_t, native_s=native_t,
+                    ratios={"native/reef": ("native_s", "reef_s")},
+                    targets={"native/reef": (">=", 0.7)},
+                    note="throughput ratio: the overlay's speed as a fraction of a native "
+                    "write to the same disk (run directory)")
+
     def b7(self):
         per, anon, filed = {}, {}, {}
         for w, vs in self.hwm.items():
@@ -676,6 +805,10 @@ class Suite:
             if want("B8"):
                 self.guard("B8", self.b8)
                 self.guard("B8 two hubs", self.b8_two_hubs)
+            if want("B12"):
+                self.guard("B12", self.b12)
+            if want("B13"):
+                self.guard("B13", self.b13)
             self.b7()
         finally:
             if self.reg:
@@ -692,6 +825,34 @@ class Suite:
             self.notes.append(f"{wid} failed: {e}")
         # Other work on the machine shows up as noise; keep a trace of it with the numbers.
         self.load[wid] = (round(load, 2), round(os.getloadavg()[0], 2))
+
+
+def gen_publish(root, files, mbytes, lfs_mib):
+    """B12's dataset: files CSV files of mbytes MB in all and one lfs_mib MiB binary, under
+    pub/, with a .gitattributes tracking *.bin with LFS. Kept and reused."""
+    import random
+    d = root / f"publish-{files}-{mbytes}-{lfs_mib}"
+    meta = {"dir": str(d), "files": files, "lfs_mib": lfs_mib}
+    done = d / ".done"
+    if not done.exists():
+        shutil.rmtree(d, ignore_errors=True)
+        (d / "pub").mkdir(parents=True)
+        r = random.Random(1212)
+        per = mbytes * 1_000_000 // files
+        for n in range(files):
+            rows, size = ["id,x,y,label"], 0
+            while size < per:
+                row = f"{size},{r.random():.6f},{r.random():.6f},{r.randrange(10)}"
+                rows.append(row)
+                size += len(row) + 1
+            (d / "pub" / f"part-{n:03d}.csv").write_text("\n".join(rows) + "\n")
+        with open(d / "pub" / "model.bin", "wb") as f:
+            for _ in range(lfs_mib):
+                f.write(r.randbytes(1 << 20))
+        (d / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
+        done.write_text("ok\n")
+    meta["csv_bytes"] = sum(p.stat().st_size for p in (d / "pub").glob("*.csv"))
+    return meta
 
 
 def stored_object(cache, size, timeout=120):
@@ -770,7 +931,7 @@ def fmt_s(xs):
 def table(suite):
     rows = []
     for wid in ("B1", "B2", "B3", "B3 cold", "B4", "B5", "B6", "B6-blob", "B7", "B8",
-                "B8 two hubs", "B10", "B11"):
+                "B8 two hubs", "B10", "B11", "B12", "B13"):
         r = suite.results.get(wid)
         if r is None:
             continue

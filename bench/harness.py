@@ -181,7 +181,7 @@ class Hub:
 class Reefd:
     """reefd in the foreground (so its pid is ours), mounted on base/mnt."""
 
-    def __init__(self, binary, base, server, token, reg, cache=None):
+    def __init__(self, binary, base, server, token, reg, cache=None, opts=""):
         self.bin = str(binary)
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
@@ -194,6 +194,7 @@ class Reefd:
         self.log_path = self.base / "reefd.log"
         self.server = server
         self.reg = reg
+        self.opts = opts
         self.proc = None
         self.hwm_kib = None
         self.peak_kib = {}
@@ -201,6 +202,8 @@ class Reefd:
 
     def start(self):
         opts = f"server={self.server},token_file={self.token_file},cache={self.cache}"
+        if self.opts:
+            opts += "," + self.opts
         self.log = open(self.log_path, "a")
         t = time.perf_counter()
         self.proc = subprocess.Popen([self.bin, "-f", "-o", opts, str(self.mnt)],

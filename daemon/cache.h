@@ -178,8 +178,17 @@ int cache_forget_projects(struct cache *c, const char *prefix);
  * *kept counts those left. Listings and metadata stay. The number dropped or a negative
  * errno. */
 int cache_evict_all(struct cache *c, uint64_t *kept);
-/* Bytes and objects stored and the limit, as .reef/status shows them (for statfs). */
+/* Bytes and objects stored and the limit, as .reef/status shows them (for statfs; writable
+ * branch views keep their overlays within the same limit: see docs/write.md). */
 void cache_usage(struct cache *c, uint64_t *bytes, uint64_t *objects, uint64_t *limit);
+/* Pushes a pack moving branch from old to new_id (gl_git_push, daemon/remote/gl.h): 0
+ * with *rep saying whether the branch moved, or the request's error. */
+struct gl_push_report;
+int cache_push(struct cache *c, const char *project_path, const char *branch, const char *old,
+               const char *new_id, int pack_fd, uint64_t pack_len, struct gl_push_report *rep);
+/* Uploads an LFS object (gl_lfs_upload): sha256 oid, size bytes of fd. */
+int cache_lfs_upload(struct cache *c, const char *project_path, const char *oid, uint64_t size,
+                     int fd);
 /* Expires every branch head and listing now: the next lookup asks the server. */
 void cache_refresh(struct cache *c);
 /* Changes the hard size limit (0: the default); evicts at once when above it. */

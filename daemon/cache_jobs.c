@@ -267,6 +267,22 @@ int cache_forget(struct cache *c, int64_t project_id, const char *oid, bool is_t
 	return count;
 }
 
+int cache_push(struct cache *c, const char *project_path, const char *branch, const char *old,
+               const char *new_id, int pack_fd, uint64_t pack_len, struct gl_push_report *rep)
+{
+	char ref[600];
+
+	if (snprintf(ref, sizeof(ref), "refs/heads/%s", branch) >= (int)sizeof(ref))
+		return -ENAMETOOLONG;
+	return gl_git_push(c->gl, project_path, ref, old, new_id, pack_fd, pack_len, rep);
+}
+
+int cache_lfs_upload(struct cache *c, const char *project_path, const char *oid, uint64_t size,
+                     int fd)
+{
+	return gl_lfs_upload(c->gl, project_path, oid, size, fd);
+}
+
 void cache_refresh(struct cache *c)
 {
 	pthread_mutex_lock(&c->lock);

@@ -44,6 +44,7 @@ struct reefd_opts {
 	char *cache;
 	char *branch_ttl;
 	char *cache_limit;
+	char *lfs_above;
 	char *poll;
 	char *prefetch;
 	char *readahead;
@@ -63,6 +64,7 @@ static const struct fuse_opt reefd_spec[] = {
     {"cache=%s", offsetof(struct reefd_opts, cache), 0},
     {"branch_ttl=%s", offsetof(struct reefd_opts, branch_ttl), 0},
     {"cache_limit=%s", offsetof(struct reefd_opts, cache_limit), 0},
+    {"lfs_above=%s", offsetof(struct reefd_opts, lfs_above), 0},
     {"poll=%s", offsetof(struct reefd_opts, poll), 0},
     {"prefetch=%s", offsetof(struct reefd_opts, prefetch), 0},
     {"readahead=%s", offsetof(struct reefd_opts, readahead), 0},
@@ -129,6 +131,8 @@ static void usage(FILE *f, const char *prog)
 	    "                       G or T, alone or with B or iB (512M, 1.5G, 1GB, 2GiB); all\n"
 	    "                       powers of 1024 (1GB = 2^30 bytes); default %d%% of the\n"
 	    "                       free disk, at least 1G\n"
+	    "  -o lfs_above=SIZE    reef commit sends files larger than SIZE to Git LFS and\n"
+	    "                       adds their .gitattributes lines (default: off)\n"
 	    "  -o branch_ttl=S      seconds a branch head is trusted (default 5)\n"
 	    "  -o poll=S            seconds between polls of the branches in use; a push shows\n"
 	    "                       within this (default %g)\n"
@@ -593,6 +597,12 @@ int main(int argc, char **argv)
 		ret = 2;
 		goto out;
 	}
+	if (o.lfs_above && (cache_limit_parse(o.lfs_above, &oo.lfs_above) < 0 || !oo.lfs_above)) {
+		fprintf(stderr, "reefd: lfs_above=%s must be a size above 0, as cache_limit\n",
+		        o.lfs_above);
+		ret = 2;
+		goto out;
+	}
 	if (o.cache_limit && (r = cache_limit_parse(o.cache_limit, &limit)) < 0) {
 		fprintf(
 		    stderr,
@@ -702,6 +712,7 @@ int main(int argc, char **argv)
 	oo.poll_s = poll;
 	oo.prefetch_ahead = (unsigned)prefetch;
 	oo.readahead_kb = (unsigned)readahead;
+	oo.cache_dir = cache_dir;
 	r = ops_ctx_new(&ctx, &oo);
 	if (r < 0) {
 		log_error("cannot set up the filesystem: %s", strerror(-r));
@@ -807,6 +818,7 @@ out:
 	free(o.cache);
 	free(o.branch_ttl);
 	free(o.cache_limit);
+	free(o.lfs_above);
 	free(o.poll);
 	free(o.prefetch);
 	free(o.retry_max);

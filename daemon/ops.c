@@ -45,6 +45,11 @@ int ops_ctx_new(struct ops_ctx **out, const struct ops_opts *o)
 		return -ENOMEM;
 	}
 	r = node_table_new(&ctx->nodes);
+	if (r == 0 && o->cache_dir) {
+		r = wv_init(ctx, o->cache_dir);
+		if (r < 0)
+			node_table_free(ctx->nodes);
+	}
 	if (r < 0) {
 		free(ctx->server);
 		free(ctx->mountpoint);
@@ -68,6 +73,7 @@ int ops_ctx_new(struct ops_ctx **out, const struct ops_opts *o)
 	if (ctx->branch_timeout < o->branch_timeout_s)
 		ctx->branch_timeout = o->branch_timeout_s;
 	ctx->prefetch_ahead = o->prefetch_ahead;
+	ctx->lfs_above = o->lfs_above;
 	ctx->readahead_kb = o->readahead_kb;
 	ctx->uid = getuid();
 	ctx->gid = getgid();
@@ -112,7 +118,7 @@ void ops_ctx_stop(struct ops_ctx *ctx)
 	ctx->started = false;
 }
 
-static void handle_track(struct ops_ctx *ctx, struct ops_handle *h, bool is_dir)
+void handle_track(struct ops_ctx *ctx, struct ops_handle *h, bool is_dir)
 {
 	h->is_dir = is_dir;
 	pthread_mutex_lock(&ctx->hlock);
@@ -134,7 +140,7 @@ static void handle_untrack(struct ops_ctx *ctx, struct ops_handle *h)
 	pthread_mutex_unlock(&ctx->hlock);
 }
 
-static void file_free(struct ops_ctx *ctx, struct ops_file *f)
+void file_free(struct ops_ctx *ctx, struct ops_file *f)
 {
 	if (!f)
 		return;
@@ -142,6 +148,8 @@ static void file_free(struct ops_ctx *ctx, struct ops_file *f)
 	if (f->counted)
 		passthru_release(f->ino, f->pass);
 	cache_obj_close(f->obj);
+	if (f->has_ov)
+		close(f->ovfd);
 	free(f->data);
 	free(f);
 }
@@ -167,6 +175,7 @@ void ops_ctx_free(struct ops_ctx *ctx)
 	pthread_mutex_destroy(&ctx->seq_lock);
 	pthread_mutex_destroy(&ctx->hlock);
 	mlfs_free(ctx->ml);
+	wv_free(ctx);
 	node_table_free(ctx->nodes);
 	free(ctx->server);
 	free(ctx->mountpoint);
@@ -199,7 +208,7 @@ static bool listing_can_change(const struct node *n)
 	}
 }
 
-static void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st)
+void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = n->ino;
@@ -264,7 +273,7 @@ static void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st
 	}
 }
 
-static double attr_timeout(struct ops_ctx *ctx, const struct node *n)
+double attr_timeout(struct ops_ctx *ctx, const struct node *n)
 {
 	if (ctx->no_opendir && listing_can_change(n))
 		return ctx->dyn_timeout;
@@ -275,7 +284,7 @@ static double attr_timeout(struct ops_ctx *ctx, const struct node *n)
 }
 
 /* The revision root a node is in, or NULL outside revisions. */
-static const struct node *rev_of(const struct node *n)
+const struct node *rev_of(const struct node *n)
 {
 	while (n && n->kind != NODE_REV)
 		n = n->parent;
@@ -346,7 +355,7 @@ static bool ref_commit_known(struct ops_ctx *ctx, const struct node *dir, const 
 	return ok;
 }
 
-static void log_remote_error(int r, const char *what, const char *name)
+void log_remote_error(int r, const char *what, const char *name)
 {
 	if (r == -ENOENT)
 		return;
@@ -443,7 +452,7 @@ static int lookup_head(struct ops_ctx *ctx, struct node *parent, struct node **o
 static int lookup_rev(struct ops_ctx *ctx, struct node *parent, const char *name, const char *ref,
                       struct node **out)
 {
-	char commit[41];
+	char commit[41], oid[64];
 	struct node_attrs a = {.kind = NODE_REV, .path = ref};
 	int r;
 
@@ -455,7 +464,12 @@ static int lookup_rev(struct ops_ctx *ctx, struct node *parent, const char *name
 		cache_branch_touch(ctx->cache, parent->project_id, ref);
 	if (parent->ref_kind != NODE_REF_COMMIT)
 		refmem_put(ctx, parent->ino, name, commit);
-	a.oid = commit;
+	/* a branch view's root changes inode when its pending changes go (commit, discard) */
+	if (parent->ref_kind == NODE_REF_BRANCH)
+		wv_rev_oid(ctx, parent->project_id, ref, commit, oid, sizeof(oid));
+	else
+		snprintf(oid, sizeof(oid), "%s", commit);
+	a.oid = oid;
 	a.commit = commit;
 	/* its mtime, and everything's below it: the commit's time, known from the answer
 	 * that resolved the ref (0 unknown: the mount time) */
@@ -492,7 +506,7 @@ static int lookup_ref_child(struct ops_ctx *ctx, struct node *parent, const char
 	return lookup_rev(ctx, parent, name, full, out);
 }
 
-static int load_listing(struct ops_ctx *ctx, struct node *dir, const struct node_listing **out)
+int load_listing(struct ops_ctx *ctx, struct node *dir, const struct node_listing **out)
 {
 	struct tree_entry *e = NULL;
 	struct node_listing *l;
@@ -521,8 +535,7 @@ static int load_listing(struct ops_ctx *ctx, struct node *dir, const struct node
 	return 0;
 }
 
-static int lookup_tree_child(struct ops_ctx *ctx, struct node *parent, const char *name,
-                             struct node **out)
+int lookup_tree_child(struct ops_ctx *ctx, struct node *parent, const char *name, struct node **out)
 {
 	const struct node_listing *l;
 	const struct node_dirent *d;
@@ -628,7 +641,12 @@ int resolve_child(struct ops_ctx *ctx, struct node *parent, const char *name, st
 		return lookup_ref_child(ctx, parent, name, out);
 	case NODE_REV:
 	case NODE_TREE: {
-		int r = lookup_tree_child(ctx, parent, name, out);
+		struct overlay *ov = wv_active(ctx, parent);
+		int r;
+
+		if (ov) /* pending changes: ENOENT may turn into a file at any time */
+			return wv_lookup(ctx, ov, parent, name, out);
+		r = lookup_tree_child(ctx, parent, name, out);
 
 		*negative_ok = r == -ENOENT;
 		return r;
@@ -669,6 +687,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t pino, const char *name)
 	fill_attr(ctx, n, &e.attr);
 	e.attr_timeout = attr_timeout(ctx, n);
 	e.entry_timeout = entry_timeout(ctx, parent, n);
+	{
+		struct overlay *ov = wv_active(ctx, n);
+
+		if (ov)
+			wv_attr(ctx, ov, n, &e.attr, &e.attr_timeout);
+	}
 	if (fuse_reply_entry(req, &e) != 0)
 		node_forget(ctx->nodes, n->ino, 1); /* the kernel never got it */
 out:
@@ -717,41 +741,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
-	fill_attr(ctx, n, &st);
-	fuse_reply_attr(req, &st, attr_timeout(ctx, n));
-	node_put(ctx->nodes, n);
-}
+	struct overlay *ov = wv_active(ctx, n);
+	double timeout = attr_timeout(ctx, n);
 
-/* Nothing can change; a request that would leave everything as it is succeeds (so
- * "chmod 644" on a 0644 file is not an error), anything else is EROFS. */
-static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
-                       struct fuse_file_info *fi)
-{
-	struct ops_ctx *ctx = ctx_of(req);
-	struct node *n = node_get(ctx->nodes, ino);
-	const int allowed =
-	    FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE;
-	struct stat st;
-	bool same;
-
-	if (!n) {
-		fuse_reply_err(req, ESTALE);
-		return;
-	}
 	fill_attr(ctx, n, &st);
-	same = (to_set & ~allowed) == 0;
-	if ((to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & 07777) != (st.st_mode & 07777))
-		same = false;
-	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != st.st_uid)
-		same = false;
-	if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != st.st_gid)
-		same = false;
-	if ((to_set & FUSE_SET_ATTR_SIZE) && attr->st_size != st.st_size)
-		same = false;
-	if (same)
-		fuse_reply_attr(req, &st, attr_timeout(ctx, n));
-	else
-		fuse_reply_err(req, EROFS);
+	if (ov)
+		wv_attr(ctx, ov, n, &st, &timeout);
+	fuse_reply_attr(req, &st, timeout);
 	node_put(ctx->nodes, n);
 }
 
@@ -800,6 +796,12 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_readlink(req, target);
 	} else if (n->kind != NODE_SYMLINK) {
 		fuse_reply_err(req, EINVAL);
+	} else if (n->oid[0] == 'o') { /* a symlink made in a branch view */
+		r = wv_readlink(ctx, n, target, sizeof(target));
+		if (r < 0)
+			fuse_reply_err(req, -r);
+		else
+			fuse_reply_readlink(req, target);
 	} else if (n->size <= 0 || n->size >= PATH_MAX) {
 		log_warn("symlink %s: target of %" PRId64 " bytes refused", n->path, n->size);
 		fuse_reply_err(req, n->size <= 0 ? EIO : ENAMETOOLONG);
@@ -832,6 +834,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (n->kind == NODE_ML_FILE || n->kind == NODE_ML_CTL) {
 		mlfs_open(ctx->ml, req, n, fi);
+		node_put(ctx->nodes, n);
+		return;
+	}
+	if (wv_open(req, ctx, n, fi)) { /* a branch view's file opened to write, or changed */
 		node_put(ctx->nodes, n);
 		return;
 	}
@@ -921,6 +927,15 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	if (size > READ_MAX)
 		size = READ_MAX;
+	if (f->has_ov) { /* an overlay file: the kernel splices from it */
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+
+		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		bv.buf[0].fd = f->ovfd;
+		bv.buf[0].pos = off;
+		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+		return;
+	}
 	if (!f->obj) {
 		size_t o = (size_t)off < f->len ? (size_t)off : f->len;
 		size_t n = f->len - o < size ? f->len - o : size;
@@ -992,7 +1007,7 @@ static uint64_t synthetic_ino(uint64_t dir, const char *name)
 	return h | (1ULL << 63);
 }
 
-static int dir_add(struct ops_dir *d, size_t *cap, const char *name, uint64_t ino, mode_t type)
+int dir_add(struct ops_dir *d, size_t *cap, const char *name, uint64_t ino, mode_t type)
 {
 	if (d->n == *cap) {
 		size_t nc = *cap ? *cap * 2 : 16;
@@ -1080,7 +1095,14 @@ static int dir_add_refs(struct ops_ctx *ctx, struct ops_dir *d, size_t *cap, cha
 		                           (enum cache_ref_kind)d->node->ref_kind, full,
 		                           commit) == 0 ||
 		            ref_commit_known(ctx, d->node, c[i].name, commit))) {
-			r = dir_add_node(ctx, d, cap, c[i].name, commit, S_IFDIR);
+			char oid[64];
+
+			if (d->node->ref_kind == NODE_REF_BRANCH)
+				wv_rev_oid(ctx, d->node->project_id, full, commit, oid,
+				           sizeof(oid));
+			else
+				snprintf(oid, sizeof(oid), "%s", commit);
+			r = dir_add_node(ctx, d, cap, c[i].name, oid, S_IFDIR);
 		} else {
 			r = dir_add(d, cap, c[i].name, synthetic_ino(d->node->ino, c[i].name),
 			            S_IFDIR);
@@ -1158,7 +1180,15 @@ static int dir_fill(struct ops_ctx *ctx, struct ops_dir *d)
 		cache_names_free(names, cnt);
 		break;
 	case NODE_REV:
-	case NODE_TREE:
+	case NODE_TREE: {
+		struct overlay *ov = wv_active(ctx, n);
+
+		if (ov) { /* pending changes: listed anew each time, never cached */
+			r = wv_dir_fill(ctx, ov, d, &cap);
+			break;
+		}
+	}
+		/* fallthrough */
 	case NODE_SUBMODULE:
 		r = load_listing(ctx, n, &d->listing);
 		break;
@@ -1229,7 +1259,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		dir_free(ctx, d);
 }
 
-static mode_t type_of_git_mode(uint32_t mode)
+mode_t type_of_git_mode(uint32_t mode)
 {
 	switch (mode) {
 	case TREE_MODE_FILE:
@@ -1432,314 +1462,6 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
-/* ---- extended attributes ---- */
-
-static int xattr_value(struct ops_ctx *ctx, struct node *n, const char *name, char out[65])
-{
-	struct tree_entry *e = NULL;
-	size_t cnt;
-	int r;
-
-	if (strcmp(name, XATTR_OID) == 0) {
-		switch (n->kind) {
-		case NODE_FILE:
-		case NODE_SYMLINK:
-		case NODE_TREE:
-		case NODE_SUBMODULE:
-			snprintf(out, 65, "%s", n->oid);
-			return 0;
-		case NODE_REV:
-			r = cache_root_tree(ctx->cache, n->project_id, n->commit, out, &e, &cnt);
-			free(e);
-			return r;
-		default:
-			return -ENODATA;
-		}
-	}
-	if (strcmp(name, XATTR_COMMIT) == 0 && n->commit[0]) {
-		snprintf(out, 65, "%s", n->commit);
-		return 0;
-	}
-	if (strcmp(name, XATTR_LFS) == 0 && n->lfs_oid) {
-		snprintf(out, 65, "%s", n->lfs_oid);
-		return 0;
-	}
-	return -ENODATA;
-}
-
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
-{
-	struct ops_ctx *ctx = ctx_of(req);
-	struct node *n = node_get(ctx->nodes, ino);
-	char v[65];
-	size_t len;
-	int r;
-
-	if (!n) {
-		fuse_reply_err(req, ESTALE);
-		return;
-	}
-	r = xattr_value(ctx, n, name, v);
-	if (r < 0) {
-		log_remote_error(r == -ENODATA ? -ENOENT : r, "getxattr", n->name);
-		fuse_reply_err(req, -r);
-	} else if ((len = strlen(v)), size == 0) {
-		fuse_reply_xattr(req, len);
-	} else if (size < len) {
-		fuse_reply_err(req, ERANGE);
-	} else {
-		fuse_reply_buf(req, v, len);
-	}
-	node_put(ctx->nodes, n);
-}
-
-static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
-{
-	struct ops_ctx *ctx = ctx_of(req);
-	struct node *n = node_get(ctx->nodes, ino);
-	char list[128];
-	size_t len = 0;
-
-	if (!n) {
-		fuse_reply_err(req, ESTALE);
-		return;
-	}
-	switch (n->kind) {
-	case NODE_FILE:
-	case NODE_SYMLINK:
-	case NODE_TREE:
-	case NODE_SUBMODULE:
-	case NODE_REV:
-		memcpy(list, XATTR_OID, sizeof(XATTR_OID));
-		len = sizeof(XATTR_OID);
-		break;
-	default:
-		break;
-	}
-	if (n->commit[0]) {
-		memcpy(list + len, XATTR_COMMIT, sizeof(XATTR_COMMIT));
-		len += sizeof(XATTR_COMMIT);
-	}
-	if (n->lfs_oid) {
-		memcpy(list + len, XATTR_LFS, sizeof(XATTR_LFS));
-		len += sizeof(XATTR_LFS);
-	}
-	if (size == 0)
-		fuse_reply_xattr(req, len);
-	else if (size < len)
-		fuse_reply_err(req, ERANGE);
-	else
-		fuse_reply_buf(req, list, len);
-	node_put(ctx->nodes, n);
-}
-
-/* ---- the rest ---- */
-
-/* The mount's device number from /proc/self/mountinfo (a stat of the mount point would
- * ask ourselves, before the session loop runs). */
-static int mount_dev(const char *mnt, unsigned *maj, unsigned *min)
-{
-	char line[8192], point[PATH_MAX];
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	int r = -ENOENT;
-
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		char field[PATH_MAX * 4];
-		unsigned a, b;
-		size_t i, j;
-
-		if (sscanf(line, "%*s %*s %u:%u %*s %4095s", &a, &b, field) != 3)
-			continue;
-		/* mountinfo escapes space, tab, newline and backslash as \ooo */
-		for (i = 0, j = 0; field[i] && j + 1 < sizeof(point); j++) {
-			if (field[i] == '\\' && field[i + 1] >= '0' && field[i + 1] <= '3' &&
-			    field[i + 2] >= '0' && field[i + 2] <= '7' && field[i + 3] >= '0' &&
-			    field[i + 3] <= '7') {
-				point[j] = (char)((field[i + 1] - '0') * 64 +
-				                  (field[i + 2] - '0') * 8 + (field[i + 3] - '0'));
-				i += 4;
-			} else {
-				point[j] = field[i++];
-			}
-		}
-		point[j] = 0;
-		if (strcmp(point, mnt) == 0) {
-			*maj = a;
-			*min = b;
-			r = 0; /* the last match is the newest mount */
-		}
-	}
-	fclose(f);
-	return r;
-}
-
-/* Raises the kernel's readahead for this mount: large sequential reads then arrive as
- * several requests in flight. At init the kernel keeps the smaller of its bdi's setting
- * and what init answers, so both are raised here, before the answer. Needs the right
- * to write /sys/class/bdi (root); otherwise the kernel's default stays. */
-static bool readahead_set(const char *mnt, unsigned long kb)
-{
-	char path[64], val[32];
-	unsigned maj = 0, min = 0;
-	int fd, len;
-
-	bool ok;
-
-	if (kb == 0 || mount_dev(mnt, &maj, &min) < 0)
-		return false;
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
-	len = snprintf(val, sizeof(val), "%lu\n", kb);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	ok = fd >= 0 && write(fd, val, (size_t)len) == len;
-	if (!ok)
-		log_debug("readahead stays the kernel's: %s: %s", path, strerror(errno));
-	else
-		log_debug("readahead of %s set to %lu KiB", mnt, kb);
-	if (fd >= 0)
-		close(fd);
-	return ok;
-}
-
-static void op_statfs(fuse_req_t req, fuse_ino_t ino)
-{
-	struct ops_ctx *ctx = ctx_of(req);
-	struct statvfs sv = {0};
-
-	uint64_t bytes, objects, limit;
-
-	(void)ino;
-	/* df shows the cache: its limit as the size, what it stores as used */
-	cache_usage(ctx->cache, &bytes, &objects, &limit);
-	sv.f_bsize = 4096;
-	sv.f_frsize = 4096;
-	sv.f_blocks = (fsblkcnt_t)((limit + 4095) / 4096);
-	sv.f_bfree = (fsblkcnt_t)(bytes < limit ? (limit - bytes) / 4096 : 0);
-	sv.f_bavail = sv.f_bfree;
-	sv.f_namemax = TREE_NAME_MAX;
-	sv.f_files = node_table_count(ctx->nodes);
-	fuse_reply_statfs(req, &sv);
-}
-
-static void op_init(void *userdata, struct fuse_conn_info *conn)
-{
-	struct ops_ctx *ctx = userdata;
-
-	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
-		conn->want |= FUSE_CAP_SPLICE_WRITE;
-	if (conn->capable & FUSE_CAP_SPLICE_MOVE)
-		conn->want |= FUSE_CAP_SPLICE_MOVE;
-	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
-		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC; /* so O_TRUNC reaches open and is EROFS */
-	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
-		conn->want |= FUSE_CAP_CACHE_SYMLINKS; /* symlink nodes never change target */
-	/* Always readdirplus, not only for a listing's first chunk: `find` stats the entries
-	 * after reading the whole directory, too late for the kernel's heuristic. */
-	if (conn->capable & FUSE_CAP_READDIRPLUS) {
-		conn->want |= FUSE_CAP_READDIRPLUS;
-		conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
-	}
-	/* Contents are immutable per inode: mtimes and sizes of files never change, so
-	 * AUTO_INVAL_DATA drops no pages. It is wanted without opendir, where it makes the
-	 * kernel refresh an expired directory's attributes at a rewind, and a new mtime
-	 * lists it anew (fill_attr). */
-	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
-	if ((conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) &&
-	    (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)) {
-		conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT | FUSE_CAP_AUTO_INVAL_DATA;
-		ctx->no_opendir = true;
-	}
-	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
-	/* Sequential readers: let the kernel keep several reads in flight (readahead
-	 * requests are "background" ones), each served by a worker thread. */
-	conn->max_background = OPS_MAX_BACKGROUND;
-	if (readahead_set(ctx->mountpoint, ctx->readahead_kb) &&
-	    conn->max_readahead < ctx->readahead_kb * 1024u)
-		conn->max_readahead = ctx->readahead_kb * 1024u;
-	conn->congestion_threshold = OPS_MAX_BACKGROUND * 3 / 4;
-}
-
-static void op_erofs_entry(fuse_req_t req)
-{
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_mknod(fuse_req_t req, fuse_ino_t p, const char *name, mode_t mode, dev_t rdev)
-{
-	op_erofs_entry(req);
-}
-
-static void op_mkdir(fuse_req_t req, fuse_ino_t p, const char *name, mode_t mode)
-{
-	op_erofs_entry(req);
-}
-
-static void op_unlink(fuse_req_t req, fuse_ino_t p, const char *name)
-{
-	op_erofs_entry(req);
-}
-
-static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t p, const char *name)
-{
-	op_erofs_entry(req);
-}
-
-static void op_rename(fuse_req_t req, fuse_ino_t p, const char *name, fuse_ino_t np, const char *nn,
-                      unsigned int flags)
-{
-	op_erofs_entry(req);
-}
-
-static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t np, const char *nn)
-{
-	op_erofs_entry(req);
-}
-
-static void op_create(fuse_req_t req, fuse_ino_t p, const char *name, mode_t mode,
-                      struct fuse_file_info *fi)
-{
-	op_erofs_entry(req);
-}
-
-static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
-                        size_t size, int flags)
-{
-	op_erofs_entry(req);
-}
-
-static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
-{
-	op_erofs_entry(req);
-}
-
-static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
-                         struct fuse_file_info *fi)
-{
-	op_erofs_entry(req);
-}
-
-static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
-                               struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
-                               struct fuse_file_info *fi_out, size_t len, int flags)
-{
-	op_erofs_entry(req);
-}
-
-static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	if (mlfs_owns(fi)) {
-		mlfs_flush(ctx_of(req)->ml, req, fi);
-		return;
-	}
-	fuse_reply_err(req, 0);
-}
-
-static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
-{
-	fuse_reply_err(req, 0);
-}
-
 static const struct fuse_lowlevel_ops reef_ops = {
     .init = op_init,
     .lookup = op_lookup,
@@ -1751,7 +1473,7 @@ static const struct fuse_lowlevel_ops reef_ops = {
     .mknod = op_mknod,
     .mkdir = op_mkdir,
     .unlink = op_unlink,
-    .rmdir = op_unlink,
+    .rmdir = op_rmdir,
     .symlink = op_symlink,
     .rename = op_rename,
     .link = op_link,
@@ -1765,7 +1487,7 @@ static const struct fuse_lowlevel_ops reef_ops = {
     .readdir = op_readdir,
     .readdirplus = op_readdirplus,
     .releasedir = op_releasedir,
-    .fsyncdir = op_fsync,
+    .fsyncdir = op_fsyncdir,
     .statfs = op_statfs,
     .setxattr = op_setxattr,
     .getxattr = op_getxattr,

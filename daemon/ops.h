@@ -1,6 +1,8 @@
 /* reefd's FUSE low-level operations (daemon/ops.c): the mount grammar of fs/node.h served
- * from the cache layer (daemon/cache.h). Read-only, except .reef/ctl: every other
- * write-ish operation is EROFS. The session's userdata is a struct ops_ctx.
+ * from the cache layer (daemon/cache.h). Branch views are writable (their changes go to
+ * per-branch overlays, daemon/overlay.h, until reef commit); tags, commits and the
+ * virtual directories are read-only (EROFS), except .reef/ctl. The session's userdata is a struct
+ * ops_ctx.
  *
  * Background threads owned by the context: one that sends the kernel invalidations
  * (branches that moved, forgotten objects; never from inside an operation handler, which
@@ -24,6 +26,8 @@ struct ops_opts {
 	double poll_s;           /* branch poll interval: entry timeout of branch roots */
 	unsigned prefetch_ahead; /* siblings prefetched ahead of a sequential reader (0: off) */
 	unsigned readahead_kb;   /* kernel readahead to set at init, when allowed (0: leave) */
+	const char *cache_dir;   /* where branch views keep their overlays (NULL: read-only) */
+	uint64_t lfs_above;      /* reef commit sends files larger than this to LFS (0: off) */
 };
 
 int ops_ctx_new(struct ops_ctx **out, const struct ops_opts *o);

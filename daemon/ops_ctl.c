@@ -428,11 +428,15 @@ int reefctl_exec(struct ops_ctx *ctx, const char *data, size_t len)
 	}
 	for (i = strlen(path); i > 0 && (path[i - 1] == ' ' || path[i - 1] == '\t'); i--)
 		path[i - 1] = 0;
+	if (strcmp(cmd, "commit") == 0 || strcmp(cmd, "discard") == 0) {
+		r = reefctl_write_cmd(ctx, req, cmd, path); /* its argument is JSON */
+		goto out;
+	}
 	if (strcmp(cmd, "refresh") != 0 && strcmp(cmd, "prefetch") != 0 &&
 	    strcmp(cmd, "forget") != 0 && strcmp(cmd, "evict-all") != 0) {
 		r = reefctl_fail(ctx, req, -EINVAL,
 		                 "unknown command; one of: refresh [path], prefetch <path>, "
-		                 "forget <path>, evict-all");
+		                 "forget <path>, evict-all, commit <json>, discard <json>");
 		goto out;
 	}
 	if (strcmp(cmd, "evict-all") == 0) {
@@ -502,10 +506,14 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_
 	struct ops_file *f = (struct ops_file *)(uintptr_t)fi->fh;
 	int r;
 
-	(void)off; /* each write is one request, wherever the descriptor points */
+	/* a control write is one request, wherever the descriptor points */
 	if (mlfs_owns(fi)) {
 		dir_changing(ctx, ino);
 		mlfs_write(ctx->ml, req, buf, size, off, fi);
+		return;
+	}
+	if (f && f->has_ov) {
+		wv_write(req, ctx, f, buf, size, off);
 		return;
 	}
 	if (!f || !f->ctl) {

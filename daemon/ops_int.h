@@ -1,6 +1,8 @@
 /* Internals shared by the FUSE operations' modules: ops.c (lookups, attributes, files,
- * directories, xattrs, the operations table), ops_jobs.c (background work) and
- * ops_ctl.c (.reef/status, .reef/ctl). Not for other callers: they use ops.h. */
+ * directories, the operations table), ops_attr.c (xattrs, statfs, init), ops_write.c
+ * (writable branch views over their overlays), ops_jobs.c (background work),
+ * ops_ctl.c (.reef/status, .reef/ctl) and ops_commit.c (reef commit, status, diff,
+ * discard). Not for other callers: they use ops.h. */
 #ifndef REEF_OPS_INT_H
 #define REEF_OPS_INT_H
 
@@ -136,6 +138,11 @@ struct ops_ctx {
 	uint64_t ctl_requests, ctl_errors, invalidations;
 
 	struct mlfs *ml; /* experiments, pipelines, processors; NULL without them */
+
+	struct ovset *ovs; /* overlays of branch views (daemon/overlay.h); NULL: read-only */
+	struct wstate *ws; /* renames of this mount (ops_write.c) */
+	uint64_t
+	    lfs_above; /* reef commit sends larger files to Git LFS (0: by .gitattributes only) */
 };
 
 /* An open file: a cached object, the bytes of a generated file (.reef/status,
@@ -148,6 +155,10 @@ struct ops_file {
 	bool ctl;
 	bool counted; /* its open is counted by passthru_open */
 	bool pass;    /* the kernel reads the cache file itself */
+	bool has_ov;  /* a file of a branch view's overlay, open on ovfd */
+	bool dirty;   /* written since its last sync */
+	int ovfd;
+	struct overlay *ov;
 	uint64_t ino;
 };
 
@@ -179,6 +190,17 @@ static inline struct ops_ctx *ctx_of(fuse_req_t req)
 
 /* ops.c */
 void touch_branch(struct ops_ctx *ctx, const struct node *n);
+void log_remote_error(int r, const char *what, const char *name);
+void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st);
+double attr_timeout(struct ops_ctx *ctx, const struct node *n);
+const struct node *rev_of(const struct node *n);
+int load_listing(struct ops_ctx *ctx, struct node *dir, const struct node_listing **out);
+int lookup_tree_child(struct ops_ctx *ctx, struct node *parent, const char *name,
+                      struct node **out);
+int dir_add(struct ops_dir *d, size_t *cap, const char *name, uint64_t ino, mode_t type);
+mode_t type_of_git_mode(uint32_t mode);
+void handle_track(struct ops_ctx *ctx, struct ops_handle *h, bool is_dir);
+void file_free(struct ops_ctx *ctx, struct ops_file *f);
 int resolve_child(struct ops_ctx *ctx, struct node *parent, const char *name, struct node **out,
                   bool *negative_ok);
 
@@ -215,6 +237,62 @@ int reefctl_forget(struct ops_ctx *ctx, const char *req, struct node *n);
 void reefctl_echo(char *out, size_t cap, const char *s, size_t len);
 int reefctl_exec(struct ops_ctx *ctx, const char *data, size_t len);
 void dir_changing(struct ops_ctx *ctx, fuse_ino_t ino);
+
+/* ops_attr.c */
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void op_statfs(fuse_req_t req, fuse_ino_t ino);
+void op_init(void *userdata, struct fuse_conn_info *conn);
+
+/* ops_write.c */
+struct overlay;
+int wv_init(struct ops_ctx *ctx, const char *cache_dir);
+void wv_free(struct ops_ctx *ctx);
+/* The overlay of n's branch when n is in a branch view with pending changes, else NULL. */
+struct overlay *wv_active(struct ops_ctx *ctx, const struct node *n);
+int wv_lookup(struct ops_ctx *ctx, struct overlay *ov, struct node *parent, const char *name,
+              struct node **out);
+void wv_attr(struct ops_ctx *ctx, struct overlay *ov, const struct node *n, struct stat *st,
+             double *timeout);
+int wv_readlink(struct ops_ctx *ctx, const struct node *n, char *out, size_t cap);
+int wv_dir_fill(struct ops_ctx *ctx, struct overlay *ov, struct ops_dir *d, size_t *cap);
+void wv_rev_oid(struct ops_ctx *ctx, int64_t project_id, const char *branch, const char *commit,
+                char *out, size_t cap);
+int wv_open(fuse_req_t req, struct ops_ctx *ctx, struct node *n, struct fuse_file_info *fi);
+void wv_write(fuse_req_t req, struct ops_ctx *ctx, struct ops_file *f, const char *buf, size_t size,
+              off_t off);
+int wv_sync(struct ops_ctx *ctx, struct ops_file *f);
+int wv_discard_all(struct ops_ctx *ctx, struct overlay *ov);
+int wv_discard_paths(struct ops_ctx *ctx, struct overlay *ov, json_t *paths);
+
+/* ops_commit.c: commit and discard requests (arg: the request's JSON), the pending
+ * changes of a branch view as JSON (xattr user.reef.pending) */
+#define XATTR_PENDING "user.reef.pending"
+int reefctl_write_cmd(struct ops_ctx *ctx, const char *req, const char *cmd, const char *arg);
+int wv_pending_json(struct ops_ctx *ctx, const struct node *n, char **out, size_t *len);
+void op_create(fuse_req_t req, fuse_ino_t p, const char *name, mode_t mode,
+               struct fuse_file_info *fi);
+void op_mknod(fuse_req_t req, fuse_ino_t p, const char *name, mode_t mode, dev_t rdev);
+void op_mkdir(fuse_req_t req, fuse_ino_t p, const char *name, mode_t mode);
+void op_symlink(fuse_req_t req, const char *link, fuse_ino_t p, const char *name);
+void op_unlink(fuse_req_t req, fuse_ino_t p, const char *name);
+void op_rmdir(fuse_req_t req, fuse_ino_t p, const char *name);
+void op_rename(fuse_req_t req, fuse_ino_t p, const char *name, fuse_ino_t np, const char *nn,
+               unsigned int flags);
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t np, const char *nn);
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                struct fuse_file_info *fi);
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
+                 int flags);
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                  struct fuse_file_info *fi);
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+                        struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+                        struct fuse_file_info *fi_out, size_t len, int flags);
+void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
 void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
               struct fuse_file_info *fi);
 

@@ -7,7 +7,7 @@ PKGS="build-essential meson ninja-build pkg-config
  libsqlite3-dev sqlite3 liblmdb-dev lmdb-utils libmicrohttpd-dev libyaml-dev libzip-dev
  git git-lfs curl ca-certificates attr procps psmisc bubblewrap rsync man-db groff-base
  systemd
- python3 python3-pytest python3-gitlab gitlab-cli python3-numpy python3-sklearn"
+ python3 python3-pytest python3-gitlab gitlab-cli python3-numpy python3-sklearn python3-pandas"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -391,3 +391,178 @@ out:
 	buf_free(&body);
 	return r;
 }
+
+/* --- push: receive-pack --- */
+
+#define GL_REPORT_MAX ((size_t)1 << 20) /* receive-pack's whole answer */
+
+struct gl_report {
+	struct gl_pkt outer; /* side-band-64k frames */
+	struct gl_pkt inner; /* report-status lines inside band 1 */
+	struct gl_push_report *rep;
+	const char *ref;
+	unsigned lines;
+	bool ended, inner_ended;
+};
+
+static void gl_report_text(char *dst, size_t cap, const unsigned char *d, size_t n)
+{
+	size_t have = strlen(dst), i;
+
+	for (i = 0; i < n && have + 1 < cap; i++) {
+		unsigned char c = d[i];
+
+		/* a hook's output, shown to the user: printable bytes and newlines only */
+		dst[have++] = (c == '\n' || (c >= 0x20 && c < 0x7f)) ? (char)c : '?';
+	}
+	dst[have] = 0;
+}
+
+static int gl_report_line(void *arg, int kind, const unsigned char *d, size_t n)
+{
+	struct gl_report *x = arg;
+	char line[512];
+	size_t k = strlen(x->ref);
+
+	if (kind == 1) {
+		x->inner_ended = true;
+		return 0;
+	}
+	if (kind != 0 || x->inner_ended)
+		return -EIO;
+	if (++x->lines > 1024)
+		return -EIO;
+	if (n && d[n - 1] == '\n')
+		n--;
+	if (n >= sizeof(line))
+		n = sizeof(line) - 1;
+	memcpy(line, d, n);
+	line[n] = 0;
+	if (strncmp(line, "unpack ", 7) == 0) {
+		x->rep->unpack_ok = strcmp(line + 7, "ok") == 0;
+		if (!x->rep->unpack_ok)
+			gl_report_text(x->rep->unpack, sizeof(x->rep->unpack),
+			               (const unsigned char *)line + 7, n - 7);
+		return 0;
+	}
+	if (strncmp(line, "ok ", 3) == 0 && strcmp(line + 3, x->ref) == 0) {
+		x->rep->seen_ref = true;
+		x->rep->ref_ok = true;
+		return 0;
+	}
+	if (strncmp(line, "ng ", 3) == 0 && strncmp(line + 3, x->ref, k) == 0 &&
+	    line[3 + k] == ' ') {
+		x->rep->seen_ref = true;
+		x->rep->ref_ok = false;
+		gl_report_text(x->rep->reason, sizeof(x->rep->reason),
+		               (const unsigned char *)line + 4 + k, n - 4 - k);
+		return 0;
+	}
+	return 0; /* another ref's line, or an option line: not ours */
+}
+
+static int gl_report_frame(void *arg, int kind, const unsigned char *d, size_t n)
+{
+	struct gl_report *x = arg;
+
+	if (kind == 1) {
+		x->ended = true;
+		return 0;
+	}
+	if (kind != 0 || x->ended || n < 1)
+		return -EIO;
+	switch (d[0]) {
+	case 1:
+		return gl_pkt_feed(&x->inner, d + 1, n - 1);
+	case 2:
+	case 3:
+		gl_report_text(x->rep->msg, sizeof(x->rep->msg), d + 1, n - 1);
+		return 0;
+	default:
+		return -EIO;
+	}
+}
+
+int gl_git_report_parse(const void *d, size_t n, const char *ref, struct gl_push_report *out)
+{
+	struct gl_report *x = calloc(1, sizeof(*x));
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (!x)
+		return -ENOMEM;
+	x->rep = out;
+	x->ref = ref;
+	x->outer.line = gl_report_frame;
+	x->outer.arg = x;
+	x->inner.line = gl_report_line;
+	x->inner.arg = x;
+	r = n > GL_REPORT_MAX ? -EIO : gl_pkt_feed(&x->outer, d, n);
+	if (r == 0 && (!x->ended || x->outer.have || x->inner.have || !x->inner_ended))
+		r = -EIO; /* truncated */
+	free(x);
+	return r;
+}
+
+static int gl_report_sink(void *arg, const void *d, size_t n)
+{
+	return buf_append(arg, d, n) < 0 ? -EIO : 0;
+}
+
+int gl_git_push(struct gl *g, const char *project_path, const char *ref, const char *old,
+                const char *new_id, int pack_fd, uint64_t pack_len, struct gl_push_report *rep)
+{
+	struct buf head, answer;
+	struct gl_req rq;
+	struct gl_target t = {0};
+	struct gl_sink sink = {.data = gl_report_sink};
+	char *url = NULL, *enc = NULL;
+	int r;
+
+	memset(rep, 0, sizeof(*rep));
+	if (!hash_is_hex(old, 40) || !hash_is_hex(new_id, 40) || strchr(ref, '\n'))
+		return -EINVAL;
+	buf_init(&head, 4096);
+	buf_init(&answer, GL_REPORT_MAX);
+	/* the capabilities follow the first command after a NUL (gitprotocol-pack) */
+	r = buf_printf(&head, "%04zx%s %s %s%creport-status side-band-64k agent=reef/0.1\n",
+	               4 + 40 + 1 + 40 + 1 + strlen(ref) + 1 +
+	                   strlen("report-status side-band-64k agent=reef/0.1\n"),
+	               old, new_id, ref, 0);
+	if (r == 0)
+		r = buf_append(&head, "0000", 4);
+	if (r < 0)
+		goto out;
+	enc = gl_path_enc(project_path);
+	if (!enc || asprintf(&url, "%s/%s.git/git-receive-pack", g->server, enc) < 0) {
+		url = NULL;
+		r = enc ? -ENOMEM : -ENAMETOOLONG;
+		goto out;
+	}
+	t.url = url;
+	t.basic = true;
+	sink.arg = &answer;
+	gl_req_init(&rq, "POST", url);
+	rq.post = "";
+	rq.post_head = head.data;
+	rq.post_head_len = head.len;
+	rq.post_fd = pack_fd;
+	rq.post_fd_len = pack_len;
+	rq.content_type = "Accept: application/x-git-receive-pack-result";
+	rq.post_type = "Content-Type: application/x-git-receive-pack-request";
+	rq.target = &t;
+	rq.sink = &sink;
+	rq.max = GL_REPORT_MAX;
+	r = gl_perform(g, &rq);
+	gl_req_free(&rq);
+	if (r == 0)
+		r = gl_git_report_parse(answer.data, answer.len, ref, rep);
+	if (r == -EIO)
+		log_warn("git push to %s: no usable answer from receive-pack", project_path);
+out:
+	free(url);
+	free(enc);
+	buf_free(&head);
+	buf_free(&answer);
+	return r;
+}

@@ -129,6 +129,10 @@ struct gl_lfs_obj {
 int gl_lfs_targets(struct gl *g, const char *project_path, const struct gl_lfs_obj *objs, size_t n,
                    struct gl_target *out, int *err);
 
+/* Uploads an object (sha256 oid, size bytes read from fd) with the batch API's upload
+ * and verify actions; 0 when the server has it (it may have had it already). */
+int gl_lfs_upload(struct gl *g, const char *project_path, const char *oid, uint64_t size,
+                  int fd);
 /* A streaming GET from offset off (always with "Range: bytes=off-"). Thread-safe for
  * one target shared by several fetchers. begin is called once,
  * before the first byte, with the offset of the first byte the server sends: off when
@@ -156,6 +160,24 @@ int gl_git_caps(struct gl *g, const char *project_path);
 int gl_git_fetch(struct gl *g, const char *project_path, const char *const *wants, size_t nwants,
                  bool trees_only, uint64_t max, int (*data)(void *arg, const void *d, size_t n),
                  void *arg);
+
+/* Pushes a pack over smart HTTP (POST <project>.git/git-receive-pack, git's
+ * gitprotocol-pack "pushing data", report-status and side-band-64k): the ref moves from
+ * old to new only if it still is at old (receive-pack's compare-and-swap: a ref that
+ * moved meanwhile is refused, never overwritten). pack_fd holds the whole pack
+ * (pack_len bytes). Returns 0 when the server answered (*rep says whether the ref moved:
+ * ref_ok, or the reason and any hook message), or the request's error (-EACCES when the
+ * server refused the token the push). */
+struct gl_push_report {
+	bool unpack_ok;
+	bool seen_ref;
+	bool ref_ok;
+	char unpack[128]; /* unpack status when not ok */
+	char reason[256]; /* "ng" reason */
+	char msg[1024];   /* side-band messages (hooks: a protected branch's refusal) */
+};
+int gl_git_push(struct gl *g, const char *project_path, const char *ref, const char *old,
+                const char *new_id, int pack_fd, uint64_t pack_len, struct gl_push_report *rep);
 
 /* GraphQL (remote/graphql.c): the blobs of paths in revision ref (a full commit id) of a
  * project, at most GL_GQL_PATHS a request: out[i] for paths[i], found false when the

@@ -77,6 +77,13 @@ struct gl_req {
 	const char *content_type;       /* POST and Accept for post */
 	const char *post_type;          /* "Content-Type: …" of post when not the Accept type */
 	bool basic;                     /* Basic auth instead of PRIVATE-TOKEN */
+	/* A binary POST body instead of post: post_head's bytes, then post_fd_len bytes of
+	 * post_fd from offset 0 (a pack file); post must be "" then. */
+	const void *post_head;
+	size_t post_head_len;
+	int post_fd;
+	uint64_t post_fd_len;
+	uint64_t post_pos; /* internal: bytes of the body sent */
 	/* results */
 	long status;
 	struct buf body;
@@ -141,5 +148,8 @@ int gl_get_list(struct gl *g, const char *url, json_t **out);
 int gl_git_caps_parse(const void *d, size_t n);
 int gl_git_answer_parse(const void *d, size_t n, int (*data)(void *arg, const void *d, size_t n),
                         void *arg);
+/* receive-pack's answer to a push with report-status and side-band-64k (see gl.h
+ * gl_git_push): 0 and *out filled, or -EIO malformed. */
+int gl_git_report_parse(const void *d, size_t n, const char *ref, struct gl_push_report *out);
 
 #endif

@@ -653,6 +653,41 @@ static size_t gl_on_stream(struct gl_req *rq, char *data, size_t len, long statu
 	return gl_deliver(rq, rq->ssink->data, rq->ssink->arg, data, len);
 }
 
+/* A binary POST body: the head in memory, then the file. */
+static size_t gl_on_upload(char *out, size_t size, size_t nmemb, void *arg)
+{
+	struct gl_req *rq = arg;
+	size_t cap = size * nmemb, done = 0;
+
+	if (rq->post_pos < rq->post_head_len) {
+		size_t k = rq->post_head_len - (size_t)rq->post_pos;
+
+		if (k > cap)
+			k = cap;
+		memcpy(out, (const char *)rq->post_head + rq->post_pos, k);
+		rq->post_pos += k;
+		done = k;
+	}
+	if (done < cap && rq->post_pos >= rq->post_head_len) {
+		uint64_t off = rq->post_pos - rq->post_head_len;
+		size_t k = cap - done;
+		ssize_t got;
+
+		if (off >= rq->post_fd_len)
+			return done;
+		if (k > rq->post_fd_len - off)
+			k = (size_t)(rq->post_fd_len - off);
+		got = pread(rq->post_fd, out + done, k, (off_t)off);
+		if (got <= 0) {
+			rq->cb_err = -EIO;
+			return CURL_READFUNC_ABORT;
+		}
+		rq->post_pos += (uint64_t)got;
+		done += (size_t)got;
+	}
+	return done;
+}
+
 static size_t gl_on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct gl_req *rq = arg;
@@ -881,7 +916,16 @@ int gl_perform(struct gl *g, struct gl_req *rq)
 			curl_easy_setopt(h, CURLOPT_TIMEOUT, GL_JSON_TIMEOUT);
 			curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
 		}
-		if (rq->post) {
+		if (rq->post && (rq->post_head || rq->post_fd_len)) {
+			rq->post_pos = 0; /* again from the start at a retry */
+			curl_easy_setopt(h, CURLOPT_POST, 1L);
+			if (strcmp(rq->method, "PUT") == 0) /* an LFS upload: PUT with this body */
+				curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
+			curl_easy_setopt(h, CURLOPT_READFUNCTION, gl_on_upload);
+			curl_easy_setopt(h, CURLOPT_READDATA, rq);
+			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+			                 (curl_off_t)(rq->post_head_len + rq->post_fd_len));
+		} else if (rq->post) {
 			curl_easy_setopt(h, CURLOPT_POSTFIELDS, rq->post);
 			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(rq->post));
 		}

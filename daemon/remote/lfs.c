@@ -57,8 +57,8 @@ static int64_t gl_lfs_expiry(const json_t *action, int64_t answered_ms)
 
 /* One object's download action into t: the href (moved onto our server when it is under
  * the server's external URL, see gl_external_rebase), its headers and expiry. */
-static int gl_lfs_action(struct gl *g, const char *oid, const json_t *obj, int64_t answered_ms,
-                         struct gl_target *t)
+static int gl_lfs_action_of(struct gl *g, const char *oid, const json_t *obj, int64_t answered_ms,
+                            const char *which, struct gl_target *t)
 {
 	json_t *err = json_object_get(obj, "error"), *dl, *hdrs, *val;
 	const char *href, *key;
@@ -75,10 +75,10 @@ static int gl_lfs_action(struct gl *g, const char *oid, const json_t *obj, int64
 		         jsonx_str(err, "message") ? jsonx_str(err, "message") : "");
 		return r;
 	}
-	dl = json_object_get(json_object_get(obj, "actions"), "download");
+	dl = json_object_get(json_object_get(obj, "actions"), which);
 	href = jsonx_str(dl, "href");
 	if (!href || strlen(href) > GL_URL_MAX || gl_origin(href, (char[512]){0}, 512, NULL) < 0) {
-		log_warn("LFS object %.12s: no usable download href", oid);
+		log_warn("LFS object %.12s: no usable %s href", oid, which);
 		return -EIO;
 	}
 	/* An href on the server under the name it calls itself (GitLab builds it from
@@ -123,50 +123,32 @@ static int gl_lfs_action(struct gl *g, const char *oid, const json_t *obj, int64
 	return 0;
 }
 
+static int gl_lfs_action(struct gl *g, const char *oid, const json_t *obj, int64_t answered_ms,
+                         struct gl_target *t)
+{
+	return gl_lfs_action_of(g, oid, obj, answered_ms, "download", t);
+}
+
 /* The batch request itself: objects[i] answers objs[i], wherever the server put it. */
+static int gl_lfs_batch_op(struct gl *g, const char *project_path, const char *op,
+                           const struct gl_lfs_obj *objs, size_t n, json_t **answer,
+                           int64_t *answered_at);
+
 static int gl_lfs_batch(struct gl *g, const char *project_path, const struct gl_lfs_obj *objs,
                         size_t n, struct gl_target *out, int *err)
 {
-	char *enc = NULL, *url = NULL;
-	struct buf body = BUF_INIT(GL_LFS_BATCH_MAX * 128 + 256);
 	json_t *resp = NULL, *arr;
-	struct gl_req rq;
 	int64_t answered;
 	int r;
 
-	enc = gl_path_enc(project_path);
-	if (!enc)
-		return -ENAMETOOLONG;
-	if (asprintf(&url, "%s/%s.git/info/lfs/objects/batch", g->server, enc) < 0) {
-		url = NULL;
-		r = -ENOMEM;
-		goto out;
-	}
-	r = buf_puts(&body, "{\"operation\":\"download\",\"transfers\":[\"basic\"],\"objects\":[");
-	for (size_t i = 0; r == 0 && i < n; i++)
-		r = buf_printf(&body, "%s{\"oid\":\"%s\",\"size\":%" PRIu64 "}", i ? "," : "",
-		               objs[i].oid, objs[i].size);
-	if (r == 0)
-		r = buf_puts(&body, "]}");
+	r = gl_lfs_batch_op(g, project_path, "download", objs, n, &resp, &answered);
 	if (r < 0)
-		goto out;
-	gl_req_init(&rq, "POST", url);
-	buf_init(&rq.body, GL_LFS_JSON_MAX);
-	rq.post = body.data;
-	rq.content_type = "Accept: application/vnd.git-lfs+json";
-	rq.basic = true;
-	r = gl_perform(g, &rq);
-	answered = gl_now_ms();
-	if (r == 0)
-		r = gl_parse(&rq, &resp);
-	gl_req_free(&rq);
-	if (r < 0)
-		goto out;
+		return r;
 	arr = json_object_get(resp, "objects");
 	if (!json_is_array(arr) || json_array_size(arr) > GL_LFS_BATCH_MAX) {
 		log_warn("LFS batch: no objects in the answer");
-		r = -EIO;
-		goto out;
+		json_decref(resp);
+		return -EIO;
 	}
 	for (size_t i = 0; i < n; i++) {
 		json_t *obj = NULL, *it;
@@ -189,6 +171,51 @@ static int gl_lfs_batch(struct gl *g, const char *project_path, const struct gl_
 		err[i] = gl_lfs_action(g, objs[i].oid, obj, answered, &out[i]);
 		if (err[i] < 0)
 			gl_target_free(&out[i]);
+	}
+	json_decref(resp);
+	return 0;
+}
+
+static int gl_lfs_batch_op(struct gl *g, const char *project_path, const char *op,
+                           const struct gl_lfs_obj *objs, size_t n, json_t **answer,
+                           int64_t *answered_at)
+{
+	char *enc = NULL, *url = NULL;
+	struct buf body = BUF_INIT(GL_LFS_BATCH_MAX * 128 + 256);
+	json_t *resp = NULL;
+	struct gl_req rq;
+	int r;
+
+	*answer = NULL;
+	enc = gl_path_enc(project_path);
+	if (!enc)
+		return -ENAMETOOLONG;
+	if (asprintf(&url, "%s/%s.git/info/lfs/objects/batch", g->server, enc) < 0) {
+		url = NULL;
+		r = -ENOMEM;
+		goto out;
+	}
+	r = buf_printf(&body, "{\"operation\":\"%s\",\"transfers\":[\"basic\"],\"objects\":[", op);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = buf_printf(&body, "%s{\"oid\":\"%s\",\"size\":%" PRIu64 "}", i ? "," : "",
+		               objs[i].oid, objs[i].size);
+	if (r == 0)
+		r = buf_puts(&body, "]}");
+	if (r < 0)
+		goto out;
+	gl_req_init(&rq, "POST", url);
+	buf_init(&rq.body, GL_LFS_JSON_MAX);
+	rq.post = body.data;
+	rq.content_type = "Accept: application/vnd.git-lfs+json";
+	rq.basic = true;
+	r = gl_perform(g, &rq);
+	*answered_at = gl_now_ms();
+	if (r == 0)
+		r = gl_parse(&rq, &resp);
+	gl_req_free(&rq);
+	if (r == 0) {
+		*answer = resp;
+		resp = NULL;
 	}
 out:
 	json_decref(resp);
@@ -295,5 +322,68 @@ int gl_lfs_current(struct gl *g, struct gl_lfs_src *src, bool force, unsigned ge
 		r = gl_target_copy(out, &src->cur);
 	*out_gen = src->gen;
 	pthread_mutex_unlock(&src->lock);
+	return r;
+}
+
+/* Uploads one object with the batch API's upload action (git-lfs's basic transfer: a PUT
+ * of the bytes, then the verify action when the server names one). An object the server
+ * has already comes back without actions: nothing to send. */
+int gl_lfs_upload(struct gl *g, const char *project_path, const char *oid, uint64_t size, int fd)
+{
+	struct gl_lfs_obj o = {.oid = oid, .size = size};
+	struct gl_target up = {0}, ver = {0};
+	json_t *resp = NULL, *obj, *actions;
+	struct gl_req rq;
+	char body[160];
+	int64_t answered = 0;
+	int r;
+
+	r = gl_lfs_batch_op(g, project_path, "upload", &o, 1, &resp, &answered);
+	if (r < 0)
+		return r;
+	obj = json_array_get(json_object_get(resp, "objects"), 0);
+	if (!obj || !jsonx_str(obj, "oid") || strcmp(jsonx_str(obj, "oid"), oid) != 0) {
+		json_decref(resp);
+		return -EIO;
+	}
+	if (json_object_get(obj, "error")) {
+		r = gl_lfs_action_of(g, oid, obj, answered, "upload", &up);
+		json_decref(resp);
+		return r < 0 ? r : -EIO;
+	}
+	actions = json_object_get(obj, "actions");
+	if (!json_object_get(actions, "upload")) {
+		json_decref(resp);
+		return 0; /* the server has it */
+	}
+	r = gl_lfs_action_of(g, oid, obj, answered, "upload", &up);
+	if (r == 0 && json_object_get(actions, "verify"))
+		r = gl_lfs_action_of(g, oid, obj, answered, "verify", &ver);
+	json_decref(resp);
+	if (r == 0) {
+		gl_req_init(&rq, "PUT", up.url);
+		rq.post = "";
+		rq.post_fd = fd;
+		rq.post_fd_len = size;
+		rq.post_head = size ? NULL : "";
+		rq.post_type = "Content-Type: application/octet-stream";
+		rq.content_type = "Accept: application/vnd.git-lfs+json";
+		rq.target = &up;
+		r = gl_perform(g, &rq);
+		gl_req_free(&rq);
+	}
+	if (r == 0 && ver.url) {
+		snprintf(body, sizeof(body), "{\"oid\":\"%s\",\"size\":%" PRIu64 "}", oid, size);
+		gl_req_init(&rq, "POST", ver.url);
+		rq.post = body;
+		rq.content_type = "Accept: application/vnd.git-lfs+json";
+		rq.target = &ver;
+		r = gl_perform(g, &rq);
+		gl_req_free(&rq);
+	}
+	if (r < 0)
+		log_warn("LFS upload of %.12s to %s: %s", oid, project_path, strerror(-r));
+	gl_target_free(&up);
+	gl_target_free(&ver);
 	return r;
 }

@@ -307,7 +307,15 @@ def expect_errno(code, fn, *args):
 
 
 def test_writes_are_erofs(world):
-    rev = world.proj / "branches/main"
+    """Tags and commits are read-only; branch views are writable
+    (test_mount_write.py)."""
+    for rev in (world.proj / "tags/v1.0", world.proj / "commits" / world.commits[-1]):
+        check_erofs(world, rev)
+    expect_errno(errno.EROFS, os.symlink, "x", world.proj / "HEAD2")
+    expect_errno(errno.EROFS, os.unlink, world.proj / "HEAD")
+
+
+def check_erofs(world, rev):
     f = rev / "README.md"
     before = f.read_bytes()
     expect_errno(errno.EROFS, open, f, "wb")

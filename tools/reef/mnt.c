@@ -23,7 +23,9 @@ static const char status_help[] =
     "Summarizes the mount's .reef/status: server, user, cache used and limit, hit ratio,\n"
     "downloads in flight, prefetches, queued control writes and the last errors.\n"
     "DIR is any path inside the mount (default: the current directory if inside one,\n"
-    "else ~/reef). --json prints .reef/status as it is.\n";
+    "else ~/reef). --json prints .reef/status as it is.\n"
+    "With a DIR inside a branch view (<project>/branches/<name>/…): that branch's pending\n"
+    "changes (added, modified, deleted, renamed, mode; sizes), --json as reefd gives them.\n";
 
 static const char cache_help[] =
     "Usage: reef cache [DIR]\n"
@@ -159,6 +161,8 @@ int reef_cmd_status(int argc, char **argv)
 			dir = argv[k];
 		}
 	}
+	if (dir && (r = reef_write_status(dir, as_json)) >= 0)
+		return r; /* a branch view: its pending changes */
 	if ((r = mnt_root(dir, root, sizeof(root))) || (r = mnt_status(root, &o, &raw)))
 		goto out;
 	if (as_json) {

@@ -22,7 +22,11 @@ static const char usage_text[] =
     "  servers                          the servers known, by name\n"
     "  mount [-o OPTS] [NAME] [DIR]     mount a server at DIR (default ~/reef)\n"
     "  unmount [NAME|DIR]               unmount it\n"
-    "  status [--json] [DIR]            what the daemon is doing\n"
+    "  status [--json] [DIR]            what the daemon is doing; inside a branch view\n"
+    "                                   its pending changes\n"
+    "  commit -m MESSAGE [DIR]          commit a branch view's pending changes\n"
+    "  diff [DIR]                       show them as unified diffs\n"
+    "  discard DIR [PATH...]            drop them (all, or those of PATHs)\n"
     "  launch PROJECT_DIR PROCESSOR [key=value...] [--follow]\n"
     "                                   launch an experiment\n"
     "  follow EXPERIMENT_DIR            print an experiment's log until it ends\n"
@@ -370,7 +374,8 @@ static const struct {
     {"login", reef_cmd_login},    {"mount", reef_cmd_mount},       {"unmount", reef_cmd_unmount},
     {"umount", reef_cmd_unmount}, {"status", reef_cmd_status},     {"launch", reef_cmd_launch},
     {"follow", reef_cmd_follow},  {"prefetch", reef_cmd_prefetch}, {"cache", reef_cmd_cache},
-    {"gc", reef_cmd_gc},          {"servers", reef_cmd_servers},
+    {"gc", reef_cmd_gc},          {"servers", reef_cmd_servers},   {"commit", reef_cmd_commit},
+    {"discard", reef_cmd_discard}, {"diff", reef_cmd_diff},
 };
 
 int main(int argc, char **argv)

@@ -113,6 +113,11 @@ int reef_cmd_gc(int argc, char **argv);
 int reef_cmd_prefetch(int argc, char **argv);
 int reef_cmd_launch(int argc, char **argv);
 int reef_cmd_follow(int argc, char **argv);
+int reef_cmd_commit(int argc, char **argv);
+int reef_cmd_discard(int argc, char **argv);
+int reef_cmd_diff(int argc, char **argv);
+/* reef status DIR for a DIR inside a branch view (write.c); -1 when it is not in one. */
+int reef_write_status(const char *dir, bool as_json);
 
 /* follow's loop, shared with `launch --follow`. */
 int reef_follow(const char *dir);
