@@ -37,7 +37,7 @@ _reef_dirs()
 _reef()
 {
 	local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
-	local cmds="login servers mount unmount umount status launch follow prefetch cache gc"
+	local cmds="login servers mount unmount umount status commit diff discard launch follow prefetch cache gc"
 	local IFS=$' \t\n' cmd="" i
 	COMPREPLY=()
 	for ((i = 1; i < COMP_CWORD; i++)); do
@@ -106,6 +106,18 @@ _reef()
 	launch)
 		[[ $cur == -* ]] && { COMPREPLY=($(compgen -W "--follow --help" -- "$cur")); return; }
 		_reef_dirs "$cur"
+		;;
+	commit)
+		case "$prev" in
+		-m | --lfs-above) return ;;
+		esac
+		[[ $cur == -* ]] && { COMPREPLY=($(compgen -W "-m --lfs-above --help" -- "$cur")); return; }
+		_reef_dirs "$cur"
+		;;
+	diff | discard)
+		[[ $cur == -* ]] && { COMPREPLY=($(compgen -W "--help" -- "$cur")); return; }
+		local IFS=$'\n'
+		COMPREPLY=($(compgen -f -- "$cur"))
 		;;
 	follow | prefetch)
 		[[ $cur == -* ]] && { COMPREPLY=($(compgen -W "--help" -- "$cur")); return; }
