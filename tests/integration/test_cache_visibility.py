@@ -5,6 +5,7 @@ acme/iris` forgets a whole project, `df` on the mount shows the cache's limit an
 and cache_limit takes sizes with units (1GB, 1.5G)."""
 
 import json
+import time
 import os
 import subprocess
 
@@ -88,7 +89,11 @@ def test_list_evict_all_and_df(hub, data_repo, mount_factory, cli_env):
     assert (m / MAIN / "data/f2.bin").read_bytes() == files["data/f2.bin"]
     with open(m / MAIN / "big.bin", "rb") as held:
         assert held.read(1 << 20) == files["big.bin"][:1 << 20]
-        assert len(cached_paths(m)) == 3
+        # the rest of big.bin may still be arriving: it is listed once stored
+        deadline = time.monotonic() + 30
+        while len(cached_paths(m)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(cached_paths(m)) == 3, cached_paths(m)
         r = reef(cli_env, "cache", "--evict-all", m.mnt)
         assert r.returncode == 0 and r.stdout.startswith("evicted: cache "), r
         got = cached_paths(m)
