@@ -853,64 +853,6 @@ static int idx_obj_cmp(const void *pa, const void *pb)
 	return strcmp(a->oid, b->oid);
 }
 
-int idx_obj_list(struct idx *x, struct idx_obj **out, size_t *n)
-{
-	struct idx_obj *list = NULL;
-	size_t count = 0, alloc = 0;
-	MDB_txn *txn;
-	MDB_cursor *cur;
-	MDB_val k, v;
-	int rc;
-
-	*out = NULL;
-	*n = 0;
-	rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &txn);
-	if (rc)
-		return idx_err(rc);
-	rc = mdb_cursor_open(txn, x->dbi[IDX_DB_OBJECTS], &cur);
-	if (rc) {
-		mdb_txn_abort(txn);
-		return idx_err(rc);
-	}
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		const uint8_t *kp = k.mv_data, *vp = v.mv_data;
-		struct idx_obj *o;
-
-		if (k.mv_size < 21 || v.mv_size != 17 || vp[0] != IDX_VERSION ||
-		    (kp[0] != IDX_OBJ_BLOB && kp[0] != IDX_OBJ_LFS) ||
-		    k.mv_size != (kp[0] == IDX_OBJ_LFS ? 33u : 21u))
-			continue;
-		if (count == alloc) {
-			size_t na = alloc ? alloc * 2 : 256;
-			struct idx_obj *nl = realloc(list, na * sizeof(*nl));
-
-			if (!nl) {
-				rc = ENOMEM;
-				break;
-			}
-			list = nl;
-			alloc = na;
-		}
-		o = &list[count++];
-		o->kind = (enum idx_obj_kind)kp[0];
-		hash_hex(o->oid, kp + 1, k.mv_size - 1);
-		o->size = get_u64(vp + 1);
-		o->atime = (int64_t)get_u64(vp + 9);
-	}
-	mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	if (rc != MDB_NOTFOUND) {
-		free(list);
-		return rc == ENOMEM ? -ENOMEM : idx_err(rc);
-	}
-	if (count)
-		qsort(list, count, sizeof(*list), idx_obj_cmp);
-	*out = list;
-	*n = count;
-	return 0;
-}
-
 /* Appends one record to a growing array; ENOMEM (positive, as LMDB codes are) on failure. */
 static int idx_grow(void **list, size_t *alloc, size_t count, size_t each)
 {
@@ -928,6 +870,71 @@ static int idx_grow(void **list, size_t *alloc, size_t count, size_t each)
 	return 0;
 }
 
+/* A read-only transaction and a cursor on one database, for the listings below. */
+static int idx_scan_begin(struct idx *x, int db, MDB_txn **txn, MDB_cursor **cur)
+{
+	int rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, txn);
+
+	if (rc)
+		return rc;
+	rc = mdb_cursor_open(*txn, x->dbi[db], cur);
+	if (rc)
+		mdb_txn_abort(*txn);
+	return rc;
+}
+
+/* Ends a scan: rc is MDB_NOTFOUND when the walk ran to its end (the list is kept), else
+ * the error that stopped it (the list is freed). 0 or a negative errno. */
+static int idx_scan_end(MDB_txn *txn, MDB_cursor *cur, int rc, void **list)
+{
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	free(*list);
+	*list = NULL;
+	return rc == ENOMEM ? -ENOMEM : idx_err(rc);
+}
+
+int idx_obj_list(struct idx *x, struct idx_obj **out, size_t *n)
+{
+	struct idx_obj *list = NULL;
+	size_t count = 0, alloc = 0;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	if ((rc = idx_scan_begin(x, IDX_DB_OBJECTS, &txn, &cur)))
+		return idx_err(rc);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		const uint8_t *kp = k.mv_data, *vp = v.mv_data;
+		struct idx_obj *o;
+
+		if (k.mv_size < 21 || v.mv_size != 17 || vp[0] != IDX_VERSION ||
+		    (kp[0] != IDX_OBJ_BLOB && kp[0] != IDX_OBJ_LFS) ||
+		    k.mv_size != (kp[0] == IDX_OBJ_LFS ? 33u : 21u))
+			continue;
+		if ((rc = idx_grow((void **)&list, &alloc, count, sizeof(*list))))
+			break;
+		o = &list[count++];
+		o->kind = (enum idx_obj_kind)kp[0];
+		hash_hex(o->oid, kp + 1, k.mv_size - 1);
+		o->size = get_u64(vp + 1);
+		o->atime = (int64_t)get_u64(vp + 9);
+	}
+	if ((rc = idx_scan_end(txn, cur, rc, (void **)&list)) < 0)
+		return rc;
+	if (count)
+		qsort(list, count, sizeof(*list), idx_obj_cmp);
+	*out = list;
+	*n = count;
+	return 0;
+}
+
 int idx_project_list(struct idx *x, struct idx_project_rec **out, size_t *n)
 {
 	struct idx_project_rec *list = NULL;
@@ -939,14 +946,8 @@ int idx_project_list(struct idx *x, struct idx_project_rec **out, size_t *n)
 
 	*out = NULL;
 	*n = 0;
-	rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &txn);
-	if (rc)
+	if ((rc = idx_scan_begin(x, IDX_DB_PROJECTS, &txn, &cur)))
 		return idx_err(rc);
-	rc = mdb_cursor_open(txn, x->dbi[IDX_DB_PROJECTS], &cur);
-	if (rc) {
-		mdb_txn_abort(txn);
-		return idx_err(rc);
-	}
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		const uint8_t *vp = v.mv_data;
@@ -961,12 +962,8 @@ int idx_project_list(struct idx *x, struct idx_project_rec **out, size_t *n)
 		list[count].id = (int64_t)get_u64(vp + 1);
 		count++;
 	}
-	mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	if (rc != MDB_NOTFOUND) {
-		free(list);
-		return rc == ENOMEM ? -ENOMEM : idx_err(rc);
-	}
+	if ((rc = idx_scan_end(txn, cur, rc, (void **)&list)) < 0)
+		return rc;
 	*out = list;
 	*n = count;
 	return 0;
@@ -985,14 +982,8 @@ int idx_ref_list(struct idx *x, int64_t project_id, struct idx_ref_rec **out, si
 	*out = NULL;
 	*n = 0;
 	put_u64(prefix, (uint64_t)project_id);
-	rc = mdb_txn_begin(x->env, NULL, MDB_RDONLY, &txn);
-	if (rc)
+	if ((rc = idx_scan_begin(x, IDX_DB_REFS, &txn, &cur)))
 		return idx_err(rc);
-	rc = mdb_cursor_open(txn, x->dbi[IDX_DB_REFS], &cur);
-	if (rc) {
-		mdb_txn_abort(txn);
-		return idx_err(rc);
-	}
 	/* keys start with the project id: the project's refs are one run of keys */
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -1012,12 +1003,8 @@ int idx_ref_list(struct idx *x, int64_t project_id, struct idx_ref_rec **out, si
 		hash_hex(list[count].commit, vp + 1, 20);
 		count++;
 	}
-	mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	if (rc != MDB_NOTFOUND) {
-		free(list);
-		return rc == ENOMEM ? -ENOMEM : idx_err(rc);
-	}
+	if ((rc = idx_scan_end(txn, cur, rc, (void **)&list)) < 0)
+		return rc;
 	*out = list;
 	*n = count;
 	return 0;
