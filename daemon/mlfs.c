@@ -328,6 +328,87 @@ static void ml_on_done(void *arg, const struct journal_entry *e)
 
 /* ---- life ---- */
 
+/* The entry called name in a listing, or NULL. */
+static const struct tree_entry *ml_entry(const struct tree_entry *e, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(e[i].name, name))
+			return &e[i];
+	return NULL;
+}
+
+/* mlops_path_fn over the cache: walks path from the root of ref (a branch, else a tag),
+ * the listings coming from the index or the server as for any lookup in the mount. */
+static int ml_path_check(void *arg, int64_t pid, const char *ref, const char *path,
+                         const char *what, char why[CTL_ERR_MAX])
+{
+	struct mlfs *ml = arg;
+	char commit[41], tree[41], dir[CTL_ERR_MAX] = "", comp[TREE_NAME_MAX + 1];
+	struct tree_entry *e = NULL;
+	size_t n = 0;
+	const char *p = path;
+	int r;
+
+	r = cache_ref_resolve(ml->cache, pid, CACHE_REF_BRANCH, ref, commit);
+	if (r == -ENOENT)
+		r = cache_ref_resolve(ml->cache, pid, CACHE_REF_TAG, ref, commit);
+	if (r < 0)
+		return r == -ENOENT ? -EIO : r; /* the ref's own check speaks for it */
+	r = cache_root_tree(ml->cache, pid, commit, tree, &e, &n);
+	while (r == 0) {
+		const struct tree_entry *hit;
+		size_t len;
+
+		p += strspn(p, "/");
+		len = strcspn(p, "/");
+		if (len == 0)
+			break; /* the whole path was found */
+		if (len > TREE_NAME_MAX) {
+			r = -ENOENT;
+			snprintf(why, CTL_ERR_MAX, "%.20s %.120s: a name is too long", what, path);
+			break;
+		}
+		memcpy(comp, p, len);
+		comp[len] = '\0';
+		p += len;
+		if (!strcmp(comp, "."))
+			continue;
+		hit = ml_entry(e, n, comp);
+		if (!hit) {
+			const char **names = malloc((n ? n : 1) * sizeof(*names));
+
+			r = -ENOENT;
+			snprintf(why, CTL_ERR_MAX, "%.20s %.120s: no %.80s in %.120s%s of %.60s", what,
+			         path, comp, dir[0] ? dir : "the top", dir[0] ? "/" : "", ref);
+			if (names) {
+				for (size_t i = 0; i < n; i++)
+					names[i] = e[i].name;
+				ctl_suggest(why, comp, names, n);
+				free(names);
+			}
+			break;
+		}
+		if (p[strspn(p, "/")] == '\0')
+			break; /* the last name: a file or a directory both do */
+		if (hit->mode != TREE_MODE_DIR) {
+			r = -ENOENT;
+			snprintf(why, CTL_ERR_MAX, "%.20s %.120s: %.80s is not a directory in %.60s",
+			         what, path, comp, ref);
+			break;
+		}
+		snprintf(tree, sizeof(tree), "%s", hit->oid);
+		if (strlen(dir) + len + 2 < sizeof(dir))
+			snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "%s%s", dir[0] ? "/" : "",
+			         comp);
+		free(e);
+		e = NULL;
+		n = 0;
+		r = cache_tree(ml->cache, pid, commit, dir, tree, &e, &n);
+	}
+	free(e);
+	return r;
+}
+
 int mlfs_new(struct mlfs **out, struct node_table *nodes, struct cache *cache, struct mlops *m)
 {
 	struct mlfs *ml = calloc(1, sizeof(*ml));
@@ -341,6 +422,7 @@ int mlfs_new(struct mlfs **out, struct node_table *nodes, struct cache *cache, s
 	pthread_mutex_init(&ml->lock, NULL);
 	ml->handles.prev = ml->handles.next = &ml->handles;
 	mlops_on_done(m, ml_on_done, ml);
+	mlops_set_path_check(m, ml_path_check, ml);
 	*out = ml;
 	return 0;
 }

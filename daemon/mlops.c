@@ -61,6 +61,8 @@ struct mlops {
 	pthread_mutex_t cb_lock;  /* held while the callback runs, so removing it waits */
 	mlops_done_fn done;
 	void *done_arg;
+	mlops_path_fn path_check; /* set before mlops_start, then read only */
+	void *path_arg;
 };
 
 static int64_t mlops_now_ms(void)
@@ -167,6 +169,29 @@ static void mlops_delivered(void *arg, const struct journal_entry *e)
 	if (m->done)
 		m->done(m->done_arg, e);
 	pthread_mutex_unlock(&m->cb_lock);
+}
+
+void mlops_set_path_check(struct mlops *m, mlops_path_fn fn, void *arg)
+{
+	m->path_check = fn;
+	m->path_arg = arg;
+}
+
+/* A path a launch names that the mount can tell is missing: 0, or -ENOENT with err set.
+ * Anything the mount cannot tell now (offline, no such ref) passes: the server decides. */
+static int mlops_path_exists(struct mlops *m, int64_t project_id, const char *ref,
+                             const char *path, const char *what, char err[CTL_ERR_MAX])
+{
+	char why[CTL_ERR_MAX] = "";
+	int r;
+
+	if (!m->path_check || !ref || !path || !*path || !strcmp(path, ".") || !strcmp(path, "./"))
+		return 0;
+	r = m->path_check(m->path_arg, project_id, ref, path, what, why);
+	if (r != -ENOENT)
+		return 0;
+	snprintf(err, CTL_ERR_MAX, "%s", why);
+	return r;
 }
 
 void mlops_set_err_hook(struct mlops *m, void (*fn)(void *arg, const char *msg), void *arg)
@@ -870,6 +895,12 @@ int mlops_launch(struct mlops *m, enum mlops_kind k, int64_t project_id, const c
 			r = mlops_remote_fail(err, r, "the source branch");
 			goto out;
 		}
+		/* a typo in input_path would be a run that fails minutes later */
+		if (r == 0 && (r = mlops_path_exists(m, project_id, jsonx_str(spec, "source_branch"),
+		                                     jsonx_str(spec, "input_path"), "input_path",
+		                                     err)) < 0)
+			goto out;
+		r = 0;
 	}
 	if (journal_key_new(key) < 0) {
 		r = mlops_fail(err, -EIO, "no randomness for a request id");
@@ -926,6 +957,27 @@ int mlops_pipeline_launch(struct mlops *m, int64_t project_id, const char *data,
 	if (r < 0 && r != -EIO) {
 		r = mlops_remote_fail(err, r, "the ref");
 		goto out;
+	}
+	if (r == 0) {
+		/* GitLab refuses a pipeline without its CI file ("Missing CI config file"), only
+		 * once the request reaches it: tell the writer now. The file is the project's
+		 * ci_config_path, .gitlab-ci.yml when unset; one in another project or at a URL
+		 * (path@group/project, https://…) is left to the server. */
+		json_t *project = NULL;
+		const char *ci = NULL;
+
+		snprintf(path, sizeof(path), "/api/v4/projects/%" PRId64, project_id);
+		if (mlops_get(m, path, MLOPS_TTL_MS, &project) == 0) {
+			ci = jsonx_str(project, "ci_config_path");
+			if (!ci || !*ci)
+				ci = ".gitlab-ci.yml";
+			if (strchr(ci, '@') || strstr(ci, "://"))
+				ci = NULL;
+			r = mlops_path_exists(m, project_id, jsonx_str(spec, "ref"), ci, "CI file", err);
+		}
+		json_decref(project);
+		if (r < 0)
+			goto out;
 	}
 	snprintf(path, sizeof(path), "/api/v4/projects/%" PRId64 "/pipeline", project_id);
 	r = mlops_journal_add(m, project_id, "pipeline", "", path, spec, NULL, id, err);

@@ -63,6 +63,14 @@ void mlops_free(struct mlops *m); /* accepts NULL */
  * for .reef/status last_errors. Call before mlops_start. */
 void mlops_set_err_hook(struct mlops *m, void (*fn)(void *arg, const char *msg), void *arg);
 
+/* Whether a path exists in a project's branch or tag as the mount sees it, for checks of
+ * a launch before it is acknowledged: 0 it does; -ENOENT it does not (why says so, with
+ * the nearest names); another negative errno when that cannot be told now (offline): the
+ * server decides when the request reaches it. */
+typedef int (*mlops_path_fn)(void *arg, int64_t project_id, const char *ref, const char *path,
+                             const char *what, char why[CTL_ERR_MAX]);
+void mlops_set_path_check(struct mlops *m, mlops_path_fn fn, void *arg);
+
 /* The management API's state: 0 it answers (or cannot be reached: it may come back),
  * -ENOENT it is not there (404 on /api/v1: a GitLab without the service). Asked at most
  * every MLOPS_PROBE_MS. The base URL it was looked for at goes to url (may be NULL). */

@@ -322,3 +322,53 @@ def test_fstab_entry(hub, tmp_path):
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
     assert mounts_at(mnt) == 0
+
+
+def test_launch_checks_paths_before_acknowledging(hub, tmp_path, mount_factory):
+    """What can be checked while online is checked before a launch is acknowledged: a typo
+    in input_path, and a pipeline launched on a ref without a CI file (GitLab would refuse
+    it only once the request reached it: "Missing CI config file")."""
+    from test_mount_mlops import write_ctl
+
+    token, api, m = make_projects(hub, tmp_path, mount_factory)
+    exps = m / "alice/cats/experiments"
+    err, back = write_ctl(exps / "launch", "name=t1\nprocessor=sgd-train\ninput_path=dta\n")
+    assert err == errno.ENOENT, (err, back)
+    reason = (exps / "launch.error").read_text()
+    assert "input_path dta: no dta in the top of main" in reason, reason
+    assert "did you mean data?" in reason and "README.md" in reason, reason
+    err, back = write_ctl(exps / "launch",
+                          "name=t2\nprocessor=sgd-train\ninput_path=data/nope.csv\n")
+    assert err == errno.ENOENT and "no nope.csv in data/ of main" in \
+        (exps / "launch.error").read_text()
+    err, back = write_ctl(exps / "launch",
+                          "name=t3\nprocessor=sgd-train\ninput_path=README.md/x\n")
+    assert err == errno.ENOENT and "README.md is not a directory" in \
+        (exps / "launch.error").read_text()
+    assert api("GET", "/projects/alice%2Fcats/experiments").json() == []
+    # a file is a valid input too
+    err, back = write_ctl(exps / "launch",
+                          "name=t4\nprocessor=sgd-train\ninput_path=data/train.csv\nepochs=1\n")
+    assert err == 0, back
+    wait_file(exps / "t4/status", FINISHED)
+    assert [x["name"] for x in api("GET", "/projects/alice%2Fcats/experiments").json()] == ["t4"]
+
+    # pipelines/launch: no .gitlab-ci.yml in main of alice/cats
+    pl = m / "alice/cats/pipelines/launch"
+    before = requests_get(hub, token, "/api/v4/projects/alice%2Fcats/pipelines")
+    err, back = write_ctl(pl, "ref=main\n")
+    assert err == errno.ENOENT, (err, back)
+    reason = (m / "alice/cats/pipelines/launch.error").read_text()
+    assert "CI file .gitlab-ci.yml: no .gitlab-ci.yml in the top of main" in reason, reason
+    time.sleep(1)  # nothing queued would have had the time to reach the hub
+    r = requests_get(hub, token, "/api/v4/projects/alice%2Fcats/pipelines")
+    assert r == before, r
+    assert json.loads((m / ".reef/status").read_text())["queued_control_writes"] == 0
+
+
+def requests_get(hub, token, path):
+    import requests
+
+    r = requests.get(hub.url + path, headers={"PRIVATE-TOKEN": token}, timeout=30)
+    r.raise_for_status()
+    return r.json()
