@@ -443,7 +443,9 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 	struct bulk_list w = {0};
 	struct tree_entry *e = NULL;
 	const char **paths = NULL, **lfs_oids = NULL;
-	size_t n = 0, nlfs = 0;
+	struct idx_blob_rec *recs = NULL;
+	struct idx_lfs *verdicts = NULL;
+	size_t n = 0, nlfs = 0, nrecs = 0;
 	int r;
 
 	if (!gl_graphql_supported(c->gl))
@@ -510,16 +512,26 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 	}
 	if (r < 0)
 		goto out;
+	recs = calloc(w.n, sizeof(*recs));
+	verdicts = calloc(w.n, sizeof(*verdicts));
+	if (!recs || !verdicts) {
+		r = -ENOMEM;
+		goto out;
+	}
 	for (size_t i = 0; i < w.n; i++) {
-		struct idx_lfs l = {0};
+		struct idx_lfs *l = &verdicts[nrecs];
 
 		if (!info[i].found || strcmp(info[i].oid, w.v[i].oid) != 0 || info[i].size < 0)
 			continue; /* not there, or another blob than the tree names: per file later
 			           */
-		idx_size_put(c->idx, w.v[i].oid, (uint64_t)info[i].size);
-		if (w.v[i].mode == TREE_MODE_LINK)
+		/* one index transaction for the round, not one a file */
+		recs[nrecs] = (struct idx_blob_rec){.oid = w.v[i].oid,
+		                                    .size = (uint64_t)info[i].size};
+		if (w.v[i].mode == TREE_MODE_LINK) {
+			nrecs++;
 			continue;
-		l.size = (uint64_t)info[i].size;
+		}
+		l->size = (uint64_t)info[i].size;
 		/* git-lfs smudges only where .gitattributes says filter=lfs (the same rule as
 		 * for pointers found by download, cache.c); GitLab's pointer check is laxer
 		 * than git-lfs's: the verdict comes from the pointer's own bytes, all of them
@@ -527,14 +539,21 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 		if (info[i].lfs && CACHE_LFS_CANDIDATE(info[i].size) &&
 		    cache_lfs_possible(c, pid, commit, w.v[i].path) != 0) {
 			lfs_oids[nlfs++] = w.v[i].oid;
+			nrecs++;
 			continue;
 		}
-		idx_lfs_put(c->idx, w.v[i].oid, &l);
+		recs[nrecs++].lfs = l;
 	}
+	r = idx_blobs_put(c->idx, recs, nrecs);
+	if (r < 0)
+		log_warn("cache: cannot index %zu sizes: %s", nrecs, strerror(-r));
+	r = 0;
 	if (nlfs)
 		bulk_pointers(c, project, lfs_oids, nlfs);
 out:
 	bulk_release(c, key);
+	free(recs);
+	free(verdicts);
 	free(lfs_oids);
 	free(paths);
 	free(info);
