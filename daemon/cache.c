@@ -151,6 +151,7 @@ void cache_free(struct cache *c)
 	pthread_mutex_unlock(&c->lock);
 	if (c->maint_started)
 		pthread_join(c->maint, NULL);
+	cache_bulk_stop(c);
 	/* a lookup's callback may still run on another thread: no call into the owner's
 	 * context after this returns */
 	cache_on_branch_moved(c, NULL, NULL);

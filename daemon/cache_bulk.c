@@ -158,17 +158,6 @@ void cache_bulk_listed(struct cache *c, const char *commit, size_t entries)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* How many blob batches of commit came before this one. */
-static unsigned bulk_batch_note(struct cache *c, const char *commit)
-{
-	unsigned n;
-
-	pthread_mutex_lock(&c->lock);
-	n = bulk_use(c, commit)->batches++;
-	pthread_mutex_unlock(&c->lock);
-	return n;
-}
-
 int cache_bulk_root(struct cache *c, int64_t pid, const char *commit, char tree_oid[41])
 {
 	char project[1024], key[64];
@@ -571,7 +560,37 @@ struct bulk_blobs {
 	uint64_t total, cap_bytes;
 };
 
-/* Small blobs of known size not stored yet, within the batch's caps. Non-zero: full. */
+static int bulk_oid_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, 40);
+}
+
+static bool bulk_in(char (*v)[41], size_t n, const char *oid)
+{
+	return n && bsearch(oid, v, n, sizeof(*v), bulk_oid_cmp);
+}
+
+/* The batch in flight holding oid (lock held), or NULL. */
+static struct cache_batch *bulk_inflight(struct cache *c, const char *oid)
+{
+	for (struct cache_batch *b = c->bulk.inflight; b; b = b->next)
+		if (bulk_in(b->oid, b->n, oid))
+			return b;
+	return NULL;
+}
+
+static bool bulk_inflight_has(struct cache *c, const char *oid)
+{
+	bool has;
+
+	pthread_mutex_lock(&c->lock);
+	has = bulk_inflight(c, oid) != NULL;
+	pthread_mutex_unlock(&c->lock);
+	return has;
+}
+
+/* Small blobs of known size neither stored nor in another batch, within the batch's
+ * caps. Non-zero: full. */
 static int bulk_blob_visit(void *arg, const char *dir, struct tree_entry *e, size_t n)
 {
 	struct bulk_blobs *b = arg;
@@ -582,7 +601,7 @@ static int bulk_blob_visit(void *arg, const char *dir, struct tree_entry *e, siz
 		if ((e[i].mode & 0170000) != 0100000 || e[i].size <= 0 ||
 		    (uint64_t)e[i].size >= ODB_RAW_THRESHOLD ||
 		    b->total + (uint64_t)e[i].size > b->cap_bytes ||
-		    odb_blob_has(b->c->odb, e[i].oid))
+		    odb_blob_has(b->c->odb, e[i].oid) || bulk_inflight_has(b->c, e[i].oid))
 			continue;
 		if (b->n == FETCH_BLOBS_MAX)
 			return 1;
@@ -601,13 +620,90 @@ static int bulk_blob_visit(void *arg, const char *dir, struct tree_entry *e, siz
 	return b->total >= b->cap_bytes;
 }
 
+/* Registers b's blobs as in flight, leaving out those another batch took meanwhile (and
+ * duplicates); b->oid is sorted on the way. With first (a reader's batch, or "" for the
+ * look-ahead's) the batch becomes the commit's latest, whose blobs start the next one.
+ * NULL when nothing is left to fetch. */
+static struct cache_batch *bulk_batch_begin(struct cache *c, struct bulk_blobs *b, int64_t pid,
+                                            const char *commit, const char *first)
+{
+	struct cache_batch *t = NULL;
+	size_t k = 0;
+
+	qsort(b->oid, b->n, sizeof(*b->oid), bulk_oid_cmp);
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < b->n; i++)
+		if ((!k || memcmp(b->oid[k - 1], b->oid[i], 40) != 0) &&
+		    !bulk_inflight(c, b->oid[i]))
+			memmove(b->oid[k++], b->oid[i], 41);
+	b->n = k;
+	if (k && (t = calloc(1, sizeof(*t)))) {
+		t->oid = b->oid;
+		t->n = k;
+		t->next = c->bulk.inflight;
+		c->bulk.inflight = t;
+		if (first) {
+			char(*copy)[41] = malloc(k * sizeof(*copy));
+
+			if (copy) {
+				memcpy(copy, b->oid, k * sizeof(*copy));
+				free(c->bulk.last);
+				c->bulk.last = copy;
+				c->bulk.nlast = k;
+				c->bulk.last_pid = pid;
+				snprintf(c->bulk.last_commit, sizeof(c->bulk.last_commit), "%s",
+				         commit);
+				snprintf(c->bulk.last_first, sizeof(c->bulk.last_first), "%s",
+				         first);
+			}
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return t;
+}
+
+static void bulk_batch_end(struct cache *c, struct cache_batch *t)
+{
+	pthread_mutex_lock(&c->lock);
+	for (struct cache_batch **pp = &c->bulk.inflight; *pp; pp = &(*pp)->next)
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	pthread_cond_broadcast(&c->bulk.cond);
+	pthread_mutex_unlock(&c->lock);
+	free(t);
+}
+
+/* Fetches the registered batch t of b into the store. */
+static int bulk_batch_fetch(struct cache *c, const char *project, const char *dir,
+                            struct bulk_blobs *b, struct cache_batch *t)
+{
+	const char **oids = calloc(t->n, sizeof(*oids));
+	int r;
+
+	if (!oids)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n; i++)
+		oids[i] = t->oid[i];
+	cache_evict(c, b->total);
+	__atomic_add_fetch(&c->bulk.git_fetches, 1, __ATOMIC_RELAXED);
+	r = fetch_blobs(c->gl, c->odb, c->idx, project, oids, t->n,
+	                b->total + (b->total >> 2) + (1 << 20), bulk_blob_stored, c);
+	if (r < 0)
+		cache_err_note(c, "git fetch of %zu blobs of %s/%s: %s", t->n, project, dir,
+		               strerror(-r));
+	free(oids);
+	return r < 0 ? r : 0;
+}
+
 int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const char *path,
                      const char *oid)
 {
-	char project[1024], dir[BULK_PATH_MAX], key[64];
+	char project[1024], dir[BULK_PATH_MAX], key[64] = "";
 	struct bulk_blobs b = {.c = c, .cap_bytes = BULK_BLOBS_BYTES};
+	struct cache_batch *t = NULL;
 	struct tree_entry *e = NULL;
-	const char **oids = NULL;
 	uint64_t size;
 	size_t n = 0;
 	int r;
@@ -618,6 +714,21 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 	if (bulk_trees_via(c, project) != CACHE_VIA_BULK)
 		return -ENOTSUP;
 	if (oid) {
+		/* in a batch already (the look-ahead's, another reader's): wait for it */
+		bool waited = false;
+
+		pthread_mutex_lock(&c->lock);
+		while (bulk_inflight(c, oid)) {
+			waited = true;
+			pthread_cond_wait(&c->bulk.cond, &c->lock);
+		}
+		pthread_mutex_unlock(&c->lock);
+		if (waited)
+			return 0;
+		/* a larger file not in flight streams on its own at once (cache_obj.c): a
+		 * pack of one blob costs more than its GET */
+		if (idx_size_get(c->idx, oid, &size) < 0 || size > CACHE_BATCH_BLOB_MAX)
+			return 0;
 		r = bulk_dir_of(c, pid, commit, path, dir, &e, &n);
 	} else {
 		/* path is the directory: look up a name inside it */
@@ -630,13 +741,14 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 	}
 	if (r < 0)
 		return r;
-	bulk_key(key, 'b', commit, dir);
-	if (!bulk_claim(c, key)) {
-		free(e);
-		return 0;
+	/* a directory's prefetch runs once at a time; readers leave out what is in flight */
+	if (!oid) {
+		bulk_key(key, 'b', commit, dir);
+		if (!bulk_claim(c, key)) {
+			free(e);
+			return 0;
+		}
 	}
-	if (oid && (idx_size_get(c->idx, oid, &size) < 0 || size > CACHE_BATCH_BLOB_MAX))
-		oid = NULL; /* streamed on its own (cache_obj.c); the others still come along */
 	if (oid) {
 		/* the blob asked for first, whatever the caps (duplicates are asked once) */
 		b.oid = malloc(256 * sizeof(*b.oid));
@@ -646,39 +758,113 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 		}
 		b.cap = 256;
 		memcpy(b.oid[b.n++], oid, 41);
-		if (idx_size_get(c->idx, oid, &size) == 0)
-			b.total = size;
+		b.total = size;
 	}
+	/* the directory's files only: the next directories come on the look-ahead thread
+	 * once the reader goes on to a second file (cache_bulk_touch) */
 	bulk_blob_visit(&b, dir, e, n);
-	/* a reader who went on to a second directory walks the tree: the next directories'
-	 * small files too, up to BULK_AHEAD_BYTES more (not for one file read alone) */
-	if (oid && bulk_batch_note(c, commit) > 0 && b.total < BULK_AHEAD_BYTES) {
-		b.cap_bytes = BULK_AHEAD_BYTES;
-		bulk_walk_ahead(c, pid, commit, dir, bulk_blob_visit, &b);
-	}
 	if (!b.n)
 		goto out;
-	oids = calloc(b.n, sizeof(*oids));
-	if (!oids) {
-		r = -ENOMEM;
+	t = bulk_batch_begin(c, &b, pid, commit, oid);
+	if (!t)
 		goto out;
-	}
-	for (size_t i = 0; i < b.n; i++)
-		oids[i] = b.oid[i];
-	cache_evict(c, b.total);
-	__atomic_add_fetch(&c->bulk.git_fetches, 1, __ATOMIC_RELAXED);
-	/* a blob can sit under several names: fetch_blobs asks once for each */
-	r = fetch_blobs(c->gl, c->odb, c->idx, project, oids, b.n,
-	                b.total + (b.total >> 2) + (1 << 20), bulk_blob_stored, c);
-	if (r < 0)
-		cache_err_note(c, "git fetch of %zu blobs of %s/%s: %s", b.n, project, dir,
-		               strerror(-r));
+	r = bulk_batch_fetch(c, project, dir, &b, t);
+	bulk_batch_end(c, t);
 out:
-	bulk_release(c, key);
-	free(oids);
+	if (key[0])
+		bulk_release(c, key);
 	free(b.oid);
 	free(e);
 	return r < 0 ? r : 0;
+}
+
+/* The look-ahead: the small blobs from path's directory on in tree order, up to
+ * BULK_AHEAD_BYTES, fetched while the reader consumes the batch before. */
+static void bulk_ahead_run(struct cache *c, int64_t pid, const char *commit, const char *path)
+{
+	char project[1024], dir[BULK_PATH_MAX];
+	struct bulk_blobs b = {.c = c, .cap_bytes = BULK_AHEAD_BYTES};
+	struct cache_batch *t;
+	struct tree_entry *e = NULL;
+	size_t n = 0;
+
+	if (cache_pid_path(c, pid, project) < 0 ||
+	    bulk_trees_via(c, project) != CACHE_VIA_BULK ||
+	    bulk_dir_of(c, pid, commit, path, dir, &e, &n) < 0)
+		return;
+	if (!bulk_blob_visit(&b, dir, e, n))
+		bulk_walk_ahead(c, pid, commit, dir, bulk_blob_visit, &b);
+	if (b.n && (t = bulk_batch_begin(c, &b, pid, commit, ""))) {
+		bulk_batch_fetch(c, project, dir, &b, t);
+		bulk_batch_end(c, t);
+	}
+	free(b.oid);
+	free(e);
+}
+
+static void *bulk_ahead_main(void *arg)
+{
+	struct cache *c = arg;
+	char commit[41], *path;
+	int64_t pid;
+
+	pthread_mutex_lock(&c->lock);
+	memcpy(commit, c->bulk.ahead_commit, sizeof(commit));
+	path = c->bulk.ahead_path;
+	c->bulk.ahead_path = NULL;
+	pid = c->bulk.ahead_pid;
+	pthread_mutex_unlock(&c->lock);
+	if (path)
+		bulk_ahead_run(c, pid, commit, path);
+	free(path);
+	/* nothing after this but the return: cache_bulk_touch joins under the lock */
+	pthread_mutex_lock(&c->lock);
+	c->bulk.ahead_running = false;
+	pthread_cond_broadcast(&c->bulk.cond);
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+void cache_bulk_touch(struct cache *c, int64_t pid, const char *commit, const char *path,
+                      const char *oid)
+{
+	pthread_mutex_lock(&c->lock);
+	if (!c->stop && !c->bulk.ahead_running && c->bulk.nlast && c->bulk.last_pid == pid &&
+	    strcmp(c->bulk.last_commit, commit) == 0 && strcmp(c->bulk.last_first, oid) != 0 &&
+	    bulk_in(c->bulk.last, c->bulk.nlast, oid)) {
+		/* once per batch: the next one is set up by the look-ahead's own batch */
+		free(c->bulk.last);
+		c->bulk.last = NULL;
+		c->bulk.nlast = 0;
+		free(c->bulk.ahead_path);
+		c->bulk.ahead_path = strdup(path);
+		memcpy(c->bulk.ahead_commit, commit, 41);
+		c->bulk.ahead_pid = pid;
+		if (c->bulk.ahead_path) {
+			if (c->bulk.ahead_started)
+				pthread_join(c->bulk.ahead_th, NULL); /* done: not running */
+			c->bulk.ahead_started =
+			    pthread_create(&c->bulk.ahead_th, NULL, bulk_ahead_main, c) == 0;
+			c->bulk.ahead_running = c->bulk.ahead_started;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+void cache_bulk_stop(struct cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	while (c->bulk.ahead_running)
+		pthread_cond_wait(&c->bulk.cond, &c->lock);
+	if (c->bulk.ahead_started)
+		pthread_join(c->bulk.ahead_th, NULL);
+	c->bulk.ahead_started = false;
+	free(c->bulk.last);
+	c->bulk.last = NULL;
+	c->bulk.nlast = 0;
+	free(c->bulk.ahead_path);
+	c->bulk.ahead_path = NULL;
+	pthread_mutex_unlock(&c->lock);
 }
 
 int cache_bulk_lfs(struct cache *c, int64_t pid, const char *commit, const char *dir,

@@ -36,6 +36,14 @@ struct cache_lfs_ahead {
  * stream one by one, several at once, as soon as a reader asks. */
 #define CACHE_BATCH_BLOB_MAX ((uint64_t)64 << 10)
 
+/* A blob batch being fetched (its ids sorted): a reader of one of them waits for it
+ * rather than asking again, and other batches leave them out. */
+struct cache_batch {
+	char (*oid)[41];
+	size_t n;
+	struct cache_batch *next;
+};
+
 /* How a commit has been read so far: REST tree pages listed, blob batches fetched, and
  * whether all its trees came over git. */
 #define CACHE_COMMIT_USES 64
@@ -54,6 +62,19 @@ struct cache_bulk {
 	size_t lfs_next;
 	struct cache_commit_use uses[CACHE_COMMIT_USES]; /* under the cache's lock */
 	size_t uses_next;
+	struct cache_batch *inflight; /* under the cache's lock */
+	/* The look-ahead (under the cache's lock): the latest batch of a reader's commit,
+	 * sorted; the reader's opening one of its blobs (other than the one that asked for
+	 * it) starts the next batch on the ahead thread, so one batch is in flight while
+	 * the reader consumes the one before. */
+	char last_commit[41], last_first[41];
+	int64_t last_pid;
+	char (*last)[41];
+	size_t nlast;
+	bool ahead_running, ahead_started;
+	char ahead_commit[41], *ahead_path;
+	int64_t ahead_pid;
+	pthread_t ahead_th;
 };
 
 #define CACHE_REFLISTS_MAX 64 /* (project, kind) ref listings kept in memory */
@@ -279,6 +300,12 @@ void *cache_maint_main(void *arg);
 /* cache_bulk.c */
 void cache_bulk_init(struct cache *c);
 void cache_bulk_fini(struct cache *c);
+/* Waits for the look-ahead thread (c->stop is set). */
+void cache_bulk_stop(struct cache *c);
+/* A reader opened small blob oid at path: starts the next batch when it is one of the
+ * latest batch's. */
+void cache_bulk_touch(struct cache *c, int64_t pid, const char *commit, const char *path,
+                      const char *oid);
 /* The root tree of commit over git (every tree of the commit indexed on the way):
  * -ENOTSUP when the server does not offer it (use REST). */
 int cache_bulk_root(struct cache *c, int64_t pid, const char *commit, char tree_oid[41]);
