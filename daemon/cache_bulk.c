@@ -412,77 +412,129 @@ static void bulk_walk_ahead(struct cache *c, int64_t pid, const char *commit, co
 	}
 }
 
+/* Which directories a round of sizes took: each claimed (its key), so that a reader of
+ * one waits for the round instead of asking again. */
 struct bulk_size_walk {
 	struct cache *c;
+	const char *commit;
 	struct bulk_list *w;
 	size_t max;
+	char (*keys)[64];
+	uint64_t *dirs; /* bulk_dir_hash of each */
+	size_t nkeys, capkeys;
+	char last[BULK_PATH_MAX]; /* the last directory taken: the next round starts there */
 };
+
+static uint64_t bulk_dir_hash(const char *dir)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (const char *p = dir; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	return h;
+}
+
+/* Claims key unless another thread holds it: true when claimed. */
+static bool bulk_try_claim(struct cache *c, const char *key)
+{
+	struct cache_dirjob *j;
+	bool ok = true;
+
+	pthread_mutex_lock(&c->lock);
+	for (j = c->bulk.jobs; j && ok; j = j->next)
+		ok = strcmp(j->key, key) != 0;
+	if (ok && (j = calloc(1, sizeof(*j)))) {
+		snprintf(j->key, sizeof(j->key), "%s", key);
+		j->next = c->bulk.jobs;
+		c->bulk.jobs = j;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return ok && j;
+}
+
+/* Notes directory dir (its key claimed) as taken by the round. */
+static int bulk_size_took(struct bulk_size_walk *s, const char *key, const char *dir)
+{
+	if (s->nkeys == s->capkeys) {
+		size_t ncap = s->capkeys ? s->capkeys * 2 : 16;
+		char(*nk)[64] = realloc(s->keys, ncap * sizeof(*nk));
+		uint64_t *nd;
+
+		if (!nk)
+			return -ENOMEM;
+		s->keys = nk;
+		nd = realloc(s->dirs, ncap * sizeof(*nd));
+		if (!nd)
+			return -ENOMEM;
+		s->dirs = nd;
+		s->capkeys = ncap;
+	}
+	memcpy(s->keys[s->nkeys], key, 64);
+	s->dirs[s->nkeys++] = bulk_dir_hash(dir);
+	snprintf(s->last, sizeof(s->last), "%s", dir);
+	return 0;
+}
+
+static void bulk_size_walk_end(struct bulk_size_walk *s)
+{
+	for (size_t i = 0; i < s->nkeys; i++)
+		bulk_release(s->c, s->keys[i]);
+	free(s->keys);
+	free(s->dirs);
+}
 
 static int bulk_size_visit(void *arg, const char *dir, struct tree_entry *e, size_t n)
 {
 	struct bulk_size_walk *s = arg;
+	size_t before = s->w->n;
+	char key[64];
 
-	return bulk_list_add(s->c, s->w, dir, e, n, s->max) < 0 || s->w->n >= s->max;
+	bulk_key(key, 's', s->commit, dir);
+	if (!bulk_try_claim(s->c, key))
+		return 0; /* another round has it */
+	if (bulk_list_add(s->c, s->w, dir, e, n, s->max) < 0 || s->w->n == before ||
+	    bulk_size_took(s, key, dir) < 0) {
+		bulk_release(s->c, key);
+		return s->w->n >= s->max;
+	}
+	return s->w->n >= s->max;
 }
 
-int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const char *path)
+/* Asks the sizes of w's files, BULK_GQL_PARALLEL requests at once, and indexes them. */
+static int bulk_sizes_ask(struct cache *c, int64_t pid, const char *project, const char *commit,
+                          struct bulk_list *w)
 {
-	char project[1024], dir[BULK_PATH_MAX], key[64];
 	struct gl_blob_info *info = NULL;
-	struct bulk_list w = {0};
-	struct tree_entry *e = NULL;
 	const char **paths = NULL, **lfs_oids = NULL;
 	struct idx_blob_rec *recs = NULL;
 	struct idx_lfs *verdicts = NULL;
-	size_t n = 0, nlfs = 0, nrecs = 0;
-	int r;
+	size_t nlfs = 0, nrecs = 0;
+	int r = 0;
 
-	if (!gl_graphql_supported(c->gl))
-		return -ENOTSUP;
-	r = cache_pid_path(c, pid, project);
-	if (r < 0)
-		return r;
-	r = bulk_dir_of(c, pid, commit, path, dir, &e, &n);
-	if (r < 0)
-		return r;
-	bulk_key(key, 's', commit, dir);
-	if (!bulk_claim(c, key)) {
-		free(e);
-		return 0;
-	}
-	r = bulk_list_add(c, &w, dir, e, n, BULK_DIR_FILES);
-	/* a round is BULK_GQL_PARALLEL requests at once: fill it with the next directories */
-	if (r == 0 && w.n && w.n < GL_GQL_PATHS * BULK_GQL_PARALLEL) {
-		struct bulk_size_walk sw = {c, &w, GL_GQL_PATHS * BULK_GQL_PARALLEL};
-
-		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &sw);
-	}
-	if (r < 0 || !w.n)
-		goto out;
-	info = calloc(w.n, sizeof(*info));
-	paths = calloc(w.n, sizeof(*paths));
-	lfs_oids = calloc(w.n, sizeof(*lfs_oids));
+	info = calloc(w->n, sizeof(*info));
+	paths = calloc(w->n, sizeof(*paths));
+	lfs_oids = calloc(w->n, sizeof(*lfs_oids));
 	if (!info || !paths || !lfs_oids) {
 		r = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < w.n; i++)
-		paths[i] = w.v[i].path;
+	for (size_t i = 0; i < w->n; i++)
+		paths[i] = w->v[i].path;
 	/* GL_GQL_PATHS a request, BULK_GQL_PARALLEL at a time */
-	for (size_t from = 0; from < w.n && r == 0;) {
+	for (size_t from = 0; from < w->n && r == 0;) {
 		struct bulk_gql q[BULK_GQL_PARALLEL];
 		pthread_t th[BULK_GQL_PARALLEL];
 		bool started[BULK_GQL_PARALLEL] = {false};
 		size_t k = 0;
 
-		for (; k < BULK_GQL_PARALLEL && from < w.n; k++) {
+		for (; k < BULK_GQL_PARALLEL && from < w->n; k++) {
 			q[k] = (struct bulk_gql){.c = c,
 			                         .project = project,
 			                         .commit = commit,
 			                         .paths = paths,
 			                         .info = info,
 			                         .from = from,
-			                         .n = w.n - from < GL_GQL_PATHS ? w.n - from
+			                         .n = w->n - from < GL_GQL_PATHS ? w->n - from
 			                                                        : GL_GQL_PATHS};
 			from += q[k].n;
 		}
@@ -501,22 +553,22 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 	}
 	if (r < 0)
 		goto out;
-	recs = calloc(w.n, sizeof(*recs));
-	verdicts = calloc(w.n, sizeof(*verdicts));
+	recs = calloc(w->n, sizeof(*recs));
+	verdicts = calloc(w->n, sizeof(*verdicts));
 	if (!recs || !verdicts) {
 		r = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < w.n; i++) {
+	for (size_t i = 0; i < w->n; i++) {
 		struct idx_lfs *l = &verdicts[nrecs];
 
-		if (!info[i].found || strcmp(info[i].oid, w.v[i].oid) != 0 || info[i].size < 0)
+		if (!info[i].found || strcmp(info[i].oid, w->v[i].oid) != 0 || info[i].size < 0)
 			continue; /* not there, or another blob than the tree names: per file later
 			           */
 		/* one index transaction for the round, not one a file */
-		recs[nrecs] = (struct idx_blob_rec){.oid = w.v[i].oid,
+		recs[nrecs] = (struct idx_blob_rec){.oid = w->v[i].oid,
 		                                    .size = (uint64_t)info[i].size};
-		if (w.v[i].mode == TREE_MODE_LINK) {
+		if (w->v[i].mode == TREE_MODE_LINK) {
 			nrecs++;
 			continue;
 		}
@@ -526,8 +578,8 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 		 * than git-lfs's: the verdict comes from the pointer's own bytes, all of them
 		 * in one fetch */
 		if (info[i].lfs && CACHE_LFS_CANDIDATE(info[i].size) &&
-		    cache_lfs_possible(c, pid, commit, w.v[i].path) != 0) {
-			lfs_oids[nlfs++] = w.v[i].oid;
+		    cache_lfs_possible(c, pid, commit, w->v[i].path) != 0) {
+			lfs_oids[nlfs++] = w->v[i].oid;
 			nrecs++;
 			continue;
 		}
@@ -540,17 +592,176 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 	if (nlfs)
 		bulk_pointers(c, project, lfs_oids, nlfs);
 out:
-	bulk_release(c, key);
 	free(recs);
 	free(verdicts);
 	free(lfs_oids);
 	free(paths);
 	free(info);
+	return r;
+}
+
+/* The round just asked becomes the commit's latest: a reader listing one of its
+ * directories (but the one it started from) starts the next (cache_bulk_listing). */
+static void bulk_sizes_latest(struct cache *c, int64_t pid, const char *commit,
+                              struct bulk_size_walk *s, uint64_t first)
+{
+	uint64_t *dirs;
+	char *resume;
+
+	if (!s->nkeys)
+		return;
+	dirs = malloc(s->nkeys * sizeof(*dirs));
+	resume = strdup(s->last);
+	if (!dirs || !resume) {
+		free(dirs);
+		free(resume);
+		return;
+	}
+	memcpy(dirs, s->dirs, s->nkeys * sizeof(*dirs));
+	pthread_mutex_lock(&c->lock);
+	free(c->bulk.sz_dirs);
+	free(c->bulk.sz_resume);
+	c->bulk.sz_dirs = dirs;
+	c->bulk.nsz_dirs = s->nkeys;
+	c->bulk.sz_first = first;
+	c->bulk.sz_resume = resume;
+	c->bulk.sz_pid = pid;
+	memcpy(c->bulk.sz_commit, commit, 41);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Set on threads inside the bulk paths: their own listings are no reader's. */
+static __thread unsigned bulk_depth;
+
+int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const char *path)
+{
+	char project[1024], dir[BULK_PATH_MAX], key[64];
+	struct bulk_list w = {0};
+	struct bulk_size_walk sw = {.c = c, .commit = commit, .w = &w};
+	struct tree_entry *e = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!gl_graphql_supported(c->gl))
+		return -ENOTSUP;
+	r = cache_pid_path(c, pid, project);
+	if (r < 0)
+		return r;
+	bulk_depth++;
+	r = bulk_dir_of(c, pid, commit, path, dir, &e, &n);
+	if (r < 0)
+		goto out;
+	bulk_key(key, 's', commit, dir);
+	if (!bulk_claim(c, key))
+		goto out; /* done by another round: in the index now */
+	if (bulk_size_took(&sw, key, dir) < 0) {
+		bulk_release(c, key);
+		r = -ENOMEM;
+		goto out;
+	}
+	r = bulk_list_add(c, &w, dir, e, n, BULK_DIR_FILES);
+	/* a round is BULK_GQL_PARALLEL requests at once: fill it with the next directories */
+	sw.max = GL_GQL_PATHS * BULK_GQL_PARALLEL;
+	if (r == 0 && w.n && w.n < sw.max)
+		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &sw);
+	if (r == 0 && w.n)
+		r = bulk_sizes_ask(c, pid, project, commit, &w);
+	if (r == 0)
+		bulk_sizes_latest(c, pid, commit, &sw, bulk_dir_hash(dir));
+	bulk_size_walk_end(&sw);
+out:
+	bulk_depth--;
 	bulk_list_free(&w);
 	free(e);
 	if (r == -ENOTSUP)
 		return r;
 	return r < 0 ? r : 0;
+}
+
+/* The next round of sizes, from the latest round's last directory on in tree order,
+ * asked while the reader lists the directories of the latest. */
+static void bulk_sizes_ahead_run(struct cache *c, int64_t pid, const char *commit,
+                                 const char *resume)
+{
+	char project[1024], dir[BULK_PATH_MAX], probe[BULK_PATH_MAX];
+	struct bulk_list w = {0};
+	struct bulk_size_walk sw = {.c = c,
+	                            .commit = commit,
+	                            .w = &w,
+	                            .max = GL_GQL_PATHS * BULK_GQL_PARALLEL};
+	struct tree_entry *e = NULL;
+	size_t n = 0;
+
+	if (!gl_graphql_supported(c->gl) || cache_pid_path(c, pid, project) < 0 ||
+	    (size_t)snprintf(probe, sizeof(probe), "%s%s", resume, *resume ? "/" : "") >=
+	        sizeof(probe) ||
+	    bulk_dir_of(c, pid, commit, probe, dir, &e, &n) < 0)
+		return;
+	if (!bulk_size_visit(&sw, dir, e, n))
+		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &sw);
+	if (w.n && bulk_sizes_ask(c, pid, project, commit, &w) == 0)
+		bulk_sizes_latest(c, pid, commit, &sw, 0);
+	bulk_size_walk_end(&sw);
+	bulk_list_free(&w);
+	free(e);
+}
+
+static void *bulk_sizes_ahead_main(void *arg)
+{
+	struct cache *c = arg;
+	char commit[41], *resume;
+	int64_t pid;
+
+	bulk_depth++;
+	pthread_mutex_lock(&c->lock);
+	memcpy(commit, c->bulk.sz_ahead_commit, sizeof(commit));
+	resume = c->bulk.sz_ahead_resume;
+	c->bulk.sz_ahead_resume = NULL;
+	pid = c->bulk.sz_ahead_pid;
+	pthread_mutex_unlock(&c->lock);
+	if (resume)
+		bulk_sizes_ahead_run(c, pid, commit, resume);
+	free(resume);
+	/* nothing after this but the return: cache_bulk_listing joins under the lock */
+	pthread_mutex_lock(&c->lock);
+	c->bulk.sz_running = false;
+	pthread_cond_broadcast(&c->bulk.cond);
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+void cache_bulk_listing(struct cache *c, int64_t pid, const char *commit, const char *path)
+{
+	uint64_t h;
+	bool hit = false;
+
+	if (bulk_depth || !__atomic_load_n(&c->bulk.nsz_dirs, __ATOMIC_RELAXED))
+		return;
+	h = bulk_dir_hash(path);
+	pthread_mutex_lock(&c->lock);
+	if (!c->stop && !c->bulk.sz_running && c->bulk.nsz_dirs && c->bulk.sz_pid == pid &&
+	    h != c->bulk.sz_first && strcmp(c->bulk.sz_commit, commit) == 0)
+		for (size_t i = 0; i < c->bulk.nsz_dirs && !hit; i++)
+			hit = c->bulk.sz_dirs[i] == h;
+	if (hit) {
+		/* once per round: the next one is set up by the look-ahead's own round */
+		free(c->bulk.sz_dirs);
+		c->bulk.sz_dirs = NULL;
+		__atomic_store_n(&c->bulk.nsz_dirs, 0, __ATOMIC_RELAXED);
+		free(c->bulk.sz_ahead_resume);
+		c->bulk.sz_ahead_resume = c->bulk.sz_resume;
+		c->bulk.sz_resume = NULL;
+		memcpy(c->bulk.sz_ahead_commit, commit, 41);
+		c->bulk.sz_ahead_pid = pid;
+		if (c->bulk.sz_ahead_resume) {
+			if (c->bulk.sz_started)
+				pthread_join(c->bulk.sz_th, NULL); /* done: not running */
+			c->bulk.sz_started =
+			    pthread_create(&c->bulk.sz_th, NULL, bulk_sizes_ahead_main, c) == 0;
+			c->bulk.sz_running = c->bulk.sz_started;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 struct bulk_blobs {
@@ -854,11 +1065,21 @@ void cache_bulk_touch(struct cache *c, int64_t pid, const char *commit, const ch
 void cache_bulk_stop(struct cache *c)
 {
 	pthread_mutex_lock(&c->lock);
-	while (c->bulk.ahead_running)
+	while (c->bulk.ahead_running || c->bulk.sz_running)
 		pthread_cond_wait(&c->bulk.cond, &c->lock);
 	if (c->bulk.ahead_started)
 		pthread_join(c->bulk.ahead_th, NULL);
 	c->bulk.ahead_started = false;
+	if (c->bulk.sz_started)
+		pthread_join(c->bulk.sz_th, NULL);
+	c->bulk.sz_started = false;
+	free(c->bulk.sz_dirs);
+	c->bulk.sz_dirs = NULL;
+	c->bulk.nsz_dirs = 0;
+	free(c->bulk.sz_resume);
+	c->bulk.sz_resume = NULL;
+	free(c->bulk.sz_ahead_resume);
+	c->bulk.sz_ahead_resume = NULL;
 	free(c->bulk.last);
 	c->bulk.last = NULL;
 	c->bulk.nlast = 0;

@@ -75,6 +75,17 @@ struct cache_bulk {
 	char ahead_commit[41], *ahead_path;
 	int64_t ahead_pid;
 	pthread_t ahead_th;
+	/* The same for sizes (under the cache's lock): the latest round's directories (by
+	 * hash), the one its reader started from, and where the next round starts; a
+	 * reader listing one of them starts the next round on the sizes thread. */
+	uint64_t *sz_dirs, sz_first;
+	size_t nsz_dirs; /* also read __atomic without the lock */
+	char sz_commit[41], *sz_resume;
+	int64_t sz_pid;
+	bool sz_running, sz_started;
+	char sz_ahead_commit[41], *sz_ahead_resume;
+	int64_t sz_ahead_pid;
+	pthread_t sz_th;
 };
 
 #define CACHE_REFLISTS_MAX 64 /* (project, kind) ref listings kept in memory */
@@ -300,7 +311,10 @@ void *cache_maint_main(void *arg);
 /* cache_bulk.c */
 void cache_bulk_init(struct cache *c);
 void cache_bulk_fini(struct cache *c);
-/* Waits for the look-ahead thread (c->stop is set). */
+/* A reader listed directory path of commit: starts the next round of sizes when it is
+ * one of the latest round's (not the one that round started from). */
+void cache_bulk_listing(struct cache *c, int64_t pid, const char *commit, const char *path);
+/* Waits for the look-ahead threads (c->stop is set). */
 void cache_bulk_stop(struct cache *c);
 /* A reader opened small blob oid at path: starts the next batch when it is one of the
  * latest batch's. */
