@@ -7,7 +7,10 @@
  * - Sizes and LFS verdicts: GitLab's GraphQL `blobs(paths:)` for all files of a
  *   directory, GL_GQL_PATHS a request, several requests at once.
  * - Small blobs: all uncached small files of a directory in one git fetch of their ids.
- * One thread fetches a directory; others asking for the same wait for it. */
+ * One thread fetches a directory; others asking for the same wait for it. Both sizes
+ * and blobs are pipelined: a reader's progress through the latest round (or batch)
+ * starts the next on a look-ahead thread, so the server answers the next while the
+ * reader consumes this one. */
 #include "cache_int.h"
 
 #include <errno.h>
@@ -37,6 +40,8 @@ void cache_bulk_init(struct cache *c)
 {
 	pthread_cond_init(&c->bulk.cond, NULL);
 	c->bulk.trees = CACHE_VIA_UNKNOWN;
+	for (size_t i = 0; i < CACHE_AHEAD_SLOTS; i++)
+		c->bulk.ahead[i].c = c;
 }
 
 void cache_bulk_fini(struct cache *c)
@@ -771,6 +776,17 @@ struct bulk_blobs {
 	uint64_t total, cap_bytes;
 };
 
+/* Whether a reader of commit had a batch of blobs already. */
+static bool bulk_walked(struct cache *c, const char *commit)
+{
+	bool walked;
+
+	pthread_mutex_lock(&c->lock);
+	walked = bulk_use(c, commit)->batches > 0;
+	pthread_mutex_unlock(&c->lock);
+	return walked;
+}
+
 static int bulk_oid_cmp(const void *a, const void *b)
 {
 	return memcmp(a, b, 40);
@@ -853,6 +869,8 @@ static struct cache_batch *bulk_batch_begin(struct cache *c, struct bulk_blobs *
 		t->n = k;
 		t->next = c->bulk.inflight;
 		c->bulk.inflight = t;
+		if (first)
+			bulk_use(c, commit)->batches++;
 		if (first) {
 			char(*copy)[41] = malloc(k * sizeof(*copy));
 
@@ -937,8 +955,10 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 		if (waited)
 			return 0;
 		/* a larger file not in flight streams on its own at once (cache_obj.c): a
-		 * pack of one blob costs more than its GET */
-		if (idx_size_get(c->idx, oid, &size) < 0 || size > CACHE_BATCH_BLOB_MAX)
+		 * pack of one blob costs more than its GET; unless a reader of this commit
+		 * had a batch before: a walk, whose next files come in batches */
+		if (idx_size_get(c->idx, oid, &size) < 0 ||
+		    (size > CACHE_BATCH_BLOB_MAX && !bulk_walked(c, commit)))
 			return 0;
 		r = bulk_dir_of(c, pid, commit, path, dir, &e, &n);
 	} else {
@@ -1015,22 +1035,23 @@ static void bulk_ahead_run(struct cache *c, int64_t pid, const char *commit, con
 
 static void *bulk_ahead_main(void *arg)
 {
-	struct cache *c = arg;
+	struct cache_ahead *a = arg;
+	struct cache *c = a->c;
 	char commit[41], *path;
 	int64_t pid;
 
 	pthread_mutex_lock(&c->lock);
-	memcpy(commit, c->bulk.ahead_commit, sizeof(commit));
-	path = c->bulk.ahead_path;
-	c->bulk.ahead_path = NULL;
-	pid = c->bulk.ahead_pid;
+	memcpy(commit, a->commit, sizeof(commit));
+	path = a->path;
+	a->path = NULL;
+	pid = a->pid;
 	pthread_mutex_unlock(&c->lock);
 	if (path)
 		bulk_ahead_run(c, pid, commit, path);
 	free(path);
 	/* nothing after this but the return: cache_bulk_touch joins under the lock */
 	pthread_mutex_lock(&c->lock);
-	c->bulk.ahead_running = false;
+	a->running = false;
 	pthread_cond_broadcast(&c->bulk.cond);
 	pthread_mutex_unlock(&c->lock);
 	return NULL;
@@ -1039,24 +1060,28 @@ static void *bulk_ahead_main(void *arg)
 void cache_bulk_touch(struct cache *c, int64_t pid, const char *commit, const char *path,
                       const char *oid)
 {
+	struct cache_ahead *a = NULL;
+
 	pthread_mutex_lock(&c->lock);
-	if (!c->stop && !c->bulk.ahead_running && c->bulk.nlast && c->bulk.last_pid == pid &&
+	for (size_t i = 0; i < CACHE_AHEAD_SLOTS && !a; i++)
+		if (!c->bulk.ahead[i].running)
+			a = &c->bulk.ahead[i];
+	if (a && !c->stop && c->bulk.nlast && c->bulk.last_pid == pid &&
 	    strcmp(c->bulk.last_commit, commit) == 0 && strcmp(c->bulk.last_first, oid) != 0 &&
 	    bulk_in(c->bulk.last, c->bulk.nlast, oid)) {
 		/* once per batch: the next one is set up by the look-ahead's own batch */
 		free(c->bulk.last);
 		c->bulk.last = NULL;
 		c->bulk.nlast = 0;
-		free(c->bulk.ahead_path);
-		c->bulk.ahead_path = strdup(path);
-		memcpy(c->bulk.ahead_commit, commit, 41);
-		c->bulk.ahead_pid = pid;
-		if (c->bulk.ahead_path) {
-			if (c->bulk.ahead_started)
-				pthread_join(c->bulk.ahead_th, NULL); /* done: not running */
-			c->bulk.ahead_started =
-			    pthread_create(&c->bulk.ahead_th, NULL, bulk_ahead_main, c) == 0;
-			c->bulk.ahead_running = c->bulk.ahead_started;
+		free(a->path);
+		a->path = strdup(path);
+		memcpy(a->commit, commit, 41);
+		a->pid = pid;
+		if (a->path) {
+			if (a->started)
+				pthread_join(a->th, NULL); /* done: not running */
+			a->started = pthread_create(&a->th, NULL, bulk_ahead_main, a) == 0;
+			a->running = a->started;
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -1065,11 +1090,19 @@ void cache_bulk_touch(struct cache *c, int64_t pid, const char *commit, const ch
 void cache_bulk_stop(struct cache *c)
 {
 	pthread_mutex_lock(&c->lock);
-	while (c->bulk.ahead_running || c->bulk.sz_running)
+	for (size_t i = 0; i < CACHE_AHEAD_SLOTS; i++) {
+		struct cache_ahead *a = &c->bulk.ahead[i];
+
+		while (a->running)
+			pthread_cond_wait(&c->bulk.cond, &c->lock);
+		if (a->started)
+			pthread_join(a->th, NULL);
+		a->started = false;
+		free(a->path);
+		a->path = NULL;
+	}
+	while (c->bulk.sz_running)
 		pthread_cond_wait(&c->bulk.cond, &c->lock);
-	if (c->bulk.ahead_started)
-		pthread_join(c->bulk.ahead_th, NULL);
-	c->bulk.ahead_started = false;
 	if (c->bulk.sz_started)
 		pthread_join(c->bulk.sz_th, NULL);
 	c->bulk.sz_started = false;
@@ -1083,8 +1116,6 @@ void cache_bulk_stop(struct cache *c)
 	free(c->bulk.last);
 	c->bulk.last = NULL;
 	c->bulk.nlast = 0;
-	free(c->bulk.ahead_path);
-	c->bulk.ahead_path = NULL;
 	pthread_mutex_unlock(&c->lock);
 }
 

@@ -53,6 +53,10 @@ struct cache_commit_use {
 	bool full;
 };
 
+/* Look-ahead batches of blobs in flight at once: two, so that the server packs the next
+ * while reefd indexes and stores the one before (two cores' worth). */
+#define CACHE_AHEAD_SLOTS 2
+
 struct cache_bulk {
 	enum cache_via trees;                                     /* __atomic */
 	uint64_t git_fetches, git_trees, git_blobs, gql_requests; /* __atomic */
@@ -65,16 +69,19 @@ struct cache_bulk {
 	struct cache_batch *inflight; /* under the cache's lock */
 	/* The look-ahead (under the cache's lock): the latest batch of a reader's commit,
 	 * sorted; the reader's opening one of its blobs (other than the one that asked for
-	 * it) starts the next batch on the ahead thread, so one batch is in flight while
-	 * the reader consumes the one before. */
+	 * it) starts the next batch on a free look-ahead slot, so batches are in flight
+	 * while the reader consumes the one before. */
 	char last_commit[41], last_first[41];
 	int64_t last_pid;
 	char (*last)[41];
 	size_t nlast;
-	bool ahead_running, ahead_started;
-	char ahead_commit[41], *ahead_path;
-	int64_t ahead_pid;
-	pthread_t ahead_th;
+	struct cache_ahead {
+		struct cache *c;
+		pthread_t th;
+		bool started, running;
+		char commit[41], *path;
+		int64_t pid;
+	} ahead[CACHE_AHEAD_SLOTS];
 	/* The same for sizes (under the cache's lock): the latest round's directories (by
 	 * hash), the one its reader started from, and where the next round starts; a
 	 * reader listing one of them starts the next round on the sizes thread. */
