@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -602,6 +603,7 @@ out:
 	free(lfs_oids);
 	free(paths);
 	free(info);
+	malloc_trim(0); /* see bulk_batch_fetch */
 	return r;
 }
 
@@ -923,6 +925,10 @@ static int bulk_batch_fetch(struct cache *c, const char *project, const char *di
 		cache_err_note(c, "git fetch of %zu blobs of %s/%s: %s", t->n, project, dir,
 		               strerror(-r));
 	free(oids);
+	/* a batch's blobs and a round's answers pass through malloc on several threads
+	 * (each with its arena); what they freed goes back to the kernel now, or the arenas'
+	 * kept high-water marks add up over a walk (B7) */
+	malloc_trim(0);
 	return r < 0 ? r : 0;
 }
 
