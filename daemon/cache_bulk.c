@@ -541,7 +541,7 @@ static int bulk_sizes_ask(struct cache *c, int64_t pid, const char *project, con
 			                         .info = info,
 			                         .from = from,
 			                         .n = w->n - from < GL_GQL_PATHS ? w->n - from
-			                                                        : GL_GQL_PATHS};
+			                                                         : GL_GQL_PATHS};
 			from += q[k].n;
 		}
 		/* the first batch on this thread, the others on threads of their own */
@@ -572,8 +572,8 @@ static int bulk_sizes_ask(struct cache *c, int64_t pid, const char *project, con
 			continue; /* not there, or another blob than the tree names: per file later
 			           */
 		/* one index transaction for the round, not one a file */
-		recs[nrecs] = (struct idx_blob_rec){.oid = w->v[i].oid,
-		                                    .size = (uint64_t)info[i].size};
+		recs[nrecs] =
+		    (struct idx_blob_rec){.oid = w->v[i].oid, .size = (uint64_t)info[i].size};
 		if (w->v[i].mode == TREE_MODE_LINK) {
 			nrecs++;
 			continue;
@@ -692,10 +692,8 @@ static void bulk_sizes_ahead_run(struct cache *c, int64_t pid, const char *commi
 {
 	char project[1024], dir[BULK_PATH_MAX], probe[BULK_PATH_MAX];
 	struct bulk_list w = {0};
-	struct bulk_size_walk sw = {.c = c,
-	                            .commit = commit,
-	                            .w = &w,
-	                            .max = GL_GQL_PATHS * BULK_GQL_PARALLEL};
+	struct bulk_size_walk sw = {
+	    .c = c, .commit = commit, .w = &w, .max = GL_GQL_PATHS * BULK_GQL_PARALLEL};
 	struct tree_entry *e = NULL;
 	size_t n = 0;
 
@@ -1025,8 +1023,7 @@ static void bulk_ahead_run(struct cache *c, int64_t pid, const char *commit, con
 	struct tree_entry *e = NULL;
 	size_t n = 0;
 
-	if (cache_pid_path(c, pid, project) < 0 ||
-	    bulk_trees_via(c, project) != CACHE_VIA_BULK ||
+	if (cache_pid_path(c, pid, project) < 0 || bulk_trees_via(c, project) != CACHE_VIA_BULK ||
 	    bulk_dir_of(c, pid, commit, path, dir, &e, &n) < 0)
 		return;
 	if (!bulk_blob_visit(&b, dir, e, n))

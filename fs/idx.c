@@ -706,7 +706,8 @@ int idx_blobs_put(struct idx *x, const struct idx_blob_rec *v, size_t n)
 		return 0;
 	if (n > IDX_BLOBS_TXN) {
 		for (size_t i = 0; i < n; i += IDX_BLOBS_TXN) {
-			int r = idx_blobs_put(x, v + i, n - i < IDX_BLOBS_TXN ? n - i : IDX_BLOBS_TXN);
+			int r =
+			    idx_blobs_put(x, v + i, n - i < IDX_BLOBS_TXN ? n - i : IDX_BLOBS_TXN);
 
 			if (r < 0)
 				return r;
