@@ -153,6 +153,7 @@ void cache_free(struct cache *c)
 	pthread_mutex_unlock(&c->lock);
 	if (c->maint_started)
 		pthread_join(c->maint, NULL);
+	cache_bulk_stop(c);
 	/* a lookup's callback may still run on another thread: no call into the owner's
 	 * context after this returns */
 	cache_on_branch_moved(c, NULL, NULL);
@@ -904,12 +905,16 @@ int cache_tree(struct cache *c, int64_t project_id, const char *commit, const ch
 	*n = 0;
 	if (!cache_oid_valid(commit) || !cache_oid_valid(tree_oid) || !cache_path_ok(path))
 		return -EINVAL;
-	if (cache_tree_lookup(c, tree_oid, out, n) == 0)
+	if (cache_tree_lookup(c, tree_oid, out, n) == 0) {
+		cache_bulk_listing(c, project_id, commit, path); /* the next sizes, maybe */
 		return 0;
+	}
 	/* a walk over the commit: every tree in one git fetch, this one with them */
 	if (cache_bulk_trees_now(c, commit) && cache_bulk_root(c, project_id, commit, got) == 0 &&
-	    cache_tree_lookup(c, tree_oid, out, n) == 0)
+	    cache_tree_lookup(c, tree_oid, out, n) == 0) {
+		cache_bulk_listing(c, project_id, commit, path);
 		return 0;
+	}
 	r = cache_tree_fetch(c, project_id, commit, path, tree_oid, got, out, n);
 	if (r == 0)
 		cache_bulk_listed(c, commit, *n);

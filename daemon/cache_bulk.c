@@ -7,11 +7,15 @@
  * - Sizes and LFS verdicts: GitLab's GraphQL `blobs(paths:)` for all files of a
  *   directory, GL_GQL_PATHS a request, several requests at once.
  * - Small blobs: all uncached small files of a directory in one git fetch of their ids.
- * One thread fetches a directory; others asking for the same wait for it. */
+ * One thread fetches a directory; others asking for the same wait for it. Both sizes
+ * and blobs are pipelined: a reader's progress through the latest round (or batch)
+ * starts the next on a look-ahead thread, so the server answers the next while the
+ * reader consumes this one. */
 #include "cache_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -37,6 +41,8 @@ void cache_bulk_init(struct cache *c)
 {
 	pthread_cond_init(&c->bulk.cond, NULL);
 	c->bulk.trees = CACHE_VIA_UNKNOWN;
+	for (size_t i = 0; i < CACHE_AHEAD_SLOTS; i++)
+		c->bulk.ahead[i].c = c;
 }
 
 void cache_bulk_fini(struct cache *c)
@@ -156,17 +162,6 @@ void cache_bulk_listed(struct cache *c, const char *commit, size_t entries)
 	pthread_mutex_lock(&c->lock);
 	bulk_use(c, commit)->rest_pages += (unsigned)(entries / 100 + 1);
 	pthread_mutex_unlock(&c->lock);
-}
-
-/* How many blob batches of commit came before this one. */
-static unsigned bulk_batch_note(struct cache *c, const char *commit)
-{
-	unsigned n;
-
-	pthread_mutex_lock(&c->lock);
-	n = bulk_use(c, commit)->batches++;
-	pthread_mutex_unlock(&c->lock);
-	return n;
 }
 
 int cache_bulk_root(struct cache *c, int64_t pid, const char *commit, char tree_oid[41])
@@ -423,76 +418,130 @@ static void bulk_walk_ahead(struct cache *c, int64_t pid, const char *commit, co
 	}
 }
 
+/* Which directories a round of sizes took: each claimed (its key), so that a reader of
+ * one waits for the round instead of asking again. */
 struct bulk_size_walk {
 	struct cache *c;
+	const char *commit;
 	struct bulk_list *w;
 	size_t max;
+	char (*keys)[64];
+	uint64_t *dirs; /* bulk_dir_hash of each */
+	size_t nkeys, capkeys;
+	char last[BULK_PATH_MAX]; /* the last directory taken: the next round starts there */
 };
+
+static uint64_t bulk_dir_hash(const char *dir)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (const char *p = dir; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	return h;
+}
+
+/* Claims key unless another thread holds it: true when claimed. */
+static bool bulk_try_claim(struct cache *c, const char *key)
+{
+	struct cache_dirjob *j;
+	bool ok = true;
+
+	pthread_mutex_lock(&c->lock);
+	for (j = c->bulk.jobs; j && ok; j = j->next)
+		ok = strcmp(j->key, key) != 0;
+	if (ok && (j = calloc(1, sizeof(*j)))) {
+		snprintf(j->key, sizeof(j->key), "%s", key);
+		j->next = c->bulk.jobs;
+		c->bulk.jobs = j;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return ok && j;
+}
+
+/* Notes directory dir (its key claimed) as taken by the round. */
+static int bulk_size_took(struct bulk_size_walk *s, const char *key, const char *dir)
+{
+	if (s->nkeys == s->capkeys) {
+		size_t ncap = s->capkeys ? s->capkeys * 2 : 16;
+		char(*nk)[64] = realloc(s->keys, ncap * sizeof(*nk));
+		uint64_t *nd;
+
+		if (!nk)
+			return -ENOMEM;
+		s->keys = nk;
+		nd = realloc(s->dirs, ncap * sizeof(*nd));
+		if (!nd)
+			return -ENOMEM;
+		s->dirs = nd;
+		s->capkeys = ncap;
+	}
+	memcpy(s->keys[s->nkeys], key, 64);
+	s->dirs[s->nkeys++] = bulk_dir_hash(dir);
+	snprintf(s->last, sizeof(s->last), "%s", dir);
+	return 0;
+}
+
+static void bulk_size_walk_end(struct bulk_size_walk *s)
+{
+	for (size_t i = 0; i < s->nkeys; i++)
+		bulk_release(s->c, s->keys[i]);
+	free(s->keys);
+	free(s->dirs);
+}
 
 static int bulk_size_visit(void *arg, const char *dir, struct tree_entry *e, size_t n)
 {
 	struct bulk_size_walk *s = arg;
+	size_t before = s->w->n;
+	char key[64];
 
-	return bulk_list_add(s->c, s->w, dir, e, n, s->max) < 0 || s->w->n >= s->max;
+	bulk_key(key, 's', s->commit, dir);
+	if (!bulk_try_claim(s->c, key))
+		return 0; /* another round has it */
+	if (bulk_list_add(s->c, s->w, dir, e, n, s->max) < 0 || s->w->n == before ||
+	    bulk_size_took(s, key, dir) < 0) {
+		bulk_release(s->c, key);
+		return s->w->n >= s->max;
+	}
+	return s->w->n >= s->max;
 }
 
-int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const char *path)
+/* Asks the sizes of w's files, BULK_GQL_PARALLEL requests at once, and indexes them. */
+static int bulk_sizes_ask(struct cache *c, int64_t pid, const char *project, const char *commit,
+                          struct bulk_list *w)
 {
-	char project[1024], dir[BULK_PATH_MAX], key[64];
 	struct gl_blob_info *info = NULL;
-	struct bulk_list w = {0};
-	struct tree_entry *e = NULL;
 	const char **paths = NULL, **lfs_oids = NULL;
-	size_t n = 0, nlfs = 0;
-	int r;
+	struct idx_blob_rec *recs = NULL;
+	struct idx_lfs *verdicts = NULL;
+	size_t nlfs = 0, nrecs = 0;
+	int r = 0;
 
-	if (!gl_graphql_supported(c->gl))
-		return -ENOTSUP;
-	r = cache_pid_path(c, pid, project);
-	if (r < 0)
-		return r;
-	r = bulk_dir_of(c, pid, commit, path, dir, &e, &n);
-	if (r < 0)
-		return r;
-	bulk_key(key, 's', commit, dir);
-	if (!bulk_claim(c, key)) {
-		free(e);
-		return 0;
-	}
-	r = bulk_list_add(c, &w, dir, e, n, BULK_DIR_FILES);
-	/* a round is BULK_GQL_PARALLEL requests at once: fill it with the next directories */
-	if (r == 0 && w.n && w.n < GL_GQL_PATHS * BULK_GQL_PARALLEL) {
-		struct bulk_size_walk sw = {c, &w, GL_GQL_PATHS * BULK_GQL_PARALLEL};
-
-		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &sw);
-	}
-	if (r < 0 || !w.n)
-		goto out;
-	info = calloc(w.n, sizeof(*info));
-	paths = calloc(w.n, sizeof(*paths));
-	lfs_oids = calloc(w.n, sizeof(*lfs_oids));
+	info = calloc(w->n, sizeof(*info));
+	paths = calloc(w->n, sizeof(*paths));
+	lfs_oids = calloc(w->n, sizeof(*lfs_oids));
 	if (!info || !paths || !lfs_oids) {
 		r = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < w.n; i++)
-		paths[i] = w.v[i].path;
+	for (size_t i = 0; i < w->n; i++)
+		paths[i] = w->v[i].path;
 	/* GL_GQL_PATHS a request, BULK_GQL_PARALLEL at a time */
-	for (size_t from = 0; from < w.n && r == 0;) {
+	for (size_t from = 0; from < w->n && r == 0;) {
 		struct bulk_gql q[BULK_GQL_PARALLEL];
 		pthread_t th[BULK_GQL_PARALLEL];
 		bool started[BULK_GQL_PARALLEL] = {false};
 		size_t k = 0;
 
-		for (; k < BULK_GQL_PARALLEL && from < w.n; k++) {
+		for (; k < BULK_GQL_PARALLEL && from < w->n; k++) {
 			q[k] = (struct bulk_gql){.c = c,
 			                         .project = project,
 			                         .commit = commit,
 			                         .paths = paths,
 			                         .info = info,
 			                         .from = from,
-			                         .n = w.n - from < GL_GQL_PATHS ? w.n - from
-			                                                        : GL_GQL_PATHS};
+			                         .n = w->n - from < GL_GQL_PATHS ? w->n - from
+			                                                         : GL_GQL_PATHS};
 			from += q[k].n;
 		}
 		/* the first batch on this thread, the others on threads of their own */
@@ -510,39 +559,214 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 	}
 	if (r < 0)
 		goto out;
-	for (size_t i = 0; i < w.n; i++) {
-		struct idx_lfs l = {0};
+	recs = calloc(w->n, sizeof(*recs));
+	verdicts = calloc(w->n, sizeof(*verdicts));
+	if (!recs || !verdicts) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < w->n; i++) {
+		struct idx_lfs *l = &verdicts[nrecs];
 
-		if (!info[i].found || strcmp(info[i].oid, w.v[i].oid) != 0 || info[i].size < 0)
+		if (!info[i].found || strcmp(info[i].oid, w->v[i].oid) != 0 || info[i].size < 0)
 			continue; /* not there, or another blob than the tree names: per file later
 			           */
-		idx_size_put(c->idx, w.v[i].oid, (uint64_t)info[i].size);
-		if (w.v[i].mode == TREE_MODE_LINK)
+		/* one index transaction for the round, not one a file */
+		recs[nrecs] =
+		    (struct idx_blob_rec){.oid = w->v[i].oid, .size = (uint64_t)info[i].size};
+		if (w->v[i].mode == TREE_MODE_LINK) {
+			nrecs++;
 			continue;
-		l.size = (uint64_t)info[i].size;
+		}
+		l->size = (uint64_t)info[i].size;
 		/* git-lfs smudges only where .gitattributes says filter=lfs (the same rule as
 		 * for pointers found by download, cache.c); GitLab's pointer check is laxer
 		 * than git-lfs's: the verdict comes from the pointer's own bytes, all of them
 		 * in one fetch */
 		if (info[i].lfs && CACHE_LFS_CANDIDATE(info[i].size) &&
-		    cache_lfs_possible(c, pid, commit, w.v[i].path) != 0) {
-			lfs_oids[nlfs++] = w.v[i].oid;
+		    cache_lfs_possible(c, pid, commit, w->v[i].path) != 0) {
+			lfs_oids[nlfs++] = w->v[i].oid;
+			nrecs++;
 			continue;
 		}
-		idx_lfs_put(c->idx, w.v[i].oid, &l);
+		recs[nrecs++].lfs = l;
 	}
+	r = idx_blobs_put(c->idx, recs, nrecs);
+	if (r < 0)
+		log_warn("cache: cannot index %zu sizes: %s", nrecs, strerror(-r));
+	r = 0;
 	if (nlfs)
 		bulk_pointers(c, project, lfs_oids, nlfs);
 out:
-	bulk_release(c, key);
+	free(recs);
+	free(verdicts);
 	free(lfs_oids);
 	free(paths);
 	free(info);
+	malloc_trim(0); /* see bulk_batch_fetch */
+	return r;
+}
+
+/* The round just asked becomes the commit's latest: a reader listing one of its
+ * directories (but the one it started from) starts the next (cache_bulk_listing). */
+static void bulk_sizes_latest(struct cache *c, int64_t pid, const char *commit,
+                              struct bulk_size_walk *s, uint64_t first)
+{
+	uint64_t *dirs;
+	char *resume;
+
+	if (!s->nkeys)
+		return;
+	dirs = malloc(s->nkeys * sizeof(*dirs));
+	resume = strdup(s->last);
+	if (!dirs || !resume) {
+		free(dirs);
+		free(resume);
+		return;
+	}
+	memcpy(dirs, s->dirs, s->nkeys * sizeof(*dirs));
+	pthread_mutex_lock(&c->lock);
+	free(c->bulk.sz_dirs);
+	free(c->bulk.sz_resume);
+	c->bulk.sz_dirs = dirs;
+	c->bulk.nsz_dirs = s->nkeys;
+	c->bulk.sz_first = first;
+	c->bulk.sz_resume = resume;
+	c->bulk.sz_pid = pid;
+	memcpy(c->bulk.sz_commit, commit, 41);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Set on threads inside the bulk paths: their own listings are no reader's. */
+static __thread unsigned bulk_depth;
+
+int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const char *path)
+{
+	char project[1024], dir[BULK_PATH_MAX], key[64];
+	struct bulk_list w = {0};
+	struct bulk_size_walk sw = {.c = c, .commit = commit, .w = &w};
+	struct tree_entry *e = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!gl_graphql_supported(c->gl))
+		return -ENOTSUP;
+	r = cache_pid_path(c, pid, project);
+	if (r < 0)
+		return r;
+	bulk_depth++;
+	r = bulk_dir_of(c, pid, commit, path, dir, &e, &n);
+	if (r < 0)
+		goto out;
+	bulk_key(key, 's', commit, dir);
+	if (!bulk_claim(c, key))
+		goto out; /* done by another round: in the index now */
+	if (bulk_size_took(&sw, key, dir) < 0) {
+		bulk_release(c, key);
+		r = -ENOMEM;
+		goto out;
+	}
+	r = bulk_list_add(c, &w, dir, e, n, BULK_DIR_FILES);
+	/* a round is BULK_GQL_PARALLEL requests at once: fill it with the next directories */
+	sw.max = GL_GQL_PATHS * BULK_GQL_PARALLEL;
+	if (r == 0 && w.n && w.n < sw.max)
+		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &sw);
+	if (r == 0 && w.n)
+		r = bulk_sizes_ask(c, pid, project, commit, &w);
+	if (r == 0)
+		bulk_sizes_latest(c, pid, commit, &sw, bulk_dir_hash(dir));
+	bulk_size_walk_end(&sw);
+out:
+	bulk_depth--;
 	bulk_list_free(&w);
 	free(e);
 	if (r == -ENOTSUP)
 		return r;
 	return r < 0 ? r : 0;
+}
+
+/* The next round of sizes, from the latest round's last directory on in tree order,
+ * asked while the reader lists the directories of the latest. */
+static void bulk_sizes_ahead_run(struct cache *c, int64_t pid, const char *commit,
+                                 const char *resume)
+{
+	char project[1024], dir[BULK_PATH_MAX], probe[BULK_PATH_MAX];
+	struct bulk_list w = {0};
+	struct bulk_size_walk sw = {
+	    .c = c, .commit = commit, .w = &w, .max = GL_GQL_PATHS * BULK_GQL_PARALLEL};
+	struct tree_entry *e = NULL;
+	size_t n = 0;
+
+	if (!gl_graphql_supported(c->gl) || cache_pid_path(c, pid, project) < 0 ||
+	    (size_t)snprintf(probe, sizeof(probe), "%s%s", resume, *resume ? "/" : "") >=
+	        sizeof(probe) ||
+	    bulk_dir_of(c, pid, commit, probe, dir, &e, &n) < 0)
+		return;
+	if (!bulk_size_visit(&sw, dir, e, n))
+		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &sw);
+	if (w.n && bulk_sizes_ask(c, pid, project, commit, &w) == 0)
+		bulk_sizes_latest(c, pid, commit, &sw, 0);
+	bulk_size_walk_end(&sw);
+	bulk_list_free(&w);
+	free(e);
+}
+
+static void *bulk_sizes_ahead_main(void *arg)
+{
+	struct cache *c = arg;
+	char commit[41], *resume;
+	int64_t pid;
+
+	bulk_depth++;
+	pthread_mutex_lock(&c->lock);
+	memcpy(commit, c->bulk.sz_ahead_commit, sizeof(commit));
+	resume = c->bulk.sz_ahead_resume;
+	c->bulk.sz_ahead_resume = NULL;
+	pid = c->bulk.sz_ahead_pid;
+	pthread_mutex_unlock(&c->lock);
+	if (resume)
+		bulk_sizes_ahead_run(c, pid, commit, resume);
+	free(resume);
+	/* nothing after this but the return: cache_bulk_listing joins under the lock */
+	pthread_mutex_lock(&c->lock);
+	c->bulk.sz_running = false;
+	pthread_cond_broadcast(&c->bulk.cond);
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+void cache_bulk_listing(struct cache *c, int64_t pid, const char *commit, const char *path)
+{
+	uint64_t h;
+	bool hit = false;
+
+	if (bulk_depth || !__atomic_load_n(&c->bulk.nsz_dirs, __ATOMIC_RELAXED))
+		return;
+	h = bulk_dir_hash(path);
+	pthread_mutex_lock(&c->lock);
+	if (!c->stop && !c->bulk.sz_running && c->bulk.nsz_dirs && c->bulk.sz_pid == pid &&
+	    h != c->bulk.sz_first && strcmp(c->bulk.sz_commit, commit) == 0)
+		for (size_t i = 0; i < c->bulk.nsz_dirs && !hit; i++)
+			hit = c->bulk.sz_dirs[i] == h;
+	if (hit) {
+		/* once per round: the next one is set up by the look-ahead's own round */
+		free(c->bulk.sz_dirs);
+		c->bulk.sz_dirs = NULL;
+		__atomic_store_n(&c->bulk.nsz_dirs, 0, __ATOMIC_RELAXED);
+		free(c->bulk.sz_ahead_resume);
+		c->bulk.sz_ahead_resume = c->bulk.sz_resume;
+		c->bulk.sz_resume = NULL;
+		memcpy(c->bulk.sz_ahead_commit, commit, 41);
+		c->bulk.sz_ahead_pid = pid;
+		if (c->bulk.sz_ahead_resume) {
+			if (c->bulk.sz_started)
+				pthread_join(c->bulk.sz_th, NULL); /* done: not running */
+			c->bulk.sz_started =
+			    pthread_create(&c->bulk.sz_th, NULL, bulk_sizes_ahead_main, c) == 0;
+			c->bulk.sz_running = c->bulk.sz_started;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 struct bulk_blobs {
@@ -552,7 +776,48 @@ struct bulk_blobs {
 	uint64_t total, cap_bytes;
 };
 
-/* Small blobs of known size not stored yet, within the batch's caps. Non-zero: full. */
+/* Whether a reader of commit had a batch of blobs already. */
+static bool bulk_walked(struct cache *c, const char *commit)
+{
+	bool walked;
+
+	pthread_mutex_lock(&c->lock);
+	walked = bulk_use(c, commit)->batches > 0;
+	pthread_mutex_unlock(&c->lock);
+	return walked;
+}
+
+static int bulk_oid_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, 40);
+}
+
+static bool bulk_in(char (*v)[41], size_t n, const char *oid)
+{
+	return n && bsearch(oid, v, n, sizeof(*v), bulk_oid_cmp);
+}
+
+/* The batch in flight holding oid (lock held), or NULL. */
+static struct cache_batch *bulk_inflight(struct cache *c, const char *oid)
+{
+	for (struct cache_batch *b = c->bulk.inflight; b; b = b->next)
+		if (bulk_in(b->oid, b->n, oid))
+			return b;
+	return NULL;
+}
+
+static bool bulk_inflight_has(struct cache *c, const char *oid)
+{
+	bool has;
+
+	pthread_mutex_lock(&c->lock);
+	has = bulk_inflight(c, oid) != NULL;
+	pthread_mutex_unlock(&c->lock);
+	return has;
+}
+
+/* Small blobs of known size neither stored nor in another batch, within the batch's
+ * caps. Non-zero: full. */
 static int bulk_blob_visit(void *arg, const char *dir, struct tree_entry *e, size_t n)
 {
 	struct bulk_blobs *b = arg;
@@ -563,7 +828,7 @@ static int bulk_blob_visit(void *arg, const char *dir, struct tree_entry *e, siz
 		if ((e[i].mode & 0170000) != 0100000 || e[i].size <= 0 ||
 		    (uint64_t)e[i].size >= ODB_RAW_THRESHOLD ||
 		    b->total + (uint64_t)e[i].size > b->cap_bytes ||
-		    odb_blob_has(b->c->odb, e[i].oid))
+		    odb_blob_has(b->c->odb, e[i].oid) || bulk_inflight_has(b->c, e[i].oid))
 			continue;
 		if (b->n == FETCH_BLOBS_MAX)
 			return 1;
@@ -582,13 +847,96 @@ static int bulk_blob_visit(void *arg, const char *dir, struct tree_entry *e, siz
 	return b->total >= b->cap_bytes;
 }
 
+/* Registers b's blobs as in flight, leaving out those another batch took meanwhile (and
+ * duplicates); b->oid is sorted on the way. With first (a reader's batch, or "" for the
+ * look-ahead's) the batch becomes the commit's latest, whose blobs start the next one.
+ * NULL when nothing is left to fetch. */
+static struct cache_batch *bulk_batch_begin(struct cache *c, struct bulk_blobs *b, int64_t pid,
+                                            const char *commit, const char *first)
+{
+	struct cache_batch *t = NULL;
+	size_t k = 0;
+
+	qsort(b->oid, b->n, sizeof(*b->oid), bulk_oid_cmp);
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < b->n; i++)
+		if ((!k || memcmp(b->oid[k - 1], b->oid[i], 40) != 0) &&
+		    !bulk_inflight(c, b->oid[i]))
+			memmove(b->oid[k++], b->oid[i], 41);
+	b->n = k;
+	if (k && (t = calloc(1, sizeof(*t)))) {
+		t->oid = b->oid;
+		t->n = k;
+		t->next = c->bulk.inflight;
+		c->bulk.inflight = t;
+		if (first)
+			bulk_use(c, commit)->batches++;
+		if (first) {
+			char(*copy)[41] = malloc(k * sizeof(*copy));
+
+			if (copy) {
+				memcpy(copy, b->oid, k * sizeof(*copy));
+				free(c->bulk.last);
+				c->bulk.last = copy;
+				c->bulk.nlast = k;
+				c->bulk.last_pid = pid;
+				snprintf(c->bulk.last_commit, sizeof(c->bulk.last_commit), "%s",
+				         commit);
+				snprintf(c->bulk.last_first, sizeof(c->bulk.last_first), "%s",
+				         first);
+			}
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return t;
+}
+
+static void bulk_batch_end(struct cache *c, struct cache_batch *t)
+{
+	pthread_mutex_lock(&c->lock);
+	for (struct cache_batch **pp = &c->bulk.inflight; *pp; pp = &(*pp)->next)
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	pthread_cond_broadcast(&c->bulk.cond);
+	pthread_mutex_unlock(&c->lock);
+	free(t);
+}
+
+/* Fetches the registered batch t of b into the store. */
+static int bulk_batch_fetch(struct cache *c, const char *project, const char *dir,
+                            struct bulk_blobs *b, struct cache_batch *t)
+{
+	const char **oids = calloc(t->n, sizeof(*oids));
+	int r;
+
+	if (!oids)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n; i++)
+		oids[i] = t->oid[i];
+	cache_evict(c, b->total);
+	__atomic_add_fetch(&c->bulk.git_fetches, 1, __ATOMIC_RELAXED);
+	r = fetch_blobs(c->gl, c->odb, c->idx, project, oids, t->n,
+	                b->total + (b->total >> 2) + (1 << 20), bulk_blob_stored, c);
+	if (r < 0)
+		cache_err_note(c, "git fetch of %zu blobs of %s/%s: %s", t->n, project, dir,
+		               strerror(-r));
+	free(oids);
+	/* a batch's blobs and a round's answers pass through malloc on several threads
+	 * (each with its arena); what they freed goes back to the kernel now, or the arenas'
+	 * kept high-water marks add up over a walk (B7) */
+	malloc_trim(0);
+	return r < 0 ? r : 0;
+}
+
 int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const char *path,
                      const char *oid)
 {
-	char project[1024], dir[BULK_PATH_MAX], key[64];
+	char project[1024], dir[BULK_PATH_MAX], key[64] = "";
 	struct bulk_blobs b = {.c = c, .cap_bytes = BULK_BLOBS_BYTES};
+	struct cache_batch *t = NULL;
 	struct tree_entry *e = NULL;
-	const char **oids = NULL;
 	uint64_t size;
 	size_t n = 0;
 	int r;
@@ -599,6 +947,23 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 	if (bulk_trees_via(c, project) != CACHE_VIA_BULK)
 		return -ENOTSUP;
 	if (oid) {
+		/* in a batch already (the look-ahead's, another reader's): wait for it */
+		bool waited = false;
+
+		pthread_mutex_lock(&c->lock);
+		while (bulk_inflight(c, oid)) {
+			waited = true;
+			pthread_cond_wait(&c->bulk.cond, &c->lock);
+		}
+		pthread_mutex_unlock(&c->lock);
+		if (waited)
+			return 0;
+		/* a larger file not in flight streams on its own at once (cache_obj.c): a
+		 * pack of one blob costs more than its GET; unless a reader of this commit
+		 * had a batch before: a walk, whose next files come in batches */
+		if (idx_size_get(c->idx, oid, &size) < 0 ||
+		    (size > CACHE_BATCH_BLOB_MAX && !bulk_walked(c, commit)))
+			return 0;
 		r = bulk_dir_of(c, pid, commit, path, dir, &e, &n);
 	} else {
 		/* path is the directory: look up a name inside it */
@@ -611,13 +976,14 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 	}
 	if (r < 0)
 		return r;
-	bulk_key(key, 'b', commit, dir);
-	if (!bulk_claim(c, key)) {
-		free(e);
-		return 0;
+	/* a directory's prefetch runs once at a time; readers leave out what is in flight */
+	if (!oid) {
+		bulk_key(key, 'b', commit, dir);
+		if (!bulk_claim(c, key)) {
+			free(e);
+			return 0;
+		}
 	}
-	if (oid && (idx_size_get(c->idx, oid, &size) < 0 || size > CACHE_BATCH_BLOB_MAX))
-		oid = NULL; /* streamed on its own (cache_obj.c); the others still come along */
 	if (oid) {
 		/* the blob asked for first, whatever the caps (duplicates are asked once) */
 		b.oid = malloc(256 * sizeof(*b.oid));
@@ -627,39 +993,133 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 		}
 		b.cap = 256;
 		memcpy(b.oid[b.n++], oid, 41);
-		if (idx_size_get(c->idx, oid, &size) == 0)
-			b.total = size;
+		b.total = size;
 	}
+	/* the directory's files only: the next directories come on the look-ahead thread
+	 * once the reader goes on to a second file (cache_bulk_touch) */
 	bulk_blob_visit(&b, dir, e, n);
-	/* a reader who went on to a second directory walks the tree: the next directories'
-	 * small files too, up to BULK_AHEAD_BYTES more (not for one file read alone) */
-	if (oid && bulk_batch_note(c, commit) > 0 && b.total < BULK_AHEAD_BYTES) {
-		b.cap_bytes = BULK_AHEAD_BYTES;
-		bulk_walk_ahead(c, pid, commit, dir, bulk_blob_visit, &b);
-	}
 	if (!b.n)
 		goto out;
-	oids = calloc(b.n, sizeof(*oids));
-	if (!oids) {
-		r = -ENOMEM;
+	t = bulk_batch_begin(c, &b, pid, commit, oid);
+	if (!t)
 		goto out;
-	}
-	for (size_t i = 0; i < b.n; i++)
-		oids[i] = b.oid[i];
-	cache_evict(c, b.total);
-	__atomic_add_fetch(&c->bulk.git_fetches, 1, __ATOMIC_RELAXED);
-	/* a blob can sit under several names: fetch_blobs asks once for each */
-	r = fetch_blobs(c->gl, c->odb, c->idx, project, oids, b.n,
-	                b.total + (b.total >> 2) + (1 << 20), bulk_blob_stored, c);
-	if (r < 0)
-		cache_err_note(c, "git fetch of %zu blobs of %s/%s: %s", b.n, project, dir,
-		               strerror(-r));
+	r = bulk_batch_fetch(c, project, dir, &b, t);
+	bulk_batch_end(c, t);
 out:
-	bulk_release(c, key);
-	free(oids);
+	if (key[0])
+		bulk_release(c, key);
 	free(b.oid);
 	free(e);
 	return r < 0 ? r : 0;
+}
+
+/* The look-ahead: the small blobs from path's directory on in tree order, up to
+ * BULK_AHEAD_BYTES, fetched while the reader consumes the batch before. */
+static void bulk_ahead_run(struct cache *c, int64_t pid, const char *commit, const char *path)
+{
+	char project[1024], dir[BULK_PATH_MAX];
+	struct bulk_blobs b = {.c = c, .cap_bytes = BULK_AHEAD_BYTES};
+	struct cache_batch *t;
+	struct tree_entry *e = NULL;
+	size_t n = 0;
+
+	if (cache_pid_path(c, pid, project) < 0 || bulk_trees_via(c, project) != CACHE_VIA_BULK ||
+	    bulk_dir_of(c, pid, commit, path, dir, &e, &n) < 0)
+		return;
+	if (!bulk_blob_visit(&b, dir, e, n))
+		bulk_walk_ahead(c, pid, commit, dir, bulk_blob_visit, &b);
+	if (b.n && (t = bulk_batch_begin(c, &b, pid, commit, ""))) {
+		bulk_batch_fetch(c, project, dir, &b, t);
+		bulk_batch_end(c, t);
+	}
+	free(b.oid);
+	free(e);
+}
+
+static void *bulk_ahead_main(void *arg)
+{
+	struct cache_ahead *a = arg;
+	struct cache *c = a->c;
+	char commit[41], *path;
+	int64_t pid;
+
+	pthread_mutex_lock(&c->lock);
+	memcpy(commit, a->commit, sizeof(commit));
+	path = a->path;
+	a->path = NULL;
+	pid = a->pid;
+	pthread_mutex_unlock(&c->lock);
+	if (path)
+		bulk_ahead_run(c, pid, commit, path);
+	free(path);
+	/* nothing after this but the return: cache_bulk_touch joins under the lock */
+	pthread_mutex_lock(&c->lock);
+	a->running = false;
+	pthread_cond_broadcast(&c->bulk.cond);
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+void cache_bulk_touch(struct cache *c, int64_t pid, const char *commit, const char *path,
+                      const char *oid)
+{
+	struct cache_ahead *a = NULL;
+
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < CACHE_AHEAD_SLOTS && !a; i++)
+		if (!c->bulk.ahead[i].running)
+			a = &c->bulk.ahead[i];
+	if (a && !c->stop && c->bulk.nlast && c->bulk.last_pid == pid &&
+	    strcmp(c->bulk.last_commit, commit) == 0 && strcmp(c->bulk.last_first, oid) != 0 &&
+	    bulk_in(c->bulk.last, c->bulk.nlast, oid)) {
+		/* once per batch: the next one is set up by the look-ahead's own batch */
+		free(c->bulk.last);
+		c->bulk.last = NULL;
+		c->bulk.nlast = 0;
+		free(a->path);
+		a->path = strdup(path);
+		memcpy(a->commit, commit, 41);
+		a->pid = pid;
+		if (a->path) {
+			if (a->started)
+				pthread_join(a->th, NULL); /* done: not running */
+			a->started = pthread_create(&a->th, NULL, bulk_ahead_main, a) == 0;
+			a->running = a->started;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+void cache_bulk_stop(struct cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < CACHE_AHEAD_SLOTS; i++) {
+		struct cache_ahead *a = &c->bulk.ahead[i];
+
+		while (a->running)
+			pthread_cond_wait(&c->bulk.cond, &c->lock);
+		if (a->started)
+			pthread_join(a->th, NULL);
+		a->started = false;
+		free(a->path);
+		a->path = NULL;
+	}
+	while (c->bulk.sz_running)
+		pthread_cond_wait(&c->bulk.cond, &c->lock);
+	if (c->bulk.sz_started)
+		pthread_join(c->bulk.sz_th, NULL);
+	c->bulk.sz_started = false;
+	free(c->bulk.sz_dirs);
+	c->bulk.sz_dirs = NULL;
+	c->bulk.nsz_dirs = 0;
+	free(c->bulk.sz_resume);
+	c->bulk.sz_resume = NULL;
+	free(c->bulk.sz_ahead_resume);
+	c->bulk.sz_ahead_resume = NULL;
+	free(c->bulk.last);
+	c->bulk.last = NULL;
+	c->bulk.nlast = 0;
+	pthread_mutex_unlock(&c->lock);
 }
 
 int cache_bulk_lfs(struct cache *c, int64_t pid, const char *commit, const char *dir,

@@ -36,6 +36,14 @@ struct cache_lfs_ahead {
  * stream one by one, several at once, as soon as a reader asks. */
 #define CACHE_BATCH_BLOB_MAX ((uint64_t)64 << 10)
 
+/* A blob batch being fetched (its ids sorted): a reader of one of them waits for it
+ * rather than asking again, and other batches leave them out. */
+struct cache_batch {
+	char (*oid)[41];
+	size_t n;
+	struct cache_batch *next;
+};
+
 /* How a commit has been read so far: REST tree pages listed, blob batches fetched, and
  * whether all its trees came over git. */
 #define CACHE_COMMIT_USES 64
@@ -44,6 +52,10 @@ struct cache_commit_use {
 	unsigned rest_pages, batches;
 	bool full;
 };
+
+/* Look-ahead batches of blobs in flight at once: two, so that the server packs the next
+ * while reefd indexes and stores the one before (two cores' worth). */
+#define CACHE_AHEAD_SLOTS 2
 
 struct cache_bulk {
 	enum cache_via trees;                                     /* __atomic */
@@ -54,6 +66,33 @@ struct cache_bulk {
 	size_t lfs_next;
 	struct cache_commit_use uses[CACHE_COMMIT_USES]; /* under the cache's lock */
 	size_t uses_next;
+	struct cache_batch *inflight; /* under the cache's lock */
+	/* The look-ahead (under the cache's lock): the latest batch of a reader's commit,
+	 * sorted; the reader's opening one of its blobs (other than the one that asked for
+	 * it) starts the next batch on a free look-ahead slot, so batches are in flight
+	 * while the reader consumes the one before. */
+	char last_commit[41], last_first[41];
+	int64_t last_pid;
+	char (*last)[41];
+	size_t nlast;
+	struct cache_ahead {
+		struct cache *c;
+		pthread_t th;
+		bool started, running;
+		char commit[41], *path;
+		int64_t pid;
+	} ahead[CACHE_AHEAD_SLOTS];
+	/* The same for sizes (under the cache's lock): the latest round's directories (by
+	 * hash), the one its reader started from, and where the next round starts; a
+	 * reader listing one of them starts the next round on the sizes thread. */
+	uint64_t *sz_dirs, sz_first;
+	size_t nsz_dirs; /* also read __atomic without the lock */
+	char sz_commit[41], *sz_resume;
+	int64_t sz_pid;
+	bool sz_running, sz_started;
+	char sz_ahead_commit[41], *sz_ahead_resume;
+	int64_t sz_ahead_pid;
+	pthread_t sz_th;
 };
 
 #define CACHE_REFLISTS_MAX 64 /* (project, kind) ref listings kept in memory */
@@ -280,6 +319,15 @@ void *cache_maint_main(void *arg);
 /* cache_bulk.c */
 void cache_bulk_init(struct cache *c);
 void cache_bulk_fini(struct cache *c);
+/* A reader listed directory path of commit: starts the next round of sizes when it is
+ * one of the latest round's (not the one that round started from). */
+void cache_bulk_listing(struct cache *c, int64_t pid, const char *commit, const char *path);
+/* Waits for the look-ahead threads (c->stop is set). */
+void cache_bulk_stop(struct cache *c);
+/* A reader opened small blob oid at path: starts the next batch when it is one of the
+ * latest batch's. */
+void cache_bulk_touch(struct cache *c, int64_t pid, const char *commit, const char *path,
+                      const char *oid);
 /* The root tree of commit over git (every tree of the commit indexed on the way):
  * -ENOTSUP when the server does not offer it (use REST). */
 int cache_bulk_root(struct cache *c, int64_t pid, const char *commit, char tree_oid[41]);

@@ -605,10 +605,13 @@ int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, cons
 		if (info.blob_size <= ODB_BLOB_MAX)
 			known = (int64_t)info.blob_size;
 		/* a small file not cached: at its first read its directory's small files
-		 * come with it, in one request (cache_obj_load) */
-		if (commit && path && known >= 0 && (uint64_t)known <= CACHE_BATCH_BLOB_MAX) {
+		 * come with it, in one request (cache_obj_load); a larger one waits for the
+		 * batch that carries it, if any. Reaching a blob of the latest batch starts
+		 * the next (the look-ahead). */
+		if (commit && path && known >= 0 && (uint64_t)known < ODB_RAW_THRESHOLD) {
 			memcpy(o->commit, commit, 41);
 			o->path = strdup(path);
+			cache_bulk_touch(c, project_id, commit, path, oid);
 		}
 	}
 	r = cache_obj_get(c, project_id, o->kind, o->oid, known, o);

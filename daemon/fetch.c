@@ -195,8 +195,9 @@ int fetch_blobs(struct gl *g, struct odb *o, struct idx *x, const char *project,
 	struct pack *p = NULL;
 	int r, count = 0;
 
+	struct idx_blob_rec *recs;
 	const char **u;
-	size_t k = 0;
+	size_t k = 0, nrecs = 0;
 
 	if (n == 0)
 		return 0;
@@ -213,8 +214,10 @@ int fetch_blobs(struct gl *g, struct odb *o, struct idx *x, const char *project,
 			u[k++] = u[i];
 	oids = u;
 	n = k;
+	recs = calloc(n, sizeof(*recs)); /* without it, a transaction a blob */
 	r = pack_new(&p, odb_tmp_dir(o), max_bytes);
 	if (r < 0) {
+		free(recs);
 		free(u);
 		return r;
 	}
@@ -237,7 +240,10 @@ int fetch_blobs(struct gl *g, struct odb *o, struct idx *x, const char *project,
 			s = -EIO;
 		free(data);
 		if (s == 0) {
-			idx_size_put(x, oids[i], len);
+			if (recs)
+				recs[nrecs++] = (struct idx_blob_rec){.oid = oids[i], .size = len};
+			else
+				idx_size_put(x, oids[i], len);
 			if (stored)
 				stored(arg, oids[i], len);
 			count++;
@@ -246,6 +252,9 @@ int fetch_blobs(struct gl *g, struct odb *o, struct idx *x, const char *project,
 			         strerror(-s));
 		}
 	}
+	if (nrecs)
+		idx_blobs_put(x, recs, nrecs); /* one index transaction for the batch */
+	free(recs);
 	pack_free(p);
 	free(u);
 	return r < 0 ? r : count;

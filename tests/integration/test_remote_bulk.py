@@ -185,3 +185,55 @@ def test_prefetch_asks_lfs_actions_in_one_batch(hub, mount_factory, tmp_path):
     for rel, data in objs.items():
         assert (d.parent / rel).read_bytes() == data, rel
     assert not hub_requests(hub, mark)   # all of it was cached
+
+
+def test_readers_find_the_next_batch_and_round_asked_ahead(hub, tmp_path):
+    """A reader going through many directories: sizes come in rounds asked ahead of the
+    listing, blobs in batches fetched ahead of the reads; nothing is asked twice and no
+    file is fetched on its own once the reader is under way."""
+    tok = hub.user("alice")
+    hub.project("alice/ahead", "alice", "private")
+    rnd = __import__("random").Random(8)
+    files = {"a/first.txt": b"the first file read, small\n"}
+    for d in range(12):
+        for i in range(10):
+            # 70-110 KB: over the size a file is streamed alone at, carried by batches
+            files[f"d{d:02d}/f{i:02d}.bin"] = rnd.randbytes(rnd.randint(70_000, 110_000))
+    sizes_only = {f"s{d:02d}/f{i:03d}.txt": b"%d\n" % (d * 1000 + i)
+                  for d in range(20) for i in range(50)}
+    files.update(sizes_only)
+    push_repo(hub, tok, "alice/ahead", files, tmp_path)
+    proxy = GitLabProxy(hub.port)
+    m = mount_through(proxy, hub, tok, tmp_path, "ahead")
+    try:
+        root = m.mnt / "alice/ahead/branches/main"
+        # find + stat: sizes in rounds of 400 paths, each round asked ahead of the listing
+        proxy.reset()
+        out = subprocess.run(["find", str(root), "-path", "*/s*", "-type", "f", "-printf",
+                              "%P %s\n"], capture_output=True, text=True, check=True)
+        got = dict(ln.rsplit(" ", 1) for ln in out.stdout.splitlines())
+        assert {k: int(v) for k, v in got.items() if k.startswith("s")} == \
+            {k: len(v) for k, v in sizes_only.items()}
+        # 1,121 files: 12 requests of 100 once the commit's trees came over git; before
+        # that (8 REST pages) the first directories are sized alone, about one request
+        # each. Asking any path twice would cost a dozen more.
+        gql = proxy.count(r"^POST /api/graphql")
+        assert 12 <= gql <= 20, proxy.log
+        proxy.reset()
+        subprocess.run(["find", str(root), "-printf", "%s\n"], capture_output=True,
+                       check=True)
+        assert proxy.count(r"^POST /api/graphql") == 0, proxy.log
+        assert proxy.count(r"/repository/files/") == 0
+        # reading in tree order: the batches ahead carry the larger files too
+        proxy.reset()
+        for rel in sorted(k for k in files if not k.startswith("s")):
+            assert (root / rel).read_bytes() == files[rel], rel
+        assert proxy.count(r"/blobs/") == 0, proxy.log
+        packs = proxy.count(r"^POST /\S+/git-upload-pack")
+        assert 2 <= packs <= 6, proxy.log  # ~11 MB: a few batches of 8 MiB at most
+        # every blob once (the look-ahead goes on into the s* directories: tree order)
+        st = status(m)["cache"]["remote"]
+        assert 121 <= st["git_blobs"] <= len(files), st
+    finally:
+        m.stop()
+        proxy.close()

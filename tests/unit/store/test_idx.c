@@ -342,6 +342,34 @@ static void test_lists(struct idx *x)
 	free(r);
 }
 
+/* Sizes and LFS verdicts of many blobs in one transaction; a malformed id is skipped. */
+static void test_blobs_put(struct idx *x)
+{
+	struct idx_lfs ptr = {.lfs = true, .oid = L1, .size = 7}, plain = {.size = 5}, got;
+	struct idx_blob_rec v[4] = {
+	    {.oid = "5555555555555555555555555555555555555555", .size = 5, .lfs = &plain},
+	    {.oid = "not an id", .size = 1},
+	    {.oid = "6666666666666666666666666666666666666666", .size = 130, .lfs = &ptr},
+	    {.oid = "7777777777777777777777777777777777777777", .size = 9},
+	};
+	uint64_t size;
+
+	CHECK_EQ_INT(idx_blobs_put(x, v, 0), 0);
+	CHECK_EQ_INT(idx_blobs_put(x, v, 4), 0);
+	CHECK_EQ_INT(idx_size_get(x, v[0].oid, &size), 0);
+	CHECK_EQ_INT(size, 5);
+	CHECK_EQ_INT(idx_lfs_get(x, v[0].oid, &got), 0);
+	CHECK(!got.lfs && got.size == 5);
+	CHECK_EQ_INT(idx_size_get(x, v[2].oid, &size), 0);
+	CHECK_EQ_INT(size, 130);
+	CHECK_EQ_INT(idx_lfs_get(x, v[2].oid, &got), 0);
+	CHECK(got.lfs && got.size == 7);
+	CHECK_EQ_STR(got.oid, L1);
+	CHECK_EQ_INT(idx_size_get(x, v[3].oid, &size), 0);
+	CHECK_EQ_INT(size, 9);
+	CHECK_EQ_INT(idx_lfs_get(x, v[3].oid, &got), -ENOENT); /* no verdict given */
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/reef-test-idx-XXXXXX", path[4096], oid[41];
@@ -358,6 +386,7 @@ int main(void)
 	test_lists(x);
 	test_fill(x);
 	test_lfs_and_lru(x);
+	test_blobs_put(x);
 	test_batches(dir);
 	for (int i = 0; i < 4; i++) {
 		w[i] = (struct worker){.x = x, .n = i};
