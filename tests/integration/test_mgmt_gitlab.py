@@ -122,8 +122,15 @@ def test_two_hubs_experiment_through_the_mount(two, tmp_path, mount_factory):
         "GET", f"/projects/alice%2Fcats/pipelines/{e['pipeline_id']}/variables",
         token).json()}
     assert keys["EPF_URL"] == f"{b.url}/api/v1/epf/experiments/{e['id']}"
-    assert keys["REEF_REQUEST_ID"] == e["request_id"] and len(keys["EPF_SECRET"]) == 64
-    assert keys["EPF_SECRET"] not in log
+    assert keys["REEF_REQUEST_ID"] == e["request_id"]
+    # no secret travels as a pipeline variable (GitLab cannot mask those): reef-epf
+    # reported with the job's own CI_JOB_TOKEN, which GitLab masks
+    assert set(keys) == {"EPF_URL", "EXPERIMENT_ID", "REEF_REQUEST_ID"}
+    assert "EPF_SECRET" not in log and "EPF-BOT-TOKEN" not in log
+    import sqlite3
+    db = sqlite3.connect(b.dir / "hub.db")
+    assert {r[0] for r in db.execute("SELECT secret_hash FROM mg_launches")} == {""}
+    db.close()
     print(f"launch to success through two hubs: {time.time() - t0:.1f} s")
 
     # the same request id twice starts one run (the service looks it up first)
@@ -153,7 +160,7 @@ def test_two_hubs_experiment_through_the_mount(two, tmp_path, mount_factory):
     assert st == "canceled"
     assert a.api("GET", f"/projects/alice%2Fcats/pipelines/{r1.json()['pipeline_id']}",
                  token).json()["status"] == "canceled"
-    # retry: a new pipeline on the same branch, with a new secret, run to the end
+    # retry: a new pipeline on the same branch (its job's token reports), run to the end
     r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments/gl2/retry")
     assert r.status_code == 201, r.text
     assert r.json()["pipeline_id"] != r1.json()["pipeline_id"]
@@ -358,3 +365,94 @@ def test_two_hubs_data_pipeline_and_visualization(two, tmp_path, mount_factory):
     assert len(json.loads((out_dir / "summary.json").read_text())["bins"]) == 3
     assert json.loads((proj / "visualizations/viz1/visualization.json").read_text())[
         "branch"] == "data-visualization/viz1"
+
+
+PROBE_CI = """probe:
+  script:
+    - printf %s "$CI_JOB_TOKEN" > token.txt
+    - 'curl -sS -H "JOB-TOKEN: $CI_JOB_TOKEN" "$CI_API_V4_URL/job" > job.json'
+    - 'reef-epf metrics ''{"epoch": 99, "loss": 1}'' || echo "epf refused"'
+  artifacts:
+    paths: [token.txt, job.json]
+"""
+
+
+def wait_status(get, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = get()
+        if st in FINISHED:
+            return st
+        time.sleep(0.3)
+    return st
+
+
+def test_epf_reports_with_the_job_token(two, tmp_path):
+    """Beside a GitLab, reef-epf authenticates with its job's CI_JOB_TOKEN, which the
+    service shows to GitLab (GET /api/v4/job): a job of another pipeline is refused (403),
+    a forged token too (401). A plays GitLab's GET /job as GitLab does."""
+    a, b = two
+    token = setup_projects(a, tmp_path)
+    assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
+              json={"ref": "main"}).status_code == 201
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+           json={"name": "jt1", "processor": "sgd-train", "input_path": "data",
+                 "params": {"epochs": 2}})
+    assert r.status_code == 201, r.text
+    e = r.json()
+    st = wait_status(lambda: v1(b, token, "GET", "/projects/alice%2Fcats/experiments/jt1"
+                                ).json()["status"])
+    assert st == "success", b.log_path.read_text()[-2000:]
+    e = v1(b, token, "GET", "/projects/alice%2Fcats/experiments/jt1").json()
+    assert [x["epoch"] for x in e["metrics"]] == [1, 2]
+    assert e["epf"]["reported_status"] == "success"
+    epf = f"{b.url}/api/v1/epf/experiments/{e['id']}"
+
+    # forged or missing credentials: 401, whatever the run's state
+    for headers in ({"JOB-TOKEN": "f" * 40}, {}, {"EPF-BOT-TOKEN": "0" * 64},
+                    {"PRIVATE-TOKEN": token}):
+        r = requests.post(epf + "/update", headers=headers, json={"epoch": 7, "loss": 1},
+                          timeout=30)
+        assert r.status_code == 401, (headers.keys(), r.status_code, r.text)
+
+    # a running job of another pipeline of the same project: GitLab vouches for its
+    # token, but it is not the run's job
+    push_files(a, token, "alice/cats", {".gitlab-ci.yml": PROBE_CI}, tmp_path,
+               branch="probe")
+    pid = a.api("GET", "/projects/alice%2Fcats", token).json()["id"]
+    r = a.api("POST", "/projects/alice%2Fcats/pipeline", token,
+              json={"ref": "probe", "variables": [{"key": "EPF_URL", "value": epf}]})
+    assert r.status_code == 201, r.text
+    probe = r.json()["id"]
+    assert wait_status(lambda: a.api("GET", f"/projects/alice%2Fcats/pipelines/{probe}",
+                                     token).json()["status"]) == "success"
+    job = a.api("GET", f"/projects/alice%2Fcats/pipelines/{probe}/jobs", token).json()[0]
+    trace = a.api("GET", f"/projects/alice%2Fcats/jobs/{job['id']}/trace", token).text
+    assert "refused (403)" in trace and "epf refused" in trace, trace
+    assert [x["epoch"] for x in v1(b, token, "GET", "/projects/alice%2Fcats/experiments/jt1"
+                                   ).json()["metrics"]] == [1, 2]
+
+    # GET /api/v4/job as the job saw it: its own job, running, in GitLab's job shape
+    def artifact(name):
+        r = a.api("GET", f"/projects/alice%2Fcats/jobs/{job['id']}/artifacts/{name}", token)
+        assert r.status_code == 200, r.text
+        return r.content
+    me = json.loads(artifact("job.json"))
+    assert me["id"] == job["id"] and me["status"] == "running"
+    assert me["pipeline"]["id"] == probe and me["pipeline"]["project_id"] == pid
+    assert me["ref"] == "probe" and me["user"]["username"] == "alice"
+    assert {"name", "stage", "commit", "web_url", "artifacts", "runner", "created_at",
+            "started_at", "tag_list"} <= set(me)
+    # the token of a finished job authenticates nobody (auth_job_finder.rb): 401
+    jt = artifact("token.txt").decode()
+    assert len(jt) >= 20 and jt not in trace
+    r = requests.get(a.url + "/api/v4/job", headers={"JOB-TOKEN": jt}, timeout=30)
+    assert r.status_code == 401, r.text
+    # a personal token names no job: 404; none and a forged job token: 401
+    r = a.api("GET", "/job", token)
+    assert r.status_code == 404 and r.json()["message"] == "404 Job Not Found"
+    assert requests.get(a.url + "/api/v4/job", timeout=30).status_code == 401
+    assert requests.get(a.url + "/api/v4/job", headers={"JOB-TOKEN": "f" * 40},
+                        timeout=30).status_code == 401
+    # neither hub logs the job token
+    assert jt not in b.log_path.read_text() and jt not in a.log_path.read_text()

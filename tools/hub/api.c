@@ -917,6 +917,8 @@ void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 			hub_resp_json(
 			    resp, 200,
 			    json_pack("{s:s,s:s}", "version", "16.0.0-reef", "revision", "reef"));
+	} else if (n == 1 && strcmp(seg[0], "job") == 0 && is_get(req)) {
+		hub_ci_current_job(req, resp);
 	} else if (n == 1 && strcmp(seg[0], "user") == 0 && is_get(req)) {
 		route_user(req, resp);
 	} else if (n <= 2 && strcmp(seg[0], "users") == 0 && is_get(req)) {

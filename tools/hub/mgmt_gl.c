@@ -15,7 +15,7 @@
  *              file and the processor's code under .reef/processor/), then
  *              POST /projects/:id/pipeline with variables (lib/api/ci/pipelines.rb);
  *              the jobs run on GitLab's runners and reef-epf reports here with the
- *              run's secret; status and job come from the pipelines and jobs API,
+ *              job's CI_JOB_TOKEN, which GitLab vouches for (GET /job); status and job come from the pipelines and jobs API,
  *              polled when a client reads the launch
  *   usage      job durations and artifact sizes from the jobs API, repository and LFS
  *              sizes from project statistics when GitLab gives them
@@ -44,6 +44,7 @@
 #define MGL_AUTH_TTL       30 /* seconds a verified token is trusted (revocation delay) */
 #define MGL_AUTH_TTL_MAX   3600
 #define MGL_PROJECT_TTL    10 /* seconds a project's access answer is reused */
+#define MGL_JOB_TTL        10 /* seconds GitLab's word on a job token is reused */
 #define MGL_CACHE_N        1024
 #define MGL_MAX_CODE_FILES 500
 /* the launch's commit carries the code in base64 (4/3 larger) in one JSON body, which
@@ -201,6 +202,49 @@ int mgl_auth(struct hub_req *req)
 void mgl_request_end(void)
 {
 	explicit_bzero(mgl_tok, sizeof(mgl_tok));
+}
+
+/* ---- reef-epf's callbacks: the job's own CI job token ---- */
+
+int mgl_job_token(const char *token, int64_t *job, int64_t *pipeline, int64_t *project)
+{
+	char key[80], hash[65];
+	json_t *v = NULL;
+	long status = 0;
+
+	*job = *pipeline = *project = 0;
+	if (!token || !*token || strlen(token) > 1024)
+		return -EACCES;
+	/* its own key space: a job token is no user's personal token here */
+	ci_token_hash(token, hash);
+	snprintf(key, sizeof(key), "job\n%s", hash);
+	if (!mgl_cache_get(key, &v, &status)) {
+		json_t *j = NULL;
+
+		/* gitlabhq lib/api/ci/jobs.rb, "Get current job using job token": 200 with
+		 * the job while it runs, 401 for any other token (a finished job's included:
+		 * app/finders/ci/auth_job_finder.rb) */
+		if (glc_call_job("/job", token, &status, &j) < 0 || status == 0 || status >= 500) {
+			json_decref(j);
+			return -EIO;
+		}
+		if (status == 200 && jsonx_int(j, "id", 0) > 0) {
+			const json_t *pl = json_object_get(j, "pipeline");
+
+			v = json_pack("{s:I, s:I, s:I}", "job", (json_int_t)jsonx_int(j, "id", 0),
+			              "pipeline", (json_int_t)jsonx_int(pl, "id", 0), "project",
+			              (json_int_t)jsonx_int(pl, "project_id", 0));
+		}
+		json_decref(j);
+		mgl_cache_put(key, v, status, MGL_JOB_TTL);
+	}
+	if (!v)
+		return -EACCES;
+	*job = jsonx_int(v, "job", 0);
+	*pipeline = jsonx_int(v, "pipeline", 0);
+	*project = jsonx_int(v, "project", 0);
+	json_decref(v);
+	return 0;
 }
 
 /* ---- projects ---- */
@@ -710,21 +754,20 @@ out:
 	return r;
 }
 
-/* Starts the pipeline of a launch with a fresh EPF secret (lib/api/ci/pipelines.rb:
- * POST /projects/:id/pipeline, ref and variables [{key, value, variable_type}]). */
+/* Starts the pipeline of a launch (lib/api/ci/pipelines.rb: POST /projects/:id/pipeline,
+ * ref and variables [{key, value, variable_type}]). No secret travels with it: variables
+ * given here cannot be masked, so reef-epf authenticates with the job's own CI_JOB_TOKEN,
+ * which GitLab masks, and the service asks GitLab whose job it is (mgl_job_token). */
 int mgl_launch_pipeline(struct hub_req *req, const struct hub_project *p, int64_t lid,
                         const char *branch, char *err, size_t n)
 {
-	char secret[65], hash[65], url[512], idstr[32], rid[80] = "";
+	char url[512], idstr[32], rid[80] = "";
 	struct buf path = BUF_INIT(4096);
 	json_t *vars, *body, *out = NULL;
 	int64_t pid = 0;
 	long status = 0;
 	int r;
 
-	if (ci_random_hex(secret, 32) < 0)
-		return -EIO;
-	ci_token_hash(secret, hash);
 	snprintf(url, sizeof(url), "%s/api/v1/epf/experiments/%lld", req->hub->base_url,
 	         (long long)lid);
 	snprintf(idstr, sizeof(idstr), "%lld", (long long)lid);
@@ -736,17 +779,16 @@ int mgl_launch_pipeline(struct hub_req *req, const struct hub_project *p, int64_
 			snprintf(rid, sizeof(rid), "%s", (const char *)sqlite3_column_text(st, 0));
 		sqlite3_finalize(st);
 	}
-	vars = json_pack("[{s:s,s:s,s:s}, {s:s,s:s,s:s}, {s:s,s:s,s:s}]", "key", "EPF_URL", "value",
-	                 url, "variable_type", "env_var", "key", "EPF_SECRET", "value", secret,
+	vars = json_pack("[{s:s,s:s,s:s}, {s:s,s:s,s:s}]", "key", "EPF_URL", "value", url,
 	                 "variable_type", "env_var", "key", "EXPERIMENT_ID", "value", idstr,
 	                 "variable_type", "env_var");
 	if (rid[0])
 		json_array_append_new(vars, json_pack("{s:s,s:s,s:s}", "key", "REEF_REQUEST_ID",
 		                                      "value", rid, "variable_type", "env_var"));
-	ci_db_exec(NULL, "UPDATE mg_launches SET secret_hash=?, updated_at=? WHERE id=?", "tdi",
-	           hash, ci_now(), lid);
+	/* no secret: the EPF callbacks take the job's token only (mg_epf_route) */
+	ci_db_exec(NULL, "UPDATE mg_launches SET secret_hash='', updated_at=? WHERE id=?", "di",
+	           ci_now(), lid);
 	body = json_pack("{s:s, s:o}", "ref", branch, "variables", vars);
-	explicit_bzero(secret, sizeof(secret));
 	buf_printf(&path, "/projects/%lld/pipeline", (long long)p->id);
 	r = glc_call("POST", path.data, mgl_tok, body, &status, &out, NULL);
 	if (r < 0 || status == 0 || status >= 500) {

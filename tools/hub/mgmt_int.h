@@ -82,6 +82,11 @@ int mgl_launch_pipeline(struct hub_req *req, const struct hub_project *p, int64_
                         const char *branch, char *err, size_t n);
 void mgl_launch_refresh(const struct hub_project *p, int64_t lid);
 int mgl_pipeline_cancel(const struct hub_project *p, int64_t pid);
+/* The job a CI job token belongs to, as GitLab says (GET /api/v4/job), cached
+ * MGL_JOB_TTL seconds under the token's SHA-256: 0 with the job, its pipeline and
+ * project; -EACCES when GitLab refuses the token (forged, or its job has ended), -EIO
+ * when GitLab did not answer. */
+int mgl_job_token(const char *token, int64_t *job, int64_t *pipeline, int64_t *project);
 void mgl_usage(struct hub_req *req, struct hub_resp *resp, const char *ns_path);
 
 #endif

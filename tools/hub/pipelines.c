@@ -1022,6 +1022,25 @@ void hub_ci_project_route(struct hub_req *req, struct hub_resp *resp, const stru
 	hub_idem_end(idem, resp);
 }
 
+void hub_ci_current_job(struct hub_req *req, struct hub_resp *resp)
+{
+	struct hub_project p;
+	char id[32];
+
+	if (!req->user) {
+		hub_resp_error(resp, 401, "401 Unauthorized");
+		return;
+	}
+	/* validate_current_authenticated_job: a personal token names no job */
+	snprintf(id, sizeof(id), "%lld", (long long)req->job_project_id);
+	if (req->job_id <= 0 || req->job_project_id <= 0 ||
+	    hub_project_load(req->hub, id, &p) < 0) {
+		hub_resp_error(resp, 404, "404 Job Not Found");
+		return;
+	}
+	pl_send_job(req, resp, &p, req->job_id, 200);
+}
+
 bool hub_ci_route_is_trigger(const char *method, const char *rest)
 {
 	return !strcmp(method, "POST") && !strcmp(rest, "trigger/pipeline");
