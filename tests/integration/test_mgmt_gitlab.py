@@ -456,3 +456,36 @@ def test_epf_reports_with_the_job_token(two, tmp_path):
                         timeout=30).status_code == 401
     # neither hub logs the job token
     assert jt not in b.log_path.read_text() and jt not in a.log_path.read_text()
+
+
+def test_usage_counts_every_page_of_projects(two, tmp_path):
+    """Usage beside a GitLab follows GitLab's pagination: a project past the first 100
+    the caller is a member of still counts."""
+    a, b = two
+    token = a.user("alice")
+    a.project("alice/first", "alice")
+    push_files(a, token, "alice/first",
+               {".gitlab-ci.yml": "j:\n  script: ['sleep 0.3', 'echo hi']\n"}, tmp_path,
+               ci=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        pls = a.api("GET", "/projects/alice%2Ffirst/pipelines", token).json()
+        if pls and pls[0]["status"] in FINISHED:
+            break
+        time.sleep(0.2)
+    assert pls and pls[0]["status"] == "success", pls
+    for i in range(100):
+        r = a.api("POST", "/projects", token, json={"name": f"p{i:03d}"})
+        assert r.status_code == 201, r.text
+    # GitLab lists newest first: the project with the job is on page 2
+    page1 = a.api("GET", "/projects", token,
+                  params={"membership": "true", "per_page": 100}).json()
+    assert len(page1) == 100 and "alice/first" not in [p["path_with_namespace"] for p in page1]
+    jobs = a.api("GET", "/projects/alice%2Ffirst/jobs", token).json()
+    seconds = sum(j["duration"] for j in jobs)
+    assert seconds >= 0.3
+    u = v1(b, token, "GET", "/namespaces/alice/usage")
+    assert u.status_code == 200, u.text
+    assert abs(u.json()["pipeline_seconds"] - seconds) < 0.01, (u.json(), seconds)
+    assert u.json()["storage_bytes"]["git"] > 0 and u.json()["partial"] is False
+    assert u.json()["transfer_bytes"] == 0

@@ -50,6 +50,7 @@
 /* the launch's commit carries the code in base64 (4/3 larger) in one JSON body, which
  * must stay under the request body limits in front of GitLab (and reef-hub's 16 MiB) */
 #define MGL_MAX_CODE_BYTES ((uint64_t)8 << 20)
+#define MGL_LIST_PAGES     20 /* pages of 100 read of a GitLab list (usage) */
 #define MGL_REFRESH_S      1.0 /* a launch's status is asked of GitLab at most this often */
 
 static bool mgl_on;
@@ -924,7 +925,7 @@ int mgl_pipeline_cancel(const struct hub_project *p, int64_t pid)
 /* ---- usage: GitLab's job durations, artifact sizes and project statistics ---- */
 
 static void mgl_project_usage(int64_t pid, double *seconds, uint64_t *git, uint64_t *lfs,
-                              uint64_t *arts)
+                              uint64_t *arts, bool *partial)
 {
 	char path[256];
 	json_t *v = NULL;
@@ -963,21 +964,62 @@ static void mgl_project_usage(int64_t pid, double *seconds, uint64_t *git, uint6
 		json_decref(jobs);
 		if (n < 100)
 			break;
+		if (page == 50)
+			*partial = true; /* more than 5000 jobs: the oldest are not counted */
 	}
 }
 
+/* Every page of a GitLab list (offset pagination, per_page=100; a short page is the
+ * last), at most MGL_LIST_PAGES pages: *partial is set when more were left. NULL when
+ * GitLab did not answer the first page. */
+static json_t *mgl_list_all(const char *path, bool *partial)
+{
+	json_t *all = json_array();
+	char url[1200];
+
+	for (int page = 1; page <= MGL_LIST_PAGES; page++) {
+		json_t *arr = NULL;
+		long code;
+		size_t n;
+
+		snprintf(url, sizeof(url), "%s%sper_page=100&page=%d", path,
+		         strchr(path, '?') ? "&" : "?", page);
+		if (glc_call("GET", url, mgl_tok, NULL, &code, &arr, NULL) < 0 || code != 200 ||
+		    !json_is_array(arr)) {
+			json_decref(arr);
+			if (page == 1) {
+				json_decref(all);
+				return NULL;
+			}
+			*partial = true; /* a later page failed: what was read is still true */
+			break;
+		}
+		n = json_array_size(arr);
+		json_array_extend(all, arr);
+		json_decref(arr);
+		if (n < 100)
+			break;
+		if (page == MGL_LIST_PAGES)
+			*partial = true;
+	}
+	return all;
+}
+
 /* Usage of the namespaces the caller belongs to (GET /namespaces lists exactly those,
- * doc/api/namespaces.md), or of one of them. */
+ * doc/api/namespaces.md), or of one of them: their projects the caller is a member of
+ * (GET /projects?membership=true), every page up to the cap. */
 void mgl_usage(struct hub_req *req, struct hub_resp *resp, const char *ns_path)
 {
-	json_t *nss = NULL, *arr = json_array(), *ns;
-	struct buf path = BUF_INIT(4096);
-	long code;
+	json_t *nss = NULL, *projects = NULL, *arr = json_array(), *ns;
+	bool partial = false;
 	size_t i;
 
 	(void)req;
-	if (glc_call("GET", "/namespaces?per_page=100", mgl_tok, NULL, &code, &nss, NULL) < 0 ||
-	    code != 200 || !json_is_array(nss)) {
+	nss = mgl_list_all("/namespaces", &partial);
+	/* order_by=id: offset pages stay stable while projects are created meanwhile */
+	if (nss)
+		projects = mgl_list_all("/projects?membership=true&order_by=id&sort=asc", &partial);
+	if (!nss || !projects) {
 		hub_resp_error(resp, 502, "502 GitLab did not answer");
 		goto out;
 	}
@@ -986,35 +1028,30 @@ void mgl_usage(struct hub_req *req, struct hub_resp *resp, const char *ns_path)
 		const char *fp = jsonx_str(ns, "full_path"), *kind = jsonx_str(ns, "kind");
 		double seconds = 0;
 		uint64_t git = 0, lfs = 0, arts = 0;
-		json_t *projects = NULL, *pj;
+		json_t *pj;
 		size_t k;
 
 		if (!fp || (ns_path && strcasecmp(fp, ns_path)))
 			continue;
-		buf_reset(&path);
-		buf_puts(&path, "/projects?membership=true&per_page=100");
-		if (glc_call("GET", path.data, mgl_tok, NULL, &code, &projects, NULL) == 0 &&
-		    code == 200)
-			json_array_foreach(projects, k, pj)
-			{
-				const char *pp =
-				    jsonx_str(json_object_get(pj, "namespace"), "full_path");
-				size_t n = strlen(fp);
+		json_array_foreach(projects, k, pj)
+		{
+			const char *pp = jsonx_str(json_object_get(pj, "namespace"), "full_path");
+			size_t n = strlen(fp);
 
-				if (pp &&
-				    (!strcmp(pp, fp) || (!strncmp(pp, fp, n) && pp[n] == '/')))
-					mgl_project_usage(jsonx_int(pj, "id", 0), &seconds, &git,
-					                  &lfs, &arts);
-			}
-		json_decref(projects);
+			if (pp && (!strcmp(pp, fp) || (!strncmp(pp, fp, n) && pp[n] == '/')))
+				mgl_project_usage(jsonx_int(pj, "id", 0), &seconds, &git, &lfs,
+				                  &arts, &partial);
+		}
+		/* transfer_bytes: GitLab's REST API reports no transfer per project or
+		 * namespace (docs/mgmt-api.md) */
 		json_array_append_new(
-		    arr,
-		    json_pack("{s:{s:I, s:s, s:s}, s:f, s:{s:I, s:I, s:I, s:I}, s:I}", "namespace",
-		              "id", (json_int_t)jsonx_int(ns, "id", 0), "full_path", fp, "kind",
-		              kind ? kind : "group", "pipeline_seconds", seconds, "storage_bytes",
-		              "git", (json_int_t)git, "lfs", (json_int_t)lfs, "artifacts",
-		              (json_int_t)arts, "total", (json_int_t)(git + lfs + arts),
-		              "transfer_bytes", (json_int_t)0));
+		    arr, json_pack("{s:{s:I, s:s, s:s}, s:f, s:{s:I, s:I, s:I, s:I}, s:I, s:b}",
+		                   "namespace", "id", (json_int_t)jsonx_int(ns, "id", 0),
+		                   "full_path", fp, "kind", kind ? kind : "group",
+		                   "pipeline_seconds", seconds, "storage_bytes", "git",
+		                   (json_int_t)git, "lfs", (json_int_t)lfs, "artifacts",
+		                   (json_int_t)arts, "total", (json_int_t)(git + lfs + arts),
+		                   "transfer_bytes", (json_int_t)0, "partial", partial));
 	}
 	if (!ns_path) {
 		hub_resp_json(resp, 200, json_incref(arr));
@@ -1026,5 +1063,5 @@ void mgl_usage(struct hub_req *req, struct hub_resp *resp, const char *ns_path)
 out:
 	json_decref(arr);
 	json_decref(nss);
-	buf_free(&path);
+	json_decref(projects);
 }
