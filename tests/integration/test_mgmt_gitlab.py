@@ -489,3 +489,67 @@ def test_usage_counts_every_page_of_projects(two, tmp_path):
     assert abs(u.json()["pipeline_seconds"] - seconds) < 0.01, (u.json(), seconds)
     assert u.json()["storage_bytes"]["git"] > 0 and u.json()["partial"] is False
     assert u.json()["transfer_bytes"] == 0
+
+
+def test_gitlab_webhooks_move_runs_without_polling(two, tmp_path):
+    """At a maintainer's first launch the service registers a project hook on GitLab for
+    pipeline and job events; A delivers them as GitLab does, so the run's status and job
+    reach B with no client asking (no polling), and a delivery with a wrong token is
+    refused."""
+    import sqlite3
+    a, b = two
+    token = setup_projects(a, tmp_path)
+    assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
+              json={"ref": "main"}).status_code == 201
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+           json={"name": "wh1", "processor": "sgd-train", "input_path": "data",
+                 "params": {"epochs": 1}})
+    assert r.status_code == 201, r.text
+    e = r.json()
+    hooks = a.api("GET", "/projects/alice%2Fcats/hooks", token).json()
+    assert len(hooks) == 1, hooks
+    h = hooks[0]
+    assert h["url"] == b.url + "/api/v1/gitlab/webhook" and "token" not in h
+    assert h["pipeline_events"] and h["job_events"] and not h["push_events"]
+
+    def row():
+        db = sqlite3.connect(b.dir / "hub.db")
+        try:
+            return db.execute("SELECT status, job_id, refreshed_at FROM mg_launches WHERE"
+                              " name='wh1'").fetchone()
+        finally:
+            db.close()
+    deadline = time.time() + 90
+    while time.time() < deadline and row()[0] not in FINISHED:
+        time.sleep(0.2)
+    status, job_id, _ = row()
+    assert status == "success", (row(), b.log_path.read_text()[-2000:])
+    jobs = a.api("GET", f"/projects/alice%2Fcats/pipelines/{e['pipeline_id']}/jobs",
+                 token).json()
+    assert job_id == jobs[0]["id"]
+
+    # a second launch registers nothing more
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+           json={"name": "wh2", "processor": "sgd-train", "input_path": "data",
+                 "params": {"epochs": 1}})
+    assert r.status_code == 201, r.text
+    assert len(a.api("GET", "/projects/alice%2Fcats/hooks", token).json()) == 1
+
+    # deliveries that are not GitLab's: a wrong token, none, a body that is no event
+    pid = a.api("GET", "/projects/alice%2Fcats", token).json()["id"]
+    forged = {"object_kind": "pipeline", "project": {"id": pid},
+              "object_attributes": {"id": e["pipeline_id"], "status": "failed"}}
+    url = b.url + "/api/v1/gitlab/webhook"
+    for headers in ({"X-Gitlab-Token": "f" * 64}, {}):
+        r = requests.post(url, json=forged, headers={"X-Gitlab-Event": "Pipeline Hook",
+                                                     **headers}, timeout=30)
+        assert r.status_code == 401, r.text
+    r = requests.post(url, data=b"not json", headers={"X-Gitlab-Token": "x"}, timeout=30)
+    assert r.status_code == 400
+    assert row()[0] == "success"
+    # GitLab's API keeps hooks to maintainers
+    bob = a.user("bob")
+    a.member("alice/cats", "bob", "developer")
+    assert a.api("GET", "/projects/alice%2Fcats/hooks", bob).status_code == 403
+    assert a.api("POST", "/projects/alice%2Fcats/hooks", bob,
+                 json={"url": "http://127.0.0.1:9/x"}).status_code == 403

@@ -790,6 +790,8 @@ int mgl_launch_pipeline(struct hub_req *req, const struct hub_project *p, int64_
 	ci_db_exec(NULL, "UPDATE mg_launches SET secret_hash='', updated_at=? WHERE id=?", "di",
 	           ci_now(), lid);
 	body = json_pack("{s:s, s:o}", "ref", branch, "variables", vars);
+	/* before the pipeline, so its first events reach the service */
+	mgl_hook_ensure(p, mgl_tok, req->hub->base_url);
 	buf_printf(&path, "/projects/%lld/pipeline", (long long)p->id);
 	r = glc_call("POST", path.data, mgl_tok, body, &status, &out, NULL);
 	if (r < 0 || status == 0 || status >= 500) {

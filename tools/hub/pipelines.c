@@ -102,6 +102,11 @@ static json_t *pl_commit_json(const struct hub_project *p, const char *sha)
 	return o;
 }
 
+json_t *hub_ci_commit_json(const struct hub_project *p, const char *sha)
+{
+	return pl_commit_json(p, sha);
+}
+
 /* A pipeline row (pl_pipeline_cols) as GitLab shows it; full adds the single-pipeline
  * fields. */
 static json_t *pl_pipeline_json(struct hub_req *req, const struct hub_project *p, sqlite3_stmt *st,
