@@ -553,3 +553,80 @@ def test_gitlab_webhooks_move_runs_without_polling(two, tmp_path):
     assert a.api("GET", "/projects/alice%2Fcats/hooks", bob).status_code == 403
     assert a.api("POST", "/projects/alice%2Fcats/hooks", bob,
                  json={"url": "http://127.0.0.1:9/x"}).status_code == 403
+
+
+def test_hub_delivers_pipeline_and_job_hooks_as_gitlab(hub, tmp_path):
+    """reef-hub's project hooks (GitLab's lib/api/project_hooks.rb) deliver Pipeline Hook
+    and Job Hook events in GitLab's shapes (doc/user/project/integrations/
+    webhook_events.md) with the hook's token, to a receiver on loopback."""
+    import http.server
+    import threading
+    got = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append((self.headers["X-Gitlab-Event"], self.headers.get("X-Gitlab-Token"),
+                        json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        a = hub
+        token = a.user("alice")
+        a.project("alice/hooked", "alice")
+        url = f"http://127.0.0.1:{srv.server_port}/hook"
+        r = a.api("POST", "/projects/alice%2Fhooked/hooks", token,
+                  json={"url": url, "token": "s3cret-hook", "pipeline_events": True,
+                        "job_events": True})
+        assert r.status_code == 201, r.text
+        assert r.json()["url"] == url and "token" not in r.json()
+        assert r.json()["push_events"] is True  # GitLab's default
+        # not an http(s) URL: refused as GitLab does
+        assert a.api("POST", "/projects/alice%2Fhooked/hooks", token,
+                     json={"url": "file:///etc/passwd"}).status_code == 422
+        push_files(a, token, "alice/hooked",
+                   {".gitlab-ci.yml": "build:\n  script: ['echo built']\n"}, tmp_path,
+                   ci=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(
+                e == "Pipeline Hook" and p["object_attributes"]["status"] in FINISHED
+                for e, _, p in got):
+            time.sleep(0.1)
+        pls = a.api("GET", "/projects/alice%2Fhooked/pipelines", token).json()
+        job = a.api("GET", f"/projects/alice%2Fhooked/pipelines/{pls[0]['id']}/jobs",
+                    token).json()[0]
+        assert all(t == "s3cret-hook" for _, t, _ in got)
+        pipes = [p for e, _, p in got if e == "Pipeline Hook"]
+        jobs = [p for e, _, p in got if e == "Job Hook"]
+        assert pipes and jobs, got
+        last = pipes[-1]
+        assert last["object_kind"] == "pipeline"
+        assert last["object_attributes"]["id"] == pls[0]["id"]
+        assert last["object_attributes"]["status"] == "success"
+        assert last["object_attributes"]["ref"] == "main"
+        assert last["project"]["path_with_namespace"] == "alice/hooked"
+        assert last["user"]["username"] == "alice"
+        assert last["commit"]["id"] == pls[0]["sha"]
+        assert [b["id"] for b in last["builds"]] == [job["id"]]
+        assert last["builds"][0]["status"] == "success"
+        # one Job Hook per status the job went through, in order, ending in success
+        assert all(j["object_kind"] == "build" and j["build_id"] == job["id"] and
+                   j["pipeline_id"] == pls[0]["id"] and j["build_name"] == "build"
+                   for j in jobs)
+        seen = [j["build_status"] for j in jobs]
+        assert seen[-1] == "success" and "running" in seen, seen
+        assert len(seen) == len(set(seen)), seen
+        # the list shows the hook, never its token; delete removes it
+        hooks = a.api("GET", "/projects/alice%2Fhooked/hooks", token).json()
+        assert [h["url"] for h in hooks] == [url] and "token" not in hooks[0]
+        assert a.api("DELETE", f"/projects/alice%2Fhooked/hooks/{hooks[0]['id']}",
+                     token).status_code == 204
+        assert a.api("GET", "/projects/alice%2Fhooked/hooks", token).json() == []
+    finally:
+        srv.shutdown()
