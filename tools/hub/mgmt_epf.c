@@ -1,6 +1,7 @@
 /* reef-epf's callbacks (start, update with metrics, finish; authenticated by the
- * launch's secret, or beside a GitLab by the job's CI job token), the runner's pipeline-status hook that makes a launch's status its
- * pipeline's, and usage per namespace (job seconds, git, LFS and artifact bytes). */
+ * launch's secret, or beside a GitLab by the job's CI job token), the runner's
+ * pipeline-status hook that makes a launch's status its pipeline's, and usage per
+ * namespace (job seconds, git, LFS and artifact bytes). */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>

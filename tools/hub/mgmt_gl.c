@@ -15,8 +15,9 @@
  *              file and the processor's code under .reef/processor/), then
  *              POST /projects/:id/pipeline with variables (lib/api/ci/pipelines.rb);
  *              the jobs run on GitLab's runners and reef-epf reports here with the
- *              job's CI_JOB_TOKEN, which GitLab vouches for (GET /job); status and job come from the pipelines and jobs API,
- *              polled when a client reads the launch
+ *              job's CI_JOB_TOKEN, which GitLab vouches for (GET /job); status
+ *              and job come from GitLab's webhook (mgmt_glhook.c) and from the
+ *              pipelines and jobs API, polled when a client reads the launch
  *   usage      job durations and artifact sizes from the jobs API, repository and LFS
  *              sizes from project statistics when GitLab gives them
  * The service holds no GitLab credential of its own: every GitLab call is made with the
@@ -50,7 +51,7 @@
 /* the launch's commit carries the code in base64 (4/3 larger) in one JSON body, which
  * must stay under the request body limits in front of GitLab (and reef-hub's 16 MiB) */
 #define MGL_MAX_CODE_BYTES ((uint64_t)8 << 20)
-#define MGL_LIST_PAGES     20 /* pages of 100 read of a GitLab list (usage) */
+#define MGL_LIST_PAGES     20  /* pages of 100 read of a GitLab list (usage) */
 #define MGL_REFRESH_S      1.0 /* a launch's status is asked of GitLab at most this often */
 
 static bool mgl_on;
