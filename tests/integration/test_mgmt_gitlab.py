@@ -10,6 +10,7 @@ clear, and does not start a second run when GitLab's answer is lost."""
 import base64
 import json
 import os
+import re
 import time
 import urllib.parse
 
@@ -630,3 +631,36 @@ def test_hub_delivers_pipeline_and_job_hooks_as_gitlab(hub, tmp_path):
         assert a.api("GET", "/projects/alice%2Fhooked/hooks", token).json() == []
     finally:
         srv.shutdown()
+
+
+def test_epf_waits_for_the_pipeline_id(hub, tmp_path):
+    """GitLab's answer to the launch's POST /pipeline is slow: the job already runs and
+    reef-epf reports before the service knows the run's pipeline. The service answers 503
+    (Retry-After) instead of refusing the job, and reef-epf's retry gets through."""
+    from gitlab_proxy import GitLabProxy
+    a = hub
+    token = setup_projects(a, tmp_path)
+    proxy = GitLabProxy(a.port)
+    bdir = tmp_path / "b"
+    bdir.mkdir()
+    b = Hub(bdir, serve_args=["--gitlab", proxy.url]).start()
+    try:
+        assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
+                  json={"ref": "main"}).status_code == 201
+        proxy.delay = (r"^POST /api/v4/projects/\d+/pipeline$", 2.5)
+        r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+               json={"name": "slow", "processor": "sgd-train", "input_path": "data",
+                     "params": {"epochs": 1}})
+        assert r.status_code == 201, r.text
+        st = wait_status(lambda: v1(b, token, "GET", "/projects/alice%2Fcats/experiments/slow"
+                                    ).json()["status"])
+        e = v1(b, token, "GET", "/projects/alice%2Fcats/experiments/slow").json()
+        assert st == "success", e
+        log = b.log_path.read_text()
+        assert re.search(rf"/api/v1/epf/experiments/{e['id']}/start 503", log), log[-3000:]
+        assert e["epf"]["started_at"] and e["epf"]["reported_status"] == "success"
+        assert [x["epoch"] for x in e["metrics"]] == [1]
+    finally:
+        code = b.stop()
+        proxy.close()
+    assert code == 0
