@@ -166,7 +166,10 @@ static json_t *wh_payload(const struct wh_event *ev, const struct hub_project *p
 		              "stages", json_incref(stages), "created_at", wh_time(pl, 6),
 		              "finished_at", wh_time(pl, 8), "duration", wh_span(pl, 7, 8),
 		              "queued_duration", "variables", "url", url));
-		jobs = ci_db_prep(wh_job_cols, "i", ev->pipeline_id);
+		char sql[512];
+
+		snprintf(sql, sizeof(sql), "%s ORDER BY stage_idx, id", wh_job_cols);
+		jobs = ci_db_prep(sql, "i", ev->pipeline_id);
 		while (jobs && sqlite3_step(jobs) == SQLITE_ROW &&
 		       json_array_size(builds) < WH_MAX_BUILDS) {
 			const char *stage = (const char *)sqlite3_column_text(jobs, 2);
@@ -174,12 +177,18 @@ static json_t *wh_payload(const struct wh_event *ev, const struct hub_project *p
 			bool seen = false;
 			json_t *s;
 
-			if (sqlite3_column_type(jobs, 10) != SQLITE_NULL)
-				json_object_set_new(af, "filename", json_string("artifacts.zip")),
-				    json_object_set_new(
-				        af, "size", json_integer(sqlite3_column_int64(jobs, 10)));
-			json_array_foreach(stages, k, s) seen |=
-			    !strcmp(json_string_value(s), stage ? stage : "");
+			if (sqlite3_column_type(jobs, 10) != SQLITE_NULL) {
+				json_object_set_new(af, "filename", json_string("artifacts.zip"));
+				json_object_set_new(af, "size",
+				                    json_integer(sqlite3_column_int64(jobs, 10)));
+			}
+			/* the stages in their order of first appearance (stages is shared with
+			 * object_attributes, so it fills in there too) */
+			json_array_foreach(stages, k, s)
+			{
+				if (!strcmp(json_string_value(s), stage ? stage : ""))
+					seen = true;
+			}
 			if (!seen)
 				json_array_append_new(stages, json_string(stage ? stage : ""));
 			json_array_append_new(
