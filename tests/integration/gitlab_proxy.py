@@ -2,7 +2,7 @@
 servers do: one that does not speak git's protocol v2 (drops the Git-Protocol header, as a
 proxy or an old GitLab does, so upload-pack answers v0), one without GraphQL (404, as
 GitLab before the blobs field), one whose upload-pack answers arrive damaged; one that
-ignores Idempotency-Key (as GitLab) and loses answers after the server acted; one without
+ignores Idempotency-Key (as GitLab) and loses or delays answers after the server acted; one without
 the management API (/api/v1 is 404, as on GitLab). Tree listings lose the hub's `size` field,
 as GitLab sends none. It counts
 requests per kind, so tests can assert what reefd asked. Loopback only."""
@@ -12,6 +12,7 @@ import http.server
 import json
 import re
 import threading
+import time
 
 
 class GitLabProxy:
@@ -25,6 +26,8 @@ class GitLabProxy:
         self.no_v1 = False          # /api/v1 answers 404, as on a GitLab without the service
         self.drop = None            # (regex on "METHOD path", n): forward the first n
         #                             matching requests, then close without an answer
+        self.delay = None           # (regex on "METHOD path", seconds): hold the answer
+        #                             of matching requests that long after the server acted
         self.lock = threading.Lock()
         self.log = []               # (method, path)
         proxy = self
@@ -97,6 +100,8 @@ class GitLabProxy:
         r = conn.getresponse()
         data = r.read()
         conn.close()
+        if self.delay and re.search(self.delay[0], f"{h.command} {path}"):
+            time.sleep(self.delay[1])
         with self.lock:
             drop = self.drop and self.drop[1] > 0 and re.search(self.drop[0],
                                                                 f"{h.command} {path}")

@@ -10,6 +10,7 @@ clear, and does not start a second run when GitLab's answer is lost."""
 import base64
 import json
 import os
+import re
 import time
 import urllib.parse
 
@@ -122,8 +123,15 @@ def test_two_hubs_experiment_through_the_mount(two, tmp_path, mount_factory):
         "GET", f"/projects/alice%2Fcats/pipelines/{e['pipeline_id']}/variables",
         token).json()}
     assert keys["EPF_URL"] == f"{b.url}/api/v1/epf/experiments/{e['id']}"
-    assert keys["REEF_REQUEST_ID"] == e["request_id"] and len(keys["EPF_SECRET"]) == 64
-    assert keys["EPF_SECRET"] not in log
+    assert keys["REEF_REQUEST_ID"] == e["request_id"]
+    # no secret travels as a pipeline variable (GitLab cannot mask those): reef-epf
+    # reported with the job's own CI_JOB_TOKEN, which GitLab masks
+    assert set(keys) == {"EPF_URL", "EXPERIMENT_ID", "REEF_REQUEST_ID"}
+    assert "EPF_SECRET" not in log and "EPF-BOT-TOKEN" not in log
+    import sqlite3
+    db = sqlite3.connect(b.dir / "hub.db")
+    assert {r[0] for r in db.execute("SELECT secret_hash FROM mg_launches")} == {""}
+    db.close()
     print(f"launch to success through two hubs: {time.time() - t0:.1f} s")
 
     # the same request id twice starts one run (the service looks it up first)
@@ -153,7 +161,7 @@ def test_two_hubs_experiment_through_the_mount(two, tmp_path, mount_factory):
     assert st == "canceled"
     assert a.api("GET", f"/projects/alice%2Fcats/pipelines/{r1.json()['pipeline_id']}",
                  token).json()["status"] == "canceled"
-    # retry: a new pipeline on the same branch, with a new secret, run to the end
+    # retry: a new pipeline on the same branch (its job's token reports), run to the end
     r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments/gl2/retry")
     assert r.status_code == 201, r.text
     assert r.json()["pipeline_id"] != r1.json()["pipeline_id"]
@@ -358,3 +366,301 @@ def test_two_hubs_data_pipeline_and_visualization(two, tmp_path, mount_factory):
     assert len(json.loads((out_dir / "summary.json").read_text())["bins"]) == 3
     assert json.loads((proj / "visualizations/viz1/visualization.json").read_text())[
         "branch"] == "data-visualization/viz1"
+
+
+PROBE_CI = """probe:
+  script:
+    - printf %s "$CI_JOB_TOKEN" > token.txt
+    - 'curl -sS -H "JOB-TOKEN: $CI_JOB_TOKEN" "$CI_API_V4_URL/job" > job.json'
+    - 'reef-epf metrics ''{"epoch": 99, "loss": 1}'' || echo "epf refused"'
+  artifacts:
+    paths: [token.txt, job.json]
+"""
+
+
+def wait_status(get, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = get()
+        if st in FINISHED:
+            return st
+        time.sleep(0.3)
+    return st
+
+
+def test_epf_reports_with_the_job_token(two, tmp_path):
+    """Beside a GitLab, reef-epf authenticates with its job's CI_JOB_TOKEN, which the
+    service shows to GitLab (GET /api/v4/job): a job of another pipeline is refused (403),
+    a forged token too (401). A plays GitLab's GET /job as GitLab does."""
+    a, b = two
+    token = setup_projects(a, tmp_path)
+    assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
+              json={"ref": "main"}).status_code == 201
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+           json={"name": "jt1", "processor": "sgd-train", "input_path": "data",
+                 "params": {"epochs": 2}})
+    assert r.status_code == 201, r.text
+    e = r.json()
+    st = wait_status(lambda: v1(b, token, "GET", "/projects/alice%2Fcats/experiments/jt1"
+                                ).json()["status"])
+    assert st == "success", b.log_path.read_text()[-2000:]
+    e = v1(b, token, "GET", "/projects/alice%2Fcats/experiments/jt1").json()
+    assert [x["epoch"] for x in e["metrics"]] == [1, 2]
+    assert e["epf"]["reported_status"] == "success"
+    epf = f"{b.url}/api/v1/epf/experiments/{e['id']}"
+
+    # forged or missing credentials: 401, whatever the run's state
+    for headers in ({"JOB-TOKEN": "f" * 40}, {}, {"EPF-BOT-TOKEN": "0" * 64},
+                    {"PRIVATE-TOKEN": token}):
+        r = requests.post(epf + "/update", headers=headers, json={"epoch": 7, "loss": 1},
+                          timeout=30)
+        assert r.status_code == 401, (headers.keys(), r.status_code, r.text)
+
+    # a running job of another pipeline of the same project: GitLab vouches for its
+    # token, but it is not the run's job
+    push_files(a, token, "alice/cats", {".gitlab-ci.yml": PROBE_CI}, tmp_path,
+               branch="probe")
+    pid = a.api("GET", "/projects/alice%2Fcats", token).json()["id"]
+    r = a.api("POST", "/projects/alice%2Fcats/pipeline", token,
+              json={"ref": "probe", "variables": [{"key": "EPF_URL", "value": epf}]})
+    assert r.status_code == 201, r.text
+    probe = r.json()["id"]
+    assert wait_status(lambda: a.api("GET", f"/projects/alice%2Fcats/pipelines/{probe}",
+                                     token).json()["status"]) == "success"
+    job = a.api("GET", f"/projects/alice%2Fcats/pipelines/{probe}/jobs", token).json()[0]
+    trace = a.api("GET", f"/projects/alice%2Fcats/jobs/{job['id']}/trace", token).text
+    assert "refused (403)" in trace and "epf refused" in trace, trace
+    assert [x["epoch"] for x in v1(b, token, "GET", "/projects/alice%2Fcats/experiments/jt1"
+                                   ).json()["metrics"]] == [1, 2]
+
+    # GET /api/v4/job as the job saw it: its own job, running, in GitLab's job shape
+    def artifact(name):
+        r = a.api("GET", f"/projects/alice%2Fcats/jobs/{job['id']}/artifacts/{name}", token)
+        assert r.status_code == 200, r.text
+        return r.content
+    me = json.loads(artifact("job.json"))
+    assert me["id"] == job["id"] and me["status"] == "running"
+    assert me["pipeline"]["id"] == probe and me["pipeline"]["project_id"] == pid
+    assert me["ref"] == "probe" and me["user"]["username"] == "alice"
+    assert {"name", "stage", "commit", "web_url", "artifacts", "runner", "created_at",
+            "started_at", "tag_list"} <= set(me)
+    # the token of a finished job authenticates nobody (auth_job_finder.rb): 401
+    jt = artifact("token.txt").decode()
+    assert len(jt) >= 20 and jt not in trace
+    r = requests.get(a.url + "/api/v4/job", headers={"JOB-TOKEN": jt}, timeout=30)
+    assert r.status_code == 401, r.text
+    # a personal token names no job: 404; none and a forged job token: 401
+    r = a.api("GET", "/job", token)
+    assert r.status_code == 404 and r.json()["message"] == "404 Job Not Found"
+    assert requests.get(a.url + "/api/v4/job", timeout=30).status_code == 401
+    assert requests.get(a.url + "/api/v4/job", headers={"JOB-TOKEN": "f" * 40},
+                        timeout=30).status_code == 401
+    # neither hub logs the job token
+    assert jt not in b.log_path.read_text() and jt not in a.log_path.read_text()
+
+
+def test_usage_counts_every_page_of_projects(two, tmp_path):
+    """Usage beside a GitLab follows GitLab's pagination: a project past the first 100
+    the caller is a member of still counts."""
+    a, b = two
+    token = a.user("alice")
+    a.project("alice/first", "alice")
+    push_files(a, token, "alice/first",
+               {".gitlab-ci.yml": "j:\n  script: ['sleep 0.3', 'echo hi']\n"}, tmp_path,
+               ci=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        pls = a.api("GET", "/projects/alice%2Ffirst/pipelines", token).json()
+        if pls and pls[0]["status"] in FINISHED:
+            break
+        time.sleep(0.2)
+    assert pls and pls[0]["status"] == "success", pls
+    for i in range(100):
+        r = a.api("POST", "/projects", token, json={"name": f"p{i:03d}"})
+        assert r.status_code == 201, r.text
+    # GitLab lists newest first: the project with the job is on page 2
+    page1 = a.api("GET", "/projects", token,
+                  params={"membership": "true", "per_page": 100}).json()
+    assert len(page1) == 100 and "alice/first" not in [p["path_with_namespace"] for p in page1]
+    jobs = a.api("GET", "/projects/alice%2Ffirst/jobs", token).json()
+    seconds = sum(j["duration"] for j in jobs)
+    assert seconds >= 0.3
+    u = v1(b, token, "GET", "/namespaces/alice/usage")
+    assert u.status_code == 200, u.text
+    assert abs(u.json()["pipeline_seconds"] - seconds) < 0.01, (u.json(), seconds)
+    assert u.json()["storage_bytes"]["git"] > 0 and u.json()["partial"] is False
+    assert u.json()["transfer_bytes"] == 0
+
+
+def test_gitlab_webhooks_move_runs_without_polling(two, tmp_path):
+    """At a maintainer's first launch the service registers a project hook on GitLab for
+    pipeline and job events; A delivers them as GitLab does, so the run's status and job
+    reach B with no client asking (no polling), and a delivery with a wrong token is
+    refused."""
+    import sqlite3
+    a, b = two
+    token = setup_projects(a, tmp_path)
+    assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
+              json={"ref": "main"}).status_code == 201
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+           json={"name": "wh1", "processor": "sgd-train", "input_path": "data",
+                 "params": {"epochs": 1}})
+    assert r.status_code == 201, r.text
+    e = r.json()
+    hooks = a.api("GET", "/projects/alice%2Fcats/hooks", token).json()
+    assert len(hooks) == 1, hooks
+    h = hooks[0]
+    assert h["url"] == b.url + "/api/v1/gitlab/webhook" and "token" not in h
+    assert h["pipeline_events"] and h["job_events"] and not h["push_events"]
+
+    def row():
+        db = sqlite3.connect(b.dir / "hub.db")
+        try:
+            return db.execute("SELECT status, job_id, refreshed_at FROM mg_launches WHERE"
+                              " name='wh1'").fetchone()
+        finally:
+            db.close()
+    deadline = time.time() + 90
+    while time.time() < deadline and row()[0] not in FINISHED:
+        time.sleep(0.2)
+    status, job_id, _ = row()
+    assert status == "success", (row(), b.log_path.read_text()[-2000:])
+    jobs = a.api("GET", f"/projects/alice%2Fcats/pipelines/{e['pipeline_id']}/jobs",
+                 token).json()
+    assert job_id == jobs[0]["id"]
+
+    # a second launch registers nothing more
+    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+           json={"name": "wh2", "processor": "sgd-train", "input_path": "data",
+                 "params": {"epochs": 1}})
+    assert r.status_code == 201, r.text
+    assert len(a.api("GET", "/projects/alice%2Fcats/hooks", token).json()) == 1
+
+    # deliveries that are not GitLab's: a wrong token, none, a body that is no event
+    pid = a.api("GET", "/projects/alice%2Fcats", token).json()["id"]
+    forged = {"object_kind": "pipeline", "project": {"id": pid},
+              "object_attributes": {"id": e["pipeline_id"], "status": "failed"}}
+    url = b.url + "/api/v1/gitlab/webhook"
+    for headers in ({"X-Gitlab-Token": "f" * 64}, {}):
+        r = requests.post(url, json=forged, headers={"X-Gitlab-Event": "Pipeline Hook",
+                                                     **headers}, timeout=30)
+        assert r.status_code == 401, r.text
+    r = requests.post(url, data=b"not json", headers={"X-Gitlab-Token": "x"}, timeout=30)
+    assert r.status_code == 400
+    assert row()[0] == "success"
+    # GitLab's API keeps hooks to maintainers
+    bob = a.user("bob")
+    a.member("alice/cats", "bob", "developer")
+    assert a.api("GET", "/projects/alice%2Fcats/hooks", bob).status_code == 403
+    assert a.api("POST", "/projects/alice%2Fcats/hooks", bob,
+                 json={"url": "http://127.0.0.1:9/x"}).status_code == 403
+
+
+def test_hub_delivers_pipeline_and_job_hooks_as_gitlab(hub, tmp_path):
+    """reef-hub's project hooks (GitLab's lib/api/project_hooks.rb) deliver Pipeline Hook
+    and Job Hook events in GitLab's shapes (doc/user/project/integrations/
+    webhook_events.md) with the hook's token, to a receiver on loopback."""
+    import http.server
+    import threading
+    got = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append((self.headers["X-Gitlab-Event"], self.headers.get("X-Gitlab-Token"),
+                        json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        a = hub
+        token = a.user("alice")
+        a.project("alice/hooked", "alice")
+        url = f"http://127.0.0.1:{srv.server_port}/hook"
+        r = a.api("POST", "/projects/alice%2Fhooked/hooks", token,
+                  json={"url": url, "token": "s3cret-hook", "pipeline_events": True,
+                        "job_events": True})
+        assert r.status_code == 201, r.text
+        assert r.json()["url"] == url and "token" not in r.json()
+        assert r.json()["push_events"] is True  # GitLab's default
+        # not an http(s) URL: refused as GitLab does
+        assert a.api("POST", "/projects/alice%2Fhooked/hooks", token,
+                     json={"url": "file:///etc/passwd"}).status_code == 422
+        push_files(a, token, "alice/hooked",
+                   {".gitlab-ci.yml": "build:\n  script: ['echo built']\n"}, tmp_path,
+                   ci=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(
+                e == "Pipeline Hook" and p["object_attributes"]["status"] in FINISHED
+                for e, _, p in got):
+            time.sleep(0.1)
+        pls = a.api("GET", "/projects/alice%2Fhooked/pipelines", token).json()
+        job = a.api("GET", f"/projects/alice%2Fhooked/pipelines/{pls[0]['id']}/jobs",
+                    token).json()[0]
+        assert all(t == "s3cret-hook" for _, t, _ in got)
+        pipes = [p for e, _, p in got if e == "Pipeline Hook"]
+        jobs = [p for e, _, p in got if e == "Job Hook"]
+        assert pipes and jobs, got
+        last = pipes[-1]
+        assert last["object_kind"] == "pipeline"
+        assert last["object_attributes"]["id"] == pls[0]["id"]
+        assert last["object_attributes"]["status"] == "success"
+        assert last["object_attributes"]["ref"] == "main"
+        assert last["project"]["path_with_namespace"] == "alice/hooked"
+        assert last["user"]["username"] == "alice"
+        assert last["commit"]["id"] == pls[0]["sha"]
+        assert [b["id"] for b in last["builds"]] == [job["id"]]
+        assert last["builds"][0]["status"] == "success"
+        # one Job Hook per status the job went through, in order, ending in success
+        assert all(j["object_kind"] == "build" and j["build_id"] == job["id"] and
+                   j["pipeline_id"] == pls[0]["id"] and j["build_name"] == "build"
+                   for j in jobs)
+        seen = [j["build_status"] for j in jobs]
+        assert seen[-1] == "success" and "running" in seen, seen
+        assert len(seen) == len(set(seen)), seen
+        # the list shows the hook, never its token; delete removes it
+        hooks = a.api("GET", "/projects/alice%2Fhooked/hooks", token).json()
+        assert [h["url"] for h in hooks] == [url] and "token" not in hooks[0]
+        assert a.api("DELETE", f"/projects/alice%2Fhooked/hooks/{hooks[0]['id']}",
+                     token).status_code == 204
+        assert a.api("GET", "/projects/alice%2Fhooked/hooks", token).json() == []
+    finally:
+        srv.shutdown()
+
+
+def test_epf_waits_for_the_pipeline_id(hub, tmp_path):
+    """GitLab's answer to the launch's POST /pipeline is slow: the job already runs and
+    reef-epf reports before the service knows the run's pipeline. The service answers 503
+    (Retry-After) instead of refusing the job, and reef-epf's retry gets through."""
+    from gitlab_proxy import GitLabProxy
+    a = hub
+    token = setup_projects(a, tmp_path)
+    proxy = GitLabProxy(a.port)
+    bdir = tmp_path / "b"
+    bdir.mkdir()
+    b = Hub(bdir, serve_args=["--gitlab", proxy.url]).start()
+    try:
+        assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
+                  json={"ref": "main"}).status_code == 201
+        proxy.delay = (r"^POST /api/v4/projects/\d+/pipeline$", 2.5)
+        r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
+               json={"name": "slow", "processor": "sgd-train", "input_path": "data",
+                     "params": {"epochs": 1}})
+        assert r.status_code == 201, r.text
+        st = wait_status(lambda: v1(b, token, "GET", "/projects/alice%2Fcats/experiments/slow"
+                                    ).json()["status"])
+        e = v1(b, token, "GET", "/projects/alice%2Fcats/experiments/slow").json()
+        assert st == "success", e
+        log = b.log_path.read_text()
+        assert re.search(rf"/api/v1/epf/experiments/{e['id']}/start 503", log), log[-3000:]
+        assert e["epf"]["started_at"] and e["epf"]["reported_status"] == "success"
+        assert [x["epoch"] for x in e["metrics"]] == [1]
+    finally:
+        code = b.stop()
+        proxy.close()
+    assert code == 0

@@ -8,8 +8,12 @@
  *                                        runs CMD, posting F whenever it changes
  *   reef-epf finish --status S [--exit-code N]
  *
- * Endpoint and secret come from the environment: EPF_URL (…/api/v1/epf/experiments/<id>)
- * and EPF_SECRET, both set by reef-hub as pipeline variables. */
+ * The endpoint comes from the environment: EPF_URL (…/api/v1/epf/experiments/<id>), a
+ * pipeline variable. The credential: EPF_SECRET (the run's secret, header EPF-BOT-TOKEN)
+ * when reef-hub runs the job itself; otherwise the job's own CI_JOB_TOKEN (header
+ * JOB-TOKEN), which the management service beside a GitLab checks with GitLab. That
+ * service sets no secret: variables given to a pipeline cannot be masked in traces,
+ * CI_JOB_TOKEN always is. Neither is ever printed. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,14 +31,15 @@
 
 #define EPF_MAX_BODY ((size_t)1 << 20)
 #define EPF_POLL_MS  300
-#define EPF_ATTEMPTS 3
+#define EPF_ATTEMPTS 5
 
 static const char usage_text[] =
     "Usage: reef-epf start\n"
     "       reef-epf metrics FILE|JSON\n"
     "       reef-epf run [--metrics-file FILE] -- COMMAND [ARG...]\n"
     "       reef-epf finish --status success|failed|canceled [--exit-code N]\n"
-    "Reports an experiment's progress to reef-hub. Needs EPF_URL and EPF_SECRET.\n"
+    "Reports an experiment's progress to reef-hub. Needs EPF_URL, and EPF_SECRET or\n"
+    "CI_JOB_TOKEN (the job's own, in a GitLab job).\n"
     "A metrics record is {\"epoch\": N, \"<name>\": <number>, ...}; a file may hold one\n"
     "record or a list (rewrite it atomically: write a temporary file, then rename).\n";
 
@@ -51,22 +56,27 @@ static size_t epf_sink(void *data, size_t size, size_t n, void *user)
 static int epf_post(const char *action, const char *body)
 {
 	const char *base = getenv("EPF_URL"), *secret = getenv("EPF_SECRET");
-	char url[2048], hdr[256];
+	const char *name = "EPF-BOT-TOKEN";
+	char url[2048], hdr[1200];
 	struct curl_slist *h = NULL;
 	struct buf resp = BUF_INIT(64 << 10);
 	long status = 0;
 	int r = -1;
 
+	if (!secret || !*secret) {
+		secret = getenv("CI_JOB_TOKEN");
+		name = "JOB-TOKEN";
+	}
 	if (!base || !*base || !secret || !*secret) {
-		fprintf(stderr, "reef-epf: EPF_URL and EPF_SECRET must be set\n");
+		fprintf(stderr, "reef-epf: EPF_URL and EPF_SECRET or CI_JOB_TOKEN must be set\n");
 		return -1;
 	}
-	if (strlen(secret) > 128 ||
+	if (strlen(secret) > 1024 || strpbrk(secret, "\r\n") ||
 	    snprintf(url, sizeof(url), "%s/%s", base, action) >= (int)sizeof(url)) {
-		fprintf(stderr, "reef-epf: EPF_URL or EPF_SECRET too long\n");
+		fprintf(stderr, "reef-epf: EPF_URL or the credential too long\n");
 		return -1;
 	}
-	snprintf(hdr, sizeof(hdr), "EPF-BOT-TOKEN: %s", secret);
+	snprintf(hdr, sizeof(hdr), "%s: %s", name, secret);
 	h = curl_slist_append(h, hdr);
 	h = curl_slist_append(h, "Content-Type: application/json");
 	for (int attempt = 0; attempt < EPF_ATTEMPTS; attempt++) {
@@ -101,6 +111,7 @@ static int epf_post(const char *action, const char *body)
 		sleep(1);
 	}
 	curl_slist_free_all(h);
+	explicit_bzero(hdr, sizeof(hdr));
 	buf_free(&resp);
 	return r;
 }

@@ -917,6 +917,8 @@ void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 			hub_resp_json(
 			    resp, 200,
 			    json_pack("{s:s,s:s}", "version", "16.0.0-reef", "revision", "reef"));
+	} else if (n == 1 && strcmp(seg[0], "job") == 0 && is_get(req)) {
+		hub_ci_current_job(req, resp);
 	} else if (n == 1 && strcmp(seg[0], "user") == 0 && is_get(req)) {
 		route_user(req, resp);
 	} else if (n <= 2 && strcmp(seg[0], "users") == 0 && is_get(req)) {
@@ -969,6 +971,10 @@ void hub_api_route(struct hub_req *req, struct hub_resp *resp, const char *rest)
 		} else if (project_resolve(req, resp, seg[1], &p) == 0) {
 			hub_ci_project_route(req, resp, &p, ci_rest);
 		}
+	} else if ((n == 3 || n == 4) && strcmp(seg[0], "projects") == 0 &&
+	           strcmp(seg[2], "hooks") == 0 && !repo_rest && !ci_rest) {
+		if (project_resolve(req, resp, seg[1], &p) == 0)
+			hub_webhooks_route(req, resp, &p, n == 4 ? seg[3] : NULL);
 	} else if (n <= 2 && strcmp(seg[0], "namespaces") == 0 && is_get(req)) {
 		char id[1100];
 

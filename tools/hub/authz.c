@@ -2,9 +2,10 @@
  * Branches API GET /projects/:id/repository/branches, Commits API GET
  * /projects/:id/repository/commits/:sha, Files API GET
  * /projects/:id/repository/files/:file_path/raw, Tags API GET /projects/:id/repository/tags,
- * every Job artifacts API route, and POST /projects/:id/trigger/pipeline. Pipelines,
- * jobs (other than GitLab's GET /job), traces, project settings, members and the
- * management API are not reachable with a job token. */
+ * every Job artifacts API route, POST /projects/:id/trigger/pipeline and GET /job (the
+ * token's own job: lib/api/ci/jobs.rb, job_token_allowed). Pipelines, other jobs,
+ * traces, project settings, members and the management API are not reachable with a
+ * job token. */
 #include "authz.h"
 
 #include <string.h>
@@ -35,6 +36,8 @@ bool hub_authz_job_route(const char *method, const char *path)
 	bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
 	const char *p = path, *q;
 
+	if (!strcmp(path, "/api/v4/job"))
+		return get;
 	if (!lit(&p, "/api/v4/projects/") || !seg(&p) || *p != '/')
 		return false;
 	p++;

@@ -41,8 +41,9 @@ static size_t glc_write(char *p, size_t size, size_t n, void *arg)
 	return buf_append(b, p, size * n) == 0 ? size * n : 0;
 }
 
-int glc_call(const char *method, const char *path, const char *token, const json_t *body,
-             long *status, json_t **out, struct buf *raw)
+/* hdr is "Authorization: Bearer " or "JOB-TOKEN: " (the token follows it). */
+static int glc_do(const char *method, const char *path, const char *hdr, const char *token,
+                  const json_t *body, long *status, json_t **out, struct buf *raw)
 {
 	struct buf resp = BUF_INIT(raw ? GLC_MAX_BODY : GLC_MAX_JSON);
 	struct buf url = BUF_INIT(8192), auth = BUF_INIT(1024);
@@ -58,7 +59,7 @@ int glc_call(const char *method, const char *path, const char *token, const json
 	if (!glc_base_url[0] || !token || !*token || strpbrk(token, "\r\n"))
 		return -EINVAL;
 	if (buf_printf(&url, "%s/api/v4%s", glc_base_url, path) < 0 ||
-	    buf_printf(&auth, "Authorization: Bearer %s", token) < 0) {
+	    buf_printf(&auth, "%s%s", hdr, token) < 0) {
 		r = -ENAMETOOLONG;
 		goto out;
 	}
@@ -117,4 +118,17 @@ out:
 	explicit_bzero(auth.data ? auth.data : (char *)"", auth.data ? auth.len : 0);
 	buf_free(&auth);
 	return r;
+}
+
+int glc_call(const char *method, const char *path, const char *token, const json_t *body,
+             long *status, json_t **out, struct buf *raw)
+{
+	return glc_do(method, path, "Authorization: Bearer ", token, body, status, out, raw);
+}
+
+int glc_call_job(const char *path, const char *job_token, long *status, json_t **out)
+{
+	/* GitLab reads a CI job token from JOB-TOKEN (lib/gitlab/auth/auth_finders.rb,
+	 * JOB_TOKEN_HEADER); as Bearer it would be taken for a personal token */
+	return glc_do("GET", path, "JOB-TOKEN: ", job_token, NULL, status, out, NULL);
 }

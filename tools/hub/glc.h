@@ -26,5 +26,8 @@ const char *glc_base(void);
  * answer over the cap or not JSON. */
 int glc_call(const char *method, const char *path, const char *token, const json_t *body,
              long *status, json_t **out, struct buf *raw);
+/* A GET with a CI job token (header JOB-TOKEN) instead of a user's token: how the
+ * service asks GitLab which job a reef-epf callback comes from (GET /job). */
+int glc_call_job(const char *path, const char *job_token, long *status, json_t **out);
 
 #endif

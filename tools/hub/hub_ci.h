@@ -25,6 +25,19 @@ void hub_ci_project_route(struct hub_req *req, struct hub_resp *resp, const stru
  * the core may load the project by id and call hub_ci_project_route with access 0. */
 bool hub_ci_route_is_trigger(const char *method, const char *rest);
 
+/* GET /api/v4/job: the job of the request's CI job token (gitlabhq lib/api/ci/jobs.rb,
+ * "Get current job using job token"). 401 without a caller (a token of a job no longer
+ * running authenticates nobody: app/finders/ci/auth_job_finder.rb), 404 "Job Not Found"
+ * for a caller authenticated otherwise. */
+void hub_ci_current_job(struct hub_req *req, struct hub_resp *resp);
+
+/* /api/v4/projects/:id/hooks[/:hook_id] for a project the caller sees (webhooks.c):
+ * GitLab's project hooks, delivering pipeline and job events. */
+void hub_webhooks_route(struct hub_req *req, struct hub_resp *resp, const struct hub_project *p,
+                        const char *hook_seg);
+/* The commits API's JSON of sha in p's repository (id only when it cannot be read). */
+json_t *hub_ci_commit_json(const struct hub_project *p, const char *sha);
+
 /* /api/v1/<rest>: the management API (processors, experiments, data pipelines,
  * visualizations, usage; req->user authenticates) and the EPF callbacks (authenticated
  * by their per-experiment secret). */

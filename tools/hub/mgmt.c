@@ -26,6 +26,7 @@
 #include "core.h"
 #include "hook.h"
 #include "hub_ci.h"
+#include "webhooks.h"
 #include "lfs.h"
 #include "idem.h"
 #include "reef/jsonx.h"
@@ -974,9 +975,18 @@ int hub_ci_init(struct hub *h)
 		ci_runner_stop();
 		return r;
 	}
-	if (mgl_active())
+	if (mgl_active()) {
+		if (mgl_hook_init() < 0) {
+			ci_runner_stop();
+			return -EIO;
+		}
 		return 0; /* no repositories, no runner: GitLab has them */
+	}
 	ci_pipeline_hook_set(mg_on_pipeline);
+	if ((r = hub_webhooks_init(h)) < 0) {
+		ci_runner_stop();
+		return r;
+	}
 	/* pushes that landed while no hub was left to start their pipelines */
 	hub_push_events_run(h, NULL);
 	/* launches whose pipeline ended while no hub ran it (restart) catch up */
@@ -1009,6 +1019,7 @@ int hub_ci_job_launch_ref(struct hub *h, int64_t job_id, char *ref, size_t n)
 void hub_ci_shutdown(struct hub *h)
 {
 	(void)h;
+	hub_webhooks_stop(); /* before the database it reads closes */
 	ci_runner_stop();
 }
 
@@ -1087,6 +1098,11 @@ void hub_mgmt_route(struct hub_req *req, struct hub_resp *resp, const char *rest
 {
 	struct hub_idem *idem;
 
+	if (mgl_active() && !strcmp(rest, "gitlab/webhook")) {
+		/* GitLab's deliveries carry the hook's token, not a user's */
+		mgl_webhook_route(req, resp);
+		return;
+	}
 	if (mgl_active() && strncmp(rest, "epf/", 4)) {
 		/* the management role: the caller is whoever GitLab says their token is;
 		 * reef-epf's callbacks carry the run's secret instead */

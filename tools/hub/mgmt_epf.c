@@ -1,6 +1,7 @@
 /* reef-epf's callbacks (start, update with metrics, finish; authenticated by the
- * launch's secret), the runner's pipeline-status hook that makes a launch's status its
- * pipeline's, and usage per namespace (job seconds, git, LFS and artifact bytes). */
+ * launch's secret, or beside a GitLab by the job's CI job token), the runner's
+ * pipeline-status hook that makes a launch's status its pipeline's, and usage per
+ * namespace (job seconds, git, LFS and artifact bytes). */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -38,6 +39,45 @@ static bool mg_secret_ok(const char *given, const char *hash)
 	return diff == 0;
 }
 
+/* Beside a GitLab: the callback must come from the run's own job. Its CI job token
+ * (header JOB-TOKEN, masked in traces by GitLab) is shown to GitLab, which names the
+ * token's running job and its pipeline; only the run's pipeline, in the run's project,
+ * may report. 0 to go on, or resp holds the refusal. */
+static int mg_epf_job_auth(struct hub_req *req, struct hub_resp *resp, bool found,
+                           int64_t run_pipeline, int64_t run_project, const char *status)
+{
+	const char *tok = hub_req_header(req, "JOB-TOKEN");
+	int64_t job, pipeline, project;
+	int r;
+
+	if (!tok || !*tok) {
+		hub_resp_error(resp, 401, "401 Unauthorized");
+		return -EACCES;
+	}
+	r = mgl_job_token(tok, &job, &pipeline, &project);
+	if (r == -EIO) {
+		hub_resp_error(resp, 502, "502 GitLab did not answer");
+		return r;
+	}
+	if (r < 0) {
+		hub_resp_error(resp, 401, "401 Unauthorized");
+		return r;
+	}
+	if (found && run_pipeline == 0 && !ci_status_finished(status)) {
+		/* the job can start before GitLab's answer to the launch's POST /pipeline
+		 * is stored here: reef-epf retries a 503 */
+		hub_resp_header(resp, "Retry-After", "1");
+		hub_resp_error(resp, 503, "503 the run's pipeline is not known yet, retry");
+		return -EAGAIN;
+	}
+	/* an unknown run and another pipeline's job look the same */
+	if (!found || pipeline != run_pipeline || project != run_project) {
+		hub_resp_error(resp, 403, "403 Forbidden: not a job of this run's pipeline");
+		return -EPERM;
+	}
+	return 0;
+}
+
 /* One metrics record: {"epoch": n, name: number...} or {"epoch": n, "metrics": {...}}. */
 static json_t *mg_metric_record(json_t *in)
 {
@@ -71,7 +111,8 @@ void mg_epf_route(struct hub_req *req, struct hub_resp *resp, char **seg, size_t
 	char hash[65] = "", status[24] = "", id_s[32];
 	json_t *body = NULL, *metrics = NULL;
 	sqlite3_stmt *st;
-	int64_t lid;
+	int64_t lid, run_pipeline = 0, run_project = 0;
+	bool found = false;
 	char *end;
 
 	if (n != 4 || strcmp(seg[1], "experiments") || strcmp(req->method, "POST")) {
@@ -86,18 +127,26 @@ void mg_epf_route(struct hub_req *req, struct hub_resp *resp, char **seg, size_t
 		hub_resp_not_found(resp);
 		return;
 	}
-	st =
-	    ci_db_prep("SELECT secret_hash, status, metrics FROM mg_launches WHERE id=?", "i", lid);
+	st = ci_db_prep("SELECT secret_hash, status, metrics, COALESCE(pipeline_id, 0), project_id"
+	                " FROM mg_launches WHERE id=?",
+	                "i", lid);
 	if (st && sqlite3_step(st) == SQLITE_ROW) {
 		const char *m = (const char *)sqlite3_column_text(st, 2);
 
+		found = true;
+		run_pipeline = sqlite3_column_int64(st, 3);
+		run_project = sqlite3_column_int64(st, 4);
 		snprintf(hash, sizeof(hash), "%s", sqlite3_column_text(st, 0));
 		snprintf(status, sizeof(status), "%s", sqlite3_column_text(st, 1));
 		jsonx_parse(&metrics, m, strlen(m), 0, 0);
 	}
 	sqlite3_finalize(st);
-	/* an unknown id and a wrong secret look the same */
-	if (!hash[0] || !mg_secret_ok(secret, hash)) {
+	if (mgl_active()) {
+		/* no per-run secret beside a GitLab: pipeline variables cannot be masked */
+		if (mg_epf_job_auth(req, resp, found, run_pipeline, run_project, status) < 0)
+			goto out;
+	} else if (!hash[0] || !mg_secret_ok(secret, hash)) {
+		/* an unknown id and a wrong secret look the same */
 		hub_resp_error(resp, 401, "401 Unauthorized");
 		goto out;
 	}

@@ -15,8 +15,9 @@
  *              file and the processor's code under .reef/processor/), then
  *              POST /projects/:id/pipeline with variables (lib/api/ci/pipelines.rb);
  *              the jobs run on GitLab's runners and reef-epf reports here with the
- *              run's secret; status and job come from the pipelines and jobs API,
- *              polled when a client reads the launch
+ *              job's CI_JOB_TOKEN, which GitLab vouches for (GET /job); status
+ *              and job come from GitLab's webhook (mgmt_glhook.c) and from the
+ *              pipelines and jobs API, polled when a client reads the launch
  *   usage      job durations and artifact sizes from the jobs API, repository and LFS
  *              sizes from project statistics when GitLab gives them
  * The service holds no GitLab credential of its own: every GitLab call is made with the
@@ -44,11 +45,13 @@
 #define MGL_AUTH_TTL       30 /* seconds a verified token is trusted (revocation delay) */
 #define MGL_AUTH_TTL_MAX   3600
 #define MGL_PROJECT_TTL    10 /* seconds a project's access answer is reused */
+#define MGL_JOB_TTL        10 /* seconds GitLab's word on a job token is reused */
 #define MGL_CACHE_N        1024
 #define MGL_MAX_CODE_FILES 500
 /* the launch's commit carries the code in base64 (4/3 larger) in one JSON body, which
  * must stay under the request body limits in front of GitLab (and reef-hub's 16 MiB) */
 #define MGL_MAX_CODE_BYTES ((uint64_t)8 << 20)
+#define MGL_LIST_PAGES     20  /* pages of 100 read of a GitLab list (usage) */
 #define MGL_REFRESH_S      1.0 /* a launch's status is asked of GitLab at most this often */
 
 static bool mgl_on;
@@ -201,6 +204,49 @@ int mgl_auth(struct hub_req *req)
 void mgl_request_end(void)
 {
 	explicit_bzero(mgl_tok, sizeof(mgl_tok));
+}
+
+/* ---- reef-epf's callbacks: the job's own CI job token ---- */
+
+int mgl_job_token(const char *token, int64_t *job, int64_t *pipeline, int64_t *project)
+{
+	char key[80], hash[65];
+	json_t *v = NULL;
+	long status = 0;
+
+	*job = *pipeline = *project = 0;
+	if (!token || !*token || strlen(token) > 1024)
+		return -EACCES;
+	/* its own key space: a job token is no user's personal token here */
+	ci_token_hash(token, hash);
+	snprintf(key, sizeof(key), "job\n%s", hash);
+	if (!mgl_cache_get(key, &v, &status)) {
+		json_t *j = NULL;
+
+		/* gitlabhq lib/api/ci/jobs.rb, "Get current job using job token": 200 with
+		 * the job while it runs, 401 for any other token (a finished job's included:
+		 * app/finders/ci/auth_job_finder.rb) */
+		if (glc_call_job("/job", token, &status, &j) < 0 || status == 0 || status >= 500) {
+			json_decref(j);
+			return -EIO;
+		}
+		if (status == 200 && jsonx_int(j, "id", 0) > 0) {
+			const json_t *pl = json_object_get(j, "pipeline");
+
+			v = json_pack("{s:I, s:I, s:I}", "job", (json_int_t)jsonx_int(j, "id", 0),
+			              "pipeline", (json_int_t)jsonx_int(pl, "id", 0), "project",
+			              (json_int_t)jsonx_int(pl, "project_id", 0));
+		}
+		json_decref(j);
+		mgl_cache_put(key, v, status, MGL_JOB_TTL);
+	}
+	if (!v)
+		return -EACCES;
+	*job = jsonx_int(v, "job", 0);
+	*pipeline = jsonx_int(v, "pipeline", 0);
+	*project = jsonx_int(v, "project", 0);
+	json_decref(v);
+	return 0;
 }
 
 /* ---- projects ---- */
@@ -710,21 +756,20 @@ out:
 	return r;
 }
 
-/* Starts the pipeline of a launch with a fresh EPF secret (lib/api/ci/pipelines.rb:
- * POST /projects/:id/pipeline, ref and variables [{key, value, variable_type}]). */
+/* Starts the pipeline of a launch (lib/api/ci/pipelines.rb: POST /projects/:id/pipeline,
+ * ref and variables [{key, value, variable_type}]). No secret travels with it: variables
+ * given here cannot be masked, so reef-epf authenticates with the job's own CI_JOB_TOKEN,
+ * which GitLab masks, and the service asks GitLab whose job it is (mgl_job_token). */
 int mgl_launch_pipeline(struct hub_req *req, const struct hub_project *p, int64_t lid,
                         const char *branch, char *err, size_t n)
 {
-	char secret[65], hash[65], url[512], idstr[32], rid[80] = "";
+	char url[512], idstr[32], rid[80] = "";
 	struct buf path = BUF_INIT(4096);
 	json_t *vars, *body, *out = NULL;
 	int64_t pid = 0;
 	long status = 0;
 	int r;
 
-	if (ci_random_hex(secret, 32) < 0)
-		return -EIO;
-	ci_token_hash(secret, hash);
 	snprintf(url, sizeof(url), "%s/api/v1/epf/experiments/%lld", req->hub->base_url,
 	         (long long)lid);
 	snprintf(idstr, sizeof(idstr), "%lld", (long long)lid);
@@ -736,17 +781,18 @@ int mgl_launch_pipeline(struct hub_req *req, const struct hub_project *p, int64_
 			snprintf(rid, sizeof(rid), "%s", (const char *)sqlite3_column_text(st, 0));
 		sqlite3_finalize(st);
 	}
-	vars = json_pack("[{s:s,s:s,s:s}, {s:s,s:s,s:s}, {s:s,s:s,s:s}]", "key", "EPF_URL", "value",
-	                 url, "variable_type", "env_var", "key", "EPF_SECRET", "value", secret,
+	vars = json_pack("[{s:s,s:s,s:s}, {s:s,s:s,s:s}]", "key", "EPF_URL", "value", url,
 	                 "variable_type", "env_var", "key", "EXPERIMENT_ID", "value", idstr,
 	                 "variable_type", "env_var");
 	if (rid[0])
 		json_array_append_new(vars, json_pack("{s:s,s:s,s:s}", "key", "REEF_REQUEST_ID",
 		                                      "value", rid, "variable_type", "env_var"));
-	ci_db_exec(NULL, "UPDATE mg_launches SET secret_hash=?, updated_at=? WHERE id=?", "tdi",
-	           hash, ci_now(), lid);
+	/* no secret: the EPF callbacks take the job's token only (mg_epf_route) */
+	ci_db_exec(NULL, "UPDATE mg_launches SET secret_hash='', updated_at=? WHERE id=?", "di",
+	           ci_now(), lid);
 	body = json_pack("{s:s, s:o}", "ref", branch, "variables", vars);
-	explicit_bzero(secret, sizeof(secret));
+	/* before the pipeline, so its first events reach the service */
+	mgl_hook_ensure(p, mgl_tok, req->hub->base_url);
 	buf_printf(&path, "/projects/%lld/pipeline", (long long)p->id);
 	r = glc_call("POST", path.data, mgl_tok, body, &status, &out, NULL);
 	if (r < 0 || status == 0 || status >= 500) {
@@ -882,7 +928,7 @@ int mgl_pipeline_cancel(const struct hub_project *p, int64_t pid)
 /* ---- usage: GitLab's job durations, artifact sizes and project statistics ---- */
 
 static void mgl_project_usage(int64_t pid, double *seconds, uint64_t *git, uint64_t *lfs,
-                              uint64_t *arts)
+                              uint64_t *arts, bool *partial)
 {
 	char path[256];
 	json_t *v = NULL;
@@ -921,21 +967,62 @@ static void mgl_project_usage(int64_t pid, double *seconds, uint64_t *git, uint6
 		json_decref(jobs);
 		if (n < 100)
 			break;
+		if (page == 50)
+			*partial = true; /* more than 5000 jobs: the oldest are not counted */
 	}
 }
 
+/* Every page of a GitLab list (offset pagination, per_page=100; a short page is the
+ * last), at most MGL_LIST_PAGES pages: *partial is set when more were left. NULL when
+ * GitLab did not answer the first page. */
+static json_t *mgl_list_all(const char *path, bool *partial)
+{
+	json_t *all = json_array();
+	char url[1200];
+
+	for (int page = 1; page <= MGL_LIST_PAGES; page++) {
+		json_t *arr = NULL;
+		long code;
+		size_t n;
+
+		snprintf(url, sizeof(url), "%s%sper_page=100&page=%d", path,
+		         strchr(path, '?') ? "&" : "?", page);
+		if (glc_call("GET", url, mgl_tok, NULL, &code, &arr, NULL) < 0 || code != 200 ||
+		    !json_is_array(arr)) {
+			json_decref(arr);
+			if (page == 1) {
+				json_decref(all);
+				return NULL;
+			}
+			*partial = true; /* a later page failed: what was read is still true */
+			break;
+		}
+		n = json_array_size(arr);
+		json_array_extend(all, arr);
+		json_decref(arr);
+		if (n < 100)
+			break;
+		if (page == MGL_LIST_PAGES)
+			*partial = true;
+	}
+	return all;
+}
+
 /* Usage of the namespaces the caller belongs to (GET /namespaces lists exactly those,
- * doc/api/namespaces.md), or of one of them. */
+ * doc/api/namespaces.md), or of one of them: their projects the caller is a member of
+ * (GET /projects?membership=true), every page up to the cap. */
 void mgl_usage(struct hub_req *req, struct hub_resp *resp, const char *ns_path)
 {
-	json_t *nss = NULL, *arr = json_array(), *ns;
-	struct buf path = BUF_INIT(4096);
-	long code;
+	json_t *nss = NULL, *projects = NULL, *arr = json_array(), *ns;
+	bool partial = false;
 	size_t i;
 
 	(void)req;
-	if (glc_call("GET", "/namespaces?per_page=100", mgl_tok, NULL, &code, &nss, NULL) < 0 ||
-	    code != 200 || !json_is_array(nss)) {
+	nss = mgl_list_all("/namespaces", &partial);
+	/* order_by=id: offset pages stay stable while projects are created meanwhile */
+	if (nss)
+		projects = mgl_list_all("/projects?membership=true&order_by=id&sort=asc", &partial);
+	if (!nss || !projects) {
 		hub_resp_error(resp, 502, "502 GitLab did not answer");
 		goto out;
 	}
@@ -944,35 +1031,30 @@ void mgl_usage(struct hub_req *req, struct hub_resp *resp, const char *ns_path)
 		const char *fp = jsonx_str(ns, "full_path"), *kind = jsonx_str(ns, "kind");
 		double seconds = 0;
 		uint64_t git = 0, lfs = 0, arts = 0;
-		json_t *projects = NULL, *pj;
+		json_t *pj;
 		size_t k;
 
 		if (!fp || (ns_path && strcasecmp(fp, ns_path)))
 			continue;
-		buf_reset(&path);
-		buf_puts(&path, "/projects?membership=true&per_page=100");
-		if (glc_call("GET", path.data, mgl_tok, NULL, &code, &projects, NULL) == 0 &&
-		    code == 200)
-			json_array_foreach(projects, k, pj)
-			{
-				const char *pp =
-				    jsonx_str(json_object_get(pj, "namespace"), "full_path");
-				size_t n = strlen(fp);
+		json_array_foreach(projects, k, pj)
+		{
+			const char *pp = jsonx_str(json_object_get(pj, "namespace"), "full_path");
+			size_t n = strlen(fp);
 
-				if (pp &&
-				    (!strcmp(pp, fp) || (!strncmp(pp, fp, n) && pp[n] == '/')))
-					mgl_project_usage(jsonx_int(pj, "id", 0), &seconds, &git,
-					                  &lfs, &arts);
-			}
-		json_decref(projects);
+			if (pp && (!strcmp(pp, fp) || (!strncmp(pp, fp, n) && pp[n] == '/')))
+				mgl_project_usage(jsonx_int(pj, "id", 0), &seconds, &git, &lfs,
+				                  &arts, &partial);
+		}
+		/* transfer_bytes: GitLab's REST API reports no transfer per project or
+		 * namespace (docs/mgmt-api.md) */
 		json_array_append_new(
-		    arr,
-		    json_pack("{s:{s:I, s:s, s:s}, s:f, s:{s:I, s:I, s:I, s:I}, s:I}", "namespace",
-		              "id", (json_int_t)jsonx_int(ns, "id", 0), "full_path", fp, "kind",
-		              kind ? kind : "group", "pipeline_seconds", seconds, "storage_bytes",
-		              "git", (json_int_t)git, "lfs", (json_int_t)lfs, "artifacts",
-		              (json_int_t)arts, "total", (json_int_t)(git + lfs + arts),
-		              "transfer_bytes", (json_int_t)0));
+		    arr, json_pack("{s:{s:I, s:s, s:s}, s:f, s:{s:I, s:I, s:I, s:I}, s:I, s:b}",
+		                   "namespace", "id", (json_int_t)jsonx_int(ns, "id", 0),
+		                   "full_path", fp, "kind", kind ? kind : "group",
+		                   "pipeline_seconds", seconds, "storage_bytes", "git",
+		                   (json_int_t)git, "lfs", (json_int_t)lfs, "artifacts",
+		                   (json_int_t)arts, "total", (json_int_t)(git + lfs + arts),
+		                   "transfer_bytes", (json_int_t)0, "partial", partial));
 	}
 	if (!ns_path) {
 		hub_resp_json(resp, 200, json_incref(arr));
@@ -984,5 +1066,5 @@ void mgl_usage(struct hub_req *req, struct hub_resp *resp, const char *ns_path)
 out:
 	json_decref(arr);
 	json_decref(nss);
-	buf_free(&path);
+	json_decref(projects);
 }

@@ -82,6 +82,29 @@ int mgl_launch_pipeline(struct hub_req *req, const struct hub_project *p, int64_
                         const char *branch, char *err, size_t n);
 void mgl_launch_refresh(const struct hub_project *p, int64_t lid);
 int mgl_pipeline_cancel(const struct hub_project *p, int64_t pid);
+/* The job a CI job token belongs to, as GitLab says (GET /api/v4/job), cached
+ * MGL_JOB_TTL seconds under the token's SHA-256: 0 with the job, its pipeline and
+ * project; -EACCES when GitLab refuses the token (forged, or its job has ended), -EIO
+ * when GitLab did not answer. */
+int mgl_job_token(const char *token, int64_t *job, int64_t *pipeline, int64_t *project);
+/* GitLab's webhook (mgmt_glhook.c). */
+#define MGL_HOOK_MAX_BODY ((size_t)1 << 20)
+enum mgl_hook_kind { MGL_HOOK_OTHER, MGL_HOOK_PIPELINE, MGL_HOOK_JOB };
+struct mgl_hook_event {
+	enum mgl_hook_kind kind;
+	int64_t project_id, pipeline_id, job_id; /* job_id: a pipeline event's newest build */
+	char status[24];                         /* a status GitLab has, else "" */
+};
+int mgl_hook_init(void);
+/* Reads a pipeline or job event (doc/user/project/integrations/webhook_events.md): 0
+ * (kind OTHER for any other event), -EINVAL when it is not JSON or lacks the ids and a
+ * known status. */
+int mgl_hook_parse(const char *body, size_t n, struct mgl_hook_event *ev);
+/* POST /api/v1/gitlab/webhook: X-Gitlab-Token checked against the project's hook. */
+void mgl_webhook_route(struct hub_req *req, struct hub_resp *resp);
+/* At a project's first launch by a maintainer: registers the service's hook on GitLab
+ * with the caller's token. Failures leave polling alone. */
+void mgl_hook_ensure(const struct hub_project *p, const char *tok, const char *base_url);
 void mgl_usage(struct hub_req *req, struct hub_resp *resp, const char *ns_path);
 
 #endif

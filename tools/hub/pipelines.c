@@ -102,6 +102,11 @@ static json_t *pl_commit_json(const struct hub_project *p, const char *sha)
 	return o;
 }
 
+json_t *hub_ci_commit_json(const struct hub_project *p, const char *sha)
+{
+	return pl_commit_json(p, sha);
+}
+
 /* A pipeline row (pl_pipeline_cols) as GitLab shows it; full adds the single-pipeline
  * fields. */
 static json_t *pl_pipeline_json(struct hub_req *req, const struct hub_project *p, sqlite3_stmt *st,
@@ -1020,6 +1025,25 @@ void hub_ci_project_route(struct hub_req *req, struct hub_resp *resp, const stru
 		return;
 	pl_route(req, resp, p, rest);
 	hub_idem_end(idem, resp);
+}
+
+void hub_ci_current_job(struct hub_req *req, struct hub_resp *resp)
+{
+	struct hub_project p;
+	char id[32];
+
+	if (!req->user) {
+		hub_resp_error(resp, 401, "401 Unauthorized");
+		return;
+	}
+	/* validate_current_authenticated_job: a personal token names no job */
+	snprintf(id, sizeof(id), "%lld", (long long)req->job_project_id);
+	if (req->job_id <= 0 || req->job_project_id <= 0 ||
+	    hub_project_load(req->hub, id, &p) < 0) {
+		hub_resp_error(resp, 404, "404 Job Not Found");
+		return;
+	}
+	pl_send_job(req, resp, &p, req->job_id, 200);
 }
 
 bool hub_ci_route_is_trigger(const char *method, const char *rest)

@@ -228,6 +228,11 @@ void ci_pipeline_hook_set(ci_pipeline_hook_fn fn)
 	rn.hook = fn;
 }
 
+void ci_events_hook_set(ci_events_hook_fn fn)
+{
+	rn.events = fn;
+}
+
 void ci_config_path_get(int64_t project_id, char out[HUB_MAX_PATH])
 {
 	sqlite3_stmt *st = ci_db_prep("SELECT ci_config_path FROM ci_settings WHERE project_id=?",
@@ -362,7 +367,16 @@ static void rn_set_job_status(struct rn_jobrow *row, const char *status, double 
 
 /* Moves created jobs of the next stage to pending (or skipped, per `when`) once every
  * earlier stage has finished, then recomputes the pipeline's status. Lock held. */
+static void rn_advance_inner(int64_t pid);
+
 static void rn_advance_locked(int64_t pid)
+{
+	rn_advance_inner(pid);
+	if (rn.events)
+		rn.events(pid);
+}
+
+static void rn_advance_inner(int64_t pid)
 {
 	struct rn_jobrow *rows = calloc(RN_MAX_JOBROWS, sizeof(*rows));
 	sqlite3_stmt *st;

@@ -83,6 +83,10 @@ void ci_artifacts_path(int64_t job_id, char out[PATH_MAX]);
  * pipeline's status changes. */
 typedef void (*ci_pipeline_hook_fn)(int64_t pipeline_id, const char *status);
 void ci_pipeline_hook_set(ci_pipeline_hook_fn fn);
+/* Called (with ci_lock held) after every step of a pipeline: a job claimed, ended,
+ * canceled or scheduled, whether or not the pipeline's status changed (webhooks.c). */
+typedef void (*ci_events_hook_fn)(int64_t pipeline_id);
+void ci_events_hook_set(ci_events_hook_fn fn);
 
 /* A project's configured CI file path ("" when unset). */
 void ci_config_path_get(int64_t project_id, char out[HUB_MAX_PATH]);

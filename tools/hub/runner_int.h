@@ -56,6 +56,7 @@ struct rn_state {
 	char epf_dir[PATH_MAX];
 	char dir[PATH_MAX]; /* the data directory, absolute: jobs run elsewhere */
 	ci_pipeline_hook_fn hook;
+	ci_events_hook_fn events;
 	bool started;
 	bool store_only; /* the management role: the database, no workers */
 	/* the job sandbox, probed at start */
