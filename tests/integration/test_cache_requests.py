@@ -8,6 +8,7 @@ ref; removing the branch-moved callback waits for a call in progress."""
 
 import os
 import re
+import time
 import subprocess
 from pathlib import Path
 
@@ -113,9 +114,16 @@ def test_listings_record_ref_commits(hub, lives, tmp_path):
     before = requests(live)
     # the two listings and nothing per ref (counted by route in the hub's log: a branch
     # poll of the mount's own may land in between on a loaded machine)
+    def listings():
+        return [ln for ln in hub.log_path.read_text().splitlines()[mark:]
+                if re.search(r"GET /api/v4/projects/\d+/repository/(branches|tags)[ ?]", ln)]
+
+    # the hub writes its log line after the answer went out: wait for it on a loaded machine
+    deadline = time.monotonic() + 10
+    while len(listings()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(listings()) == 2, listings()
     lines = hub.log_path.read_text().splitlines()[mark:]
-    assert len([ln for ln in lines
-                if re.search(r"GET /api/v4/projects/\d+/repository/(branches|tags)[ ?]", ln)]) == 2
     assert not [ln for ln in lines
                 if re.search(r"GET /api/v4/projects/\d+/repository/(branches|tags)/", ln)]
     for kind, name in [("branch", "main"), ("branch", "dev"), ("branch", "feature/x"),
