@@ -26,6 +26,17 @@ IMAGE = "python:3.12-slim"
 
 
 @pytest.fixture
+def hub(tmp_path):
+    """Hub A, the GitLab. B and the test receivers listen on loopback beside it, so A allows
+    hooks to the local network, as a GitLab admin does for a service on the same network
+    ("Allow requests to the local network from webhooks and integrations")."""
+    h = Hub(tmp_path, serve_args=["--allow-local-webhooks"]).start()
+    yield h
+    code = h.stop()
+    assert code == 0, f"reef-hub exited {code}; log: {h.log_path.read_text()}"
+
+
+@pytest.fixture
 def two(hub, tmp_path):
     """hub is A (the GitLab); B is the management service beside it."""
     bdir = tmp_path / "b"
@@ -631,6 +642,26 @@ def test_hub_delivers_pipeline_and_job_hooks_as_gitlab(hub, tmp_path):
         assert a.api("GET", "/projects/alice%2Fhooked/hooks", token).json() == []
     finally:
         srv.shutdown()
+
+
+def test_hooks_to_the_local_network_refused_by_default(tmp_path):
+    """Without --allow-local-webhooks, a hook naming a loopback or private address, or a
+    name that resolves to one, is refused as GitLab's UrlBlocker does (422)."""
+    from conftest import Hub
+
+    a = Hub(tmp_path).start()
+    try:
+        token = a.user("alice")
+        a.project("alice/hooked", "alice")
+        for url in ("http://127.0.0.1:9/x", "http://localhost:9/x", "http://10.1.2.3/x",
+                    "http://[::1]:9/x", "http://user@192.168.1.1/x", "http://[::ffff:127.0.0.1]/x",
+                    "http://169.254.169.254/latest/meta-data"):
+            r = a.api("POST", "/projects/alice%2Fhooked/hooks", token, json={"url": url})
+            assert r.status_code == 422, (url, r.text)
+            assert "local network" in r.json()["message"]["url"][0], r.text
+        assert a.api("GET", "/projects/alice%2Fhooked/hooks", token).json() == []
+    finally:
+        assert a.stop() == 0
 
 
 def test_epf_waits_for_the_pipeline_id(hub, tmp_path):

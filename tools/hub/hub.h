@@ -39,6 +39,10 @@ struct hub {
 	unsigned header_timeout;   /* seconds a connection may wait for a request's headers */
 	/* The management role (`serve --gitlab URL`): /api/v1 only, beside this GitLab */
 	char gitlab_url[512];
+	/* `serve --allow-local-webhooks`: project hooks may name loopback and private
+	 * addresses (GitLab's admin setting "Allow requests to the local network from
+	 * webhooks and integrations", off by default) */
+	bool allow_local_webhooks;
 };
 
 #define HUB_DEFAULT_MAX_CONNS        4096

@@ -32,7 +32,7 @@ static const char usage_text[] =
     "            [--max-connections-per-ip N] [--header-timeout SECONDS]\n"
     "            [--job-pids N] [--job-memory SIZE] [--job-cpu-seconds N]\n"
     "            [--job-cpus N] [--job-disk SIZE] [--job-timeout DURATION]\n"
-    "            [--gitlab URL]\n"
+    "            [--gitlab URL] [--allow-local-webhooks]\n"
     "      Serve the API under /api/v4 and git at /<namespace>/<project>.git.\n"
     "      HOST must be a loopback address unless --allow-remote; PORT 0 picks a free\n"
     "      port. Prints 'listening on http://HOST:PORT' once ready. --base-url sets the\n"
@@ -57,6 +57,9 @@ static const char usage_text[] =
     "      only (no /api/v4, git or runner), users authenticated with their GitLab\n"
     "      tokens, launches run as GitLab pipelines (docs/mgmt-api.md, \"Beside a\n"
     "      GitLab\").\n"
+    "      --allow-local-webhooks lets project hooks reach loopback and private\n"
+    "      addresses (GitLab's \"Allow requests to the local network from webhooks\";\n"
+    "      off: such hooks are refused with 422 and never delivered).\n"
     "  user add DIR NAME [--admin] [--email E] [--name N]\n"
     "      Create a user (and its personal namespace NAME).\n"
     "  token create DIR USER [--name N] [--expires-at YYYY-MM-DD] [--scopes S,...]\n"
@@ -452,7 +455,8 @@ static int cmd_serve(int argc, char **argv)
 	              {"--max-connections-per-ip", 1u << 20},
 	              {"--header-timeout", 3600}};
 	unsigned count_vals[3] = {0};
-	static const char *const flags[] = {"--allow-remote", "--verbose", "--unsafe-runner", NULL};
+	static const char *const flags[] = {"--allow-remote", "--verbose", "--unsafe-runner",
+	                                    "--allow-local-webhooks", NULL};
 	const char *listen_at = opt_value(argc, argv, "--listen");
 	const char *base = opt_value(argc, argv, "--base-url");
 	const char *cache_limit = opt_value(argc, argv, "--blob-cache-limit");
@@ -517,6 +521,7 @@ static int cmd_serve(int argc, char **argv)
 	if (opt_flag(argc, argv, "--verbose"))
 		log_set_level(LOG_LVL_DEBUG);
 	ci_runner_unsafe_set(opt_flag(argc, argv, "--unsafe-runner"));
+	hub.allow_local_webhooks = opt_flag(argc, argv, "--allow-local-webhooks");
 	if (open_existing(&hub, argv[2]) < 0)
 		return 1;
 	if (hub_pathf(tmp, sizeof(tmp), "%s/tmp", argv[2]) == 0)

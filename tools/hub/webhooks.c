@@ -13,6 +13,9 @@
 #include "webhooks.h"
 
 #include <curl/curl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -279,6 +282,85 @@ out:
 
 /* ---- delivery ---- */
 
+/* An address of this machine or of a private network, which a hook may not reach unless
+ * the hub allows local hooks (GitLab's Gitlab::HTTP_V2::UrlBlocker refuses loopback,
+ * private, link-local, shared and unspecified addresses, and IPv4 mapped into IPv6). */
+static bool wh_addr_local(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET) {
+		uint32_t a = ntohl(((const struct sockaddr_in *)(const void *)sa)->sin_addr.s_addr);
+
+		return (a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 ||
+		       (a >> 16) == 0xA9FE ||              /* 169.254/16 link-local */
+		       (a >> 20) == 0xAC1 ||               /* 172.16/12 */
+		       (a >> 16) == 0xC0A8 ||              /* 192.168/16 */
+		       (a >> 22) == (0x64400000u >> 22) || /* 100.64/10 shared */
+		       a == 0xFFFFFFFFu;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+
+		if (IN6_IS_ADDR_V4MAPPED(a)) {
+			struct sockaddr_in v4 = {.sin_family = AF_INET};
+
+			memcpy(&v4.sin_addr, a->s6_addr + 12, 4);
+			return wh_addr_local((const struct sockaddr *)&v4);
+		}
+		return IN6_IS_ADDR_LOOPBACK(a) || IN6_IS_ADDR_UNSPECIFIED(a) ||
+		       IN6_IS_ADDR_LINKLOCAL(a) || IN6_IS_ADDR_SITELOCAL(a) ||
+		       (a->s6_addr[0] & 0xFE) == 0xFC; /* fc00::/7 unique local */
+	}
+	return true;
+}
+
+/* Whether the hook URL's host names a local address (any of its addresses): checked when
+ * a hook is added, and again on the connected address at delivery (DNS may change). */
+static bool wh_url_local(const char *url)
+{
+	char host[256];
+	const char *h = strstr(url, "://"), *end, *at;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+	bool local = false;
+	size_t n;
+
+	if (!h)
+		return true;
+	h += 3;
+	end = h + strcspn(h, "/?#"); /* the authority; the host follows any user info */
+	at = memrchr(h, '@', (size_t)(end - h));
+	if (at)
+		h = at + 1;
+	if (*h == '[') {
+		end = strchr(++h, ']');
+		if (!end)
+			return true;
+	} else {
+		end = h + strcspn(h, ":/?#");
+	}
+	n = (size_t)(end - h);
+	if (n == 0 || n >= sizeof(host))
+		return true;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	if (getaddrinfo(host, NULL, &hints, &res) != 0)
+		return false; /* unknown now: delivery checks the address it connects to */
+	for (struct addrinfo *ai = res; ai && !local; ai = ai->ai_next)
+		local = wh_addr_local(ai->ai_addr);
+	freeaddrinfo(res);
+	return local;
+}
+
+static curl_socket_t wh_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	(void)arg;
+	(void)purpose;
+	if (!wh.hub->allow_local_webhooks && wh_addr_local(&a->addr)) {
+		log_warn("webhooks: a hook's address is on the local network: not delivered");
+		return CURL_SOCKET_BAD;
+	}
+	return socket(a->family, a->socktype, a->protocol);
+}
+
 static size_t wh_discard(char *p, size_t size, size_t n, void *arg)
 {
 	(void)p;
@@ -312,6 +394,8 @@ static void wh_post(const char *url, const char *token, const char *event, const
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, wh_open_socket);
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*"); /* the address checked is the one reached */
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, wh_discard);
 	cc = curl_easy_perform(c);
 	if (cc == CURLE_OK)
@@ -601,6 +685,13 @@ void hub_webhooks_route(struct hub_req *req, struct hub_resp *resp, const struct
 			    resp, 422,
 			    json_pack("{s:{s:[s]}}", "message", "url",
 			              "is blocked: Only allowed schemes are http, https"));
+			goto out;
+		}
+		if (!wh.hub->allow_local_webhooks && wh_url_local(url)) {
+			hub_resp_json(resp, 422,
+			              json_pack("{s:{s:[s]}}", "message", "url",
+			                        "is blocked: Requests to the local network are not "
+			                        "allowed"));
 			goto out;
 		}
 		if (token && strlen(token) > WH_MAX_TOKEN) {
