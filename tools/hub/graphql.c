@@ -1018,8 +1018,8 @@ static json_t *bigint(uint64_t v)
 	char s[24];
 
 	/* GraphQL::Types::BigInt serializes as a string */
-	snprintf(s, sizeof(s), "%llu", (unsigned long long)v);
-	return json_string(s);
+	return json_stringn_nocheck(s,
+	                            (size_t)snprintf(s, sizeof(s), "%llu", (unsigned long long)v));
 }
 
 /* graphql-ruby's cursors: Base64 (URL-safe, unpadded) of the 1-based index */
@@ -1049,8 +1049,8 @@ static json_t *exec_blob(const struct gql_field *list, const struct gx_node *n)
 	json_t *o = json_object();
 	char hex[GIT_OID_HEXSZ + 1], mode[16];
 
+	/* hex digits and decimal numbers are ASCII: no UTF-8 check for them */
 	git_oid_tostr(hex, sizeof(hex), &n->oid);
-	snprintf(mode, sizeof(mode), "%o", (unsigned)n->mode);
 	for (const struct gql_field *f = list; f; f = f->next) {
 		const char *k = gql_field_key(f), *nm = f->name;
 		json_t *v;
@@ -1058,19 +1058,20 @@ static json_t *exec_blob(const struct gql_field *list, const struct gx_node *n)
 		if (!strcmp(nm, "__typename"))
 			v = json_string("RepositoryBlob");
 		else if (!strcmp(nm, "id") || !strcmp(nm, "oid"))
-			v = json_string(hex);
+			v = json_stringn_nocheck(hex, GIT_OID_HEXSZ);
 		else if (!strcmp(nm, "path"))
 			v = repo_jstr(n->path);
 		else if (!strcmp(nm, "name"))
 			v = repo_jstr(strrchr(n->path, '/') ? strrchr(n->path, '/') + 1 : n->path);
 		else if (!strcmp(nm, "mode"))
-			v = json_string(mode);
+			v = json_stringn_nocheck(
+			    mode, (size_t)snprintf(mode, sizeof(mode), "%o", (unsigned)n->mode));
 		else if (!strcmp(nm, "size"))
 			v = bigint(n->size);
 		else if (!strcmp(nm, "rawSize"))
 			v = bigint(n->lfs ? n->lfs_size : n->size);
 		else if (!strcmp(nm, "lfsOid"))
-			v = n->lfs ? json_string(n->lfs_oid) : json_null();
+			v = n->lfs ? json_stringn_nocheck(n->lfs_oid, 64) : json_null();
 		else if (!strcmp(nm, "storedExternally"))
 			v = n->lfs ? json_true() : json_null(); /* external_storage && … : nil */
 		else if (!strcmp(nm, "externalStorage"))
