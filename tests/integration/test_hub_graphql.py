@@ -269,3 +269,78 @@ def test_auth_and_visibility(hub, repo):
     assert out.json()["data"]["project"]["repository"]["blobs"]["nodes"][0]["path"] == "a.txt"
     r = gql(hub, BLOBS, [1], token=tok)
     assert r.status_code == 422
+
+
+def lfs_like(size, sha="ab" * 32, v="version https://git-lfs.github.com/spec"):
+    """A blob GitLab's Blob#lfs_pointer? looks at: its spec line, an sha256 and a size,
+    padded with newlines to exactly `size` bytes (118 bytes before padding)."""
+    b = f"{v}\nsha256:{sha}\nsize 1".encode()
+    assert len(b) <= size
+    return b + b"\n" * (size - len(b))
+
+
+def test_blobs_many_directories_match_git(hub, repo, tmp_path):
+    """The resolver keeps the last directory's tree between paths: paths that hop between
+    directories, come back, go through files, name trees, submodules and missing entries
+    must answer as git itself sees the commit (git cat-file is the oracle here)."""
+    tok = repo["token"]
+    hub.project("grp/walk", "alice", "private")
+    src = tmp_path / "walk"
+    src.mkdir()
+    env = {"HOME": str(tmp_path)}
+    git("init", "-q", "-b", "main", cwd=src, env=env)
+    files = {}
+    for d in ("a", "a/b", "a/b/c", "b", "ab", "a-b", "z/y/x"):
+        for i in range(3):
+            files[f"{d}/f{i}.txt"] = f"{d} {i}\n".encode()
+    # GitLab's pointer rule holds for 120..200 bytes only: both limits and one past each
+    for size in (119, 120, 200, 201):
+        files[f"lfs/p{size}"] = lfs_like(size)
+    files["lfs/bad_version"] = lfs_like(150, v="version https://example.com/spec")
+    files["lfs/nul"] = lfs_like(150)[:-1] + b"\0"
+    files["top.txt"] = b"top\n"
+    for path, data in files.items():
+        (src / path).parent.mkdir(parents=True, exist_ok=True)
+        (src / path).write_bytes(data)
+    git("add", "-A", cwd=src, env=env)
+    git("update-index", "--add", "--cacheinfo", f"160000,{repo['sha']},a/sub", cwd=src, env=env)
+    git("commit", "-q", "-m", "walk", cwd=src, env=env)
+    git("push", "-q", hub.git_url("grp/walk", token=tok), "main", cwd=src, env=env)
+
+    asked = ["a/f0.txt", "a/b/f0.txt", "a/f1.txt", "a/b/c/f2.txt", "a/b/f1.txt", "b/f0.txt",
+             "a/f2.txt", "ab/f1.txt", "a-b/f0.txt", "a/b/nope.txt", "nope/f0.txt",
+             "top.txt/f0.txt", "a/sub/f0.txt", "a/sub", "a/b", "a/b/", "a", "z/y/x/f2.txt",
+             "z/y", "z/y/x/f0.txt", "top.txt", "a//f0.txt", "./top.txt", "a/../top.txt",
+             "/top.txt", "", "z/y/x/f9.txt", "z/y/x/f1.txt", "lfs/p119", "lfs/p120",
+             "lfs/p200", "lfs/p201", "lfs/bad_version", "lfs/nul", "a/b/c/f0.txt",
+             "a/b/c/../f0.txt", "a/f0.txt"]
+    nodes = blobs(hub, tok, "main", asked, "grp/walk")["data"]["project"]["repository"][
+        "blobs"]["nodes"]
+
+    def expect(p):
+        q = p.rstrip("/")
+        if not q or q.startswith("/") or any(s in ("", ".", "..") for s in q.split("/")):
+            return None
+        r = git("ls-tree", "--full-tree", "HEAD", "--", q, cwd=src, check=False)
+        line = r.stdout.strip()
+        if r.returncode or not line or line.split("\t", 1)[1] != q:
+            return None
+        mode, kind, oid = line.split("\t")[0].split()
+        size = 0 if kind == "commit" else int(git("cat-file", "-s", oid, cwd=src).stdout)
+        lfs = None
+        if kind == "blob" and 120 <= size <= 200:
+            data = git("cat-file", "blob", oid, cwd=src).stdout.encode()
+            if data.startswith(b"version https://git-lfs.github.com/spec") and b"\0" not in data:
+                lfs = "ab" * 32
+        return {"path": q, "size": str(size), "rawSize": "1" if lfs else str(size),
+                "lfsOid": lfs, "storedExternally": True if lfs else None, "oid": oid}
+
+    want = [e for e in map(expect, asked) if e]
+    assert nodes == want
+    got = {n["path"] for n in nodes}
+    # the oracle agrees with the limits as GitLab draws them
+    assert {"lfs/p120", "lfs/p200", "a/sub", "a/b", "a", "z/y"} <= got
+    assert not {"a/b/nope.txt", "nope/f0.txt", "top.txt/f0.txt", "a/sub/f0.txt"} & got
+    lfs = {n["path"]: n["lfsOid"] for n in nodes if n["path"].startswith("lfs/")}
+    assert lfs == {"lfs/p119": None, "lfs/p120": "ab" * 32, "lfs/p200": "ab" * 32,
+                   "lfs/p201": None, "lfs/bad_version": None, "lfs/nul": None}

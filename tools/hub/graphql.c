@@ -835,12 +835,85 @@ static bool ref_valid(const char *ref)
 	return git_reference_name_is_valid(&ok, full) == 0 && ok;
 }
 
+/* What one blobs request keeps between its paths. reefd asks ~100 paths of a few
+ * directories in depth-first order, so the tree of the last directory looked up serves
+ * most siblings without a walk from the root; the object database is taken once. */
+struct gx_walk {
+	git_repository *repo;
+	const git_tree *root;
+	git_odb *odb;
+	char *dir;      /* the last directory looked up, or NULL */
+	git_tree *tree; /* its tree; NULL when dir is missing or not a tree */
+};
+
+static void walk_done(struct gx_walk *w)
+{
+	git_tree_free(w->tree);
+	free(w->dir);
+	git_odb_free(w->odb);
+	w->tree = NULL;
+	w->dir = NULL;
+	w->odb = NULL;
+}
+
+/* The entry of a safe path (no empty, "." or ".." segment), with the answers of
+ * git_tree_entry_bypath (repo_path_entry): its directory part must lead through trees
+ * only, else the path is missing; a failed read is -EIO. 1 found, 0 missing. */
+static int walk_entry(struct gx_walk *w, const char *path, git_oid *oid, uint32_t *mode)
+{
+	const char *slash = strrchr(path, '/');
+	const git_tree *t = w->root;
+	const git_tree_entry *e;
+
+	if (slash) {
+		size_t dlen = (size_t)(slash - path);
+
+		if (!w->dir || strlen(w->dir) != dlen || memcmp(w->dir, path, dlen)) {
+			char *dir = strndup(path, dlen);
+			git_tree_entry *de = NULL;
+			int r;
+
+			if (!dir)
+				return -ENOMEM;
+			git_tree_free(w->tree);
+			free(w->dir);
+			w->tree = NULL;
+			w->dir = dir;
+			r = git_tree_entry_bypath(&de, w->root, dir);
+			if (r == GIT_ENOTFOUND)
+				return 0;
+			if (r < 0)
+				return -EIO;
+			/* bypath's own test for walking on: a subtree, not a submodule */
+			if (git_tree_entry_filemode(de) == GIT_FILEMODE_TREE &&
+			    git_tree_lookup(&w->tree, w->repo, git_tree_entry_id(de)) < 0) {
+				git_tree_entry_free(de);
+				free(w->dir);
+				w->dir = NULL; /* not cached: the next path tries again */
+				return -EIO;
+			}
+			git_tree_entry_free(de);
+		}
+		if (!w->tree)
+			return 0;
+		t = w->tree;
+		path = slash + 1;
+	}
+	e = git_tree_entry_byname(t, path);
+	if (!e)
+		return 0;
+	git_oid_cpy(oid, git_tree_entry_id(e));
+	*mode = git_tree_entry_filemode_raw(e);
+	return 1;
+}
+
 /* Gitaly's GetBlobs for one path: trailing slashes dropped; a missing path (or one no
  * tree can hold) gives nothing; a tree or a submodule gives its entry. */
-static int blob_lookup(git_repository *repo, const git_tree *tree, const char *in,
-                       struct gx_node *n)
+static int blob_lookup(struct gx_walk *w, const char *in, struct gx_node *n)
 {
 	size_t len = strlen(in);
+	git_object_t type;
+	size_t size = 0;
 	char *path;
 	int r;
 
@@ -853,34 +926,26 @@ static int blob_lookup(git_repository *repo, const git_tree *tree, const char *i
 	if (!path)
 		return -ENOMEM;
 	if (!path_is_safe(path, HUB_MAX_PATH) ||
-	    (r = repo_path_entry(tree, path, &n->oid, &n->mode)) < 0 || git_oid_is_zero(&n->oid)) {
+	    (r = walk_entry(w, path, &n->oid, &n->mode)) <= 0 || git_oid_is_zero(&n->oid)) {
 		free(path);
-		return 0;
+		/* as before, a failed read of a tree finds nothing; only memory is an error */
+		return r == -ENOMEM ? r : 0;
 	}
 	n->path = path;
 	if (n->mode == GIT_FILEMODE_COMMIT)
 		return 1; /* a submodule: size 0, as Gitaly sends none */
-	{
-		git_odb *odb = NULL;
-		git_object_t type;
-		size_t size = 0;
+	/* the header gives the size; only a blob of a pointer's size is read */
+	if (git_odb_read_header(&size, &type, w->odb, &n->oid) < 0)
+		return -EIO;
+	n->size = size;
+	if (type == GIT_OBJECT_BLOB && size >= GX_LFS_MIN && size <= GX_LFS_MAX) {
+		git_blob *b = NULL;
 
-		if (git_repository_odb(&odb, repo) < 0 ||
-		    git_odb_read_header(&size, &type, odb, &n->oid) < 0) {
-			git_odb_free(odb);
+		if (git_blob_lookup(&b, w->repo, &n->oid) < 0)
 			return -EIO;
-		}
-		git_odb_free(odb);
-		n->size = size;
-		if (type == GIT_OBJECT_BLOB && size >= GX_LFS_MIN && size <= GX_LFS_MAX) {
-			git_blob *b = NULL;
-
-			if (git_blob_lookup(&b, repo, &n->oid) < 0)
-				return -EIO;
-			n->lfs = lfs_pointer(git_blob_rawcontent(b), (size_t)git_blob_rawsize(b),
-			                     n->lfs_oid, &n->lfs_size);
-			git_blob_free(b);
-		}
+		n->lfs = lfs_pointer(git_blob_rawcontent(b), (size_t)git_blob_rawsize(b),
+		                     n->lfs_oid, &n->lfs_size);
+		git_blob_free(b);
 	}
 	return 1;
 }
@@ -889,6 +954,7 @@ static int blob_lookup(git_repository *repo, const git_tree *tree, const char *i
 static int blobs_resolve(struct gx *g, struct gx_repo *gr, json_t *paths, json_t *ref,
                          struct gx_conn *conn, bool *ref_bad)
 {
+	struct gx_walk w = {.repo = gr->repo};
 	git_commit *cm = NULL;
 	git_tree *tree = NULL;
 	char *def = NULL;
@@ -913,17 +979,18 @@ static int blobs_resolve(struct gx *g, struct gx_repo *gr, json_t *paths, json_t
 		r = 0; /* an unknown revision finds no blob */
 		goto out;
 	}
-	if (r < 0 || git_commit_tree(&tree, cm) < 0) {
+	if (r < 0 || git_commit_tree(&tree, cm) < 0 || git_repository_odb(&w.odb, gr->repo) < 0) {
 		r = r < 0 ? r : -EIO;
 		goto out;
 	}
+	w.root = tree;
 	json_array_foreach(paths, i, pv)
 	{
 		struct gx_node n;
 
 		if (!json_is_string(pv))
 			continue;
-		r = blob_lookup(gr->repo, tree, json_string_value(pv), &n);
+		r = blob_lookup(&w, json_string_value(pv), &n);
 		if (r < 0)
 			goto out;
 		if (r == 0)
@@ -939,6 +1006,7 @@ static int blobs_resolve(struct gx *g, struct gx_repo *gr, json_t *paths, json_t
 	r = 0;
 out:
 	(void)g;
+	walk_done(&w);
 	git_tree_free(tree);
 	git_commit_free(cm);
 	free(def);
@@ -950,8 +1018,8 @@ static json_t *bigint(uint64_t v)
 	char s[24];
 
 	/* GraphQL::Types::BigInt serializes as a string */
-	snprintf(s, sizeof(s), "%llu", (unsigned long long)v);
-	return json_string(s);
+	return json_stringn_nocheck(s,
+	                            (size_t)snprintf(s, sizeof(s), "%llu", (unsigned long long)v));
 }
 
 /* graphql-ruby's cursors: Base64 (URL-safe, unpadded) of the 1-based index */
@@ -981,8 +1049,8 @@ static json_t *exec_blob(const struct gql_field *list, const struct gx_node *n)
 	json_t *o = json_object();
 	char hex[GIT_OID_HEXSZ + 1], mode[16];
 
+	/* hex digits and decimal numbers are ASCII: no UTF-8 check for them */
 	git_oid_tostr(hex, sizeof(hex), &n->oid);
-	snprintf(mode, sizeof(mode), "%o", (unsigned)n->mode);
 	for (const struct gql_field *f = list; f; f = f->next) {
 		const char *k = gql_field_key(f), *nm = f->name;
 		json_t *v;
@@ -990,19 +1058,20 @@ static json_t *exec_blob(const struct gql_field *list, const struct gx_node *n)
 		if (!strcmp(nm, "__typename"))
 			v = json_string("RepositoryBlob");
 		else if (!strcmp(nm, "id") || !strcmp(nm, "oid"))
-			v = json_string(hex);
+			v = json_stringn_nocheck(hex, GIT_OID_HEXSZ);
 		else if (!strcmp(nm, "path"))
 			v = repo_jstr(n->path);
 		else if (!strcmp(nm, "name"))
 			v = repo_jstr(strrchr(n->path, '/') ? strrchr(n->path, '/') + 1 : n->path);
 		else if (!strcmp(nm, "mode"))
-			v = json_string(mode);
+			v = json_stringn_nocheck(
+			    mode, (size_t)snprintf(mode, sizeof(mode), "%o", (unsigned)n->mode));
 		else if (!strcmp(nm, "size"))
 			v = bigint(n->size);
 		else if (!strcmp(nm, "rawSize"))
 			v = bigint(n->lfs ? n->lfs_size : n->size);
 		else if (!strcmp(nm, "lfsOid"))
-			v = n->lfs ? json_string(n->lfs_oid) : json_null();
+			v = n->lfs ? json_stringn_nocheck(n->lfs_oid, 64) : json_null();
 		else if (!strcmp(nm, "storedExternally"))
 			v = n->lfs ? json_true() : json_null(); /* external_storage && … : nil */
 		else if (!strcmp(nm, "externalStorage"))
@@ -1117,13 +1186,18 @@ static json_t *exec_project(struct gx *g, const struct gql_field *f, json_t *pat
 	/* fullPath names a path: "42" is not project 42; a project always has a
 	 * namespace, so a path without '/' finds nothing. Invisible is null, no error. */
 	if (!fp || !strchr(fp, '/') || !path_is_safe(fp, HUB_MAX_PATH) ||
-	    hub_project_load(g->req->hub, fp, &p) < 0 ||
-	    !hub_project_visible(g->req->hub, &p, g->user)) {
+	    hub_project_load(g->req->hub, fp, &p) < 0) {
 		json_decref(full);
 		return json_null();
 	}
 	json_decref(full);
+	/* hub_project_visible's rule on the level hub_project_access found: one membership
+	 * query per request rather than two (each costs more than a blob's lookup) */
 	p.access = hub_project_access(g->req->hub, &p, g->user);
+	if (strcmp(p.visibility, "public") &&
+	    !(g->user && (g->user->is_admin || !strcmp(p.visibility, "internal") ||
+	                  (int)p.access >= HUB_ACCESS_GUEST)))
+		return json_null();
 	o = json_object();
 	fpath = path_plus(path, gql_field_key(f));
 	for (const struct gql_field *c = f->sel; c; c = c->next) {

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <git2.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -543,6 +544,12 @@ static int cmd_serve(int argc, char **argv)
 	hub.max_conns = count_vals[0];
 	hub.max_conns_per_ip = count_vals[1];
 	hub.header_timeout = count_vals[2];
+	/* A request thread's arena held ~100 KiB for a moment (SQLite's page caches of the
+	 * membership query's temporary tables) and glibc gave it back at each free (128 KiB
+	 * trim threshold), so each request faulted its pages in again: 8-17 ms for reefd's
+	 * 100-path GraphQL request instead of 0.9 (docs/benchmarks.md, session 5). Keeping
+	 * up to 8 MiB free per arena costs at most 8 MiB x (8 x cores) arenas. */
+	mallopt(M_TRIM_THRESHOLD, 8 << 20);
 	r = hub_serve(&hub, listen_at, opt_flag(argc, argv, "--allow-remote"));
 	hub_db_close(&hub);
 	return r < 0 ? 1 : 0;
