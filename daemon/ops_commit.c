@@ -930,7 +930,11 @@ static int reef_commit(struct ops_ctx *ctx, const char *req, const struct node *
 		snprintf(why, cap, "cannot learn who the token belongs to");
 		return r;
 	}
-	ov_lock(ov); /* no change of the overlay while it is being committed */
+	/* no change of the overlay while it is being committed, and no write into its data
+	 * files: what is hashed is what is packed, and no acknowledged write falls between
+	 * the snapshot and the drop (docs/write.md) */
+	ov_lock(ov);
+	ov_gate_exclusive(ov);
 	ov_base(ov, base);
 	if (ov_data_path(ov, 0, pack, sizeof(pack)) == 0) {
 		char *slash = strrchr(pack, '/');
@@ -1003,10 +1007,16 @@ static int reef_commit(struct ops_ctx *ctx, const char *req, const struct node *
 			         " bytes; %u files, %" PRIu64 " bytes to LFS)",
 			         req, rev->path, proj->path, head, commit, b.n, len, b.lfs_files,
 			         b.lfs_bytes);
-			ov_unlock(ov);
-			r = wv_discard_all(ctx, ov);
+			wv_mark_committed(ctx, ov);
+			r = ov_clear(ov);
 			if (r == 0)
 				r = ov_meta_set(ov, "intent", NULL);
+			/* what is written next is a change on top of this commit */
+			if (r == 0)
+				r = ov_set_base(ov, commit);
+			ov_gate_release(ov);
+			ov_unlock(ov);
+			on_branch_moved(ctx, ov_project(ov), ov_branch(ov), NULL, "");
 			objs_free(&b);
 			free(b.gattr);
 			buf_free(&b.added);
@@ -1057,6 +1067,7 @@ static int reef_commit(struct ops_ctx *ctx, const char *req, const struct node *
 		close(fd);
 		unlink(pack);
 	}
+	ov_gate_release(ov);
 	ov_unlock(ov);
 	objs_free(&b);
 	free(b.gattr);
@@ -1154,7 +1165,9 @@ int wv_discard_all(struct ops_ctx *ctx, struct overlay *ov)
 	int r;
 
 	ov_lock(ov);
+	ov_gate_exclusive(ov); /* descriptors of the dropped files are detached (ops_write.c) */
 	r = ov_clear(ov);
+	ov_gate_release(ov);
 	ov_unlock(ov);
 	if (r == 0)
 		on_branch_moved(ctx, ov_project(ov), ov_branch(ov), NULL, "");
@@ -1184,6 +1197,8 @@ int wv_discard_paths(struct ops_ctx *ctx, struct overlay *ov, json_t *paths)
 		}
 	}
 	ov_lock(ov);
+	ov_gate_exclusive(ov);
+	ov_bump_epoch(ov); /* writers re-check whether their file is still pending */
 	for (i = 0; r == 0 && i < json_array_size(paths); i++) {
 		const char *p = json_string_value(json_array_get(paths, i));
 		int64_t *ids = NULL, drop = 0;
@@ -1207,6 +1222,7 @@ int wv_discard_paths(struct ops_ctx *ctx, struct overlay *ov, json_t *paths)
 		}
 		free(ids);
 	}
+	ov_gate_release(ov);
 	ov_unlock(ov);
 	free(e);
 	if (r == 0) {

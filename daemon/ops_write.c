@@ -539,26 +539,24 @@ static int copy_up(struct ops_ctx *ctx, struct overlay *ov, const struct node *n
 	return fd;
 }
 
-static void reply_open_ov(fuse_req_t req, struct ops_ctx *ctx, struct fuse_file_info *fi,
-                          struct overlay *ov, int fd, uint64_t ino)
+/* A handle on a data file of the overlay, tracked while the caller holds ov_lock: a
+ * commit that drops its file (under ov_lock) either sees it or happened before its epoch
+ * was read. */
+static struct ops_file *ovfile_new(struct ops_ctx *ctx, struct overlay *ov, int fd, uint64_t ino,
+                                   int64_t data)
 {
 	struct ops_file *f = calloc(1, sizeof(*f));
 
-	if (!f) {
-		close(fd);
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
+	if (!f)
+		return NULL;
 	f->has_ov = true;
 	f->ovfd = fd;
 	f->ov = ov;
 	f->ino = ino;
-	fi->fh = (uint64_t)(uintptr_t)f;
-	fi->keep_cache = 0;
-	fi->direct_io = 0;
+	f->ovdata = data;
+	f->ovepoch = ov_epoch(ov);
 	handle_track(ctx, &f->h, false);
-	if (fuse_reply_open(req, fi) != 0)
-		file_free(ctx, f);
+	return f;
 }
 
 /* 1 when the open was answered here, 0 when the read-only path serves it. */
@@ -569,6 +567,8 @@ int wv_open(fuse_req_t req, struct ops_ctx *ctx, struct node *n, struct fuse_fil
 	struct overlay *ov = NULL;
 	char cp[OV_PATH_MAX];
 	struct ov_ent *e = NULL, *made = NULL;
+	struct ops_file *f = NULL;
+	int64_t data = 0;
 	int r, fd = -1;
 
 	if (n->kind != NODE_FILE || !in_view(n))
@@ -605,6 +605,13 @@ int wv_open(fuse_req_t req, struct ops_ctx *ctx, struct node *n, struct fuse_fil
 	} else {
 		fd = copy_up(ctx, ov, n, cp, r == 0 ? e : NULL, (fi->flags & O_TRUNC) != 0, made);
 		r = fd < 0 ? fd : 0;
+		data = made->data;
+	}
+	if (r == 0 && data == 0)
+		data = e->data;
+	if (r == 0) {
+		f = ovfile_new(ctx, ov, fd, n->ino, data);
+		r = f ? 0 : -ENOMEM;
 	}
 	ov_unlock(ov);
 out:
@@ -619,47 +626,199 @@ out:
 		fuse_reply_err(req, -r);
 		return 1;
 	}
-	reply_open_ov(req, ctx, fi, ov, fd, n->ino);
+	fi->fh = (uint64_t)(uintptr_t)f;
+	fi->keep_cache = 0;
+	fi->direct_io = 0;
+	if (fuse_reply_open(req, fi) != 0)
+		file_free(ctx, f);
 	return 1;
+}
+
+/* Makes f's file the pending change at its path again after a commit took its content
+ * (the new head has it): a new data file with what the descriptor holds, so its next
+ * writes are a change on top of the new head. Called with ov_lock held. */
+static int adopt(struct ops_ctx *ctx, struct ops_file *f, const char *cp)
+{
+	struct overlay *ov = f->ov;
+	struct ov_ent *e = calloc(1, sizeof(*e));
+	char base[41], head[41];
+	char *buf = NULL;
+	struct stat sb;
+	int64_t id = 0;
+	uint64_t off = 0;
+	int fd = -1, r;
+
+	if (!e)
+		return -ENOMEM;
+	r = fstat(f->ovfd, &sb) < 0 ? -errno : 0;
+	if (r == 0)
+		r = room_for(ctx, (uint64_t)sb.st_size);
+	if (r == 0) {
+		id = ov_id_new(ov);
+		fd = ov_data_create(ov, id);
+		r = fd < 0 ? fd : 0;
+	}
+	if (r == 0 && sb.st_size > 0) {
+		buf = malloc(COPY_BUF);
+		r = buf ? 0 : -ENOMEM;
+	}
+	while (r == 0 && off < (uint64_t)sb.st_size) {
+		ssize_t got = pread(f->ovfd, buf, COPY_BUF, (off_t)off);
+
+		if (got <= 0) {
+			r = got < 0 ? -errno : -EIO;
+			break;
+		}
+		if (pwrite(fd, buf, (size_t)got, (off_t)off) != got)
+			r = errno ? -errno : -EIO;
+		off += (uint64_t)got;
+	}
+	free(buf);
+	ov_base(ov, base);
+	if (r == 0 && !base[0] &&
+	    cache_ref_resolve(ctx->cache, ov_project(ov), CACHE_REF_BRANCH, ov_branch(ov), head) ==
+	        0)
+		r = ov_set_base(ov, head);
+	if (r == 0) {
+		snprintf(e->path, sizeof(e->path), "%s", cp);
+		e->kind = OV_FILE;
+		e->exec = f->ovexec;
+		e->data = id;
+		e->mtime = now_s();
+		r = ov_put(ov, e);
+	}
+	if (r == 0 && dup2(fd, f->ovfd) < 0) /* the same number: a read in flight stays valid */
+		r = -errno;
+	if (r < 0) {
+		if (fd >= 0) {
+			close(fd);
+			ov_del(ov, cp);
+			ov_data_unlink(ov, id);
+		}
+		free(e);
+		return r;
+	}
+	close(fd);
+	ovset_bytes_add(ctx->ovs, (int64_t)sb.st_size);
+	f->ovdata = id;
+	f->dirty = true; /* the copy reaches the disk at the next close or fsync */
+	free(e);
+	return 0;
+}
+
+/* After the overlay's epoch moved (a commit or a discard): whether f still writes into
+ * the live file of its path. Its file still named by the row of its path: yes. Its
+ * content committed and its path without a pending change: adopted as a new change.
+ * Otherwise (discarded, or its path deleted or replaced meanwhile) it is detached, as a
+ * descriptor of a file deleted while open. Called with ov_lock held. */
+static int reattach(struct ops_ctx *ctx, struct ops_file *f)
+{
+	struct overlay *ov = f->ov;
+	uint64_t ep = ov_epoch(ov);
+	struct node *n = node_get(ctx->nodes, f->ino);
+	struct ov_ent *e = malloc(sizeof(*e));
+	char cp[OV_PATH_MAX];
+	int r;
+
+	r = !e ? -ENOMEM : n ? cur_path(ctx, n, cp, sizeof(cp)) : -ESTALE;
+	if (r == 0)
+		r = ov_get(ov, cp, e);
+	if (r == 0 && e->kind == OV_FILE && e->data == f->ovdata) {
+		/* still its file */
+	} else if (r == -ENOENT && f->ovcommitted) {
+		r = adopt(ctx, f, cp);
+		if (r == 0)
+			log_info("a descriptor open across a commit wrote %s: pending again", cp);
+	} else if (r == 0 || r == -ENOENT || r == -ESTALE) {
+		f->ovdetached = true;
+		r = 0;
+	}
+	if (r == 0) {
+		f->ovepoch = ep;
+		f->ovcommitted = false;
+	}
+	free(e);
+	if (n)
+		node_put(ctx->nodes, n);
+	return r;
 }
 
 void wv_write(fuse_req_t req, struct ops_ctx *ctx, struct ops_file *f, const char *buf, size_t size,
               off_t off)
 {
+	struct overlay *ov = f->ov;
 	struct stat sb;
 	uint64_t end = (uint64_t)off + size, growth = 0;
 	size_t done = 0;
-	int r;
+	int r = 0;
 
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	if (fstat(f->ovfd, &sb) < 0) {
-		fuse_reply_err(req, errno);
-		return;
+	/* under the gate the epoch cannot move: a file found live stays live until replied */
+	ov_gate_shared(ov);
+	if (f->ovepoch != ov_epoch(ov) && !f->ovdetached) {
+		ov_gate_release(ov);
+		ov_lock(ov);
+		ov_gate_shared(ov);
+		if (f->ovepoch != ov_epoch(ov) && !f->ovdetached)
+			r = reattach(ctx, f);
+		ov_unlock(ov);
 	}
-	if (end > (uint64_t)sb.st_size)
+	if (r == 0 && fstat(f->ovfd, &sb) < 0)
+		r = -errno;
+	if (r == 0 && end > (uint64_t)sb.st_size)
 		growth = end - (uint64_t)sb.st_size;
-	r = room_for(ctx, growth);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
-		return;
-	}
-	while (done < size) {
+	if (r == 0)
+		r = room_for(ctx, growth);
+	while (r == 0 && done < size) {
 		ssize_t w = pwrite(f->ovfd, buf + done, size - done, off + (off_t)done);
 
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
-			fuse_reply_err(req, errno);
-			return;
+			r = -errno;
+			break;
 		}
 		done += (size_t)w;
+	}
+	ov_gate_release(ov);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
 	}
 	ovset_bytes_add(ctx->ovs, (int64_t)growth);
 	f->dirty = true;
 	fuse_reply_write(req, size);
+}
+
+/* A commit took the content of every data file the overlay's rows name: the handles on
+ * them are marked, so their next write makes a new pending change (reattach). Called
+ * with ov_lock and the gate held, before the rows are dropped. */
+void wv_mark_committed(struct ops_ctx *ctx, struct overlay *ov)
+{
+	struct ov_ent *v = NULL;
+	size_t n = 0;
+	struct ops_handle *h;
+
+	if (ov_all(ov, &v, &n) < 0)
+		return;
+	pthread_mutex_lock(&ctx->hlock);
+	for (h = ctx->handles.next; h != &ctx->handles; h = h->next) {
+		struct ops_file *f = (struct ops_file *)h;
+
+		if (h->is_dir || !f->has_ov || f->ov != ov || f->ovdetached)
+			continue;
+		for (size_t i = 0; i < n; i++)
+			if (v[i].kind == OV_FILE && v[i].data == f->ovdata) {
+				f->ovcommitted = true;
+				f->ovexec = v[i].exec;
+				break;
+			}
+	}
+	pthread_mutex_unlock(&ctx->hlock);
+	free(v);
 }
 
 /* An acknowledged close or fsync is on disk: the data file's bytes (its name and row
@@ -694,7 +853,7 @@ static int view_dir(struct ops_ctx *ctx, fuse_ino_t pino, struct node **dir, str
 }
 
 static void reply_entry(fuse_req_t req, struct ops_ctx *ctx, struct overlay *ov, struct node *n,
-                        struct fuse_file_info *fi, int fd)
+                        struct fuse_file_info *fi, struct ops_file *f)
 {
 	struct fuse_entry_param e;
 
@@ -709,27 +868,12 @@ static void reply_entry(fuse_req_t req, struct ops_ctx *ctx, struct overlay *ov,
 			node_forget(ctx->nodes, n->ino, 1);
 		return;
 	}
-	{
-		struct ops_file *f = calloc(1, sizeof(*f));
-
-		if (!f) {
-			close(fd);
-			node_forget(ctx->nodes, n->ino, 1);
-			fuse_reply_err(req, ENOMEM);
-			return;
-		}
-		f->has_ov = true;
-		f->ovfd = fd;
-		f->ov = ov;
-		f->ino = n->ino;
-		fi->fh = (uint64_t)(uintptr_t)f;
-		fi->keep_cache = 0;
-		fi->direct_io = 0;
-		handle_track(ctx, &f->h, false);
-		if (fuse_reply_create(req, &e, fi) != 0) {
-			file_free(ctx, f);
-			node_forget(ctx->nodes, n->ino, 1);
-		}
+	fi->fh = (uint64_t)(uintptr_t)f;
+	fi->keep_cache = 0;
+	fi->direct_io = 0;
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		file_free(ctx, f);
+		node_forget(ctx->nodes, n->ino, 1);
 	}
 }
 
@@ -743,6 +887,7 @@ static void make_entry(fuse_req_t req, fuse_ino_t pino, const char *name, enum o
 	struct overlay *ov = NULL;
 	struct wstat *s = malloc(sizeof(*s));
 	struct ov_ent *e = malloc(sizeof(*e));
+	struct ops_file *f = NULL;
 	char cp[OV_PATH_MAX];
 	int r, fd = -1;
 
@@ -782,6 +927,13 @@ static void make_entry(fuse_req_t req, fuse_ino_t pino, const char *name, enum o
 	}
 	if (r == 0)
 		r = node_from_ent(ctx, ov, dir, name, cp, e, &n);
+	if (r == 0 && kind == OV_FILE && fi) {
+		f = ovfile_new(ctx, ov, fd, n->ino, e->data);
+		if (!f) {
+			node_forget(ctx->nodes, n->ino, 1);
+			r = -ENOMEM;
+		}
+	}
 	ov_unlock(ov);
 	if (r == 0 && kind == OV_FILE && !fi) {
 		close(fd); /* mknod: created, not opened */
@@ -793,7 +945,7 @@ out:
 			close(fd);
 		fuse_reply_err(req, -r);
 	} else {
-		reply_entry(req, ctx, ov, n, fi, fd);
+		reply_entry(req, ctx, ov, n, fi, f);
 	}
 	free(s);
 	free(e);
@@ -1268,6 +1420,15 @@ static int setattr_view(struct ops_ctx *ctx, struct node *n, struct stat *attr, 
 	if (r < 0)
 		goto out;
 	ov_lock(ov);
+	if (f && f->has_ov && f->ovepoch != ov_epoch(ov) && !f->ovdetached) {
+		ov_gate_shared(ov);
+		r = reattach(ctx, f); /* an ftruncate after a commit: as a write */
+		ov_gate_release(ov);
+		if (r < 0) {
+			ov_unlock(ov);
+			goto out;
+		}
+	}
 	r = ov_get(ov, cp, e);
 	has = r == 0 && e->kind == OV_FILE;
 	r = r == -ENOENT || has ? 0 : (r == 0 ? -ENOENT : r);

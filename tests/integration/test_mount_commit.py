@@ -327,3 +327,53 @@ def test_kill9_during_upload_moves_at_most_once(hub, repo, mount_factory, tmp_pa
     assert commit_count(hub, repo["tok"]) == before + 1
     c = clone(repo["url"], tmp_path / "check")
     assert (c / "large.bin").read_bytes() == data
+
+
+def test_open_descriptor_across_commit_keeps_later_writes(hub, repo, mount_factory, tmp_path):
+    """A writer that keeps its file open across reef commit: what it wrote before is in
+    the commit, what it writes after is a pending change on the new head (nothing
+    acknowledged is lost), as on a local filesystem."""
+    m = mount_factory(hub, repo["tok"])
+    b = m.mnt / "alice/data/branches/main"
+    fd = os.open(b / "log.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+    fd2 = os.open(b / "data/a.csv", os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"first\n")
+        os.write(fd2, b"7,8\n")
+        first = reef("commit", "-m", "first part", b).stdout.strip()
+        assert head_of(hub, repo["tok"]) == first
+        os.write(fd, b"second\n")
+        os.write(fd2, b"9,10\n")
+        # a discard of another path does not detach them either
+        (b / "other.txt").write_text("o\n")
+        reef("discard", b, "other.txt")
+        os.write(fd, b"third\n")
+    finally:
+        os.close(fd)
+        os.close(fd2)
+    assert (b / "log.txt").read_bytes() == b"first\nsecond\nthird\n"
+    assert (b / "data/a.csv").read_bytes() == b"x,y\n1,2\n7,8\n9,10\n"
+    st = reef("status", "--json", b).stdout
+    assert '"log.txt"' in st and '"data/a.csv"' in st, st
+    second = reef("commit", "-m", "second part", b).stdout.strip()
+    c = clone(repo["url"], tmp_path / "check")
+    assert git("log", "-1", "--format=%P", cwd=c).stdout.strip() == first
+    assert (c / "log.txt").read_bytes() == b"first\nsecond\nthird\n"
+    assert (c / "data/a.csv").read_bytes() == b"x,y\n1,2\n7,8\n9,10\n"
+    assert head_of(hub, repo["tok"]) == second
+
+
+def test_open_descriptor_across_discard_of_its_file(hub, repo, mount_factory):
+    """A discard of the file itself drops what was written before it; the descriptor's
+    later writes go to the dropped copy, as to a file deleted while open."""
+    m = mount_factory(hub, repo["tok"])
+    b = m.mnt / "alice/data/branches/main"
+    fd = os.open(b / "gone.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"a\n")
+        reef("discard", b, "gone.txt")
+        os.write(fd, b"b\n")
+    finally:
+        os.close(fd)
+    assert not (b / "gone.txt").exists()
+    assert "0 pending changes" in reef("status", b).stdout
