@@ -539,6 +539,16 @@ static int copy_up(struct ops_ctx *ctx, struct overlay *ov, const struct node *n
 	return fd;
 }
 
+/* A descriptor opened write-only bypasses the kernel's page cache of the mount: the
+ * kernel hands reefd the writer's own pages (no copy into the mount's cache, which would
+ * hold a second copy of everything written) and reefd copies them once into the data file
+ * (docs/benchmarks.md, B13). Nothing reads or maps through it; readers open their own
+ * descriptors and see the data file (changed files: keep_cache off, attr timeout 0). */
+static int wo_direct(const struct fuse_file_info *fi)
+{
+	return (fi->flags & O_ACCMODE) == O_WRONLY && !getenv("REEFD_NO_WO_DIRECT");
+}
+
 /* A handle on a data file of the overlay, tracked while the caller holds ov_lock: a
  * commit that drops its file (under ov_lock) either sees it or happened before its epoch
  * was read. */
@@ -628,7 +638,7 @@ out:
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
 	fi->keep_cache = 0;
-	fi->direct_io = 0;
+	fi->direct_io = wo_direct(fi);
 	if (fuse_reply_open(req, fi) != 0)
 		file_free(ctx, f);
 	return 1;
@@ -743,13 +753,14 @@ static int reattach(struct ops_ctx *ctx, struct ops_file *f)
 	return r;
 }
 
-void wv_write(fuse_req_t req, struct ops_ctx *ctx, struct ops_file *f, const char *buf, size_t size,
-              off_t off)
+/* Writes the request's bytes (bufv) at off into f's data file. */
+static void write_into(fuse_req_t req, struct ops_ctx *ctx, struct ops_file *f,
+                       struct fuse_bufvec *bufv, off_t off)
 {
 	struct overlay *ov = f->ov;
+	size_t size = fuse_buf_size(bufv), done = 0;
 	struct stat sb;
 	uint64_t end = (uint64_t)off + size, growth = 0;
-	size_t done = 0;
 	int r = 0;
 
 	if (off < 0) {
@@ -773,12 +784,17 @@ void wv_write(fuse_req_t req, struct ops_ctx *ctx, struct ops_file *f, const cha
 	if (r == 0)
 		r = room_for(ctx, growth);
 	while (r == 0 && done < size) {
-		ssize_t w = pwrite(f->ovfd, buf + done, size - done, off + (off_t)done);
+		struct fuse_bufvec dst = FUSE_BUFVEC_INIT(size - done);
+		ssize_t w;
 
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
+		dst.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		dst.buf[0].fd = f->ovfd;
+		dst.buf[0].pos = off + (off_t)done;
+		w = fuse_buf_copy(&dst, bufv, 0);
+		if (w == -EINTR)
+			continue;
+		if (w <= 0) {
+			r = w < 0 ? (int)w : -EIO;
 			break;
 		}
 		done += (size_t)w;
@@ -791,6 +807,16 @@ void wv_write(fuse_req_t req, struct ops_ctx *ctx, struct ops_file *f, const cha
 	ovset_bytes_add(ctx->ovs, (int64_t)growth);
 	f->dirty = true;
 	fuse_reply_write(req, size);
+}
+
+void wv_write(fuse_req_t req, struct ops_ctx *ctx, struct ops_file *f, const char *buf, size_t size,
+              off_t off)
+{
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+
+	/* fuse_buf has no const member: the source is only read */
+	bv.buf[0].mem = (void *)(uintptr_t)buf;
+	write_into(req, ctx, f, &bv, off);
 }
 
 /* A commit took the content of every data file the overlay's rows name: the handles on
@@ -870,7 +896,7 @@ static void reply_entry(fuse_req_t req, struct ops_ctx *ctx, struct overlay *ov,
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
 	fi->keep_cache = 0;
-	fi->direct_io = 0;
+	fi->direct_io = wo_direct(fi);
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		file_free(ctx, f);
 		node_forget(ctx->nodes, n->ino, 1);
