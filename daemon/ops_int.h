@@ -270,6 +270,7 @@ void wv_write(fuse_req_t req, struct ops_ctx *ctx, struct ops_file *f, const cha
               off_t off);
 int wv_sync(struct ops_ctx *ctx, struct ops_file *f);
 void wv_mark_committed(struct ops_ctx *ctx, struct overlay *ov);
+uint64_t wv_pinned_bytes(void *arg);
 int wv_discard_all(struct ops_ctx *ctx, struct overlay *ov);
 int wv_discard_paths(struct ops_ctx *ctx, struct overlay *ov, json_t *paths);
 

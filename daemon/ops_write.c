@@ -460,17 +460,33 @@ void wv_rev_oid(struct ops_ctx *ctx, int64_t project_id, const char *branch, con
 
 /* ---- space ---- */
 
+/* The overlays and the cache's objects share the cache's hard size (cache_limit). The
+ * overlays cannot be evicted: they alone past the limit is ENOSPC. Otherwise the cache
+ * evicts objects nobody has open to make room (its own eviction counts the overlays too:
+ * wv_pinned_bytes); when what it cannot evict (open, downloading) leaves too little,
+ * ENOSPC as well. */
 static int room_for(struct ops_ctx *ctx, uint64_t growth)
 {
-	uint64_t bytes = 0, objects = 0, limit = 0;
+	uint64_t bytes = 0, objects = 0, limit = 0, ovb;
 
 	if (!growth)
 		return 0;
 	cache_usage(ctx->cache, &bytes, &objects, &limit);
-	/* the overlay is not evictable: it alone must fit the cache's hard size */
-	if (limit && ovset_bytes(ctx->ovs) + growth > limit)
+	if (!limit)
+		return 0;
+	ovb = ovset_bytes(ctx->ovs);
+	if (ovb + growth > limit)
 		return -ENOSPC;
-	return 0;
+	if (ovb + bytes + growth <= limit)
+		return 0;
+	return cache_make_room(ctx->cache, growth) == 0 ? 0 : -ENOSPC;
+}
+
+uint64_t wv_pinned_bytes(void *arg)
+{
+	struct ops_ctx *ctx = arg;
+
+	return ctx->ovs ? ovset_bytes(ctx->ovs) : 0;
 }
 
 /* ---- files ---- */
