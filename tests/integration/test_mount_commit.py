@@ -377,3 +377,43 @@ def test_open_descriptor_across_discard_of_its_file(hub, repo, mount_factory):
         os.close(fd)
     assert not (b / "gone.txt").exists()
     assert "0 pending changes" in reef("status", b).stdout
+
+
+def test_lfs_by_nested_gitattributes(hub, repo, mount_factory, tmp_path):
+    """.gitattributes below the root count, as git reads them: patterns relative to their
+    directory, deeper files win; one pending in the overlay counts as well."""
+    env = lfs_env(tmp_path)
+    src = repo["src"]
+    (src / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
+    (src / "raw").mkdir()
+    (src / "raw/.gitattributes").write_text("*.bin -filter -diff -merge text\n")
+    git("add", "-A", cwd=src)
+    git("commit", "-qm", "attrs", cwd=src)
+    git("push", "-q", repo["url"], "main", cwd=src)
+    m = mount_factory(hub, repo["tok"])
+    b = m.mnt / "alice/data/branches/main"
+    rnd = random.Random(11)
+    blobs = {p: rnd.randbytes(200_000) for p in
+             ("top.bin", "raw/plain.bin", "raw/deep/also.bin", "models/w.pt",
+              "models/sub/v.pt", "other/w.pt", "models/x/only.csv")}
+    (b / "models/x").mkdir(parents=True)
+    (b / "other").mkdir()
+    (b / "raw/deep").mkdir()
+    (b / "models/sub").mkdir()
+    # pending, not in the head: tracks *.pt below models/ and x/*.csv relative to it
+    (b / "models/.gitattributes").write_text(
+        "*.pt filter=lfs diff=lfs merge=lfs -text\nx/*.csv filter=lfs diff=lfs merge=lfs -text\n")
+    for p, data in blobs.items():
+        (b / p).write_bytes(data)
+    reef("commit", "-m", "nested", b)
+    c = tmp_path / "check"
+    git("clone", "-q", repo["url"], str(c), env=env)
+    files = set(git("lfs", "ls-files", "-n", cwd=c, env=env).stdout.split())
+    assert files == {"top.bin", "models/w.pt", "models/sub/v.pt", "models/x/only.csv"}, files
+    for p, data in blobs.items():
+        assert (c / p).read_bytes() == data, p
+        # git's own reading of the attributes agrees with what was committed
+        attr = git("check-attr", "filter", "--", p, cwd=c).stdout.strip()
+        assert attr.endswith(": lfs") == (p in files), attr
+    # (objects only: git-lfs's pointer check ignores "-filter" in raw/.gitattributes)
+    assert git("lfs", "fsck", "--objects", cwd=c, env=env).returncode == 0
