@@ -760,7 +760,7 @@ static int reattach(struct ops_ctx *ctx, struct ops_file *f)
 		r = 0;
 	}
 	if (r == 0) {
-		f->ovepoch = ep;
+		__atomic_store_n(&f->ovepoch, ep, __ATOMIC_RELEASE);
 		f->ovcommitted = false;
 	}
 	free(e);
@@ -785,7 +785,7 @@ static void write_into(fuse_req_t req, struct ops_ctx *ctx, struct ops_file *f,
 	}
 	/* under the gate the epoch cannot move: a file found live stays live until replied */
 	ov_gate_shared(ov);
-	if (f->ovepoch != ov_epoch(ov) && !f->ovdetached) {
+	if (__atomic_load_n(&f->ovepoch, __ATOMIC_ACQUIRE) != ov_epoch(ov) && !f->ovdetached) {
 		ov_gate_release(ov);
 		ov_lock(ov);
 		ov_gate_shared(ov);
