@@ -270,6 +270,10 @@ void wv_write(fuse_req_t req, struct ops_ctx *ctx, struct ops_file *f, const cha
               off_t off);
 int wv_sync(struct ops_ctx *ctx, struct ops_file *f);
 void wv_mark_committed(struct ops_ctx *ctx, struct overlay *ov);
+/* ops_write.c and ops_wdata.c */
+int wv_cur_path(struct ops_ctx *ctx, const struct node *n, char *out, size_t cap);
+int wv_room_for(struct ops_ctx *ctx, uint64_t growth);
+int wv_reattach(struct ops_ctx *ctx, struct ops_file *f);
 uint64_t wv_pinned_bytes(void *arg);
 int wv_discard_all(struct ops_ctx *ctx, struct overlay *ov);
 int wv_discard_paths(struct ops_ctx *ctx, struct overlay *ov, json_t *paths);
