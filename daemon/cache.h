@@ -181,6 +181,13 @@ int cache_evict_all(struct cache *c, uint64_t *kept);
 /* Bytes and objects stored and the limit, as .reef/status shows them (for statfs; writable
  * branch views keep their overlays within the same limit: see docs/write.md). */
 void cache_usage(struct cache *c, uint64_t *bytes, uint64_t *objects, uint64_t *limit);
+/* Bytes stored beside the cache under its limit that it cannot evict (the overlays of
+ * writable branch views): its eviction keeps objects + reserved + pinned under the limit.
+ * fn is called without the cache's locks held; set once, before use. */
+void cache_set_pinned(struct cache *c, uint64_t (*fn)(void *arg), void *arg);
+/* Evicts objects nobody has open until need more bytes fit beside what is stored and
+ * pinned: 0, or -ENOSPC. */
+int cache_make_room(struct cache *c, uint64_t need);
 /* Pushes a pack moving branch from old to new_id (gl_git_push, daemon/remote/gl.h): 0
  * with *rep saying whether the branch moved, or the request's error. */
 struct gl_push_report;

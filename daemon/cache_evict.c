@@ -277,7 +277,7 @@ int cache_evict(struct cache *c, uint64_t need)
 
 	pthread_mutex_lock(&c->evict_lock);
 	odb_usage(c->odb, &bytes, &objects);
-	reserved = cache_reserved(c);
+	reserved = cache_reserved(c) + (c->pinned ? c->pinned(c->pinned_arg) : 0);
 	if (bytes + reserved + need <= limit)
 		goto out;
 	cache_touch_flush(c);
@@ -306,4 +306,15 @@ out:
 	pthread_mutex_unlock(&c->evict_lock);
 	free(list);
 	return r;
+}
+
+void cache_set_pinned(struct cache *c, uint64_t (*fn)(void *arg), void *arg)
+{
+	c->pinned_arg = arg;
+	c->pinned = fn;
+}
+
+int cache_make_room(struct cache *c, uint64_t need)
+{
+	return cache_evict(c, need);
 }

@@ -168,6 +168,10 @@ struct cache {
 	unsigned poll_ms, nworkers;
 	uint64_t limit; /* __atomic */
 	bool limit_default;
+	/* bytes others keep under the same limit and the cache cannot evict (branch views'
+	 * overlays): cache_set_pinned */
+	uint64_t (*pinned)(void *arg);
+	void *pinned_arg;
 	char *dir;
 	struct odb *odb;
 	struct idx *idx;

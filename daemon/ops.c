@@ -90,6 +90,8 @@ int ops_ctx_set_mlops(struct ops_ctx *ctx, struct mlops *m)
 void ops_ctx_set_cache(struct ops_ctx *ctx, struct cache *c)
 {
 	ctx->cache = c;
+	if (c && ctx->ovs) /* the overlays share the cache's limit (docs/write.md) */
+		cache_set_pinned(c, wv_pinned_bytes, ctx);
 }
 
 int ops_ctx_start(struct ops_ctx *ctx, struct fuse_session *se)

@@ -65,6 +65,13 @@ struct build {
 	/* Git LFS: the branch's .gitattributes (filter=lfs lines), files larger than
 	 * lfs_above (0: none) sent to LFS too, and the lines added for them */
 	char *gattr; /* the .gitattributes the commit has (malloc'ed), or NULL */
+	/* the .gitattributes of the directories build_tree is inside, root excluded,
+	 * shallowest first (git: deeper files win, patterns relative to their directory) */
+	struct gattr_lvl {
+		char *dir;
+		char *text;
+	} * gst;
+	size_t gdepth, gcap;
 	uint64_t lfs_above;
 	struct buf added; /* lines to add to .gitattributes */
 	unsigned lfs_files;
@@ -128,12 +135,13 @@ static bool gattr_match(const char *pat, const char *path)
 	return fnmatch(pat, path, FNM_PATHNAME) == 0;
 }
 
-/* What the branch's root .gitattributes says of path's filter: the last matching line
- * that names one decides. ("[[:space:]]", git-lfs's way to write a space, is a
- * bracket expression fnmatch knows.) */
-static bool gattr_is_lfs(const char *gattr, const char *path)
+/* What one .gitattributes says of path's filter (path relative to its directory): the
+ * last matching line that names one decides; 1 lfs, 0 another or unset, -1 no line
+ * says. ("[[:space:]]", git-lfs's way to write a space, is a bracket expression fnmatch
+ * knows.) */
+static int gattr_filter(const char *gattr, const char *path)
 {
-	bool lfs = false;
+	int lfs = -1;
 	const char *line = gattr;
 
 	while (line && *line) {
@@ -152,11 +160,31 @@ static bool gattr_is_lfs(const char *gattr, const char *path)
 						lfs = strcmp(tok + 7, "lfs") == 0;
 					else if (strcmp(tok, "-filter") == 0 ||
 					         strcmp(tok, "!filter") == 0)
-						lfs = false;
+						lfs = 0;
 				}
 			}
 		}
 		line = end ? end + 1 : NULL;
+	}
+	return lfs;
+}
+
+/* Whether the .gitattributes files of the commit send path to LFS: the root's, then each
+ * deeper one on the way to it (build_tree's stack), a deeper one's say winning. */
+static bool gattr_is_lfs(const struct build *b, const char *path)
+{
+	int v = b->gattr ? gattr_filter(b->gattr, path) : -1;
+	bool lfs = v == 1;
+
+	for (size_t i = 0; i < b->gdepth; i++) {
+		size_t dl = strlen(b->gst[i].dir);
+		int w;
+
+		if (strncmp(path, b->gst[i].dir, dl) != 0 || path[dl] != '/')
+			continue;
+		w = gattr_filter(b->gst[i].text, path + dl + 1);
+		if (w >= 0)
+			lfs = w == 1;
 	}
 	return lfs;
 }
@@ -225,6 +253,82 @@ static char *blob_text(struct build *b, const char *oid)
 		odb_blob_close(ob);
 	}
 	return s;
+}
+
+/* The .gitattributes of directory dir (not the root) as the commit will have it: its
+ * row (a data file, a blob moved here; a whiteout or another kind: none), else the lower
+ * tree's entry (e, n: the head's entries of dir). NULL when none or unreadable. */
+static char *gattr_of_dir(struct build *b, const char *dir, const struct tree_entry *e, size_t n)
+{
+	struct ov_ent *k = malloc(sizeof(*k));
+	char path[OV_PATH_MAX];
+	char *text = NULL;
+
+	if (!k || node_path_join(path, sizeof(path), dir, ".gitattributes") < 0) {
+		free(k);
+		return NULL;
+	}
+	if (ov_get(b->ov, path, k) == 0) {
+		if (k->kind == OV_FILE && k->data > 0) {
+			int64_t size = ov_data_size(b->ov, k->data);
+			int fd = ov_data_open(b->ov, k->data, O_RDONLY);
+
+			if (fd >= 0 && size >= 0 && size < (1 << 20) &&
+			    (text = calloc(1, (size_t)size + 1)) &&
+			    pread(fd, text, (size_t)size, 0) != size) {
+				free(text);
+				text = NULL;
+			}
+			if (fd >= 0)
+				close(fd);
+		} else if (k->kind == OV_FILE) {
+			text = blob_text(b, k->blob);
+		}
+		free(k);
+		return text;
+	}
+	free(k);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(e[i].name, ".gitattributes") == 0 && e[i].mode != TREE_MODE_DIR &&
+		    e[i].mode != TREE_MODE_LINK)
+			return blob_text(b, e[i].oid);
+	return NULL;
+}
+
+static int gattr_push(struct build *b, const char *dir, char *text)
+{
+	if (b->gdepth == b->gcap) {
+		size_t nc = b->gcap ? b->gcap * 2 : 8;
+		struct gattr_lvl *nv = realloc(b->gst, nc * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		b->gst = nv;
+		b->gcap = nc;
+	}
+	b->gst[b->gdepth].dir = strdup(dir);
+	if (!b->gst[b->gdepth].dir)
+		return -ENOMEM;
+	b->gst[b->gdepth++].text = text;
+	return 0;
+}
+
+static void gattr_pop(struct build *b)
+{
+	b->gdepth--;
+	free(b->gst[b->gdepth].dir);
+	free(b->gst[b->gdepth].text);
+}
+
+static void gattr_free(struct build *b)
+{
+	while (b->gdepth)
+		gattr_pop(b);
+	free(b->gst);
+	b->gst = NULL;
+	b->gcap = 0;
+	free(b->gattr);
+	b->gattr = NULL;
 }
 
 /* The branch's root .gitattributes as the commit will have it (overlay, else head). */
@@ -414,6 +518,7 @@ static int build_tree(struct build *b, const char *dir, const char *lower, const
 	char path[OV_PATH_MAX], sub[OV_PATH_MAX], oid[41], root[41];
 	unsigned char *bytes = NULL;
 	size_t blen = 0;
+	bool pushed = false;
 	int r = 0;
 
 	if (!dir[0])
@@ -421,6 +526,17 @@ static int build_tree(struct build *b, const char *dir, const char *lower, const
 	else if (lower[0])
 		r = cache_tree(b->ctx->cache, b->project_id, b->head, hint, lower, &e, &n);
 	cap = n;
+	if (r == 0 && dir[0]) {
+		char *text = gattr_of_dir(b, dir, e, n);
+
+		if (text) {
+			r = gattr_push(b, dir, text);
+			if (r < 0)
+				free(text);
+			else
+				pushed = true;
+		}
+	}
 	if (r == 0)
 		r = ov_children(b->ov, dir, &kids, &nk);
 	/* subdirectories of the head with rows somewhere below but none of their own */
@@ -454,13 +570,13 @@ static int build_tree(struct build *b, const char *dir, const char *lower, const
 			break;
 		case OV_FILE:
 			if (k->data > 0 && strcmp(k->path, ".gitattributes") != 0 &&
-			    ((b->gattr && gattr_is_lfs(b->gattr, k->path)) ||
+			    (gattr_is_lfs(b, k->path) ||
 			     (b->lfs_above &&
 			      (uint64_t)ov_data_size(b->ov, k->data) > b->lfs_above))) {
 				char *ptr = NULL;
 				size_t plen = 0;
 
-				if (!(b->gattr && gattr_is_lfs(b->gattr, k->path))) {
+				if (!gattr_is_lfs(b, k->path)) {
 					/* the line git-lfs track would write, spaces as it writes
 					 * them */
 					r = buf_puts(&b->added, "/");
@@ -547,6 +663,8 @@ static int build_tree(struct build *b, const char *dir, const char *lower, const
 		bytes = NULL;
 	}
 	*empty = n == 0;
+	if (pushed)
+		gattr_pop(b);
 	free(bytes);
 	free(kids);
 	free(e);
@@ -930,7 +1048,11 @@ static int reef_commit(struct ops_ctx *ctx, const char *req, const struct node *
 		snprintf(why, cap, "cannot learn who the token belongs to");
 		return r;
 	}
-	ov_lock(ov); /* no change of the overlay while it is being committed */
+	/* no change of the overlay while it is being committed, and no write into its data
+	 * files: what is hashed is what is packed, and no acknowledged write falls between
+	 * the snapshot and the drop (docs/write.md) */
+	ov_lock(ov);
+	ov_gate_exclusive(ov);
 	ov_base(ov, base);
 	if (ov_data_path(ov, 0, pack, sizeof(pack)) == 0) {
 		char *slash = strrchr(pack, '/');
@@ -963,7 +1085,7 @@ static int reef_commit(struct ops_ctx *ctx, const char *req, const struct node *
 				break;
 		}
 		objs_free(&b);
-		free(b.gattr);
+		gattr_free(&b);
 		buf_free(&b.added);
 		b = (struct build){.ctx = ctx,
 		                   .ov = ov,
@@ -1003,12 +1125,18 @@ static int reef_commit(struct ops_ctx *ctx, const char *req, const struct node *
 			         " bytes; %u files, %" PRIu64 " bytes to LFS)",
 			         req, rev->path, proj->path, head, commit, b.n, len, b.lfs_files,
 			         b.lfs_bytes);
-			ov_unlock(ov);
-			r = wv_discard_all(ctx, ov);
+			wv_mark_committed(ctx, ov);
+			r = ov_clear(ov);
 			if (r == 0)
 				r = ov_meta_set(ov, "intent", NULL);
+			/* what is written next is a change on top of this commit */
+			if (r == 0)
+				r = ov_set_base(ov, commit);
+			ov_gate_release(ov);
+			ov_unlock(ov);
+			on_branch_moved(ctx, ov_project(ov), ov_branch(ov), NULL, "");
 			objs_free(&b);
-			free(b.gattr);
+			gattr_free(&b);
 			buf_free(&b.added);
 			snprintf(why, cap, "%s", commit);
 			return r;
@@ -1057,9 +1185,10 @@ static int reef_commit(struct ops_ctx *ctx, const char *req, const struct node *
 		close(fd);
 		unlink(pack);
 	}
+	ov_gate_release(ov);
 	ov_unlock(ov);
 	objs_free(&b);
-	free(b.gattr);
+	gattr_free(&b);
 	buf_free(&b.added);
 	return r;
 }
@@ -1154,7 +1283,9 @@ int wv_discard_all(struct ops_ctx *ctx, struct overlay *ov)
 	int r;
 
 	ov_lock(ov);
+	ov_gate_exclusive(ov); /* descriptors of the dropped files are detached (ops_write.c) */
 	r = ov_clear(ov);
+	ov_gate_release(ov);
 	ov_unlock(ov);
 	if (r == 0)
 		on_branch_moved(ctx, ov_project(ov), ov_branch(ov), NULL, "");
@@ -1184,6 +1315,8 @@ int wv_discard_paths(struct ops_ctx *ctx, struct overlay *ov, json_t *paths)
 		}
 	}
 	ov_lock(ov);
+	ov_gate_exclusive(ov);
+	ov_bump_epoch(ov); /* writers re-check whether their file is still pending */
 	for (i = 0; r == 0 && i < json_array_size(paths); i++) {
 		const char *p = json_string_value(json_array_get(paths, i));
 		int64_t *ids = NULL, drop = 0;
@@ -1207,6 +1340,7 @@ int wv_discard_paths(struct ops_ctx *ctx, struct overlay *ov, json_t *paths)
 		}
 		free(ids);
 	}
+	ov_gate_release(ov);
 	ov_unlock(ov);
 	free(e);
 	if (r == 0) {

@@ -160,6 +160,13 @@ struct ops_file {
 	int ovfd;
 	struct overlay *ov;
 	uint64_t ino;
+	/* Its data file, and the overlay's epoch when it was last known live (a write that
+	 * finds another epoch re-attaches: ops_write.c). committed: a commit took its
+	 * content (its next write makes a new pending change); detached: its file was
+	 * dropped (a discard, or deleted and replaced), writes go nowhere visible. */
+	int64_t ovdata;
+	uint64_t ovepoch;
+	bool ovcommitted, ovdetached, ovexec;
 };
 
 struct ops_dirent {
@@ -262,6 +269,12 @@ int wv_open(fuse_req_t req, struct ops_ctx *ctx, struct node *n, struct fuse_fil
 void wv_write(fuse_req_t req, struct ops_ctx *ctx, struct ops_file *f, const char *buf, size_t size,
               off_t off);
 int wv_sync(struct ops_ctx *ctx, struct ops_file *f);
+void wv_mark_committed(struct ops_ctx *ctx, struct overlay *ov);
+/* ops_write.c and ops_wdata.c */
+int wv_cur_path(struct ops_ctx *ctx, const struct node *n, char *out, size_t cap);
+int wv_room_for(struct ops_ctx *ctx, uint64_t growth);
+int wv_reattach(struct ops_ctx *ctx, struct ops_file *f);
+uint64_t wv_pinned_bytes(void *arg);
 int wv_discard_all(struct ops_ctx *ctx, struct overlay *ov);
 int wv_discard_paths(struct ops_ctx *ctx, struct overlay *ov, json_t *paths);
 

@@ -157,7 +157,7 @@ static struct wren *ren_find(struct wstate *w, uint64_t ino)
 }
 
 /* Where n is now, relative to its revision root ("" for the root itself). */
-static int cur_path(struct ops_ctx *ctx, const struct node *n, char *out, size_t cap)
+int wv_cur_path(struct ops_ctx *ctx, const struct node *n, char *out, size_t cap)
 {
 	const char **names = malloc(WV_DEPTH_MAX * sizeof(*names));
 	size_t k = 0, len = 0;
@@ -208,7 +208,7 @@ static int child_path(struct ops_ctx *ctx, const struct node *dir, const char *n
 	/* git keeps no entry of this name in a tree (fsck refuses it) */
 	if (strcasecmp(name, ".git") == 0)
 		return -EINVAL;
-	r = cur_path(ctx, dir, p, sizeof(p));
+	r = wv_cur_path(ctx, dir, p, sizeof(p));
 	if (r < 0)
 		return r;
 	return node_path_join(out, cap, p, name);
@@ -350,7 +350,7 @@ void wv_attr(struct ops_ctx *ctx, struct overlay *ov, const struct node *n, stru
 		*timeout = 0;
 		return;
 	}
-	if (n->kind == NODE_REV || cur_path(ctx, n, cp, sizeof(cp)) < 0)
+	if (n->kind == NODE_REV || wv_cur_path(ctx, n, cp, sizeof(cp)) < 0)
 		return;
 	e = malloc(sizeof(*e));
 	if (!e || ov_get(ov, cp, e) < 0 || e->kind == OV_WH) {
@@ -384,7 +384,7 @@ int wv_readlink(struct ops_ctx *ctx, const struct node *n, char *out, size_t cap
 
 	if (!ov)
 		return -ENOENT;
-	r = cur_path(ctx, n, cp, sizeof(cp));
+	r = wv_cur_path(ctx, n, cp, sizeof(cp));
 	if (r < 0)
 		return r;
 	e = malloc(sizeof(*e));
@@ -407,7 +407,7 @@ int wv_dir_fill(struct ops_ctx *ctx, struct overlay *ov, struct ops_dir *d, size
 	size_t n = 0, i, j;
 	int r;
 
-	r = cur_path(ctx, d->node, cp, sizeof(cp));
+	r = wv_cur_path(ctx, d->node, cp, sizeof(cp));
 	if (r == 0)
 		r = ov_children(ov, cp, &v, &n);
 	if (r == 0 && has_lower(d->node))
@@ -458,21 +458,6 @@ void wv_rev_oid(struct ops_ctx *ctx, int64_t project_id, const char *branch, con
 		snprintf(out, cap, "%s", commit);
 }
 
-/* ---- space ---- */
-
-static int room_for(struct ops_ctx *ctx, uint64_t growth)
-{
-	uint64_t bytes = 0, objects = 0, limit = 0;
-
-	if (!growth)
-		return 0;
-	cache_usage(ctx->cache, &bytes, &objects, &limit);
-	/* the overlay is not evictable: it alone must fit the cache's hard size */
-	if (limit && ovset_bytes(ctx->ovs) + growth > limit)
-		return -ENOSPC;
-	return 0;
-}
-
 /* ---- files ---- */
 
 /* Makes path cp of node n (a base file, or a row without data) a data file of the
@@ -494,7 +479,7 @@ static int copy_up(struct ops_ctx *ctx, struct overlay *ov, const struct node *n
 			return r;
 		size = cache_obj_size(o);
 	}
-	r = room_for(ctx, size);
+	r = wv_room_for(ctx, size);
 	if (r < 0) {
 		cache_obj_close(o);
 		return r;
@@ -539,26 +524,34 @@ static int copy_up(struct ops_ctx *ctx, struct overlay *ov, const struct node *n
 	return fd;
 }
 
-static void reply_open_ov(fuse_req_t req, struct ops_ctx *ctx, struct fuse_file_info *fi,
-                          struct overlay *ov, int fd, uint64_t ino)
+/* A descriptor opened write-only bypasses the kernel's page cache of the mount: the
+ * kernel hands reefd the writer's own pages (no copy into the mount's cache, which would
+ * hold a second copy of everything written) and reefd copies them once into the data file
+ * (docs/benchmarks.md, B13). Nothing reads or maps through it; readers open their own
+ * descriptors and see the data file (changed files: keep_cache off, attr timeout 0). */
+static int wo_direct(const struct fuse_file_info *fi)
+{
+	return (fi->flags & O_ACCMODE) == O_WRONLY && !getenv("REEFD_NO_WO_DIRECT");
+}
+
+/* A handle on a data file of the overlay, tracked while the caller holds ov_lock: a
+ * commit that drops its file (under ov_lock) either sees it or happened before its epoch
+ * was read. */
+static struct ops_file *ovfile_new(struct ops_ctx *ctx, struct overlay *ov, int fd, uint64_t ino,
+                                   int64_t data)
 {
 	struct ops_file *f = calloc(1, sizeof(*f));
 
-	if (!f) {
-		close(fd);
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
+	if (!f)
+		return NULL;
 	f->has_ov = true;
 	f->ovfd = fd;
 	f->ov = ov;
 	f->ino = ino;
-	fi->fh = (uint64_t)(uintptr_t)f;
-	fi->keep_cache = 0;
-	fi->direct_io = 0;
+	f->ovdata = data;
+	f->ovepoch = ov_epoch(ov);
 	handle_track(ctx, &f->h, false);
-	if (fuse_reply_open(req, fi) != 0)
-		file_free(ctx, f);
+	return f;
 }
 
 /* 1 when the open was answered here, 0 when the read-only path serves it. */
@@ -569,6 +562,8 @@ int wv_open(fuse_req_t req, struct ops_ctx *ctx, struct node *n, struct fuse_fil
 	struct overlay *ov = NULL;
 	char cp[OV_PATH_MAX];
 	struct ov_ent *e = NULL, *made = NULL;
+	struct ops_file *f = NULL;
+	int64_t data = 0;
 	int r, fd = -1;
 
 	if (n->kind != NODE_FILE || !in_view(n))
@@ -582,7 +577,7 @@ int wv_open(fuse_req_t req, struct ops_ctx *ctx, struct node *n, struct fuse_fil
 		r = -ENOMEM;
 		goto out;
 	}
-	r = cur_path(ctx, n, cp, sizeof(cp));
+	r = wv_cur_path(ctx, n, cp, sizeof(cp));
 	if (r < 0)
 		goto out;
 	ov_lock(ov);
@@ -605,6 +600,13 @@ int wv_open(fuse_req_t req, struct ops_ctx *ctx, struct node *n, struct fuse_fil
 	} else {
 		fd = copy_up(ctx, ov, n, cp, r == 0 ? e : NULL, (fi->flags & O_TRUNC) != 0, made);
 		r = fd < 0 ? fd : 0;
+		data = made->data;
+	}
+	if (r == 0 && data == 0)
+		data = e->data;
+	if (r == 0) {
+		f = ovfile_new(ctx, ov, fd, n->ino, data);
+		r = f ? 0 : -ENOMEM;
 	}
 	ov_unlock(ov);
 out:
@@ -619,60 +621,12 @@ out:
 		fuse_reply_err(req, -r);
 		return 1;
 	}
-	reply_open_ov(req, ctx, fi, ov, fd, n->ino);
+	fi->fh = (uint64_t)(uintptr_t)f;
+	fi->keep_cache = 0;
+	fi->direct_io = wo_direct(fi);
+	if (fuse_reply_open(req, fi) != 0)
+		file_free(ctx, f);
 	return 1;
-}
-
-void wv_write(fuse_req_t req, struct ops_ctx *ctx, struct ops_file *f, const char *buf, size_t size,
-              off_t off)
-{
-	struct stat sb;
-	uint64_t end = (uint64_t)off + size, growth = 0;
-	size_t done = 0;
-	int r;
-
-	if (off < 0) {
-		fuse_reply_err(req, EINVAL);
-		return;
-	}
-	if (fstat(f->ovfd, &sb) < 0) {
-		fuse_reply_err(req, errno);
-		return;
-	}
-	if (end > (uint64_t)sb.st_size)
-		growth = end - (uint64_t)sb.st_size;
-	r = room_for(ctx, growth);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
-		return;
-	}
-	while (done < size) {
-		ssize_t w = pwrite(f->ovfd, buf + done, size - done, off + (off_t)done);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			fuse_reply_err(req, errno);
-			return;
-		}
-		done += (size_t)w;
-	}
-	ovset_bytes_add(ctx->ovs, (int64_t)growth);
-	f->dirty = true;
-	fuse_reply_write(req, size);
-}
-
-/* An acknowledged close or fsync is on disk: the data file's bytes (its name and row
- * were durable before its open or create replied). */
-int wv_sync(struct ops_ctx *ctx, struct ops_file *f)
-{
-	(void)ctx;
-	if (!f->dirty)
-		return 0;
-	if (fdatasync(f->ovfd) < 0)
-		return -errno;
-	f->dirty = false;
-	return 0;
 }
 
 /* ---- entries ---- */
@@ -694,7 +648,7 @@ static int view_dir(struct ops_ctx *ctx, fuse_ino_t pino, struct node **dir, str
 }
 
 static void reply_entry(fuse_req_t req, struct ops_ctx *ctx, struct overlay *ov, struct node *n,
-                        struct fuse_file_info *fi, int fd)
+                        struct fuse_file_info *fi, struct ops_file *f)
 {
 	struct fuse_entry_param e;
 
@@ -709,27 +663,12 @@ static void reply_entry(fuse_req_t req, struct ops_ctx *ctx, struct overlay *ov,
 			node_forget(ctx->nodes, n->ino, 1);
 		return;
 	}
-	{
-		struct ops_file *f = calloc(1, sizeof(*f));
-
-		if (!f) {
-			close(fd);
-			node_forget(ctx->nodes, n->ino, 1);
-			fuse_reply_err(req, ENOMEM);
-			return;
-		}
-		f->has_ov = true;
-		f->ovfd = fd;
-		f->ov = ov;
-		f->ino = n->ino;
-		fi->fh = (uint64_t)(uintptr_t)f;
-		fi->keep_cache = 0;
-		fi->direct_io = 0;
-		handle_track(ctx, &f->h, false);
-		if (fuse_reply_create(req, &e, fi) != 0) {
-			file_free(ctx, f);
-			node_forget(ctx->nodes, n->ino, 1);
-		}
+	fi->fh = (uint64_t)(uintptr_t)f;
+	fi->keep_cache = 0;
+	fi->direct_io = wo_direct(fi);
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		file_free(ctx, f);
+		node_forget(ctx->nodes, n->ino, 1);
 	}
 }
 
@@ -743,6 +682,7 @@ static void make_entry(fuse_req_t req, fuse_ino_t pino, const char *name, enum o
 	struct overlay *ov = NULL;
 	struct wstat *s = malloc(sizeof(*s));
 	struct ov_ent *e = malloc(sizeof(*e));
+	struct ops_file *f = NULL;
 	char cp[OV_PATH_MAX];
 	int r, fd = -1;
 
@@ -782,6 +722,13 @@ static void make_entry(fuse_req_t req, fuse_ino_t pino, const char *name, enum o
 	}
 	if (r == 0)
 		r = node_from_ent(ctx, ov, dir, name, cp, e, &n);
+	if (r == 0 && kind == OV_FILE && fi) {
+		f = ovfile_new(ctx, ov, fd, n->ino, e->data);
+		if (!f) {
+			node_forget(ctx->nodes, n->ino, 1);
+			r = -ENOMEM;
+		}
+	}
 	ov_unlock(ov);
 	if (r == 0 && kind == OV_FILE && !fi) {
 		close(fd); /* mknod: created, not opened */
@@ -793,7 +740,7 @@ out:
 			close(fd);
 		fuse_reply_err(req, -r);
 	} else {
-		reply_entry(req, ctx, ov, n, fi, fd);
+		reply_entry(req, ctx, ov, n, fi, f);
 	}
 	free(s);
 	free(e);
@@ -1264,10 +1211,19 @@ static int setattr_view(struct ops_ctx *ctx, struct node *n, struct stat *attr, 
 		r = (to_set & FUSE_SET_ATTR_SIZE) ? -EISDIR : 0; /* git keeps no other modes */
 		goto out;
 	}
-	r = cur_path(ctx, n, cp, sizeof(cp));
+	r = wv_cur_path(ctx, n, cp, sizeof(cp));
 	if (r < 0)
 		goto out;
 	ov_lock(ov);
+	if (f && f->has_ov && f->ovepoch != ov_epoch(ov) && !f->ovdetached) {
+		ov_gate_shared(ov);
+		r = wv_reattach(ctx, f); /* an ftruncate after a commit: as a write */
+		ov_gate_release(ov);
+		if (r < 0) {
+			ov_unlock(ov);
+			goto out;
+		}
+	}
 	r = ov_get(ov, cp, e);
 	has = r == 0 && e->kind == OV_FILE;
 	r = r == -ENOENT || has ? 0 : (r == 0 ? -ENOENT : r);
@@ -1291,7 +1247,7 @@ static int setattr_view(struct ops_ctx *ctx, struct node *n, struct stat *attr, 
 			if (fstat(fd, &sb) == 0)
 				cur = (uint64_t)sb.st_size;
 			if ((uint64_t)attr->st_size > cur)
-				r = room_for(ctx, (uint64_t)attr->st_size - cur);
+				r = wv_room_for(ctx, (uint64_t)attr->st_size - cur);
 		}
 		if (r == 0 && (ftruncate(fd, attr->st_size) < 0 || fsync(fd) < 0))
 			r = -errno;

@@ -16,6 +16,9 @@ struct overlay {
 	struct overlay *next;
 	struct ovset *set;
 	pthread_mutex_t lock;
+	/* the data gate: writes into data files hold it shared; a commit holds it exclusive
+	 * from its snapshot to its drop, so no acknowledged write falls between the two */
+	pthread_rwlock_t gate;
 	sqlite3 *db;
 	int64_t project_id;
 	char *branch;
@@ -98,6 +101,7 @@ static void ov_free(struct overlay *ov)
 	if (ov->datafd >= 0)
 		close(ov->datafd);
 	pthread_mutex_destroy(&ov->lock);
+	pthread_rwlock_destroy(&ov->gate);
 	free(ov->branch);
 	free(ov->dir);
 	free(ov);
@@ -165,6 +169,15 @@ static int ov_load(struct ovset *s, const char *dir, struct overlay **out)
 	ov->datafd = -1;
 	ov->set = s;
 	pthread_mutex_init(&ov->lock, NULL);
+	{
+		pthread_rwlockattr_t a;
+
+		/* a commit waiting for the gate is not starved by a stream of writes */
+		pthread_rwlockattr_init(&a);
+		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&ov->gate, &a);
+		pthread_rwlockattr_destroy(&a);
+	}
 	ov->dir = strdup(dir);
 	if (!ov->dir) {
 		r = -ENOMEM;
@@ -458,6 +471,21 @@ void ov_lock(struct overlay *ov)
 void ov_unlock(struct overlay *ov)
 {
 	pthread_mutex_unlock(&ov->lock);
+}
+
+void ov_gate_shared(struct overlay *ov)
+{
+	pthread_rwlock_rdlock(&ov->gate);
+}
+
+void ov_gate_exclusive(struct overlay *ov)
+{
+	pthread_rwlock_wrlock(&ov->gate);
+}
+
+void ov_gate_release(struct overlay *ov)
+{
+	pthread_rwlock_unlock(&ov->gate);
 }
 
 int ov_tx_begin(struct overlay *ov)

@@ -80,6 +80,14 @@ uint64_t ov_epoch(struct overlay *ov);
 void ov_lock(struct overlay *ov);
 void ov_unlock(struct overlay *ov);
 
+/* The data gate. Writes into data files (through open descriptors, without ov_lock)
+ * hold it shared; whoever drops data files that descriptors may still write (a commit
+ * from its snapshot to its drop, a discard) holds it exclusive and bumps the epoch, so a
+ * writer that finds the epoch unchanged under the gate writes into a live file. */
+void ov_gate_shared(struct overlay *ov);
+void ov_gate_exclusive(struct overlay *ov);
+void ov_gate_release(struct overlay *ov);
+
 /* Groups changes into one transaction (nesting not supported). ov_tx_end(ov, false)
  * rolls back. */
 int ov_tx_begin(struct overlay *ov);

@@ -3,6 +3,7 @@ goes to the branch's overlay, shows at once in that view over the branch's files
 nowhere else, survives kill -9 of reefd, and tags/ and commits/ stay read-only."""
 
 import errno
+import json
 import os
 import random
 import shutil
@@ -231,3 +232,41 @@ def test_enospc_at_the_cache_limit(hub, repo, mount_factory):
     os.unlink(b / "big.bin")
     (b / "small.bin").write_bytes(b"\1" * (1 << 20))  # the space came back
     assert (b / "small.bin").stat().st_size == 1 << 20
+
+
+def test_overlay_and_cache_share_the_limit(hub, mount_factory, tmp_path):
+    """cache_limit bounds the overlays and the cached objects together: a write evicts
+    cached objects to make room (never overlay bytes), and a download evicts or is not
+    kept when the overlays hold the space."""
+    tok = hub.user("alice")
+    hub.project("alice/big", "alice", "private")
+    src = tmp_path / "src"
+    git("init", "-q", "-b", "main", str(src))
+    blob = random.Random(3).randbytes(3 << 20)
+    (src / "a.bin").write_bytes(blob)
+    git("add", "-A", cwd=src)
+    git("commit", "-q", "-m", "a", cwd=src)
+    git("push", "-q", hub.git_url("alice/big", token=tok), "main", cwd=src)
+    m = mount_factory(hub, tok, extra_opts="cache_limit=4M")
+    b = m.mnt / "alice/big/branches/main"
+    limit = 4 << 20
+
+    def used():
+        st = os.statvfs(b)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+    def cached():
+        return json.loads((m.mnt / ".reef/cache.json").read_text())["bytes"]
+
+    assert (b / "a.bin").read_bytes() == blob  # 3 MiB stored in the cache
+    assert cached() >= 3 << 20
+    (b / "w.bin").write_bytes(b"\1" * (2 << 20))  # fits only if the cache gives way
+    assert cached() < 3 << 20, "the cached object should have been evicted"
+    assert used() <= limit, (used(), limit)
+    # the overlay holds 2 MiB: the 3 MiB blob can still be read, but not kept beside it
+    assert (b / "a.bin").read_bytes() == blob
+    assert used() <= limit, (used(), limit)
+    assert (b / "w.bin").read_bytes() == b"\1" * (2 << 20)  # overlay bytes never evicted
+    with pytest.raises(OSError) as e:
+        (b / "x.bin").write_bytes(b"\2" * (3 << 20))  # overlays alone would pass the limit
+    assert e.value.errno == errno.ENOSPC
