@@ -1134,7 +1134,7 @@ static int reef_commit(struct ops_ctx *ctx, const char *req, const struct node *
 				r = ov_set_base(ov, commit);
 			ov_gate_release(ov);
 			ov_unlock(ov);
-			on_branch_moved(ctx, ov_project(ov), ov_branch(ov), NULL, "");
+			branch_changed_wait(ctx, ov_project(ov), ov_branch(ov));
 			objs_free(&b);
 			gattr_free(&b);
 			buf_free(&b.added);
@@ -1288,7 +1288,7 @@ int wv_discard_all(struct ops_ctx *ctx, struct overlay *ov)
 	ov_gate_release(ov);
 	ov_unlock(ov);
 	if (r == 0)
-		on_branch_moved(ctx, ov_project(ov), ov_branch(ov), NULL, "");
+		branch_changed_wait(ctx, ov_project(ov), ov_branch(ov));
 	return r;
 }
 
@@ -1345,7 +1345,7 @@ int wv_discard_paths(struct ops_ctx *ctx, struct overlay *ov, json_t *paths)
 	free(e);
 	if (r == 0) {
 		ov_bump_epoch(ov);
-		on_branch_moved(ctx, ov_project(ov), ov_branch(ov), NULL, "");
+		branch_changed_wait(ctx, ov_project(ov), ov_branch(ov));
 	}
 	return r;
 }

@@ -225,6 +225,10 @@ void send_inval_inode(struct ops_ctx *ctx, uint64_t ino);
 void job_branch(struct ops_ctx *ctx, struct job *j);
 void job_fetch(struct ops_ctx *ctx, struct job *j, char *buf);
 void job_run(struct ops_ctx *ctx, struct job *j, char *buf);
+/* A branch view the mount itself changed (commit, discard): invalidated as a moved
+ * branch, waiting a bounded time (INVAL_WAIT_MS) for the kernel to have dropped the old
+ * view, so that what the caller of `reef commit`/`reef discard` lists next is the new. */
+void branch_changed_wait(struct ops_ctx *ctx, int64_t project_id, const char *branch);
 void on_branch_moved(void *arg, int64_t project_id, const char *branch, const char *old_commit,
                      const char *new_commit);
 int fetch_queue(struct ops_ctx *ctx, int64_t project_id, const char *commit, const char *path,

@@ -338,6 +338,22 @@ void on_branch_moved(void *arg, int64_t project_id, const char *branch, const ch
 		    branch, ctx->branch_timeout);
 }
 
+void branch_changed_wait(struct ops_ctx *ctx, int64_t project_id, const char *branch)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	uint64_t seq;
+
+	if (!j || !(j->branch = strdup(branch))) {
+		free(j);
+		return; /* the branch's short timeouts let the kernel notice soon */
+	}
+	j->kind = JOB_BRANCH;
+	j->project_id = project_id;
+	seq = jobq_push(&ctx->inval, j);
+	if (seq && ctx->se)
+		jobq_wait(&ctx->inval, seq, INVAL_WAIT_MS);
+}
+
 /* Queues a download of a file's object; 0, or -EAGAIN when the queue is full. */
 int fetch_queue(struct ops_ctx *ctx, int64_t project_id, const char *commit, const char *path,
                 const char *oid, int64_t listed_size, uint64_t max_size)
