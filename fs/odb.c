@@ -729,19 +729,58 @@ const char *odb_tmp_dir(struct odb *o)
 	return o->tmpdir;
 }
 
-int odb_blob_put(struct odb *o, const char *oid, const void *data, size_t len)
+static int odb_blob_store(struct odb *o, const char *oid, const void *data, size_t len,
+                          bool hashed)
 {
 	struct odb_writer *w;
-	int r = odb_writer_new(&w, o, oid, len);
+	int r;
 
+	if (!odb_oid_valid(oid))
+		return -EINVAL;
+	if (!hashed) {
+		struct hash_ctx *h;
+		uint8_t bin[HASH_SHA1_LEN];
+		char hex[41];
+
+		r = hash_git_begin(&h, "blob", len);
+		if (r < 0)
+			return r;
+		r = hash_update(h, data, len);
+		if (r == 0)
+			r = hash_final(h, bin);
+		hash_free(h);
+		if (r < 0)
+			return r;
+		hash_hex(hex, bin, HASH_SHA1_LEN);
+		if (strcmp(hex, oid) != 0)
+			return -EIO;
+	}
+	/* verified: a small blob goes to the git ODB from the caller's buffer, no copy */
+	if (len < ODB_RAW_THRESHOLD)
+		return odb_gitodb_put(o, oid, data ? data : "", len, GIT_OBJECT_BLOB);
+	r = odb_writer_new(&w, o, oid, len);
 	if (r < 0)
 		return r;
+	hash_free(w->hash); /* hashed above, or by the caller */
+	w->hash = NULL;
 	r = odb_writer_write(w, data, len);
 	if (r < 0) {
 		odb_writer_abort(w);
 		return r;
 	}
-	return odb_writer_commit(w);
+	r = odb_raw_publish(o, w->fd, w->tmp, w->oid, len);
+	odb_writer_abort(w);
+	return r;
+}
+
+int odb_blob_put(struct odb *o, const char *oid, const void *data, size_t len)
+{
+	return odb_blob_store(o, oid, data, len, false);
+}
+
+int odb_blob_put_hashed(struct odb *o, const char *oid, const void *data, size_t len)
+{
+	return odb_blob_store(o, oid, data, len, true);
 }
 
 /* Opens a raw object, re-verifying it when its stamp shows it changed since it was
