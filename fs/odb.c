@@ -391,7 +391,7 @@ static uint32_t odb_adler32(uint32_t adler, const uint8_t *p, size_t n)
 }
 
 #define ODB_STORED_BLOCK ((size_t)65535)
-#define ODB_IOV_MAX 1024 /* POSIX IOV_MAX on Linux */
+#define ODB_IOV_MAX      1024 /* POSIX IOV_MAX on Linux */
 
 static int odb_read_fd(int fd, char *out, size_t len);
 
@@ -479,7 +479,8 @@ static int odb_loose_put(struct odb *o, const char *oid, const void *data, size_
 		while (got < n) {
 			size_t k = srclen[part] < n - got ? srclen[part] : n - got;
 
-			v[nv++] = (struct iovec){.iov_base = (void *)(uintptr_t)src[part], .iov_len = k};
+			v[nv++] =
+			    (struct iovec){.iov_base = (void *)(uintptr_t)src[part], .iov_len = k};
 			got += k;
 			src[part] += k;
 			srclen[part] -= k;
@@ -767,8 +768,7 @@ const char *odb_tmp_dir(struct odb *o)
 	return o->tmpdir;
 }
 
-static int odb_blob_store(struct odb *o, const char *oid, const void *data, size_t len,
-                          bool hashed)
+static int odb_blob_store(struct odb *o, const char *oid, const void *data, size_t len, bool hashed)
 {
 	struct odb_writer *w;
 	int r;
