@@ -377,11 +377,6 @@ int odb_writer_write(struct odb_writer *w, const void *data, size_t len)
 
 static int odb_read_fd(int fd, char *out, size_t len);
 
-/* Writes a loose blob object as a zlib stream of stored (uncompressed) blocks: a valid
- * loose object to git and libgit2, made without libgit2's collision-detecting SHA-1
- * (the caller verified the id with OpenSSL) and without deflate, which together were
- * three quarters of reefd's CPU on a cold read of many small files. odb_stored_read
- * reads it back without inflate. The file is complete before it is renamed into place. */
 /* writev(2) of every byte of iov[0..n), resumed after short writes; iov is consumed. */
 static int odb_writev_all(int fd, struct iovec *iov, size_t n)
 {
@@ -407,6 +402,12 @@ static int odb_writev_all(int fd, struct iovec *iov, size_t n)
 	return 0;
 }
 
+/* Writes a loose blob object as a zlib stream of stored (uncompressed) blocks: a valid
+ * loose object to git and libgit2, made without libgit2's collision-detecting SHA-1
+ * (the caller verified the id: OpenSSL's SHA-1, or a pack's indexer) and without
+ * deflate, which together were three quarters of reefd's CPU on a cold read of many
+ * small files. odb_stored_read reads it back without inflate. The file is complete
+ * before it is renamed into place. */
 static int odb_loose_put(struct odb *o, const char *oid, const void *data, size_t len)
 {
 	char path[4096], dir[4096], tmp[4096], hdr[32];
