@@ -235,7 +235,7 @@ int fetch_blobs(struct gl *g, struct odb *o, struct idx *x, const char *project,
 		int s = pack_read(p, oids[i], &type, &data, &len, (size_t)max_bytes);
 
 		if (s == 0 && type == PACK_BLOB && !odb_blob_has(o, oids[i]))
-			s = odb_blob_put(o, oids[i], data, len);
+			s = odb_blob_put_hashed(o, oids[i], data, len); /* the indexer's id */
 		else if (s == 0 && type != PACK_BLOB)
 			s = -EIO;
 		free(data);

@@ -40,6 +40,9 @@ int odb_writer_commit(struct odb_writer *w); /* frees w */
 void odb_writer_abort(struct odb_writer *w); /* frees w; accepts NULL */
 /* Verifies and stores a whole blob held in memory. */
 int odb_blob_put(struct odb *o, const char *oid, const void *data, size_t len);
+/* Stores a whole blob whose id the caller computed from these very bytes (a pack read
+ * by the id libgit2's indexer computed from its content): not hashed a second time. */
+int odb_blob_put_hashed(struct odb *o, const char *oid, const void *data, size_t len);
 
 /* Opens a stored blob for reading; -ENOENT when absent. Thread-safe. Small blobs are
  * read into memory and re-hashed; a raw file modified since it was verified is re-hashed.

@@ -2,8 +2,8 @@
  * indexer in a private directory under the cache's tmp/, then read object by object.
  * Indexing computes every object's id from its content, so an object read by id from
  * a pack is verified by construction; the caller copies what it wants into the store
- * (odb_tree_put, odb_blob_put) and frees the pack, which removes its files. No HTTP
- * here. Functions return 0 or a negative errno. */
+ * (odb_tree_put_raw; blobs odb_blob_put_hashed, not hashed again) and frees the pack, which
+ * removes its files. No HTTP here. Functions return 0 or a negative errno. */
 #ifndef REEF_PACK_H
 #define REEF_PACK_H
 
