@@ -915,7 +915,7 @@ static int blob_lookup(struct gx_walk *w, const char *in, struct gx_node *n)
 	git_object_t type;
 	size_t size = 0;
 	char *path;
-	int r;
+	int r = 0;
 
 	memset(n, 0, sizeof(*n));
 	while (len > 1 && in[len - 1] == '/')
