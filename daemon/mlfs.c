@@ -378,8 +378,9 @@ static int ml_path_check(void *arg, int64_t pid, const char *ref, const char *pa
 			const char **names = malloc((n ? n : 1) * sizeof(*names));
 
 			r = -ENOENT;
-			snprintf(why, CTL_ERR_MAX, "%.20s %.120s: no %.80s in %.120s%s of %.60s", what,
-			         path, comp, dir[0] ? dir : "the top", dir[0] ? "/" : "", ref);
+			snprintf(why, CTL_ERR_MAX, "%.20s %.120s: no %.80s in %.120s%s of %.60s",
+			         what, path, comp, dir[0] ? dir : "the top", dir[0] ? "/" : "",
+			         ref);
 			if (names) {
 				for (size_t i = 0; i < n; i++)
 					names[i] = e[i].name;
@@ -392,14 +393,15 @@ static int ml_path_check(void *arg, int64_t pid, const char *ref, const char *pa
 			break; /* the last name: a file or a directory both do */
 		if (hit->mode != TREE_MODE_DIR) {
 			r = -ENOENT;
-			snprintf(why, CTL_ERR_MAX, "%.20s %.120s: %.80s is not a directory in %.60s",
-			         what, path, comp, ref);
+			snprintf(why, CTL_ERR_MAX,
+			         "%.20s %.120s: %.80s is not a directory in %.60s", what, path,
+			         comp, ref);
 			break;
 		}
 		snprintf(tree, sizeof(tree), "%s", hit->oid);
 		if (strlen(dir) + len + 2 < sizeof(dir))
-			snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "%s%s", dir[0] ? "/" : "",
-			         comp);
+			snprintf(dir + strlen(dir), sizeof(dir) - strlen(dir), "%s%s",
+			         dir[0] ? "/" : "", comp);
 		free(e);
 		e = NULL;
 		n = 0;

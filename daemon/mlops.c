@@ -179,8 +179,8 @@ void mlops_set_path_check(struct mlops *m, mlops_path_fn fn, void *arg)
 
 /* A path a launch names that the mount can tell is missing: 0, or -ENOENT with err set.
  * Anything the mount cannot tell now (offline, no such ref) passes: the server decides. */
-static int mlops_path_exists(struct mlops *m, int64_t project_id, const char *ref,
-                             const char *path, const char *what, char err[CTL_ERR_MAX])
+static int mlops_path_exists(struct mlops *m, int64_t project_id, const char *ref, const char *path,
+                             const char *what, char err[CTL_ERR_MAX])
 {
 	char why[CTL_ERR_MAX] = "";
 	int r;
@@ -896,9 +896,9 @@ int mlops_launch(struct mlops *m, enum mlops_kind k, int64_t project_id, const c
 			goto out;
 		}
 		/* a typo in input_path would be a run that fails minutes later */
-		if (r == 0 && (r = mlops_path_exists(m, project_id, jsonx_str(spec, "source_branch"),
-		                                     jsonx_str(spec, "input_path"), "input_path",
-		                                     err)) < 0)
+		if (r == 0 &&
+		    (r = mlops_path_exists(m, project_id, jsonx_str(spec, "source_branch"),
+		                           jsonx_str(spec, "input_path"), "input_path", err)) < 0)
 			goto out;
 		r = 0;
 	}
@@ -973,7 +973,8 @@ int mlops_pipeline_launch(struct mlops *m, int64_t project_id, const char *data,
 				ci = ".gitlab-ci.yml";
 			if (strchr(ci, '@') || strstr(ci, "://"))
 				ci = NULL;
-			r = mlops_path_exists(m, project_id, jsonx_str(spec, "ref"), ci, "CI file", err);
+			r = mlops_path_exists(m, project_id, jsonx_str(spec, "ref"), ci, "CI file",
+			                      err);
 		}
 		json_decref(project);
 		if (r < 0)

@@ -131,8 +131,7 @@ int gl_lfs_targets(struct gl *g, const char *project_path, const struct gl_lfs_o
 
 /* Uploads an object (sha256 oid, size bytes read from fd) with the batch API's upload
  * and verify actions; 0 when the server has it (it may have had it already). */
-int gl_lfs_upload(struct gl *g, const char *project_path, const char *oid, uint64_t size,
-                  int fd);
+int gl_lfs_upload(struct gl *g, const char *project_path, const char *oid, uint64_t size, int fd);
 /* A streaming GET from offset off (always with "Range: bytes=off-"). Thread-safe for
  * one target shared by several fetchers. begin is called once,
  * before the first byte, with the offset of the first byte the server sends: off when

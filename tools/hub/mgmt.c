@@ -281,8 +281,8 @@ static json_t *mg_launch_json(struct hub_req *req, const struct hub_project *p, 
 	json_object_set_new(o, "request_id", mg_str(st, 23));
 	if (mgl_active()) {
 		/* beside a GitLab: its web view of the launch's branch */
-		snprintf(url, sizeof(url), "%s/%s/-/tree/%s", mgl_web_base(), p->path_with_namespace,
-		         (const char *)sqlite3_column_text(st, 4));
+		snprintf(url, sizeof(url), "%s/%s/-/tree/%s", mgl_web_base(),
+		         p->path_with_namespace, (const char *)sqlite3_column_text(st, 4));
 	} else {
 		/* a URL this hub serves (it has no web pages, so no /-/tree/ view): the launch
 		 * itself on this API, behind the same access rules; names are [A-Za-z0-9._-] */

@@ -298,7 +298,8 @@ static bool wh_addr_local(const struct sockaddr *sa)
 		       a == 0xFFFFFFFFu;
 	}
 	if (sa->sa_family == AF_INET6) {
-		const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+		const struct in6_addr *a =
+		    &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
 
 		if (IN6_IS_ADDR_V4MAPPED(a)) {
 			struct sockaddr_in v4 = {.sin_family = AF_INET};

@@ -371,10 +371,10 @@ static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } reef_cmds[] = {
-    {"login", reef_cmd_login},    {"mount", reef_cmd_mount},       {"unmount", reef_cmd_unmount},
-    {"umount", reef_cmd_unmount}, {"status", reef_cmd_status},     {"launch", reef_cmd_launch},
-    {"follow", reef_cmd_follow},  {"prefetch", reef_cmd_prefetch}, {"cache", reef_cmd_cache},
-    {"gc", reef_cmd_gc},          {"servers", reef_cmd_servers},   {"commit", reef_cmd_commit},
+    {"login", reef_cmd_login},     {"mount", reef_cmd_mount},       {"unmount", reef_cmd_unmount},
+    {"umount", reef_cmd_unmount},  {"status", reef_cmd_status},     {"launch", reef_cmd_launch},
+    {"follow", reef_cmd_follow},   {"prefetch", reef_cmd_prefetch}, {"cache", reef_cmd_cache},
+    {"gc", reef_cmd_gc},           {"servers", reef_cmd_servers},   {"commit", reef_cmd_commit},
     {"discard", reef_cmd_discard}, {"diff", reef_cmd_diff},
 };
 
