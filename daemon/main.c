@@ -7,6 +7,7 @@
  * Exit status: 0 after a clean unmount or SIGTERM/SIGINT/SIGHUP, 1 on a runtime failure,
  * 2 on a usage error. */
 #include "ops.h"
+#include "sdnotify.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -777,6 +778,14 @@ int main(int argc, char **argv)
 	if (notify_fd >= 0)
 		log_syslog_start(); /* stderr becomes /dev/null below */
 	daemon_ready(&notify_fd, 0);
+	{
+		/* under systemd (Type=notify): the unit is active once the mount answers */
+		char st[5120];
+
+		snprintf(st, sizeof(st), "READY=1\nSTATUS=%s mounted on %s", o.server, mnt);
+		if (sdnotify(st) < 0)
+			log_warn("cannot notify systemd: NOTIFY_SOCKET is not usable");
+	}
 
 	lcfg = fuse_loop_cfg_create();
 	if (!lcfg) {
@@ -787,6 +796,7 @@ int main(int argc, char **argv)
 		fuse_loop_cfg_set_max_threads(lcfg, threads);
 		r = cmd.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lcfg);
 	}
+	sdnotify("STOPPING=1");
 	/* no invalidation may be sent into a session being torn down */
 	ops_ctx_stop(ctx);
 	fuse_session_unmount(se);

@@ -501,6 +501,7 @@ def test_systemd_user_unit():
     unit = ROOT / "scripts" / "systemd" / "reef-mount@.service.in"
     text = unit.read_text()
     assert "ExecStart=" in text and " -f " in text and "fusermount3 -u" in text
+    assert "Type=notify" in text  # reefd sends READY=1 (test_systemd_readiness_notification)
     if not shutil.which("systemd-analyze"):
         pytest.skip("systemd-analyze not installed")
     d = Path(os.environ.get("TMPDIR", "/tmp")) / f"reef-unit-{os.getpid()}"
@@ -523,6 +524,41 @@ def test_systemd_user_unit():
         assert r.returncode == 0 and not bad, r.stderr
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_systemd_readiness_notification(hub, tmp_path, env):
+    """Run as the unit runs it (Type=notify, in the foreground), reefd tells systemd's
+    NOTIFY_SOCKET READY=1 once the mount answers, and STOPPING=1 when it is unmounted."""
+    token = hub.user("alice")
+    tok = tmp_path / "token"
+    tok.write_text(token)
+    tok.chmod(0o600)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    for name in (str(tmp_path / "notify"), f"@reef-notify-{os.getpid()}"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(name if name[0] == "/" else "\0" + name[1:])
+        sock.settimeout(20)
+        p = subprocess.Popen([str(REEFD_BIN), "-f", "-o",
+                              f"server={hub.url},token_file={tok},cache={tmp_path / 'c'}",
+                              str(mnt)], env=dict(env, NOTIFY_SOCKET=name),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            msg = sock.recv(8192).decode()
+            assert msg.startswith("READY=1\n") and f"mounted on {mnt}" in msg, msg
+            assert is_mounted(mnt)  # ready means mounted: `ls` after it works
+            assert (mnt / ".reef/status").read_text()
+            unmount(mnt)
+            assert sock.recv(8192).decode() == "STOPPING=1"
+            assert p.wait(timeout=20) == 0
+        finally:
+            sock.close()
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            unmount(mnt)
+            if name[0] == "/":
+                os.unlink(name)
 
 
 def test_meson_install_destdir(tmp_path):
