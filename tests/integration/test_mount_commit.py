@@ -278,6 +278,32 @@ def restart(m, env=None):
     m.start()
 
 
+def hub_git_children(hub):
+    """The hub's running `git` descendants (http-backend, receive-pack, index-pack)."""
+    found, todo = [], [hub.proc.pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{t}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except FileNotFoundError:
+                continue
+            for k in kids:
+                todo.append(k)
+                try:
+                    with open(f"/proc/{k}/comm") as f:
+                        if f.read().startswith("git"):
+                            found.append(k)
+                except FileNotFoundError:
+                    pass
+    return found
+
+
 def commit_count(hub, tok):
     r = hub.api("GET", "/projects/alice%2Fdata/repository/commits?ref_name=main&per_page=100",
                 tok)
@@ -314,6 +340,14 @@ def test_kill9_during_upload_moves_at_most_once(hub, repo, mount_factory, tmp_pa
     p = subprocess.Popen([str(REEF_BIN), "commit", "-m", "large", str(b)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(1.0)
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait()
+    # the hub spools a push's whole body before git sees it: a push whose last byte left
+    # before the kill may still land. The restarted reefd decides once whether its
+    # journaled commit arrived, so let the hub finish first (bounded).
+    deadline = time.monotonic() + 60
+    while hub_git_children(hub) and time.monotonic() < deadline:
+        time.sleep(0.1)
     restart(m)
     p.communicate(timeout=60)
     st = reef("status", b).stdout
