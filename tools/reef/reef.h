@@ -63,6 +63,9 @@ int reef_server_find(const char *name, struct reef_server *out, char *why, size_
 int reef_servers_add(struct reef_servers *s, const char *name, const char *url,
                      const char *token_file);
 int reef_servers_save(const char *dir, const struct reef_servers *s);
+/* Removes name; the default, when it was name, becomes the last server left (the one
+ * reef_server_find would take). -ENOENT when there is no such server. */
+int reef_servers_remove(struct reef_servers *s, const char *name);
 /* Whether name is one of reef's servers or python-gitlab's sections. */
 bool reef_server_known(const char *name);
 const char *reef_server_name_by_url(const struct reef_servers *s, const char *url);
@@ -104,6 +107,7 @@ const char *reef_errno_name(int err, char *tmp, size_t size);
 const char *reef_reason(const char *line, const char *req);
 
 int reef_cmd_login(int argc, char **argv);
+int reef_cmd_logout(int argc, char **argv);
 int reef_cmd_mount(int argc, char **argv);
 int reef_cmd_unmount(int argc, char **argv);
 int reef_cmd_servers(int argc, char **argv);
