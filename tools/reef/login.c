@@ -229,6 +229,28 @@ static void login_name_from_url(const char *url, char *out, size_t size)
 		snprintf(out, size, "default");
 }
 
+/* count server lists, the first holding reef's own servers; NULL when the configuration
+ * cannot be read (reported, *ret the exit status), so that it is never rewritten: it may
+ * hold other servers. */
+static struct reef_servers *login_servers(size_t count, int *ret)
+{
+	struct reef_servers *s = calloc(count, sizeof(*s));
+	char why[512];
+	int r;
+
+	if (!s) {
+		*ret = reef_fail("out of memory");
+		return NULL;
+	}
+	r = reef_servers_load(s, why, sizeof(why));
+	if (r < 0 && r != -ENOENT) {
+		free(s);
+		*ret = reef_fail("cannot read the configuration: %s", why);
+		return NULL;
+	}
+	return s;
+}
+
 int reef_cmd_login(int argc, char **argv)
 {
 	char server[REEF_URL_MAX], tok[REEF_TOKEN_MAX + 2], user[256], dir[PATH_MAX];
@@ -239,11 +261,8 @@ int reef_cmd_login(int argc, char **argv)
 	size_t n;
 	int r;
 
-	for (int i = 1; i < argc; i++)
-		if (reef_is_help(argv[i])) {
-			fputs(login_help, stdout);
-			return REEF_EXIT_OK;
-		}
+	if (reef_help(argc, argv, login_help))
+		return REEF_EXIT_OK;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--name") || !strcmp(argv[i], "--gitlab")) {
 			if (i + 1 >= argc)
@@ -294,15 +313,9 @@ int reef_cmd_login(int argc, char **argv)
 		return reef_fail("no configuration directory: set HOME or XDG_CONFIG_HOME");
 	if (strchr(dir, ','))
 		return reef_fail("%s: a comma in the path cannot be passed to reefd", dir);
-	s = calloc(1, sizeof(*s));
+	s = login_servers(1, &r);
 	if (!s)
-		return reef_fail("out of memory");
-	/* a configuration that cannot be read is not overwritten: it may hold other servers */
-	r = reef_servers_load(s, why, sizeof(why));
-	if (r < 0 && r != -ENOENT) {
-		free(s);
-		return reef_fail("cannot read the configuration: %s", why);
-	}
+		return r;
 	known = reef_server_name_by_url(s, server);
 	if (want)
 		snprintf(name, sizeof(name), "%s", want);
@@ -377,17 +390,14 @@ int reef_cmd_logout(int argc, char **argv)
 	struct reef_servers *s;
 	struct reef_server *v = NULL;
 	const char *want = NULL;
-	char dir[PATH_MAX], cfg[PATH_MAX + 8], why[512];
+	char dir[PATH_MAX], cfg[PATH_MAX + 8];
 	char names[REEF_SERVERS_MAX * (REEF_NAME_MAX + 2)], name[REEF_NAME_MAX];
 	char url[REEF_URL_MAX], tokfile[sizeof(v->token_file)], olddef[sizeof(s->def)];
 	bool shared = false;
 	int r;
 
-	for (int i = 1; i < argc; i++)
-		if (reef_is_help(argv[i])) {
-			fputs(logout_help, stdout);
-			return REEF_EXIT_OK;
-		}
+	if (reef_help(argc, argv, logout_help))
+		return REEF_EXIT_OK;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--name"))
 			return reef_usage("logout", "unknown argument %s", argv[i]);
@@ -399,14 +409,9 @@ int reef_cmd_logout(int argc, char **argv)
 	}
 	if (reef_config_dir(dir, sizeof(dir)) < 0)
 		return reef_fail("no configuration directory: set HOME or XDG_CONFIG_HOME");
-	s = calloc(1, sizeof(*s));
+	s = login_servers(1, &r);
 	if (!s)
-		return reef_fail("out of memory");
-	r = reef_servers_load(s, why, sizeof(why));
-	if (r < 0 && r != -ENOENT) {
-		free(s);
-		return reef_fail("cannot read the configuration: %s", why);
-	}
+		return r;
 	logout_names(s, names, sizeof(names));
 	for (size_t i = 0; i < s->n; i++)
 		if (!strcmp(s->v[i].name, want ? want : s->def))
@@ -461,27 +466,20 @@ int reef_cmd_logout(int argc, char **argv)
 
 int reef_cmd_servers(int argc, char **argv)
 {
-	struct reef_servers *s = calloc(2, sizeof(*s));
+	struct reef_servers *s;
 	char why[512];
 	const char *env = getenv("GITLAB_URL");
 	int r, any = 0;
 
 	if (argc == 2 && reef_is_help(argv[1])) {
-		free(s);
 		fputs(servers_help, stdout);
 		return REEF_EXIT_OK;
 	}
-	if (argc > 1) {
-		free(s);
+	if (argc > 1)
 		return reef_usage("servers", "servers takes no arguments");
-	}
+	s = login_servers(2, &r);
 	if (!s)
-		return reef_fail("out of memory");
-	r = reef_servers_load(s, why, sizeof(why));
-	if (r < 0 && r != -ENOENT) {
-		free(s);
-		return reef_fail("cannot read the configuration: %s", why);
-	}
+		return r;
 	for (size_t i = 0; i < s->n; i++, any++)
 		printf("%c %-20s %s\n", strcmp(s->v[i].name, s->def) ? ' ' : '*', s->v[i].name,
 		       s->v[i].url);
@@ -598,12 +596,9 @@ int reef_cmd_mount(int argc, char **argv)
 
 	if (!sv)
 		return reef_fail("out of memory");
-	for (int i = 1; i < argc; i++) {
-		if (reef_is_help(argv[i])) {
-			free(sv);
-			fputs(mount_help, stdout);
-			return REEF_EXIT_OK;
-		}
+	if (reef_help(argc, argv, mount_help)) {
+		free(sv);
+		return REEF_EXIT_OK;
 	}
 	for (int i = 1; i < argc; i++) {
 		const char *o = NULL;

@@ -69,6 +69,16 @@ bool reef_is_help(const char *arg)
 	return !strcmp(arg, "-h") || !strcmp(arg, "--help");
 }
 
+bool reef_help(int argc, char **argv, const char *text)
+{
+	for (int i = 1; i < argc; i++)
+		if (reef_is_help(argv[i])) {
+			fputs(text, stdout);
+			return true;
+		}
+	return false;
+}
+
 int reef_read_file(const char *path, size_t cap, struct buf *out)
 {
 	char chunk[16384];

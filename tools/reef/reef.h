@@ -24,6 +24,9 @@ int reef_usage(const char *cmd, const char *fmt, ...) __attribute__((format(prin
 
 /* True when arg is -h or --help. */
 bool reef_is_help(const char *arg);
+/* True, with text printed on stdout, when any of argv[1..] is -h or --help: the command
+ * then only answers with its help, whatever else it was given. */
+bool reef_help(int argc, char **argv, const char *text);
 
 /* Reads a whole (small) file into out, at most cap bytes (-EFBIG beyond). */
 int reef_read_file(const char *path, size_t cap, struct buf *out);
