@@ -13,6 +13,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "dsql.h"
 #include "reef/log.h"
 
 #define JOURNAL_COLS                                                                               \
@@ -36,31 +37,6 @@ static double journal_now(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* The one table from SQLite result codes to errno. */
-static int journal_err(int rc)
-{
-	switch (rc & 0xff) {
-	case SQLITE_OK:
-	case SQLITE_DONE:
-	case SQLITE_ROW:
-		return 0;
-	case SQLITE_NOMEM:
-		return -ENOMEM;
-	case SQLITE_FULL:
-		return -ENOSPC;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_READONLY:
-	case SQLITE_PERM:
-		return -EACCES;
-	case SQLITE_CONSTRAINT:
-		return -EEXIST;
-	default:
-		return -EIO;
-	}
 }
 
 const char *journal_state_name(enum journal_state s)
@@ -110,41 +86,32 @@ static int journal_exec(struct journal *j, const char *sql)
 		log_error("journal: %s: %s", sql, msg ? msg : sqlite3_errstr(rc));
 		sqlite3_free(msg);
 	}
-	return journal_err(rc);
+	return dsql_errno(rc);
 }
 
 int journal_open(struct journal **out, const char *path)
 {
 	struct journal *j = calloc(1, sizeof(*j));
 	sqlite3_stmt *st = NULL;
-	int rc, r;
+	int r;
 
 	*out = NULL;
 	if (!j)
 		return -ENOMEM;
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_cond_init(&j->wake, NULL);
-	rc = sqlite3_open_v2(
-	    path, &j->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
-	if (rc != SQLITE_OK) {
-		r = log_ret(journal_err(rc), "journal %s: %s", path, sqlite3_errstr(rc));
-		goto fail;
-	}
-	sqlite3_busy_timeout(j->db, 5000);
-	/* FULL: a request write() acknowledged must survive a power cut, not only a crash */
-	r = journal_exec(j, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
-	if (r == 0)
-		r = journal_exec(
-		    j, "CREATE TABLE IF NOT EXISTS requests("
-		       " id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE,"
-		       " project_id INTEGER NOT NULL, kind TEXT NOT NULL,"
-		       " target TEXT NOT NULL, path TEXT NOT NULL, body TEXT NOT NULL,"
-		       " state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
-		       " http_status INTEGER NOT NULL DEFAULT 0,"
-		       " error TEXT NOT NULL DEFAULT '', result TEXT,"
-		       " created_at REAL NOT NULL, updated_at REAL NOT NULL,"
-		       " next_try REAL NOT NULL DEFAULT 0);"
-		       "CREATE INDEX IF NOT EXISTS requests_state ON requests(state, id);");
+	r = dsql_open(&j->db, path,
+	              "CREATE TABLE IF NOT EXISTS requests("
+	              " id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE,"
+	              " project_id INTEGER NOT NULL, kind TEXT NOT NULL,"
+	              " target TEXT NOT NULL, path TEXT NOT NULL, body TEXT NOT NULL,"
+	              " state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+	              " http_status INTEGER NOT NULL DEFAULT 0,"
+	              " error TEXT NOT NULL DEFAULT '', result TEXT,"
+	              " created_at REAL NOT NULL, updated_at REAL NOT NULL,"
+	              " next_try REAL NOT NULL DEFAULT 0);"
+	              "CREATE INDEX IF NOT EXISTS requests_state ON requests(state, id);",
+	              "journal");
 	if (r < 0)
 		goto fail;
 	/* forget what was settled long ago; queued requests stay whatever their age */
@@ -226,7 +193,7 @@ int journal_add(struct journal *j, struct journal_entry *e)
 		pthread_cond_broadcast(&j->wake);
 		r = 0;
 	} else {
-		r = log_ret(journal_err(rc), "journal: cannot record a request: %s",
+		r = log_ret(dsql_errno(rc), "journal: cannot record a request: %s",
 		            sqlite3_errmsg(j->db));
 	}
 	pthread_mutex_unlock(&j->lock);

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dsql.h"
+
 struct overlay {
 	struct overlay *next;
 	struct ovset *set;
@@ -36,30 +38,9 @@ struct ovset {
 	uint64_t bytes; /* __atomic */
 };
 
-static int sql_err(int rc)
-{
-	switch (rc & 0xff) {
-	case SQLITE_OK:
-	case SQLITE_DONE:
-	case SQLITE_ROW:
-		return 0;
-	case SQLITE_NOMEM:
-		return -ENOMEM;
-	case SQLITE_FULL:
-		return -ENOSPC;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_CONSTRAINT:
-		return -EEXIST;
-	default:
-		return -EIO;
-	}
-}
-
 static int exec_sql(sqlite3 *db, const char *sql)
 {
-	return sql_err(sqlite3_exec(db, sql, NULL, NULL, NULL));
+	return dsql_errno(sqlite3_exec(db, sql, NULL, NULL, NULL));
 }
 
 void ov_parent(const char *path, char *out, size_t cap)
@@ -161,7 +142,7 @@ static int ov_load(struct ovset *s, const char *dir, struct overlay **out)
 {
 	struct overlay *ov = calloc(1, sizeof(*ov));
 	char path[4200];
-	int r, rc;
+	int r;
 
 	*out = NULL;
 	if (!ov)
@@ -193,24 +174,16 @@ static int ov_load(struct ovset *s, const char *dir, struct overlay **out)
 		goto fail;
 	}
 	snprintf(path, sizeof(path), "%s/manifest.db", dir);
-	rc = sqlite3_open_v2(path, &ov->db,
-	                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-	                     NULL);
-	if (rc != SQLITE_OK) {
-		r = sql_err(rc);
-		goto fail;
-	}
-	sqlite3_busy_timeout(ov->db, 5000);
-	/* FULL: a change acknowledged to a writer survives a power cut, not only a crash */
-	r = exec_sql(ov->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-	                     "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);"
-	                     "CREATE TABLE IF NOT EXISTS ent(path TEXT PRIMARY KEY,"
-	                     " parent TEXT NOT NULL, kind INTEGER NOT NULL,"
-	                     " exec INTEGER NOT NULL DEFAULT 0, data INTEGER NOT NULL DEFAULT 0,"
-	                     " blob TEXT NOT NULL DEFAULT '', lfs TEXT NOT NULL DEFAULT '',"
-	                     " size INTEGER NOT NULL DEFAULT -1, mtime INTEGER NOT NULL DEFAULT 0,"
-	                     " target TEXT NOT NULL DEFAULT '');"
-	                     "CREATE INDEX IF NOT EXISTS ent_parent ON ent(parent);");
+	r = dsql_open(&ov->db, path,
+	              "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL);"
+	              "CREATE TABLE IF NOT EXISTS ent(path TEXT PRIMARY KEY,"
+	              " parent TEXT NOT NULL, kind INTEGER NOT NULL,"
+	              " exec INTEGER NOT NULL DEFAULT 0, data INTEGER NOT NULL DEFAULT 0,"
+	              " blob TEXT NOT NULL DEFAULT '', lfs TEXT NOT NULL DEFAULT '',"
+	              " size INTEGER NOT NULL DEFAULT -1, mtime INTEGER NOT NULL DEFAULT 0,"
+	              " target TEXT NOT NULL DEFAULT '');"
+	              "CREATE INDEX IF NOT EXISTS ent_parent ON ent(parent);",
+	              "overlay manifest");
 	if (r < 0)
 		goto fail;
 	ov->count = (size_t)query_int(ov->db, "SELECT count(*) FROM ent");
@@ -331,7 +304,7 @@ int ov_meta_set(struct overlay *ov, const char *key, const char *value)
 		rc = sqlite3_step(st);
 	}
 	sqlite3_finalize(st);
-	return sql_err(rc);
+	return dsql_errno(rc);
 }
 
 int ov_meta_get(struct overlay *ov, const char *key, char *out, size_t cap)
@@ -534,14 +507,14 @@ int ov_get(struct overlay *ov, const char *path, struct ov_ent *out)
 	rc = sqlite3_prepare_v2(ov->db, "SELECT " ENT_COLS " FROM ent WHERE path = ?", -1, &st,
 	                        NULL);
 	if (rc != SQLITE_OK)
-		return sql_err(rc);
+		return dsql_errno(rc);
 	sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		ent_read(st, out);
 		r = 0;
 	} else if (rc != SQLITE_DONE) {
-		r = sql_err(rc);
+		r = dsql_errno(rc);
 	}
 	sqlite3_finalize(st);
 	return r;
@@ -577,7 +550,7 @@ int ov_put(struct overlay *ov, const struct ov_ent *e)
 	if (sqlite3_get_autocommit(ov->db))
 		__atomic_store_n(&ov->count, (size_t)query_int(ov->db, "SELECT count(*) FROM ent"),
 		                 __ATOMIC_RELAXED);
-	return sql_err(rc);
+	return dsql_errno(rc);
 }
 
 int ov_del(struct overlay *ov, const char *path)
@@ -594,7 +567,7 @@ int ov_del(struct overlay *ov, const char *path)
 	if (sqlite3_get_autocommit(ov->db))
 		__atomic_store_n(&ov->count, (size_t)query_int(ov->db, "SELECT count(*) FROM ent"),
 		                 __ATOMIC_RELAXED);
-	return sql_err(rc);
+	return dsql_errno(rc);
 }
 
 static int ents_query(sqlite3_stmt *st, struct ov_ent **out, size_t *n)
@@ -619,7 +592,7 @@ static int ents_query(sqlite3_stmt *st, struct ov_ent **out, size_t *n)
 	}
 	if (rc != SQLITE_DONE) {
 		free(v);
-		return sql_err(rc);
+		return dsql_errno(rc);
 	}
 	*out = v;
 	*n = cnt;
@@ -636,7 +609,7 @@ int ov_children(struct overlay *ov, const char *dir, struct ov_ent **out, size_t
 	rc = sqlite3_prepare_v2(
 	    ov->db, "SELECT " ENT_COLS " FROM ent WHERE parent = ? ORDER BY path", -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return sql_err(rc);
+		return dsql_errno(rc);
 	sqlite3_bind_text(st, 1, dir, -1, SQLITE_STATIC);
 	r = ents_query(st, out, n);
 	sqlite3_finalize(st);
@@ -653,7 +626,7 @@ int ov_all(struct overlay *ov, struct ov_ent **out, size_t *n)
 	rc =
 	    sqlite3_prepare_v2(ov->db, "SELECT " ENT_COLS " FROM ent ORDER BY path", -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return sql_err(rc);
+		return dsql_errno(rc);
 	r = ents_query(st, out, n);
 	sqlite3_finalize(st);
 	return r;
@@ -676,11 +649,11 @@ int ov_has_below(struct overlay *ov, const char *dir)
 	rc = sqlite3_prepare_v2(ov->db, "SELECT 1 FROM ent WHERE path >= ? AND path < ? LIMIT 1",
 	                        -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return sql_err(rc);
+		return dsql_errno(rc);
 	sqlite3_bind_text(st, 1, lo, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, hi, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
-	r = rc == SQLITE_ROW ? 1 : sql_err(rc);
+	r = rc == SQLITE_ROW ? 1 : dsql_errno(rc);
 	sqlite3_finalize(st);
 	return r;
 }
@@ -708,7 +681,7 @@ int ov_move_below(struct overlay *ov, const char *src, const char *dst)
 		rc = sqlite3_step(st);
 	}
 	sqlite3_finalize(st);
-	return sql_err(rc);
+	return dsql_errno(rc);
 }
 
 int ov_del_below(struct overlay *ov, const char *dir, int64_t **ids, size_t *n)
@@ -727,7 +700,7 @@ int ov_del_below(struct overlay *ov, const char *dir, int64_t **ids, size_t *n)
 	                        " AND path < ?",
 	                        -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return sql_err(rc);
+		return dsql_errno(rc);
 	sqlite3_bind_text(st, 1, lo, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, hi, -1, SQLITE_STATIC);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -755,9 +728,9 @@ int ov_del_below(struct overlay *ov, const char *dir, int64_t **ids, size_t *n)
 		rc = sqlite3_step(st);
 	}
 	sqlite3_finalize(st);
-	if (sql_err(rc) < 0) {
+	if (dsql_errno(rc) < 0) {
 		free(v);
-		return sql_err(rc);
+		return dsql_errno(rc);
 	}
 	*ids = v;
 	*n = cnt;

@@ -2,6 +2,7 @@
 # python-gitlab's sections, read from the files themselves) and mounted reef directories.
 # Installed as share/bash-completion/completions/reef.
 
+# With "own", reef's servers only (what 'reef logout' can remove).
 _reef_servers()
 {
 	local cfg="${XDG_CONFIG_HOME:-$HOME/.config}/reef/config" f files=()
@@ -10,7 +11,9 @@ _reef_servers()
 		# the single-server file of earlier versions names its server "default"
 		grep -q '^server=' "$cfg" 2>/dev/null && echo default
 	fi
-	if [[ -n ${PYTHON_GITLAB_CFG-} ]]; then
+	if [[ ${1-} == own ]]; then
+		:
+	elif [[ -n ${PYTHON_GITLAB_CFG-} ]]; then
 		files+=("$PYTHON_GITLAB_CFG")
 	else
 		files+=(/etc/python-gitlab.cfg "$HOME/.python-gitlab.cfg")
@@ -37,7 +40,7 @@ _reef_dirs()
 _reef()
 {
 	local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
-	local cmds="login servers mount unmount umount status commit diff discard launch follow prefetch cache gc"
+	local cmds="login logout servers mount unmount umount status commit diff discard launch follow prefetch cache gc"
 	local IFS=$' \t\n' cmd="" i
 	COMPREPLY=()
 	for ((i = 1; i < COMP_CWORD; i++)); do
@@ -60,6 +63,13 @@ _reef()
 		esac
 		COMPREPLY=($(compgen -W "--name --gitlab --help" -- "$cur"))
 		[[ $cur != -* ]] && COMPREPLY+=($(compgen -W "https:// http://" -- "$cur"))
+		;;
+	logout)
+		if [[ $prev == --name ]]; then
+			COMPREPLY=($(compgen -W "$(_reef_servers own)" -- "$cur"))
+			return
+		fi
+		COMPREPLY=($(compgen -W "--name --help" -- "$cur"))
 		;;
 	mount)
 		if [[ $prev == -o ]]; then

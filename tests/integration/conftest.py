@@ -41,6 +41,33 @@ def git(*args, cwd=None, check=True, env=None, input=None):
                           capture_output=True, text=True)
 
 
+def data_repo(hub, tmp_path, files, executable=(), symlinks=None, tags=(), branches=()):
+    """alice's private project alice/data holding files (path -> bytes; the executable
+    ones 0755, symlinks path -> target) in one commit on main, pushed with the tags and
+    further branches made at that commit. The branch views' tests write over it."""
+    tok = hub.user("alice")
+    hub.project("alice/data", "alice", "private")
+    src = tmp_path / "src"
+    git("init", "-q", "-b", "main", str(src))
+    for name, data in files.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+    for name in executable:
+        (src / name).chmod(0o755)
+    for name, target in (symlinks or {}).items():
+        os.symlink(target, src / name)
+    git("add", "-A", cwd=src)
+    git("commit", "-q", "-m", "data", cwd=src)
+    for t in tags:
+        git("tag", t, cwd=src)
+    for b in branches:
+        git("branch", b, cwd=src)
+    url = hub.git_url("alice/data", token=tok)
+    git("push", "-q", url, "main", *branches, *tags, cwd=src)
+    commit = git("rev-parse", "HEAD", cwd=src).stdout.strip()
+    return {"tok": tok, "src": src, "files": files, "url": url, "commit": commit}
+
+
 class Hub:
     """A running reef-hub with its data directory; admin commands go through its CLI."""
 
@@ -193,6 +220,17 @@ class Mount:
         self.log.close()
         self.proc = None
         return code
+
+    def kill9_restart(self):
+        """reefd killed as by a crash (if it still runs), its dead mount lazily unmounted,
+        then started again over the same cache: what was durable must still be there."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        subprocess.run(["fusermount3", "-uz", str(self.mnt)], check=False)
+        self.log.close()
+        self.proc = None
+        self.start()
 
     def __truediv__(self, other):
         return self.mnt / other

@@ -8,6 +8,7 @@ authenticates with A's tokens, shows only what A shows the caller, keeps no toke
 clear, and does not start a second run when GitLab's answer is lost."""
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -55,6 +56,57 @@ def v1(b, token, method, route, **kw):
                             **kw)
 
 
+EXPS = "/projects/alice%2Fcats/experiments"
+
+
+def publish(b, token, **params):
+    """alice/sgd's processor (processor.json, or params' path) published through B."""
+    r = v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
+           json={"ref": "main", **params})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def launch(b, token, name, epochs=1):
+    """An sgd-train experiment over alice/cats's data, launched through B: its JSON."""
+    r = v1(b, token, "POST", EXPS, json={"name": name, "processor": "sgd-train",
+                                         "input_path": "data", "params": {"epochs": epochs}})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def wait_status(get, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = get()
+        if st in FINISHED:
+            return st
+        time.sleep(0.3)
+    return st
+
+
+def wait_experiment(b, token, name, timeout=90):
+    """The experiment's status once it has finished, else the last one seen."""
+    return wait_status(lambda: v1(b, token, "GET", f"{EXPS}/{name}").json()["status"], timeout)
+
+
+@contextlib.contextmanager
+def b_behind_proxy(a, tmp_path):
+    """Hub B beside A through a GitLabProxy that can drop or delay A's answers; B must
+    exit 0."""
+    from gitlab_proxy import GitLabProxy
+    proxy = GitLabProxy(a.port)
+    bdir = tmp_path / "b"
+    bdir.mkdir()
+    b = Hub(bdir, serve_args=["--gitlab", proxy.url]).start()
+    try:
+        yield b, proxy
+    finally:
+        code = b.stop()
+        proxy.close()
+    assert code == 0
+
+
 def setup_projects(a, tmp_path):
     token = a.user("alice")
     a.project("alice/sgd", "alice")
@@ -83,9 +135,7 @@ def test_two_hubs_experiment_through_the_mount(two, tmp_path, mount_factory):
     assert requests.post(b.url + "/api/graphql", json={"query": "{x}"},
                          headers={"PRIVATE-TOKEN": token}).status_code == 404
     # publish from A's project through B (manifest through A's files API)
-    r = v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish", json={"ref": "main"})
-    assert r.status_code == 201, r.text
-    proc = r.json()
+    proc = publish(b, token)
     assert proc["slug"] == "sgd-train" and proc["image"] == IMAGE
     assert proc["code_project_path"] == "alice/sgd" and len(proc["sha"]) == 40
     head = a.api("GET", "/projects/alice%2Fsgd/repository/branches/main", token).json()
@@ -163,26 +213,14 @@ def test_two_hubs_experiment_through_the_mount(two, tmp_path, mount_factory):
     # cancel goes to GitLab's pipeline; the launch's status follows it
     r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments/gl2/cancel")
     assert r.status_code == 200, r.text
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        st = v1(b, token, "GET", "/projects/alice%2Fcats/experiments/gl2").json()["status"]
-        if st in FINISHED:
-            break
-        time.sleep(0.2)
-    assert st == "canceled"
+    assert wait_experiment(b, token, "gl2", timeout=30) == "canceled"
     assert a.api("GET", f"/projects/alice%2Fcats/pipelines/{r1.json()['pipeline_id']}",
                  token).json()["status"] == "canceled"
     # retry: a new pipeline on the same branch (its job's token reports), run to the end
     r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments/gl2/retry")
     assert r.status_code == 201, r.text
     assert r.json()["pipeline_id"] != r1.json()["pipeline_id"]
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        st = v1(b, token, "GET", "/projects/alice%2Fcats/experiments/gl2").json()["status"]
-        if st in FINISHED:
-            break
-        time.sleep(0.3)
-    assert st == "success"
+    assert wait_experiment(b, token, "gl2") == "success"
     # usage: job seconds and artifact bytes from A's jobs API
     u = v1(b, token, "GET", "/namespaces/alice/usage")
     assert u.status_code == 200, u.text
@@ -206,8 +244,7 @@ def test_two_hubs_auth_and_visibility(two, tmp_path):
     a, b = two
     token = setup_projects(a, tmp_path)
     bob = a.user("bob")
-    assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
-              json={"ref": "main"}).status_code == 201
+    publish(b, token)
     # a token A does not know: 401, as are none and a garbled one
     assert v1(b, "glpat-not-a-token-at-all", "GET", "/processors").status_code == 401
     assert v1(b, None, "GET", "/processors").status_code == 401
@@ -262,17 +299,11 @@ def test_lost_gitlab_answers_start_one_run(hub, tmp_path):
     """GitLab acts on the launch's commit and on its pipeline but the answers are lost on
     the way back to the service: it finds the branch by the request id in its head commit,
     and the pipeline on the launch's own branch, instead of sending either again."""
-    from gitlab_proxy import GitLabProxy
     a = hub
     token = setup_projects(a, tmp_path)
-    proxy = GitLabProxy(a.port)
-    bdir = tmp_path / "b"
-    bdir.mkdir()
-    b = Hub(bdir, serve_args=["--gitlab", proxy.url]).start()
-    try:
-        assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
-                  json={"ref": "main"}).status_code == 201
-        url = "/projects/alice%2Fcats/experiments"
+    with b_behind_proxy(a, tmp_path) as (b, proxy):
+        publish(b, token)
+        url = EXPS
         for name, what in (("lost-commit", r"^POST /api/v4/projects/\d+/repository/commits$"),
                            ("lost-pipeline", r"^POST /api/v4/projects/\d+/pipeline$")):
             proxy.reset()
@@ -294,17 +325,8 @@ def test_lost_gitlab_answers_start_one_run(hub, tmp_path):
             # a client resending the same request gets the same run
             r2 = v1(b, token, "POST", url, json=body)
             assert r2.status_code == 201 and r2.json()["id"] == e["id"]
-            deadline = time.time() + 90
-            while time.time() < deadline:
-                st = v1(b, token, "GET", f"{url}/{name}").json()["status"]
-                if st in FINISHED:
-                    break
-                time.sleep(0.3)
+            st = wait_experiment(b, token, name)
             assert st == "success", (st, b.log_path.read_text()[-2000:])
-    finally:
-        code = b.stop()
-        proxy.close()
-    assert code == 0
 
 
 def test_revoked_token_stops_within_the_cache_time(hub, tmp_path):
@@ -349,9 +371,7 @@ def test_two_hubs_data_pipeline_and_visualization(two, tmp_path, mount_factory):
                                        "plot.py": PLOT_PY, "viz.json": json.dumps(VISUALIZATION)},
                tmp_path, message="more processors")
     for path in ("op.json", "viz.json"):
-        r = v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
-               json={"ref": "main", "path": path})
-        assert r.status_code == 201, r.text
+        publish(b, token, path=path)
     m = mount_factory(a, token, extra_opts=f"mgmt={b.url}")
     proj = m / "alice/cats"
     err, out = write_ctl(proj / "data-pipelines/launch",
@@ -389,32 +409,15 @@ PROBE_CI = """probe:
 """
 
 
-def wait_status(get, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        st = get()
-        if st in FINISHED:
-            return st
-        time.sleep(0.3)
-    return st
-
-
 def test_epf_reports_with_the_job_token(two, tmp_path):
     """Beside a GitLab, reef-epf authenticates with its job's CI_JOB_TOKEN, which the
     service shows to GitLab (GET /api/v4/job): a job of another pipeline is refused (403),
     a forged token too (401). A plays GitLab's GET /job as GitLab does."""
     a, b = two
     token = setup_projects(a, tmp_path)
-    assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
-              json={"ref": "main"}).status_code == 201
-    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
-           json={"name": "jt1", "processor": "sgd-train", "input_path": "data",
-                 "params": {"epochs": 2}})
-    assert r.status_code == 201, r.text
-    e = r.json()
-    st = wait_status(lambda: v1(b, token, "GET", "/projects/alice%2Fcats/experiments/jt1"
-                                ).json()["status"])
-    assert st == "success", b.log_path.read_text()[-2000:]
+    publish(b, token)
+    launch(b, token, "jt1", epochs=2)
+    assert wait_experiment(b, token, "jt1") == "success", b.log_path.read_text()[-2000:]
     e = v1(b, token, "GET", "/projects/alice%2Fcats/experiments/jt1").json()
     assert [x["epoch"] for x in e["metrics"]] == [1, 2]
     assert e["epf"]["reported_status"] == "success"
@@ -511,13 +514,8 @@ def test_gitlab_webhooks_move_runs_without_polling(two, tmp_path):
     import sqlite3
     a, b = two
     token = setup_projects(a, tmp_path)
-    assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
-              json={"ref": "main"}).status_code == 201
-    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
-           json={"name": "wh1", "processor": "sgd-train", "input_path": "data",
-                 "params": {"epochs": 1}})
-    assert r.status_code == 201, r.text
-    e = r.json()
+    publish(b, token)
+    e = launch(b, token, "wh1")
     hooks = a.api("GET", "/projects/alice%2Fcats/hooks", token).json()
     assert len(hooks) == 1, hooks
     h = hooks[0]
@@ -541,10 +539,7 @@ def test_gitlab_webhooks_move_runs_without_polling(two, tmp_path):
     assert job_id == jobs[0]["id"]
 
     # a second launch registers nothing more
-    r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
-           json={"name": "wh2", "processor": "sgd-train", "input_path": "data",
-                 "params": {"epochs": 1}})
-    assert r.status_code == 201, r.text
+    launch(b, token, "wh2")
     assert len(a.api("GET", "/projects/alice%2Fcats/hooks", token).json()) == 1
 
     # deliveries that are not GitLab's: a wrong token, none, a body that is no event
@@ -668,30 +663,16 @@ def test_epf_waits_for_the_pipeline_id(hub, tmp_path):
     """GitLab's answer to the launch's POST /pipeline is slow: the job already runs and
     reef-epf reports before the service knows the run's pipeline. The service answers 503
     (Retry-After) instead of refusing the job, and reef-epf's retry gets through."""
-    from gitlab_proxy import GitLabProxy
     a = hub
     token = setup_projects(a, tmp_path)
-    proxy = GitLabProxy(a.port)
-    bdir = tmp_path / "b"
-    bdir.mkdir()
-    b = Hub(bdir, serve_args=["--gitlab", proxy.url]).start()
-    try:
-        assert v1(b, token, "POST", "/code-projects/alice%2Fsgd/publish",
-                  json={"ref": "main"}).status_code == 201
+    with b_behind_proxy(a, tmp_path) as (b, proxy):
+        publish(b, token)
         proxy.delay = (r"^POST /api/v4/projects/\d+/pipeline$", 2.5)
-        r = v1(b, token, "POST", "/projects/alice%2Fcats/experiments",
-               json={"name": "slow", "processor": "sgd-train", "input_path": "data",
-                     "params": {"epochs": 1}})
-        assert r.status_code == 201, r.text
-        st = wait_status(lambda: v1(b, token, "GET", "/projects/alice%2Fcats/experiments/slow"
-                                    ).json()["status"])
-        e = v1(b, token, "GET", "/projects/alice%2Fcats/experiments/slow").json()
+        launch(b, token, "slow")
+        st = wait_experiment(b, token, "slow")
+        e = v1(b, token, "GET", f"{EXPS}/slow").json()
         assert st == "success", e
         log = b.log_path.read_text()
         assert re.search(rf"/api/v1/epf/experiments/{e['id']}/start 503", log), log[-3000:]
         assert e["epf"]["started_at"] and e["epf"]["reported_status"] == "success"
         assert [x["epoch"] for x in e["metrics"]] == [1]
-    finally:
-        code = b.stop()
-        proxy.close()
-    assert code == 0

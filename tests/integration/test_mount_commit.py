@@ -7,14 +7,13 @@ after the branch moved."""
 import errno
 import os
 import random
-import signal
 import stat
 import subprocess
 import time
 
 import pytest
 
-from conftest import REEF_BIN, git
+from conftest import REEF_BIN, data_repo, git
 
 
 def reef(*args, check=True):
@@ -27,10 +26,6 @@ def reef(*args, check=True):
 
 @pytest.fixture
 def repo(hub, tmp_path):
-    tok = hub.user("alice")
-    hub.project("alice/data", "alice", "private")
-    src = tmp_path / "src"
-    git("init", "-q", "-b", "main", str(src))
     files = {
         "README.md": b"# data\n",
         "data/a.csv": b"x,y\n1,2\n",
@@ -39,16 +34,7 @@ def repo(hub, tmp_path):
         "keep/k.txt": b"kept\n",
         "run.sh": b"#!/bin/sh\necho hi\n",
     }
-    for name, data in files.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_bytes(data)
-    (src / "run.sh").chmod(0o755)
-    git("add", "-A", cwd=src)
-    git("commit", "-q", "-m", "data", cwd=src)
-    url = hub.git_url("alice/data", token=tok)
-    git("push", "-q", url, "main", cwd=src)
-    return {"tok": tok, "src": src, "url": url,
-            "commit": git("rev-parse", "HEAD", cwd=src).stdout.strip()}
+    return data_repo(hub, tmp_path, files, executable=["run.sh"])
 
 
 def clone(url, dest):
@@ -211,12 +197,7 @@ def test_commit_survives_kill9_before_commit(hub, repo, mount_factory, tmp_path)
     m = mount_factory(hub, repo["tok"])
     b = m.mnt / "alice/data/branches/main"
     (b / "after-crash.txt").write_text("durable\n")
-    m.proc.send_signal(signal.SIGKILL)
-    m.proc.wait()
-    subprocess.run(["fusermount3", "-uz", str(m.mnt)], check=False)
-    m.log.close()
-    m.proc = None
-    m.start()
+    m.kill9_restart()
     new = reef("commit", "-m", "after a crash", b).stdout.strip()
     c = clone(repo["url"], tmp_path / "check")
     assert (c / "after-crash.txt").read_text() == "durable\n"
@@ -268,16 +249,6 @@ def test_lfs_by_gitattributes_and_size(hub, repo, mount_factory, tmp_path):
     assert ptr.startswith("version https://git-lfs.github.com/spec/v1\noid sha256:")
 
 
-def restart(m, env=None):
-    if m.proc.poll() is None:
-        m.proc.send_signal(signal.SIGKILL)
-    m.proc.wait()
-    subprocess.run(["fusermount3", "-uz", str(m.mnt)], check=False)
-    m.log.close()
-    m.proc = None
-    m.start()
-
-
 def hub_git_children(hub):
     """The hub's running `git` descendants (http-backend, receive-pack, index-pack)."""
     found, todo = [], [hub.proc.pid]
@@ -321,7 +292,7 @@ def test_crash_between_push_and_drop_commits_once(hub, repo, mount_factory, tmp_
     r = reef("commit", "-m", "once", b, check=False)
     assert r.returncode != 0  # the daemon died under it
     m.proc.wait(timeout=10)
-    restart(m)
+    m.kill9_restart()
     # the push landed: the restarted daemon sees its journaled intent on the server
     assert commit_count(hub, repo["tok"]) == before + 1
     assert "0 pending changes" in reef("status", b).stdout
@@ -348,7 +319,7 @@ def test_kill9_during_upload_moves_at_most_once(hub, repo, mount_factory, tmp_pa
     deadline = time.monotonic() + 60
     while hub_git_children(hub) and time.monotonic() < deadline:
         time.sleep(0.1)
-    restart(m)
+    m.kill9_restart()
     p.communicate(timeout=60)
     st = reef("status", b).stdout
     moved = commit_count(hub, repo["tok"]) - before

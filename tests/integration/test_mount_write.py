@@ -7,14 +7,13 @@ import json
 import os
 import random
 import shutil
-import signal
 import stat
 import subprocess
 import time
 
 import pytest
 
-from conftest import git
+from conftest import data_repo, git
 
 
 def expect_errno(code, fn, *args):
@@ -25,10 +24,6 @@ def expect_errno(code, fn, *args):
 
 @pytest.fixture
 def repo(hub, tmp_path):
-    tok = hub.user("alice")
-    hub.project("alice/data", "alice", "private")
-    src = tmp_path / "src"
-    git("init", "-q", "-b", "main", str(src))
     files = {
         "README.md": b"# data\n",
         "data/a.csv": b"x,y\n1,2\n",
@@ -36,19 +31,8 @@ def repo(hub, tmp_path):
         "sub/deep/x.txt": b"deep\n",
         "run.sh": b"#!/bin/sh\necho hi\n",
     }
-    for name, data in files.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_bytes(data)
-    (src / "run.sh").chmod(0o755)
-    os.symlink("data/a.csv", src / "link")
-    git("add", "-A", cwd=src)
-    git("commit", "-q", "-m", "data", cwd=src)
-    git("tag", "v1", cwd=src)
-    git("branch", "feature", cwd=src)
-    url = hub.git_url("alice/data", token=tok)
-    git("push", "-q", url, "main", "feature", "v1", cwd=src)
-    commit = git("rev-parse", "HEAD", cwd=src).stdout.strip()
-    return {"tok": tok, "src": src, "files": files, "url": url, "commit": commit}
+    return data_repo(hub, tmp_path, files, executable=["run.sh"],
+                     symlinks={"link": "data/a.csv"}, tags=["v1"], branches=["feature"])
 
 
 def test_create_write_read_truncate(hub, repo, mount_factory):
@@ -208,12 +192,7 @@ def test_durable_across_kill9(hub, repo, mount_factory):
     os.mkdir(b / "d")
     os.rename(b / "sub", b / "d/sub")
     os.unlink(b / "README.md")
-    m.proc.send_signal(signal.SIGKILL)
-    m.proc.wait()
-    subprocess.run(["fusermount3", "-uz", str(m.mnt)], check=False)
-    m.log.close()
-    m.proc = None
-    m.start()
+    m.kill9_restart()
     assert (b / "big.bin").read_bytes() == data
     assert (b / "data/a.csv").read_bytes() == b"x,y\n1,2\n7,8\n"
     assert (b / "d/sub/deep/x.txt").read_bytes() == b"deep\n"

@@ -12,9 +12,10 @@ import subprocess
 
 import pytest
 
-from conftest import REEF_BIN
+from conftest import REEF_BIN, ROOT
 from test_mount_data import push_repo, status
 from test_mount_mlops import make_projects
+from test_system import complete
 
 
 @pytest.fixture
@@ -60,11 +61,13 @@ def test_usage_errors_and_help(cli_env):
                  ["status", "--bogus"], ["status", "a", "b"], ["cache", "a", "b"],
                  ["gc"], ["prefetch"], ["prefetch", "a", "b"], ["follow"],
                  ["launch"], ["launch", "dir"], ["launch", "dir", "proc", "noequals"],
-                 ["launch", "dir", "epochs=3"], ["launch", "--bogus", "d", "p"]):
+                 ["launch", "dir", "epochs=3"], ["launch", "--bogus", "d", "p"],
+                 ["logout", "--name"], ["logout", "home"],
+                 ["logout", "--name", "a", "--name", "b"]):
         r = reef(cli_env, *args)
         assert r.returncode == 2, (args, r)
         assert r.stderr.startswith("reef: ") and r.stderr.count("\n") == 1, (args, r.stderr)
-    for cmd in ("login", "mount", "unmount", "status", "launch", "follow", "prefetch",
+    for cmd in ("login", "logout", "mount", "unmount", "status", "launch", "follow", "prefetch",
                 "cache", "gc"):
         r = reef(cli_env, cmd, "--help")
         assert r.returncode == 0 and r.stdout.startswith(f"Usage: reef {cmd}"), (cmd, r)
@@ -88,6 +91,55 @@ def test_login_bad_token_stores_nothing(hub, cli_env, tmp_path):
     # mount without a login says so
     r = reef(cli_env, "mount", tmp_path / "mnt")
     assert r.returncode == 1 and "not logged in" in r.stderr
+
+
+def test_logout(hub, cli_env, tmp_path):
+    token = hub.user("alice")
+    cfg = tmp_path / "home/cfg/reef"
+    for name in ("work", "home"):
+        r = reef(cli_env, "login", "--name", name, hub.url, input=token + "\n")
+        assert r.returncode == 0, r
+    # two servers with one token file the user keeps elsewhere, and a python-gitlab section
+    own = tmp_path / "my-token"
+    own.write_text(token)
+    with open(cfg / "config", "a") as f:
+        for name in ("ext", "ext2"):
+            f.write(f"\n[{name}]\nurl = {hub.url}\ntoken_file = {own}\n")
+    pgl = tmp_path / "pgl.cfg"
+    pgl.write_text(f"[pg]\nurl = {hub.url}\nprivate_token = {token}\n")
+    env = dict(cli_env, PYTHON_GITLAB_CFG=str(pgl))
+    assert set(complete(ROOT / "scripts/completion/reef.bash",
+                        ["reef", "logout", "--name", ""], env)) == {"work", "home", "ext", "ext2"}
+
+    r = reef(env, "logout", "--name", "nope")
+    assert r.returncode == 1, r
+    assert r.stderr == "reef: no server named nope; reef's servers: work, home, ext, ext2\n"
+    r = reef(env, "logout", "--name", "pg")
+    assert r.returncode == 1 and "python-gitlab's section" in r.stderr, r
+    assert (cfg / "tokens/home").exists() and (cfg / "tokens/work").exists()
+
+    # without --name: the default, the last logged in to
+    r = reef(env, "logout")
+    assert r.returncode == 0, r
+    assert r.stdout == (f"logged out of home ({hub.url}): removed from {cfg / 'config'}\n"
+                        f"deleted its token file {cfg / 'tokens/home'}\n"
+                        "the default server is now ext2\n")
+    assert not (cfg / "tokens/home").exists() and (cfg / "tokens/work").exists()
+    assert "[home]" not in (cfg / "config").read_text()
+    r = reef(env, "logout", "--name", "ext")
+    assert r.returncode == 0, r
+    assert r.stdout.endswith(f"kept its token file {own}: another server uses it\n"), r
+    r = reef(env, "logout", "--name", "ext2")
+    assert r.returncode == 0, r
+    assert r.stdout.endswith(f"kept its token file {own}: not one reef stored\n"
+                             "the default server is now work\n"), r
+    assert own.read_text() == token
+    assert reef(env, "servers").stdout.startswith(f"* work                 {hub.url}\n")
+    r = reef(env, "logout")
+    assert r.returncode == 0 and r.stdout.endswith("no servers are left\n"), r
+    assert not (cfg / "tokens/work").exists()
+    r = reef(env, "logout")
+    assert r.returncode == 1 and "not logged in to any server" in r.stderr, r
 
 
 def test_login_on_a_terminal_does_not_echo(hub, cli_env, tmp_path):

@@ -874,6 +874,17 @@ out:
 	return ret;
 }
 
+/* A refused upload leaves nothing behind, before the client hears of it. */
+static void put_discard(struct hub_lfs *l)
+{
+	if (l->fd >= 0)
+		close(l->fd);
+	l->fd = -1;
+	if (l->tmp[0])
+		unlink(l->tmp);
+	l->tmp[0] = '\0';
+}
+
 int hub_lfs_body(struct hub_lfs *l, const void *data, size_t len)
 {
 	const char *p = data;
@@ -889,8 +900,10 @@ int hub_lfs_body(struct hub_lfs *l, const void *data, size_t len)
 	}
 	if (l->received + len > l->size || l->received + len < l->received) {
 		/* More than the declared size (a chunked body says nothing up front): stop
-		 * reading here rather than at the end of what may be gigabytes. */
+		 * reading here rather than at the end of what may be gigabytes. The server
+		 * answers as soon as this returns, so the partial file goes first. */
 		l->received = UINT64_MAX;
+		put_discard(l);
 		return -EMSGSIZE;
 	}
 	if (l->io_err) {
@@ -1191,17 +1204,6 @@ static void verify(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l
 		lfs_json(resp, 200, json_object());
 out:
 	json_decref(root);
-}
-
-/* A refused upload leaves nothing behind, before the client hears of it. */
-static void put_discard(struct hub_lfs *l)
-{
-	if (l->fd >= 0)
-		close(l->fd);
-	l->fd = -1;
-	if (l->tmp[0])
-		unlink(l->tmp);
-	l->tmp[0] = '\0';
 }
 
 static void put_store(struct hub_resp *resp, struct hub_lfs *l)

@@ -50,7 +50,8 @@ int hub_lfs_start(struct hub_req *req, struct hub_resp *resp, const char *path,
 /* Takes request body bytes: buffered (JSON routes, capped) or streamed to disk (PUT).
  * Problems are remembered and answered by hub_lfs_finish; 0, or a negative errno when
  * the server should answer at once and read no further: -EFBIG (a JSON body over
- * HUB_LFS_MAX_JSON: 413), -EMSGSIZE (an upload longer than its declared size: 400). */
+ * HUB_LFS_MAX_JSON: 413), -EMSGSIZE (an upload longer than its declared size: 400; its
+ * temporary file is already gone). */
 int hub_lfs_body(struct hub_lfs *l, const void *data, size_t len);
 /* Answers the request into resp (an fd body for object downloads). */
 void hub_lfs_finish(struct hub_req *req, struct hub_resp *resp, struct hub_lfs *l);

@@ -484,11 +484,9 @@ void mgl_publish(struct hub_req *req, struct hub_resp *resp, const char *project
 	struct hub_project p;
 	json_t *params = NULL, *m = NULL, *fj = NULL;
 	struct buf path = BUF_INIT(8192), content = BUF_INIT(MG_MAX_MANIFEST + 1);
-	char sha[41] = "", err[512] = "", *pj = NULL, *mj = NULL;
+	char sha[41] = "", err[512] = "";
 	const char *ref, *file, *s;
-	int64_t owner;
 	long status;
-	double now = ci_now();
 	int r;
 
 	if (mgl_project(req, resp, project_seg, &p) < 0)
@@ -545,58 +543,9 @@ void mgl_publish(struct hub_req *req, struct hub_resp *resp, const char *project
 		mg_error(resp, r == -EFBIG ? 400 : 502, "%s %s", r == -EFBIG ? "400" : "502", err);
 		goto out;
 	}
-	pj = jsonx_dump(json_object_get(m, "parameters") ? json_object_get(m, "parameters")
-	                                                 : json_array());
-	mj = jsonx_dump(json_object_get(m, "metrics") ? json_object_get(m, "metrics")
-	                                              : json_array());
-	ci_lock();
-	{
-		sqlite3_stmt *st = ci_db_prep("SELECT project_id FROM mg_processors WHERE slug=?",
-		                              "t", jsonx_str(m, "slug"));
-
-		owner = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-		sqlite3_finalize(st);
-	}
-	if (owner && owner != p.id) {
-		ci_unlock();
-		mg_error(resp, 409, "409 Conflict: processor slug %s belongs to another project",
-		         jsonx_str(m, "slug"));
-		goto out;
-	}
-	r = ci_db_exec(
-	    NULL,
-	    "INSERT INTO mg_processors(slug, name, type, description, command,"
-	    " input_data_type, output_data_type, parameters, metrics, project_id, ref,"
-	    " sha, published_by, created_at, updated_at, image, code_project_path)"
-	    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(slug) DO UPDATE SET"
-	    " name=excluded.name, type=excluded.type, description=excluded.description,"
-	    " command=excluded.command, input_data_type=excluded.input_data_type,"
-	    " output_data_type=excluded.output_data_type,"
-	    " parameters=excluded.parameters, metrics=excluded.metrics, ref=excluded.ref,"
-	    " sha=excluded.sha, published_by=excluded.published_by,"
-	    " updated_at=excluded.updated_at, image=excluded.image,"
-	    " code_project_path=excluded.code_project_path",
-	    "tttttttttittiddtt", jsonx_str(m, "slug"), jsonx_str(m, "name"), jsonx_str(m, "type"),
-	    jsonx_str(m, "description") ? jsonx_str(m, "description") : "", jsonx_str(m, "command"),
-	    jsonx_str(m, "input_data_type"), jsonx_str(m, "output_data_type"), pj, mj, p.id, ref,
-	    sha, req->user->id, now, now, jsonx_str(m, "image"), p.path_with_namespace);
-	ci_unlock();
-	if (r < 0) {
-		hub_resp_error(resp, 500, "500 Internal Server Error");
-		goto out;
-	}
-	{
-		sqlite3_stmt *st = mg_processor_row(req, jsonx_str(m, "slug"));
-
-		if (st)
-			hub_resp_json(resp, 201, mg_processor_json(st));
-		else
-			hub_resp_error(resp, 500, "500 Internal Server Error");
-		sqlite3_finalize(st);
-	}
+	mg_processor_store(req, resp, &p, m, ref, sha, jsonx_str(m, "image"),
+	                   p.path_with_namespace);
 out:
-	free(pj);
-	free(mj);
 	json_decref(fj);
 	json_decref(m);
 	json_decref(params);

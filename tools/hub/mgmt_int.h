@@ -42,6 +42,12 @@ char *mg_param_value(const char *type, const json_t *v);
 /* Reads a file of the repository at ref; *sha gets the commit. */
 int mg_repo_file(const char *repo_path, const char *ref, const char *path, char sha[41],
                  struct buf *out);
+/* Stores the checked manifest m as the processor published by project p at ref (commit
+ * sha) and answers 201 with its row, or 409 when the slug is another project's. image and
+ * code_path are kept by the role beside a GitLab only (NULL on the hub's own). */
+void mg_processor_store(struct hub_req *req, struct hub_resp *resp, const struct hub_project *p,
+                        const json_t *m, const char *ref, const char *sha, const char *image,
+                        const char *code_path);
 void mg_publish(struct hub_req *req, struct hub_resp *resp, const char *project_seg);
 void mg_processors_list(struct hub_req *req, struct hub_resp *resp);
 void mg_epf_route(struct hub_req *req, struct hub_resp *resp, char **seg, size_t n);

@@ -335,15 +335,79 @@ static int mg_snapshot(const struct hub_project *p, const char *slug, const char
 	return 0;
 }
 
+void mg_processor_store(struct hub_req *req, struct hub_resp *resp, const struct hub_project *p,
+                        const json_t *m, const char *ref, const char *sha, const char *image,
+                        const char *code_path)
+{
+	const char *slug = jsonx_str(m, "slug");
+	char *pj, *mj;
+	int64_t owner;
+	double now = ci_now();
+	int r;
+
+	pj = jsonx_dump(json_object_get(m, "parameters") ? json_object_get(m, "parameters")
+	                                                 : json_array());
+	mj = jsonx_dump(json_object_get(m, "metrics") ? json_object_get(m, "metrics")
+	                                              : json_array());
+	ci_lock();
+	{
+		sqlite3_stmt *st =
+		    ci_db_prep("SELECT project_id FROM mg_processors WHERE slug=?", "t", slug);
+
+		owner = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+		sqlite3_finalize(st);
+	}
+	/* checked and written under one lock: a slug is never taken over by a second
+	 * project publishing at the same moment */
+	if (owner && owner != p->id) {
+		ci_unlock();
+		mg_error(resp, 409, "409 Conflict: processor slug %s belongs to another project",
+		         slug);
+		goto out;
+	}
+	r = ci_db_exec(
+	    NULL,
+	    "INSERT INTO mg_processors(slug, name, type, description, command,"
+	    " input_data_type, output_data_type, parameters, metrics, project_id, ref,"
+	    " sha, published_by, created_at, updated_at, image, code_project_path)"
+	    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(slug) DO UPDATE SET"
+	    " name=excluded.name, type=excluded.type, description=excluded.description,"
+	    " command=excluded.command, input_data_type=excluded.input_data_type,"
+	    " output_data_type=excluded.output_data_type,"
+	    " parameters=excluded.parameters, metrics=excluded.metrics, ref=excluded.ref,"
+	    " sha=excluded.sha, published_by=excluded.published_by,"
+	    " updated_at=excluded.updated_at, image=excluded.image,"
+	    " code_project_path=excluded.code_project_path",
+	    "tttttttttittiddtt", slug, jsonx_str(m, "name"), jsonx_str(m, "type"),
+	    jsonx_str(m, "description") ? jsonx_str(m, "description") : "", jsonx_str(m, "command"),
+	    jsonx_str(m, "input_data_type"), jsonx_str(m, "output_data_type"), pj, mj, p->id, ref,
+	    sha, req->user->id, now, now, image, code_path);
+	ci_unlock();
+	if (r < 0) {
+		hub_resp_error(resp, 500, "500 Internal Server Error");
+		goto out;
+	}
+	{
+		sqlite3_stmt *st = mg_processor_row(req, slug);
+
+		if (st)
+			hub_resp_json(resp, 201, mg_processor_json(st));
+		else
+			hub_resp_error(resp, 500, "500 Internal Server Error");
+		sqlite3_finalize(st);
+	}
+out:
+	free(pj);
+	free(mj);
+}
+
 void mg_publish(struct hub_req *req, struct hub_resp *resp, const char *project_seg)
 {
 	struct hub_project p;
 	json_t *params = NULL, *m = NULL;
 	struct buf content = BUF_INIT(MG_MAX_MANIFEST + 1);
-	char sha[41] = "", err[512], *pj = NULL, *mj = NULL;
+	char sha[41] = "", err[512];
 	const char *ref, *path;
-	int64_t owner;
-	double now = ci_now();
 	int r;
 
 	if (!req->user) {
@@ -393,57 +457,8 @@ void mg_publish(struct hub_req *req, struct hub_resp *resp, const char *project_
 		hub_resp_error(resp, 500, "500 Internal Server Error");
 		goto out;
 	}
-	pj = jsonx_dump(json_object_get(m, "parameters") ? json_object_get(m, "parameters")
-	                                                 : json_array());
-	mj = jsonx_dump(json_object_get(m, "metrics") ? json_object_get(m, "metrics")
-	                                              : json_array());
-	ci_lock();
-	{
-		sqlite3_stmt *st = ci_db_prep("SELECT project_id FROM mg_processors WHERE slug=?",
-		                              "t", jsonx_str(m, "slug"));
-
-		owner = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-		sqlite3_finalize(st);
-	}
-	if (owner && owner != p.id) {
-		ci_unlock();
-		mg_error(resp, 409, "409 Conflict: processor slug %s belongs to another project",
-		         jsonx_str(m, "slug"));
-		goto out;
-	}
-	r = ci_db_exec(
-	    NULL,
-	    "INSERT INTO mg_processors(slug, name, type, description, command,"
-	    " input_data_type, output_data_type, parameters, metrics, project_id, ref,"
-	    " sha, published_by, created_at, updated_at)"
-	    " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(slug) DO UPDATE SET"
-	    " name=excluded.name, type=excluded.type, description=excluded.description,"
-	    " command=excluded.command, input_data_type=excluded.input_data_type,"
-	    " output_data_type=excluded.output_data_type,"
-	    " parameters=excluded.parameters, metrics=excluded.metrics, ref=excluded.ref,"
-	    " sha=excluded.sha, published_by=excluded.published_by,"
-	    " updated_at=excluded.updated_at",
-	    "tttttttttittidd", jsonx_str(m, "slug"), jsonx_str(m, "name"), jsonx_str(m, "type"),
-	    jsonx_str(m, "description") ? jsonx_str(m, "description") : "", jsonx_str(m, "command"),
-	    jsonx_str(m, "input_data_type"), jsonx_str(m, "output_data_type"), pj, mj, p.id, ref,
-	    sha, req->user->id, now, now);
-	ci_unlock();
-	if (r < 0) {
-		hub_resp_error(resp, 500, "500 Internal Server Error");
-		goto out;
-	}
-	{
-		sqlite3_stmt *st = mg_processor_row(req, jsonx_str(m, "slug"));
-
-		if (st)
-			hub_resp_json(resp, 201, mg_processor_json(st));
-		else
-			hub_resp_error(resp, 500, "500 Internal Server Error");
-		sqlite3_finalize(st);
-	}
+	mg_processor_store(req, resp, &p, m, ref, sha, NULL, NULL);
 out:
-	free(pj);
-	free(mj);
 	json_decref(m);
 	json_decref(params);
 	buf_free(&content);

@@ -350,6 +350,23 @@ int reef_servers_add(struct reef_servers *s, const char *name, const char *url,
 	return 0;
 }
 
+int reef_servers_remove(struct reef_servers *s, const char *name)
+{
+	struct reef_server *v = conf_get(s, name, false);
+	size_t i;
+
+	if (!v)
+		return -ENOENT;
+	i = (size_t)(v - s->v);
+	memmove(&s->v[i], &s->v[i + 1], (s->n - i - 1) * sizeof(s->v[0]));
+	s->n--;
+	/* without a default, reef_server_find takes the last one: name it, so that the
+	 * file says what reef does */
+	if (!conf_get(s, s->def, false))
+		snprintf(s->def, sizeof(s->def), "%s", s->n ? s->v[s->n - 1].name : "");
+	return 0;
+}
+
 const char *reef_server_name_by_url(const struct reef_servers *s, const char *url)
 {
 	for (size_t i = 0; i < s->n; i++)

@@ -1,4 +1,4 @@
-/* reef login, servers, mount, unmount: storing a server (conf.c: the configuration,
+/* reef login, logout, servers, mount, unmount: storing a server (conf.c: the configuration,
  * $XDG_CONFIG_HOME/reef/config, one section per named server, tokens in tokens/NAME,
  * mode 0600) and running reefd with one. The token is read from stdin (or taken from
  * python-gitlab's file or $GITLAB_PRIVATE_TOKEN), checked once against GET /api/v4/user
@@ -34,6 +34,15 @@ static const char login_help[] =
     "  --gitlab SECTION  take the URL and private_token of python-gitlab's SECTION\n"
     "                    ($PYTHON_GITLAB_CFG, else /etc/python-gitlab.cfg and\n"
     "                    ~/.python-gitlab.cfg)\n";
+
+static const char logout_help[] =
+    "Usage: reef logout [--name NAME]\n"
+    "Removes server NAME (default: the default server) from $XDG_CONFIG_HOME/reef/config\n"
+    "and deletes its token file when reef stored it (in that directory) and no other\n"
+    "server uses it. If it was the default, the last server left becomes the default.\n"
+    "python-gitlab's sections and $GITLAB_URL are not reef's to remove. A running mount\n"
+    "is not unmounted.\n"
+    "  --name NAME  the server to remove (see 'reef servers')\n";
 
 static const char mount_help[] =
     "Usage: reef mount [-f] [-o OPTS]... [NAME] [DIR]\n"
@@ -220,6 +229,28 @@ static void login_name_from_url(const char *url, char *out, size_t size)
 		snprintf(out, size, "default");
 }
 
+/* count server lists, the first holding reef's own servers; NULL when the configuration
+ * cannot be read (reported, *ret the exit status), so that it is never rewritten: it may
+ * hold other servers. */
+static struct reef_servers *login_servers(size_t count, int *ret)
+{
+	struct reef_servers *s = calloc(count, sizeof(*s));
+	char why[512];
+	int r;
+
+	if (!s) {
+		*ret = reef_fail("out of memory");
+		return NULL;
+	}
+	r = reef_servers_load(s, why, sizeof(why));
+	if (r < 0 && r != -ENOENT) {
+		free(s);
+		*ret = reef_fail("cannot read the configuration: %s", why);
+		return NULL;
+	}
+	return s;
+}
+
 int reef_cmd_login(int argc, char **argv)
 {
 	char server[REEF_URL_MAX], tok[REEF_TOKEN_MAX + 2], user[256], dir[PATH_MAX];
@@ -230,11 +261,8 @@ int reef_cmd_login(int argc, char **argv)
 	size_t n;
 	int r;
 
-	for (int i = 1; i < argc; i++)
-		if (reef_is_help(argv[i])) {
-			fputs(login_help, stdout);
-			return REEF_EXIT_OK;
-		}
+	if (reef_help(argc, argv, login_help))
+		return REEF_EXIT_OK;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--name") || !strcmp(argv[i], "--gitlab")) {
 			if (i + 1 >= argc)
@@ -285,15 +313,9 @@ int reef_cmd_login(int argc, char **argv)
 		return reef_fail("no configuration directory: set HOME or XDG_CONFIG_HOME");
 	if (strchr(dir, ','))
 		return reef_fail("%s: a comma in the path cannot be passed to reefd", dir);
-	s = calloc(1, sizeof(*s));
+	s = login_servers(1, &r);
 	if (!s)
-		return reef_fail("out of memory");
-	/* a configuration that cannot be read is not overwritten: it may hold other servers */
-	r = reef_servers_load(s, why, sizeof(why));
-	if (r < 0 && r != -ENOENT) {
-		free(s);
-		return reef_fail("cannot read the configuration: %s", why);
-	}
+		return r;
 	known = reef_server_name_by_url(s, server);
 	if (want)
 		snprintf(name, sizeof(name), "%s", want);
@@ -344,29 +366,120 @@ out:
 	return r;
 }
 
+/* The names of reef's own servers, for a message: "a, b" or "none". */
+static void logout_names(const struct reef_servers *s, char *out, size_t size)
+{
+	size_t len = 0;
+
+	snprintf(out, size, "%s", s->n ? "" : "none");
+	for (size_t i = 0; i < s->n && len < size; i++)
+		len += (size_t)snprintf(out + len, size - len, "%s%s", i ? ", " : "", s->v[i].name);
+}
+
+/* A token file reef wrote itself (tokens/NAME, or the old single token) is removed with
+ * its server; one a user named with token_file= elsewhere is theirs. */
+static bool logout_owns(const char *dir, const char *file)
+{
+	size_t n = strlen(dir);
+
+	return !strncmp(file, dir, n) && file[n] == '/' && !strstr(file + n, "/..");
+}
+
+int reef_cmd_logout(int argc, char **argv)
+{
+	struct reef_servers *s;
+	struct reef_server *v = NULL;
+	const char *want = NULL;
+	char dir[PATH_MAX], cfg[PATH_MAX + 8];
+	char names[REEF_SERVERS_MAX * (REEF_NAME_MAX + 2)], name[REEF_NAME_MAX];
+	char url[REEF_URL_MAX], tokfile[sizeof(v->token_file)], olddef[sizeof(s->def)];
+	bool shared = false;
+	int r;
+
+	if (reef_help(argc, argv, logout_help))
+		return REEF_EXIT_OK;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--name"))
+			return reef_usage("logout", "unknown argument %s", argv[i]);
+		if (i + 1 >= argc)
+			return reef_usage("logout", "--name needs a value");
+		if (want)
+			return reef_usage("logout", "--name is given once");
+		want = argv[++i];
+	}
+	if (reef_config_dir(dir, sizeof(dir)) < 0)
+		return reef_fail("no configuration directory: set HOME or XDG_CONFIG_HOME");
+	s = login_servers(1, &r);
+	if (!s)
+		return r;
+	logout_names(s, names, sizeof(names));
+	for (size_t i = 0; i < s->n; i++)
+		if (!strcmp(s->v[i].name, want ? want : s->def))
+			v = &s->v[i];
+	if (!want && !v && s->n) /* no default named: the one 'reef mount' takes */
+		v = &s->v[s->n - 1];
+	if (!v) {
+		if (!want)
+			r = reef_fail("not logged in to any server (reef's servers: none)");
+		else if (reef_server_known(want))
+			r = reef_fail("%s is not one of reef's servers but python-gitlab's section "
+			              "(edit its file); reef's servers: %s",
+			              want, names);
+		else
+			r = reef_fail("no server named %s; reef's servers: %s", want, names);
+		free(s);
+		return r;
+	}
+	snprintf(name, sizeof(name), "%s", v->name);
+	snprintf(url, sizeof(url), "%s", v->url);
+	snprintf(tokfile, sizeof(tokfile), "%s", v->token_file);
+	snprintf(olddef, sizeof(olddef), "%s", s->def);
+	reef_servers_remove(s, name);
+	for (size_t i = 0; i < s->n; i++)
+		shared |= !strcmp(s->v[i].token_file, tokfile);
+	/* the configuration first: a server never stays without its token */
+	r = reef_servers_save(dir, s);
+	if (r < 0) {
+		free(s);
+		return reef_fail("cannot write the configuration in %s: %s", dir, strerror(-r));
+	}
+	snprintf(cfg, sizeof(cfg), "%s/config", dir);
+	printf("logged out of %s (%s): removed from %s\n", name, url, cfg);
+	if (shared) {
+		printf("kept its token file %s: another server uses it\n", tokfile);
+	} else if (!logout_owns(dir, tokfile)) {
+		printf("kept its token file %s: not one reef stored\n", tokfile);
+	} else if (unlink(tokfile) == 0) {
+		printf("deleted its token file %s\n", tokfile);
+	} else if (errno != ENOENT) {
+		r = reef_fail("cannot delete the token file %s: %s", tokfile, strerror(errno));
+		free(s);
+		return r;
+	}
+	if (!s->n)
+		printf("no servers are left\n");
+	else if (strcmp(olddef, s->def))
+		printf("the default server is now %s\n", s->def);
+	free(s);
+	return REEF_EXIT_OK;
+}
+
 int reef_cmd_servers(int argc, char **argv)
 {
-	struct reef_servers *s = calloc(2, sizeof(*s));
+	struct reef_servers *s;
 	char why[512];
 	const char *env = getenv("GITLAB_URL");
 	int r, any = 0;
 
 	if (argc == 2 && reef_is_help(argv[1])) {
-		free(s);
 		fputs(servers_help, stdout);
 		return REEF_EXIT_OK;
 	}
-	if (argc > 1) {
-		free(s);
+	if (argc > 1)
 		return reef_usage("servers", "servers takes no arguments");
-	}
+	s = login_servers(2, &r);
 	if (!s)
-		return reef_fail("out of memory");
-	r = reef_servers_load(s, why, sizeof(why));
-	if (r < 0 && r != -ENOENT) {
-		free(s);
-		return reef_fail("cannot read the configuration: %s", why);
-	}
+		return r;
 	for (size_t i = 0; i < s->n; i++, any++)
 		printf("%c %-20s %s\n", strcmp(s->v[i].name, s->def) ? ' ' : '*', s->v[i].name,
 		       s->v[i].url);
@@ -483,12 +596,9 @@ int reef_cmd_mount(int argc, char **argv)
 
 	if (!sv)
 		return reef_fail("out of memory");
-	for (int i = 1; i < argc; i++) {
-		if (reef_is_help(argv[i])) {
-			free(sv);
-			fputs(mount_help, stdout);
-			return REEF_EXIT_OK;
-		}
+	if (reef_help(argc, argv, mount_help)) {
+		free(sv);
+		return REEF_EXIT_OK;
 	}
 	for (int i = 1; i < argc; i++) {
 		const char *o = NULL;

@@ -19,6 +19,8 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  login [--name NAME] SERVER_URL   check a personal access token (stdin) and store it\n"
+    "  logout [--name NAME]             forget a server (default: the default one) and\n"
+    "                                   its stored token\n"
     "  servers                          the servers known, by name\n"
     "  mount [-o OPTS] [NAME] [DIR]     mount a server at DIR (default ~/reef)\n"
     "  unmount [NAME|DIR]               unmount it\n"
@@ -65,6 +67,16 @@ int reef_usage(const char *cmd, const char *fmt, ...)
 bool reef_is_help(const char *arg)
 {
 	return !strcmp(arg, "-h") || !strcmp(arg, "--help");
+}
+
+bool reef_help(int argc, char **argv, const char *text)
+{
+	for (int i = 1; i < argc; i++)
+		if (reef_is_help(argv[i])) {
+			fputs(text, stdout);
+			return true;
+		}
+	return false;
 }
 
 int reef_read_file(const char *path, size_t cap, struct buf *out)
@@ -375,7 +387,7 @@ static const struct {
     {"umount", reef_cmd_unmount},  {"status", reef_cmd_status},     {"launch", reef_cmd_launch},
     {"follow", reef_cmd_follow},   {"prefetch", reef_cmd_prefetch}, {"cache", reef_cmd_cache},
     {"gc", reef_cmd_gc},           {"servers", reef_cmd_servers},   {"commit", reef_cmd_commit},
-    {"discard", reef_cmd_discard}, {"diff", reef_cmd_diff},
+    {"discard", reef_cmd_discard}, {"diff", reef_cmd_diff},         {"logout", reef_cmd_logout},
 };
 
 int main(int argc, char **argv)

@@ -24,6 +24,9 @@ int reef_usage(const char *cmd, const char *fmt, ...) __attribute__((format(prin
 
 /* True when arg is -h or --help. */
 bool reef_is_help(const char *arg);
+/* True, with text printed on stdout, when any of argv[1..] is -h or --help: the command
+ * then only answers with its help, whatever else it was given. */
+bool reef_help(int argc, char **argv, const char *text);
 
 /* Reads a whole (small) file into out, at most cap bytes (-EFBIG beyond). */
 int reef_read_file(const char *path, size_t cap, struct buf *out);
@@ -63,6 +66,9 @@ int reef_server_find(const char *name, struct reef_server *out, char *why, size_
 int reef_servers_add(struct reef_servers *s, const char *name, const char *url,
                      const char *token_file);
 int reef_servers_save(const char *dir, const struct reef_servers *s);
+/* Removes name; the default, when it was name, becomes the last server left (the one
+ * reef_server_find would take). -ENOENT when there is no such server. */
+int reef_servers_remove(struct reef_servers *s, const char *name);
 /* Whether name is one of reef's servers or python-gitlab's sections. */
 bool reef_server_known(const char *name);
 const char *reef_server_name_by_url(const struct reef_servers *s, const char *url);
@@ -104,6 +110,7 @@ const char *reef_errno_name(int err, char *tmp, size_t size);
 const char *reef_reason(const char *line, const char *req);
 
 int reef_cmd_login(int argc, char **argv);
+int reef_cmd_logout(int argc, char **argv);
 int reef_cmd_mount(int argc, char **argv);
 int reef_cmd_unmount(int argc, char **argv);
 int reef_cmd_servers(int argc, char **argv);
