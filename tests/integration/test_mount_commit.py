@@ -7,6 +7,7 @@ after the branch moved."""
 import errno
 import os
 import random
+import signal
 import stat
 import subprocess
 import time
