@@ -117,6 +117,14 @@ static enum cache_via bulk_trees_via(struct cache *c, const char *project)
 
 	if (v != CACHE_VIA_UNKNOWN)
 		return v;
+	/* asked ahead already (cache_bulk_listed): its answer, not a second request */
+	pthread_mutex_lock(&c->lock);
+	while (c->bulk.caps_running)
+		pthread_cond_wait(&c->bulk.cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+	v = __atomic_load_n(&c->bulk.trees, __ATOMIC_RELAXED);
+	if (v != CACHE_VIA_UNKNOWN)
+		return v;
 	r = gl_git_caps(c->gl, project);
 	if (r == 0)
 		v = CACHE_VIA_BULK;
@@ -157,10 +165,63 @@ bool cache_bulk_trees_now(struct cache *c, const char *commit)
 	return now;
 }
 
-void cache_bulk_listed(struct cache *c, const char *commit, size_t entries)
+static void *bulk_caps_main(void *arg)
 {
+	struct cache *c = arg;
+	enum cache_via v = CACHE_VIA_UNKNOWN;
+	char *project;
+	int r;
+
 	pthread_mutex_lock(&c->lock);
-	bulk_use(c, commit)->rest_pages += (unsigned)(entries / 100 + 1);
+	project = c->bulk.caps_project;
+	c->bulk.caps_project = NULL;
+	pthread_mutex_unlock(&c->lock);
+	r = project ? gl_git_caps(c->gl, project) : -EINVAL;
+	if (r == 0)
+		v = CACHE_VIA_BULK;
+	else if (r == -ENOTSUP)
+		v = CACHE_VIA_REST;
+	if (v != CACHE_VIA_UNKNOWN)
+		__atomic_store_n(&c->bulk.trees, v, __ATOMIC_RELAXED);
+	free(project);
+	/* nothing after this but the return: cache_bulk_listed and cache_bulk_stop join */
+	pthread_mutex_lock(&c->lock);
+	c->bulk.caps_running = false;
+	pthread_cond_broadcast(&c->bulk.cond);
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+void cache_bulk_listed(struct cache *c, int64_t pid, const char *commit, size_t entries)
+{
+	char project[1024];
+	bool ask;
+
+	pthread_mutex_lock(&c->lock);
+	{
+		struct cache_commit_use *u = bulk_use(c, commit);
+
+		u->rest_pages += (unsigned)(entries / 100 + 1);
+		/* half way to a walk's trees over git: the capabilities they need are asked
+		 * now, on a thread, while the walk lists on (a round trip less before the
+		 * trees) */
+		ask = !c->stop && !c->bulk.caps_started && u->rest_pages >= BULK_REST_PAGES / 2 &&
+		      __atomic_load_n(&c->bulk.trees, __ATOMIC_RELAXED) == CACHE_VIA_UNKNOWN;
+		if (ask)
+			c->bulk.caps_started = true; /* once a mount */
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!ask || cache_pid_path(c, pid, project) < 0)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->bulk.caps_project = strdup(project);
+	c->bulk.caps_running =
+	    c->bulk.caps_project && pthread_create(&c->bulk.caps_th, NULL, bulk_caps_main, c) == 0;
+	if (!c->bulk.caps_running) {
+		free(c->bulk.caps_project);
+		c->bulk.caps_project = NULL;
+		c->bulk.caps_started = false;
+	}
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -1206,6 +1267,12 @@ void cache_bulk_stop(struct cache *c)
 		a->started = false;
 		free(a->path);
 		a->path = NULL;
+	}
+	while (c->bulk.caps_running)
+		pthread_cond_wait(&c->bulk.cond, &c->lock);
+	if (c->bulk.caps_started) {
+		pthread_join(c->bulk.caps_th, NULL);
+		c->bulk.caps_started = false;
 	}
 	while (c->bulk.sz_running)
 		pthread_cond_wait(&c->bulk.cond, &c->lock);

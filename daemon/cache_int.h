@@ -86,6 +86,11 @@ struct cache_bulk {
 	 * than the one that asked for it) is in that batch, and look-ahead batches start on
 	 * free slots until CACHE_AHEAD_SLOTS are ahead of it, so batches are in flight while
 	 * the reader consumes the one before. */
+	/* The server's git capabilities asked ahead (under the cache's lock): while a
+	 * walk's first REST pages are listed, not after them, on the way to its trees. */
+	pthread_t caps_th;
+	bool caps_started, caps_running;
+	char *caps_project;
 	struct cache_recent recent[CACHE_AHEAD_RECENT];
 	size_t recent_next;
 	unsigned seq_latest, seq_reader, ahead_pending;
@@ -355,7 +360,7 @@ int cache_bulk_root(struct cache *c, int64_t pid, const char *commit, char tree_
  * up alone costs a few small listings, a walk over the tree (more than BULK_REST_PAGES
  * pages listed) one fetch of every tree. cache_bulk_listed counts a REST listing. */
 bool cache_bulk_trees_now(struct cache *c, const char *commit);
-void cache_bulk_listed(struct cache *c, const char *commit, size_t entries);
+void cache_bulk_listed(struct cache *c, int64_t pid, const char *commit, size_t entries);
 /* Sizes and LFS verdicts of every file of the directory holding path, in batches over
  * GraphQL, into the index: 0 (look again), -ENOTSUP (no GraphQL: ask per file). */
 int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const char *path);
