@@ -358,11 +358,12 @@ class Suite:
         """B5's dataset read cold through 20 ms of latency each way vs clone + read."""
         log(f"B11: cold read of {self.ds['files']} files through +20 ms each way "
             f"({self.runs} runs)")
-        proxy = CountingProxy(self.hub.port, delay_s=0.020)
+        proxy = CountingProxy(self.hub.port, delay_s=0.020, log=True)
         url = self.hub.git_url("bench/dataset", self.token, proxy.url)
         base = self.run_dir / "b11"
         base.mkdir()
         reef_t, clone_t, reef_r, clone_r = [], [], [], []
+        reef_tl = clone_tl = None
         try:
             for i in range(self.runs):
                 dst = base / "clone"
@@ -372,22 +373,26 @@ class Suite:
                 sh(read_tree_cmd(dst, prune_git=True))
                 clone_t.append(time.perf_counter() - t)
                 clone_r.append(proxy.snapshot()["requests"])
+                clone_tl = proxy.timeline()
                 shutil.rmtree(dst)
                 m = self.mount(f"b11-reefd{i}", server=proxy.url)
                 d = m / "bench/dataset/branches/main"
                 proxy.reset()
                 reef_t.append(sh(read_tree_cmd(d)))
                 reef_r.append(proxy.snapshot()["requests"])
+                reef_tl = proxy.timeline()
                 self.unmount(m, "B11")
         finally:
             proxy.close()
         return self.record(
             "B11", workload=f"cold read of {self.ds['files']} files, +20 ms each way",
             reef_s=reef_t, clone_total_s=clone_t, reef_requests=reef_r, clone_requests=clone_r,
+            reef_timeline=reef_tl, clone_timeline=clone_tl,
             ratios={"reef/(clone --depth 1 + read)": ("reef_s", "clone_total_s")},
             targets={"reef/(clone --depth 1 + read)": ("<=", 0.5)},
             note="the same proxy holds every byte 20 ms in each direction for both; mount "
-            "start-up excluded for reefd")
+            "start-up excluded for reefd; the timelines are the last run's requests "
+            "(proxy.timeline: start = request line sent, end = last answer byte received)")
 
     def b5(self):
         """Cold read of every file of the CSV dataset vs clone --depth 1 + read, vs rclone."""

@@ -888,7 +888,7 @@ int cache_root_tree(struct cache *c, int64_t project_id, const char *commit, cha
 	r = cache_tree_fetch(c, project_id, commit, "", NULL, tree_oid, out, n);
 	if (r < 0)
 		return r;
-	cache_bulk_listed(c, commit, *n);
+	cache_bulk_listed(c, project_id, commit, *n);
 	r = idx_commit_put(c->idx, commit, tree_oid);
 	if (r < 0)
 		cache_err_note(c, "cannot index commit %s: %s", commit, strerror(-r));
@@ -917,7 +917,7 @@ int cache_tree(struct cache *c, int64_t project_id, const char *commit, const ch
 	}
 	r = cache_tree_fetch(c, project_id, commit, path, tree_oid, got, out, n);
 	if (r == 0)
-		cache_bulk_listed(c, commit, *n);
+		cache_bulk_listed(c, project_id, commit, *n);
 	return r;
 }
 

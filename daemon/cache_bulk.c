@@ -117,6 +117,14 @@ static enum cache_via bulk_trees_via(struct cache *c, const char *project)
 
 	if (v != CACHE_VIA_UNKNOWN)
 		return v;
+	/* asked ahead already (cache_bulk_listed): its answer, not a second request */
+	pthread_mutex_lock(&c->lock);
+	while (c->bulk.caps_running)
+		pthread_cond_wait(&c->bulk.cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+	v = __atomic_load_n(&c->bulk.trees, __ATOMIC_RELAXED);
+	if (v != CACHE_VIA_UNKNOWN)
+		return v;
 	r = gl_git_caps(c->gl, project);
 	if (r == 0)
 		v = CACHE_VIA_BULK;
@@ -157,10 +165,63 @@ bool cache_bulk_trees_now(struct cache *c, const char *commit)
 	return now;
 }
 
-void cache_bulk_listed(struct cache *c, const char *commit, size_t entries)
+static void *bulk_caps_main(void *arg)
 {
+	struct cache *c = arg;
+	enum cache_via v = CACHE_VIA_UNKNOWN;
+	char *project;
+	int r;
+
 	pthread_mutex_lock(&c->lock);
-	bulk_use(c, commit)->rest_pages += (unsigned)(entries / 100 + 1);
+	project = c->bulk.caps_project;
+	c->bulk.caps_project = NULL;
+	pthread_mutex_unlock(&c->lock);
+	r = project ? gl_git_caps(c->gl, project) : -EINVAL;
+	if (r == 0)
+		v = CACHE_VIA_BULK;
+	else if (r == -ENOTSUP)
+		v = CACHE_VIA_REST;
+	if (v != CACHE_VIA_UNKNOWN)
+		__atomic_store_n(&c->bulk.trees, v, __ATOMIC_RELAXED);
+	free(project);
+	/* nothing after this but the return: cache_bulk_listed and cache_bulk_stop join */
+	pthread_mutex_lock(&c->lock);
+	c->bulk.caps_running = false;
+	pthread_cond_broadcast(&c->bulk.cond);
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+void cache_bulk_listed(struct cache *c, int64_t pid, const char *commit, size_t entries)
+{
+	char project[1024];
+	bool ask;
+
+	pthread_mutex_lock(&c->lock);
+	{
+		struct cache_commit_use *u = bulk_use(c, commit);
+
+		u->rest_pages += (unsigned)(entries / 100 + 1);
+		/* half way to a walk's trees over git: the capabilities they need are asked
+		 * now, on a thread, while the walk lists on (a round trip less before the
+		 * trees) */
+		ask = !c->stop && !c->bulk.caps_started && u->rest_pages >= BULK_REST_PAGES / 2 &&
+		      __atomic_load_n(&c->bulk.trees, __ATOMIC_RELAXED) == CACHE_VIA_UNKNOWN;
+		if (ask)
+			c->bulk.caps_started = true; /* once a mount */
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!ask || cache_pid_path(c, pid, project) < 0)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->bulk.caps_project = strdup(project);
+	c->bulk.caps_running =
+	    c->bulk.caps_project && pthread_create(&c->bulk.caps_th, NULL, bulk_caps_main, c) == 0;
+	if (!c->bulk.caps_running) {
+		free(c->bulk.caps_project);
+		c->bulk.caps_project = NULL;
+		c->bulk.caps_started = false;
+	}
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -774,6 +835,7 @@ struct bulk_blobs {
 	char (*oid)[41];
 	size_t n, cap;
 	uint64_t total, cap_bytes;
+	bool more; /* a blob left out for the caps: another batch would carry it */
 };
 
 /* Whether a reader of commit had a batch of blobs already. */
@@ -792,17 +854,29 @@ static int bulk_oid_cmp(const void *a, const void *b)
 	return memcmp(a, b, 40);
 }
 
-static bool bulk_in(char (*v)[41], size_t n, const char *oid)
+/* oid's index in the sorted v, or -1. */
+static ssize_t bulk_at(char (*v)[41], size_t n, const char *oid)
 {
-	return n && bsearch(oid, v, n, sizeof(*v), bulk_oid_cmp);
+	char(*p)[41] = n ? bsearch(oid, v, n, sizeof(*v), bulk_oid_cmp) : NULL;
+
+	return p ? p - v : -1;
 }
 
-/* The batch in flight holding oid (lock held), or NULL. */
-static struct cache_batch *bulk_inflight(struct cache *c, const char *oid)
+static bool bulk_in(char (*v)[41], size_t n, const char *oid)
 {
-	for (struct cache_batch *b = c->bulk.inflight; b; b = b->next)
-		if (bulk_in(b->oid, b->n, oid))
+	return bulk_at(v, n, oid) >= 0;
+}
+
+/* The batch in flight holding oid (lock held), or NULL; with unstored, only while the
+ * blob is not stored yet (its reader may go on before the rest of the batch is). */
+static struct cache_batch *bulk_inflight(struct cache *c, const char *oid, bool unstored)
+{
+	for (struct cache_batch *b = c->bulk.inflight; b; b = b->next) {
+		ssize_t i = bulk_at(b->oid, b->n, oid);
+
+		if (i >= 0 && (!unstored || !b->stored[i]))
 			return b;
+	}
 	return NULL;
 }
 
@@ -811,9 +885,31 @@ static bool bulk_inflight_has(struct cache *c, const char *oid)
 	bool has;
 
 	pthread_mutex_lock(&c->lock);
-	has = bulk_inflight(c, oid) != NULL;
+	has = bulk_inflight(c, oid, false) != NULL;
 	pthread_mutex_unlock(&c->lock);
 	return has;
+}
+
+struct bulk_batch_store {
+	struct cache *c;
+	struct cache_batch *t;
+};
+
+/* A blob of batch t stored: its readers go on now, not when the whole batch is. */
+static void bulk_batch_stored(void *arg, const char *oid, uint64_t size)
+{
+	struct bulk_batch_store *s = arg;
+	struct cache *c = s->c;
+	ssize_t i;
+
+	bulk_blob_stored(c, oid, size);
+	pthread_mutex_lock(&c->lock);
+	i = bulk_at(s->t->oid, s->t->n, oid);
+	if (i >= 0 && !s->t->stored[i]) {
+		s->t->stored[i] = true;
+		pthread_cond_broadcast(&c->bulk.cond);
+	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* Small blobs of known size neither stored nor in another batch, within the batch's
@@ -826,12 +922,17 @@ static int bulk_blob_visit(void *arg, const char *dir, struct tree_entry *e, siz
 	idx_sizes_fill(b->c->idx, e, n);
 	for (size_t i = 0; i < n; i++) {
 		if ((e[i].mode & 0170000) != 0100000 || e[i].size <= 0 ||
-		    (uint64_t)e[i].size >= ODB_RAW_THRESHOLD ||
-		    b->total + (uint64_t)e[i].size > b->cap_bytes ||
-		    odb_blob_has(b->c->odb, e[i].oid) || bulk_inflight_has(b->c, e[i].oid))
+		    (uint64_t)e[i].size >= ODB_RAW_THRESHOLD || odb_blob_has(b->c->odb, e[i].oid) ||
+		    bulk_inflight_has(b->c, e[i].oid))
 			continue;
-		if (b->n == FETCH_BLOBS_MAX)
+		if (b->total + (uint64_t)e[i].size > b->cap_bytes) {
+			b->more = true;
+			continue;
+		}
+		if (b->n == FETCH_BLOBS_MAX) {
+			b->more = true;
 			return 1;
+		}
 		if (b->n == b->cap) {
 			size_t ncap = b->cap ? b->cap * 2 : 256;
 			char(*nv)[41] = realloc(b->oid, ncap * sizeof(*nv));
@@ -849,10 +950,11 @@ static int bulk_blob_visit(void *arg, const char *dir, struct tree_entry *e, siz
 
 /* Registers b's blobs as in flight, leaving out those another batch took meanwhile (and
  * duplicates); b->oid is sorted on the way. With first (a reader's batch, or "" for the
- * look-ahead's) the batch becomes the commit's latest, whose blobs start the next one.
- * NULL when nothing is left to fetch. */
+ * look-ahead's) the batch becomes the commit's latest (numbered *seq), remembered among
+ * the recent ones whose blobs start the next (cache_bulk_touch). NULL when nothing is
+ * left to fetch. */
 static struct cache_batch *bulk_batch_begin(struct cache *c, struct bulk_blobs *b, int64_t pid,
-                                            const char *commit, const char *first)
+                                            const char *commit, const char *first, unsigned *seq)
 {
 	struct cache_batch *t = NULL;
 	size_t k = 0;
@@ -861,31 +963,38 @@ static struct cache_batch *bulk_batch_begin(struct cache *c, struct bulk_blobs *
 	pthread_mutex_lock(&c->lock);
 	for (size_t i = 0; i < b->n; i++)
 		if ((!k || memcmp(b->oid[k - 1], b->oid[i], 40) != 0) &&
-		    !bulk_inflight(c, b->oid[i]))
+		    !bulk_inflight(c, b->oid[i], false))
 			memmove(b->oid[k++], b->oid[i], 41);
 	b->n = k;
-	if (k && (t = calloc(1, sizeof(*t)))) {
+	if (k && (t = calloc(1, sizeof(*t))) && !(t->stored = calloc(k, sizeof(*t->stored)))) {
+		free(t);
+		t = NULL;
+	}
+	if (t) {
 		t->oid = b->oid;
 		t->n = k;
 		t->next = c->bulk.inflight;
 		c->bulk.inflight = t;
-		if (first)
-			bulk_use(c, commit)->batches++;
-		if (first) {
-			char(*copy)[41] = malloc(k * sizeof(*copy));
+	}
+	if (t && first) {
+		struct cache_recent *e = &c->bulk.recent[c->bulk.recent_next];
+		char(*copy)[41] = malloc(k * sizeof(*copy));
 
-			if (copy) {
-				memcpy(copy, b->oid, k * sizeof(*copy));
-				free(c->bulk.last);
-				c->bulk.last = copy;
-				c->bulk.nlast = k;
-				c->bulk.last_pid = pid;
-				snprintf(c->bulk.last_commit, sizeof(c->bulk.last_commit), "%s",
-				         commit);
-				snprintf(c->bulk.last_first, sizeof(c->bulk.last_first), "%s",
-				         first);
-			}
+		bulk_use(c, commit)->batches++;
+		c->bulk.recent_next = (c->bulk.recent_next + 1) % CACHE_AHEAD_RECENT;
+		free(e->oid);
+		memset(e, 0, sizeof(*e));
+		if (copy) {
+			memcpy(copy, b->oid, k * sizeof(*copy));
+			e->oid = copy;
+			e->n = k;
+			e->pid = pid;
+			e->seq = ++c->bulk.seq_latest;
+			snprintf(e->commit, sizeof(e->commit), "%s", commit);
+			snprintf(e->first, sizeof(e->first), "%s", first);
 		}
+		if (seq)
+			*seq = e->seq;
 	}
 	pthread_mutex_unlock(&c->lock);
 	return t;
@@ -901,6 +1010,7 @@ static void bulk_batch_end(struct cache *c, struct cache_batch *t)
 		}
 	pthread_cond_broadcast(&c->bulk.cond);
 	pthread_mutex_unlock(&c->lock);
+	free(t->stored);
 	free(t);
 }
 
@@ -909,6 +1019,7 @@ static int bulk_batch_fetch(struct cache *c, const char *project, const char *di
                             struct bulk_blobs *b, struct cache_batch *t)
 {
 	const char **oids = calloc(t->n, sizeof(*oids));
+	struct bulk_batch_store st = {.c = c, .t = t};
 	int r;
 
 	if (!oids)
@@ -918,7 +1029,7 @@ static int bulk_batch_fetch(struct cache *c, const char *project, const char *di
 	cache_evict(c, b->total);
 	__atomic_add_fetch(&c->bulk.git_fetches, 1, __ATOMIC_RELAXED);
 	r = fetch_blobs(c->gl, c->odb, c->idx, project, oids, t->n,
-	                b->total + (b->total >> 2) + (1 << 20), bulk_blob_stored, c);
+	                b->total + (b->total >> 2) + (1 << 20), bulk_batch_stored, &st);
 	if (r < 0)
 		cache_err_note(c, "git fetch of %zu blobs of %s/%s: %s", t->n, project, dir,
 		               strerror(-r));
@@ -930,6 +1041,8 @@ static int bulk_batch_fetch(struct cache *c, const char *project, const char *di
 	return r < 0 ? r : 0;
 }
 
+static void bulk_ahead_kick(struct cache *c, int64_t pid, const char *commit, const char *path);
+
 int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const char *path,
                      const char *oid)
 {
@@ -938,6 +1051,7 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 	struct cache_batch *t = NULL;
 	struct tree_entry *e = NULL;
 	uint64_t size;
+	unsigned seq = 0;
 	size_t n = 0;
 	int r;
 
@@ -951,7 +1065,7 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 		bool waited = false;
 
 		pthread_mutex_lock(&c->lock);
-		while (bulk_inflight(c, oid)) {
+		while (bulk_inflight(c, oid, true)) {
 			waited = true;
 			pthread_cond_wait(&c->bulk.cond, &c->lock);
 		}
@@ -1000,9 +1114,21 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 	bulk_blob_visit(&b, dir, e, n);
 	if (!b.n)
 		goto out;
-	t = bulk_batch_begin(c, &b, pid, commit, oid);
+	t = bulk_batch_begin(c, &b, pid, commit, oid, &seq);
 	if (!t)
 		goto out;
+	if (oid && b.more) {
+		/* a reader's second batch of the commit (its first left out: a single cat),
+		 * in a directory that fills more than a batch: a walk, whose next batches
+		 * start now rather than once this one is read */
+		pthread_mutex_lock(&c->lock);
+		if (seq && bulk_use(c, commit)->batches > 1) {
+			if (seq > c->bulk.seq_reader)
+				c->bulk.seq_reader = seq;
+			bulk_ahead_kick(c, pid, commit, path);
+		}
+		pthread_mutex_unlock(&c->lock);
+	}
 	r = bulk_batch_fetch(c, project, dir, &b, t);
 	bulk_batch_end(c, t);
 out:
@@ -1014,21 +1140,33 @@ out:
 }
 
 /* The look-ahead: the small blobs from path's directory on in tree order, up to
- * BULK_AHEAD_BYTES, fetched while the reader consumes the batch before. */
+ * BULK_AHEAD_BYTES, fetched while the reader consumes the batch before. Once the batch
+ * is registered, the next look-ahead may start (bulk_ahead_kick) while this one is
+ * fetched. */
 static void bulk_ahead_run(struct cache *c, int64_t pid, const char *commit, const char *path)
 {
 	char project[1024], dir[BULK_PATH_MAX];
 	struct bulk_blobs b = {.c = c, .cap_bytes = BULK_AHEAD_BYTES};
-	struct cache_batch *t;
+	struct cache_batch *t = NULL;
 	struct tree_entry *e = NULL;
 	size_t n = 0;
 
-	if (cache_pid_path(c, pid, project) < 0 || bulk_trees_via(c, project) != CACHE_VIA_BULK ||
-	    bulk_dir_of(c, pid, commit, path, dir, &e, &n) < 0)
-		return;
-	if (!bulk_blob_visit(&b, dir, e, n))
-		bulk_walk_ahead(c, pid, commit, dir, bulk_blob_visit, &b);
-	if (b.n && (t = bulk_batch_begin(c, &b, pid, commit, ""))) {
+	if (cache_pid_path(c, pid, project) == 0 && bulk_trees_via(c, project) == CACHE_VIA_BULK &&
+	    bulk_dir_of(c, pid, commit, path, dir, &e, &n) == 0) {
+		if (!bulk_blob_visit(&b, dir, e, n))
+			bulk_walk_ahead(c, pid, commit, dir, bulk_blob_visit, &b);
+		if (b.n)
+			t = bulk_batch_begin(c, &b, pid, commit, "", NULL);
+	}
+	pthread_mutex_lock(&c->lock);
+	if (c->bulk.ahead_pending)
+		c->bulk.ahead_pending--;
+	if (t)
+		bulk_ahead_kick(c, pid, commit, path);
+	else
+		c->bulk.ahead_done = c->bulk.seq_latest; /* nothing left after it: no new walk */
+	pthread_mutex_unlock(&c->lock);
+	if (t) {
 		bulk_batch_fetch(c, project, dir, &b, t);
 		bulk_batch_end(c, t);
 	}
@@ -1049,10 +1187,16 @@ static void *bulk_ahead_main(void *arg)
 	a->path = NULL;
 	pid = a->pid;
 	pthread_mutex_unlock(&c->lock);
-	if (path)
+	if (path) {
 		bulk_ahead_run(c, pid, commit, path);
+	} else {
+		pthread_mutex_lock(&c->lock);
+		if (c->bulk.ahead_pending)
+			c->bulk.ahead_pending--;
+		pthread_mutex_unlock(&c->lock);
+	}
 	free(path);
-	/* nothing after this but the return: cache_bulk_touch joins under the lock */
+	/* nothing after this but the return: bulk_ahead_kick joins under the lock */
 	pthread_mutex_lock(&c->lock);
 	a->running = false;
 	pthread_cond_broadcast(&c->bulk.cond);
@@ -1060,32 +1204,51 @@ static void *bulk_ahead_main(void *arg)
 	return NULL;
 }
 
-void cache_bulk_touch(struct cache *c, int64_t pid, const char *commit, const char *path,
-                      const char *oid)
+/* Starts the next look-ahead batch from path (lock held) while fewer than
+ * CACHE_AHEAD_SLOTS are ahead of the batch the reader is in: one walk at a time (each
+ * leaves out what the one before registered), the next started by the one before once
+ * registered. Not after a walk found nothing left, until a new batch starts. */
+static void bulk_ahead_kick(struct cache *c, int64_t pid, const char *commit, const char *path)
 {
 	struct cache_ahead *a = NULL;
 
-	pthread_mutex_lock(&c->lock);
+	if (c->stop || c->bulk.ahead_pending || c->bulk.ahead_done == c->bulk.seq_latest ||
+	    c->bulk.seq_latest - c->bulk.seq_reader >= CACHE_AHEAD_SLOTS)
+		return;
 	for (size_t i = 0; i < CACHE_AHEAD_SLOTS && !a; i++)
 		if (!c->bulk.ahead[i].running)
 			a = &c->bulk.ahead[i];
-	if (a && !c->stop && c->bulk.nlast && c->bulk.last_pid == pid &&
-	    strcmp(c->bulk.last_commit, commit) == 0 && strcmp(c->bulk.last_first, oid) != 0 &&
-	    bulk_in(c->bulk.last, c->bulk.nlast, oid)) {
-		/* once per batch: the next one is set up by the look-ahead's own batch */
-		free(c->bulk.last);
-		c->bulk.last = NULL;
-		c->bulk.nlast = 0;
-		free(a->path);
-		a->path = strdup(path);
-		memcpy(a->commit, commit, 41);
-		a->pid = pid;
-		if (a->path) {
-			if (a->started)
-				pthread_join(a->th, NULL); /* done: not running */
-			a->started = pthread_create(&a->th, NULL, bulk_ahead_main, a) == 0;
-			a->running = a->started;
-		}
+	if (!a)
+		return;
+	free(a->path);
+	a->path = strdup(path);
+	memcpy(a->commit, commit, 41);
+	a->pid = pid;
+	if (!a->path)
+		return;
+	if (a->started)
+		pthread_join(a->th, NULL); /* done: not running */
+	a->started = pthread_create(&a->th, NULL, bulk_ahead_main, a) == 0;
+	a->running = a->started;
+	if (a->started)
+		c->bulk.ahead_pending++;
+}
+
+void cache_bulk_touch(struct cache *c, int64_t pid, const char *commit, const char *path,
+                      const char *oid)
+{
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < CACHE_AHEAD_RECENT; i++) {
+		struct cache_recent *e = &c->bulk.recent[i];
+
+		/* the blob that asked for a batch is no step of a walk (a single cat) */
+		if (!e->n || e->pid != pid || strcmp(e->commit, commit) != 0 ||
+		    strcmp(e->first, oid) == 0 || !bulk_in(e->oid, e->n, oid))
+			continue;
+		if (e->seq > c->bulk.seq_reader)
+			c->bulk.seq_reader = e->seq;
+		bulk_ahead_kick(c, pid, commit, path);
+		break;
 	}
 	pthread_mutex_unlock(&c->lock);
 }
@@ -1093,6 +1256,7 @@ void cache_bulk_touch(struct cache *c, int64_t pid, const char *commit, const ch
 void cache_bulk_stop(struct cache *c)
 {
 	pthread_mutex_lock(&c->lock);
+	/* c->stop is set: no look-ahead starts another */
 	for (size_t i = 0; i < CACHE_AHEAD_SLOTS; i++) {
 		struct cache_ahead *a = &c->bulk.ahead[i];
 
@@ -1103,6 +1267,12 @@ void cache_bulk_stop(struct cache *c)
 		a->started = false;
 		free(a->path);
 		a->path = NULL;
+	}
+	while (c->bulk.caps_running)
+		pthread_cond_wait(&c->bulk.cond, &c->lock);
+	if (c->bulk.caps_started) {
+		pthread_join(c->bulk.caps_th, NULL);
+		c->bulk.caps_started = false;
 	}
 	while (c->bulk.sz_running)
 		pthread_cond_wait(&c->bulk.cond, &c->lock);
@@ -1116,9 +1286,10 @@ void cache_bulk_stop(struct cache *c)
 	c->bulk.sz_resume = NULL;
 	free(c->bulk.sz_ahead_resume);
 	c->bulk.sz_ahead_resume = NULL;
-	free(c->bulk.last);
-	c->bulk.last = NULL;
-	c->bulk.nlast = 0;
+	for (size_t i = 0; i < CACHE_AHEAD_RECENT; i++) {
+		free(c->bulk.recent[i].oid);
+		memset(&c->bulk.recent[i], 0, sizeof(c->bulk.recent[i]));
+	}
 	pthread_mutex_unlock(&c->lock);
 }
 

@@ -36,10 +36,11 @@ struct cache_lfs_ahead {
  * stream one by one, several at once, as soon as a reader asks. */
 #define CACHE_BATCH_BLOB_MAX ((uint64_t)64 << 10)
 
-/* A blob batch being fetched (its ids sorted): a reader of one of them waits for it
- * rather than asking again, and other batches leave them out. */
+/* A blob batch being fetched (its ids sorted): a reader of one of them waits until it
+ * is stored rather than asking again, and other batches leave them out. */
 struct cache_batch {
 	char (*oid)[41];
+	bool *stored; /* by index into oid: set as each blob is stored, before the batch ends */
 	size_t n;
 	struct cache_batch *next;
 };
@@ -53,9 +54,22 @@ struct cache_commit_use {
 	bool full;
 };
 
-/* Look-ahead batches of blobs in flight at once: two, so that the server packs the next
- * while reefd indexes and stores the one before (two cores' worth). */
+/* Look-ahead batches of blobs in flight at once, ahead of the batch a reader is in: two,
+ * so that the server packs the next while reefd indexes and stores the one before (two
+ * cores' worth), and a link's round trip is paid while the reader reads. */
 #define CACHE_AHEAD_SLOTS 2
+/* Recent batches of readers' commits remembered for the look-ahead (the reader's own and
+ * those ahead of it). */
+#define CACHE_AHEAD_RECENT (CACHE_AHEAD_SLOTS + 1)
+
+struct cache_recent {
+	char commit[41],
+	    first[41]; /* first: the blob its reader asked for, "" for a look-ahead's */
+	int64_t pid;
+	char (*oid)[41]; /* sorted */
+	size_t n;
+	unsigned seq;
+};
 
 struct cache_bulk {
 	enum cache_via trees;                                     /* __atomic */
@@ -67,14 +81,20 @@ struct cache_bulk {
 	struct cache_commit_use uses[CACHE_COMMIT_USES]; /* under the cache's lock */
 	size_t uses_next;
 	struct cache_batch *inflight; /* under the cache's lock */
-	/* The look-ahead (under the cache's lock): the latest batch of a reader's commit,
-	 * sorted; the reader's opening one of its blobs (other than the one that asked for
-	 * it) starts the next batch on a free look-ahead slot, so batches are in flight
-	 * while the reader consumes the one before. */
-	char last_commit[41], last_first[41];
-	int64_t last_pid;
-	char (*last)[41];
-	size_t nlast;
+	/* The look-ahead (under the cache's lock): the recent batches of readers' commits,
+	 * numbered in the order they started (seq); a reader opening a blob of one (other
+	 * than the one that asked for it) is in that batch, and look-ahead batches start on
+	 * free slots until CACHE_AHEAD_SLOTS are ahead of it, so batches are in flight while
+	 * the reader consumes the one before. */
+	/* The server's git capabilities asked ahead (under the cache's lock): while a
+	 * walk's first REST pages are listed, not after them, on the way to its trees. */
+	pthread_t caps_th;
+	bool caps_started, caps_running;
+	char *caps_project;
+	struct cache_recent recent[CACHE_AHEAD_RECENT];
+	size_t recent_next;
+	unsigned seq_latest, seq_reader, ahead_pending;
+	unsigned ahead_done; /* seq_latest when a look-ahead found nothing left */
 	struct cache_ahead {
 		struct cache *c;
 		pthread_t th;
@@ -340,7 +360,7 @@ int cache_bulk_root(struct cache *c, int64_t pid, const char *commit, char tree_
  * up alone costs a few small listings, a walk over the tree (more than BULK_REST_PAGES
  * pages listed) one fetch of every tree. cache_bulk_listed counts a REST listing. */
 bool cache_bulk_trees_now(struct cache *c, const char *commit);
-void cache_bulk_listed(struct cache *c, const char *commit, size_t entries);
+void cache_bulk_listed(struct cache *c, int64_t pid, const char *commit, size_t entries);
 /* Sizes and LFS verdicts of every file of the directory holding path, in batches over
  * GraphQL, into the index: 0 (look again), -ENOTSUP (no GraphQL: ask per file). */
 int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const char *path);
