@@ -242,6 +242,10 @@ static int bulk_dir_of(struct cache *c, int64_t pid, const char *commit, const c
 	return 0;
 }
 
+static int bulk_oid_cmp(const void *a, const void *b);
+
+/* Called by fetch_blobs as each blob of a batch is stored (the pack streams on): a reader
+ * waiting for this one goes on now, not once the whole batch is in. */
 static void bulk_blob_stored(void *arg, const char *oid, uint64_t size)
 {
 	struct cache *c = arg;
@@ -251,6 +255,17 @@ static void bulk_blob_stored(void *arg, const char *oid, uint64_t size)
 	if (odb_disk_size(c->odb, ODB_KIND_BLOB, oid, &disk) == 0)
 		cache_obj_note(c, ODB_KIND_BLOB, oid, disk);
 	__atomic_add_fetch(&c->bulk.git_blobs, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&c->lock);
+	for (struct cache_batch *b = c->bulk.inflight; b; b = b->next) {
+		char(*hit)[41] = b->done && b->n
+		                     ? bsearch(oid, b->oid, b->n, sizeof(*b->oid), bulk_oid_cmp)
+		                     : NULL;
+
+		if (hit)
+			b->done[hit - b->oid] = 1;
+	}
+	pthread_cond_broadcast(&c->bulk.cond);
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* LFS verdicts of pointer blobs by their own bytes (git-lfs's strict format, as
@@ -806,6 +821,20 @@ static struct cache_batch *bulk_inflight(struct cache *c, const char *oid)
 	return NULL;
 }
 
+/* Whether a reader of oid must wait (lock held): a batch in flight holds it, not stored
+ * yet. */
+static bool bulk_pending(struct cache *c, const char *oid)
+{
+	for (struct cache_batch *b = c->bulk.inflight; b; b = b->next) {
+		char(*hit)[41] =
+		    b->n ? bsearch(oid, b->oid, b->n, sizeof(*b->oid), bulk_oid_cmp) : NULL;
+
+		if (hit && !(b->done && b->done[hit - b->oid]))
+			return true;
+	}
+	return false;
+}
+
 static bool bulk_inflight_has(struct cache *c, const char *oid)
 {
 	bool has;
@@ -867,6 +896,7 @@ static struct cache_batch *bulk_batch_begin(struct cache *c, struct bulk_blobs *
 	if (k && (t = calloc(1, sizeof(*t)))) {
 		t->oid = b->oid;
 		t->n = k;
+		t->done = calloc(k, 1);
 		t->next = c->bulk.inflight;
 		c->bulk.inflight = t;
 		if (first)
@@ -901,6 +931,7 @@ static void bulk_batch_end(struct cache *c, struct cache_batch *t)
 		}
 	pthread_cond_broadcast(&c->bulk.cond);
 	pthread_mutex_unlock(&c->lock);
+	free(t->done);
 	free(t);
 }
 
@@ -951,7 +982,7 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 		bool waited = false;
 
 		pthread_mutex_lock(&c->lock);
-		while (bulk_inflight(c, oid)) {
+		while (bulk_pending(c, oid)) {
 			waited = true;
 			pthread_cond_wait(&c->bulk.cond, &c->lock);
 		}

@@ -41,6 +41,7 @@ struct cache_lfs_ahead {
 struct cache_batch {
 	char (*oid)[41];
 	size_t n;
+	unsigned char *done; /* per oid: stored already, its readers need not wait (or NULL) */
 	struct cache_batch *next;
 };
 
