@@ -15,7 +15,7 @@
 #define FETCH_TREE_BYTES ((size_t)64 << 20)   /* one tree object's content */
 #define FETCH_OBJECT_MIN ((uint64_t)64 << 20) /* a batch's object may always be this big */
 /* a batch's objects kept in memory as delta bases (beyond: read back from the store) */
-#define FETCH_KEEP_BYTES ((uint64_t)32 << 20)
+#define FETCH_KEEP_BYTES ((uint64_t)4 << 20)
 
 static int fetch_pack_data(void *arg, const void *d, size_t n)
 {
