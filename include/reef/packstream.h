@@ -21,8 +21,8 @@ struct packstream;
 
 struct packstream_cb {
 	void *arg;
-	/* A complete object held in memory (oid: 40 hex). A negative return stops the
-	 * parse with that error. */
+	/* A complete object held in memory (oid: 40 hex; data only valid during the call).
+	 * A negative return stops the parse with that error. */
 	int (*object)(void *arg, enum pack_type type, const char *oid, const void *data,
 	              size_t len);
 	/* Optional: a whole (non-delta) object of at least big bytes is streamed through
