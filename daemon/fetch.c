@@ -3,15 +3,19 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <sys/types.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <git2.h>
+#include <unistd.h>
 
 #include "reef/log.h"
 #include "reef/pack.h"
+#include "reef/packstream.h"
 
-#define FETCH_TREE_BYTES ((size_t)64 << 20) /* one tree object's content */
+#define FETCH_TREE_BYTES ((size_t)64 << 20)   /* one tree object's content */
+#define FETCH_OBJECT_MIN ((uint64_t)64 << 20) /* a batch's object may always be this big */
+/* a batch's objects kept in memory as delta bases (beyond: read back from the store) */
+#define FETCH_KEEP_BYTES ((uint64_t)4 << 20)
 
 static int fetch_pack_data(void *arg, const void *d, size_t n)
 {
@@ -188,16 +192,193 @@ static int fetch_oid_cmp(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* A blob batch parsed as its pack streams in (fs/packstream.c): each wanted blob is
+ * stored the moment it is complete and verified, and announced to the caller then. */
+struct fetch_batch {
+	struct odb *o;
+	const char *project;
+	const char **oids; /* sorted, unique */
+	size_t n;
+	unsigned char *done; /* per oid: stored (a pack could carry an object twice) */
+	struct idx_blob_rec *recs;
+	size_t nrecs;
+	struct idx *x;
+	void (*stored)(void *arg, const char *oid, uint64_t size);
+	void *arg;
+	int count;
+	int fd; /* the big blob being streamed, into tmp */
+	char tmp[4096];
+	uint64_t size;
+	bool want; /* the big blob is a wanted blob */
+};
+
+/* The index of oid among the wanted, or -1. */
+static ssize_t fetch_wanted(const struct fetch_batch *f, const char *oid)
+{
+	const char **hit = bsearch(&oid, f->oids, f->n, sizeof(*f->oids), fetch_oid_cmp);
+
+	return hit ? hit - f->oids : -1;
+}
+
+/* One wanted blob is in the store: record and announce it. */
+static void fetch_blob_stored(struct fetch_batch *f, size_t i, uint64_t size)
+{
+	f->done[i] = 1;
+	if (f->recs)
+		f->recs[f->nrecs++] = (struct idx_blob_rec){.oid = f->oids[i], .size = size};
+	else
+		idx_size_put(f->x, f->oids[i], size);
+	if (f->stored)
+		f->stored(f->arg, f->oids[i], size);
+	f->count++;
+}
+
+static int fetch_batch_object(void *arg, enum pack_type type, const char *oid, const void *data,
+                              size_t len)
+{
+	struct fetch_batch *f = arg;
+	ssize_t i = fetch_wanted(f, oid);
+	int r = 0;
+
+	if (i < 0 || f->done[i])
+		return 0; /* not asked for (perhaps a delta base): nothing to store */
+	if (type != PACK_BLOB) {
+		log_warn("git fetch: %s from %s is not a blob", oid, f->project);
+		return 0;
+	}
+	if (!odb_blob_has(f->o, oid))
+		r = odb_blob_put_hashed(f->o, oid, data, len); /* packstream computed the id */
+	if (r < 0)
+		log_warn("git fetch: blob %s from the pack not stored: %s", oid, strerror(-r));
+	else
+		fetch_blob_stored(f, (size_t)i, len);
+	return 0;
+}
+
+/* A large blob inflates straight into a temp file of the store, published once its id
+ * is known. */
+static int fetch_big_begin(void *arg, enum pack_type type, uint64_t size, void **sink)
+{
+	struct fetch_batch *f = arg;
+	int r;
+
+	f->want = type == PACK_BLOB;
+	f->size = size;
+	r = odb_tmp_new(f->o, f->tmp, sizeof(f->tmp), &f->fd);
+	if (r < 0)
+		return r;
+	*sink = f;
+	return 0;
+}
+
+static int fetch_big_write(void *sink, const void *data, size_t len)
+{
+	struct fetch_batch *f = sink;
+	const char *p = data;
+
+	while (len) {
+		ssize_t w = write(f->fd, p, len);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+static int fetch_big_end(void *sink, const char *oid)
+{
+	struct fetch_batch *f = sink;
+	ssize_t i = oid ? fetch_wanted(f, oid) : -1;
+	int r = 0;
+
+	if (i >= 0 && !f->done[i] && f->want) {
+		if (!odb_blob_has(f->o, oid))
+			r = odb_publish(f->o, ODB_KIND_BLOB, oid, f->fd, f->tmp, f->size);
+		if (r < 0)
+			log_warn("git fetch: blob %s from the pack not stored: %s", oid,
+			         strerror(-r));
+		else
+			fetch_blob_stored(f, (size_t)i, f->size);
+	}
+	close(f->fd);
+	unlink(f->tmp); /* gone already when published */
+	f->fd = -1;
+	return 0;
+}
+
+/* A delta's base the parser let go of: the blob as stored (verified when opened). */
+static int fetch_base(void *arg, const char *oid, enum pack_type *type, void **data, size_t *len,
+                      size_t max)
+{
+	struct fetch_batch *f = arg;
+	struct odb_blob *b = NULL;
+	uint64_t size, off = 0;
+	char *buf;
+	int r = odb_blob_open(f->o, oid, &b);
+
+	if (r < 0)
+		return r;
+	size = odb_blob_size(b);
+	if (size > max) {
+		odb_blob_close(b);
+		return -EFBIG;
+	}
+	buf = malloc(size ? (size_t)size : 1);
+	if (!buf) {
+		odb_blob_close(b);
+		return -ENOMEM;
+	}
+	while (off < size) {
+		ssize_t got = odb_blob_pread(b, buf + off, (size_t)(size - off), off);
+
+		if (got <= 0) {
+			odb_blob_close(b);
+			free(buf);
+			return got < 0 ? (int)got : -EIO;
+		}
+		off += (uint64_t)got;
+	}
+	odb_blob_close(b);
+	*type = PACK_BLOB;
+	*data = buf;
+	*len = (size_t)size;
+	return 0;
+}
+
+static int fetch_stream_data(void *arg, const void *d, size_t n)
+{
+	return packstream_feed(arg, d, n);
+}
+
 int fetch_blobs(struct gl *g, struct odb *o, struct idx *x, const char *project,
                 const char *const *oids, size_t n, uint64_t max_bytes,
                 void (*stored)(void *arg, const char *oid, uint64_t size), void *arg)
 {
-	struct pack *p = NULL;
-	int r, count = 0;
-
-	struct idx_blob_rec *recs;
+	struct fetch_batch f = {
+	    .o = o, .x = x, .project = project, .stored = stored, .arg = arg, .fd = -1};
+	struct packstream_cb cb = {.object = fetch_batch_object,
+	                           .big = ODB_RAW_THRESHOLD,
+	                           .big_begin = fetch_big_begin,
+	                           .big_write = fetch_big_write,
+	                           .big_end = fetch_big_end,
+	                           .base = fetch_base,
+	                           .arg = &f};
+	struct packstream_limits lim = {
+	    .max_bytes = max_bytes,
+	    .max_objects = 2 * FETCH_BLOBS_MAX,
+	    /* a blob compresses well beyond the pack's size, but not without bound */
+	    .max_object = max_bytes * 4 > FETCH_OBJECT_MIN ? max_bytes * 4 : FETCH_OBJECT_MIN,
+	    .keep_bytes = FETCH_KEEP_BYTES,
+	};
+	struct packstream *ps = NULL;
 	const char **u;
-	size_t k = 0, nrecs = 0;
+	size_t k = 0;
+	int r;
 
 	if (n == 0)
 		return 0;
@@ -205,57 +386,34 @@ int fetch_blobs(struct gl *g, struct odb *o, struct idx *x, const char *project,
 		return -EINVAL;
 	/* one want per blob, however many names share it */
 	u = malloc(n * sizeof(*u));
-	if (!u)
+	f.done = calloc(n, 1);
+	if (!u || !f.done) {
+		free(u);
+		free(f.done);
 		return -ENOMEM;
+	}
 	memcpy(u, oids, n * sizeof(*u));
 	qsort(u, n, sizeof(*u), fetch_oid_cmp);
 	for (size_t i = 0; i < n; i++)
 		if (!k || strcmp(u[k - 1], u[i]) != 0)
 			u[k++] = u[i];
-	oids = u;
-	n = k;
-	recs = calloc(n, sizeof(*recs)); /* without it, a transaction a blob */
-	r = pack_new(&p, odb_tmp_dir(o), max_bytes);
-	if (r < 0) {
-		free(recs);
-		free(u);
-		return r;
-	}
-	r = gl_git_fetch(g, project, oids, n, false, max_bytes + (1 << 20), fetch_pack_data, p);
-	if (r == 0) {
-		r = pack_commit(p);
-		if (r < 0)
-			log_warn("git fetch of %zu blobs from %s: the pack does not index: %s", n,
-			         project, git_error_last() ? git_error_last()->message : "");
-	}
-	for (size_t i = 0; r == 0 && i < n; i++) {
-		enum pack_type type;
-		void *data = NULL;
-		size_t len;
-		int s = pack_read(p, oids[i], &type, &data, &len, (size_t)max_bytes);
-
-		if (s == 0 && type == PACK_BLOB && !odb_blob_has(o, oids[i]))
-			s = odb_blob_put_hashed(o, oids[i], data, len); /* the indexer's id */
-		else if (s == 0 && type != PACK_BLOB)
-			s = -EIO;
-		free(data);
-		if (s == 0) {
-			if (recs)
-				recs[nrecs++] = (struct idx_blob_rec){.oid = oids[i], .size = len};
-			else
-				idx_size_put(x, oids[i], len);
-			if (stored)
-				stored(arg, oids[i], len);
-			count++;
-		} else if (s != -ENOENT) {
-			log_warn("git fetch: blob %s from the pack not stored: %s", oids[i],
-			         strerror(-s));
-		}
-	}
-	if (nrecs)
-		idx_blobs_put(x, recs, nrecs); /* one index transaction for the batch */
-	free(recs);
-	pack_free(p);
+	f.oids = u;
+	f.n = k;
+	f.recs = calloc(k, sizeof(*f.recs)); /* without it, a transaction a blob */
+	r = packstream_new(&ps, &cb, &lim);
+	if (r == 0)
+		r = gl_git_fetch(g, project, u, k, false, max_bytes + (1 << 20), fetch_stream_data,
+		                 ps);
+	if (r == 0)
+		r = packstream_finish(ps);
+	if (r < 0 && ps && packstream_error(ps)[0])
+		log_warn("git fetch of %zu blobs from %s: %s (%d blobs stored before)", k, project,
+		         packstream_error(ps), f.count);
+	if (f.nrecs)
+		idx_blobs_put(x, f.recs, f.nrecs); /* one index transaction for the batch */
+	packstream_free(ps); /* a big blob cut short: its temp file goes here */
+	free(f.recs);
+	free(f.done);
 	free(u);
-	return r < 0 ? r : count;
+	return r < 0 ? r : f.count;
 }

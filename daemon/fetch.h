@@ -1,6 +1,7 @@
 /* Bulk fetches of reefd (daemon/fetch.c): many objects in one round trip over git's
- * protocol v2 (remote/gitproto.c), each verified (a pack's objects are indexed by the
- * hash of their content, fs/pack.c) and copied into the object store and the index.
+ * protocol v2 (remote/gitproto.c), each verified (a pack's objects are named by the
+ * hash of their content: fs/pack.c for trees, fs/packstream.c for blobs) and copied into
+ * the object store and the index.
  * Policy — when to fetch what — stays in cache.c. Thread-safe; errors as gl.h's. */
 #ifndef REEF_FETCH_H
 #define REEF_FETCH_H
@@ -22,10 +23,13 @@
 int fetch_commit_trees(struct gl *g, struct odb *o, struct idx *x, const char *project,
                        const char *commit, char tree_oid[41], size_t *ntrees);
 
-/* Blobs by id in one pack (at most FETCH_BLOBS_MAX, pack at most max_bytes): each
- * one the pack holds is stored in the odb (verified again there) and its size indexed;
- * stored is called for each (may be NULL). Returns how many were stored, or an error
- * (the request failed; blobs the pack lacks are simply not stored). */
+/* Blobs by id in one pack (at most FETCH_BLOBS_MAX, pack at most max_bytes), parsed as
+ * it streams in: each wanted blob the pack holds is stored in the odb under the id its
+ * content hashed to, the moment it is complete, and stored is called for it then (may
+ * be NULL; from the fetching thread), so a reader of it need not wait for the rest.
+ * Sizes are indexed at the end. Returns how many were stored, or an error (the request
+ * failed, or the pack is malformed or its checksum wrong: what was stored before stays,
+ * each blob verified by its id; blobs the pack lacks are simply not stored). */
 int fetch_blobs(struct gl *g, struct odb *o, struct idx *x, const char *project,
                 const char *const *oids, size_t n, uint64_t max_bytes,
                 void (*stored)(void *arg, const char *oid, uint64_t size), void *arg);

@@ -237,3 +237,44 @@ def test_readers_find_the_next_batch_and_round_asked_ahead(hub, tmp_path):
     finally:
         m.stop()
         proxy.close()
+
+
+def test_blobs_the_server_sends_as_deltas_are_stored_right(hub, tmp_path):
+    """Similar files: git's upload-pack sends most of a batch's blobs as deltas against
+    others of the pack, which reefd applies itself (fs/packstream.c)."""
+    tok = hub.user("alice")
+    hub.project("alice/deltas", "alice", "private")
+    base = [b"line %d of a long shared text, the same in every file\n" % i
+            for i in range(150)]
+    files = {}
+    for i in range(40):
+        lines = list(base)
+        lines[(i * 7) % 150] = b"file %d changed this line\n" % i
+        files[f"txt/f{i:02d}.txt"] = b"".join(lines)
+    push_repo(hub, tok, "alice/deltas", files, tmp_path)
+    # what upload-pack will send: git's pack-objects over these blobs, in the hub's repo
+    src = tmp_path / "src"
+    ids = "".join(git("rev-parse", f"HEAD:{rel}", cwd=src).stdout for rel in files)
+    repo = next(r for r in (hub.dir / "repos").glob("*.git")
+                if subprocess.run(["git", "-C", str(r), "cat-file", "-e", ids.split()[0]],
+                                  capture_output=True).returncode == 0)
+    pack = subprocess.run(["git", "-C", str(repo), "pack-objects", "-q", "--stdout",
+                           "--delta-base-offset"], input=ids.encode(), capture_output=True,
+                          check=True).stdout
+    (tmp_path / "p.pack").write_bytes(pack)
+    git("index-pack", "-o", str(tmp_path / "p.idx"), str(tmp_path / "p.pack"), cwd=src)
+    stats = git("verify-pack", "-s", str(tmp_path / "p.idx"), cwd=src).stdout
+    assert "chain length" in stats, stats  # deltas in the pack
+    proxy = GitLabProxy(hub.port)
+    m = mount_through(proxy, hub, tok, tmp_path, "deltas")
+    try:
+        root = m.mnt / "alice/deltas/branches/main"
+        for rel, data in files.items():
+            assert (root / rel).read_bytes() == data, rel
+        assert proxy.count(r"/blobs/") == 0, proxy.log
+        st = status(m)["cache"]["remote"]
+        assert st["git_blobs"] == len(files), st
+        assert not status(m)["cache"]["last_errors"]
+    finally:
+        m.stop()
+        proxy.close()
