@@ -36,6 +36,7 @@
 #define BULK_AHEAD_DIRS   4096                /* directories a look-ahead walks at most */
 #define BULK_AHEAD_BYTES  ((uint64_t)8 << 20) /* small blobs fetched ahead of a reader */
 #define BULK_REST_PAGES   8                   /* REST tree pages before all trees over git */
+#define BULK_TRIM_ROUNDS  16                  /* sizes rounds between two malloc_trim */
 
 void cache_bulk_init(struct cache *c)
 {
@@ -52,12 +53,21 @@ void cache_bulk_fini(struct cache *c)
 	pthread_cond_destroy(&c->bulk.cond);
 }
 
+static int64_t bulk_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* Claims key for this thread (true), or waits until the thread holding it is done and
  * returns false (its result is in the index now). */
 static bool bulk_claim(struct cache *c, const char *key)
 {
 	struct cache_dirjob *j;
 	bool waited = false;
+	int64_t t0 = 0;
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -66,11 +76,18 @@ static bool bulk_claim(struct cache *c, const char *key)
 				break;
 		if (!j)
 			break;
+		if (!waited)
+			t0 = bulk_now_us();
 		waited = true;
 		pthread_cond_wait(&c->bulk.cond, &c->lock);
 	}
 	if (waited) {
 		pthread_mutex_unlock(&c->lock);
+		if (key[0] == 's') {
+			__atomic_add_fetch(&c->bulk.sz_waits, 1, __ATOMIC_RELAXED);
+			__atomic_add_fetch(&c->bulk.sz_wait_us, (uint64_t)(bulk_now_us() - t0),
+			                   __ATOMIC_RELAXED);
+		}
 		return false;
 	}
 	j = calloc(1, sizeof(*j));
@@ -339,9 +356,11 @@ static int bulk_list_add(struct cache *c, struct bulk_list *w, const char *dir,
 
 		if ((e[i].mode & 0170000) != 0100000 && e[i].mode != TREE_MODE_LINK)
 			continue;
-		if (idx_lfs_get(c->idx, e[i].oid, &l) == 0 ||
-		    (e[i].size >= 0 && !CACHE_LFS_CANDIDATE(e[i].size)))
-			continue; /* shown size known already */
+		/* shown size known already; a round indexes a size with each verdict, so an
+		 * unknown size means no verdict either (the cold case: no lookup per file) */
+		if (e[i].size >= 0 &&
+		    (!CACHE_LFS_CANDIDATE(e[i].size) || idx_lfs_get(c->idx, e[i].oid, &l) == 0))
+			continue;
 		if (w->n == w->cap) {
 			size_t ncap = w->cap ? w->cap * 2 : 128;
 			struct bulk_item *nv = realloc(w->v, ncap * sizeof(*nv));
@@ -559,6 +578,7 @@ static int bulk_sizes_ask(struct cache *c, int64_t pid, const char *project, con
 	}
 	if (r < 0)
 		goto out;
+	__atomic_add_fetch(&c->bulk.sz_rounds, 1, __ATOMIC_RELAXED);
 	recs = calloc(w->n, sizeof(*recs));
 	verdicts = calloc(w->n, sizeof(*verdicts));
 	if (!recs || !verdicts) {
@@ -603,15 +623,36 @@ out:
 	free(lfs_oids);
 	free(paths);
 	free(info);
-	malloc_trim(0); /* see bulk_batch_fetch */
+	/* see bulk_batch_fetch; not after each round: a trim's madvise costs every core a
+	 * TLB flush, and a round's answers leave little behind (a tenth of reefd's CPU in
+	 * B3 cold was trimming after each of its 250 rounds) */
+	if (__atomic_add_fetch(&c->bulk.sz_untrimmed, 1, __ATOMIC_RELAXED) % BULK_TRIM_ROUNDS == 0)
+		malloc_trim(0);
 	return r;
 }
 
-/* The round just asked becomes the commit's latest: a reader listing one of its
- * directories (but the one it started from) starts the next (cache_bulk_listing). */
-static void bulk_sizes_latest(struct cache *c, int64_t pid, const char *commit,
-                              struct bulk_size_walk *s, uint64_t first)
+static void *bulk_sizes_ahead_main(void *arg);
+
+/* Starts the sizes thread (lock held) when it is idle and fewer than CACHE_SZ_AHEAD
+ * rounds are asked ahead of the reader's. */
+static void bulk_sizes_kick(struct cache *c)
 {
+	if (c->stop || c->bulk.sz_running || !c->bulk.sz_resume ||
+	    c->bulk.sz_seq - c->bulk.sz_reader_seq >= CACHE_SZ_AHEAD)
+		return;
+	if (c->bulk.sz_started)
+		pthread_join(c->bulk.sz_th, NULL); /* done: not running */
+	c->bulk.sz_started = pthread_create(&c->bulk.sz_th, NULL, bulk_sizes_ahead_main, c) == 0;
+	c->bulk.sz_running = c->bulk.sz_started;
+}
+
+/* The round just asked becomes the commit's latest (numbered): a reader listing one of
+ * the last rounds' directories moves the look-ahead on (cache_bulk_listing). A round
+ * asked on the reader's own thread (reader) is where that reader is now. */
+static void bulk_sizes_latest(struct cache *c, int64_t pid, const char *commit,
+                              struct bulk_size_walk *s, bool reader)
+{
+	struct cache_sz_round *q;
 	uint64_t *dirs;
 	char *resume;
 
@@ -626,14 +667,23 @@ static void bulk_sizes_latest(struct cache *c, int64_t pid, const char *commit,
 	}
 	memcpy(dirs, s->dirs, s->nkeys * sizeof(*dirs));
 	pthread_mutex_lock(&c->lock);
-	free(c->bulk.sz_dirs);
+	c->bulk.sz_seq++;
+	q = &c->bulk.sz_ring[c->bulk.sz_seq % (CACHE_SZ_AHEAD + 1)];
+	free(q->dirs);
+	q->dirs = dirs;
+	q->n = s->nkeys;
+	q->seq = c->bulk.sz_seq;
+	q->pid = pid;
+	memcpy(q->commit, commit, 41);
 	free(c->bulk.sz_resume);
-	c->bulk.sz_dirs = dirs;
-	c->bulk.nsz_dirs = s->nkeys;
-	c->bulk.sz_first = first;
 	c->bulk.sz_resume = resume;
 	c->bulk.sz_pid = pid;
 	memcpy(c->bulk.sz_commit, commit, 41);
+	if (reader)
+		c->bulk.sz_reader_seq = c->bulk.sz_seq;
+	__atomic_store_n(&c->bulk.sz_any, true, __ATOMIC_RELAXED);
+	if (reader)
+		bulk_sizes_kick(c);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -671,10 +721,16 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 	sw.max = GL_GQL_PATHS * BULK_GQL_PARALLEL;
 	if (r == 0 && w.n && w.n < sw.max)
 		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &sw);
-	if (r == 0 && w.n)
+	if (r == 0 && w.n) {
+		int64_t t0 = bulk_now_us();
+
 		r = bulk_sizes_ask(c, pid, project, commit, &w);
+		__atomic_add_fetch(&c->bulk.sz_fg_rounds, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&c->bulk.sz_fg_us, (uint64_t)(bulk_now_us() - t0),
+		                   __ATOMIC_RELAXED);
+	}
 	if (r == 0)
-		bulk_sizes_latest(c, pid, commit, &sw, bulk_dir_hash(dir));
+		bulk_sizes_latest(c, pid, commit, &sw, true);
 	bulk_size_walk_end(&sw);
 out:
 	bulk_depth--;
@@ -685,8 +741,7 @@ out:
 	return r < 0 ? r : 0;
 }
 
-/* The next round of sizes, from the latest round's last directory on in tree order,
- * asked while the reader lists the directories of the latest. */
+/* The next round of sizes, from the latest round's last directory on in tree order. */
 static void bulk_sizes_ahead_run(struct cache *c, int64_t pid, const char *commit,
                                  const char *resume)
 {
@@ -705,30 +760,41 @@ static void bulk_sizes_ahead_run(struct cache *c, int64_t pid, const char *commi
 	if (!bulk_size_visit(&sw, dir, e, n))
 		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &sw);
 	if (w.n && bulk_sizes_ask(c, pid, project, commit, &w) == 0)
-		bulk_sizes_latest(c, pid, commit, &sw, 0);
+		bulk_sizes_latest(c, pid, commit, &sw, false);
 	bulk_size_walk_end(&sw);
 	bulk_list_free(&w);
 	free(e);
 }
 
+/* Round after round from the latest's last directory, until CACHE_SZ_AHEAD rounds are
+ * asked ahead of the reader's or the walk finds nothing more to ask. */
 static void *bulk_sizes_ahead_main(void *arg)
 {
 	struct cache *c = arg;
-	char commit[41], *resume;
-	int64_t pid;
 
 	bulk_depth++;
 	pthread_mutex_lock(&c->lock);
-	memcpy(commit, c->bulk.sz_ahead_commit, sizeof(commit));
-	resume = c->bulk.sz_ahead_resume;
-	c->bulk.sz_ahead_resume = NULL;
-	pid = c->bulk.sz_ahead_pid;
-	pthread_mutex_unlock(&c->lock);
-	if (resume)
-		bulk_sizes_ahead_run(c, pid, commit, resume);
-	free(resume);
-	/* nothing after this but the return: cache_bulk_listing joins under the lock */
-	pthread_mutex_lock(&c->lock);
+	while (!c->stop && c->bulk.sz_resume &&
+	       c->bulk.sz_seq - c->bulk.sz_reader_seq < CACHE_SZ_AHEAD) {
+		char commit[41], *resume = strdup(c->bulk.sz_resume);
+		int64_t pid = c->bulk.sz_pid;
+		uint64_t before = c->bulk.sz_seq;
+
+		memcpy(commit, c->bulk.sz_commit, sizeof(commit));
+		pthread_mutex_unlock(&c->lock);
+		if (resume)
+			bulk_sizes_ahead_run(c, pid, commit, resume);
+		free(resume);
+		pthread_mutex_lock(&c->lock);
+		if (!resume || c->bulk.sz_seq == before) {
+			/* nothing more to ask (the tree's end, or the server failed): a reader's
+			 * own round starts the look-ahead anew */
+			free(c->bulk.sz_resume);
+			c->bulk.sz_resume = NULL;
+			break;
+		}
+	}
+	/* nothing after this but the return: bulk_sizes_kick joins under the lock */
 	c->bulk.sz_running = false;
 	pthread_cond_broadcast(&c->bulk.cond);
 	pthread_mutex_unlock(&c->lock);
@@ -737,35 +803,30 @@ static void *bulk_sizes_ahead_main(void *arg)
 
 void cache_bulk_listing(struct cache *c, int64_t pid, const char *commit, const char *path)
 {
+	bool moved = false;
 	uint64_t h;
-	bool hit = false;
 
-	if (bulk_depth || !__atomic_load_n(&c->bulk.nsz_dirs, __ATOMIC_RELAXED))
+	if (bulk_depth || !__atomic_load_n(&c->bulk.sz_any, __ATOMIC_RELAXED))
 		return;
 	h = bulk_dir_hash(path);
 	pthread_mutex_lock(&c->lock);
-	if (!c->stop && !c->bulk.sz_running && c->bulk.nsz_dirs && c->bulk.sz_pid == pid &&
-	    h != c->bulk.sz_first && strcmp(c->bulk.sz_commit, commit) == 0)
-		for (size_t i = 0; i < c->bulk.nsz_dirs && !hit; i++)
-			hit = c->bulk.sz_dirs[i] == h;
-	if (hit) {
-		/* once per round: the next one is set up by the look-ahead's own round */
-		free(c->bulk.sz_dirs);
-		c->bulk.sz_dirs = NULL;
-		__atomic_store_n(&c->bulk.nsz_dirs, 0, __ATOMIC_RELAXED);
-		free(c->bulk.sz_ahead_resume);
-		c->bulk.sz_ahead_resume = c->bulk.sz_resume;
-		c->bulk.sz_resume = NULL;
-		memcpy(c->bulk.sz_ahead_commit, commit, 41);
-		c->bulk.sz_ahead_pid = pid;
-		if (c->bulk.sz_ahead_resume) {
-			if (c->bulk.sz_started)
-				pthread_join(c->bulk.sz_th, NULL); /* done: not running */
-			c->bulk.sz_started =
-			    pthread_create(&c->bulk.sz_th, NULL, bulk_sizes_ahead_main, c) == 0;
-			c->bulk.sz_running = c->bulk.sz_started;
+	for (size_t k = 0; k <= CACHE_SZ_AHEAD; k++) {
+		const struct cache_sz_round *q = &c->bulk.sz_ring[k];
+		bool hit = false;
+
+		/* a round the reader is in already, or of another reader: no progress */
+		if (!q->n || q->seq <= c->bulk.sz_reader_seq || q->pid != pid ||
+		    strcmp(q->commit, commit) != 0)
+			continue;
+		for (size_t i = 0; i < q->n && !hit; i++)
+			hit = q->dirs[i] == h;
+		if (hit) {
+			c->bulk.sz_reader_seq = q->seq;
+			moved = true;
 		}
 	}
+	if (moved)
+		bulk_sizes_kick(c);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -1109,13 +1170,13 @@ void cache_bulk_stop(struct cache *c)
 	if (c->bulk.sz_started)
 		pthread_join(c->bulk.sz_th, NULL);
 	c->bulk.sz_started = false;
-	free(c->bulk.sz_dirs);
-	c->bulk.sz_dirs = NULL;
-	c->bulk.nsz_dirs = 0;
+	for (size_t k = 0; k <= CACHE_SZ_AHEAD; k++) {
+		free(c->bulk.sz_ring[k].dirs);
+		memset(&c->bulk.sz_ring[k], 0, sizeof(c->bulk.sz_ring[k]));
+	}
+	__atomic_store_n(&c->bulk.sz_any, false, __ATOMIC_RELAXED);
 	free(c->bulk.sz_resume);
 	c->bulk.sz_resume = NULL;
-	free(c->bulk.sz_ahead_resume);
-	c->bulk.sz_ahead_resume = NULL;
 	free(c->bulk.last);
 	c->bulk.last = NULL;
 	c->bulk.nlast = 0;
@@ -1229,7 +1290,7 @@ int cache_bulk_stats(struct cache *c, json_t *j)
 {
 	enum cache_via v = __atomic_load_n(&c->bulk.trees, __ATOMIC_RELAXED);
 	json_t *b = json_pack(
-	    "{s:s,s:s,s:I,s:I,s:I,s:I}", "trees_via",
+	    "{s:s,s:s,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I}}", "trees_via",
 	    v == CACHE_VIA_BULK   ? "git protocol v2"
 	    : v == CACHE_VIA_REST ? "REST"
 	                          : "not asked yet",
@@ -1237,7 +1298,12 @@ int cache_bulk_stats(struct cache *c, json_t *j)
 	    (json_int_t)__atomic_load_n(&c->bulk.git_fetches, __ATOMIC_RELAXED), "git_trees",
 	    (json_int_t)__atomic_load_n(&c->bulk.git_trees, __ATOMIC_RELAXED), "git_blobs",
 	    (json_int_t)__atomic_load_n(&c->bulk.git_blobs, __ATOMIC_RELAXED), "graphql_requests",
-	    (json_int_t)__atomic_load_n(&c->bulk.gql_requests, __ATOMIC_RELAXED));
+	    (json_int_t)__atomic_load_n(&c->bulk.gql_requests, __ATOMIC_RELAXED), "sizes", "rounds",
+	    (json_int_t)__atomic_load_n(&c->bulk.sz_rounds, __ATOMIC_RELAXED), "reader_rounds",
+	    (json_int_t)__atomic_load_n(&c->bulk.sz_fg_rounds, __ATOMIC_RELAXED), "reader_round_ms",
+	    (json_int_t)(__atomic_load_n(&c->bulk.sz_fg_us, __ATOMIC_RELAXED) / 1000), "waits",
+	    (json_int_t)__atomic_load_n(&c->bulk.sz_waits, __ATOMIC_RELAXED), "wait_ms",
+	    (json_int_t)(__atomic_load_n(&c->bulk.sz_wait_us, __ATOMIC_RELAXED) / 1000));
 
 	if (!b)
 		return -ENOMEM;
