@@ -525,21 +525,18 @@ static int bulk_size_visit(void *arg, const char *dir, struct tree_entry *e, siz
 	return s->w->n >= s->max;
 }
 
-/* Asks the sizes of w's files, BULK_GQL_PARALLEL requests at once, and indexes them. */
-static int bulk_sizes_ask(struct cache *c, int64_t pid, const char *project, const char *commit,
-                          struct bulk_list *w)
+/* Asks the sizes of w's files, BULK_GQL_PARALLEL requests at once: *out, one for each. */
+static int bulk_sizes_fetch(struct cache *c, const char *project, const char *commit,
+                            struct bulk_list *w, struct gl_blob_info **out)
 {
 	struct gl_blob_info *info = NULL;
-	const char **paths = NULL, **lfs_oids = NULL;
-	struct idx_blob_rec *recs = NULL;
-	struct idx_lfs *verdicts = NULL;
-	size_t nlfs = 0, nrecs = 0;
+	const char **paths = NULL;
 	int r = 0;
 
+	*out = NULL;
 	info = calloc(w->n, sizeof(*info));
 	paths = calloc(w->n, sizeof(*paths));
-	lfs_oids = calloc(w->n, sizeof(*lfs_oids));
-	if (!info || !paths || !lfs_oids) {
+	if (!info || !paths) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -576,15 +573,31 @@ static int bulk_sizes_ask(struct cache *c, int64_t pid, const char *project, con
 		for (size_t i = 0; i < k && r == 0; i++)
 			r = q[i].r;
 	}
+out:
+	free(paths);
 	if (r < 0)
-		goto out;
+		free(info);
+	else
+		*out = info;
+	return r;
+}
+
+/* Indexes the sizes and verdicts a round's answers (info, for w's files) gave. */
+static void bulk_sizes_index(struct cache *c, int64_t pid, const char *project, const char *commit,
+                             struct bulk_list *w, const struct gl_blob_info *info)
+{
+	const char **lfs_oids = NULL;
+	struct idx_blob_rec *recs = NULL;
+	struct idx_lfs *verdicts = NULL;
+	size_t nlfs = 0, nrecs = 0;
+	int r;
+
 	__atomic_add_fetch(&c->bulk.sz_rounds, 1, __ATOMIC_RELAXED);
+	lfs_oids = calloc(w->n, sizeof(*lfs_oids));
 	recs = calloc(w->n, sizeof(*recs));
 	verdicts = calloc(w->n, sizeof(*verdicts));
-	if (!recs || !verdicts) {
-		r = -ENOMEM;
-		goto out;
-	}
+	if (!lfs_oids || !recs || !verdicts)
+		goto out; /* not indexed: asked again per file */
 	for (size_t i = 0; i < w->n; i++) {
 		struct idx_lfs *l = &verdicts[nrecs];
 
@@ -614,21 +627,31 @@ static int bulk_sizes_ask(struct cache *c, int64_t pid, const char *project, con
 	r = idx_blobs_put(c->idx, recs, nrecs);
 	if (r < 0)
 		log_warn("cache: cannot index %zu sizes: %s", nrecs, strerror(-r));
-	r = 0;
 	if (nlfs)
 		bulk_pointers(c, project, lfs_oids, nlfs);
 out:
 	free(recs);
 	free(verdicts);
 	free(lfs_oids);
-	free(paths);
-	free(info);
 	/* see bulk_batch_fetch; not after each round: a trim's madvise costs every core a
 	 * TLB flush, and a round's answers leave little behind (a tenth of reefd's CPU in
 	 * B3 cold was trimming after each of its 250 rounds) */
 	if (__atomic_add_fetch(&c->bulk.sz_untrimmed, 1, __ATOMIC_RELAXED) % BULK_TRIM_ROUNDS == 0)
 		malloc_trim(0);
-	return r;
+}
+
+/* Asks the sizes of w's files, BULK_GQL_PARALLEL requests at once, and indexes them. */
+static int bulk_sizes_ask(struct cache *c, int64_t pid, const char *project, const char *commit,
+                          struct bulk_list *w)
+{
+	struct gl_blob_info *info;
+	int r = bulk_sizes_fetch(c, project, commit, w, &info);
+
+	if (r < 0)
+		return r;
+	bulk_sizes_index(c, pid, project, commit, w, info);
+	free(info);
+	return 0;
 }
 
 static void *bulk_sizes_ahead_main(void *arg);
@@ -675,16 +698,20 @@ static void bulk_sizes_latest(struct cache *c, int64_t pid, const char *commit,
 	q->seq = c->bulk.sz_seq;
 	q->pid = pid;
 	memcpy(q->commit, commit, 41);
-	free(c->bulk.sz_resume);
-	c->bulk.sz_resume = resume;
-	c->bulk.sz_pid = pid;
-	memcpy(c->bulk.sz_commit, commit, 41);
-	if (reader)
+	if (reader) {
+		/* the look-ahead goes on from here (its own rounds move this on as they walk) */
+		free(c->bulk.sz_resume);
+		c->bulk.sz_resume = resume;
+		resume = NULL;
+		c->bulk.sz_pid = pid;
+		memcpy(c->bulk.sz_commit, commit, 41);
 		c->bulk.sz_reader_seq = c->bulk.sz_seq;
+	}
 	__atomic_store_n(&c->bulk.sz_any, true, __ATOMIC_RELAXED);
 	if (reader)
 		bulk_sizes_kick(c);
 	pthread_mutex_unlock(&c->lock);
+	free(resume);
 }
 
 /* Set on threads inside the bulk paths: their own listings are no reader's. */
@@ -741,52 +768,110 @@ out:
 	return r < 0 ? r : 0;
 }
 
-/* The next round of sizes, from the latest round's last directory on in tree order. */
-static void bulk_sizes_ahead_run(struct cache *c, int64_t pid, const char *commit,
-                                 const char *resume)
+/* A look-ahead round: asked by the sizes thread, indexed on a thread of its own while
+ * the sizes thread asks the next. */
+struct bulk_sz_job {
+	struct cache *c;
+	int64_t pid;
+	char commit[41], project[1024];
+	struct bulk_list w;
+	struct bulk_size_walk sw;
+	struct gl_blob_info *info;
+};
+
+static void bulk_sz_job_free(struct bulk_sz_job *j)
 {
-	char project[1024], dir[BULK_PATH_MAX], probe[BULK_PATH_MAX];
-	struct bulk_list w = {0};
-	struct bulk_size_walk sw = {
-	    .c = c, .commit = commit, .w = &w, .max = GL_GQL_PATHS * BULK_GQL_PARALLEL};
+	bulk_size_walk_end(&j->sw); /* the readers waiting on its directories go on */
+	bulk_list_free(&j->w);
+	free(j->info);
+	free(j);
+}
+
+static void *bulk_sz_index_main(void *arg)
+{
+	struct bulk_sz_job *j = arg;
+
+	bulk_depth++;
+	bulk_sizes_index(j->c, j->pid, j->project, j->commit, &j->w, j->info);
+	bulk_sizes_latest(j->c, j->pid, j->commit, &j->sw, false);
+	bulk_sz_job_free(j);
+	return NULL;
+}
+
+/* The next round of sizes, from resume (the last directory walked) on in tree order:
+ * its directories claimed, where the round after starts noted, its sizes asked; NULL
+ * when there is nothing more to ask or the server failed. */
+static struct bulk_sz_job *bulk_sizes_ahead_round(struct cache *c, int64_t pid, const char *commit,
+                                                  const char *resume)
+{
+	char dir[BULK_PATH_MAX], probe[BULK_PATH_MAX], *next;
+	struct bulk_sz_job *j = calloc(1, sizeof(*j));
 	struct tree_entry *e = NULL;
 	size_t n = 0;
 
-	if (!gl_graphql_supported(c->gl) || cache_pid_path(c, pid, project) < 0 ||
+	if (!j)
+		return NULL;
+	j->c = c;
+	j->pid = pid;
+	memcpy(j->commit, commit, 41);
+	j->sw = (struct bulk_size_walk){
+	    .c = c, .commit = j->commit, .w = &j->w, .max = GL_GQL_PATHS * BULK_GQL_PARALLEL};
+	if (!gl_graphql_supported(c->gl) || cache_pid_path(c, pid, j->project) < 0 ||
 	    (size_t)snprintf(probe, sizeof(probe), "%s%s", resume, *resume ? "/" : "") >=
 	        sizeof(probe) ||
-	    bulk_dir_of(c, pid, commit, probe, dir, &e, &n) < 0)
-		return;
-	if (!bulk_size_visit(&sw, dir, e, n))
-		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &sw);
-	if (w.n && bulk_sizes_ask(c, pid, project, commit, &w) == 0)
-		bulk_sizes_latest(c, pid, commit, &sw, false);
-	bulk_size_walk_end(&sw);
-	bulk_list_free(&w);
+	    bulk_dir_of(c, pid, commit, probe, dir, &e, &n) < 0) {
+		free(e);
+		bulk_sz_job_free(j);
+		return NULL;
+	}
+	if (!bulk_size_visit(&j->sw, dir, e, n))
+		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &j->sw);
 	free(e);
+	if (!j->w.n || !(next = strdup(j->sw.last))) {
+		bulk_sz_job_free(j);
+		return NULL;
+	}
+	pthread_mutex_lock(&c->lock);
+	free(c->bulk.sz_resume);
+	c->bulk.sz_resume = next;
+	pthread_mutex_unlock(&c->lock);
+	if (bulk_sizes_fetch(c, j->project, commit, &j->w, &j->info) < 0) {
+		bulk_sz_job_free(j);
+		return NULL;
+	}
+	return j;
 }
 
-/* Round after round from the latest's last directory, until CACHE_SZ_AHEAD rounds are
- * asked ahead of the reader's or the walk finds nothing more to ask. */
+/* Round after round from the last directory walked, until CACHE_SZ_AHEAD rounds are
+ * asked ahead of the reader's or the walk finds nothing more to ask. A round's answers
+ * are indexed while the next round is asked: the server and reefd work at once, and
+ * still at most BULK_GQL_PARALLEL requests are in flight. */
 static void *bulk_sizes_ahead_main(void *arg)
 {
 	struct cache *c = arg;
+	bool indexing = false;
+	pthread_t ix;
 
 	bulk_depth++;
 	pthread_mutex_lock(&c->lock);
 	while (!c->stop && c->bulk.sz_resume &&
-	       c->bulk.sz_seq - c->bulk.sz_reader_seq < CACHE_SZ_AHEAD) {
+	       c->bulk.sz_seq + indexing - c->bulk.sz_reader_seq < CACHE_SZ_AHEAD) {
 		char commit[41], *resume = strdup(c->bulk.sz_resume);
 		int64_t pid = c->bulk.sz_pid;
-		uint64_t before = c->bulk.sz_seq;
+		struct bulk_sz_job *j = NULL;
 
 		memcpy(commit, c->bulk.sz_commit, sizeof(commit));
 		pthread_mutex_unlock(&c->lock);
 		if (resume)
-			bulk_sizes_ahead_run(c, pid, commit, resume);
+			j = bulk_sizes_ahead_round(c, pid, commit, resume);
 		free(resume);
+		if (indexing)
+			pthread_join(ix, NULL);
+		indexing = j && pthread_create(&ix, NULL, bulk_sz_index_main, j) == 0;
+		if (j && !indexing)
+			bulk_sz_index_main(j);
 		pthread_mutex_lock(&c->lock);
-		if (!resume || c->bulk.sz_seq == before) {
+		if (!j) {
 			/* nothing more to ask (the tree's end, or the server failed): a reader's
 			 * own round starts the look-ahead anew */
 			free(c->bulk.sz_resume);
@@ -794,7 +879,11 @@ static void *bulk_sizes_ahead_main(void *arg)
 			break;
 		}
 	}
+	pthread_mutex_unlock(&c->lock);
+	if (indexing)
+		pthread_join(ix, NULL);
 	/* nothing after this but the return: bulk_sizes_kick joins under the lock */
+	pthread_mutex_lock(&c->lock);
 	c->bulk.sz_running = false;
 	pthread_cond_broadcast(&c->bulk.cond);
 	pthread_mutex_unlock(&c->lock);
