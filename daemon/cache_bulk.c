@@ -671,9 +671,11 @@ static void bulk_sizes_kick(struct cache *c)
 
 /* The round just asked becomes the commit's latest (numbered): a reader listing one of
  * the last rounds' directories moves the look-ahead on (cache_bulk_listing). A round
- * asked on the reader's own thread (reader) is where that reader is now. */
+ * asked on the reader's own thread (reader) is where that reader is now; the directory
+ * it started from (first, by hash) is listed already, so listing it again is no
+ * progress: a lone `ls -l` asks no round ahead. */
 static void bulk_sizes_latest(struct cache *c, int64_t pid, const char *commit,
-                              struct bulk_size_walk *s, bool reader)
+                              struct bulk_size_walk *s, bool reader, uint64_t first)
 {
 	struct cache_sz_round *q;
 	uint64_t *dirs;
@@ -706,10 +708,9 @@ static void bulk_sizes_latest(struct cache *c, int64_t pid, const char *commit,
 		c->bulk.sz_pid = pid;
 		memcpy(c->bulk.sz_commit, commit, 41);
 		c->bulk.sz_reader_seq = c->bulk.sz_seq;
+		c->bulk.sz_first = first;
 	}
 	__atomic_store_n(&c->bulk.sz_any, true, __ATOMIC_RELAXED);
-	if (reader)
-		bulk_sizes_kick(c);
 	pthread_mutex_unlock(&c->lock);
 	free(resume);
 }
@@ -757,7 +758,7 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 		                   __ATOMIC_RELAXED);
 	}
 	if (r == 0)
-		bulk_sizes_latest(c, pid, commit, &sw, true);
+		bulk_sizes_latest(c, pid, commit, &sw, true, bulk_dir_hash(dir));
 	bulk_size_walk_end(&sw);
 out:
 	bulk_depth--;
@@ -793,7 +794,7 @@ static void *bulk_sz_index_main(void *arg)
 
 	bulk_depth++;
 	bulk_sizes_index(j->c, j->pid, j->project, j->commit, &j->w, j->info);
-	bulk_sizes_latest(j->c, j->pid, j->commit, &j->sw, false);
+	bulk_sizes_latest(j->c, j->pid, j->commit, &j->sw, false, 0);
 	bulk_sz_job_free(j);
 	return NULL;
 }
@@ -903,9 +904,11 @@ void cache_bulk_listing(struct cache *c, int64_t pid, const char *commit, const 
 		const struct cache_sz_round *q = &c->bulk.sz_ring[k];
 		bool hit = false;
 
-		/* a round the reader is in already, or of another reader: no progress */
-		if (!q->n || q->seq <= c->bulk.sz_reader_seq || q->pid != pid ||
+		/* a round behind the reader's, or of another reader: no progress */
+		if (!q->n || q->seq < c->bulk.sz_reader_seq || q->pid != pid ||
 		    strcmp(q->commit, commit) != 0)
+			continue;
+		if (q->seq == c->bulk.sz_reader_seq && h == c->bulk.sz_first)
 			continue;
 		for (size_t i = 0; i < q->n && !hit; i++)
 			hit = q->dirs[i] == h;

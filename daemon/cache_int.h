@@ -100,7 +100,7 @@ struct cache_bulk {
 		int64_t pid;
 		char commit[41];
 	} sz_ring[CACHE_SZ_AHEAD + 1];
-	uint64_t sz_seq, sz_reader_seq;
+	uint64_t sz_seq, sz_reader_seq, sz_first;
 	bool sz_any; /* also read __atomic without the lock */
 	char sz_commit[41], *sz_resume;
 	int64_t sz_pid;
