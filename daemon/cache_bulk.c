@@ -36,6 +36,7 @@
 #define BULK_AHEAD_DIRS   4096                /* directories a look-ahead walks at most */
 #define BULK_AHEAD_BYTES  ((uint64_t)8 << 20) /* small blobs fetched ahead of a reader */
 #define BULK_REST_PAGES   8                   /* REST tree pages before all trees over git */
+#define BULK_TRIM_ROUNDS  16                  /* sizes rounds between two malloc_trim */
 
 void cache_bulk_init(struct cache *c)
 {
@@ -52,12 +53,21 @@ void cache_bulk_fini(struct cache *c)
 	pthread_cond_destroy(&c->bulk.cond);
 }
 
+static int64_t bulk_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* Claims key for this thread (true), or waits until the thread holding it is done and
  * returns false (its result is in the index now). */
 static bool bulk_claim(struct cache *c, const char *key)
 {
 	struct cache_dirjob *j;
 	bool waited = false;
+	int64_t t0 = 0;
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -66,11 +76,18 @@ static bool bulk_claim(struct cache *c, const char *key)
 				break;
 		if (!j)
 			break;
+		if (!waited)
+			t0 = bulk_now_us();
 		waited = true;
 		pthread_cond_wait(&c->bulk.cond, &c->lock);
 	}
 	if (waited) {
 		pthread_mutex_unlock(&c->lock);
+		if (key[0] == 's') {
+			__atomic_add_fetch(&c->bulk.sz_waits, 1, __ATOMIC_RELAXED);
+			__atomic_add_fetch(&c->bulk.sz_wait_us, (uint64_t)(bulk_now_us() - t0),
+			                   __ATOMIC_RELAXED);
+		}
 		return false;
 	}
 	j = calloc(1, sizeof(*j));
@@ -400,9 +417,11 @@ static int bulk_list_add(struct cache *c, struct bulk_list *w, const char *dir,
 
 		if ((e[i].mode & 0170000) != 0100000 && e[i].mode != TREE_MODE_LINK)
 			continue;
-		if (idx_lfs_get(c->idx, e[i].oid, &l) == 0 ||
-		    (e[i].size >= 0 && !CACHE_LFS_CANDIDATE(e[i].size)))
-			continue; /* shown size known already */
+		/* shown size known already; a round indexes a size with each verdict, so an
+		 * unknown size means no verdict either (the cold case: no lookup per file) */
+		if (e[i].size >= 0 &&
+		    (!CACHE_LFS_CANDIDATE(e[i].size) || idx_lfs_get(c->idx, e[i].oid, &l) == 0))
+			continue;
 		if (w->n == w->cap) {
 			size_t ncap = w->cap ? w->cap * 2 : 128;
 			struct bulk_item *nv = realloc(w->v, ncap * sizeof(*nv));
@@ -567,21 +586,18 @@ static int bulk_size_visit(void *arg, const char *dir, struct tree_entry *e, siz
 	return s->w->n >= s->max;
 }
 
-/* Asks the sizes of w's files, BULK_GQL_PARALLEL requests at once, and indexes them. */
-static int bulk_sizes_ask(struct cache *c, int64_t pid, const char *project, const char *commit,
-                          struct bulk_list *w)
+/* Asks the sizes of w's files, BULK_GQL_PARALLEL requests at once: *out, one for each. */
+static int bulk_sizes_fetch(struct cache *c, const char *project, const char *commit,
+                            struct bulk_list *w, struct gl_blob_info **out)
 {
 	struct gl_blob_info *info = NULL;
-	const char **paths = NULL, **lfs_oids = NULL;
-	struct idx_blob_rec *recs = NULL;
-	struct idx_lfs *verdicts = NULL;
-	size_t nlfs = 0, nrecs = 0;
+	const char **paths = NULL;
 	int r = 0;
 
+	*out = NULL;
 	info = calloc(w->n, sizeof(*info));
 	paths = calloc(w->n, sizeof(*paths));
-	lfs_oids = calloc(w->n, sizeof(*lfs_oids));
-	if (!info || !paths || !lfs_oids) {
+	if (!info || !paths) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -618,14 +634,31 @@ static int bulk_sizes_ask(struct cache *c, int64_t pid, const char *project, con
 		for (size_t i = 0; i < k && r == 0; i++)
 			r = q[i].r;
 	}
+out:
+	free(paths);
 	if (r < 0)
-		goto out;
+		free(info);
+	else
+		*out = info;
+	return r;
+}
+
+/* Indexes the sizes and verdicts a round's answers (info, for w's files) gave. */
+static void bulk_sizes_index(struct cache *c, int64_t pid, const char *project, const char *commit,
+                             struct bulk_list *w, const struct gl_blob_info *info)
+{
+	const char **lfs_oids = NULL;
+	struct idx_blob_rec *recs = NULL;
+	struct idx_lfs *verdicts = NULL;
+	size_t nlfs = 0, nrecs = 0;
+	int r;
+
+	__atomic_add_fetch(&c->bulk.sz_rounds, 1, __ATOMIC_RELAXED);
+	lfs_oids = calloc(w->n, sizeof(*lfs_oids));
 	recs = calloc(w->n, sizeof(*recs));
 	verdicts = calloc(w->n, sizeof(*verdicts));
-	if (!recs || !verdicts) {
-		r = -ENOMEM;
-		goto out;
-	}
+	if (!lfs_oids || !recs || !verdicts)
+		goto out; /* not indexed: asked again per file */
 	for (size_t i = 0; i < w->n; i++) {
 		struct idx_lfs *l = &verdicts[nrecs];
 
@@ -655,24 +688,57 @@ static int bulk_sizes_ask(struct cache *c, int64_t pid, const char *project, con
 	r = idx_blobs_put(c->idx, recs, nrecs);
 	if (r < 0)
 		log_warn("cache: cannot index %zu sizes: %s", nrecs, strerror(-r));
-	r = 0;
 	if (nlfs)
 		bulk_pointers(c, project, lfs_oids, nlfs);
 out:
 	free(recs);
 	free(verdicts);
 	free(lfs_oids);
-	free(paths);
-	free(info);
-	malloc_trim(0); /* see bulk_batch_fetch */
-	return r;
+	/* see bulk_batch_fetch; not after each round: a trim's madvise costs every core a
+	 * TLB flush, and a round's answers leave little behind (a tenth of reefd's CPU in
+	 * B3 cold was trimming after each of its 250 rounds) */
+	if (__atomic_add_fetch(&c->bulk.sz_untrimmed, 1, __ATOMIC_RELAXED) % BULK_TRIM_ROUNDS == 0)
+		malloc_trim(0);
 }
 
-/* The round just asked becomes the commit's latest: a reader listing one of its
- * directories (but the one it started from) starts the next (cache_bulk_listing). */
-static void bulk_sizes_latest(struct cache *c, int64_t pid, const char *commit,
-                              struct bulk_size_walk *s, uint64_t first)
+/* Asks the sizes of w's files, BULK_GQL_PARALLEL requests at once, and indexes them. */
+static int bulk_sizes_ask(struct cache *c, int64_t pid, const char *project, const char *commit,
+                          struct bulk_list *w)
 {
+	struct gl_blob_info *info;
+	int r = bulk_sizes_fetch(c, project, commit, w, &info);
+
+	if (r < 0)
+		return r;
+	bulk_sizes_index(c, pid, project, commit, w, info);
+	free(info);
+	return 0;
+}
+
+static void *bulk_sizes_ahead_main(void *arg);
+
+/* Starts the sizes thread (lock held) when it is idle and fewer than CACHE_SZ_AHEAD
+ * rounds are asked ahead of the reader's. */
+static void bulk_sizes_kick(struct cache *c)
+{
+	if (c->stop || c->bulk.sz_running || !c->bulk.sz_resume ||
+	    c->bulk.sz_seq - c->bulk.sz_reader_seq >= CACHE_SZ_AHEAD)
+		return;
+	if (c->bulk.sz_started)
+		pthread_join(c->bulk.sz_th, NULL); /* done: not running */
+	c->bulk.sz_started = pthread_create(&c->bulk.sz_th, NULL, bulk_sizes_ahead_main, c) == 0;
+	c->bulk.sz_running = c->bulk.sz_started;
+}
+
+/* The round just asked becomes the commit's latest (numbered): a reader listing one of
+ * the last rounds' directories moves the look-ahead on (cache_bulk_listing). A round
+ * asked on the reader's own thread (reader) is where that reader is now; the directory
+ * it started from (first, by hash) is listed already, so listing it again is no
+ * progress: a lone `ls -l` asks no round ahead. */
+static void bulk_sizes_latest(struct cache *c, int64_t pid, const char *commit,
+                              struct bulk_size_walk *s, bool reader, uint64_t first)
+{
+	struct cache_sz_round *q;
 	uint64_t *dirs;
 	char *resume;
 
@@ -687,15 +753,27 @@ static void bulk_sizes_latest(struct cache *c, int64_t pid, const char *commit,
 	}
 	memcpy(dirs, s->dirs, s->nkeys * sizeof(*dirs));
 	pthread_mutex_lock(&c->lock);
-	free(c->bulk.sz_dirs);
-	free(c->bulk.sz_resume);
-	c->bulk.sz_dirs = dirs;
-	c->bulk.nsz_dirs = s->nkeys;
-	c->bulk.sz_first = first;
-	c->bulk.sz_resume = resume;
-	c->bulk.sz_pid = pid;
-	memcpy(c->bulk.sz_commit, commit, 41);
+	c->bulk.sz_seq++;
+	q = &c->bulk.sz_ring[c->bulk.sz_seq % (CACHE_SZ_AHEAD + 1)];
+	free(q->dirs);
+	q->dirs = dirs;
+	q->n = s->nkeys;
+	q->seq = c->bulk.sz_seq;
+	q->pid = pid;
+	memcpy(q->commit, commit, 41);
+	if (reader) {
+		/* the look-ahead goes on from here (its own rounds move this on as they walk) */
+		free(c->bulk.sz_resume);
+		c->bulk.sz_resume = resume;
+		resume = NULL;
+		c->bulk.sz_pid = pid;
+		memcpy(c->bulk.sz_commit, commit, 41);
+		c->bulk.sz_reader_seq = c->bulk.sz_seq;
+		c->bulk.sz_first = first;
+	}
+	__atomic_store_n(&c->bulk.sz_any, true, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&c->lock);
+	free(resume);
 }
 
 /* Set on threads inside the bulk paths: their own listings are no reader's. */
@@ -732,10 +810,16 @@ int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const cha
 	sw.max = GL_GQL_PATHS * BULK_GQL_PARALLEL;
 	if (r == 0 && w.n && w.n < sw.max)
 		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &sw);
-	if (r == 0 && w.n)
+	if (r == 0 && w.n) {
+		int64_t t0 = bulk_now_us();
+
 		r = bulk_sizes_ask(c, pid, project, commit, &w);
+		__atomic_add_fetch(&c->bulk.sz_fg_rounds, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&c->bulk.sz_fg_us, (uint64_t)(bulk_now_us() - t0),
+		                   __ATOMIC_RELAXED);
+	}
 	if (r == 0)
-		bulk_sizes_latest(c, pid, commit, &sw, bulk_dir_hash(dir));
+		bulk_sizes_latest(c, pid, commit, &sw, true, bulk_dir_hash(dir));
 	bulk_size_walk_end(&sw);
 out:
 	bulk_depth--;
@@ -746,49 +830,121 @@ out:
 	return r < 0 ? r : 0;
 }
 
-/* The next round of sizes, from the latest round's last directory on in tree order,
- * asked while the reader lists the directories of the latest. */
-static void bulk_sizes_ahead_run(struct cache *c, int64_t pid, const char *commit,
-                                 const char *resume)
+/* A look-ahead round: asked by the sizes thread, indexed on a thread of its own while
+ * the sizes thread asks the next. */
+struct bulk_sz_job {
+	struct cache *c;
+	int64_t pid;
+	char commit[41], project[1024];
+	struct bulk_list w;
+	struct bulk_size_walk sw;
+	struct gl_blob_info *info;
+};
+
+static void bulk_sz_job_free(struct bulk_sz_job *j)
 {
-	char project[1024], dir[BULK_PATH_MAX], probe[BULK_PATH_MAX];
-	struct bulk_list w = {0};
-	struct bulk_size_walk sw = {
-	    .c = c, .commit = commit, .w = &w, .max = GL_GQL_PATHS * BULK_GQL_PARALLEL};
+	bulk_size_walk_end(&j->sw); /* the readers waiting on its directories go on */
+	bulk_list_free(&j->w);
+	free(j->info);
+	free(j);
+}
+
+static void *bulk_sz_index_main(void *arg)
+{
+	struct bulk_sz_job *j = arg;
+
+	bulk_depth++;
+	bulk_sizes_index(j->c, j->pid, j->project, j->commit, &j->w, j->info);
+	bulk_sizes_latest(j->c, j->pid, j->commit, &j->sw, false, 0);
+	bulk_sz_job_free(j);
+	return NULL;
+}
+
+/* The next round of sizes, from resume (the last directory walked) on in tree order:
+ * its directories claimed, where the round after starts noted, its sizes asked; NULL
+ * when there is nothing more to ask or the server failed. */
+static struct bulk_sz_job *bulk_sizes_ahead_round(struct cache *c, int64_t pid, const char *commit,
+                                                  const char *resume)
+{
+	char dir[BULK_PATH_MAX], probe[BULK_PATH_MAX], *next;
+	struct bulk_sz_job *j = calloc(1, sizeof(*j));
 	struct tree_entry *e = NULL;
 	size_t n = 0;
 
-	if (!gl_graphql_supported(c->gl) || cache_pid_path(c, pid, project) < 0 ||
+	if (!j)
+		return NULL;
+	j->c = c;
+	j->pid = pid;
+	memcpy(j->commit, commit, 41);
+	j->sw = (struct bulk_size_walk){
+	    .c = c, .commit = j->commit, .w = &j->w, .max = GL_GQL_PATHS * BULK_GQL_PARALLEL};
+	if (!gl_graphql_supported(c->gl) || cache_pid_path(c, pid, j->project) < 0 ||
 	    (size_t)snprintf(probe, sizeof(probe), "%s%s", resume, *resume ? "/" : "") >=
 	        sizeof(probe) ||
-	    bulk_dir_of(c, pid, commit, probe, dir, &e, &n) < 0)
-		return;
-	if (!bulk_size_visit(&sw, dir, e, n))
-		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &sw);
-	if (w.n && bulk_sizes_ask(c, pid, project, commit, &w) == 0)
-		bulk_sizes_latest(c, pid, commit, &sw, 0);
-	bulk_size_walk_end(&sw);
-	bulk_list_free(&w);
+	    bulk_dir_of(c, pid, commit, probe, dir, &e, &n) < 0) {
+		free(e);
+		bulk_sz_job_free(j);
+		return NULL;
+	}
+	if (!bulk_size_visit(&j->sw, dir, e, n))
+		bulk_walk_ahead(c, pid, commit, dir, bulk_size_visit, &j->sw);
 	free(e);
+	if (!j->w.n || !(next = strdup(j->sw.last))) {
+		bulk_sz_job_free(j);
+		return NULL;
+	}
+	pthread_mutex_lock(&c->lock);
+	free(c->bulk.sz_resume);
+	c->bulk.sz_resume = next;
+	pthread_mutex_unlock(&c->lock);
+	if (bulk_sizes_fetch(c, j->project, commit, &j->w, &j->info) < 0) {
+		bulk_sz_job_free(j);
+		return NULL;
+	}
+	return j;
 }
 
+/* Round after round from the last directory walked, until CACHE_SZ_AHEAD rounds are
+ * asked ahead of the reader's or the walk finds nothing more to ask. A round's answers
+ * are indexed while the next round is asked: the server and reefd work at once, and
+ * still at most BULK_GQL_PARALLEL requests are in flight. */
 static void *bulk_sizes_ahead_main(void *arg)
 {
 	struct cache *c = arg;
-	char commit[41], *resume;
-	int64_t pid;
+	bool indexing = false;
+	pthread_t ix;
 
 	bulk_depth++;
 	pthread_mutex_lock(&c->lock);
-	memcpy(commit, c->bulk.sz_ahead_commit, sizeof(commit));
-	resume = c->bulk.sz_ahead_resume;
-	c->bulk.sz_ahead_resume = NULL;
-	pid = c->bulk.sz_ahead_pid;
+	while (!c->stop && c->bulk.sz_resume &&
+	       c->bulk.sz_seq + indexing - c->bulk.sz_reader_seq < CACHE_SZ_AHEAD) {
+		char commit[41], *resume = strdup(c->bulk.sz_resume);
+		int64_t pid = c->bulk.sz_pid;
+		struct bulk_sz_job *j = NULL;
+
+		memcpy(commit, c->bulk.sz_commit, sizeof(commit));
+		pthread_mutex_unlock(&c->lock);
+		if (resume)
+			j = bulk_sizes_ahead_round(c, pid, commit, resume);
+		free(resume);
+		if (indexing)
+			pthread_join(ix, NULL);
+		indexing = j && pthread_create(&ix, NULL, bulk_sz_index_main, j) == 0;
+		if (j && !indexing)
+			bulk_sz_index_main(j);
+		pthread_mutex_lock(&c->lock);
+		if (!j) {
+			/* nothing more to ask (the tree's end, or the server failed): a reader's
+			 * own round starts the look-ahead anew */
+			free(c->bulk.sz_resume);
+			c->bulk.sz_resume = NULL;
+			break;
+		}
+	}
 	pthread_mutex_unlock(&c->lock);
-	if (resume)
-		bulk_sizes_ahead_run(c, pid, commit, resume);
-	free(resume);
-	/* nothing after this but the return: cache_bulk_listing joins under the lock */
+	if (indexing)
+		pthread_join(ix, NULL);
+	/* nothing after this but the return: bulk_sizes_kick joins under the lock */
 	pthread_mutex_lock(&c->lock);
 	c->bulk.sz_running = false;
 	pthread_cond_broadcast(&c->bulk.cond);
@@ -798,35 +954,32 @@ static void *bulk_sizes_ahead_main(void *arg)
 
 void cache_bulk_listing(struct cache *c, int64_t pid, const char *commit, const char *path)
 {
+	bool moved = false;
 	uint64_t h;
-	bool hit = false;
 
-	if (bulk_depth || !__atomic_load_n(&c->bulk.nsz_dirs, __ATOMIC_RELAXED))
+	if (bulk_depth || !__atomic_load_n(&c->bulk.sz_any, __ATOMIC_RELAXED))
 		return;
 	h = bulk_dir_hash(path);
 	pthread_mutex_lock(&c->lock);
-	if (!c->stop && !c->bulk.sz_running && c->bulk.nsz_dirs && c->bulk.sz_pid == pid &&
-	    h != c->bulk.sz_first && strcmp(c->bulk.sz_commit, commit) == 0)
-		for (size_t i = 0; i < c->bulk.nsz_dirs && !hit; i++)
-			hit = c->bulk.sz_dirs[i] == h;
-	if (hit) {
-		/* once per round: the next one is set up by the look-ahead's own round */
-		free(c->bulk.sz_dirs);
-		c->bulk.sz_dirs = NULL;
-		__atomic_store_n(&c->bulk.nsz_dirs, 0, __ATOMIC_RELAXED);
-		free(c->bulk.sz_ahead_resume);
-		c->bulk.sz_ahead_resume = c->bulk.sz_resume;
-		c->bulk.sz_resume = NULL;
-		memcpy(c->bulk.sz_ahead_commit, commit, 41);
-		c->bulk.sz_ahead_pid = pid;
-		if (c->bulk.sz_ahead_resume) {
-			if (c->bulk.sz_started)
-				pthread_join(c->bulk.sz_th, NULL); /* done: not running */
-			c->bulk.sz_started =
-			    pthread_create(&c->bulk.sz_th, NULL, bulk_sizes_ahead_main, c) == 0;
-			c->bulk.sz_running = c->bulk.sz_started;
+	for (size_t k = 0; k <= CACHE_SZ_AHEAD; k++) {
+		const struct cache_sz_round *q = &c->bulk.sz_ring[k];
+		bool hit = false;
+
+		/* a round behind the reader's, or of another reader: no progress */
+		if (!q->n || q->seq < c->bulk.sz_reader_seq || q->pid != pid ||
+		    strcmp(q->commit, commit) != 0)
+			continue;
+		if (q->seq == c->bulk.sz_reader_seq && h == c->bulk.sz_first)
+			continue;
+		for (size_t i = 0; i < q->n && !hit; i++)
+			hit = q->dirs[i] == h;
+		if (hit) {
+			c->bulk.sz_reader_seq = q->seq;
+			moved = true;
 		}
 	}
+	if (moved)
+		bulk_sizes_kick(c);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -1279,13 +1432,13 @@ void cache_bulk_stop(struct cache *c)
 	if (c->bulk.sz_started)
 		pthread_join(c->bulk.sz_th, NULL);
 	c->bulk.sz_started = false;
-	free(c->bulk.sz_dirs);
-	c->bulk.sz_dirs = NULL;
-	c->bulk.nsz_dirs = 0;
+	for (size_t k = 0; k <= CACHE_SZ_AHEAD; k++) {
+		free(c->bulk.sz_ring[k].dirs);
+		memset(&c->bulk.sz_ring[k], 0, sizeof(c->bulk.sz_ring[k]));
+	}
+	__atomic_store_n(&c->bulk.sz_any, false, __ATOMIC_RELAXED);
 	free(c->bulk.sz_resume);
 	c->bulk.sz_resume = NULL;
-	free(c->bulk.sz_ahead_resume);
-	c->bulk.sz_ahead_resume = NULL;
 	for (size_t i = 0; i < CACHE_AHEAD_RECENT; i++) {
 		free(c->bulk.recent[i].oid);
 		memset(&c->bulk.recent[i], 0, sizeof(c->bulk.recent[i]));
@@ -1400,7 +1553,7 @@ int cache_bulk_stats(struct cache *c, json_t *j)
 {
 	enum cache_via v = __atomic_load_n(&c->bulk.trees, __ATOMIC_RELAXED);
 	json_t *b = json_pack(
-	    "{s:s,s:s,s:I,s:I,s:I,s:I}", "trees_via",
+	    "{s:s,s:s,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I}}", "trees_via",
 	    v == CACHE_VIA_BULK   ? "git protocol v2"
 	    : v == CACHE_VIA_REST ? "REST"
 	                          : "not asked yet",
@@ -1408,7 +1561,12 @@ int cache_bulk_stats(struct cache *c, json_t *j)
 	    (json_int_t)__atomic_load_n(&c->bulk.git_fetches, __ATOMIC_RELAXED), "git_trees",
 	    (json_int_t)__atomic_load_n(&c->bulk.git_trees, __ATOMIC_RELAXED), "git_blobs",
 	    (json_int_t)__atomic_load_n(&c->bulk.git_blobs, __ATOMIC_RELAXED), "graphql_requests",
-	    (json_int_t)__atomic_load_n(&c->bulk.gql_requests, __ATOMIC_RELAXED));
+	    (json_int_t)__atomic_load_n(&c->bulk.gql_requests, __ATOMIC_RELAXED), "sizes", "rounds",
+	    (json_int_t)__atomic_load_n(&c->bulk.sz_rounds, __ATOMIC_RELAXED), "reader_rounds",
+	    (json_int_t)__atomic_load_n(&c->bulk.sz_fg_rounds, __ATOMIC_RELAXED), "reader_round_ms",
+	    (json_int_t)(__atomic_load_n(&c->bulk.sz_fg_us, __ATOMIC_RELAXED) / 1000), "waits",
+	    (json_int_t)__atomic_load_n(&c->bulk.sz_waits, __ATOMIC_RELAXED), "wait_ms",
+	    (json_int_t)(__atomic_load_n(&c->bulk.sz_wait_us, __ATOMIC_RELAXED) / 1000));
 
 	if (!b)
 		return -ENOMEM;

@@ -71,10 +71,18 @@ struct cache_recent {
 	unsigned seq;
 };
 
+/* Rounds of sizes asked ahead of the one a reader lists: the server answers the next
+ * rounds while reefd indexes one and the reader lists another, instead of one round
+ * waiting for the reader to reach the one before. */
+#define CACHE_SZ_AHEAD 3
+
 struct cache_bulk {
 	enum cache_via trees;                                     /* __atomic */
 	uint64_t git_fetches, git_trees, git_blobs, gql_requests; /* __atomic */
-	struct cache_dirjob *jobs;                                /* under the cache's lock */
+	/* What a reader waited for sizes (__atomic): rounds asked on its own thread, and
+	 * waits for a round in flight on another, with the time each took (µs) */
+	uint64_t sz_rounds, sz_fg_rounds, sz_fg_us, sz_waits, sz_wait_us, sz_untrimmed;
+	struct cache_dirjob *jobs; /* under the cache's lock */
 	pthread_cond_t cond;
 	struct cache_lfs_ahead lfs[CACHE_LFS_AHEAD]; /* under the cache's lock */
 	size_t lfs_next;
@@ -102,16 +110,21 @@ struct cache_bulk {
 		char commit[41], *path;
 		int64_t pid;
 	} ahead[CACHE_AHEAD_SLOTS];
-	/* The same for sizes (under the cache's lock): the latest round's directories (by
-	 * hash), the one its reader started from, and where the next round starts; a
-	 * reader listing one of them starts the next round on the sizes thread. */
-	uint64_t *sz_dirs, sz_first;
-	size_t nsz_dirs; /* also read __atomic without the lock */
+	/* The same for sizes (under the cache's lock): the last rounds' directories (by
+	 * hash, numbered), the round a reader last listed a directory of, and where the next
+	 * round starts. The sizes thread asks round after round while it is fewer than
+	 * CACHE_SZ_AHEAD rounds ahead of that reader; a reader's listing restarts it. */
+	struct cache_sz_round {
+		uint64_t *dirs, seq;
+		size_t n;
+		int64_t pid;
+		char commit[41];
+	} sz_ring[CACHE_SZ_AHEAD + 1];
+	uint64_t sz_seq, sz_reader_seq, sz_first;
+	bool sz_any; /* also read __atomic without the lock */
 	char sz_commit[41], *sz_resume;
 	int64_t sz_pid;
 	bool sz_running, sz_started;
-	char sz_ahead_commit[41], *sz_ahead_resume;
-	int64_t sz_ahead_pid;
 	pthread_t sz_th;
 };
 

@@ -219,6 +219,12 @@ def test_readers_find_the_next_batch_and_round_asked_ahead(hub, tmp_path):
         # each. Asking any path twice would cost a dozen more.
         gql = proxy.count(r"^POST /api/graphql")
         assert 12 <= gql <= 20, proxy.log
+        # the first rounds are the reader's (each a directory or two, while trees come
+        # over REST), the later ones the look-ahead's; the status says which, and how
+        # long the reader waited for a round in flight
+        sz = status(m)["cache"]["remote"]["sizes"]
+        assert sz["reader_rounds"] < sz["rounds"] <= gql, sz
+        assert sz["waits"] >= 0 and sz["wait_ms"] >= 0 and sz["reader_round_ms"] >= 0, sz
         proxy.reset()
         subprocess.run(["find", str(root), "-printf", "%s\n"], capture_output=True,
                        check=True)
