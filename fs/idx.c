@@ -4,6 +4,7 @@
 #include "reef/idx.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "reef/hash.h"
 
@@ -40,6 +42,7 @@ struct idx {
 	MDB_dbi dbi[IDX_DB_N];
 	int64_t synced_ns;  /* __atomic: CLOCK_MONOTONIC of the last mdb_env_sync */
 	int64_t trimmed_ns; /* __atomic: CLOCK_MONOTONIC of the last idx_map_trim */
+	long shared_base;   /* __atomic: idx_shared_pages after the last trim */
 	void *map;          /* LMDB's map of the file, for idx_map_trim; NULL: not found */
 	size_t map_size;
 };
@@ -60,31 +63,57 @@ static int64_t idx_now_ns(void)
  * it (fault-around, 64 KiB), stays in the process's page tables and counts in its
  * resident memory (RssFile) until unmapped. A transaction of 50 random keys maps a few
  * MiB that way, and a walk of 100,000 files soon had the whole index mapped, 20-26 MiB of
- * B7's peak (MADV_RANDOM does not turn fault-around off). So the map is dropped from the
- * page tables (MADV_DONTNEED) after each write transaction and each read of many keys,
- * and at most every IDX_TRIM_NS after reads of one key. The map is a read-only MAP_SHARED
+ * B7's peak (MADV_RANDOM does not turn fault-around off). So at the end of a transaction,
+ * at most every IDX_TRIM_NS, the process's file-backed resident pages are read
+ * (/proc/self/statm), and when they grew by IDX_TRIM_PAGES since the last trim the map is
+ * dropped from the page tables (MADV_DONTNEED). Dropping it at every commit instead cost
+ * B3 cold 4x reefd's CPU (400,000 faults back in). The map is a read-only MAP_SHARED
  * mapping of the file (no MDB_WRITEMAP: LMDB writes with pwrite), so this only unmaps:
  * the pages stay in the page cache, nothing is written or lost, and the next access
  * faults the page back in from the page cache with the file's contents (madvise(2), for
  * shared file mappings). A read transaction in flight on another thread is unaffected:
  * LMDB never rewrites a page a live reader may see, so what it faults back in is what it
- * had. The cost: a syscall, and a minor fault per 64 KiB touched again afterwards. */
-#define IDX_TRIM_NS ((int64_t)20000000)
+ * had. */
+#define IDX_TRIM_NS    ((int64_t)20000000)
+#define IDX_TRIM_PAGES 1024 /* 4 MiB */
 
-static void idx_map_trim(struct idx *x, bool now_anyway)
+/* The process's resident file-backed and shared pages (statm's third field); -1 unknown. */
+static long idx_shared_pages(void)
+{
+	char buf[128];
+	long size, resident, shared;
+	int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	return sscanf(buf, "%ld %ld %ld", &size, &resident, &shared) == 3 ? shared : -1;
+}
+
+static void idx_map_trim(struct idx *x)
 {
 	int64_t now, last;
+	long shared;
 
 	if (!x->map)
 		return;
 	now = idx_now_ns();
 	last = __atomic_load_n(&x->trimmed_ns, __ATOMIC_RELAXED);
-	if (!now_anyway && (now - last < IDX_TRIM_NS ||
-	                    !__atomic_compare_exchange_n(&x->trimmed_ns, &last, now, false,
-	                                                 __ATOMIC_RELAXED, __ATOMIC_RELAXED)))
+	if (now - last < IDX_TRIM_NS ||
+	    !__atomic_compare_exchange_n(&x->trimmed_ns, &last, now, false, __ATOMIC_RELAXED,
+	                                 __ATOMIC_RELAXED))
 		return;
-	__atomic_store_n(&x->trimmed_ns, now, __ATOMIC_RELAXED);
+	shared = idx_shared_pages();
+	if (shared < 0 ||
+	    shared < __atomic_load_n(&x->shared_base, __ATOMIC_RELAXED) + IDX_TRIM_PAGES)
+		return;
 	(void)madvise(x->map, x->map_size, MADV_DONTNEED);
+	__atomic_store_n(&x->shared_base, idx_shared_pages(), __ATOMIC_RELAXED);
 }
 
 /* Where LMDB mapped the file: mdb_env_info's me_mapaddr is only set for MDB_FIXEDMAP, so
@@ -117,16 +146,17 @@ static void idx_map_find(struct idx *x)
 			continue;
 		x->map = (void *)(uintptr_t)lo;
 		x->map_size = hi - lo;
+		x->shared_base = idx_shared_pages();
 		break;
 	}
 	fclose(f);
 }
 
-/* Ends a read-only transaction; many: it read more than a key or two. */
-static void idx_read_end(struct idx *x, MDB_txn *txn, bool many)
+/* Ends a read-only transaction. */
+static void idx_read_end(struct idx *x, MDB_txn *txn)
 {
 	mdb_txn_abort(txn);
-	idx_map_trim(x, many);
+	idx_map_trim(x);
 }
 
 /* Commits a write transaction; flushes the map when the last flush is old. */
@@ -137,7 +167,7 @@ static int idx_commit(struct idx *x, MDB_txn *txn)
 
 	if (rc)
 		return rc;
-	idx_map_trim(x, true);
+	idx_map_trim(x);
 	now = idx_now_ns();
 	last = __atomic_load_n(&x->synced_ns, __ATOMIC_RELAXED);
 	if (now - last >= IDX_SYNC_NS &&
@@ -326,7 +356,7 @@ static int idx_get(struct idx *x, int db, const void *key, size_t klen, uint8_t 
 			*vlen = v.mv_size;
 		}
 	}
-	idx_read_end(x, txn, false);
+	idx_read_end(x, txn);
 	if (rc)
 		return idx_err(rc);
 	return *val ? 0 : -ENOMEM;
@@ -729,7 +759,7 @@ int idx_size_get(struct idx *x, const char *oid, uint64_t *size)
 		return idx_err(rc);
 	rc = mdb_get(txn, x->dbi[IDX_DB_SIZES], &k, &v);
 	r = rc ? idx_err(rc) : idx_size_decode(&v, size);
-	idx_read_end(x, txn, false);
+	idx_read_end(x, txn);
 	return r;
 }
 
@@ -752,7 +782,7 @@ int idx_sizes_fill(struct idx *x, struct tree_entry *e, size_t n)
 		    idx_size_decode(&v, &size) == 0)
 			e[i].size = (int64_t)size;
 	}
-	idx_read_end(x, txn, true);
+	idx_read_end(x, txn);
 	return 0;
 }
 
@@ -1041,7 +1071,7 @@ static int idx_scan_begin(struct idx *x, int db, MDB_txn **txn, MDB_cursor **cur
 static int idx_scan_end(struct idx *x, MDB_txn *txn, MDB_cursor *cur, int rc, void **list)
 {
 	mdb_cursor_close(cur);
-	idx_read_end(x, txn, true);
+	idx_read_end(x, txn);
 	if (rc == MDB_NOTFOUND)
 		return 0;
 	free(*list);
