@@ -75,7 +75,7 @@ static int64_t idx_now_ns(void)
  * LMDB never rewrites a page a live reader may see, so what it faults back in is what it
  * had. */
 #define IDX_TRIM_NS    ((int64_t)20000000)
-#define IDX_TRIM_PAGES 1024 /* 4 MiB */
+#define IDX_TRIM_PAGES 2048 /* 8 MiB */
 
 /* The process's resident file-backed and shared pages (statm's third field); -1 unknown. */
 static long idx_shared_pages(void)
@@ -95,10 +95,19 @@ static long idx_shared_pages(void)
 	return sscanf(buf, "%ld %ld %ld", &size, &resident, &shared) == 3 ? shared : -1;
 }
 
+static void idx_map_drop(struct idx *x, long min_growth)
+{
+	long shared = idx_shared_pages();
+
+	if (shared < 0 || shared < __atomic_load_n(&x->shared_base, __ATOMIC_RELAXED) + min_growth)
+		return;
+	(void)madvise(x->map, x->map_size, MADV_DONTNEED);
+	__atomic_store_n(&x->shared_base, idx_shared_pages(), __ATOMIC_RELAXED);
+}
+
 static void idx_map_trim(struct idx *x)
 {
 	int64_t now, last;
-	long shared;
 
 	if (!x->map)
 		return;
@@ -108,12 +117,15 @@ static void idx_map_trim(struct idx *x)
 	    !__atomic_compare_exchange_n(&x->trimmed_ns, &last, now, false, __ATOMIC_RELAXED,
 	                                 __ATOMIC_RELAXED))
 		return;
-	shared = idx_shared_pages();
-	if (shared < 0 ||
-	    shared < __atomic_load_n(&x->shared_base, __ATOMIC_RELAXED) + IDX_TRIM_PAGES)
-		return;
-	(void)madvise(x->map, x->map_size, MADV_DONTNEED);
-	__atomic_store_n(&x->shared_base, idx_shared_pages(), __ATOMIC_RELAXED);
+	idx_map_drop(x, IDX_TRIM_PAGES);
+}
+
+/* What a burst of transactions left mapped would otherwise stay in the resident set
+ * while reefd does other work (B3's walks after the cold one touch no index). */
+void idx_idle(struct idx *x)
+{
+	if (x && x->map)
+		idx_map_drop(x, 256);
 }
 
 /* Where LMDB mapped the file: mdb_env_info's me_mapaddr is only set for MDB_FIXEDMAP, so
