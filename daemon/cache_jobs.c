@@ -480,6 +480,7 @@ void *cache_maint_main(void *arg)
 		pthread_mutex_unlock(&c->lock);
 		cache_touch_flush(c);
 		cache_poll_branches(c);
+		idx_idle(c->idx);
 		pthread_mutex_lock(&c->lock);
 	}
 	pthread_mutex_unlock(&c->lock);

@@ -4,11 +4,17 @@
 #include "reef/idx.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "reef/hash.h"
 
@@ -34,7 +40,11 @@ static const char *const idx_db_names[IDX_DB_N] = {"trees", "commits", "refs",  
 struct idx {
 	MDB_env *env;
 	MDB_dbi dbi[IDX_DB_N];
-	int64_t synced_ns; /* __atomic: CLOCK_MONOTONIC of the last mdb_env_sync */
+	int64_t synced_ns;  /* __atomic: CLOCK_MONOTONIC of the last mdb_env_sync */
+	int64_t trimmed_ns; /* __atomic: CLOCK_MONOTONIC of the last idx_map_trim */
+	long shared_base;   /* __atomic: idx_shared_pages after the last trim */
+	void *map;          /* LMDB's map of the file, for idx_map_trim; NULL: not found */
+	size_t map_size;
 };
 
 /* Commits are not flushed one by one (MDB_NOSYNC): at most this often, and at close.
@@ -49,6 +59,118 @@ static int64_t idx_now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Every page of the map a transaction reads, and the 15 neighbours the kernel maps with
+ * it (fault-around, 64 KiB), stays in the process's page tables and counts in its
+ * resident memory (RssFile) until unmapped. A transaction of 50 random keys maps a few
+ * MiB that way, and a walk of 100,000 files soon had the whole index mapped, 20-26 MiB of
+ * B7's peak (MADV_RANDOM does not turn fault-around off). So at the end of a transaction,
+ * at most every IDX_TRIM_NS, the process's file-backed resident pages are read
+ * (/proc/self/statm), and when they grew by IDX_TRIM_PAGES since the last trim the map is
+ * dropped from the page tables (MADV_DONTNEED). Dropping it at every commit instead cost
+ * B3 cold 4x reefd's CPU (400,000 faults back in). The map is a read-only MAP_SHARED
+ * mapping of the file (no MDB_WRITEMAP: LMDB writes with pwrite), so this only unmaps:
+ * the pages stay in the page cache, nothing is written or lost, and the next access
+ * faults the page back in from the page cache with the file's contents (madvise(2), for
+ * shared file mappings). A read transaction in flight on another thread is unaffected:
+ * LMDB never rewrites a page a live reader may see, so what it faults back in is what it
+ * had. */
+#define IDX_TRIM_NS    ((int64_t)20000000)
+#define IDX_TRIM_PAGES 2048 /* 8 MiB */
+
+/* The process's resident file-backed and shared pages (statm's third field); -1 unknown. */
+static long idx_shared_pages(void)
+{
+	char buf[128];
+	long size, resident, shared;
+	int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	return sscanf(buf, "%ld %ld %ld", &size, &resident, &shared) == 3 ? shared : -1;
+}
+
+static void idx_map_drop(struct idx *x, long min_growth)
+{
+	long shared = idx_shared_pages();
+
+	if (shared < 0 || shared < __atomic_load_n(&x->shared_base, __ATOMIC_RELAXED) + min_growth)
+		return;
+	(void)madvise(x->map, x->map_size, MADV_DONTNEED);
+	__atomic_store_n(&x->shared_base, idx_shared_pages(), __ATOMIC_RELAXED);
+}
+
+static void idx_map_trim(struct idx *x)
+{
+	int64_t now, last;
+
+	if (!x->map)
+		return;
+	now = idx_now_ns();
+	last = __atomic_load_n(&x->trimmed_ns, __ATOMIC_RELAXED);
+	if (now - last < IDX_TRIM_NS ||
+	    !__atomic_compare_exchange_n(&x->trimmed_ns, &last, now, false, __ATOMIC_RELAXED,
+	                                 __ATOMIC_RELAXED))
+		return;
+	idx_map_drop(x, IDX_TRIM_PAGES);
+}
+
+/* What a burst of transactions left mapped would otherwise stay in the resident set
+ * while reefd does other work (B3's walks after the cold one touch no index). */
+void idx_idle(struct idx *x)
+{
+	if (x && x->map)
+		idx_map_drop(x, 256);
+}
+
+/* Where LMDB mapped the file: mdb_env_info's me_mapaddr is only set for MDB_FIXEDMAP, so
+ * the mapping is found in /proc/self/maps by the file's device and inode, read-only and
+ * shared, of the map's size. Not found (or MDB_WRITEMAP, where mapped pages can be
+ * dirty), the map is never trimmed. */
+static void idx_map_find(struct idx *x)
+{
+	unsigned int flags = 0;
+	MDB_envinfo info;
+	struct stat st;
+	mdb_filehandle_t fd;
+	char line[512];
+	FILE *f;
+
+	if (mdb_env_get_flags(x->env, &flags) || (flags & MDB_WRITEMAP) ||
+	    mdb_env_info(x->env, &info) || mdb_env_get_fd(x->env, &fd) || fstat(fd, &st) ||
+	    !(f = fopen("/proc/self/maps", "re")))
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi, off, ino;
+		unsigned int maj, min;
+		char perms[8];
+
+		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms, &off, &maj, &min,
+		           &ino) != 7 ||
+		    ino != (unsigned long)st.st_ino || maj != major(st.st_dev) ||
+		    min != minor(st.st_dev) || off != 0 || strcmp(perms, "r--s") != 0 ||
+		    hi - lo != info.me_mapsize)
+			continue;
+		x->map = (void *)(uintptr_t)lo;
+		x->map_size = hi - lo;
+		x->shared_base = idx_shared_pages();
+		break;
+	}
+	fclose(f);
+}
+
+/* Ends a read-only transaction. */
+static void idx_read_end(struct idx *x, MDB_txn *txn)
+{
+	mdb_txn_abort(txn);
+	idx_map_trim(x);
+}
+
 /* Commits a write transaction; flushes the map when the last flush is old. */
 static int idx_commit(struct idx *x, MDB_txn *txn)
 {
@@ -57,6 +179,7 @@ static int idx_commit(struct idx *x, MDB_txn *txn)
 
 	if (rc)
 		return rc;
+	idx_map_trim(x);
 	now = idx_now_ns();
 	last = __atomic_load_n(&x->synced_ns, __ATOMIC_RELAXED);
 	if (now - last >= IDX_SYNC_NS &&
@@ -179,6 +302,8 @@ int idx_open(struct idx **out, const char *path, size_t map_size)
 		rc = mdb_txn_commit(txn);
 		txn = NULL;
 	}
+	if (!rc)
+		idx_map_find(x);
 out:
 	if (txn)
 		mdb_txn_abort(txn);
@@ -243,7 +368,7 @@ static int idx_get(struct idx *x, int db, const void *key, size_t klen, uint8_t 
 			*vlen = v.mv_size;
 		}
 	}
-	mdb_txn_abort(txn);
+	idx_read_end(x, txn);
 	if (rc)
 		return idx_err(rc);
 	return *val ? 0 : -ENOMEM;
@@ -646,7 +771,7 @@ int idx_size_get(struct idx *x, const char *oid, uint64_t *size)
 		return idx_err(rc);
 	rc = mdb_get(txn, x->dbi[IDX_DB_SIZES], &k, &v);
 	r = rc ? idx_err(rc) : idx_size_decode(&v, size);
-	mdb_txn_abort(txn);
+	idx_read_end(x, txn);
 	return r;
 }
 
@@ -669,26 +794,44 @@ int idx_sizes_fill(struct idx *x, struct tree_entry *e, size_t n)
 		    idx_size_decode(&v, &size) == 0)
 			e[i].size = (int64_t)size;
 	}
-	mdb_txn_abort(txn);
+	idx_read_end(x, txn);
 	return 0;
 }
 
-/* LFS verdict of a blob: version, u8 is-pointer, 32-byte sha256, u64 object size. */
+/* LFS verdict of a blob: version, u8 is-pointer, then for a pointer the 32-byte sha256
+ * and the u64 object size (42 bytes), for any other blob its u64 size alone (10 bytes:
+ * nearly every verdict is "not a pointer", and the 32 zero bytes it once carried made the
+ * database, mapped in reefd's memory as it is read, a third larger; 42-byte records of
+ * either kind are still read). */
+#define IDX_LFS_PTR_LEN   (1 + 1 + 32 + 8)
+#define IDX_LFS_PLAIN_LEN (1 + 1 + 8)
+
+static int idx_lfs_encode(const struct idx_lfs *l, uint8_t val[IDX_LFS_PTR_LEN], size_t *len)
+{
+	val[0] = IDX_VERSION;
+	val[1] = l->lfs ? 1 : 0;
+	if (!l->lfs) {
+		put_u64(val + 2, l->size);
+		*len = IDX_LFS_PLAIN_LEN;
+		return 0;
+	}
+	*len = IDX_LFS_PTR_LEN;
+	put_u64(val + 34, l->size);
+	return hex_to_bin(l->oid, val + 2, 32);
+}
+
 int idx_lfs_put(struct idx *x, const char *blob_oid, const struct idx_lfs *l)
 {
-	uint8_t key[20], val[1 + 1 + 32 + 8] = {IDX_VERSION};
+	uint8_t key[20], val[IDX_LFS_PTR_LEN];
+	size_t len;
 	int r = oid_to_bin(blob_oid, key);
 
 	if (r < 0)
 		return r;
-	val[1] = l->lfs ? 1 : 0;
-	if (l->lfs) {
-		r = hex_to_bin(l->oid, val + 2, 32);
-		if (r < 0)
-			return r;
-	}
-	put_u64(val + 34, l->size);
-	return idx_put(x, IDX_DB_LFS, key, 20, val, sizeof(val));
+	r = idx_lfs_encode(l, val, &len);
+	if (r < 0)
+		return r;
+	return idx_put(x, IDX_DB_LFS, key, 20, val, len);
 }
 
 /* Records a transaction of idx_blobs_put: random keys dirty a leaf page each, and pages
@@ -718,8 +861,9 @@ int idx_blobs_put(struct idx *x, const struct idx_blob_rec *v, size_t n)
 	if (rc)
 		return idx_err(rc);
 	for (size_t i = 0; i < n && rc == 0; i++) {
-		uint8_t key[20], sv[9], lv[1 + 1 + 32 + 8] = {IDX_VERSION};
+		uint8_t key[20], sv[9], lv[IDX_LFS_PTR_LEN];
 		MDB_val k = {.mv_size = 20, .mv_data = key}, d;
+		size_t ll;
 
 		if (oid_to_bin(v[i].oid, key) < 0)
 			continue;
@@ -729,11 +873,9 @@ int idx_blobs_put(struct idx *x, const struct idx_blob_rec *v, size_t n)
 		rc = mdb_put(txn, x->dbi[IDX_DB_SIZES], &k, &d, 0);
 		if (rc || !v[i].lfs)
 			continue;
-		lv[1] = v[i].lfs->lfs ? 1 : 0;
-		if (v[i].lfs->lfs && hex_to_bin(v[i].lfs->oid, lv + 2, 32) < 0)
+		if (idx_lfs_encode(v[i].lfs, lv, &ll) < 0)
 			continue;
-		put_u64(lv + 34, v[i].lfs->size);
-		d = (MDB_val){.mv_size = sizeof(lv), .mv_data = lv};
+		d = (MDB_val){.mv_size = ll, .mv_data = lv};
 		rc = mdb_put(txn, x->dbi[IDX_DB_LFS], &k, &d, 0);
 	}
 	if (rc) {
@@ -754,7 +896,8 @@ int idx_lfs_get(struct idx *x, const char *blob_oid, struct idx_lfs *l)
 	r = idx_get(x, IDX_DB_LFS, key, 20, &val, &vlen);
 	if (r < 0)
 		return r;
-	if (vlen != 42 || val[0] != IDX_VERSION || val[1] > 1) {
+	if ((vlen != IDX_LFS_PTR_LEN && (vlen != IDX_LFS_PLAIN_LEN || val[1] != 0)) ||
+	    val[0] != IDX_VERSION || val[1] > 1) {
 		free(val);
 		return -EIO;
 	}
@@ -762,7 +905,7 @@ int idx_lfs_get(struct idx *x, const char *blob_oid, struct idx_lfs *l)
 	l->lfs = val[1] == 1;
 	if (l->lfs)
 		hash_hex(l->oid, val + 2, 32);
-	l->size = get_u64(val + 34);
+	l->size = get_u64(val + (vlen == IDX_LFS_PTR_LEN ? 34 : 2));
 	free(val);
 	return 0;
 }
@@ -937,10 +1080,10 @@ static int idx_scan_begin(struct idx *x, int db, MDB_txn **txn, MDB_cursor **cur
 
 /* Ends a scan: rc is MDB_NOTFOUND when the walk ran to its end (the list is kept), else
  * the error that stopped it (the list is freed). 0 or a negative errno. */
-static int idx_scan_end(MDB_txn *txn, MDB_cursor *cur, int rc, void **list)
+static int idx_scan_end(struct idx *x, MDB_txn *txn, MDB_cursor *cur, int rc, void **list)
 {
 	mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
+	idx_read_end(x, txn);
 	if (rc == MDB_NOTFOUND)
 		return 0;
 	free(*list);
@@ -978,7 +1121,7 @@ int idx_obj_list(struct idx *x, struct idx_obj **out, size_t *n)
 		o->size = get_u64(vp + 1);
 		o->atime = (int64_t)get_u64(vp + 9);
 	}
-	if ((rc = idx_scan_end(txn, cur, rc, (void **)&list)) < 0)
+	if ((rc = idx_scan_end(x, txn, cur, rc, (void **)&list)) < 0)
 		return rc;
 	if (count)
 		qsort(list, count, sizeof(*list), idx_obj_cmp);
@@ -1014,7 +1157,7 @@ int idx_project_list(struct idx *x, struct idx_project_rec **out, size_t *n)
 		list[count].id = (int64_t)get_u64(vp + 1);
 		count++;
 	}
-	if ((rc = idx_scan_end(txn, cur, rc, (void **)&list)) < 0)
+	if ((rc = idx_scan_end(x, txn, cur, rc, (void **)&list)) < 0)
 		return rc;
 	*out = list;
 	*n = count;
@@ -1055,7 +1198,7 @@ int idx_ref_list(struct idx *x, int64_t project_id, struct idx_ref_rec **out, si
 		hash_hex(list[count].commit, vp + 1, 20);
 		count++;
 	}
-	if ((rc = idx_scan_end(txn, cur, rc, (void **)&list)) < 0)
+	if ((rc = idx_scan_end(x, txn, cur, rc, (void **)&list)) < 0)
 		return rc;
 	*out = list;
 	*n = count;

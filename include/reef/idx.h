@@ -23,6 +23,9 @@ struct idx;
 /* map_size 0 means IDX_MAP_SIZE_DEFAULT. */
 int idx_open(struct idx **out, const char *path, size_t map_size);
 void idx_close(struct idx *x); /* accepts NULL */
+/* Called about once a second by a maintenance thread: drops the pages of LMDB's map left
+ * in reefd's resident set (fs/idx.c, "idx_map_trim"); the page cache keeps them. */
+void idx_idle(struct idx *x);
 
 /* Also records the size of every blob entry that carries one (>= 0) in the sizes
  * database, in the same transaction. */
