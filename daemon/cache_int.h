@@ -1,6 +1,7 @@
 /* Internals of the cache layer shared by its modules: cache.c (lookups, downloads,
- * eviction, branches) and cache_bulk.c (many objects a request: trees over git, sizes
- * over GraphQL, blob batches). Not for callers outside the cache: they use cache.h. */
+ * eviction, branches), cache_bulk.c (many objects a request: trees over git, blob
+ * batches) and cache_sizes.c (sizes over GraphQL). Not for callers outside the cache:
+ * they use cache.h. */
 #ifndef REEF_CACHE_INT_H
 #define REEF_CACHE_INT_H
 
@@ -252,7 +253,7 @@ struct cache {
 	pthread_cond_t maint_cond;
 	bool stop;
 	pthread_mutex_t evict_lock; /* one eviction at a time */
-	struct cache_bulk bulk;     /* cache_bulk.c's state */
+	struct cache_bulk bulk;     /* cache_bulk.c's and cache_sizes.c's state */
 };
 
 /* An open object (cache.h): shared between cache_obj.c, which opens and reads it, and
@@ -356,9 +357,6 @@ void *cache_maint_main(void *arg);
 /* cache_bulk.c */
 void cache_bulk_init(struct cache *c);
 void cache_bulk_fini(struct cache *c);
-/* A reader listed directory path of commit: starts the next round of sizes when it is
- * one of the latest round's (not the one that round started from). */
-void cache_bulk_listing(struct cache *c, int64_t pid, const char *commit, const char *path);
 /* Waits for the look-ahead threads (c->stop is set). */
 void cache_bulk_stop(struct cache *c);
 /* A reader opened small blob oid at path: starts the next batch when it is one of the
@@ -374,9 +372,6 @@ int cache_bulk_root(struct cache *c, int64_t pid, const char *commit, char tree_
  * pages listed) one fetch of every tree. cache_bulk_listed counts a REST listing. */
 bool cache_bulk_trees_now(struct cache *c, const char *commit);
 void cache_bulk_listed(struct cache *c, int64_t pid, const char *commit, size_t entries);
-/* Sizes and LFS verdicts of every file of the directory holding path, in batches over
- * GraphQL, into the index: 0 (look again), -ENOTSUP (no GraphQL: ask per file). */
-int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const char *path);
 /* The small blobs of the directory holding path that are not cached, in one git fetch
  * (the blob oid first; with oid NULL, path is the directory): 0, or -ENOTSUP (fetch one
  * by one). */
@@ -390,5 +385,43 @@ int cache_bulk_lfs(struct cache *c, int64_t pid, const char *commit, const char 
 bool cache_bulk_lfs_take(struct cache *c, const char *oid, struct gl_target *out);
 /* Adds the bulk counters and the paths in use to status. */
 int cache_bulk_stats(struct cache *c, json_t *j);
+
+/* cache_bulk.c, for cache_sizes.c: what both bulk paths share */
+#define BULK_PATH_MAX 4096
+/* Microseconds on the monotonic clock. */
+int64_t bulk_now_us(void);
+/* Claims key (bulk_key) for this thread (true), or waits until the thread holding it is
+ * done and returns false (its result is in the index now). bulk_try_claim does not wait:
+ * false when another thread holds it. bulk_release ends a claim and wakes its waiters. */
+bool bulk_claim(struct cache *c, const char *key);
+bool bulk_try_claim(struct cache *c, const char *key);
+void bulk_release(struct cache *c, const char *key);
+/* The key of a claim on what ('t' trees, 's' sizes, 'b' blobs) of directory dir. */
+void bulk_key(char key[64], char what, const char *commit, const char *dir);
+/* Whether trees (and blobs) go over git, asked once per mount. */
+enum cache_via bulk_trees_via(struct cache *c, const char *project);
+/* The directory holding path (dir receives its path, "" for the root) and its entries. */
+int bulk_dir_of(struct cache *c, int64_t pid, const char *commit, const char *path,
+                char dir[BULK_PATH_MAX], struct tree_entry **out, size_t *n);
+/* fetch_blobs' callback for a blob stored (arg: the cache): counted and noted. */
+void bulk_blob_stored(void *arg, const char *oid, uint64_t size);
+/* Visits directories in tree order: non-zero stops the walk. */
+typedef int (*bulk_visit_fn)(void *arg, const char *dir, struct tree_entry *e, size_t n);
+/* Visits the directories after dir in depth-first tree order, as far as their trees are
+ * indexed, until visit returns non-zero or BULK_AHEAD_DIRS were seen. */
+void bulk_walk_ahead(struct cache *c, int64_t pid, const char *commit, const char *dir,
+                     bulk_visit_fn visit, void *arg);
+
+/* cache_sizes.c */
+/* Sizes and LFS verdicts of every file of the directory holding path, in batches over
+ * GraphQL, into the index: 0 (look again), -ENOTSUP (no GraphQL: ask per file). */
+int cache_bulk_sizes(struct cache *c, int64_t pid, const char *commit, const char *path);
+/* A reader listed directory path of commit: starts the next round of sizes when it is
+ * one of the latest round's (not the one that round started from). */
+void cache_bulk_listing(struct cache *c, int64_t pid, const char *commit, const char *path);
+/* Waits for the sizes thread and frees its rounds (lock held, c->stop set). */
+void cache_sizes_stop(struct cache *c);
+/* The sizes counters for status (cache_bulk_stats), or NULL. */
+json_t *cache_sizes_stats(struct cache *c);
 
 #endif
