@@ -410,9 +410,14 @@ def test_hostile_bodies_are_eio_in_bounded_time(dfake, lives, tmp_path, fault):
         t0 = time.monotonic()
         assert live.cmd("ocat", 7, c, name, out) == ("err", "EIO")
         assert time.monotonic() - t0 < 15
-    stats = live.stats()
-    # one "not cached" per object (the failed requests themselves have their lines too)
-    msgs = [e["message"] for e in stats["last_errors"]]
+    # one "not cached" per object (the failed requests themselves have their lines too);
+    # the download's end notes it just after its reader got EIO: wait for it (bounded)
+    deadline = time.monotonic() + 10
+    while True:
+        msgs = [e["message"] for e in live.stats()["last_errors"]]
+        if sum("not cached" in m for m in msgs) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert sum("not cached" in m for m in msgs) >= 2, msgs
     cache = tmp_path / "cache"
     assert not any((cache / "lfs").glob("*/*")) and not any((cache / "raw").glob("*/*"))
