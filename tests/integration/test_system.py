@@ -58,6 +58,16 @@ def reefd(*args, env, timeout=60):
     return run(REEFD_BIN, *args, env=env, timeout=timeout)
 
 
+def token_and_mountpoint(hub, tmp_path):
+    """alice's token in a 0600 file and an empty mount point."""
+    tok = tmp_path / "token"
+    tok.write_text(hub.user("alice"))
+    tok.chmod(0o600)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    return tok, mnt
+
+
 def closed_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -228,12 +238,7 @@ def test_syslog_when_daemonized(hub, tmp_path, env):
         pytest.skip("/dev/log exists: the log file test covers the background log")
     if os.geteuid() != 0:
         pytest.skip("binding /dev/log needs root")
-    token = hub.user("alice")
-    tok = tmp_path / "token"
-    tok.write_text(token)
-    tok.chmod(0o600)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
+    tok, mnt = token_and_mountpoint(hub, tmp_path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind("/dev/log")
     try:
@@ -482,12 +487,7 @@ def test_bash_completion(hub, tmp_path, env):
     cfg.mkdir(parents=True)
     (cfg / "config").write_text(f"default = work\n[work]\nurl = {hub.url}\n[home]\nurl = x\n")
     assert set(complete(script, ["reef", "mount", ""], env)) >= {"work", "home"}
-    token = hub.user("alice")
-    tok = tmp_path / "token"
-    tok.write_text(token)
-    tok.chmod(0o600)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
+    tok, mnt = token_and_mountpoint(hub, tmp_path)
     assert reefd("-o", f"server={hub.url},token_file={tok},cache={tmp_path / 'c'}", mnt,
                  env=env).returncode == 0
     try:
@@ -529,12 +529,7 @@ def test_systemd_user_unit():
 def test_systemd_readiness_notification(hub, tmp_path, env):
     """Run as the unit runs it (Type=notify, in the foreground), reefd tells systemd's
     NOTIFY_SOCKET READY=1 once the mount answers, and STOPPING=1 when it is unmounted."""
-    token = hub.user("alice")
-    tok = tmp_path / "token"
-    tok.write_text(token)
-    tok.chmod(0o600)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
+    tok, mnt = token_and_mountpoint(hub, tmp_path)
     for name in (str(tmp_path / "notify"), f"@reef-notify-{os.getpid()}"):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(name if name[0] == "/" else "\0" + name[1:])
