@@ -4,11 +4,9 @@ mode for mode), a branch that moved is either rebuilt on (no overlap) or refused
 the paths named (overlap), permissions are the server's, and the overlay is dropped only
 after the branch moved."""
 
-import errno
 import os
 import random
 import signal
-import stat
 import subprocess
 import time
 
@@ -213,15 +211,24 @@ def lfs_env(tmp_path):
     return env
 
 
-def test_lfs_by_gitattributes_and_size(hub, repo, mount_factory, tmp_path):
+def lfs_branch(hub, repo, mount_factory, tmp_path, more):
+    """The repository with `*.bin` tracked by LFS (plus the files in more) pushed, and a
+    mount's view of its main branch; returns git-lfs's environment and that view."""
     env = lfs_env(tmp_path)
     src = repo["src"]
     (src / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
-    git("add", ".gitattributes", cwd=src)
+    for path, text in more.items():
+        (src / path).parent.mkdir(parents=True, exist_ok=True)
+        (src / path).write_text(text)
+    git("add", "-A", cwd=src)
     git("commit", "-qm", "track bin", cwd=src)
     git("push", "-q", repo["url"], "main", cwd=src)
     m = mount_factory(hub, repo["tok"])
-    b = m.mnt / "alice/data/branches/main"
+    return env, m.mnt / "alice/data/branches/main"
+
+
+def test_lfs_by_gitattributes_and_size(hub, repo, mount_factory, tmp_path):
+    env, b = lfs_branch(hub, repo, mount_factory, tmp_path, {})
     rnd = random.Random(7)
     binary = rnd.randbytes(3 << 20)
     large = rnd.randbytes((2 << 20) + 5)
@@ -388,16 +395,8 @@ def test_open_descriptor_across_discard_of_its_file(hub, repo, mount_factory):
 def test_lfs_by_nested_gitattributes(hub, repo, mount_factory, tmp_path):
     """.gitattributes below the root count, as git reads them: patterns relative to their
     directory, deeper files win; one pending in the overlay counts as well."""
-    env = lfs_env(tmp_path)
-    src = repo["src"]
-    (src / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
-    (src / "raw").mkdir()
-    (src / "raw/.gitattributes").write_text("*.bin -filter -diff -merge text\n")
-    git("add", "-A", cwd=src)
-    git("commit", "-qm", "attrs", cwd=src)
-    git("push", "-q", repo["url"], "main", cwd=src)
-    m = mount_factory(hub, repo["tok"])
-    b = m.mnt / "alice/data/branches/main"
+    env, b = lfs_branch(hub, repo, mount_factory, tmp_path,
+                        {"raw/.gitattributes": "*.bin -filter -diff -merge text\n"})
     rnd = random.Random(11)
     blobs = {p: rnd.randbytes(200_000) for p in
              ("top.bin", "raw/plain.bin", "raw/deep/also.bin", "models/w.pt",
