@@ -144,6 +144,10 @@ int cache_obj_open(struct cache *c, int64_t project_id, const char *commit, cons
                    const char *oid, struct cache_obj **out);
 /* The size of the content (the LFS object's for a pointer). */
 uint64_t cache_obj_size(const struct cache_obj *o);
+/* Fetches now what an open of known size left for its first read (a small blob comes
+ * in its directory's batch, a large one starts streaming); once per handle. 0 or a
+ * negative errno; the first read retries after a failure. */
+int cache_obj_load(struct cache_obj *o);
 /* Like pread(2): bytes read (short only at the end), 0 at the end, or a negative errno
  * (-EIO: the download failed or the object did not verify). Blocks until the range has
  * arrived or the download failed (bounded by the stall timeout). */

@@ -884,6 +884,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			            n->path, n->oid, cache_obj_size(f->obj), n->size);
 			goto out;
 		}
+		/* A small file is read whole as soon as it is opened: have it now, while the
+		 * open waits for its blob anyway (it comes in its directory's batch), so that
+		 * the kernel reads the stored file itself instead of asking reefd for every
+		 * piece. A failure here is the first read's to report. */
+		if (passthru_on() && n->size < (int64_t)ODB_RAW_THRESHOLD)
+			(void)cache_obj_load(f->obj);
 		f->ino = ino;
 		f->counted = true;
 		f->pass = passthru_open(ino, cache_obj_fd(f->obj));

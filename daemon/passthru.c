@@ -252,6 +252,11 @@ void passthru_release(uint64_t ino, bool passthrough)
 	pthread_mutex_unlock(&pt.lock);
 }
 
+bool passthru_on(void)
+{
+	return __atomic_load_n(&pt.on, __ATOMIC_ACQUIRE);
+}
+
 void passthru_stats(struct passthru_stats *st)
 {
 	st->on = __atomic_load_n(&pt.on, __ATOMIC_ACQUIRE);

@@ -38,6 +38,9 @@ void passthru_release(uint64_t ino, bool passthrough);
  * passthru_release). */
 void passthru_disarm(void);
 
+/* Whether an open may be passthrough now (cheap; the kernel may still refuse one). */
+bool passthru_on(void);
+
 struct passthru_stats {
 	bool on;          /* the kernel offered it, it was asked for, and no refusal since */
 	uint64_t opens;   /* opens served in passthrough */

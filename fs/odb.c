@@ -1,13 +1,22 @@
 /* The local object store: see include/reef/odb.h and docs/cache.md.
  *
  * Layout under the cache directory:
- *   git/      a bare repository; its object database holds trees and small blobs
- *   raw/ab/cdef…  blobs of at least ODB_RAW_THRESHOLD bytes, stored as plain files
+ *   git/      a bare repository; its object database holds trees (and small blobs
+ *             stored by reefd before blobs were all kept raw; still read)
+ *   raw/ab/cdef…  blobs, stored as plain files, so that an open can hand the file itself
+ *             to the kernel (FUSE passthrough) and a read at any offset is a pread
  *   lfs/ab/cdef…  Git LFS objects by sha256, stored the same way as raw blobs
  *   tmp/      downloads in progress, named <pid>-<seq>; renamed into raw/ or lfs/ only
  *             once verified
  *
- * A raw file carries a fixed modification time (ODB_RAW_STAMP) set after verification.
+ * A raw file carries a fixed modification time set after verification, its stamp:
+ * - ODB_RAW_STAMP (nanoseconds 0): verified and synced to disk (objects of at least
+ *   ODB_RAW_THRESHOLD bytes, and LFS objects);
+ * - ODB_RAW_FRESH with this process's random session in the nanoseconds: verified by
+ *   this process and not synced (small blobs: a sync each would cost more than the
+ *   download). After a crash such a file may hold anything; it is another session's
+ *   then, so the next process hashes it again at its first open (at most 1 MiB) and
+ *   takes it as its own once it matches.
  * Any write to the file changes its mtime, so odb_blob_open re-hashes a raw file whose
  * stamp is gone and discards it when it no longer matches its name: a cached object that
  * was damaged on disk is never served. */
@@ -24,8 +33,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -34,6 +45,8 @@
 
 /* 2001-09-09T01:46:40Z: an mtime no editor or download produces by accident. */
 #define ODB_RAW_STAMP ((time_t)1000000000)
+/* The second after it: an unsynced blob verified by the session in its nanoseconds. */
+#define ODB_RAW_FRESH (ODB_RAW_STAMP + 1)
 #define ODB_TREE_MAX  ((size_t)1 << 20) /* entries per tree object */
 #define ODB_IO_CHUNK  ((size_t)1 << 16)
 
@@ -45,6 +58,8 @@ struct odb {
 	bool counted;         /* usage walked from disk once; maintained since */
 	uint64_t bytes, objects;
 	uint64_t seq;
+	long session;      /* 1..999999999: the nanoseconds of this process's fresh stamps */
+	uint32_t made[16]; /* fan-out directories known to exist: raw/ 0..255, lfs/ 256.. */
 };
 
 struct odb_writer {
@@ -53,8 +68,7 @@ struct odb_writer {
 	uint64_t size; /* expected size, or UINT64_MAX when the caller does not know it */
 	uint64_t written;
 	struct hash_ctx *hash; /* NULL when the size is unknown: hashed at commit */
-	struct buf mem;        /* small blobs of known size */
-	int fd;                /* temp file for large or unknown-size blobs, else -1 */
+	int fd;                /* the temp file */
 	char tmp[4096];
 };
 
@@ -94,6 +108,48 @@ static int odb_mkdir(const char *path)
 	if (mkdir(path, 0700) < 0 && errno != EEXIST)
 		return -errno;
 	return 0;
+}
+
+/* The stamp a verified raw file takes: lasting (synced) or this session's. */
+static struct timespec odb_stamp(const struct odb *o, bool lasting)
+{
+	if (lasting)
+		return (struct timespec){.tv_sec = ODB_RAW_STAMP};
+	return (struct timespec){.tv_sec = ODB_RAW_FRESH, .tv_nsec = o->session};
+}
+
+/* A filesystem that keeps no nanoseconds never shows this session's stamp: its small
+ * blobs are hashed at every open, which is correct, only slower. */
+static bool odb_stamp_ok(const struct odb *o, const struct stat *st)
+{
+	if (st->st_mtim.tv_sec == ODB_RAW_STAMP)
+		return st->st_mtim.tv_nsec == 0;
+	return st->st_mtim.tv_sec == ODB_RAW_FRESH && st->st_mtim.tv_nsec == o->session;
+}
+
+/* raw/ab or lfs/ab for oid, made once per process: a mkdir per stored blob was a
+ * system call per file of a cold read. */
+static int odb_fanout(struct odb *o, bool lfs, const char *oid)
+{
+	char dir[4096];
+	unsigned v = 0;
+	uint32_t bit;
+	int r;
+
+	for (int i = 0; i < 2; i++) {
+		char ch = oid[i];
+
+		v = v * 16 + (unsigned)(ch <= '9' ? ch - '0' : (ch | 0x20) - 'a' + 10);
+	}
+	v += lfs ? 256 : 0;
+	bit = (uint32_t)1 << (v % 32);
+	if (__atomic_load_n(&o->made[v / 32], __ATOMIC_RELAXED) & bit)
+		return 0;
+	snprintf(dir, sizeof(dir), "%s/%s/%.2s", o->dir, lfs ? "lfs" : "raw", oid);
+	r = odb_mkdir(dir);
+	if (r == 0)
+		__atomic_fetch_or(&o->made[v / 32], bit, __ATOMIC_RELAXED);
+	return r;
 }
 
 static bool odb_oid_valid(const char *oid)
@@ -193,6 +249,13 @@ int odb_open(struct odb **out, const char *cache_dir)
 		goto out;
 	}
 	snprintf(o->tmpdir, sizeof(o->tmpdir), "%s/tmp", o->dir);
+	{
+		uint32_t rnd = 0;
+
+		if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+			rnd = (uint32_t)getpid() ^ (uint32_t)time(NULL);
+		o->session = 1 + (long)(rnd % 999999999u);
+	}
 	r = odb_mkdir(cache_dir);
 	static const char *const subdirs[] = {"raw", "tmp", "lfs"};
 	for (size_t i = 0; r == 0 && i < 3; i++) {
@@ -298,32 +361,14 @@ int odb_writer_new(struct odb_writer **out, struct odb *o, const char *oid, uint
 	w->fd = -1;
 	w->size = size;
 	memcpy(w->oid, oid, 41);
-	buf_init(&w->mem, size < ODB_RAW_THRESHOLD ? (size_t)size + 1 : 1);
 	if (size != ODB_SIZE_UNKNOWN) {
 		r = hash_git_begin(&w->hash, "blob", size);
 		if (r < 0)
 			goto out;
 	}
-	if (size >= ODB_RAW_THRESHOLD) {
-		uint64_t seq;
-		int n;
-
-		pthread_mutex_lock(&o->lock);
-		seq = ++o->seq;
-		pthread_mutex_unlock(&o->lock);
-		n = snprintf(w->tmp, sizeof(w->tmp), "%s/tmp/%ld-%" PRIu64, o->dir, (long)getpid(),
-		             seq);
-		if (n < 0 || (size_t)n >= sizeof(w->tmp)) {
-			r = -ENAMETOOLONG;
-			goto out;
-		}
-		w->fd = open(w->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (w->fd < 0) {
-			r = -errno;
-			w->tmp[0] = '\0';
-			goto out;
-		}
-	}
+	r = odb_tmp_new(o, w->tmp, sizeof(w->tmp), &w->fd);
+	if (r < 0)
+		goto out;
 	*out = w;
 	w = NULL;
 out:
@@ -362,145 +407,18 @@ int odb_writer_write(struct odb_writer *w, const void *data, size_t len)
 		if (r < 0)
 			return r;
 	}
-	if (w->fd >= 0)
-		r = odb_write_all(w->fd, data, len);
-	else
-		r = buf_append(&w->mem, data, len);
+	r = odb_write_all(w->fd, data, len);
 	if (r < 0)
-		return r == -EFBIG ? -EIO : r;
+		return r;
 	w->written += len;
 	return 0;
 }
 
-#define ODB_STORED_BLOCK ((size_t)65535)
-#define ODB_IOV_MAX      1024 /* POSIX IOV_MAX on Linux */
-
 static int odb_read_fd(int fd, char *out, size_t len);
 
-/* writev(2) of every byte of iov[0..n), resumed after short writes; iov is consumed. */
-static int odb_writev_all(int fd, struct iovec *iov, size_t n)
-{
-	while (n) {
-		int k = n < ODB_IOV_MAX ? (int)n : ODB_IOV_MAX;
-		ssize_t w = writev(fd, iov, k);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		while (n && (size_t)w >= iov->iov_len) {
-			w -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n && w) {
-			iov->iov_base = (char *)iov->iov_base + w;
-			iov->iov_len -= (size_t)w;
-		}
-	}
-	return 0;
-}
-
-/* Writes a loose blob object as a zlib stream of stored (uncompressed) blocks: a valid
- * loose object to git and libgit2, made without libgit2's collision-detecting SHA-1
- * (the caller verified the id: OpenSSL's SHA-1, or a pack's indexer) and without
- * deflate, which together were three quarters of reefd's CPU on a cold read of many
- * small files. odb_stored_read reads it back without inflate. The file is complete
- * before it is renamed into place. */
-static int odb_loose_put(struct odb *o, const char *oid, const void *data, size_t len)
-{
-	char path[4096], dir[4096], tmp[4096], hdr[32];
-	size_t hlen, total, blocks, left, nv = 0, at = 0, bytes;
-	const uint8_t *src[2];
-	size_t srclen[2];
-	uint32_t adler = 1;
-	uint8_t *meta;   /* zlib header, block headers, adler: the bytes not the caller's */
-	struct iovec *v; /* the file: meta's pieces around the header's and data's bytes */
-	int fd, r;
-
-	hlen = (size_t)snprintf(hdr, sizeof(hdr), "blob %zu", len) + 1;
-	total = hlen + len;
-	blocks = total / ODB_STORED_BLOCK + 1;
-	r = odb_loose_path(o, oid, path, sizeof(path));
-	if (r < 0)
-		return r;
-	snprintf(dir, sizeof(dir), "%s/git/objects/%.2s", o->dir, oid);
-	r = odb_mkdir(dir);
-	if (r < 0)
-		return r;
-	meta = malloc(2 + blocks * 5 + 4);
-	v = malloc((blocks * 3 + 2) * sizeof(*v));
-	if (!meta || !v) {
-		r = -ENOMEM;
-		goto out;
-	}
-	meta[at++] = 0x78; /* deflate, 32 KiB window */
-	meta[at++] = 0x01; /* no preset dictionary, check bits: 0x7801 % 31 == 0 */
-	src[0] = (const uint8_t *)hdr;
-	srclen[0] = hlen;
-	src[1] = data;
-	srclen[1] = len;
-	/* zlib's Adler-32: 3.5 instructions a byte, a plain loop here took 6 */
-	adler = (uint32_t)adler32_z(adler, src[0], srclen[0]);
-	adler = (uint32_t)adler32_z(adler, src[1], srclen[1]);
-	left = total; /* at least the header's bytes */
-	for (int part = 0; left;) {
-		size_t n = left < ODB_STORED_BLOCK ? left : ODB_STORED_BLOCK, got = 0;
-		uint8_t *bh = meta + at;
-
-		left -= n;
-		meta[at++] = left ? 0 : 1; /* BFINAL on the last, BTYPE 00: stored */
-		meta[at++] = (uint8_t)(n & 0xff);
-		meta[at++] = (uint8_t)(n >> 8);
-		meta[at++] = (uint8_t)(~n & 0xff);
-		meta[at++] = (uint8_t)((~n >> 8) & 0xff);
-		/* the zlib header joins the first block's header: one piece of meta */
-		if (nv == 0)
-			v[nv++] = (struct iovec){.iov_base = meta, .iov_len = 7};
-		else
-			v[nv++] = (struct iovec){.iov_base = bh, .iov_len = 5};
-		while (got < n) {
-			size_t k = srclen[part] < n - got ? srclen[part] : n - got;
-
-			v[nv++] =
-			    (struct iovec){.iov_base = (void *)(uintptr_t)src[part], .iov_len = k};
-			got += k;
-			src[part] += k;
-			srclen[part] -= k;
-			if (!srclen[part] && part == 0)
-				part = 1;
-		}
-	}
-	meta[at++] = (uint8_t)(adler >> 24);
-	meta[at++] = (uint8_t)(adler >> 16);
-	meta[at++] = (uint8_t)(adler >> 8);
-	meta[at++] = (uint8_t)adler;
-	v[nv++] = (struct iovec){.iov_base = meta + at - 4, .iov_len = 4};
-	bytes = at + total;
-	/* a temp file of tmp/ (its own per call; swept if reefd dies before the rename) */
-	r = odb_tmp_new(o, tmp, sizeof(tmp), &fd);
-	if (r < 0)
-		goto out;
-	r = odb_writev_all(fd, v, nv);
-	if (r == 0 && fchmod(fd, 0444) < 0)
-		r = -errno;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
-	if (r == 0 && rename(tmp, path) < 0)
-		r = -errno;
-	if (r < 0)
-		unlink(tmp);
-	else
-		odb_count(o, bytes);
-out:
-	free(v);
-	free(meta);
-	return r;
-}
-
-/* Reads a loose blob written by odb_loose_put (stored blocks only) into mem; -EAGAIN when
- * the file is anything else (compressed by git or an older reefd): libgit2 reads those.
+/* Reads a loose blob as earlier reefds wrote small blobs (a zlib stream of stored blocks,
+ * no deflate) into mem; -EAGAIN when the file is anything else (compressed by git or an
+ * older reefd still): libgit2 reads those.
  * The content is verified by the caller's hash, so the adler32 is not checked. */
 static int odb_stored_read(struct odb *o, const char *oid, char **mem, size_t *len)
 {
@@ -603,8 +521,6 @@ static int odb_gitodb_put(struct odb *o, const char *oid, const void *data, size
 		return -EINVAL;
 	if (git_odb_exists_ext(o->gitodb, &want, GIT_ODB_LOOKUP_NO_REFRESH) == 1)
 		return 0;
-	if (type == GIT_OBJECT_BLOB)
-		return odb_loose_put(o, oid, data, len);
 	r = git_odb_write(&got, o->gitodb, data, len, type);
 	if (r < 0)
 		return odb_git_err(r);
@@ -617,30 +533,39 @@ static int odb_gitodb_put(struct odb *o, const char *oid, const void *data, size
 	return 0;
 }
 
-/* Makes the verified temp file the raw (or LFS) object. */
+/* Makes the verified temp file the raw (or LFS) object, stamped (see the top). */
 static int odb_file_publish(struct odb *o, bool lfs, int fd, const char *tmp, const char *oid,
                             uint64_t size)
 {
-	struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = ODB_RAW_STAMP}};
-	char path[4096], dir[4096];
+	bool lasting = lfs || size >= ODB_RAW_THRESHOLD;
+	struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, odb_stamp(o, lasting)};
+	char path[4096];
 	int r;
 
 	r = lfs ? odb_lfs_path(o, oid, path, sizeof(path))
 	        : odb_raw_path(o, oid, path, sizeof(path));
 	if (r < 0)
 		return r;
-	snprintf(dir, sizeof(dir), "%s/%s/%.2s", o->dir, lfs ? "lfs" : "raw", oid);
-	r = odb_mkdir(dir);
+	r = odb_fanout(o, lfs, oid);
 	if (r < 0)
 		return r;
-	if (fchmod(fd, 0400) < 0 || futimens(fd, ts) < 0 || fsync(fd) < 0)
+	if (fchmod(fd, 0400) < 0 || futimens(fd, ts) < 0 || (lasting && fsync(fd) < 0))
 		return -errno;
-	if (access(path, F_OK) == 0) {
-		unlink(tmp); /* a concurrent download of the same object won */
-		return 0;
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
+		if (errno == EEXIST) {
+			unlink(tmp); /* a concurrent download of the same object won */
+			return 0;
+		}
+		if (errno != EINVAL && errno != ENOSYS)
+			return -errno;
+		/* a filesystem without RENAME_NOREPLACE */
+		if (access(path, F_OK) == 0) {
+			unlink(tmp);
+			return 0;
+		}
+		if (rename(tmp, path) < 0)
+			return -errno;
 	}
-	if (rename(tmp, path) < 0)
-		return -errno;
 	odb_count(o, size);
 	return 0;
 }
@@ -673,7 +598,6 @@ static int odb_read_fd(int fd, char *out, size_t len)
 static int odb_writer_commit_unsized(struct odb_writer *w)
 {
 	char hex[41];
-	char *data = NULL;
 	int r;
 
 	r = odb_hash_fd(w->fd, w->written, hex);
@@ -681,17 +605,7 @@ static int odb_writer_commit_unsized(struct odb_writer *w)
 		return r;
 	if (strcmp(hex, w->oid) != 0)
 		return -EIO;
-	if (w->written >= ODB_RAW_THRESHOLD)
-		return odb_raw_publish(w->o, w->fd, w->tmp, w->oid, w->written);
-	/* small after all: it belongs in the git ODB; the temp file goes at abort */
-	data = malloc(w->written + 1);
-	if (!data)
-		return -ENOMEM;
-	r = odb_read_fd(w->fd, data, w->written);
-	if (r == 0)
-		r = odb_gitodb_put(w->o, w->oid, data, w->written, GIT_OBJECT_BLOB);
-	free(data);
-	return r;
+	return odb_raw_publish(w->o, w->fd, w->tmp, w->oid, w->written);
 }
 
 int odb_writer_commit(struct odb_writer *w)
@@ -700,7 +614,7 @@ int odb_writer_commit(struct odb_writer *w)
 	char hex[41];
 	int r;
 
-	if (w->size == ODB_SIZE_UNKNOWN && w->fd >= 0) {
+	if (w->size == ODB_SIZE_UNKNOWN) {
 		r = odb_writer_commit_unsized(w);
 		goto out;
 	}
@@ -716,11 +630,7 @@ int odb_writer_commit(struct odb_writer *w)
 		r = -EIO;
 		goto out;
 	}
-	if (w->fd >= 0)
-		r = odb_raw_publish(w->o, w->fd, w->tmp, w->oid, w->size);
-	else
-		r = odb_gitodb_put(w->o, w->oid, w->mem.data ? w->mem.data : "", w->mem.len,
-		                   GIT_OBJECT_BLOB);
+	r = odb_raw_publish(w->o, w->fd, w->tmp, w->oid, w->size);
 out:
 	odb_writer_abort(w);
 	return r;
@@ -736,7 +646,6 @@ void odb_writer_abort(struct odb_writer *w)
 			unlink(w->tmp); /* already gone when published */
 	}
 	hash_free(w->hash);
-	buf_free(&w->mem);
 	free(w);
 }
 
@@ -754,8 +663,8 @@ const char *odb_tmp_dir(struct odb *o)
 
 static int odb_blob_store(struct odb *o, const char *oid, const void *data, size_t len, bool hashed)
 {
-	struct odb_writer *w;
-	int r;
+	char tmp[4096];
+	int fd, r;
 
 	if (!odb_oid_valid(oid))
 		return -EINVAL;
@@ -777,21 +686,16 @@ static int odb_blob_store(struct odb *o, const char *oid, const void *data, size
 		if (strcmp(hex, oid) != 0)
 			return -EIO;
 	}
-	/* verified: a small blob goes to the git ODB from the caller's buffer, no copy */
-	if (len < ODB_RAW_THRESHOLD)
-		return odb_gitodb_put(o, oid, data ? data : "", len, GIT_OBJECT_BLOB);
-	r = odb_writer_new(&w, o, oid, len);
+	/* verified: written from the caller's buffer as it is */
+	r = odb_tmp_new(o, tmp, sizeof(tmp), &fd);
 	if (r < 0)
 		return r;
-	hash_free(w->hash); /* hashed above, or by the caller */
-	w->hash = NULL;
-	r = odb_writer_write(w, data, len);
-	if (r < 0) {
-		odb_writer_abort(w);
-		return r;
-	}
-	r = odb_raw_publish(o, w->fd, w->tmp, w->oid, len);
-	odb_writer_abort(w);
+	r = odb_write_all(fd, data, len);
+	if (r == 0)
+		r = odb_raw_publish(o, fd, tmp, oid, len);
+	close(fd);
+	if (r < 0)
+		unlink(tmp);
 	return r;
 }
 
@@ -829,7 +733,7 @@ static int odb_file_open(struct odb *o, bool lfs, const char *oid, struct odb_bl
 		r = -EIO;
 		goto fail;
 	}
-	if (st.st_mtim.tv_sec != ODB_RAW_STAMP || st.st_mtim.tv_nsec != 0) {
+	if (!odb_stamp_ok(o, &st)) {
 		r = odb_hash_fd_kind(fd, (uint64_t)st.st_size, lfs, hex);
 		if (r < 0 || strcmp(hex, oid) != 0) {
 			if (unlink(path) == 0)
@@ -837,7 +741,9 @@ static int odb_file_open(struct odb *o, bool lfs, const char *oid, struct odb_bl
 			r = -ENOENT;
 			goto fail;
 		}
-		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = ODB_RAW_STAMP}};
+		struct timespec ts[2] = {
+		    {.tv_nsec = UTIME_OMIT},
+		    odb_stamp(o, lfs || (uint64_t)st.st_size >= ODB_RAW_THRESHOLD)};
 		futimens(fd, ts); /* best effort: a read-only cache re-verifies next time */
 	}
 	b = calloc(1, sizeof(*b));

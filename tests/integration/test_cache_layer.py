@@ -207,15 +207,20 @@ def test_cache_matches_git(hub, repo, live_factory, tmp_path):
     assert len(live.ok("ls", pid, head, "many")) == 250
     compare_commit(live, pid, work, v1, tmp_path)
 
-    # the on-disk layout: big blobs raw, small ones in the git ODB, nothing left in tmp
+    # the on-disk layout: every blob a plain file of its bytes (which a passthrough open
+    # hands to the kernel), synced and stamped for good from the threshold up, stamped
+    # for this reefd's session below it; trees in the git ODB; nothing left in tmp
     cache = repo["cache"]
     big = blob_id((work / "big.bin").read_bytes())
     at = blob_id((work / "at-threshold.bin").read_bytes())
-    below = blob_id((work / "below-threshold.bin").read_bytes())
+    below_bytes = (work / "below-threshold.bin").read_bytes()
+    below = blob_id(below_bytes)
     assert (cache / "raw" / big[:2] / big[2:]).stat().st_size == BIG
-    assert (cache / "raw" / at[:2] / at[2:]).exists()
-    assert not (cache / "raw" / below[:2] / below[2:]).exists()
-    assert (cache / "git" / "objects" / below[:2] / below[2:]).exists()
+    assert (cache / "raw" / at[:2] / at[2:]).stat().st_mtime_ns == 1000000000 * 10**9
+    small = cache / "raw" / below[:2] / below[2:]
+    assert small.read_bytes() == below_bytes
+    assert small.stat().st_mtime_ns // 10**9 == 1000000001
+    assert not (cache / "git" / "objects" / below[:2] / below[2:]).exists()
     assert list((cache / "tmp").iterdir()) == []
     # a real git repository: git itself reads back what the cache stored, trees included
     tree = git("rev-parse", f"{head}^{{tree}}", cwd=work).stdout.strip()
@@ -279,11 +284,16 @@ def test_concurrent_misses_share_one_download(hub, repo, live_factory):
     live.close()
 
 
-def corrupt(path: Path):
+def corrupt(path: Path, keep_stamp=False):
+    """One byte flipped; keep_stamp puts the mtime back, as a crash can leave an unsynced
+    file: other bytes under the stamp its (dead) process gave it."""
+    st = path.stat()
     path.chmod(0o600)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
+    if keep_stamp:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def test_corrupt_cache_objects_are_never_served(hub, repo, live_factory, tmp_path):
@@ -299,11 +309,12 @@ def test_corrupt_cache_objects_are_never_served(hub, repo, live_factory, tmp_pat
     big = blob_id((work / "big.bin").read_bytes())
     small = blob_id((work / "data/train/a.csv").read_bytes())
     raw = cache / "raw" / big[:2] / big[2:]
-    loose = cache / "git" / "objects" / small[:2] / small[2:]
+    loose = cache / "raw" / small[:2] / small[2:]
 
-    # damaged on disk, server up: fetched again, right bytes
+    # damaged on disk, server up: fetched again, right bytes (the small blob's stamp is
+    # its dead session's: hashed again by the new process even with the stamp intact)
     corrupt(raw)
-    corrupt(loose)
+    corrupt(loose, keep_stamp=True)
     live = live_factory(hub.url, cache, repo["token"])
     assert live.ok("cat", pid, head, "big.bin", out) == str(BIG)
     assert out.read_bytes() == (work / "big.bin").read_bytes()

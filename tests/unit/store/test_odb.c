@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "../check.h"
 #include "reef/hash.h"
@@ -81,7 +82,7 @@ static void test_small(struct odb *o)
 	CHECK(odb_blob_has(o, id));
 	CHECK_EQ_INT(odb_blob_open(o, id, &b), 0);
 	CHECK_EQ_INT(odb_blob_size(b), 6);
-	CHECK_EQ_INT(odb_blob_fd(b), -1);
+	CHECK(odb_blob_fd(b) >= 0); /* a plain file, which a passthrough open hands over */
 	CHECK_EQ_INT(odb_blob_pread(b, buf, sizeof(buf), 0), 6);
 	CHECK(memcmp(buf, data, 6) == 0);
 	CHECK_EQ_INT(odb_blob_pread(b, buf, 3, 4), 2);
@@ -137,7 +138,7 @@ static void test_writer(struct odb *o)
 	CHECK(memcmp(buf, "in piece", 8) == 0);
 	odb_blob_close(b);
 
-	/* unknown size, small: lands in the git ODB after hashing */
+	/* unknown size, small: hashed at commit, a raw file like any blob */
 	data = "size not told";
 	len = strlen(data);
 	blob_id(data, len, id);
@@ -146,7 +147,7 @@ static void test_writer(struct odb *o)
 	CHECK_EQ_INT(odb_writer_commit(w), 0);
 	CHECK_EQ_INT(odb_blob_open(o, id, &b), 0);
 	CHECK_EQ_INT(odb_blob_size(b), len);
-	CHECK_EQ_INT(odb_blob_fd(b), -1);
+	CHECK(odb_blob_fd(b) >= 0);
 	odb_blob_close(b);
 	/* unknown size, wrong bytes */
 	blob_id("other", 5, id);
@@ -230,17 +231,28 @@ static void test_raw(struct odb *o)
 	CHECK(memcmp(back, data, 10) == 0);
 	odb_blob_close(b);
 
-	/* just below the threshold goes to the ODB, at the threshold raw */
-	blob_id(data, ODB_RAW_THRESHOLD - 1, id);
-	CHECK_EQ_INT(odb_blob_put(o, id, data, ODB_RAW_THRESHOLD - 1), 0);
-	CHECK_EQ_INT(odb_blob_open(o, id, &b), 0);
-	CHECK_EQ_INT(odb_blob_fd(b), -1);
-	odb_blob_close(b);
-	blob_id(data, ODB_RAW_THRESHOLD, id);
-	CHECK_EQ_INT(odb_blob_put(o, id, data, ODB_RAW_THRESHOLD), 0);
-	CHECK_EQ_INT(odb_blob_open(o, id, &b), 0);
-	CHECK(odb_blob_fd(b) >= 0);
-	odb_blob_close(b);
+	/* every blob is a raw file; below the threshold it is stamped with this process's
+	 * session (not synced), at the threshold with the lasting stamp (synced) */
+	{
+		struct stat st;
+
+		blob_id(data, ODB_RAW_THRESHOLD - 1, id);
+		CHECK_EQ_INT(odb_blob_put(o, id, data, ODB_RAW_THRESHOLD - 1), 0);
+		CHECK_EQ_INT(odb_blob_open(o, id, &b), 0);
+		CHECK(odb_blob_fd(b) >= 0);
+		CHECK_EQ_INT(fstat(odb_blob_fd(b), &st), 0);
+		CHECK_EQ_INT(st.st_mtim.tv_sec, 1000000001);
+		CHECK(st.st_mtim.tv_nsec > 0);
+		odb_blob_close(b);
+		blob_id(data, ODB_RAW_THRESHOLD, id);
+		CHECK_EQ_INT(odb_blob_put(o, id, data, ODB_RAW_THRESHOLD), 0);
+		CHECK_EQ_INT(odb_blob_open(o, id, &b), 0);
+		CHECK(odb_blob_fd(b) >= 0);
+		CHECK_EQ_INT(fstat(odb_blob_fd(b), &st), 0);
+		CHECK_EQ_INT(st.st_mtim.tv_sec, 1000000000);
+		CHECK_EQ_INT(st.st_mtim.tv_nsec, 0);
+		odb_blob_close(b);
+	}
 
 	/* unknown size, large */
 	blob_id(data, len - 1, id);
@@ -264,7 +276,7 @@ static void test_small_corrupt(struct odb *o)
 
 	blob_id(data, strlen(data), id);
 	CHECK_EQ_INT(odb_blob_put(o, id, data, strlen(data)), 0);
-	snprintf(path, sizeof(path), "%s/git/objects/%.2s/%s", tmpdir, id, id + 2);
+	snprintf(path, sizeof(path), "%s/raw/%.2s/%s", tmpdir, id, id + 2);
 	CHECK_EQ_INT(chmod(path, 0600), 0);
 	fd = open(path, O_WRONLY);
 	CHECK(fd >= 0);
@@ -275,6 +287,7 @@ static void test_small_corrupt(struct odb *o)
 	CHECK_EQ_INT(odb_blob_put(o, id, data, strlen(data)), 0);
 	CHECK_EQ_INT(odb_blob_open(o, id, &b), 0);
 	odb_blob_close(b);
+
 }
 
 static void test_tree(struct odb *o)
@@ -370,54 +383,130 @@ static void test_tree(struct odb *o)
 	}
 }
 
-/* A git blob written by git itself can be opened; and our small blobs are readable by
- * git (the ODB is a real git repository). */
-static void test_git_interop(struct odb *o)
+/* Two processes on one cache (two sessions), in a directory of their own (each keeps
+ * its own usage counts). A small blob is not synced, so after a crash its file may hold
+ * other bytes under the stamp the dead process gave it: the next process hashes it at
+ * its first open and drops it. Within one session what it stored is trusted, as its
+ * caller's hash was (odb_blob_put_hashed). */
+static void test_sessions(void)
 {
-	char out[256], cmd[4096], id[41];
-	const char *data = "interop\n";
+	const char *data = "will be damaged\n";
+	char dir[4096], id[41], wrong[41], path[4200];
+	struct odb *a, *b;
+	struct odb_blob *ob;
+	struct stat st;
+	int fd;
 
+	snprintf(dir, sizeof(dir), "%s/sessions", tmpdir);
+	CHECK_EQ_INT(odb_open(&a, dir), 0);
+	CHECK_EQ_INT(odb_open(&b, dir), 0);
 	blob_id(data, strlen(data), id);
-	CHECK_EQ_INT(odb_blob_put(o, id, data, strlen(data)), 0);
-	snprintf(cmd, sizeof(cmd), "git --git-dir='%s/git' cat-file -p %s", tmpdir, id);
-	run(tmpdir, cmd, "", 0, out, sizeof(out));
-	CHECK_EQ_STR(out, "interop");
-
-	/* several stored zlib blocks, and block edges around the header: git inflates what
-	 * odb_loose_put wrote to the very bytes, and so do we */
+	CHECK_EQ_INT(odb_blob_put(a, id, data, strlen(data)), 0);
+	snprintf(path, sizeof(path), "%s/raw/%.2s/%s", dir, id, id + 2);
+	CHECK_EQ_INT(stat(path, &st), 0);
+	CHECK_EQ_INT(chmod(path, 0600), 0);
+	fd = open(path, O_WRONLY);
+	CHECK(fd >= 0);
+	CHECK_EQ_INT(pwrite(fd, "GARBAGE!", 8, 2), 8);
 	{
-		size_t sizes[] = {65535 - 11, 65535 - 10, 65535, 200000};
-
-		for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-			size_t n = sizes[i];
-			char *big = malloc(n), *back = malloc(n);
-			struct odb_blob *b;
-
-			CHECK(big && back);
-			for (size_t j = 0; j < n; j++)
-				big[j] = (char)('a' + (j * 7 + i) % 26);
-			blob_id(big, n, id);
-			CHECK_EQ_INT(odb_blob_put(o, id, big, n), 0);
-			snprintf(
-			    cmd, sizeof(cmd),
-			    "(git --git-dir='%s/git' cat-file blob %s | git hash-object --stdin)",
-			    tmpdir, id);
-			run(tmpdir, cmd, "", 0, out, sizeof(out));
-			CHECK_EQ_STR(out, id);
-			CHECK_EQ_INT(odb_blob_open(o, id, &b), 0);
-			CHECK_EQ_INT(odb_blob_size(b), n);
-			CHECK_EQ_INT(odb_blob_pread(b, back, n, 0), (ssize_t)n);
-			CHECK(memcmp(back, big, n) == 0);
-			odb_blob_close(b);
-			free(big);
-			free(back);
-		}
+		struct timespec ts[2] = {st.st_atim, st.st_mtim}; /* the stamp survives */
+		CHECK_EQ_INT(futimens(fd, ts), 0);
 	}
+	close(fd);
+	CHECK_EQ_INT(odb_blob_open(b, id, &ob), -ENOENT);
+	CHECK(access(path, F_OK) < 0);
+	/* an intact one of the other session is hashed once and served */
+	CHECK_EQ_INT(odb_blob_put(a, id, data, strlen(data)), 0);
+	CHECK_EQ_INT(odb_blob_open(b, id, &ob), 0);
+	CHECK_EQ_INT(odb_blob_size(ob), strlen(data));
+	odb_blob_close(ob);
+	CHECK_EQ_INT(odb_blob_open(a, id, &ob), 0);
+	odb_blob_close(ob);
+	/* stored under a wrong id by a's caller: a trusts it, b does not */
+	blob_id("the id's own bytes", 18, wrong);
+	CHECK_EQ_INT(odb_blob_put_hashed(a, wrong, "other bytes", 11), 0);
+	CHECK_EQ_INT(odb_blob_open(b, wrong, &ob), -ENOENT);
+	CHECK(!odb_blob_has(a, wrong));
+	odb_close(a);
+	odb_close(b);
 }
 
-/* Blobs stored by an id their caller computed (a pack's indexer): stored without a second
- * hash, read back whole; a small one under a wrong id is still not served, as every
- * open of a small blob hashes it. odb_blob_put still refuses wrong bytes at any size. */
+/* Writes a loose object as earlier reefds did: a zlib stream of stored blocks. */
+static void legacy_loose_put(const char *dir, const char *id, const char *data, size_t n)
+{
+	char hdr[32], path[4096];
+	size_t hlen = (size_t)snprintf(hdr, sizeof(hdr), "blob %zu", n) + 1;
+	uLongf zlen = compressBound(hlen + n);
+	unsigned char *raw = malloc(hlen + n), *z = malloc(zlen);
+	FILE *f;
+
+	CHECK(raw && z);
+	memcpy(raw, hdr, hlen);
+	memcpy(raw + hlen, data, n);
+	CHECK_EQ_INT(compress2(z, &zlen, raw, hlen + n, Z_NO_COMPRESSION), Z_OK);
+	CHECK(z[0] == 0x78 && z[1] == 0x01);
+	snprintf(path, sizeof(path), "%s/git/objects/%.2s", dir, id);
+	mkdir(path, 0700);
+	snprintf(path, sizeof(path), "%s/git/objects/%.2s/%s", dir, id, id + 2);
+	f = fopen(path, "wb");
+	CHECK(f);
+	CHECK_EQ_INT(fwrite(z, 1, zlen, f), zlen);
+	fclose(f);
+	free(raw);
+	free(z);
+}
+
+/* A cache filled by an earlier reefd holds small blobs as loose objects (stored zlib
+ * blocks), or git may have written them (deflated): both are still read, and hashed at
+ * every open. */
+static void test_legacy_loose(void)
+{
+	size_t sizes[] = {8, 65535 - 11, 65535 - 10, 65535, 200000};
+	char out[256], cmd[8192], id[41], dir[4096];
+	struct odb_blob *b;
+	struct odb *o;
+
+	snprintf(dir, sizeof(dir), "%s/legacy", tmpdir);
+	CHECK_EQ_INT(odb_open(&o, dir), 0);
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t n = sizes[i];
+		char *big = malloc(n), *back = malloc(n);
+
+		CHECK(big && back);
+		for (size_t j = 0; j < n; j++)
+			big[j] = (char)('a' + (j * 7 + i) % 26);
+		blob_id(big, n, id);
+		legacy_loose_put(dir, id, big, n);
+		CHECK(odb_blob_has(o, id));
+		CHECK_EQ_INT(odb_blob_open(o, id, &b), 0);
+		CHECK_EQ_INT(odb_blob_size(b), n);
+		CHECK_EQ_INT(odb_blob_pread(b, back, n, 0), (ssize_t)n);
+		CHECK(memcmp(back, big, n) == 0);
+		odb_blob_close(b);
+		if (i == 0) { /* other bytes under its name: refused at open */
+			char *wrong = malloc(n);
+
+			CHECK(wrong);
+			memcpy(wrong, big, n);
+			wrong[1] ^= 1;
+			legacy_loose_put(dir, id, wrong, n);
+			CHECK_EQ_INT(odb_blob_open(o, id, &b), -ENOENT);
+			free(wrong);
+		}
+		free(big);
+		free(back);
+	}
+	snprintf(cmd, sizeof(cmd), "git --git-dir='%s/git' hash-object -w --stdin", dir);
+	run(tmpdir, cmd, "by git\n", 7, out, sizeof(out));
+	CHECK_EQ_INT(odb_blob_open(o, out, &b), 0);
+	CHECK_EQ_INT(odb_blob_size(b), 7);
+	odb_blob_close(b);
+	odb_close(o);
+}
+
+/* Blobs stored by an id their caller computed (a pack's parser): stored without a second
+ * hash, read back whole. odb_blob_put still refuses wrong bytes at any size. */
 static void test_put_hashed(struct odb *o)
 {
 	size_t sizes[] = {0, 9, 65535 - 11, 300000, ODB_RAW_THRESHOLD, ODB_RAW_THRESHOLD + 70000};
@@ -448,11 +537,6 @@ static void test_put_hashed(struct odb *o)
 		free(d);
 		free(back);
 	}
-	/* a small blob stored under a wrong id is caught at open, removed, not served */
-	blob_id("the id's own bytes", 18, wrong);
-	CHECK_EQ_INT(odb_blob_put_hashed(o, wrong, "other bytes", 11), 0);
-	CHECK_EQ_INT(odb_blob_open(o, wrong, &b), -ENOENT);
-	CHECK(!odb_blob_has(o, wrong));
 }
 
 int main(void)
@@ -470,8 +554,9 @@ int main(void)
 	test_raw(o);
 	test_small_corrupt(o);
 	test_tree(o);
-	test_git_interop(o);
+	test_legacy_loose();
 	test_put_hashed(o);
+	test_sessions();
 	CHECK_EQ_INT(odb_usage(o, &bytes, &objs), 0);
 	odb_close(o);
 	/* reopening counts the same objects from disk */
