@@ -1,5 +1,6 @@
-/* Internals shared by the FUSE operations' modules: ops.c (lookups, attributes, files,
- * directories, the operations table), ops_attr.c (xattrs, statfs, init), ops_write.c
+/* Internals shared by the FUSE operations' modules: ops.c (attributes, files,
+ * directories, the operations table), ops_lookup.c (lookups: names resolved to nodes),
+ * ops_attr.c (xattrs, statfs, init), ops_write.c
  * (writable branch views over their overlays), ops_jobs.c (background work),
  * ops_ctl.c (.reef/status, .reef/ctl) and ops_commit.c (reef commit, status, diff,
  * discard). Not for other callers: they use ops.h. */
@@ -201,15 +202,22 @@ void log_remote_error(int r, const char *what, const char *name);
 void fill_attr(struct ops_ctx *ctx, const struct node *n, struct stat *st);
 double attr_timeout(struct ops_ctx *ctx, const struct node *n);
 const struct node *rev_of(const struct node *n);
-int load_listing(struct ops_ctx *ctx, struct node *dir, const struct node_listing **out);
-int lookup_tree_child(struct ops_ctx *ctx, struct node *parent, const char *name,
-                      struct node **out);
 int dir_add(struct ops_dir *d, size_t *cap, const char *name, uint64_t ino, mode_t type);
 mode_t type_of_git_mode(uint32_t mode);
 void handle_track(struct ops_ctx *ctx, struct ops_handle *h, bool is_dir);
 void file_free(struct ops_ctx *ctx, struct ops_file *f);
+
+/* ops_lookup.c */
+double entry_timeout(struct ops_ctx *ctx, const struct node *parent, const struct node *n);
+bool ref_commit_known(struct ops_ctx *ctx, const struct node *dir, const char *name,
+                      char commit[41]);
+int project_paths(const struct cache_project *p, size_t n, const char ***out);
+int load_listing(struct ops_ctx *ctx, struct node *dir, const struct node_listing **out);
+int lookup_tree_child(struct ops_ctx *ctx, struct node *parent, const char *name,
+                      struct node **out);
 int resolve_child(struct ops_ctx *ctx, struct node *parent, const char *name, struct node **out,
                   bool *negative_ok);
+void op_lookup(fuse_req_t req, fuse_ino_t pino, const char *name);
 
 /* ops_jobs.c and ops_ctl.c */
 void job_free(struct job *j);
