@@ -1,6 +1,6 @@
 /* The FUSE operations that describe rather than read (daemon/ops_attr.c): extended
  * attributes, statfs, and the session's init (capabilities, readahead). Split from ops.c,
- * which keeps lookups, files and directories. */
+ * which keeps files and directories (lookups: ops_lookup.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
