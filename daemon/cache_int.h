@@ -80,6 +80,7 @@ struct cache_recent {
 struct cache_bulk {
 	enum cache_via trees;                                     /* __atomic */
 	uint64_t git_fetches, git_trees, git_blobs, gql_requests; /* __atomic */
+	unsigned fetching; /* __atomic: blob batches on the wire */
 	/* What a reader waited for sizes (__atomic): rounds asked on its own thread, and
 	 * waits for a round in flight on another, with the time each took (µs) */
 	uint64_t sz_rounds, sz_fg_rounds, sz_fg_us, sz_waits, sz_wait_us, sz_untrimmed;

@@ -246,8 +246,8 @@ static int fetch_batch_object(void *arg, enum pack_type type, const char *oid, c
 		log_warn("git fetch: %s from %s is not a blob", oid, f->project);
 		return 0;
 	}
-	if (!odb_blob_has(f->o, oid))
-		r = odb_blob_put_hashed(f->o, oid, data, len); /* packstream computed the id */
+	/* packstream computed the id; a blob stored meanwhile stays as it is */
+	r = odb_blob_put_hashed(f->o, oid, data, len);
 	if (r < 0)
 		log_warn("git fetch: blob %s from the pack not stored: %s", oid, strerror(-r));
 	else
