@@ -214,6 +214,11 @@ void cache_bulk_listed(struct cache *c, int64_t pid, const char *commit, size_t 
 		struct cache_commit_use *u = bulk_use(c, commit);
 
 		u->rest_pages += (unsigned)(entries / 100 + 1);
+		/* a directory of more than a page is a dataset's: its neighbours are likely as
+		 * large, and each would cost pages one after another; the commit counts as
+		 * walked (its next listing brings every tree in one fetch) */
+		if (entries > 100 && u->rest_pages < BULK_REST_PAGES)
+			u->rest_pages = BULK_REST_PAGES;
 		/* half way to a walk's trees over git: the capabilities they need are asked
 		 * now, on a thread, while the walk lists on (a round trip less before the
 		 * trees) */

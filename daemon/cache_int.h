@@ -370,7 +370,8 @@ int cache_bulk_root(struct cache *c, int64_t pid, const char *commit, char tree_
 /* Whether a tree of commit that is not indexed should come with all the others in one
  * git fetch now (true) or from the REST listing of its directory (false): a path looked
  * up alone costs a few small listings, a walk over the tree (more than BULK_REST_PAGES
- * pages listed) one fetch of every tree. cache_bulk_listed counts a REST listing. */
+ * pages listed, or one directory of more than a page) one fetch of every tree.
+ * cache_bulk_listed counts a REST listing. */
 bool cache_bulk_trees_now(struct cache *c, const char *commit);
 void cache_bulk_listed(struct cache *c, int64_t pid, const char *commit, size_t entries);
 /* The small blobs of the directory holding path that are not cached, in one git fetch

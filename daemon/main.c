@@ -10,7 +10,6 @@
 #include "sdnotify.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
@@ -510,14 +509,6 @@ int main(int argc, char **argv)
 	unsigned threads, idle;
 	int notify_fd = -1, ret = 1, r;
 	json_t *user = NULL;
-
-	/* Blobs of a batch (up to 1 MiB each) are inflated into malloc'd buffers: above
-	 * glibc's starting threshold each was a fresh mmap, faulted in page by page (as
-	 * many faults as bytes / 4 KiB on a cold read). From the heap, kept up to 8 MiB
-	 * when freed, they reuse pages; the batches' and size rounds' malloc_trim still
-	 * hand them back at the end (B7). */
-	mallopt(M_MMAP_THRESHOLD, 2 << 20);
-	mallopt(M_TRIM_THRESHOLD, 8 << 20);
 
 	log_set_ident("reefd");
 	fuse_set_log_func(reefd_fuse_log);
