@@ -127,21 +127,35 @@ static bool odb_stamp_ok(const struct odb *o, const struct stat *st)
 	return st->st_mtim.tv_sec == ODB_RAW_FRESH && st->st_mtim.tv_nsec == o->session;
 }
 
-/* raw/ab or lfs/ab for oid, made once per process: a mkdir per stored blob was a
- * system call per file of a cold read. */
-static int odb_fanout(struct odb *o, bool lfs, const char *oid)
+/* The bit of oid's fan-out directory in o->made. */
+static unsigned odb_fanout_bit(bool lfs, const char *oid)
 {
-	char dir[4096];
 	unsigned v = 0;
-	uint32_t bit;
-	int r;
 
 	for (int i = 0; i < 2; i++) {
 		char ch = oid[i];
 
 		v = v * 16 + (unsigned)(ch <= '9' ? ch - '0' : (ch | 0x20) - 'a' + 10);
 	}
-	v += lfs ? 256 : 0;
+	return v + (lfs ? 256 : 0);
+}
+
+static void odb_fanout_forget(struct odb *o, bool lfs, const char *oid)
+{
+	unsigned v = odb_fanout_bit(lfs, oid);
+
+	__atomic_fetch_and(&o->made[v / 32], ~((uint32_t)1 << (v % 32)), __ATOMIC_RELAXED);
+}
+
+/* raw/ab or lfs/ab for oid, made once per process: a mkdir per stored blob was a
+ * system call per file of a cold read. */
+static int odb_fanout(struct odb *o, bool lfs, const char *oid)
+{
+	char dir[4096];
+	unsigned v = odb_fanout_bit(lfs, oid);
+	uint32_t bit;
+	int r;
+
 	bit = (uint32_t)1 << (v % 32);
 	if (__atomic_load_n(&o->made[v / 32], __ATOMIC_RELAXED) & bit)
 		return 0;
@@ -551,7 +565,16 @@ static int odb_file_publish(struct odb *o, bool lfs, int fd, const char *tmp, co
 		return r;
 	if (fchmod(fd, 0400) < 0 || futimens(fd, ts) < 0 || (lasting && fsync(fd) < 0))
 		return -errno;
-	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
+	r = renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE);
+	if (r < 0 && errno == ENOENT) {
+		/* its fan-out directory was removed under us (by hand): made again */
+		odb_fanout_forget(o, lfs, oid);
+		r = odb_fanout(o, lfs, oid);
+		if (r < 0)
+			return r;
+		r = renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE);
+	}
+	if (r < 0) {
 		if (errno == EEXIST) {
 			unlink(tmp); /* a concurrent download of the same object won */
 			return 0;

@@ -92,6 +92,17 @@ static void test_small(struct odb *o)
 	odb_blob_close(b);
 	/* putting it again is harmless */
 	CHECK_EQ_INT(odb_blob_put(o, id, data, 6), 0);
+	/* its fan-out directory removed by hand: made again when the blob is stored */
+	{
+		char path[4096];
+		uint64_t freed;
+
+		CHECK_EQ_INT(odb_remove(o, ODB_KIND_BLOB, id, &freed), 0);
+		snprintf(path, sizeof(path), "%s/raw/%.2s", tmpdir, id);
+		CHECK_EQ_INT(rmdir(path), 0);
+		CHECK_EQ_INT(odb_blob_put(o, id, data, 6), 0);
+		CHECK(odb_blob_has(o, id));
+	}
 
 	/* the empty blob */
 	blob_id("", 0, id);
@@ -287,7 +298,6 @@ static void test_small_corrupt(struct odb *o)
 	CHECK_EQ_INT(odb_blob_put(o, id, data, strlen(data)), 0);
 	CHECK_EQ_INT(odb_blob_open(o, id, &b), 0);
 	odb_blob_close(b);
-
 }
 
 static void test_tree(struct odb *o)
