@@ -426,6 +426,9 @@ def test_immutable_paths_never_refetch(hub, mount_factory, tmp_path):
 
 
 def read_ahead_kb(mnt):
+    # reefd sets it while it answers the kernel's INIT, which a mount can be visible
+    # before (under load, seen): a stat of the root is answered only after INIT
+    os.stat(mnt)
     with open("/proc/self/mountinfo") as f:
         dev = next(ln.split()[2] for ln in f if ln.split()[4] == str(mnt))
     return int(Path(f"/sys/class/bdi/{dev}/read_ahead_kb").read_text())
