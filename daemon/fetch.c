@@ -11,6 +11,7 @@
 #include "reef/log.h"
 #include "reef/pack.h"
 #include "reef/packstream.h"
+#include "reef/util.h"
 
 #define FETCH_TREE_BYTES ((size_t)64 << 20)   /* one tree object's content */
 #define FETCH_OBJECT_MIN ((uint64_t)64 << 20) /* a batch's object may always be this big */
@@ -274,20 +275,8 @@ static int fetch_big_begin(void *arg, enum pack_type type, uint64_t size, void *
 static int fetch_big_write(void *sink, const void *data, size_t len)
 {
 	struct fetch_batch *f = sink;
-	const char *p = data;
 
-	while (len) {
-		ssize_t w = write(f->fd, p, len);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
+	return fd_write_all(f->fd, data, len);
 }
 
 static int fetch_big_end(void *sink, const char *oid)

@@ -537,20 +537,7 @@ int mlops_trace(struct mlops *m, int64_t project_id, int64_t job_id, char **out,
 
 static int mlops_zip_sink_data(void *arg, const void *data, size_t len)
 {
-	int fd = *(int *)arg;
-	const char *p = data;
-
-	while (len) {
-		ssize_t w = write(fd, p, len);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
+	return fd_write_all(*(int *)arg, data, len);
 }
 
 /* gl_stream always asks "Range: bytes=0-": GitLab (Workhorse) answers that 206 with the

@@ -42,6 +42,7 @@
 
 #include "reef/buf.h"
 #include "reef/hash.h"
+#include "reef/util.h"
 
 /* 2001-09-09T01:46:40Z: an mtime no editor or download produces by accident. */
 #define ODB_RAW_STAMP ((time_t)1000000000)
@@ -390,24 +391,6 @@ out:
 	return r;
 }
 
-static int odb_write_all(int fd, const void *data, size_t len)
-{
-	const char *p = data;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 int odb_writer_write(struct odb_writer *w, const void *data, size_t len)
 {
 	int r;
@@ -421,7 +404,7 @@ int odb_writer_write(struct odb_writer *w, const void *data, size_t len)
 		if (r < 0)
 			return r;
 	}
-	r = odb_write_all(w->fd, data, len);
+	r = fd_write_all(w->fd, data, len);
 	if (r < 0)
 		return r;
 	w->written += len;
@@ -713,7 +696,7 @@ static int odb_blob_store(struct odb *o, const char *oid, const void *data, size
 	r = odb_tmp_new(o, tmp, sizeof(tmp), &fd);
 	if (r < 0)
 		return r;
-	r = odb_write_all(fd, data, len);
+	r = fd_write_all(fd, data, len);
 	if (r == 0)
 		r = odb_raw_publish(o, fd, tmp, oid, len);
 	close(fd);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 int url_encode(struct buf *out, const char *s)
 {
@@ -124,6 +125,24 @@ int base64_decode(const char *s, size_t n, struct buf *out)
 	/* leftover bits must be zero padding of the last group */
 	if (pad > 2 || bits >= 6 || (acc & ((1u << bits) - 1)))
 		return -EINVAL;
+	return 0;
+}
+
+int fd_write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
 	return 0;
 }
 

@@ -35,6 +35,8 @@ int64_t time_parse_rfc3339(const char *v);
  * G and T). At most 9 digits after a decimal point; the result is rounded down to whole
  * bytes. No sign, no spaces. -EINVAL when malformed, -ERANGE past 2^64 - 1. */
 int size_parse(const char *s, uint64_t *out);
+/* write(2) of all len bytes, resumed after short writes and EINTR: 0 or -errno. */
+int fd_write_all(int fd, const void *data, size_t len);
 /* Maps an HTTP status to a negative errno (2xx -> 0). */
 int err_from_http(long status);
 

@@ -21,6 +21,7 @@
 
 #include "reef/hash.h"
 #include "reef/log.h"
+#include "reef/util.h"
 
 /* Bytes moved per read from git or from a cache file: bounds the memory of a copy. */
 #define BC_CHUNK ((size_t)256 << 10)
@@ -163,26 +164,9 @@ static void bc_release(const char *sha, const struct stat *st)
 
 typedef int (*bc_sink_fn)(void *ctx, const void *data, size_t len);
 
-static int bc_write_all(int fd, const void *data, size_t len)
-{
-	const char *p = data;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int bc_sink_fd(void *ctx, const void *data, size_t len)
 {
-	return bc_write_all(*(int *)ctx, data, len);
+	return fd_write_all(*(int *)ctx, data, len);
 }
 
 static int bc_sink_hash(void *ctx, const void *data, size_t len)
