@@ -46,12 +46,12 @@ struct cache_batch {
 	struct cache_batch *next;
 };
 
-/* How a commit has been read so far: REST tree pages listed, blob batches fetched, and
- * whether all its trees came over git. */
+/* How a commit has been read so far: REST tree pages listed, blob batches fetched (of
+ * them, the look-ahead's), and whether all its trees came over git. */
 #define CACHE_COMMIT_USES 64
 struct cache_commit_use {
 	char commit[41];
-	unsigned rest_pages, batches;
+	unsigned rest_pages, batches, ahead;
 	bool full;
 };
 
