@@ -628,6 +628,15 @@ static int bulk_batch_fetch(struct cache *c, const char *project, const char *di
 
 static void bulk_ahead_kick(struct cache *c, int64_t pid, const char *commit, const char *path);
 
+/* Whether b holds oid and nothing else (the directory's walk may list it again). */
+static bool bulk_alone(const struct bulk_blobs *b, const char *oid)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (strcmp(b->oid[i], oid) != 0)
+			return false;
+	return true;
+}
+
 int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const char *path,
                      const char *oid)
 {
@@ -699,6 +708,15 @@ int cache_bulk_blobs(struct cache *c, int64_t pid, const char *commit, const cha
 	bulk_blob_visit(&b, dir, e, n);
 	if (!b.n)
 		goto out;
+	if (oid && !b.more && bulk_alone(&b, oid)) {
+		/* no uncached small file beside it: its GET (cache_obj.c) costs the server
+		 * less than a pack of one blob, and the reader a pack-objects run less to wait
+		 * for; it counts as the commit's batch all the same (bulk_walked) */
+		pthread_mutex_lock(&c->lock);
+		bulk_use(c, commit)->batches++;
+		pthread_mutex_unlock(&c->lock);
+		goto out;
+	}
 	t = bulk_batch_begin(c, &b, pid, commit, oid, &seq);
 	if (!t)
 		goto out;
