@@ -38,6 +38,12 @@
  * unread. */
 #define BULK_AHEAD_BYTES ((uint64_t)16 << 20)
 #define BULK_AHEAD_GROW  1 /* doublings of the look-ahead batch, at most */
+/* Files of 1 MiB and more are no batch's (each streams with ranges, cache_obj.c): the
+ * look-ahead starts up to BULK_AHEAD_BIG of them, none over BULK_AHEAD_BIG_MAX, counted
+ * in its bytes, so that a walk's reader does not wait for their first bytes when it gets
+ * there. LFS files are left to their own batch of download actions. */
+#define BULK_AHEAD_BIG     4
+#define BULK_AHEAD_BIG_MAX ((uint64_t)16 << 20)
 #define BULK_REST_PAGES  8                   /* REST tree pages before all trees over git */
 
 void cache_bulk_init(struct cache *c)
@@ -417,6 +423,14 @@ struct bulk_blobs {
 	size_t n, cap;
 	uint64_t total, cap_bytes;
 	bool more; /* a blob left out for the caps: another batch would carry it */
+	/* the look-ahead's: files of 1 MiB and more within its bytes, each streamed on its
+	 * own by a prefetch worker while the batch is fetched */
+	bool want_big;
+	size_t nbig;
+	struct bulk_big {
+		char oid[41];
+		char *path;
+	} big[BULK_AHEAD_BIG];
 };
 
 /* Whether a reader of commit had a batch of blobs already. */
@@ -493,15 +507,69 @@ static void bulk_batch_stored(void *arg, const char *oid, uint64_t size)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* Whether oid was handed to a prefetch worker lately (lock held); if not, it is now. */
+static bool bulk_big_started(struct cache *c, const char *oid)
+{
+	for (size_t i = 0; i < CACHE_AHEAD_BIG_RECENT; i++)
+		if (strcmp(c->bulk.big_recent[i], oid) == 0)
+			return true;
+	memcpy(c->bulk.big_recent[c->bulk.big_next], oid, 41);
+	c->bulk.big_next = (c->bulk.big_next + 1) % CACHE_AHEAD_BIG_RECENT;
+	return false;
+}
+
+/* A file of 1 MiB and more on the look-ahead's way: noted to be streamed while it is not
+ * stored, known to be no LFS pointer, and within the look-ahead's bytes. */
+static void bulk_big_visit(struct bulk_blobs *b, const char *dir, const struct tree_entry *e)
+{
+	struct idx_lfs l;
+	char path[BULK_PATH_MAX];
+
+	if (b->nbig == BULK_AHEAD_BIG || (uint64_t)e->size > BULK_AHEAD_BIG_MAX ||
+	    odb_blob_has(b->c->odb, e->oid) || idx_lfs_get(b->c->idx, e->oid, &l) < 0 || l.lfs ||
+	    (size_t)snprintf(path, sizeof(path), "%s%s%s", dir, *dir ? "/" : "", e->name) >=
+	        sizeof(path))
+		return;
+	if (b->total + (uint64_t)e->size > b->cap_bytes) {
+		b->more = true;
+		return;
+	}
+	for (size_t i = 0; i < b->nbig; i++)
+		if (strcmp(b->big[i].oid, e->oid) == 0)
+			return;
+	b->big[b->nbig].path = strdup(path);
+	if (!b->big[b->nbig].path)
+		return;
+	memcpy(b->big[b->nbig++].oid, e->oid, 41);
+	b->total += (uint64_t)e->size;
+}
+
+/* Hands the look-ahead's large files to the prefetch workers. */
+static void bulk_big_start(struct cache *c, int64_t pid, const char *commit, struct bulk_blobs *b)
+{
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < b->nbig; i++)
+		if (!c->stop && !bulk_big_started(c, b->big[i].oid) && cache_workers_start(c) == 0)
+			(void)cache_job_push(c, pid, commit, b->big[i].path, b->big[i].oid, false);
+	pthread_mutex_unlock(&c->lock);
+	for (size_t i = 0; i < b->nbig; i++)
+		free(b->big[i].path);
+	b->nbig = 0;
+}
+
 /* Small blobs of known size neither stored nor in another batch, within the batch's
- * caps. Non-zero: full. */
+ * caps (and, for the look-ahead, large files to stream beside it). Non-zero: full. */
 static int bulk_blob_visit(void *arg, const char *dir, struct tree_entry *e, size_t n)
 {
 	struct bulk_blobs *b = arg;
 
-	(void)dir;
 	idx_sizes_fill(b->c->idx, e, n);
 	for (size_t i = 0; i < n; i++) {
+		if (b->want_big && (e[i].mode & 0170000) == 0100000 &&
+		    (uint64_t)e[i].size >= ODB_RAW_THRESHOLD) {
+			bulk_big_visit(b, dir, &e[i]);
+			continue;
+		}
 		if ((e[i].mode & 0170000) != 0100000 || e[i].size <= 0 ||
 		    (uint64_t)e[i].size >= ODB_RAW_THRESHOLD || odb_blob_has(b->c->odb, e[i].oid) ||
 		    bulk_inflight_has(b->c, e[i].oid))
@@ -749,7 +817,7 @@ out:
 static void bulk_ahead_run(struct cache *c, int64_t pid, const char *commit, const char *path)
 {
 	char project[1024], dir[BULK_PATH_MAX];
-	struct bulk_blobs b = {.c = c};
+	struct bulk_blobs b = {.c = c, .want_big = true};
 	struct cache_batch *t = NULL;
 	struct tree_entry *e = NULL;
 	unsigned k;
@@ -776,6 +844,7 @@ static void bulk_ahead_run(struct cache *c, int64_t pid, const char *commit, con
 	else
 		c->bulk.ahead_done = c->bulk.seq_latest; /* nothing left after it: no new walk */
 	pthread_mutex_unlock(&c->lock);
+	bulk_big_start(c, pid, commit, &b);
 	if (t) {
 		bulk_batch_fetch(c, project, dir, &b, t);
 		bulk_batch_end(c, t);

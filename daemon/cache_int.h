@@ -62,6 +62,7 @@ struct cache_commit_use {
 /* Recent batches of readers' commits remembered for the look-ahead (the reader's own and
  * those ahead of it). */
 #define CACHE_AHEAD_RECENT (CACHE_AHEAD_SLOTS + 1)
+#define CACHE_AHEAD_BIG_RECENT 32
 
 struct cache_recent {
 	char commit[41],
@@ -103,6 +104,9 @@ struct cache_bulk {
 	char *caps_project;
 	struct cache_recent recent[CACHE_AHEAD_RECENT];
 	size_t recent_next;
+	/* the large files the look-ahead handed to the prefetch workers lately */
+	char big_recent[CACHE_AHEAD_BIG_RECENT][41];
+	size_t big_next;
 	unsigned seq_latest, seq_reader, ahead_pending;
 	unsigned ahead_done; /* seq_latest when a look-ahead found nothing left */
 	struct cache_ahead {
@@ -339,6 +343,7 @@ void cache_obj_close(struct cache_obj *o);
 int cache_job_push(struct cache *c, int64_t pid, const char *commit, const char *path,
                    const char *oid, bool tree);
 void cache_job_run(struct cache *c, struct cache_job *j);
+int cache_workers_start(struct cache *c);
 void *cache_worker_main(void *arg);
 int cache_prefetch(struct cache *c, int64_t project_id, const char *commit, const char *path,
                    const char *tree_oid);

@@ -129,14 +129,11 @@ void *cache_worker_main(void *arg)
 	return NULL;
 }
 
-int cache_prefetch(struct cache *c, int64_t project_id, const char *commit, const char *path,
-                   const char *tree_oid)
+/* Starts the worker pool at its first job (lock held). */
+int cache_workers_start(struct cache *c)
 {
 	int r = 0;
 
-	if (!cache_oid_valid(commit) || !cache_oid_valid(tree_oid) || !cache_path_ok(path))
-		return -EINVAL;
-	pthread_mutex_lock(&c->lock);
 	if (!c->workers) {
 		c->workers = calloc(c->nworkers, sizeof(*c->workers));
 		if (!c->workers) {
@@ -156,6 +153,18 @@ int cache_prefetch(struct cache *c, int64_t project_id, const char *commit, cons
 			}
 		}
 	}
+	return r;
+}
+
+int cache_prefetch(struct cache *c, int64_t project_id, const char *commit, const char *path,
+                   const char *tree_oid)
+{
+	int r;
+
+	if (!cache_oid_valid(commit) || !cache_oid_valid(tree_oid) || !cache_path_ok(path))
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	r = cache_workers_start(c);
 	if (r == 0)
 		r = cache_job_push(c, project_id, commit, path, tree_oid, true);
 	pthread_mutex_unlock(&c->lock);

@@ -247,6 +247,45 @@ def test_readers_find_the_next_batch_and_round_asked_ahead(hub, tmp_path):
         proxy.close()
 
 
+def test_the_look_ahead_starts_a_walks_large_files(hub, tmp_path):
+    """Files of 1 MiB and more come in no batch; on a walk, the look-ahead hands them to
+    the prefetch workers, so each is on its way (one GET) before the reader gets there;
+    one over the look-ahead's cap for a large file is left to its reader."""
+    tok = hub.user("alice")
+    hub.project("alice/bigahead", "alice", "private")
+    rnd = __import__("random").Random(11)
+    files = {f"a/f{i:02d}.bin": rnd.randbytes(20_000) for i in range(6)}
+    files.update({f"b/f{i:02d}.bin": rnd.randbytes(20_000) for i in range(3)})
+    files["b/large.bin"] = rnd.randbytes(2_500_000)
+    files["b/huge.bin"] = rnd.randbytes(17 * 1024 * 1024)
+    src, _ = push_repo(hub, tok, "alice/bigahead", files, tmp_path)
+    large = git("rev-parse", "main:b/large.bin", cwd=src).stdout.strip()
+    proxy = GitLabProxy(hub.port)
+    m = mount_through(proxy, hub, tok, tmp_path, "bigahead")
+    try:
+        root = m.mnt / "alice/bigahead/branches/main"
+        subprocess.run(["find", str(root)], capture_output=True, check=True)
+        proxy.reset()
+        for i in range(6):  # a/, in tree order: the second file starts the look-ahead
+            assert (root / f"a/f{i:02d}.bin").read_bytes() == files[f"a/f{i:02d}.bin"]
+        # b/large.bin streams on a worker without its reader; b/huge.bin does not
+        for _ in range(100):
+            if any("/blobs/" in what for _, what in proxy.log):
+                break
+            __import__("time").sleep(0.05)
+        gets = [what for _, what in proxy.log if "/blobs/" in what]
+        assert len(gets) == 1 and large in gets[0], proxy.log
+        wait_idle(m)
+        assert (root / "b/large.bin").read_bytes() == files["b/large.bin"]
+        assert [w for _, w in proxy.log if "/blobs/" in w] == gets, proxy.log
+        assert hashlib.sha256((root / "b/huge.bin").read_bytes()).digest() == \
+            hashlib.sha256(files["b/huge.bin"]).digest()
+        assert len([w for _, w in proxy.log if "/blobs/" in w]) == 2, proxy.log
+    finally:
+        m.stop()
+        proxy.close()
+
+
 def test_blobs_the_server_sends_as_deltas_are_stored_right(hub, tmp_path):
     """Similar files: git's upload-pack sends most of a batch's blobs as deltas against
     others of the pack, which reefd applies itself (fs/packstream.c)."""
