@@ -2,7 +2,7 @@
  * counting its instructions under callgrind (docs/benchmarks.md, session 5). Not built by
  * meson; against a release build's libraries:
  *   cc -O2 -Iinclude bench/store_path.c build-rel/fs/libreeffs.a build-rel/lib/libreefcommon.a \
- *      -lgit2 -llmdb -lcrypto -lz -lpthread -o store_path
+ *      -lgit2 -llmdb -lcrypto -lz -ldeflate -lpthread -o store_path
  *   valgrind --tool=callgrind ./store_path new|old PACK EMPTY_CACHE_DIR BLOB_IDS
  * "new": the pack parsed as it streams (fs/packstream.c), each blob stored when complete;
  * "old": libgit2's indexer (fs/pack.c), then each blob of BLOB_IDS (one id a line) read

@@ -5,6 +5,7 @@ set -eu
 PKGS="build-essential meson ninja-build pkg-config
  libfuse3-dev fuse3 libgit2-dev libcurl4-openssl-dev libssl-dev libjansson-dev
  libsqlite3-dev sqlite3 liblmdb-dev lmdb-utils libmicrohttpd-dev libyaml-dev libzip-dev
+ libdeflate-dev
  git git-lfs curl ca-certificates attr procps psmisc bubblewrap rsync man-db groff-base
  systemd
  python3 python3-pytest python3-gitlab gitlab-cli python3-numpy python3-sklearn python3-pandas"
