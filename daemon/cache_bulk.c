@@ -44,7 +44,7 @@
  * there. LFS files are left to their own batch of download actions. */
 #define BULK_AHEAD_BIG     4
 #define BULK_AHEAD_BIG_MAX ((uint64_t)16 << 20)
-#define BULK_REST_PAGES  8                   /* REST tree pages before all trees over git */
+#define BULK_REST_PAGES    8 /* REST tree pages before all trees over git */
 
 void cache_bulk_init(struct cache *c)
 {
@@ -811,8 +811,9 @@ out:
 }
 
 /* The look-ahead: the small blobs from path's directory on in tree order, up to
- * BULK_AHEAD_BYTES (more once the walk went on), fetched while the reader consumes the batch before. Once the batch
- * is registered, the next look-ahead may start (bulk_ahead_kick) while this one is
+ * BULK_AHEAD_BYTES (more once the walk went on), fetched while the reader consumes the
+ * batch before, and the large files on the way started beside them. Once the batch is
+ * registered, the next look-ahead may start (bulk_ahead_kick) while this one is
  * fetched. */
 static void bulk_ahead_run(struct cache *c, int64_t pid, const char *commit, const char *path)
 {
@@ -837,12 +838,12 @@ static void bulk_ahead_run(struct cache *c, int64_t pid, const char *commit, con
 	pthread_mutex_lock(&c->lock);
 	if (c->bulk.ahead_pending)
 		c->bulk.ahead_pending--;
-	if (t)
+	if (t) {
 		bulk_use(c, commit)->ahead++;
-	if (t)
 		bulk_ahead_kick(c, pid, commit, path);
-	else
+	} else {
 		c->bulk.ahead_done = c->bulk.seq_latest; /* nothing left after it: no new walk */
+	}
 	pthread_mutex_unlock(&c->lock);
 	bulk_big_start(c, pid, commit, &b);
 	if (t) {

@@ -61,7 +61,7 @@ struct cache_commit_use {
 #define CACHE_AHEAD_SLOTS 2
 /* Recent batches of readers' commits remembered for the look-ahead (the reader's own and
  * those ahead of it). */
-#define CACHE_AHEAD_RECENT (CACHE_AHEAD_SLOTS + 1)
+#define CACHE_AHEAD_RECENT     (CACHE_AHEAD_SLOTS + 1)
 #define CACHE_AHEAD_BIG_RECENT 32
 
 struct cache_recent {

@@ -656,7 +656,8 @@ static int ps_data_fast(struct packstream *ps, const uint8_t *p, size_t n, size_
 
 	if (staged) {
 		if (n > ps->stage_cap - staged) {
-			size_t cap = ps->stage_cap * 2 > staged + n ? ps->stage_cap * 2 : staged + n;
+			size_t cap =
+			    ps->stage_cap * 2 > staged + n ? ps->stage_cap * 2 : staged + n;
 			unsigned char *nb = realloc(ps->stage, cap);
 
 			if (!nb)
@@ -708,7 +709,8 @@ static int ps_data_fast(struct packstream *ps, const uint8_t *p, size_t n, size_
 		return 0;
 	}
 	if (u <= staged)
-		return ps_fail(ps, -EIO, "object at %llu: zlib ends its stream before libdeflate did",
+		return ps_fail(ps, -EIO,
+		               "object at %llu: zlib ends its stream before libdeflate did",
 		               (unsigned long long)ps->cur_off);
 	*used = u - staged;
 	return 0;
