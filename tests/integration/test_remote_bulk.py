@@ -234,9 +234,10 @@ def test_readers_find_the_next_batch_and_round_asked_ahead(hub, tmp_path):
         proxy.reset()
         for rel in sorted(k for k in files if not k.startswith("s")):
             assert (root / rel).read_bytes() == files[rel], rel
-        # a/first.txt, alone in its directory, is a GET (no pack of one blob); every
-        # other file comes in a batch
-        assert proxy.count(r"/blobs/") == 1, proxy.log
+        # a/first.txt, alone in its directory, is a GET (no pack of one blob); the other
+        # 120 files come in batches, but for the odd one a reader reaches between two
+        # look-ahead batches while every sibling is in flight: a GET too, not a pack
+        assert 1 <= proxy.count(r"/blobs/") <= 3, proxy.log
         packs = proxy.count(r"^POST /\S+/git-upload-pack")
         assert 2 <= packs <= 6, proxy.log  # ~11 MB: a reader's batch, then one or two ahead
         # every blob once (the look-ahead goes on into the s* directories: tree order)
@@ -269,7 +270,7 @@ def test_the_look_ahead_starts_a_walks_large_files(hub, tmp_path):
         for i in range(6):  # a/, in tree order: the second file starts the look-ahead
             assert (root / f"a/f{i:02d}.bin").read_bytes() == files[f"a/f{i:02d}.bin"]
         # b/large.bin streams on a worker without its reader; b/huge.bin does not
-        for _ in range(100):
+        for _ in range(200):
             if any("/blobs/" in what for _, what in proxy.log):
                 break
             __import__("time").sleep(0.05)
