@@ -643,6 +643,25 @@ static int ps_data(struct packstream *ps, const uint8_t *p, size_t n, size_t *us
 	}
 }
 
+/* Copies n bytes from p to the stage at off, growing it (doubling) as needed. */
+static int ps_stage_put(struct packstream *ps, size_t off, const uint8_t *p, size_t n)
+{
+	if (n > ps->stage_cap - off) {
+		size_t cap = ps->stage_cap * 2 > off + n ? ps->stage_cap * 2 : off + n;
+		unsigned char *nb;
+
+		if (cap < PS_CHUNK)
+			cap = PS_CHUNK;
+		nb = realloc(ps->stage, cap);
+		if (!nb)
+			return ps_fail(ps, -ENOMEM, "out of memory");
+		ps->stage = nb;
+		ps->stage_cap = cap;
+	}
+	memcpy(ps->stage + off, p, n);
+	return 0;
+}
+
 /* ps_data for an object of at most PS_FAST_MAX bytes kept in memory: the whole stream
  * inflated by libdeflate once it is in one piece of memory; *used: the bytes of p the
  * object took (all of them while it is staged). Each piece is tried as it comes, so a
@@ -655,17 +674,9 @@ static int ps_data_fast(struct packstream *ps, const uint8_t *p, size_t n, size_
 	int r;
 
 	if (staged) {
-		if (n > ps->stage_cap - staged) {
-			size_t cap =
-			    ps->stage_cap * 2 > staged + n ? ps->stage_cap * 2 : staged + n;
-			unsigned char *nb = realloc(ps->stage, cap);
-
-			if (!nb)
-				return ps_fail(ps, -ENOMEM, "out of memory");
-			ps->stage = nb;
-			ps->stage_cap = cap;
-		}
-		memcpy(ps->stage + staged, p, n);
+		r = ps_stage_put(ps, staged, p, n);
+		if (r < 0)
+			return r;
 		in = ps->stage;
 		len = staged + n;
 	}
@@ -679,18 +690,8 @@ static int ps_data_fast(struct packstream *ps, const uint8_t *p, size_t n, size_
 	}
 	if (lr == LIBDEFLATE_BAD_DATA && ++ps->tries < PS_FAST_TRIES) {
 		/* most likely cut short: keep the bytes for a try with the next piece */
-		if (!staged) {
-			if (n > ps->stage_cap) {
-				size_t cap = n > PS_CHUNK ? n : PS_CHUNK;
-				unsigned char *nb = realloc(ps->stage, cap);
-
-				if (!nb)
-					return ps_fail(ps, -ENOMEM, "out of memory");
-				ps->stage = nb;
-				ps->stage_cap = cap;
-			}
-			memcpy(ps->stage, p, n);
-		}
+		if (!staged && (r = ps_stage_put(ps, 0, p, n)) < 0)
+			return r;
 		ps->stage_len = len;
 		*used = n;
 		return 0;
