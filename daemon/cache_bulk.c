@@ -525,10 +525,7 @@ static void bulk_big_visit(struct bulk_blobs *b, const char *dir, const struct t
 	struct idx_lfs l;
 	char path[BULK_PATH_MAX];
 
-	if (b->nbig == BULK_AHEAD_BIG || (uint64_t)e->size > BULK_AHEAD_BIG_MAX ||
-	    odb_blob_has(b->c->odb, e->oid) || idx_lfs_get(b->c->idx, e->oid, &l) < 0 || l.lfs ||
-	    (size_t)snprintf(path, sizeof(path), "%s%s%s", dir, *dir ? "/" : "", e->name) >=
-	        sizeof(path))
+	if (b->nbig == BULK_AHEAD_BIG || (uint64_t)e->size > BULK_AHEAD_BIG_MAX)
 		return;
 	if (b->total + (uint64_t)e->size > b->cap_bytes) {
 		b->more = true;
@@ -537,6 +534,10 @@ static void bulk_big_visit(struct bulk_blobs *b, const char *dir, const struct t
 	for (size_t i = 0; i < b->nbig; i++)
 		if (strcmp(b->big[i].oid, e->oid) == 0)
 			return;
+	if (odb_blob_has(b->c->odb, e->oid) || idx_lfs_get(b->c->idx, e->oid, &l) < 0 || l.lfs ||
+	    (size_t)snprintf(path, sizeof(path), "%s%s%s", dir, *dir ? "/" : "", e->name) >=
+	        sizeof(path))
+		return;
 	b->big[b->nbig].path = strdup(path);
 	if (!b->big[b->nbig].path)
 		return;
@@ -548,9 +549,11 @@ static void bulk_big_visit(struct bulk_blobs *b, const char *dir, const struct t
 static void bulk_big_start(struct cache *c, int64_t pid, const char *commit, struct bulk_blobs *b)
 {
 	pthread_mutex_lock(&c->lock);
-	for (size_t i = 0; i < b->nbig; i++)
-		if (!c->stop && !bulk_big_started(c, b->big[i].oid) && cache_workers_start(c) == 0)
-			(void)cache_job_push(c, pid, commit, b->big[i].path, b->big[i].oid, false);
+	if (b->nbig && !c->stop && cache_workers_start(c) == 0)
+		for (size_t i = 0; i < b->nbig; i++)
+			if (!bulk_big_started(c, b->big[i].oid))
+				(void)cache_job_push(c, pid, commit, b->big[i].path, b->big[i].oid,
+				                     false);
 	pthread_mutex_unlock(&c->lock);
 	for (size_t i = 0; i < b->nbig; i++)
 		free(b->big[i].path);
